@@ -1,0 +1,33 @@
+# Two commands for a new user: `make run` and `make test`.
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PYTEST := .venv/bin/pytest
+
+.PHONY: run test test-pg test-sqlite install lint bench clean
+
+run: install ## migrate, seed the demo on first run, serve everything at http://127.0.0.1:5000
+	.venv/bin/hospital run
+
+test: install ## the whole suite on PostgreSQL, then the smoke suite on SQLite
+	$(PYTEST)
+	TEST_DB=sqlite $(PYTEST) -m smoke
+
+install: .venv/.installed
+
+.venv/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+lint: install
+	.venv/bin/ruff check app media storage migrations tests benchmarks wsgi.py
+
+bench: install ## speed and memory figures (not part of make test)
+	@for b in benchmarks/*.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done
+
+clean:
+	rm -rf .venv .tools .pytest_cache test-artifacts

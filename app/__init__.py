@@ -1,0 +1,56 @@
+"""The Internet hospital web application: ``create_app`` builds it from a :class:`~app.config.Config`."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_smorest import Api
+
+from app import db
+from app.config import Config
+from app.extensions import csrf, login_manager
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the app: settings, database, extensions, blueprints, error pages, security headers."""
+    config = config or Config.from_env()
+    config.validate()
+    app = Flask(__name__, instance_path=str(config.INSTANCE_PATH), instance_relative_config=False)
+    app.config.from_object(config)
+    app.config["MAX_FORM_MEMORY_SIZE"] = 500_000
+
+    engine = db.make_engine(config.DATABASE_URL, echo=config.SQL_ECHO)
+    app.extensions["db_engine"] = engine
+    db.session.configure(bind=engine)
+    db.import_models()
+
+    @app.teardown_appcontext
+    def _remove_session(_exc: BaseException | None) -> None:
+        db.session.remove()
+
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    api = Api(app, spec_kwargs={"info": {"description": "JSON API of the Internet hospital. "
+                                         "Errors are RFC 9457 problem details."}})
+    app.extensions["hospital_api"] = api
+
+    from app import web
+    from app.audit import api as audit_api
+    from app.audit import views as audit_views
+    from app.auth import admin as auth_admin
+    from app.auth import api as auth_api
+    from app.auth import views as auth_views
+    from app.errors import register_error_handlers
+    from app.patients import api as patients_api
+    from app.patients import views as patients_views
+
+    for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp):
+        app.register_blueprint(blueprint)
+    for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp):
+        api.register_blueprint(api_blueprint)
+
+    register_error_handlers(app)
+    web.init_request_hooks(app)
+    from app import cli
+
+    cli.register(app)
+    return app

@@ -1,0 +1,1 @@
+"""Append-only audit trail of every touch of patient data, every sign-in and every denial."""

@@ -1,0 +1,124 @@
+"""Recording and reading audit events.
+
+Success events ride in the caller's transaction (a write that is rolled back was never done). Denials
+and failures are *durable*: they survive the rollback that follows the error (see
+:func:`rollback_keeping_durable`), so a refused attempt is always on the record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from app import db
+from app.audit.context import client_ip
+from app.audit.models import AuditEvent, Outcome
+from app.errors import Forbidden
+
+if TYPE_CHECKING:
+    from app.auth.models import User
+
+_DURABLE_KEY = "audit_durable"
+
+
+class AuditImmutable(RuntimeError):
+    """Something tried to change or delete an audit row."""
+
+
+@sa.event.listens_for(so.Session, "before_flush")
+def _refuse_audit_changes(session: so.Session, _ctx: Any, _instances: Any) -> None:
+    for obj in (*session.dirty, *session.deleted):
+        if isinstance(obj, AuditEvent) and (obj in session.deleted or session.is_modified(obj)):
+            raise AuditImmutable("audit events are append-only")
+
+
+def record(action: str, *, by: User | None, outcome: Outcome = Outcome.SUCCESS, patient_id: int | None = None,
+           resource_type: str | None = None, resource_id: object = None, detail: dict[str, Any] | None = None,
+           actor_name: str | None = None) -> AuditEvent:
+    """Add an audit event to the current unit of work; denials and failures also survive a rollback."""
+    values = {
+        "occurred_at": db.utcnow(),
+        "actor_id": by.id if by is not None else None,
+        "actor_role": by.role.value if by is not None else None,
+        "actor_name": by.full_name if by is not None else actor_name,
+        "action": action,
+        "outcome": outcome,
+        "patient_id": patient_id,
+        "resource_type": resource_type,
+        "resource_id": None if resource_id is None else str(resource_id),
+        "ip": client_ip.get(),
+        "detail": detail,
+    }
+    event = AuditEvent(**values)
+    session = db.session()
+    session.add(event)
+    if outcome is not Outcome.SUCCESS:
+        session.info.setdefault(_DURABLE_KEY, []).append(values)
+    return event
+
+
+def deny(action: str, *, by: User | None, patient_id: int | None = None, resource_type: str | None = None,
+         resource_id: object = None, error: Exception | None = None) -> Exception:
+    """Record a denied access and return the error to raise (404 by default, so ids leak nothing)."""
+    from app.errors import NotFound
+
+    record(action, by=by, outcome=Outcome.DENIED, patient_id=patient_id, resource_type=resource_type,
+           resource_id=resource_id)
+    return error or NotFound(f"No {resource_type or 'record'} with that id, or you do not have access to it.")
+
+
+def rollback_keeping_durable(session: so.Session) -> None:
+    """Roll back the session, then commit again only the denial/failure events of that unit of work."""
+    durable: list[dict[str, Any]] = session.info.pop(_DURABLE_KEY, [])
+    session.rollback()
+    if durable:
+        session.add_all(AuditEvent(**values) for values in durable)
+        session.commit()
+
+
+@sa.event.listens_for(so.Session, "after_commit")
+def _durable_events_stored(session: so.Session) -> None:
+    session.info.pop(_DURABLE_KEY, None)
+
+
+def search(*, by: User, actor_id: int | None = None, patient_id: int | None = None, action: str | None = None,
+           outcome: Outcome | None = None, since: datetime | None = None, until: datetime | None = None,
+           page: int = 1, per_page: int = 50) -> tuple[Sequence[AuditEvent], int]:
+    """Filter the trail for an admin. :raises Forbidden: for anyone else."""
+    from app.auth.models import Role
+
+    if by.role is not Role.ADMIN:
+        record("audit.search", by=by, outcome=Outcome.DENIED)
+        raise Forbidden("Only administrators can read the audit trail.")
+    query = sa.select(AuditEvent)
+    if actor_id is not None:
+        query = query.where(AuditEvent.actor_id == actor_id)
+    if patient_id is not None:
+        query = query.where(AuditEvent.patient_id == patient_id)
+    if action:
+        query = query.where(AuditEvent.action.startswith(action))
+    if outcome is not None:
+        query = query.where(AuditEvent.outcome == outcome)
+    if since is not None:
+        query = query.where(AuditEvent.occurred_at >= since)
+    if until is not None:
+        query = query.where(AuditEvent.occurred_at < until)
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+    rows = db.session.scalars(query.order_by(AuditEvent.id.desc()).limit(per_page).offset((page - 1) * per_page))
+    record("audit.search", by=by, detail={"page": page})
+    return list(rows), total
+
+
+def access_log_for_patient(patient_id: int, *, limit: int = 200) -> Sequence[AuditEvent]:
+    """Who touched this patient's record (successful accesses by others), newest first.
+
+    Callers authorise first: see ``patients.service.access_log``.
+    """
+    query = (sa.select(AuditEvent)
+             .where(AuditEvent.patient_id == patient_id, AuditEvent.outcome == Outcome.SUCCESS)
+             .order_by(AuditEvent.id.desc()).limit(limit))
+    return list(db.session.scalars(query))

@@ -1,0 +1,129 @@
+"""Configuration read from the environment, in one place.
+
+Every setting the platform understands is an attribute of :class:`Config`; README lists them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SECRET_KEY = "dev-only-secret-change-me"  # noqa: S105 - refused in production, see validate()
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run safely."""
+
+
+class Config:
+    """Settings for one deployment; build with :meth:`from_env`."""
+
+    ENV: str = "development"
+    TESTING: bool = False
+    SECRET_KEY: str = DEFAULT_SECRET_KEY
+    INSTANCE_PATH: Path = ROOT / "instance"
+    DATABASE_URL: str = ""
+    SQL_ECHO: bool = False
+
+    # Sessions and sign-in
+    SESSION_COOKIE_NAME: str = "hospital_session"
+    SESSION_COOKIE_HTTPONLY: bool = True
+    SESSION_COOKIE_SAMESITE: str = "Lax"
+    SESSION_COOKIE_SECURE: bool = False
+    STAFF_IDLE_MINUTES: int = 15
+    PATIENT_IDLE_MINUTES: int = 30
+    LOCKOUT_THRESHOLD: int = 5
+    LOCKOUT_MINUTES: int = 15
+    IP_LOCKOUT_THRESHOLD: int = 20
+    PASSWORD_MIN_LENGTH: int = 10
+    # argon2id cost: defaults follow RFC 9106's second recommendation; tests lower them.
+    ARGON2_TIME_COST: int = 3
+    ARGON2_MEMORY_COST: int = 65536
+    WTF_CSRF_TIME_LIMIT: int | None = None
+    MAX_FORM_FIELD_LENGTH: int = 2000
+
+    # Object storage: "fs" (embedded) or "s3" (MinIO in production)
+    OBJECT_STORE: str = "fs"
+    STORAGE_PATH: Path = ROOT / "instance" / "objects"
+    S3_ENDPOINT: str = "127.0.0.1:9000"
+    S3_ACCESS_KEY: str = ""
+    S3_SECRET_KEY: str = ""
+    S3_BUCKET: str = "hospital"
+    S3_REGION: str = "us-east-1"
+    S3_SECURE: bool = True
+
+    # Media service and shared state
+    MEDIA_URL: str = "http://127.0.0.1:8765"
+    MEDIA_SECRET: str = ""
+    REDIS_URL: str = ""
+
+    # API docs (flask-smorest)
+    API_TITLE: str = "Internet hospital API"
+    API_VERSION: str = "v1"
+    OPENAPI_VERSION: str = "3.0.3"
+    OPENAPI_URL_PREFIX: str = "/api/v1"
+    OPENAPI_JSON_PATH: str = "openapi.json"
+    OPENAPI_SWAGGER_UI_PATH: str | None = None
+
+    @classmethod
+    def from_env(cls) -> Config:
+        """Read every setting from the environment, with embedded defaults."""
+        cfg = cls()
+        cfg.ENV = _env("HOSPITAL_ENV", cls.ENV)
+        cfg.SECRET_KEY = _env("SECRET_KEY", cls.SECRET_KEY)
+        cfg.INSTANCE_PATH = Path(_env("HOSPITAL_INSTANCE_PATH", str(cls.INSTANCE_PATH)))
+        cfg.DATABASE_URL = _env("DATABASE_URL", f"sqlite:///{cfg.INSTANCE_PATH / 'hospital.db'}")
+        cfg.SQL_ECHO = _env_bool("HOSPITAL_SQL_ECHO", False)
+        cfg.SESSION_COOKIE_SECURE = _env_bool("HOSPITAL_SECURE_COOKIES", cfg.ENV == "production")
+        cfg.STAFF_IDLE_MINUTES = _env_int("HOSPITAL_STAFF_IDLE_MINUTES", cls.STAFF_IDLE_MINUTES)
+        cfg.PATIENT_IDLE_MINUTES = _env_int("HOSPITAL_PATIENT_IDLE_MINUTES", cls.PATIENT_IDLE_MINUTES)
+        cfg.LOCKOUT_THRESHOLD = _env_int("HOSPITAL_LOCKOUT_THRESHOLD", cls.LOCKOUT_THRESHOLD)
+        cfg.LOCKOUT_MINUTES = _env_int("HOSPITAL_LOCKOUT_MINUTES", cls.LOCKOUT_MINUTES)
+        cfg.IP_LOCKOUT_THRESHOLD = _env_int("HOSPITAL_IP_LOCKOUT_THRESHOLD", cls.IP_LOCKOUT_THRESHOLD)
+        cfg.OBJECT_STORE = _env("HOSPITAL_OBJECT_STORE", cls.OBJECT_STORE)
+        cfg.STORAGE_PATH = Path(_env("HOSPITAL_STORAGE_PATH", str(cfg.INSTANCE_PATH / "objects")))
+        cfg.S3_ENDPOINT = _env("S3_ENDPOINT", cls.S3_ENDPOINT)
+        cfg.S3_ACCESS_KEY = _env("S3_ACCESS_KEY", cls.S3_ACCESS_KEY)
+        cfg.S3_SECRET_KEY = _env("S3_SECRET_KEY", cls.S3_SECRET_KEY)
+        cfg.S3_BUCKET = _env("S3_BUCKET", cls.S3_BUCKET)
+        cfg.S3_REGION = _env("S3_REGION", cls.S3_REGION)
+        cfg.S3_SECURE = _env_bool("S3_SECURE", cls.S3_SECURE)
+        cfg.MEDIA_URL = _env("HOSPITAL_MEDIA_URL", cls.MEDIA_URL)
+        cfg.MEDIA_SECRET = _env("HOSPITAL_MEDIA_SECRET", cfg.SECRET_KEY)
+        cfg.REDIS_URL = _env("REDIS_URL", cls.REDIS_URL)
+        return cfg
+
+    def validate(self) -> None:
+        """Refuse settings that would be unsafe in production.
+
+        :raises ConfigError: production with the default secret key or a short one.
+        """
+        if self.ENV == "production":
+            if self.SECRET_KEY == DEFAULT_SECRET_KEY or len(self.SECRET_KEY) < 32:
+                raise ConfigError("SECRET_KEY must be set to a random value of 32+ characters in production")
+            if self.DATABASE_URL.startswith("sqlite"):
+                raise ConfigError("production needs DATABASE_URL pointing at PostgreSQL")
+
+
+class TestConfig(Config):
+    """Fast hashing and no secure-cookie requirement, for the test suite."""
+
+    TESTING = True
+    ARGON2_TIME_COST = 1
+    ARGON2_MEMORY_COST = 1024

@@ -1,0 +1,148 @@
+"""One error hierarchy, shown as RFC 9457 problem details to API clients and as a friendly page to people.
+
+``detail`` never carries patient data: it names fields and ids, not values.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from app import db
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class AppError(Exception):
+    """A failure the user can act on; subclasses fix status, slug and title."""
+
+    status: int = 400
+    slug: str = "bad-request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str | None = None, *, errors: dict[str, list[str]] | None = None,
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.errors = errors
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class ValidationFailed(AppError):
+    status, slug, title = 422, "validation-failed", "Some fields need attention"
+
+
+class NotFound(AppError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Forbidden(AppError):
+    status, slug, title = 403, "forbidden", "You do not have access to this"
+
+
+class Unauthorized(AppError):
+    status, slug, title = 401, "unauthorized", "Sign-in required"
+
+
+class Conflict(AppError):
+    status, slug, title = 409, "conflict", "This conflicts with the current state"
+
+
+class TooManyRequests(AppError):
+    status, slug, title = 429, "too-many-requests", "Too many attempts"
+
+
+class PayloadTooLarge(AppError):
+    status, slug, title = 413, "payload-too-large", "The upload is larger than allowed"
+
+
+class UnsupportedMediaType(AppError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported content type"
+
+
+def wants_problem_json() -> bool:
+    """API paths and clients that prefer JSON get problem+json; browsers get HTML."""
+    if request.path.startswith(("/api/", "/dicomweb/", "/oauth/", "/.well-known/")):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json", PROBLEM_JSON])
+    return best in ("application/json", PROBLEM_JSON)
+
+
+def problem_response(status: int, slug: str, title: str, detail: str, *,
+                     errors: dict[str, list[str]] | None = None, headers: dict[str, str] | None = None,
+                     extra: dict[str, Any] | None = None) -> Response:
+    body: dict[str, Any] = {
+        "type": f"/problems/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.path,
+    }
+    if errors:
+        body["errors"] = errors
+    if extra:
+        body.update(extra)
+    if wants_problem_json():
+        resp = jsonify(body)
+        resp.mimetype = PROBLEM_JSON
+    else:
+        resp = Response(render_template("errors/error.html", problem=body), mimetype="text/html")
+    resp.status_code = status
+    for key, value in (headers or {}).items():
+        resp.headers[key] = value
+    return resp
+
+
+def _rollback_keeping_audit() -> None:
+    db.rollback()
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(AppError)
+    def _app_error(exc: AppError) -> Response:
+        _rollback_keeping_audit()
+        return problem_response(exc.status, exc.slug, exc.title, exc.detail, errors=exc.errors,
+                                headers=exc.headers, extra=exc.extra)
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(exc: CSRFError) -> Response:
+        _rollback_keeping_audit()
+        return problem_response(400, "csrf-failed", "The form expired or was not sent from this site",
+                                "Reload the page and try again.")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        _rollback_keeping_audit()
+        status = exc.code or 500
+        errors = None
+        data = getattr(exc, "data", None)
+        if isinstance(data, dict) and "messages" in data:
+            # webargs/flask-smorest validation: {"json": {"field": ["msg"]}} -> {"field": ["msg"]}
+            errors = {}
+            for location in data["messages"].values():
+                for field, msgs in location.items():
+                    errors[str(field)] = msgs if isinstance(msgs, list) else [str(msgs)]
+        title = exc.name
+        detail = exc.description or exc.name
+        slug = title.lower().replace(" ", "-")
+        if status == 422:
+            title, slug, detail = ValidationFailed.title, ValidationFailed.slug, "Check the named fields."
+        headers = {k: v for k, v in exc.get_headers() if k.lower() in ("allow", "www-authenticate", "retry-after")}
+        return problem_response(status, slug, title, detail, errors=errors, headers=headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        try:
+            db.session.rollback()
+        except Exception:  # noqa: BLE001 - the response must go out whatever the session's state
+            logger.exception("rollback failed")
+        return problem_response(500, "internal-error", "Something went wrong on our side",
+                                "The error was logged. Nothing was saved from this request.")

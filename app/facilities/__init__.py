@@ -1,0 +1,1 @@
+"""Facilities: the remote hospital and the town clinics (each clinic with its pharmacy)."""

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import enum
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from app.db import Base, IntPk, UtcTimestamp, str_enum
+
+
+class FacilityKind(enum.StrEnum):
+    HOSPITAL = "hospital"
+    CLINIC = "clinic"
+
+
+class Facility(Base):
+    """A place staff belong to; a clinic may run a pharmacy that dispenses prescriptions."""
+
+    __tablename__ = "facility"
+
+    id: so.Mapped[IntPk]
+    code: so.Mapped[str] = so.mapped_column(sa.String(16), unique=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(200))
+    kind: so.Mapped[FacilityKind] = so.mapped_column(str_enum(FacilityKind, 16))
+    has_pharmacy: so.Mapped[bool] = so.mapped_column(default=False)
+    address: so.Mapped[str | None] = so.mapped_column(sa.String(300))
+    created_at: so.Mapped[UtcTimestamp]
+
+    def __repr__(self) -> str:
+        return f"<Facility {self.code}>"

@@ -1,0 +1,1 @@
+"""Patient records: registration, search, chart, and who may see them."""

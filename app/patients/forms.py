@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from wtforms import BooleanField, DateField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional
+
+from app.forms import AppForm
+from app.patients.models import AllergySeverity, Sex
+from app.patients.service import PatientInput
+
+
+class PatientForm(AppForm):
+    given_name = StringField("Given name", validators=[DataRequired(), Length(max=100)])
+    family_name = StringField("Family name", validators=[DataRequired(), Length(max=100)])
+    birth_date = DateField("Birth date", validators=[DataRequired()])
+    sex = SelectField("Sex", choices=[(s.value, s.value.capitalize()) for s in Sex], validators=[DataRequired()])
+    phone = StringField("Phone", validators=[Optional(), Length(max=32)])
+    email = StringField("Email", validators=[Optional(), Length(max=254)])
+    address = TextAreaField("Address", validators=[Optional(), Length(max=300)])
+    allergies = TextAreaField("Allergies (one per line: substance; severity; reaction)",
+                              validators=[Optional(), Length(max=2000)])
+    conditions = TextAreaField("Conditions (one per line)", validators=[Optional(), Length(max=2000)])
+    medications = TextAreaField("Current medications (one per line: name; dosage)",
+                                validators=[Optional(), Length(max=2000)])
+    confirm_not_duplicate = BooleanField("I checked: this is a different person")
+
+    def to_input(self) -> PatientInput:
+        assert self.birth_date.data is not None
+        return PatientInput(
+            given_name=self.given_name.data or "", family_name=self.family_name.data or "",
+            birth_date=self.birth_date.data, sex=Sex(self.sex.data), phone=self.phone.data,
+            email=self.email.data, address=self.address.data,
+            allergies=[_allergy_line(line) for line in _lines(self.allergies.data)],
+            conditions=[{"description": line} for line in _lines(self.conditions.data)],
+            medications=[_medication_line(line) for line in _lines(self.medications.data)],
+        )
+
+
+def _lines(text: str | None) -> list[str]:
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+def _allergy_line(line: str) -> dict[str, str | None]:
+    parts = [p.strip() for p in line.split(";")]
+    severity = parts[1].lower() if len(parts) > 1 and parts[1] else AllergySeverity.MODERATE.value
+    return {"substance": parts[0], "severity": severity, "reaction": parts[2] if len(parts) > 2 else None}
+
+
+def _medication_line(line: str) -> dict[str, str | None]:
+    name, _, dosage = line.partition(";")
+    return {"name": name.strip(), "dosage": dosage.strip() or None}
+
+
+class DemographicsForm(PatientForm):
+    """Editing keeps the clinical lists on the chart, so those fields are not part of this form."""
+
+    allergies = None  # type: ignore[assignment]
+    conditions = None  # type: ignore[assignment]
+    medications = None  # type: ignore[assignment]
+    confirm_not_duplicate = None  # type: ignore[assignment]
+
+    def to_input(self) -> PatientInput:
+        assert self.birth_date.data is not None
+        return PatientInput(given_name=self.given_name.data or "", family_name=self.family_name.data or "",
+                            birth_date=self.birth_date.data, sex=Sex(self.sex.data), phone=self.phone.data,
+                            email=self.email.data, address=self.address.data)
+
+
+class AllergyForm(AppForm):
+    substance = StringField("Substance", validators=[DataRequired(), Length(max=120)])
+    severity = SelectField("Severity", choices=[(s.value, s.value.capitalize()) for s in AllergySeverity])
+    reaction = StringField("Reaction", validators=[Optional(), Length(max=300)])
+
+
+class ConditionForm(AppForm):
+    description = StringField("Condition", validators=[DataRequired(), Length(max=200)])
+    code = StringField("Code (ICD-10, optional)", validators=[Optional(), Length(max=32)])
+    onset_date = DateField("Onset", validators=[Optional()])
+
+
+class MedicationForm(AppForm):
+    name = StringField("Medication", validators=[DataRequired(), Length(max=120)])
+    dosage = StringField("Dosage", validators=[Optional(), Length(max=200)])
+
+
+class AssignDoctorForm(AppForm):
+    doctor_id = SelectField("Doctor", coerce=int)
+    reason = StringField("Reason", validators=[Optional(), Length(max=200)])
+
+
+class SearchForm(AppForm):
+    class Meta:
+        csrf = False
+
+    q = StringField("Name or MRN", validators=[Optional(), Length(max=100)])
+    birth_date = DateField("Birth date", validators=[Optional()])

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from app.auth.models import User
+from app.db import Base, IntPk, TimestampMixin, UtcTimestamp, str_enum
+from app.facilities.models import Facility
+
+
+class Sex(enum.StrEnum):
+    """FHIR AdministrativeGender."""
+
+    FEMALE = "female"
+    MALE = "male"
+    OTHER = "other"
+    UNKNOWN = "unknown"
+
+
+class AllergySeverity(enum.StrEnum):
+    """FHIR AllergyIntolerance reaction severity."""
+
+    MILD = "mild"
+    MODERATE = "moderate"
+    SEVERE = "severe"
+
+
+class ClinicalStatus(enum.StrEnum):
+    ACTIVE = "active"
+    RESOLVED = "resolved"
+    INACTIVE = "inactive"
+
+
+class Patient(TimestampMixin, Base):
+    """A person registered at a clinic. ``mrn`` is the medical record number shown on every page."""
+
+    __tablename__ = "patient"
+
+    id: so.Mapped[IntPk]
+    mrn: so.Mapped[str] = so.mapped_column(sa.String(16), unique=True)
+    given_name: so.Mapped[str] = so.mapped_column(sa.String(100))
+    family_name: so.Mapped[str] = so.mapped_column(sa.String(100))
+    birth_date: so.Mapped[date] = so.mapped_column(index=True)
+    sex: so.Mapped[Sex] = so.mapped_column(str_enum(Sex, 8))
+    phone: so.Mapped[str | None] = so.mapped_column(sa.String(32))
+    email: so.Mapped[str | None] = so.mapped_column(sa.String(254))
+    address: so.Mapped[str | None] = so.mapped_column(sa.String(300))
+    # Lower-cased copies for case-insensitive prefix search that works the same on SQLite and PostgreSQL.
+    given_name_search: so.Mapped[str] = so.mapped_column(sa.String(100), index=True)
+    family_name_search: so.Mapped[str] = so.mapped_column(sa.String(100), index=True)
+    facility_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("facility.id"), index=True)
+    user_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"), unique=True)
+    registered_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+
+    facility: so.Mapped[Facility] = so.relationship(lazy="joined")
+    user: so.Mapped[User | None] = so.relationship(foreign_keys=[user_id])
+    allergies: so.Mapped[list[Allergy]] = so.relationship(
+        back_populates="patient", order_by="Allergy.id", cascade="all, delete-orphan")
+    conditions: so.Mapped[list[Condition]] = so.relationship(
+        back_populates="patient", order_by="Condition.id", cascade="all, delete-orphan")
+    medications: so.Mapped[list[MedicationStatement]] = so.relationship(
+        back_populates="patient", order_by="MedicationStatement.id", cascade="all, delete-orphan")
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.family_name.upper()}, {self.given_name}"
+
+    @property
+    def age(self) -> int:
+        today = date.today()
+        b = self.birth_date
+        return today.year - b.year - ((today.month, today.day) < (b.month, b.day))
+
+    def __repr__(self) -> str:
+        return f"<Patient {self.id}>"
+
+
+class Allergy(Base):
+    """FHIR AllergyIntolerance, reduced: substance (a drug, a drug class or anything else) and severity."""
+
+    __tablename__ = "allergy"
+
+    id: so.Mapped[IntPk]
+    patient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("patient.id", ondelete="CASCADE"), index=True)
+    substance: so.Mapped[str] = so.mapped_column(sa.String(120))
+    reaction: so.Mapped[str | None] = so.mapped_column(sa.String(300))
+    severity: so.Mapped[AllergySeverity] = so.mapped_column(str_enum(AllergySeverity, 8))
+    status: so.Mapped[ClinicalStatus] = so.mapped_column(
+        str_enum(ClinicalStatus, 8), default=ClinicalStatus.ACTIVE)
+    recorded_at: so.Mapped[UtcTimestamp]
+    recorded_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+
+    patient: so.Mapped[Patient] = so.relationship(back_populates="allergies")
+
+
+class Condition(Base):
+    """FHIR Condition, reduced: a problem-list entry."""
+
+    __tablename__ = "condition"
+
+    id: so.Mapped[IntPk]
+    patient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("patient.id", ondelete="CASCADE"), index=True)
+    description: so.Mapped[str] = so.mapped_column(sa.String(200))
+    code: so.Mapped[str | None] = so.mapped_column(sa.String(32))
+    onset_date: so.Mapped[date | None]
+    status: so.Mapped[ClinicalStatus] = so.mapped_column(
+        str_enum(ClinicalStatus, 8), default=ClinicalStatus.ACTIVE)
+    recorded_at: so.Mapped[UtcTimestamp]
+    recorded_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+
+    patient: so.Mapped[Patient] = so.relationship(back_populates="conditions")
+
+
+class MedicationStatement(Base):
+    """FHIR MedicationStatement: what the patient currently takes, as reported at registration or review."""
+
+    __tablename__ = "medication_statement"
+
+    id: so.Mapped[IntPk]
+    patient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("patient.id", ondelete="CASCADE"), index=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(120))
+    dosage: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    status: so.Mapped[ClinicalStatus] = so.mapped_column(
+        str_enum(ClinicalStatus, 8), default=ClinicalStatus.ACTIVE)
+    recorded_at: so.Mapped[UtcTimestamp]
+    recorded_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+
+    patient: so.Mapped[Patient] = so.relationship(back_populates="medications")
+
+
+class CareAssignment(Base):
+    """A doctor's care relationship with a patient: what lets the doctor open the chart."""
+
+    __tablename__ = "care_assignment"
+
+    id: so.Mapped[IntPk]
+    patient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("patient.id", ondelete="CASCADE"))
+    practitioner_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    reason: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    assigned_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    assigned_at: so.Mapped[UtcTimestamp]
+    ended_at: so.Mapped[datetime | None]
+
+    practitioner: so.Mapped[User] = so.relationship(foreign_keys=[practitioner_id], lazy="joined")
+
+    __table_args__ = (
+        sa.Index("ix_care_assignment_active", "patient_id", "practitioner_id"),
+    )

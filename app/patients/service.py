@@ -1,0 +1,384 @@
+"""Patient-record rules: registration, search, chart reads, clinical lists, care relationships.
+
+Every function takes the acting user (``by=``), checks :mod:`app.patients.access`, and writes an audit
+event. Other domains open a patient through :func:`get_patient`, never by querying the model directly.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+
+from app import db
+from app.audit import service as audit
+from app.audit.models import AuditEvent, Outcome
+from app.auth.models import Role, User
+from app.errors import Conflict, Forbidden, ValidationFailed
+from app.patients import access
+from app.patients.models import (
+    Allergy,
+    AllergySeverity,
+    CareAssignment,
+    ClinicalStatus,
+    Condition,
+    MedicationStatement,
+    Patient,
+    Sex,
+)
+
+MAX_AGE_YEARS = 130
+
+
+@dataclass
+class PatientInput:
+    given_name: str
+    family_name: str
+    birth_date: date
+    sex: Sex
+    phone: str | None = None
+    email: str | None = None
+    address: str | None = None
+    mrn: str | None = None
+    allergies: list[dict[str, Any]] = field(default_factory=list)
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    medications: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: Sequence[Patient]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def _luhn_digit(digits: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = int(ch)
+        if i % 2 == 0:
+            n *= 2
+            n = n - 9 if n > 9 else n
+        total += n
+    return str((10 - total % 10) % 10)
+
+
+def generate_mrn() -> str:
+    """Eight digits, the last a Luhn check digit so a mistyped MRN is caught; random so ids don't leak counts."""
+    while True:
+        body = f"{secrets.randbelow(9_000_000) + 1_000_000}"
+        mrn = body + _luhn_digit(body)
+        if db.session.scalar(sa.select(Patient.id).where(Patient.mrn == mrn)) is None:
+            return mrn
+
+
+def mrn_is_well_formed(mrn: str) -> bool:
+    return len(mrn) == 8 and mrn.isdigit() and _luhn_digit(mrn[:7]) == mrn[7]
+
+
+def _clean(value: str | None, *, name: str, max_len: int, errors: dict[str, list[str]],
+           required: bool = False) -> str | None:
+    value = (value or "").strip()
+    if not value:
+        if required:
+            errors.setdefault(name, []).append("This field is required.")
+        return None
+    if len(value) > max_len:
+        errors.setdefault(name, []).append(f"Use at most {max_len} characters.")
+    if any(ord(c) < 32 for c in value):
+        errors.setdefault(name, []).append("Remove control characters.")
+    return value
+
+
+def _validate(data: PatientInput) -> dict[str, Any]:
+    errors: dict[str, list[str]] = {}
+    clean = {
+        "given_name": _clean(data.given_name, name="given_name", max_len=100, errors=errors, required=True),
+        "family_name": _clean(data.family_name, name="family_name", max_len=100, errors=errors, required=True),
+        "phone": _clean(data.phone, name="phone", max_len=32, errors=errors),
+        "email": _clean(data.email, name="email", max_len=254, errors=errors),
+        "address": _clean(data.address, name="address", max_len=300, errors=errors),
+    }
+    today = date.today()
+    if data.birth_date > today:
+        errors.setdefault("birth_date", []).append("Birth date cannot be in the future.")
+    elif today.year - data.birth_date.year > MAX_AGE_YEARS:
+        errors.setdefault("birth_date", []).append(f"Birth date is more than {MAX_AGE_YEARS} years ago.")
+    if clean["phone"] and not all(c.isdigit() or c in "+-() ." for c in clean["phone"]):
+        errors.setdefault("phone", []).append("Use digits, spaces and + - ( ) only.")
+    if clean["email"] and ("@" not in clean["email"] or " " in clean["email"]):
+        errors.setdefault("email", []).append("Enter a valid email address.")
+    if data.mrn is not None and not mrn_is_well_formed(data.mrn.strip()):
+        errors.setdefault("mrn", []).append("An MRN is 8 digits with a valid check digit.")
+    if errors:
+        raise ValidationFailed("Some fields need attention.", errors=errors)
+    clean["birth_date"] = data.birth_date
+    clean["sex"] = data.sex
+    return clean
+
+
+def _deny(action: str, by: User, patient_id: int | None, resource_type: str = "Patient",
+          resource_id: object = None) -> Exception:
+    return audit.deny(action, by=by, patient_id=patient_id, resource_type=resource_type,
+                      resource_id=resource_id if resource_id is not None else patient_id)
+
+
+def register(data: PatientInput, *, by: User, allow_possible_duplicate: bool = False) -> Patient:
+    """Register a patient at the acting clinic-staff member's clinic.
+
+    :raises Forbidden: the actor is not clinic staff.
+    :raises ValidationFailed: a field is wrong (named in ``errors``).
+    :raises Conflict: the MRN is taken, or a patient with the same name and birth date exists at the clinic
+        (pass ``allow_possible_duplicate`` once a person has checked).
+    """
+    if by.role is not Role.CLINIC_STAFF:
+        audit.record("patient.create", by=by, outcome=Outcome.DENIED, resource_type="Patient")
+        raise Forbidden("Only clinic staff can register patients.")
+    clean = _validate(data)
+    mrn = data.mrn.strip() if data.mrn else None
+    if mrn and db.session.scalar(sa.select(Patient.id).where(Patient.mrn == mrn)) is not None:
+        raise Conflict("That MRN belongs to another patient.", errors={"mrn": ["Already in use."]})
+    if not allow_possible_duplicate:
+        twin = db.session.scalar(sa.select(Patient.id).where(
+            Patient.facility_id == by.facility_id,
+            Patient.family_name_search == clean["family_name"].lower(),
+            Patient.given_name_search == clean["given_name"].lower(),
+            Patient.birth_date == clean["birth_date"]))
+        if twin is not None:
+            raise Conflict("A patient with the same name and birth date is already registered here.",
+                           possible_duplicate_id=twin)
+    patient = Patient(
+        mrn=mrn or generate_mrn(),
+        given_name_search=clean["given_name"].lower(),
+        family_name_search=clean["family_name"].lower(),
+        facility_id=by.facility_id,
+        registered_by_id=by.id,
+        **clean,
+    )
+    db.session.add(patient)
+    db.session.flush()
+    for item in data.allergies:
+        add_allergy(patient, by=by, **item)
+    for item in data.conditions:
+        add_condition(patient, by=by, **item)
+    for item in data.medications:
+        add_medication(patient, by=by, **item)
+    audit.record("patient.create", by=by, patient_id=patient.id, resource_type="Patient", resource_id=patient.id)
+    return patient
+
+
+def get_patient(patient_id: int, *, by: User, action: str = "patient.read", audit_read: bool = True) -> Patient:
+    """Open a patient's record for ``by``.
+
+    :raises NotFound: no such patient, or no access (same answer, audited as denied, so ids leak nothing).
+    """
+    patient = db.session.get(Patient, patient_id)
+    if patient is None or not access.can_read(by, patient):
+        raise _deny(action, by, patient_id)
+    if audit_read:
+        audit.record(action, by=by, patient_id=patient.id, resource_type="Patient", resource_id=patient.id)
+    return patient
+
+
+def get_own_record(*, by: User) -> Patient | None:
+    """The signed-in patient's own record ("My health"), or None if no record is linked yet."""
+    if by.role is not Role.PATIENT:
+        return None
+    patient = db.session.scalar(sa.select(Patient).where(Patient.user_id == by.id))
+    if patient is not None:
+        audit.record("patient.read", by=by, patient_id=patient.id, resource_type="Patient", resource_id=patient.id)
+    return patient
+
+
+def search(*, by: User, q: str | None = None, mrn: str | None = None, birth_date: date | None = None,
+           page: int = 1, per_page: int = 20) -> Page:
+    """Search the patients ``by`` may see; name matches are case-insensitive prefixes of either name."""
+    if by.role in (Role.ADMIN,):
+        audit.record("patient.search", by=by, outcome=Outcome.DENIED)
+        raise Forbidden("Administrators do not have access to patient records.")
+    page = max(page, 1)
+    per_page = min(max(per_page, 1), 100)
+    query = sa.select(Patient).where(access.visible_clause(by))
+    if q:
+        for term in q.lower().replace(",", " ").split()[:4]:
+            term = term.replace("\\", "").replace("%", "").replace("_", "")
+            if term:
+                query = query.where(sa.or_(Patient.family_name_search.startswith(term),
+                                           Patient.given_name_search.startswith(term),
+                                           Patient.mrn == term))
+    if mrn:
+        query = query.where(Patient.mrn == mrn.strip())
+    if birth_date:
+        query = query.where(Patient.birth_date == birth_date)
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+    items = db.session.scalars(query.order_by(Patient.family_name_search, Patient.given_name_search, Patient.id)
+                               .limit(per_page).offset((page - 1) * per_page)).all()
+    audit.record("patient.search", by=by, resource_type="Patient",
+                 detail={"results": len(items), "page": page, "ids": [p.id for p in items]})
+    return Page(items=items, total=total, page=page, per_page=per_page)
+
+
+def update_demographics(patient: Patient, data: PatientInput, *, by: User) -> Patient:
+    """:raises NotFound: no write access (audited)."""
+    if not access.can_edit_demographics(by, patient):
+        raise _deny("patient.update", by, patient.id)
+    clean = _validate(data)
+    changed = sorted(k for k, v in clean.items() if getattr(patient, k) != v)
+    for key, value in clean.items():
+        setattr(patient, key, value)
+    patient.given_name_search = patient.given_name.lower()
+    patient.family_name_search = patient.family_name.lower()
+    audit.record("patient.update", by=by, patient_id=patient.id, resource_type="Patient",
+                 resource_id=patient.id, detail={"fields": changed})
+    return patient
+
+
+def _check_clinical_write(patient: Patient, by: User, action: str, resource_type: str) -> None:
+    if not access.can_edit_clinical(by, patient):
+        raise _deny(action, by, patient.id, resource_type)
+
+
+def _enum(value: Any, enum_type: type, name: str) -> Any:
+    try:
+        return enum_type(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum_type)
+        raise ValidationFailed("Some fields need attention.",
+                               errors={name: [f"Choose one of: {allowed}."]}) from None
+
+
+def add_allergy(patient: Patient, *, by: User, substance: str, severity: str | AllergySeverity,
+                reaction: str | None = None) -> Allergy:
+    _check_clinical_write(patient, by, "allergy.create", "AllergyIntolerance")
+    errors: dict[str, list[str]] = {}
+    substance_clean = _clean(substance, name="substance", max_len=120, errors=errors, required=True)
+    reaction_clean = _clean(reaction, name="reaction", max_len=300, errors=errors)
+    if errors:
+        raise ValidationFailed("Some fields need attention.", errors=errors)
+    assert substance_clean is not None
+    if any(a.substance.lower() == substance_clean.lower() and a.status is ClinicalStatus.ACTIVE
+           for a in patient.allergies):
+        raise Conflict("This allergy is already recorded.", errors={"substance": ["Already recorded."]})
+    allergy = Allergy(patient=patient, substance=substance_clean, reaction=reaction_clean,
+                      severity=_enum(severity, AllergySeverity, "severity"), recorded_by_id=by.id)
+    db.session.add(allergy)
+    db.session.flush()
+    audit.record("allergy.create", by=by, patient_id=patient.id, resource_type="AllergyIntolerance",
+                 resource_id=allergy.id)
+    return allergy
+
+
+def add_condition(patient: Patient, *, by: User, description: str, code: str | None = None,
+                  onset_date: date | None = None) -> Condition:
+    _check_clinical_write(patient, by, "condition.create", "Condition")
+    errors: dict[str, list[str]] = {}
+    desc = _clean(description, name="description", max_len=200, errors=errors, required=True)
+    code_clean = _clean(code, name="code", max_len=32, errors=errors)
+    if onset_date and onset_date > date.today():
+        errors.setdefault("onset_date", []).append("Onset cannot be in the future.")
+    if errors:
+        raise ValidationFailed("Some fields need attention.", errors=errors)
+    assert desc is not None
+    condition = Condition(patient=patient, description=desc, code=code_clean, onset_date=onset_date,
+                          recorded_by_id=by.id)
+    db.session.add(condition)
+    db.session.flush()
+    audit.record("condition.create", by=by, patient_id=patient.id, resource_type="Condition",
+                 resource_id=condition.id)
+    return condition
+
+
+def add_medication(patient: Patient, *, by: User, name: str, dosage: str | None = None) -> MedicationStatement:
+    _check_clinical_write(patient, by, "medication.create", "MedicationStatement")
+    errors: dict[str, list[str]] = {}
+    name_clean = _clean(name, name="name", max_len=120, errors=errors, required=True)
+    dosage_clean = _clean(dosage, name="dosage", max_len=200, errors=errors)
+    if errors:
+        raise ValidationFailed("Some fields need attention.", errors=errors)
+    assert name_clean is not None
+    med = MedicationStatement(patient=patient, name=name_clean, dosage=dosage_clean, recorded_by_id=by.id)
+    db.session.add(med)
+    db.session.flush()
+    audit.record("medication.create", by=by, patient_id=patient.id, resource_type="MedicationStatement",
+                 resource_id=med.id)
+    return med
+
+
+def set_clinical_status(item: Allergy | Condition | MedicationStatement, status: str, *, by: User) -> None:
+    """Resolve or deactivate a list entry; entries are never deleted, so the history stays readable."""
+    resource_type = {Allergy: "AllergyIntolerance", Condition: "Condition",
+                     MedicationStatement: "MedicationStatement"}[type(item)]
+    _check_clinical_write(item.patient, by, f"{resource_type.lower()}.update", resource_type)
+    item.status = _enum(status, ClinicalStatus, "status")
+    audit.record(f"{resource_type.lower()}.update", by=by, patient_id=item.patient_id,
+                 resource_type=resource_type, resource_id=item.id, detail={"status": item.status.value})
+
+
+def doctors_for_assignment() -> Sequence[User]:
+    return db.session.scalars(sa.select(User).where(User.role == Role.DOCTOR, User.active.is_(True))
+                              .order_by(User.full_name)).all()
+
+
+def care_team(patient: Patient) -> Sequence[CareAssignment]:
+    return db.session.scalars(sa.select(CareAssignment).where(CareAssignment.patient_id == patient.id,
+                                                              CareAssignment.ended_at.is_(None))
+                              .order_by(CareAssignment.assigned_at)).all()
+
+
+def assign_doctor(patient: Patient, doctor_id: int, *, by: User, reason: str | None = None) -> CareAssignment:
+    """Give a doctor a care relationship with the patient (clinic staff of the patient's clinic).
+
+    :raises ValidationFailed: not an active doctor. :raises Conflict: already assigned.
+    """
+    if not access.can_edit_demographics(by, patient):
+        raise _deny("care_team.assign", by, patient.id, "CareTeam")
+    doctor = db.session.get(User, doctor_id)
+    if doctor is None or doctor.role is not Role.DOCTOR or not doctor.active:
+        raise ValidationFailed("Some fields need attention.", errors={"doctor_id": ["Choose an active doctor."]})
+    return ensure_care_relationship(patient, doctor, by=by, reason=reason, conflict_if_exists=True)
+
+
+def ensure_care_relationship(patient: Patient, doctor: User, *, by: User, reason: str | None = None,
+                             conflict_if_exists: bool = False) -> CareAssignment:
+    """Create the care relationship if missing (also used by consult booking)."""
+    existing = db.session.scalar(sa.select(CareAssignment).where(
+        CareAssignment.patient_id == patient.id, CareAssignment.practitioner_id == doctor.id,
+        CareAssignment.ended_at.is_(None)))
+    if existing is not None:
+        if conflict_if_exists:
+            raise Conflict("This doctor is already on the patient's care team.")
+        return existing
+    assignment = CareAssignment(patient_id=patient.id, practitioner_id=doctor.id, assigned_by_id=by.id,
+                                reason=(reason or "").strip()[:200] or None)
+    db.session.add(assignment)
+    db.session.flush()
+    audit.record("care_team.assign", by=by, patient_id=patient.id, resource_type="CareTeam",
+                 resource_id=assignment.id, detail={"practitioner_id": doctor.id})
+    return assignment
+
+
+def end_care_relationship(assignment: CareAssignment, *, by: User) -> None:
+    patient = db.session.get(Patient, assignment.patient_id)
+    assert patient is not None
+    if not access.can_edit_demographics(by, patient):
+        raise _deny("care_team.end", by, patient.id, "CareTeam")
+    assignment.ended_at = db.utcnow()
+    audit.record("care_team.end", by=by, patient_id=patient.id, resource_type="CareTeam", resource_id=assignment.id)
+
+
+def access_log(patient: Patient, *, by: User) -> Sequence[AuditEvent]:
+    """"Who viewed my record": the patient (or their clinic) sees every successful access by others."""
+    if not (by.role is Role.PATIENT and patient.user_id == by.id) and not access.can_edit_demographics(by, patient):
+        raise _deny("patient.access_log", by, patient.id)
+    events = [e for e in audit.access_log_for_patient(patient.id) if e.actor_id != by.id]
+    audit.record("patient.access_log", by=by, patient_id=patient.id, resource_type="Patient", resource_id=patient.id)
+    return events

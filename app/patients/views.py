@@ -1,0 +1,226 @@
+"""Patient pages: search, register, chart, clinical lists, care team, "My health"."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from werkzeug.wrappers import Response
+
+from app import db
+from app.auth.decorators import roles_required
+from app.auth.models import Role
+from app.errors import AppError, Conflict
+from app.patients import access, service
+from app.patients.forms import (
+    AllergyForm,
+    AssignDoctorForm,
+    ConditionForm,
+    DemographicsForm,
+    MedicationForm,
+    PatientForm,
+    SearchForm,
+)
+from app.patients.models import Allergy, Condition, MedicationStatement
+
+bp = Blueprint("patients", __name__, template_folder="templates")
+
+STAFF = (Role.CLINIC_STAFF, Role.DOCTOR, Role.PHARMACIST)
+
+
+@bp.get("/patients")
+@roles_required(*STAFF)
+def search() -> str:
+    """Search the patients the user may see."""
+    form = SearchForm(request.args)
+    form.validate()
+    page_no = request.args.get("page", 1, type=int) or 1
+    page = service.search(by=current_user, q=form.q.data, birth_date=form.birth_date.data, page=page_no)
+    db.session.commit()
+    return render_template("patients/search.html", form=form, page=page)
+
+
+@bp.route("/patients/new", methods=["GET", "POST"])
+@roles_required(Role.CLINIC_STAFF)
+def register() -> Response | tuple[str, int]:
+    """Register a new patient at the user's clinic."""
+    form = PatientForm()
+    status = 200
+    duplicate_id = None
+    if form.validate_on_submit():
+        try:
+            patient = service.register(form.to_input(), by=current_user,
+                                       allow_possible_duplicate=bool(form.confirm_not_duplicate.data))
+        except Conflict as exc:
+            db.rollback()
+            duplicate_id = exc.extra.get("possible_duplicate_id")
+            form.apply_error(exc)
+            status = 409
+        except AppError as exc:
+            db.rollback()
+            form.apply_error(exc)
+            status = exc.status
+        else:
+            db.session.commit()
+            flash(f"Registered {patient.display_name}, MRN {patient.mrn}.", "success")
+            return redirect(url_for("patients.chart", patient_id=patient.id))
+    elif request.method == "POST":
+        status = 422
+    return render_template("patients/register.html", form=form, duplicate_id=duplicate_id), status
+
+
+def _chart_context(patient_id: int) -> dict[str, object]:
+    patient = service.get_patient(patient_id, by=current_user)
+    assign = AssignDoctorForm()
+    assign.doctor_id.choices = [(d.id, d.full_name) for d in service.doctors_for_assignment()]
+    return {
+        "patient": patient,
+        "care_team": service.care_team(patient),
+        "can_edit": access.can_edit_demographics(current_user, patient),
+        "can_edit_clinical": access.can_edit_clinical(current_user, patient),
+        "allergy_form": AllergyForm(prefix="allergy"),
+        "condition_form": ConditionForm(prefix="condition"),
+        "medication_form": MedicationForm(prefix="medication"),
+        "assign_form": assign,
+    }
+
+
+@bp.get("/patients/<int:patient_id>")
+@login_required
+def chart(patient_id: int) -> str:
+    """The patient chart: demographics, allergies, conditions, medications, care team."""
+    context = _chart_context(patient_id)
+    db.session.commit()
+    return render_template("patients/chart.html", **context)
+
+
+@bp.route("/patients/<int:patient_id>/edit", methods=["GET", "POST"])
+@roles_required(Role.CLINIC_STAFF)
+def edit(patient_id: int) -> Response | tuple[str, int]:
+    """Edit demographics and contact details."""
+    patient = service.get_patient(patient_id, by=current_user, action="patient.read")
+    form = DemographicsForm(obj=patient)
+    status = 200
+    if form.validate_on_submit():
+        try:
+            service.update_demographics(patient, form.to_input(), by=current_user)
+        except AppError as exc:
+            db.rollback()
+            form.apply_error(exc)
+            status = exc.status
+        else:
+            db.session.commit()
+            flash("Details saved.", "success")
+            return redirect(url_for("patients.chart", patient_id=patient.id))
+    elif request.method == "POST":
+        status = 422
+    db.session.commit()
+    return render_template("patients/edit.html", form=form, patient=patient), status
+
+
+def _add_to_list(patient_id: int, kind: str) -> Response | tuple[str, int]:
+    patient = service.get_patient(patient_id, by=current_user, audit_read=False)
+    forms = {"allergy": AllergyForm, "condition": ConditionForm, "medication": MedicationForm}
+    form = forms[kind](prefix=kind)
+    if form.validate_on_submit():
+        data = {k: v for k, v in form.data.items() if k != "csrf_token"}
+        try:
+            getattr(service, f"add_{kind}")(patient, by=current_user, **data)
+        except AppError as exc:
+            db.rollback()
+            form.apply_error(exc)
+        else:
+            db.session.commit()
+            flash(f"{kind.capitalize()} added.", "success")
+            return redirect(url_for("patients.chart", patient_id=patient.id) + f"#{kind}")
+    context = _chart_context(patient_id)
+    context[f"{kind}_form"] = form
+    db.session.commit()
+    return render_template("patients/chart.html", **context), 422
+
+
+@bp.post("/patients/<int:patient_id>/allergies")
+@login_required
+def add_allergy(patient_id: int) -> Response | tuple[str, int]:
+    """Record an allergy."""
+    return _add_to_list(patient_id, "allergy")
+
+
+@bp.post("/patients/<int:patient_id>/conditions")
+@login_required
+def add_condition(patient_id: int) -> Response | tuple[str, int]:
+    """Record a condition."""
+    return _add_to_list(patient_id, "condition")
+
+
+@bp.post("/patients/<int:patient_id>/medications")
+@login_required
+def add_medication(patient_id: int) -> Response | tuple[str, int]:
+    """Record a current medication."""
+    return _add_to_list(patient_id, "medication")
+
+
+@bp.post("/patients/<int:patient_id>/<kind>/<int:item_id>/status")
+@login_required
+def set_status(patient_id: int, kind: str, item_id: int) -> Response:
+    """Resolve or deactivate an allergy, condition or medication."""
+    model = {"allergies": Allergy, "conditions": Condition, "medications": MedicationStatement}.get(kind)
+    if model is None:
+        abort(404)
+    patient = service.get_patient(patient_id, by=current_user, audit_read=False)
+    item = db.session.get(model, item_id)
+    if item is None or item.patient_id != patient.id:
+        abort(404)
+    service.set_clinical_status(item, request.form.get("status", ""), by=current_user)
+    db.session.commit()
+    flash("Updated.", "success")
+    return redirect(url_for("patients.chart", patient_id=patient.id))
+
+
+@bp.post("/patients/<int:patient_id>/care-team")
+@roles_required(Role.CLINIC_STAFF)
+def assign_doctor(patient_id: int) -> Response:
+    """Give a doctor access to this patient."""
+    patient = service.get_patient(patient_id, by=current_user, audit_read=False)
+    form = AssignDoctorForm()
+    form.doctor_id.choices = [(d.id, d.full_name) for d in service.doctors_for_assignment()]
+    if form.validate_on_submit():
+        try:
+            service.assign_doctor(patient, form.doctor_id.data, by=current_user, reason=form.reason.data)
+        except AppError as exc:
+            db.rollback()
+            flash(exc.detail, "error")
+        else:
+            db.session.commit()
+            flash("Doctor added to the care team.", "success")
+    else:
+        flash("Choose a doctor.", "error")
+    return redirect(url_for("patients.chart", patient_id=patient_id))
+
+
+@bp.get("/patients/<int:patient_id>/access-log")
+@roles_required(Role.CLINIC_STAFF)
+def access_log(patient_id: int) -> str:
+    """Who viewed this record."""
+    patient = service.get_patient(patient_id, by=current_user, audit_read=False)
+    events = service.access_log(patient, by=current_user)
+    db.session.commit()
+    return render_template("patients/access_log.html", patient=patient, events=events)
+
+
+@bp.get("/me")
+@roles_required(Role.PATIENT)
+def my_health() -> str:
+    """The patient's own record."""
+    patient = service.get_own_record(by=current_user)
+    db.session.commit()
+    return render_template("patients/my_health.html", patient=patient)
+
+
+@bp.get("/me/access-log")
+@roles_required(Role.PATIENT)
+def my_access_log() -> str:
+    """Who viewed my record."""
+    patient = service.get_own_record(by=current_user)
+    events = service.access_log(patient, by=current_user) if patient else []
+    db.session.commit()
+    return render_template("patients/access_log.html", patient=patient, events=events, own=True)

@@ -1,0 +1,186 @@
+"""Cross-cutting web concerns: home page, request hooks (client address, idle timeout, forced password
+change), security headers, and Flask-Login wiring."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user, logout_user
+from werkzeug.wrappers import Response as BaseResponse
+
+from app import db
+from app.audit.context import client_ip
+from app.auth import service as auth_service
+from app.auth.models import Role, User
+from app.errors import Unauthorized, problem_response, wants_problem_json
+from app.extensions import login_manager
+
+bp = Blueprint("web", __name__)
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    endpoint: str
+    roles: tuple[Role, ...]
+
+
+NAV: list[NavItem] = [
+    NavItem("My health", "patients.my_health", (Role.PATIENT,)),
+    NavItem("Who viewed my record", "patients.my_access_log", (Role.PATIENT,)),
+    NavItem("Patients", "patients.search", (Role.CLINIC_STAFF, Role.DOCTOR, Role.PHARMACIST)),
+    NavItem("Register patient", "patients.register", (Role.CLINIC_STAFF,)),
+    NavItem("Accounts", "auth_admin.users", (Role.ADMIN,)),
+    NavItem("Audit trail", "audit.events", (Role.ADMIN,)),
+]
+"""Main navigation; each domain adds its entries with :func:`add_nav`."""
+
+
+def add_nav(label: str, endpoint: str, *roles: Role, position: int | None = None) -> None:
+    item = NavItem(label, endpoint, roles)
+    if item not in NAV:
+        NAV.insert(len(NAV) if position is None else position, item)
+
+
+ChartLinks = Callable[[Any, User], list[dict[str, str]]]
+CHART_LINKS: list[ChartLinks] = []
+"""Functions giving extra buttons on a patient's chart (scans, consults, prescriptions...)."""
+CHART_PANELS: list[str] = []
+"""Templates included in the chart's main column; they receive ``patient`` and the current user."""
+
+
+def add_chart_links(provider: ChartLinks) -> None:
+    if provider not in CHART_LINKS:
+        CHART_LINKS.append(provider)
+
+
+def add_chart_panel(template: str) -> None:
+    if template not in CHART_PANELS:
+        CHART_PANELS.append(template)
+
+
+def chart_links(patient: Any) -> list[dict[str, str]]:
+    return [link for provider in CHART_LINKS for link in provider(patient, current_user)]
+
+
+def nav_items(user: User) -> list[dict[str, object]]:
+    return [{"label": i.label, "url": url_for(i.endpoint), "endpoints": (i.endpoint,)}
+            for i in NAV if user.role in i.roles]
+
+CSP = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data: blob:",
+    "media-src 'self' blob:",
+    "connect-src 'self'",
+    "font-src 'self'",
+    "object-src 'none'",
+    "base-uri 'self'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+
+ROLE_HOME = {
+    Role.PATIENT: "patients.my_health",
+    Role.DOCTOR: "patients.search",
+    Role.CLINIC_STAFF: "patients.search",
+    Role.PHARMACIST: "patients.search",
+    Role.ADMIN: "auth_admin.users",
+}
+
+
+@bp.get("/")
+def home() -> BaseResponse:
+    """Send each role to where their work starts."""
+    if not current_user.is_authenticated:
+        return redirect(url_for("auth.sign_in"))
+    return redirect(url_for(ROLE_HOME[current_user.role]))
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness probe for the process manager (no database access)."""
+    return Response("ok", mimetype="text/plain")
+
+
+@login_manager.user_loader
+def _load_user(session_id: str) -> User | None:
+    return auth_service.load_session_user(session_id)
+
+
+@login_manager.unauthorized_handler
+def _unauthorized() -> BaseResponse:
+    if wants_problem_json():
+        exc = Unauthorized("Sign in first.", headers={"WWW-Authenticate": 'Bearer realm="hospital"'})
+        return problem_response(exc.status, exc.slug, exc.title, exc.detail, headers=exc.headers)
+    return redirect(url_for("auth.sign_in", next=request.full_path if request.method == "GET" else None))
+
+
+def idle_limit(user: User) -> timedelta:
+    minutes = current_app.config["STAFF_IDLE_MINUTES" if user.role.is_staff else "PATIENT_IDLE_MINUTES"]
+    return timedelta(minutes=minutes)
+
+
+def init_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def _context() -> BaseResponse | None:
+        client_ip.set(request.remote_addr)
+        if request.endpoint == "static" or not current_user.is_authenticated:
+            return None
+        now = db.utcnow()
+        last_seen = session.get("last_seen")
+        if last_seen is not None and now - datetime.fromisoformat(last_seen) > idle_limit(current_user):
+            minutes = int(idle_limit(current_user).total_seconds() // 60)
+            auth_service.record_sign_out(current_user, reason="idle timeout")
+            db.session.commit()
+            logout_user()
+            session.clear()
+            if wants_problem_json():
+                return problem_response(401, "session-expired", "Session expired",
+                                        f"Signed out after {minutes} minutes without activity.")
+            flash(f"You were signed out after {minutes} minutes without activity.", "info")
+            return redirect(url_for("auth.sign_in"))
+        session["last_seen"] = now.isoformat()
+        if (current_user.must_change_password and request.endpoint not in
+                ("auth.change_password", "auth.sign_out", "static") and not wants_problem_json()):
+            flash("Choose a new password before you continue.", "info")
+            return redirect(url_for("auth.change_password"))
+        return None
+
+    @app.after_request
+    def _security_headers(resp: Response) -> Response:
+        resp.headers.setdefault("Content-Security-Policy", CSP)
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "same-origin"
+        resp.headers["Permissions-Policy"] = "camera=(self), microphone=(self), geolocation=()"
+        resp.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        if current_app.config["SESSION_COOKIE_SECURE"]:
+            resp.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+        if current_user.is_authenticated and resp.mimetype == "text/html":
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @app.context_processor
+    def _template_globals() -> dict[str, object]:
+        return {"Role": Role, "nav_items": nav_items, "chart_links": chart_links, "chart_panels": CHART_PANELS}
+
+
+def render(template: str, status: int = 200, **context: object) -> tuple[str, int]:
+    return render_template(template, **context), status

@@ -1,0 +1,3 @@
+from media.server import main
+
+main()
