@@ -91,7 +91,7 @@ def db_session(app: Flask, engine: sa.Engine) -> Iterator[Any]:
         if transaction.is_active:
             transaction.rollback()
         connection.close()
-        db.session.configure(bind=engine, join_transaction_mode="conservative_savepoint")
+        db.session.configure(bind=engine, join_transaction_mode="rollback_only")
 
 
 @pytest.fixture
@@ -161,3 +161,85 @@ def artifacts_dir() -> Path:
     path = Path(__file__).resolve().parent.parent / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+# ---------------------------------------------------------------- live server and browser
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+]
+
+
+@pytest.fixture(scope="session")
+def live_server(app: Flask) -> Iterator[str]:
+    """The app served over real HTTP in a background thread, on the real engine (data is committed)."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def live_factories(app: Flask, engine: sa.Engine) -> Iterator[Factories]:
+    """Factories whose rows are really committed, for tests that drive the live server.
+
+    Use unique names: these rows stay until the run's database is dropped.
+    """
+    db.session.remove()
+    db.session.configure(bind=engine, join_transaction_mode="rollback_only")
+    with app.app_context():
+        yield Factories()
+    db.session.remove()
+
+
+@pytest.fixture(scope="session")
+def playwright_instance() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (the CI script does)")
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture
+def new_browser(playwright_instance: Any, tmp_path: Path) -> Iterator[Any]:
+    """Open a fresh Chromium profile (one per person in the test); all are closed afterwards."""
+    contexts: list[Any] = []
+
+    def open_context() -> Any:
+        profile = tmp_path / f"profile{len(contexts)}"
+        ctx = playwright_instance.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=False, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900})
+        ctx.set_default_timeout(15_000)
+        contexts.append(ctx)
+        return ctx
+
+    yield open_context
+    for ctx in contexts:
+        ctx.close()
+
+
+@pytest.fixture
+def browser_login() -> Any:
+    """Sign in through the real form in a browser page."""
+
+    def do_login(page: Any, base_url: str, user: Any, password: str = PASSWORD) -> None:
+        page.goto(f"{base_url}/sign-in")
+        page.fill("#email", user.email)
+        page.fill("#password", password)
+        page.click("button[type=submit]")
+        page.wait_for_url(lambda url: "/sign-in" not in url)
+
+    return do_login

@@ -1,0 +1,37 @@
+"""A nurse registers a patient in a real browser and finds them in search."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def test_nurse_registers_patient_and_finds_them(live_server, live_factories, new_browser, browser_login,
+                                                artifacts_dir):
+    nurse = live_factories.nurse()
+    family = f"Browser{uuid.uuid4().hex[:6]}"
+    page = new_browser().new_page()
+    browser_login(page, live_server, nurse)
+
+    page.click("text=Register patient")
+    page.fill("#given_name", "Lena")
+    page.fill("#family_name", family)
+    page.fill("#birth_date", "1975-04-30")
+    page.select_option("#sex", "female")
+    page.fill("#allergies", "Sulfonamides; severe; rash")
+    page.click("button:has-text('Register')")
+
+    page.wait_for_selector("text=MRN")
+    assert family.upper() in page.inner_text("h1")
+    assert "Sulfonamides" in page.inner_text(".allergy-strip")
+
+    page.click("nav >> text=Patients")
+    page.fill("#q", family[:8].lower())
+    page.click("button:has-text('Search')")
+    rows = page.locator("#patient-results tbody tr")
+    assert rows.count() == 1
+    assert "1975-04-30" in rows.first.inner_text()
+    page.screenshot(path=str(artifacts_dir / "patient-search.png"), full_page=True)
