@@ -314,6 +314,8 @@ def check_user_scopes(user: User, scope: str) -> str | None:
             return f"'{item}' is only for machine clients."
         if parsed.context == "patient" and user.role is not Role.PATIENT:
             return f"'{item}' is for patients using their own record."
+        if parsed.context == "user" and user.role is Role.PATIENT:
+            return f"'{item}' is for staff; a patient's app asks for patient/ scopes."
     return None
 
 

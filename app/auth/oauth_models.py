@@ -56,8 +56,10 @@ class OAuthClient(ClientMixin, TimestampMixin, Base):
     def get_allowed_scope(self, scope: str) -> str:
         if not scope:
             return ""
-        allowed = set(scope_to_list(self.allowed_scope))
-        return list_to_scope([s for s in scope_to_list(scope) if s in allowed])
+        from app.auth.scopes import covers
+
+        allowed = scope_to_list(self.allowed_scope) or []
+        return list_to_scope([s for s in scope_to_list(scope) if covers(allowed, s)])
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         """Exact string match only (no prefix or pattern matching)."""

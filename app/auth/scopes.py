@@ -90,6 +90,21 @@ def parse(scope: str) -> ResourceScope | None:
     return ResourceScope(context, resource, frozenset(letters))
 
 
+def covers(allowed: list[str], scope: str) -> bool:
+    """Whether ``scope`` is within one of ``allowed`` (same context, same or wildcard resource, fewer rights)."""
+    if scope in allowed:
+        return True
+    wanted = parse(scope)
+    if wanted is None:
+        return False
+    for text in allowed:
+        have = parse(text)
+        if (have is not None and have.context == wanted.context and have.resource in ("*", wanted.resource)
+                and wanted.permissions <= have.permissions):
+            return True
+    return False
+
+
 def is_known(scope: str) -> bool:
     return scope in IDENTITY_SCOPES or parse(scope) is not None
 
