@@ -37,7 +37,7 @@ from app.auth import scopes as smart
 from app.auth.models import Role, User
 from app.auth.oauth_models import OAuthAuthorizationCode, OAuthClient, OAuthToken, digest
 from app.errors import problem_response
-from app.extensions import csrf, login_manager
+from app.extensions import csrf
 
 logger = logging.getLogger(__name__)
 PUBLIC_AUTH = ["client_secret_basic", "client_secret_post", "none"]
@@ -156,6 +156,11 @@ def _save_token(token: dict[str, Any], req: Any) -> None:
     else:
         family = secrets.token_hex(16)
         user = client.service_user
+    if user is not None and user.role is Role.PATIENT and any(
+            s.startswith("patient/") for s in scope_to_list(scope) or []):
+        patient_id = _own_patient_id(user)
+        if patient_id is not None:
+            token["patient"] = str(patient_id)  # SMART launch context: whose record the token reaches
     refresh = token.get("refresh_token")
     row = OAuthToken(
         client_id=client.client_id, user_id=user.id if user else None, grant_type=grant_type, scope=scope,
@@ -445,14 +450,11 @@ def _bearer_hook() -> Response | None:
         db.session.commit()
         return _bearer_error(403, "insufficient_scope", f"This request needs the scope {needed}.", needed)
     g.oauth_token = token
-    g.oauth_user = token.user
     g.oauth_scopes = token.scopes
+    # Flask-Login's per-request user cache: the token's user is current_user for this request, even if the
+    # client also sent a session cookie (the scopes checked above belong to the token, not the cookie).
+    g._login_user = token.user
     return None
-
-
-@login_manager.request_loader
-def _load_user_from_bearer(_req: Any) -> User | None:
-    return g.get("oauth_user")
 
 
 def init_app(app: Flask) -> None:

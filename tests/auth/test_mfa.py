@@ -141,3 +141,21 @@ def test_doctor_cannot_switch_off_required_mfa(make_client, factories, mfa_on):
 def test_default_test_config_keeps_password_only_sign_in(client, factories, login):
     login(client, factories.doctor())
     assert client.get("/api/v1/me").status_code == 200
+
+
+def test_admin_resets_a_lost_authenticator(make_client, factories, login):
+    doctor = factories.doctor()
+    doctor_browser = make_client()
+    login(doctor_browser, doctor)
+    page = doctor_browser.get("/sign-in/set-up-code").get_data(as_text=True)
+    secret = SECRET_RE.search(page).group(1)
+    doctor_browser.post("/sign-in/set-up-code", data={"code": pyotp.TOTP(secret).now()})
+    admin_browser = make_client()
+    login(admin_browser, factories.admin())
+    assert "An authenticator is set up" in admin_browser.get(f"/admin/users/{doctor.id}").get_data(as_text=True)
+    admin_browser.post(f"/admin/users/{doctor.id}/two-step/reset")
+    assert db.session.get(MfaFactor, doctor.id) is None
+    assert doctor_browser.get("/api/v1/me").status_code == 401  # their sessions ended
+    assert db.session.scalar(sa.select(AuditEvent).where(
+        AuditEvent.action == "auth.mfa.remove", AuditEvent.resource_id == str(doctor.id),
+        AuditEvent.outcome == Outcome.SUCCESS)) is not None

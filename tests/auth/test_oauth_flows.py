@@ -59,6 +59,7 @@ def test_patient_app_code_pkce_id_token_and_own_record_only(oauth_env):
     _client, token, nonce = _code_flow(env, reg, me.user)
 
     assert token["token_type"].lower() == "bearer" and token["refresh_token"] and token["id_token"]
+    assert token["patient"] == str(me.id)
     # The ID token verifies against the published JWKS with a separate JOSE library.
     decoded = jwt.decode(token["id_token"], _jwks(env))
     assert decoded.header["alg"] == "RS256"
