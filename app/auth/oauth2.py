@@ -96,14 +96,23 @@ def rotate_signing_key(path: Path | None = None) -> str:
     return new["jwk"]["kid"]
 
 
+def _cached(name: str, build: Any) -> Any:
+    """Parsed keys are cached per key-file version: loading an RSA private key costs tens of milliseconds."""
+    entries = _key_entries()
+    cache = current_app.extensions["oauth_keys"]
+    if cache.get(f"{name}_for") is not entries:
+        cache[name] = build(entries)
+        cache[f"{name}_for"] = entries
+    return cache[name]
+
+
 def signing_key() -> RSAKey | ECKey:
-    entry = _key_entries()[0]
-    return KeySet.import_key_set({"keys": [entry["jwk"]]}).keys[0]  # type: ignore[return-value]
+    return _cached("signer", lambda entries: KeySet.import_key_set({"keys": [entries[0]["jwk"]]}).keys[0])
 
 
 def public_jwks() -> dict[str, Any]:
-    keys = KeySet.import_key_set({"keys": [e["jwk"] for e in _key_entries()]})
-    return keys.as_dict(private=False)
+    return _cached("public", lambda entries: KeySet.import_key_set(
+        {"keys": [e["jwk"] for e in entries]}).as_dict(private=False))
 
 
 def issuer() -> str:
