@@ -127,10 +127,12 @@ def query_client(client_id: str) -> OAuthClient | None:
                                                           OAuthClient.active.is_(True)))
 
 
-def find_token(token_string: str, hint: str | None = None) -> OAuthToken | None:
+def find_token(token_string: str, hint: str | None = None, *, lock: bool = False) -> OAuthToken | None:
+    """Look a token up by its digest; ``lock`` holds the row (PostgreSQL) so two refreshes cannot both win."""
     hashed = digest(token_string)
     column = OAuthToken.refresh_token_hash if hint == "refresh_token" else OAuthToken.access_token_hash
-    token = db.session.scalar(sa.select(OAuthToken).where(column == hashed))
+    query = sa.select(OAuthToken).where(column == hashed)
+    token = db.session.scalar(query.with_for_update() if lock else query)
     if token is None and hint is None:
         token = db.session.scalar(sa.select(OAuthToken).where(OAuthToken.refresh_token_hash == hashed))
     return token
@@ -223,7 +225,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def query_authorization_code(self, code: str, client: OAuthClient) -> OAuthAuthorizationCode | None:
         row = db.session.scalar(sa.select(OAuthAuthorizationCode).where(
-            OAuthAuthorizationCode.code_hash == digest(code), OAuthAuthorizationCode.client_id == client.client_id))
+            OAuthAuthorizationCode.code_hash == digest(code), OAuthAuthorizationCode.client_id == client.client_id)
+            .with_for_update())  # a code raced by two requests is exchanged once
         if row is None:
             return None
         if row.used_at is not None:
@@ -271,7 +274,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> OAuthToken | None:
-        row = find_token(refresh_token, "refresh_token")
+        row = find_token(refresh_token, "refresh_token", lock=True)
         if row is None:
             return None
         if row.refresh_revoked_at is not None:
@@ -310,12 +313,6 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
             parsed = smart.parse(scope)
             if parsed is None or parsed.context != "system":
                 raise InvalidScopeError(f"'{scope}' is not a system scope.")
-
-
-def validate_requested_scope(scope: str | None) -> None:
-    for item in scope_to_list(scope) or []:
-        if not smart.is_known(item):
-            raise InvalidScopeError(f"Unknown scope '{item}'.")
 
 
 def check_user_scopes(user: User, scope: str) -> str | None:
@@ -376,7 +373,15 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         return payload
 
 
-authorization = AuthorizationServer()
+class HospitalAuthorizationServer(AuthorizationServer):
+    def validate_requested_scope(self, scope: str | None) -> None:
+        """Only scopes this server understands (identity scopes and well-formed SMART scopes)."""
+        for item in scope_to_list(scope) or []:
+            if not smart.is_known(item):
+                raise InvalidScopeError(f"Unknown scope '{item}'.")
+
+
+authorization = HospitalAuthorizationServer()
 
 
 def _own_patient_id(user: User) -> int | None:
@@ -474,7 +479,6 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {
         "authorization_code": expires, "refresh_token": expires, "client_credentials": expires})
     authorization.init_app(app, query_client=query_client, save_token=_save_token)
-    authorization.validate_requested_scope = validate_requested_scope  # type: ignore[method-assign]
     if not authorization._token_grants:
         authorization.register_grant(AuthorizationCodeGrant, [PkceS256(required=True), OpenIDCode(require_nonce=True)])
         authorization.register_grant(RefreshTokenGrant)

@@ -50,6 +50,7 @@ def _events(user_id, action):
                                                           AuditEvent.action == action)).all()
 
 
+@pytest.mark.smoke
 def test_doctor_must_enrol_then_signs_in_with_a_code(client, factories, mfa_on):
     doctor = factories.doctor()
     resp = _password(client, doctor)

@@ -51,6 +51,7 @@ def _jwks(env):
     return KeySet.import_key_set(requests.get(f"{env.base}/oauth/jwks", timeout=10).json())
 
 
+@pytest.mark.smoke
 def test_patient_app_code_pkce_id_token_and_own_record_only(oauth_env):
     env = oauth_env
     me = env.factories.patient(with_account=True, given_name="Owna")
@@ -274,3 +275,43 @@ def test_discovery_and_key_rotation_keep_old_tokens_verifiable(oauth_env, app):
     assert jwt.decode(after["id_token"], keys).header["kid"] == new_kid
     old = jwt.decode(before["id_token"], keys)  # the retired key is still published
     assert old.header["kid"] != new_kid
+
+
+def test_concurrent_refreshes_with_one_token_cannot_both_win(oauth_env):
+    import threading
+
+    env = oauth_env
+    doctor = env.factories.doctor()
+    reg = env.register(public=False)
+    _client, token, _ = _code_flow(env, reg, doctor, scope="openid offline_access user/Patient.rs", public=False)
+    barrier = threading.Barrier(2)
+    results: list[requests.Response] = []
+
+    def refresh() -> None:
+        barrier.wait()
+        results.append(requests.post(f"{env.base}/oauth/token", data={
+            "grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
+            auth=(reg.client_id, reg.client_secret), timeout=20))
+
+    threads = [threading.Thread(target=refresh) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for r in results if r.status_code == 200]
+    assert len(winners) == 1, [r.text for r in results]
+    # The loser looked like a replay of a rotated token, so the family (the winner's tokens too) is gone.
+    assert _api(env, winners[0].json()["access_token"], "/api/v1/patients").status_code == 401
+
+
+def test_unknown_scopes_are_refused(oauth_env):
+    env = oauth_env
+    me = env.factories.patient(with_account=True)
+    reg = env.register(public=True)
+    browser = browser_session(env.base, me.user)
+    for scope in ("openid patient/Bogus.rs", "openid admin", "openid patient/Patient.xyz"):
+        client = OAuth2Session(reg.client_id, scope=scope, redirect_uri=CALLBACK, code_challenge_method="S256")
+        url, _ = client.create_authorization_url(f"{env.base}/oauth/authorize", code_verifier=generate_token(48),
+                                                 nonce="n")
+        resp = browser.get(url, allow_redirects=False)
+        assert parse_qs(urlsplit(resp.headers["Location"]).query)["error"] == ["invalid_scope"], scope
