@@ -27,7 +27,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.grants import OpenIDCode as _OpenIDCode
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g, request, session
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from app import db
@@ -219,7 +219,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             code_hash=digest(code), client_id=req.client.client_id, user_id=req.user.id,
             redirect_uri=req.payload.redirect_uri or "", scope=req.payload.scope or "", nonce=data.get("nonce"),
             code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"),
-            auth_time=int(time.time()), created_at=db.utcnow(),
+            auth_time=int((req.user.last_sign_in_at or db.utcnow()).timestamp()),
+            amr=" ".join(session.get("amr", ["pwd"])), created_at=db.utcnow(),
             expires_at=db.utcnow() + timedelta(seconds=current_app.config["OAUTH_CODE_SECONDS"])))
         db.session.flush()
 

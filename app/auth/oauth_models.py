@@ -101,6 +101,7 @@ class OAuthAuthorizationCode(AuthorizationCodeMixin, Base):
     code_challenge: so.Mapped[str | None] = so.mapped_column(sa.String(128))
     code_challenge_method: so.Mapped[str | None] = so.mapped_column(sa.String(8))
     auth_time: so.Mapped[int]
+    amr: so.Mapped[str | None] = so.mapped_column(sa.String(40))  # how the person signed in: "pwd otp"
     created_at: so.Mapped[UtcTimestamp]
     expires_at: so.Mapped[datetime]
     used_at: so.Mapped[datetime | None]
@@ -127,7 +128,7 @@ class OAuthAuthorizationCode(AuthorizationCodeMixin, Base):
         return None
 
     def get_amr(self) -> list[str]:
-        return []
+        return self.amr.split() if self.amr else []
 
 
 class OAuthToken(TokenMixin, Base):

@@ -59,10 +59,11 @@ def sign_in() -> Response | tuple[str, int]:
     return render_template("auth/sign_in.html", form=form), status
 
 
-def _complete_sign_in(user: User) -> None:
+def _complete_sign_in(user: User, *, amr: tuple[str, ...] = ("pwd",)) -> None:
     session.pop("mfa_pending", None)
     login_user(user)
     session["last_seen"] = db.utcnow().isoformat()
+    session["amr"] = list(amr)  # authentication methods, passed on to ID tokens (RFC 8176)
 
 
 def _pending_user() -> tuple[User, str] | None:
@@ -89,14 +90,14 @@ def mfa_verify() -> Response | tuple[str, int]:
     status = 200
     if form.validate_on_submit():
         try:
-            mfa.verify(user, form.code.data or "")
+            method = mfa.verify(user, form.code.data or "")
         except AppError as exc:
             db.rollback()
             form.form_errors.append(exc.detail)
             status = exc.status
         else:
             db.session.commit()
-            _complete_sign_in(user)
+            _complete_sign_in(user, amr=("pwd", "otp" if method == "totp" else "kba", "mfa"))
             return redirect(next_url)
     elif request.method == "POST":
         status = 422
@@ -141,7 +142,7 @@ def mfa_enrol() -> Response | tuple[str, int]:
     result = _enrol(user, required=required)
     if isinstance(result, list):
         if not current_user.is_authenticated:
-            _complete_sign_in(user)
+            _complete_sign_in(user, amr=("pwd", "otp", "mfa"))
         return render_template("auth/mfa_recovery.html", codes=result, next_url=next_url), 200
     return result
 

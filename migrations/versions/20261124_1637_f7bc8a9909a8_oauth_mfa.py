@@ -52,6 +52,7 @@ def upgrade() -> None:
     sa.Column('code_challenge', sa.String(length=128), nullable=True),
     sa.Column('code_challenge_method', sa.String(length=8), nullable=True),
     sa.Column('auth_time', sa.Integer(), nullable=False),
+    sa.Column('amr', sa.String(length=40), nullable=True),
     sa.Column('created_at', app.db.UtcDateTime(timezone=True), nullable=False),
     sa.Column('expires_at', app.db.UtcDateTime(timezone=True), nullable=False),
     sa.Column('used_at', app.db.UtcDateTime(timezone=True), nullable=True),

@@ -3,11 +3,14 @@ and the second sign-in step sends people back into an app's authorization reques
 
 from __future__ import annotations
 
+import base64
 import re
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pyotp
 import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet
 
 from app import db
 from app.auth import oauth_service
@@ -55,7 +58,7 @@ def test_second_step_returns_to_the_apps_authorization_request(client, factories
     doctor = factories.doctor()
     admin = factories.admin()
     with app.test_request_context():
-        reg, _secret = oauth_service.register_client(oauth_service.ClientInput(
+        reg, client_secret = oauth_service.register_client(oauth_service.ClientInput(
             name="Clinic kiosk", is_public=False, redirect_uris=["https://kiosk.example/cb"],
             scope="openid user/Patient.rs", grants=["authorization_code"]), by=admin)
         client_id = reg.client_id
@@ -77,3 +80,12 @@ def test_second_step_returns_to_the_apps_authorization_request(client, factories
     allow = client.post(continue_to.replace("&amp;", "&"), data={"decision": "allow"})
     assert allow.status_code == 302 and allow.headers["Location"].startswith("https://kiosk.example/cb?code=")
     assert "state=s1" in allow.headers["Location"]
+
+    # The ID token says a second factor was used (RFC 8176 "amr"), for apps that insist on it.
+    code = parse_qs(urlsplit(allow.headers["Location"]).query)["code"][0]
+    token = client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code,
+                                              "redirect_uri": "https://kiosk.example/cb"},
+                        headers={"Authorization": "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()}).json
+    assert "id_token" in token, token
+    claims = jwt.decode(token["id_token"], KeySet.import_key_set(client.get("/oauth/jwks").json)).claims
+    assert claims["amr"] == ["pwd", "otp", "mfa"] and claims["nonce"] == "n1"
