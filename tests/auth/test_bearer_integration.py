@@ -83,9 +83,10 @@ def test_second_step_returns_to_the_apps_authorization_request(client, factories
 
     # The ID token says a second factor was used (RFC 8176 "amr"), for apps that insist on it.
     code = parse_qs(urlsplit(allow.headers["Location"]).query)["code"][0]
+    basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
     token = client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code,
                                               "redirect_uri": "https://kiosk.example/cb"},
-                        headers={"Authorization": "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()}).json
+                        headers={"Authorization": f"Basic {basic}"}).json
     assert "id_token" in token, token
     claims = jwt.decode(token["id_token"], KeySet.import_key_set(client.get("/oauth/jwks").json)).claims
     assert claims["amr"] == ["pwd", "otp", "mfa"] and claims["nonce"] == "n1"
