@@ -176,7 +176,8 @@ def _save_token(token: dict[str, Any], req: Any) -> None:
     row = OAuthToken(
         client_id=client.client_id, user_id=user.id if user else None, grant_type=grant_type, scope=scope,
         access_token_hash=digest(token["access_token"]), refresh_token_hash=digest(refresh) if refresh else None,
-        family_id=family, issued_at=db.utcnow(), expires_in=int(token.get("expires_in", 0)),
+        family_id=family, user_epoch=user.session_epoch if user else 0, issued_at=db.utcnow(),
+        expires_in=int(token.get("expires_in", 0)),
         refresh_expires_at=(db.utcnow() + timedelta(days=current_app.config["OAUTH_REFRESH_TOKEN_DAYS"])
                             if refresh else None))
     db.session.add(row)
@@ -291,7 +292,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def authenticate_user(self, refresh_token: OAuthToken) -> User | None:
         user = refresh_token.user
-        return user if user is not None and user.active else None
+        if user is None or not user.active or user.session_epoch != refresh_token.user_epoch:
+            return None
+        return user
 
     def revoke_old_credential(self, refresh_token: OAuthToken) -> None:
         now = db.utcnow()
@@ -357,7 +360,8 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         return token.client_id == client.client_id
 
     def create_introspection_payload(self, token: OAuthToken | None) -> dict[str, Any]:
-        if token is not None and (token.user is not None and not token.user.active):
+        if token is not None and token.user is not None and (
+                not token.user.active or token.user.session_epoch != token.user_epoch):
             return {"active": False}
         return super().create_introspection_payload(token)
 
@@ -435,6 +439,8 @@ def authenticate_bearer(token_string: str) -> tuple[OAuthToken | None, str]:
         return None, "The token has expired."
     if token.user is None or not token.user.active:
         return None, "The token's account is not active."
+    if token.user.session_epoch != token.user_epoch:
+        return None, "The account's password was reset since the token was issued."
     client = query_client(token.client_id)
     if client is None:
         return None, "The token's client is no longer registered."

@@ -145,6 +145,8 @@ class OAuthToken(TokenMixin, Base):
     access_token_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
     refresh_token_hash: so.Mapped[str | None] = so.mapped_column(sa.String(64), unique=True)
     family_id: so.Mapped[str] = so.mapped_column(sa.String(32), index=True)
+    # The user's session_epoch at issue: a password reset or deactivation ends app access as it ends sessions.
+    user_epoch: so.Mapped[int] = so.mapped_column(default=0)
     issued_at: so.Mapped[UtcTimestamp]
     expires_in: so.Mapped[int]
     refresh_expires_at: so.Mapped[datetime | None]

@@ -107,6 +107,7 @@ def upgrade() -> None:
     sa.Column('access_token_hash', sa.String(length=64), nullable=False),
     sa.Column('refresh_token_hash', sa.String(length=64), nullable=True),
     sa.Column('family_id', sa.String(length=32), nullable=False),
+    sa.Column('user_epoch', sa.Integer(), nullable=False),
     sa.Column('issued_at', app.db.UtcDateTime(timezone=True), nullable=False),
     sa.Column('expires_in', sa.Integer(), nullable=False),
     sa.Column('refresh_expires_at', app.db.UtcDateTime(timezone=True), nullable=True),

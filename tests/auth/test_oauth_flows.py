@@ -249,6 +249,20 @@ def test_expired_token_and_deactivated_user(oauth_env, app):
             f"{env.base}/oauth/token", refresh_token=token2["refresh_token"])
 
 
+def test_password_reset_ends_app_access(oauth_env):
+    env = oauth_env
+    me = env.factories.patient(with_account=True)
+    reg = env.register(public=True)
+    _c, token, _ = _code_flow(env, reg, me.user)
+    assert _api(env, token["access_token"], "/api/v1/me/record").status_code == 200
+    me.user.session_epoch += 1  # what an admin password reset or the person's own password change does
+    db.session.commit()
+    assert _api(env, token["access_token"], "/api/v1/me/record").status_code == 401
+    with pytest.raises(OAuthError):
+        OAuth2Session(reg.client_id, token_endpoint_auth_method="none").refresh_token(
+            f"{env.base}/oauth/token", refresh_token=token["refresh_token"])
+
+
 def test_missing_token_gets_a_bearer_challenge(oauth_env):
     env = oauth_env
     resp = requests.get(f"{env.base}/api/v1/patients", timeout=10)
