@@ -4,11 +4,12 @@ discovery; "Connected apps" for everyone; client registration for administrators
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import scope_to_list
 from authlib.oauth2.rfc6749.errors import InvalidScopeError
-from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, flash, jsonify, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 from wtforms import BooleanField, SelectField, SelectMultipleField, StringField, TextAreaField
@@ -137,7 +138,7 @@ def _error_redirect(error: OAuth2Error) -> Response:
 
 @bp.route("/oauth/authorize", methods=["GET", "POST"])
 @login_required
-def authorize() -> Response | tuple[str, int]:
+def authorize() -> Response:
     """Show what the app asks for; on "Allow" send the browser back with a code."""
     user: User = current_user._get_current_object()
     try:
@@ -168,8 +169,22 @@ def authorize() -> Response | tuple[str, int]:
         db.session.commit()
         return resp
     items = [{"scope": s, "text": smart.describe(s)} for s in scope_to_list(scope) or []]
-    return render_template("auth/consent.html", client=client, items=items, form=form,
-                           patient_scoped=any(s.startswith("patient/") for s in scope_to_list(scope) or [])), 200
+    resp = make_response(render_template(
+        "auth/consent.html", client=client, items=items, form=form,
+        patient_scoped=any(s.startswith("patient/") for s in scope_to_list(scope) or [])))
+    resp.headers["Content-Security-Policy"] = _consent_csp(grant.redirect_uri or "")
+    return resp
+
+
+def _consent_csp(redirect_uri: str) -> str:
+    """The site CSP, but letting the consent form's redirect reach the app (browsers apply form-action to it)."""
+    from app.web import CSP
+
+    parts = urlsplit(redirect_uri)
+    target = f"{parts.scheme}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:"
+    if not parts.scheme or any(c in target for c in " ;,'\""):
+        return CSP
+    return CSP.replace("form-action 'self'", f"form-action 'self' {target}")
 
 
 # ---------------------------------------------------------------- connected apps
