@@ -156,3 +156,22 @@ def test_role_pages_turn_away_other_roles(make_client, login, world):
         login(browser, world[who])
         assert browser.get(path).status_code == 403, (who, path)
     assert Role.ADMIN.value == "admin"
+
+
+def test_clinic_staff_create_a_portal_account_that_opens_my_health(make_client, login, factories):
+    nurse = factories.nurse()
+    patient = factories.patient(given_name="Portal")
+    staff = make_client()
+    login(staff, nurse)
+    resp = staff.post(f"/patients/{patient.id}/portal-account",
+                      data={"portal-email": "portal.user@test.example", "portal-password": "first-time-pass"})
+    assert resp.status_code == 302
+    again = staff.post(f"/patients/{patient.id}/portal-account",
+                       data={"portal-email": "other@test.example", "portal-password": "first-time-pass"},
+                       follow_redirects=True)
+    assert b"already has a portal account" in again.data
+    browser = make_client()
+    browser.post("/sign-in", data={"email": "portal.user@test.example", "password": "first-time-pass"})
+    browser.post("/account/password", data={"current_password": "first-time-pass",
+                                            "new_password": "my own passphrase"})
+    assert browser.get("/api/v1/me/record").json["given_name"] == "Portal"
