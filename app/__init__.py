@@ -29,6 +29,9 @@ def create_app(config: Config | None = None) -> Flask:
 
     csrf.init_app(app)
     login_manager.init_app(app)
+    from app.auth import oauth2
+
+    oauth2.init_app(app)
     api = Api(app, spec_kwargs={"info": {"description": "JSON API of the Internet hospital. "
                                          "Errors are RFC 9457 problem details."}})
     app.extensions["hospital_api"] = api
@@ -38,12 +41,14 @@ def create_app(config: Config | None = None) -> Flask:
     from app.audit import views as audit_views
     from app.auth import admin as auth_admin
     from app.auth import api as auth_api
+    from app.auth import oauth_views
     from app.auth import views as auth_views
     from app.errors import register_error_handlers
     from app.patients import api as patients_api
     from app.patients import views as patients_views
 
-    for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp):
+    for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp,
+                      oauth_views.bp, oauth_views.endpoints):
         app.register_blueprint(blueprint)
     for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp):
         api.register_blueprint(api_blueprint)

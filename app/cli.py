@@ -109,6 +109,17 @@ def reset_passwords(cfg: Config) -> None:
     _print_passwords(passwords, "New demo passwords")
 
 
+def rotate_oauth_key(cfg: Config) -> None:
+    """Make a new OpenID Connect signing key current; retired keys stay in the JWKS until their tokens expire."""
+    from app import create_app
+    from app.auth.oauth2 import jwks_path, rotate_signing_key
+
+    app = create_app(cfg)
+    with app.app_context():
+        kid = rotate_signing_key()
+        print(f"New signing key {kid} in {jwks_path()}")
+
+
 def run(cfg: Config, *, host: str, port: int, workers: int) -> int:
     """Migrate, seed on first run, then supervise the web server and every background service."""
     migrate(cfg.DATABASE_URL)
@@ -163,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p_admin.add_argument("--email", required=True)
     p_admin.add_argument("--name", required=True)
     sub.add_parser("demo-passwords", help="issue new passwords for the demo accounts")
+    sub.add_parser("oauth-rotate-key", help="add a new OpenID Connect signing key and retire the current one")
     p_run = sub.add_parser("run", help="migrate, seed, and serve the whole platform")
     p_run.add_argument("--host", default=os.environ.get("HOSPITAL_HOST", "127.0.0.1"))
     p_run.add_argument("--port", type=int, default=int(os.environ.get("HOSPITAL_PORT", "5000")))
@@ -180,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         create_admin(cfg, email=args.email, name=args.name)
     elif args.cmd == "demo-passwords":
         reset_passwords(cfg)
+    elif args.cmd == "oauth-rotate-key":
+        rotate_oauth_key(cfg)
     elif args.cmd == "run":
         return run(cfg, host=args.host, port=args.port, workers=args.workers)
     return 0

@@ -73,6 +73,17 @@ class Config:
     MEDIA_SECRET: str = ""
     REDIS_URL: str = ""
 
+    # Multi-factor sign-in and OAuth2 / OpenID Connect (docs/oauth.md)
+    MFA_REQUIRED_ROLES: tuple[str, ...] = ("doctor", "pharmacist", "admin")
+    MFA_MAX_ATTEMPTS: int = 5
+    OAUTH_ISSUER: str = ""  # empty: the request's own base URL
+    OAUTH_JWKS_PATH: Path | None = None  # private signing keys (JWK set); default instance/oauth-jwks.json
+    OAUTH_SIGNING_ALG: str = "RS256"
+    OAUTH_ACCESS_TOKEN_SECONDS: int = 3600
+    OAUTH_REFRESH_TOKEN_DAYS: int = 30
+    OAUTH_ID_TOKEN_SECONDS: int = 3600
+    OAUTH_CODE_SECONDS: int = 120
+
     # API docs (flask-smorest)
     API_TITLE: str = "Internet hospital API"
     API_VERSION: str = "v1"
@@ -107,6 +118,17 @@ class Config:
         cfg.MEDIA_URL = _env("HOSPITAL_MEDIA_URL", cls.MEDIA_URL)
         cfg.MEDIA_SECRET = _env("HOSPITAL_MEDIA_SECRET", cfg.SECRET_KEY)
         cfg.REDIS_URL = _env("REDIS_URL", cls.REDIS_URL)
+        roles = os.environ.get("HOSPITAL_MFA_REQUIRED_ROLES")
+        if roles is not None:
+            cfg.MFA_REQUIRED_ROLES = tuple(r.strip() for r in roles.split(",") if r.strip())
+        cfg.MFA_MAX_ATTEMPTS = _env_int("HOSPITAL_MFA_MAX_ATTEMPTS", cls.MFA_MAX_ATTEMPTS)
+        cfg.OAUTH_ISSUER = _env("OAUTH_ISSUER", cls.OAUTH_ISSUER).rstrip("/")
+        jwks = os.environ.get("OAUTH_JWKS_PATH")
+        cfg.OAUTH_JWKS_PATH = Path(jwks) if jwks else None
+        cfg.OAUTH_SIGNING_ALG = _env("OAUTH_SIGNING_ALG", cls.OAUTH_SIGNING_ALG)
+        cfg.OAUTH_ACCESS_TOKEN_SECONDS = _env_int("OAUTH_ACCESS_TOKEN_SECONDS", cls.OAUTH_ACCESS_TOKEN_SECONDS)
+        cfg.OAUTH_REFRESH_TOKEN_DAYS = _env_int("OAUTH_REFRESH_TOKEN_DAYS", cls.OAUTH_REFRESH_TOKEN_DAYS)
+        cfg.OAUTH_ID_TOKEN_SECONDS = _env_int("OAUTH_ID_TOKEN_SECONDS", cls.OAUTH_ID_TOKEN_SECONDS)
         return cfg
 
     def validate(self) -> None:
@@ -125,5 +147,7 @@ class TestConfig(Config):
     """Fast hashing and no secure-cookie requirement, for the test suite."""
 
     TESTING = True
+    # Other domains' tests sign staff in with a password only; the MFA tests switch this on themselves.
+    MFA_REQUIRED_ROLES: tuple[str, ...] = ()
     ARGON2_TIME_COST = 1
     ARGON2_MEMORY_COST = 1024

@@ -69,6 +69,8 @@ class UnsupportedMediaType(AppError):
 
 def wants_problem_json() -> bool:
     """API paths and clients that prefer JSON get problem+json; browsers get HTML."""
+    if request.path == "/oauth/authorize":  # the consent page is for people, in a browser
+        return False
     if request.path.startswith(("/api/", "/dicomweb/", "/oauth/", "/.well-known/")):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json", PROBLEM_JSON])

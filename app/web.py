@@ -14,6 +14,7 @@ from flask import (
     Response,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -154,8 +155,8 @@ def init_request_hooks(app: Flask) -> None:
     @app.before_request
     def _context() -> BaseResponse | None:
         client_ip.set(request.remote_addr)
-        if request.endpoint == "static" or not current_user.is_authenticated:
-            return None
+        if request.endpoint == "static" or not current_user.is_authenticated or g.get("oauth_token"):
+            return None  # bearer-token requests carry no browser session to time out
         now = db.utcnow()
         last_seen = session.get("last_seen")
         if last_seen is not None and now - datetime.fromisoformat(last_seen) > idle_limit(current_user):

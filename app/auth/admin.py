@@ -7,7 +7,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from app import db
-from app.auth import service
+from app.auth import mfa, service
 from app.auth.decorators import roles_required
 from app.auth.forms import ConfirmForm, ResetPasswordForm, UserForm
 from app.auth.models import Role
@@ -80,7 +80,21 @@ def user_detail(user_id: int) -> Response | tuple[str, int]:
             return redirect(url_for("auth_admin.user_detail", user_id=user.id))
     elif request.method == "POST":
         status = 422
-    return render_template("auth/admin_user.html", user=user, form=form, confirm=ConfirmForm()), status
+    return render_template("auth/admin_user.html", user=user, form=form, confirm=ConfirmForm(),
+                           mfa_enrolled=mfa.is_enrolled(user)), status
+
+
+@bp.post("/users/<int:user_id>/two-step/reset")
+@roles_required(Role.ADMIN)
+def reset_two_step(user_id: int) -> Response:
+    """Remove a person's authenticator (lost phone); they set up a new one at next sign-in."""
+    if ConfirmForm().validate_on_submit():
+        user = service.get_user(user_id, by=current_user)
+        mfa.remove(user, by=current_user)
+        user.session_epoch += 1
+        db.session.commit()
+        flash(f"Two-step sign-in reset for {user.full_name}.", "success")
+    return redirect(url_for("auth_admin.user_detail", user_id=user_id))
 
 
 @bp.post("/users/<int:user_id>/active")

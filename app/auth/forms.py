@@ -12,6 +12,11 @@ class SignInForm(AppForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=256)])
 
 
+class MfaCodeForm(AppForm):
+    code = StringField("Code", validators=[DataRequired(), Length(max=40)],
+                       render_kw={"autocomplete": "one-time-code", "inputmode": "text"})
+
+
 class ChangePasswordForm(AppForm):
     current_password = PasswordField("Current password", validators=[DataRequired(), Length(max=256)])
     new_password = PasswordField("New password", validators=[DataRequired(), Length(max=256)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
@@ -9,8 +10,9 @@ from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response
 
 from app import db
-from app.auth import service
-from app.auth.forms import ChangePasswordForm, SignInForm
+from app.auth import mfa, service
+from app.auth.forms import ChangePasswordForm, ConfirmForm, MfaCodeForm, SignInForm
+from app.auth.models import User
 from app.errors import AppError, Unauthorized
 
 bp = Blueprint("auth", __name__, template_folder="templates")
@@ -43,13 +45,142 @@ def sign_in() -> Response | tuple[str, int]:
             status = exc.status
         else:
             db.session.commit()
+            next_url = _safe_next(request.args.get("next")) or url_for("web.home")
             session.clear()
-            login_user(user)
-            session["last_seen"] = db.utcnow().isoformat()
-            return redirect(_safe_next(request.args.get("next")) or url_for("web.home"))
+            if mfa.is_enrolled(user) or mfa.is_required(user):
+                # Password accepted; the session is not signed in until the second step succeeds.
+                session["mfa_pending"] = {"user": user.get_id(), "at": db.utcnow().isoformat(), "next": next_url}
+                endpoint = "auth.mfa_verify" if mfa.is_enrolled(user) else "auth.mfa_enrol"
+                return redirect(url_for(endpoint))
+            _complete_sign_in(user)
+            return redirect(next_url)
     elif request.method == "POST":
         status = 422
     return render_template("auth/sign_in.html", form=form), status
+
+
+def _complete_sign_in(user: User, *, amr: tuple[str, ...] = ("pwd",)) -> None:
+    session.pop("mfa_pending", None)
+    login_user(user)
+    session["last_seen"] = db.utcnow().isoformat()
+    session["amr"] = list(amr)  # authentication methods, passed on to ID tokens (RFC 8176)
+
+
+def _pending_user() -> tuple[User, str] | None:
+    """The account that passed its password in this browser less than five minutes ago, if any."""
+    pending = session.get("mfa_pending")
+    if not pending:
+        return None
+    if db.utcnow() - datetime.fromisoformat(pending["at"]) > timedelta(minutes=5):
+        session.pop("mfa_pending", None)
+        return None
+    user = service.load_session_user(pending["user"])
+    return (user, pending["next"]) if user is not None else None
+
+
+@bp.route("/sign-in/code", methods=["GET", "POST"])
+def mfa_verify() -> Response | tuple[str, int]:
+    """Second step: a TOTP or recovery code."""
+    pending = _pending_user()
+    if pending is None:
+        flash("Sign in with your password first.", "info")
+        return redirect(url_for("auth.sign_in"))
+    user, next_url = pending
+    form = MfaCodeForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            method = mfa.verify(user, form.code.data or "")
+        except AppError as exc:
+            db.rollback()
+            form.form_errors.append(exc.detail)
+            status = exc.status
+        else:
+            db.session.commit()
+            _complete_sign_in(user, amr=("pwd", "otp" if method == "totp" else "kba", "mfa"))
+            return redirect(next_url)
+    elif request.method == "POST":
+        status = 422
+    return render_template("auth/mfa_verify.html", form=form), status
+
+
+def _enrol(user: User, *, required: bool) -> Response | tuple[str, int] | list[str]:
+    form = MfaCodeForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            codes = mfa.confirm_enrolment(user, form.code.data or "")
+        except AppError as exc:
+            db.rollback()
+            form.apply_error(exc)
+            status = exc.status
+        else:
+            db.session.commit()
+            return codes
+    elif request.method == "POST":
+        status = 422
+    seed = mfa.pending_secret(user) or mfa.start_enrolment(user)
+    db.session.commit()
+    return render_template("auth/mfa_enrol.html", form=form, secret=seed, required=required,
+                           qr=mfa.qr_data_uri(mfa.provisioning_uri(user, seed))), status
+
+
+@bp.route("/sign-in/set-up-code", methods=["GET", "POST"])
+def mfa_enrol() -> Response | tuple[str, int]:
+    """Enrol an authenticator: during sign-in when the role requires it, or from the settings page."""
+    if current_user.is_authenticated:
+        user, next_url, required = current_user._get_current_object(), url_for("auth.mfa_settings"), False
+        if mfa.is_enrolled(user):
+            return redirect(next_url)
+    else:
+        pending = _pending_user()
+        if pending is None:
+            return redirect(url_for("auth.sign_in"))
+        (user, next_url), required = pending, True
+        if mfa.is_enrolled(user):
+            return redirect(url_for("auth.mfa_verify"))
+    result = _enrol(user, required=required)
+    if isinstance(result, list):
+        if not current_user.is_authenticated:
+            _complete_sign_in(user, amr=("pwd", "otp", "mfa"))
+        return render_template("auth/mfa_recovery.html", codes=result, next_url=next_url), 200
+    return result
+
+
+@bp.get("/account/two-step")
+@login_required
+def mfa_settings() -> str:
+    """Two-step sign-in status and actions."""
+    user = current_user._get_current_object()
+    return render_template("auth/mfa_settings.html", enrolled=mfa.is_enrolled(user), required=mfa.is_required(user),
+                           remaining=mfa.remaining_recovery_codes(user), form=ConfirmForm())
+
+
+@bp.post("/account/two-step/recovery-codes")
+@login_required
+def mfa_recovery_codes() -> Response | tuple[str, int]:
+    """Replace the recovery codes (the old ones stop working)."""
+    if not ConfirmForm().validate_on_submit():
+        return redirect(url_for("auth.mfa_settings"))
+    codes = mfa.regenerate_recovery_codes(current_user)
+    db.session.commit()
+    return render_template("auth/mfa_recovery.html", codes=codes, next_url=url_for("auth.mfa_settings")), 200
+
+
+@bp.post("/account/two-step/remove")
+@login_required
+def mfa_remove() -> Response:
+    """Turn two-step sign-in off (only where the role allows)."""
+    if ConfirmForm().validate_on_submit():
+        try:
+            mfa.remove(current_user, by=current_user)
+        except AppError as exc:
+            db.rollback()
+            flash(exc.detail, "error")
+        else:
+            db.session.commit()
+            flash("Two-step sign-in is off.", "info")
+    return redirect(url_for("auth.mfa_settings"))
 
 
 @bp.post("/sign-out")

@@ -1,0 +1,495 @@
+"""All Authlib wiring: the authorization server (code + PKCE, refresh with rotation, client credentials),
+OpenID Connect (ID tokens, discovery, JWKS, userinfo), revocation (RFC 7009), introspection (RFC 7662),
+signing keys, and bearer-token authentication of ``/api/`` and ``/dicomweb/`` requests.
+
+Tokens are opaque random strings stored as SHA-256 digests. Every token issued from one authorisation
+shares a ``family_id``: presenting an already-rotated refresh token, or replaying a used code, revokes the
+whole family (RFC 9700 §4.14 / RFC 6749 §4.1.2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import grants, scope_to_list
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, InvalidScopeError
+from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
+from authlib.oidc.core import UserInfo
+from authlib.oidc.core.grants import OpenIDCode as _OpenIDCode
+from flask import Flask, Response, current_app, g, request, session
+from joserfc.jwk import ECKey, KeySet, RSAKey
+
+from app import db
+from app.audit import service as audit
+from app.audit.models import Outcome
+from app.auth import scopes as smart
+from app.auth.models import Role, User
+from app.auth.oauth_models import OAuthAuthorizationCode, OAuthClient, OAuthToken, digest
+from app.errors import problem_response
+from app.extensions import csrf
+
+logger = logging.getLogger(__name__)
+PUBLIC_AUTH = ["client_secret_basic", "client_secret_post", "none"]
+
+
+# ---------------------------------------------------------------- signing keys
+
+
+def jwks_path() -> Path:
+    configured = current_app.config.get("OAUTH_JWKS_PATH")
+    return Path(configured) if configured else Path(current_app.config["INSTANCE_PATH"]) / "oauth-jwks.json"
+
+
+def _generate_key(alg: str) -> dict[str, Any]:
+    key: RSAKey | ECKey
+    key = ECKey.generate_key("P-256", private=True) if alg == "ES256" else RSAKey.generate_key(2048, private=True)
+    data = key.as_dict(private=True)
+    data.update(kid=key.thumbprint(), use="sig", alg=alg)
+    return {"jwk": data, "created_at": int(time.time()), "retired_at": None}
+
+
+def _write_keys(path: Path, entries: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"keys": entries}, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def _key_entries() -> list[dict[str, Any]]:
+    """The signing keys, newest (the one that signs) first; generated into instance/ when absent (dev)."""
+    path = jwks_path()
+    if not path.exists():
+        if current_app.config.get("ENV") == "production":
+            raise RuntimeError(f"no OAuth signing keys at {path}: run `hospital oauth-rotate-key`")
+        _write_keys(path, [_generate_key(current_app.config["OAUTH_SIGNING_ALG"])])
+    mtime = path.stat().st_mtime_ns
+    cache = current_app.extensions.setdefault("oauth_keys", {})
+    if cache.get("path") != str(path) or cache.get("mtime") != mtime:
+        cache.update(path=str(path), mtime=mtime, entries=json.loads(path.read_text())["keys"])
+    return cache["entries"]
+
+
+def rotate_signing_key(path: Path | None = None) -> str:
+    """Make a new key current; old keys stay published until every token they signed has expired."""
+    path = path or jwks_path()
+    entries = json.loads(path.read_text())["keys"] if path.exists() else []
+    now = int(time.time())
+    keep_for = max(current_app.config["OAUTH_ID_TOKEN_SECONDS"], current_app.config["OAUTH_ACCESS_TOKEN_SECONDS"])
+    for entry in entries:
+        entry["retired_at"] = entry.get("retired_at") or now
+    entries = [e for e in entries if e["retired_at"] + keep_for > now]
+    new = _generate_key(current_app.config["OAUTH_SIGNING_ALG"])
+    _write_keys(path, [new, *entries])
+    return new["jwk"]["kid"]
+
+
+def _cached(name: str, build: Any) -> Any:
+    """Parsed keys are cached per key-file version: loading an RSA private key costs tens of milliseconds."""
+    entries = _key_entries()
+    cache = current_app.extensions["oauth_keys"]
+    if cache.get(f"{name}_for") is not entries:
+        cache[name] = build(entries)
+        cache[f"{name}_for"] = entries
+    return cache[name]
+
+
+def signing_key() -> RSAKey | ECKey:
+    return _cached("signer", lambda entries: KeySet.import_key_set({"keys": [entries[0]["jwk"]]}).keys[0])
+
+
+def public_jwks() -> dict[str, Any]:
+    return _cached("public", lambda entries: KeySet.import_key_set(
+        {"keys": [e["jwk"] for e in entries]}).as_dict(private=False))
+
+
+def issuer() -> str:
+    return current_app.config.get("OAUTH_ISSUER") or request.url_root.rstrip("/")
+
+
+# ---------------------------------------------------------------- storage hooks
+
+
+def query_client(client_id: str) -> OAuthClient | None:
+    return db.session.scalar(sa.select(OAuthClient).where(OAuthClient.client_id == client_id,
+                                                          OAuthClient.active.is_(True)))
+
+
+def find_token(token_string: str, hint: str | None = None, *, lock: bool = False) -> OAuthToken | None:
+    """Look a token up by its digest; ``lock`` holds the row (PostgreSQL) so two refreshes cannot both win."""
+    hashed = digest(token_string)
+    column = OAuthToken.refresh_token_hash if hint == "refresh_token" else OAuthToken.access_token_hash
+    query = sa.select(OAuthToken).where(column == hashed)
+    token = db.session.scalar(query.with_for_update() if lock else query)
+    if token is None and hint is None:
+        token = db.session.scalar(sa.select(OAuthToken).where(OAuthToken.refresh_token_hash == hashed))
+    return token
+
+
+def revoke_family(family_id: str, *, reason: str) -> int:
+    """Revoke every token of one authorisation; returns how many were still live."""
+    now = db.utcnow()
+    result = db.session.execute(
+        sa.update(OAuthToken).where(OAuthToken.family_id == family_id, OAuthToken.access_revoked_at.is_(None))
+        .values(access_revoked_at=now, revoke_reason=reason))
+    db.session.execute(sa.update(OAuthToken).where(OAuthToken.family_id == family_id,
+                                                   OAuthToken.refresh_revoked_at.is_(None))
+                       .values(refresh_revoked_at=now))
+    db.session.expire_all()
+    return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+def _save_token(token: dict[str, Any], req: Any) -> None:
+    client: OAuthClient = req.client
+    grant_type = req.payload.grant_type
+    scope = token.get("scope", "")
+    user: User | None = req.user
+    if grant_type == "authorization_code":
+        code: OAuthAuthorizationCode = req.authorization_code
+        code.family_id = code.family_id or secrets.token_hex(16)
+        family = code.family_id
+        if "offline_access" not in scope_to_list(scope):
+            token.pop("refresh_token", None)
+    elif grant_type == "refresh_token":
+        family = req.refresh_token.family_id
+    else:
+        family = secrets.token_hex(16)
+        user = client.service_user
+    if user is not None and user.role is Role.PATIENT and any(
+            s.startswith("patient/") for s in scope_to_list(scope) or []):
+        patient_id = _own_patient_id(user)
+        if patient_id is not None:
+            token["patient"] = str(patient_id)  # SMART launch context: whose record the token reaches
+    refresh = token.get("refresh_token")
+    row = OAuthToken(
+        client_id=client.client_id, user_id=user.id if user else None, grant_type=grant_type, scope=scope,
+        access_token_hash=digest(token["access_token"]), refresh_token_hash=digest(refresh) if refresh else None,
+        family_id=family, user_epoch=user.session_epoch if user else 0, issued_at=db.utcnow(),
+        expires_in=int(token.get("expires_in", 0)),
+        refresh_expires_at=(db.utcnow() + timedelta(days=current_app.config["OAUTH_REFRESH_TOKEN_DAYS"])
+                            if refresh else None))
+    db.session.add(row)
+    db.session.flush()
+    audit.record("oauth.token.issue", by=user, resource_type="OAuthToken", resource_id=row.id,
+                 detail={"client_id": client.client_id, "grant_type": grant_type, "scope": scope})
+
+
+# ---------------------------------------------------------------- grants
+
+
+class PkceS256(CodeChallenge):
+    """PKCE with S256 only; a public client without a challenge is refused at the authorization endpoint."""
+
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        req = grant.request
+        challenge = req.payload.data.get("code_challenge")
+        if not challenge and grant.client.is_public:
+            raise InvalidRequestError("Public clients must send a PKCE 'code_challenge' (S256).")
+        if challenge and req.payload.data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("'code_challenge_method' must be S256.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def get_authorization_code_challenge(self, authorization_code: OAuthAuthorizationCode) -> str | None:
+        return authorization_code.code_challenge
+
+    def get_authorization_code_challenge_method(self, authorization_code: OAuthAuthorizationCode) -> str | None:
+        return authorization_code.code_challenge_method
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = PUBLIC_AUTH
+
+    def save_authorization_code(self, code: str, req: Any) -> None:
+        data = req.payload.data
+        db.session.add(OAuthAuthorizationCode(
+            code_hash=digest(code), client_id=req.client.client_id, user_id=req.user.id,
+            redirect_uri=req.payload.redirect_uri or "", scope=req.payload.scope or "", nonce=data.get("nonce"),
+            code_challenge=data.get("code_challenge"), code_challenge_method=data.get("code_challenge_method"),
+            auth_time=int((req.user.last_sign_in_at or db.utcnow()).timestamp()),
+            amr=" ".join(session.get("amr", ["pwd"])), created_at=db.utcnow(),
+            expires_at=db.utcnow() + timedelta(seconds=current_app.config["OAUTH_CODE_SECONDS"])))
+        db.session.flush()
+
+    def query_authorization_code(self, code: str, client: OAuthClient) -> OAuthAuthorizationCode | None:
+        row = db.session.scalar(sa.select(OAuthAuthorizationCode).where(
+            OAuthAuthorizationCode.code_hash == digest(code), OAuthAuthorizationCode.client_id == client.client_id)
+            .with_for_update())  # a code raced by two requests is exchanged once
+        if row is None:
+            return None
+        if row.used_at is not None:
+            revoked = revoke_family(row.family_id, reason="code reuse") if row.family_id else 0
+            audit.record("oauth.code.reuse", by=row.user, outcome=Outcome.DENIED, resource_type="OAuthClient",
+                         resource_id=client.client_id, detail={"tokens_revoked": revoked})
+            return None
+        if row.is_expired():
+            return None
+        return row
+
+    def delete_authorization_code(self, authorization_code: OAuthAuthorizationCode) -> None:
+        authorization_code.used_at = db.utcnow()
+
+    def authenticate_user(self, authorization_code: OAuthAuthorizationCode) -> User | None:
+        user = authorization_code.user
+        return user if user is not None and user.active else None
+
+
+class OpenIDCode(_OpenIDCode):
+    def exists_nonce(self, nonce: str, req: Any) -> bool:
+        return db.session.scalar(sa.select(OAuthAuthorizationCode.id).where(
+            OAuthAuthorizationCode.client_id == req.payload.client_id,
+            OAuthAuthorizationCode.nonce == nonce)) is not None
+
+    def resolve_client_private_key(self, client: OAuthClient) -> Any:
+        return signing_key()
+
+    def get_client_algorithm(self, client: OAuthClient) -> str:
+        return current_app.config["OAUTH_SIGNING_ALG"]
+
+    def get_encode_header(self, client: OAuthClient) -> dict[str, str]:
+        return {"alg": self.get_client_algorithm(client), "kid": _key_entries()[0]["jwk"]["kid"], "typ": "JWT"}
+
+    def get_client_claims(self, client: OAuthClient) -> dict[str, Any]:
+        return {"iss": issuer(), "aud": [client.client_id],
+                "exp": int(time.time()) + current_app.config["OAUTH_ID_TOKEN_SECONDS"]}
+
+    def generate_user_info(self, user: User, scope: str) -> UserInfo:
+        return user_info(user, scope)
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = PUBLIC_AUTH
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> OAuthToken | None:
+        row = find_token(refresh_token, "refresh_token", lock=True)
+        if row is None:
+            return None
+        if row.refresh_revoked_at is not None:
+            if row.revoke_reason == "rotated":
+                revoked = revoke_family(row.family_id, reason="refresh reuse")
+                audit.record("oauth.refresh.reuse", by=row.user, outcome=Outcome.DENIED,
+                             resource_type="OAuthClient", resource_id=row.client_id,
+                             detail={"tokens_revoked": revoked})
+            return None
+        if row.is_refresh_expired():
+            return None
+        return row
+
+    def authenticate_user(self, refresh_token: OAuthToken) -> User | None:
+        user = refresh_token.user
+        if user is None or not user.active or user.session_epoch != refresh_token.user_epoch:
+            return None
+        return user
+
+    def revoke_old_credential(self, refresh_token: OAuthToken) -> None:
+        now = db.utcnow()
+        refresh_token.refresh_revoked_at = now
+        refresh_token.access_revoked_at = refresh_token.access_revoked_at or now
+        refresh_token.revoke_reason = "rotated"
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    """Machine clients act as their registered service account, with ``system/...`` scopes only."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        client: OAuthClient = self.request.client
+        if client.service_user is None or not client.service_user.active:
+            raise InvalidRequestError("This client has no active service account.")
+        for scope in scope_to_list(self.request.payload.scope) or []:
+            parsed = smart.parse(scope)
+            if parsed is None or parsed.context != "system":
+                raise InvalidScopeError(f"'{scope}' is not a system scope.")
+
+
+def check_user_scopes(user: User, scope: str) -> str | None:
+    """Why ``user`` cannot hold ``scope`` (patient/ only for patients, user/ only for people, never system/)."""
+    for item in scope_to_list(scope) or []:
+        parsed = smart.parse(item)
+        if parsed is None:
+            continue
+        if parsed.context == "system":
+            return f"'{item}' is only for machine clients."
+        if parsed.context == "patient" and user.role is not Role.PATIENT:
+            return f"'{item}' is for patients using their own record."
+        if parsed.context == "user" and user.role is Role.PATIENT:
+            return f"'{item}' is for staff; a patient's app asks for patient/ scopes."
+    return None
+
+
+class RevocationEndpoint(_RevocationEndpoint):
+    CLIENT_AUTH_METHODS = PUBLIC_AUTH
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> OAuthToken | None:
+        return find_token(token_string, token_type_hint)
+
+    def revoke_token(self, token: OAuthToken, req: Any) -> None:
+        if token.refresh_token_hash == digest(req.form["token"]):
+            revoke_family(token.family_id, reason="revoked")  # RFC 7009 §2.1: the grant goes too
+        else:
+            token.access_revoked_at = token.access_revoked_at or db.utcnow()
+            token.revoke_reason = token.revoke_reason or "revoked"
+        audit.record("oauth.token.revoke", by=token.user, resource_type="OAuthToken", resource_id=token.id,
+                     detail={"client_id": token.client_id})
+
+
+class IntrospectionEndpoint(_IntrospectionEndpoint):
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> OAuthToken | None:
+        return find_token(token_string, token_type_hint)
+
+    def check_permission(self, token: OAuthToken, client: OAuthClient, req: Any) -> bool:
+        return token.client_id == client.client_id
+
+    def create_introspection_payload(self, token: OAuthToken | None) -> dict[str, Any]:
+        if token is not None and token.user is not None and (
+                not token.user.active or token.user.session_epoch != token.user_epoch):
+            return {"active": False}
+        return super().create_introspection_payload(token)
+
+    def introspect_token(self, token: OAuthToken) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "active": True, "client_id": token.client_id, "token_type": "Bearer", "scope": token.scope,
+            "iat": int(token.issued_at.timestamp()), "exp": int(token.expires_at.timestamp()),
+            "iss": issuer(), "aud": token.client_id,
+        }
+        if token.user is not None:
+            payload.update(sub=str(token.user.id), username=token.user.email, fhirUser=fhir_user(token.user))
+            if (patient_id := _own_patient_id(token.user)) is not None:
+                payload["patient"] = str(patient_id)
+        return payload
+
+
+class HospitalAuthorizationServer(AuthorizationServer):
+    def validate_requested_scope(self, scope: str | None) -> None:
+        """Only scopes this server understands (identity scopes and well-formed SMART scopes)."""
+        for item in scope_to_list(scope) or []:
+            if not smart.is_known(item):
+                raise InvalidScopeError(f"Unknown scope '{item}'.")
+
+
+authorization = HospitalAuthorizationServer()
+
+
+def _own_patient_id(user: User) -> int | None:
+    if user.role is not Role.PATIENT:
+        return None
+    from app.patients.models import Patient
+
+    return db.session.scalar(sa.select(Patient.id).where(Patient.user_id == user.id))
+
+
+def fhir_user(user: User) -> str:
+    if user.role is Role.PATIENT:
+        pid = _own_patient_id(user)
+        return f"Patient/{pid}" if pid is not None else f"RelatedPerson/{user.id}"
+    return f"Practitioner/{user.id}"
+
+
+def user_info(user: User, scope: str) -> UserInfo:
+    wanted = set(scope_to_list(scope) or [])
+    info = UserInfo(sub=str(user.id))
+    if "profile" in wanted:
+        info["name"] = user.full_name
+    if "email" in wanted:
+        info["email"] = user.email
+    if "fhirUser" in wanted:
+        info["fhirUser"] = f"{issuer()}/api/v1/fhir/{fhir_user(user)}"
+    return info
+
+
+# ---------------------------------------------------------------- bearer tokens on the API
+
+
+def _bearer_error(status: int, error: str, description: str, scope: str | None = None) -> Response:
+    challenge = f'Bearer realm="hospital", error="{error}", error_description="{description}"'
+    if scope:
+        challenge += f', scope="{scope}"'
+    slug = "invalid-token" if status == 401 else "insufficient-scope"
+    title = "The access token is not valid" if status == 401 else "The access token's scope does not allow this"
+    return problem_response(status, slug, title, description, headers={"WWW-Authenticate": challenge})
+
+
+def authenticate_bearer(token_string: str) -> tuple[OAuthToken | None, str]:
+    """The live token for ``token_string`` and its user, or None with the reason."""
+    token = find_token(token_string, "access_token")
+    if token is None:
+        return None, "The token is unknown."
+    if token.is_revoked():
+        return None, "The token was revoked."
+    if token.is_expired():
+        return None, "The token has expired."
+    if token.user is None or not token.user.active:
+        return None, "The token's account is not active."
+    if token.user.session_epoch != token.user_epoch:
+        return None, "The account's password was reset since the token was issued."
+    client = query_client(token.client_id)
+    if client is None:
+        return None, "The token's client is no longer registered."
+    return token, ""
+
+
+def _bearer_hook() -> Response | None:
+    auth = request.headers.get("Authorization", "")
+    is_api = request.path.startswith(("/api/", "/dicomweb/", "/dicomweb"))
+    if not (is_api and auth[:7].lower() == "bearer "):
+        csrf.protect(apply_exemptions=True)
+        return None
+    token, reason = authenticate_bearer(auth[7:].strip())
+    if token is None:
+        audit.record("oauth.bearer", by=None, outcome=Outcome.DENIED, detail={"reason": reason})
+        db.session.commit()
+        return _bearer_error(401, "invalid_token", reason)
+    match = smart.resource_for_path(request.path)
+    assert match is not None
+    prefix, resource = match
+    permission = smart.required_permission(request.method, request.path, prefix)
+    if not smart.grants(token.scopes, resource, permission):
+        context = "system" if token.grant_type == "client_credentials" else (
+            "patient" if token.user and token.user.role is Role.PATIENT else "user")
+        needed = smart.needed_scope(resource, permission, context)
+        audit.record("oauth.bearer", by=token.user, outcome=Outcome.DENIED,
+                     detail={"reason": "insufficient scope", "needed": needed, "path": request.path})
+        db.session.commit()
+        return _bearer_error(403, "insufficient_scope", f"This request needs the scope {needed}.", needed)
+    g.oauth_token = token
+    g.oauth_scopes = token.scopes
+    # Flask-Login's per-request user cache: the token's user is current_user for this request, even if the
+    # client also sent a session cookie (the scopes checked above belong to the token, not the cookie).
+    g._login_user = token.user
+    return None
+
+
+def init_app(app: Flask) -> None:
+    """Bind the server to ``app``; CSRF is checked here for cookie requests, not for bearer-token ones."""
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    expires = app.config["OAUTH_ACCESS_TOKEN_SECONDS"]
+    app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", True)
+    app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {
+        "authorization_code": expires, "refresh_token": expires, "client_credentials": expires})
+    authorization.init_app(app, query_client=query_client, save_token=_save_token)
+    if not authorization._token_grants:
+        authorization.register_grant(AuthorizationCodeGrant, [PkceS256(required=True), OpenIDCode(require_nonce=True)])
+        authorization.register_grant(RefreshTokenGrant)
+        authorization.register_grant(ClientCredentialsGrant)
+        authorization.register_endpoint(RevocationEndpoint)
+        authorization.register_endpoint(IntrospectionEndpoint)
+    app.before_request(_bearer_hook)

@@ -1,0 +1,160 @@
+"""SMART-on-FHIR-style scopes: parse them, describe them to people, and decide what a request needs.
+
+A resource scope reads ``<context>/<Resource|*>.<permissions>`` where the context is ``patient`` (only the
+signed-in patient's own record), ``user`` (whatever the person may see) or ``system`` (a machine client),
+and the permissions are a subset of ``cruds`` in that order (create, read, update, delete, search).
+SMART v1 suffixes ``read`` (= ``rs``), ``write`` (= ``cud``) and ``*`` (= ``cruds``) are accepted too.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+IDENTITY_SCOPES = {
+    "openid": "Confirm who you are",
+    "profile": "See your name",
+    "email": "See your email address",
+    "fhirUser": "Know whether you are a patient or a practitioner, and which one",
+    "offline_access": "Keep access after you close the app, until you revoke it",
+}
+
+RESOURCE_TYPES = {
+    "Patient": "your patient record (demographics, allergies, conditions, medicines)",
+    "Practitioner": "practitioner profiles",
+    "MedicationRequest": "prescriptions",
+    "MedicationDispense": "pharmacy dispensing",
+    "ImagingStudy": "scans and images",
+    "Appointment": "appointments and consults",
+    "Encounter": "consult notes",
+    "AuditEvent": "the audit trail",
+    "AllergyIntolerance": "allergies",
+    "Condition": "conditions",
+    "MedicationStatement": "current medicines",
+    "Observation": "observations",
+    "DocumentReference": "documents",
+}
+
+SCOPE_RE = re.compile(r"^(patient|user|system)/([A-Z][A-Za-z]{1,40}|\*)\.(c?r?u?d?s?|read|write|\*)$")
+PERMISSION_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+# URL prefix → FHIR resource type whose scope a bearer token needs. Other domains add theirs with
+# :func:`add_route_scope`; an API path under no prefix needs a wildcard (``*``) scope.
+ROUTE_SCOPES: list[tuple[str, str | None]] = [
+    ("/api/v1/me/record", "Patient"),
+    ("/api/v1/me/access-log", "AuditEvent"),
+    ("/api/v1/me", None),
+    ("/api/v1/auth/csrf", None),
+    ("/api/v1/patients", "Patient"),
+    ("/api/v1/prescriptions", "MedicationRequest"),
+    ("/api/v1/pharmacy", "MedicationDispense"),
+    ("/api/v1/dispenses", "MedicationDispense"),
+    ("/api/v1/imaging", "ImagingStudy"),
+    ("/api/v1/studies", "ImagingStudy"),
+    ("/dicomweb", "ImagingStudy"),
+    ("/api/v1/consults", "Appointment"),
+    ("/api/v1/appointments", "Appointment"),
+    ("/api/v1/encounters", "Encounter"),
+    ("/api/v1/audit", "AuditEvent"),
+]
+
+
+def add_route_scope(prefix: str, resource_type: str | None) -> None:
+    """Map an API path prefix to the resource type a bearer token needs a scope for (longest prefix wins)."""
+    if (prefix, resource_type) not in ROUTE_SCOPES:
+        ROUTE_SCOPES.append((prefix, resource_type))
+    RESOURCE_TYPES.setdefault(resource_type or "*", resource_type or "*")
+
+
+@dataclass(frozen=True)
+class ResourceScope:
+    context: str
+    resource: str
+    permissions: frozenset[str]
+
+    def allows(self, resource: str, permission: str) -> bool:
+        return (self.resource in ("*", resource)) and permission in self.permissions
+
+
+def parse(scope: str) -> ResourceScope | None:
+    """A resource scope, or None for anything else (identity scopes, unknown text)."""
+    match = SCOPE_RE.match(scope)
+    if not match:
+        return None
+    context, resource, perms = match.groups()
+    if resource != "*" and resource not in RESOURCE_TYPES:
+        return None
+    letters = {"read": "rs", "write": "cud", "*": "cruds"}.get(perms, perms)
+    if not letters:
+        return None
+    return ResourceScope(context, resource, frozenset(letters))
+
+
+def covers(allowed: list[str], scope: str) -> bool:
+    """Whether ``scope`` is within one of ``allowed`` (same context, same or wildcard resource, fewer rights)."""
+    if scope in allowed:
+        return True
+    wanted = parse(scope)
+    if wanted is None:
+        return False
+    for text in allowed:
+        have = parse(text)
+        if (have is not None and have.context == wanted.context and have.resource in ("*", wanted.resource)
+                and wanted.permissions <= have.permissions):
+            return True
+    return False
+
+
+def is_known(scope: str) -> bool:
+    return scope in IDENTITY_SCOPES or parse(scope) is not None
+
+
+def describe(scope: str) -> str:
+    """A sentence a patient or clinician can read on the consent screen."""
+    if scope in IDENTITY_SCOPES:
+        return IDENTITY_SCOPES[scope]
+    parsed = parse(scope)
+    if parsed is None:
+        return scope
+    what = "all data" if parsed.resource == "*" else RESOURCE_TYPES.get(parsed.resource, parsed.resource)
+    verbs = ", ".join(PERMISSION_WORDS[p] for p in "cruds" if p in parsed.permissions)
+    whose = {"patient": "in your own record only", "user": "that you can see in the hospital",
+             "system": "as a machine client"}[parsed.context]
+    return f"{verbs.capitalize()} {what} {whose}"
+
+
+def required_permission(method: str, path: str, prefix: str) -> str:
+    """GET on a collection is a search, GET below it a read; POST creates, PUT/PATCH update, DELETE deletes."""
+    method = method.upper()
+    if method in ("GET", "HEAD", "OPTIONS"):
+        rest = path[len(prefix):].strip("/")
+        return "s" if not rest else "r"
+    return {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}.get(method, "u")
+
+
+def resource_for_path(path: str) -> tuple[str, str | None] | None:
+    """(prefix, resource type) for an API path, or None when no bearer scope rule applies (not an API path)."""
+    if not path.startswith(("/api/", "/dicomweb")):
+        return None
+    best: tuple[str, str | None] | None = None
+    for prefix, resource in ROUTE_SCOPES:
+        if (path == prefix or path.startswith(prefix.rstrip("/") + "/")) and (best is None or
+                                                                            len(prefix) > len(best[0])):
+            best = (prefix, resource)
+    return best or ("/api/v1", "*")
+
+
+def grants(scopes: list[str], resource: str | None, permission: str) -> bool:
+    """Whether any of ``scopes`` allows ``permission`` on ``resource`` (None: any valid token will do)."""
+    if resource is None:
+        return True
+    for text in scopes:
+        parsed = parse(text)
+        if parsed is not None and (parsed.resource == "*" or parsed.resource == resource) and \
+                permission in parsed.permissions:
+            return True
+    return False
+
+
+def needed_scope(resource: str | None, permission: str, context: str = "user") -> str:
+    return f"{context}/{resource or '*'}.{permission}"

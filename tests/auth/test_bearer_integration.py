@@ -1,0 +1,92 @@
+"""How bearer tokens sit beside browser sessions: CSRF still guards cookies, scopes map to URL prefixes,
+and the second sign-in step sends people back into an app's authorization request."""
+
+from __future__ import annotations
+
+import base64
+import re
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pyotp
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from app import db
+from app.auth import oauth_service
+from app.auth import scopes as smart
+from tests.conftest import PASSWORD
+
+
+def test_cookie_requests_still_need_csrf(client, factories, login):
+    login(client, factories.nurse())
+    client.send_csrf = False
+    resp = client.post("/api/v1/patients", json={"given_name": "A", "family_name": "B",
+                                                 "birth_date": "1990-01-01", "sex": "female"})
+    assert resp.status_code == 400 and resp.json["type"] == "/problems/csrf-failed"
+
+
+@pytest.mark.parametrize(("method", "path", "resource", "permission"), [
+    ("GET", "/api/v1/patients", "Patient", "s"),
+    ("GET", "/api/v1/patients/5", "Patient", "r"),
+    ("POST", "/api/v1/patients", "Patient", "c"),
+    ("PUT", "/api/v1/patients/5", "Patient", "u"),
+    ("DELETE", "/api/v1/prescriptions/7", "MedicationRequest", "d"),
+    ("GET", "/dicomweb/studies", "ImagingStudy", "r"),
+    ("GET", "/api/v1/me", None, "s"),
+    ("GET", "/api/v1/some-new-domain/1", "*", "r"),
+])
+def test_scope_needed_per_route(method, path, resource, permission):
+    prefix, found = smart.resource_for_path(path)
+    assert found == resource
+    assert smart.required_permission(method, path, prefix) == permission
+
+
+def test_scope_grammar():
+    assert smart.grants(["patient/*.rs"], "MedicationRequest", "r")
+    assert not smart.grants(["patient/Patient.rs"], "MedicationRequest", "r")
+    assert not smart.grants(["user/*.rs"], "Patient", "c")
+    assert smart.grants(["user/Patient.write"], "Patient", "u")
+    assert smart.covers(["user/*.cruds"], "user/ImagingStudy.rs")
+    assert not smart.covers(["user/*.rs"], "user/ImagingStudy.cruds")
+    assert not smart.covers(["user/*.cruds"], "patient/Patient.rs")
+    assert smart.parse("patient/Bogus.rs") is None and smart.parse("patient/Patient.xyz") is None
+
+
+def test_second_step_returns_to_the_apps_authorization_request(client, factories, app, monkeypatch):
+    monkeypatch.setitem(app.config, "MFA_REQUIRED_ROLES", ("doctor",))
+    doctor = factories.doctor()
+    admin = factories.admin()
+    with app.test_request_context():
+        reg, client_secret = oauth_service.register_client(oauth_service.ClientInput(
+            name="Clinic kiosk", is_public=False, redirect_uris=["https://kiosk.example/cb"],
+            scope="openid user/Patient.rs", grants=["authorization_code"]), by=admin)
+        client_id = reg.client_id
+        db.session.commit()
+    authorize = (f"/oauth/authorize?response_type=code&client_id={client_id}&redirect_uri="
+                 f"{quote('https://kiosk.example/cb', safe='')}&scope=openid&nonce=n1&state=s1")
+    to_sign_in = client.get(authorize)
+    assert to_sign_in.status_code == 302 and "/sign-in" in to_sign_in.headers["Location"]
+    next_url = to_sign_in.headers["Location"]
+    resp = client.post(urlsplit(next_url).path + "?" + urlsplit(next_url).query,
+                       data={"email": doctor.email, "password": PASSWORD})
+    assert resp.headers["Location"].endswith("/sign-in/set-up-code")
+    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', client.get("/sign-in/set-up-code").get_data(as_text=True))
+    done = client.post("/sign-in/set-up-code", data={"code": pyotp.TOTP(secret.group(1)).now()})
+    continue_to = re.search(r'id="continue" href="([^"]+)"', done.get_data(as_text=True)).group(1)
+    assert continue_to.startswith("/oauth/authorize?")
+    page = client.get(continue_to.replace("&amp;", "&"))
+    assert page.status_code == 200 and "Clinic kiosk" in page.get_data(as_text=True)
+    allow = client.post(continue_to.replace("&amp;", "&"), data={"decision": "allow"})
+    assert allow.status_code == 302 and allow.headers["Location"].startswith("https://kiosk.example/cb?code=")
+    assert "state=s1" in allow.headers["Location"]
+
+    # The ID token says a second factor was used (RFC 8176 "amr"), for apps that insist on it.
+    code = parse_qs(urlsplit(allow.headers["Location"]).query)["code"][0]
+    basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+    token = client.post("/oauth/token", data={"grant_type": "authorization_code", "code": code,
+                                              "redirect_uri": "https://kiosk.example/cb"},
+                        headers={"Authorization": f"Basic {basic}"}).json
+    assert "id_token" in token, token
+    claims = jwt.decode(token["id_token"], KeySet.import_key_set(client.get("/oauth/jwks").json)).claims
+    assert claims["amr"] == ["pwd", "otp", "mfa"] and claims["nonce"] == "n1"
