@@ -82,6 +82,22 @@ def seed(cfg: Config) -> None:
         print("Demo data already present; reusing it.")
 
 
+def create_admin(cfg: Config, *, email: str, name: str) -> None:
+    import getpass
+
+    from app import create_app, db
+    from app.auth import service as auth
+    from app.auth.models import Role
+
+    password = os.environ.get("HOSPITAL_ADMIN_PASSWORD") or getpass.getpass("Password for the new admin: ")
+    app = create_app(cfg)
+    with app.app_context():
+        auth.create_user(email=email, full_name=name, password=password, role=Role.ADMIN, facility_id=None,
+                         by=None, must_change_password=False)
+        db.session.commit()
+    print(f"Administrator {email} created.")
+
+
 def reset_passwords(cfg: Config) -> None:
     from app import create_app, db
     from app.seed import reset_demo_passwords
@@ -154,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     p_down = sub.add_parser("downgrade", help="revert migrations to a revision (e.g. base)")
     p_down.add_argument("revision")
     sub.add_parser("seed", help="create the demo data if the database is empty")
+    p_admin = sub.add_parser("create-admin", help="create an administrator account (asks for the password)")
+    p_admin.add_argument("--email", required=True)
+    p_admin.add_argument("--name", required=True)
     sub.add_parser("demo-passwords", help="issue new passwords for the demo accounts")
     sub.add_parser("oauth-rotate-key", help="add a new OpenID Connect signing key and retire the current one")
     p_run = sub.add_parser("run", help="migrate, seed, and serve the whole platform")
@@ -169,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         downgrade(cfg.DATABASE_URL, args.revision)
     elif args.cmd == "seed":
         seed(cfg)
+    elif args.cmd == "create-admin":
+        create_admin(cfg, email=args.email, name=args.name)
     elif args.cmd == "demo-passwords":
         reset_passwords(cfg)
     elif args.cmd == "oauth-rotate-key":

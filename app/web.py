@@ -28,7 +28,7 @@ from app import db
 from app.audit.context import client_ip
 from app.auth import service as auth_service
 from app.auth.models import Role, User
-from app.errors import Unauthorized, problem_response, wants_problem_json
+from app.errors import PayloadTooLarge, Unauthorized, UnsupportedMediaType, problem_response, wants_problem_json
 from app.extensions import login_manager
 
 bp = Blueprint("web", __name__)
@@ -97,6 +97,8 @@ CSP = "; ".join([
     "frame-ancestors 'none'",
 ])
 
+API_MAX_BODY = 256 * 1024
+
 ROLE_HOME = {
     Role.PATIENT: "patients.my_health",
     Role.DOCTOR: "patients.search",
@@ -139,6 +141,17 @@ def idle_limit(user: User) -> timedelta:
 
 
 def init_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def _api_body_rules() -> BaseResponse | None:
+        """JSON API writes must be JSON and small; the reason names the problem instead of a vague 422."""
+        if not request.path.startswith("/api/") or request.method in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            return None
+        if (request.content_length or 0) > API_MAX_BODY:
+            raise PayloadTooLarge(f"Request bodies on the API are limited to {API_MAX_BODY // 1024} KiB.")
+        if request.content_length and not request.is_json:
+            raise UnsupportedMediaType("Send the body as application/json.")
+        return None
+
     @app.before_request
     def _context() -> BaseResponse | None:
         client_ip.set(request.remote_addr)

@@ -203,7 +203,7 @@ def change_password() -> Response | tuple[str, int]:
     status = 200
     if form.validate_on_submit():
         try:
-            user = service.change_own_password(current_user, form.current_password.data or "",
+            user = service.change_own_password(current_user._get_current_object(), form.current_password.data or "",
                                                form.new_password.data or "")
         except AppError as exc:
             db.session.commit()  # keep the audit of a failed attempt

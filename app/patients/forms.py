@@ -87,6 +87,11 @@ class AssignDoctorForm(AppForm):
     reason = StringField("Reason", validators=[Optional(), Length(max=200)])
 
 
+class PortalAccountForm(AppForm):
+    email = StringField("Patient's email", validators=[DataRequired(), Length(max=254)])
+    password = StringField("Temporary password", validators=[DataRequired(), Length(max=256)])
+
+
 class SearchForm(AppForm):
     class Meta:
         csrf = False

@@ -375,6 +375,25 @@ def end_care_relationship(assignment: CareAssignment, *, by: User) -> None:
     audit.record("care_team.end", by=by, patient_id=patient.id, resource_type="CareTeam", resource_id=assignment.id)
 
 
+def create_portal_account(patient: Patient, *, email: str, password: str, by: User) -> User:
+    """Give the patient a sign-in for "My health", linked to this record (clinic staff of the patient's clinic).
+
+    :raises Conflict: the record already has an account, or the email is taken.
+    :raises ValidationFailed: bad email or weak temporary password.
+    """
+    from app.auth import service as auth
+
+    if not access.can_edit_demographics(by, patient):
+        raise _deny("patient.portal_account", by, patient.id)
+    if patient.user_id is not None:
+        raise Conflict("This patient already has a portal account.")
+    user = auth.create_user(email=email, full_name=f"{patient.given_name} {patient.family_name}", password=password,
+                            role=Role.PATIENT, facility_id=None, by=None, must_change_password=True)
+    patient.user_id = user.id
+    audit.record("patient.portal_account", by=by, patient_id=patient.id, resource_type="User", resource_id=user.id)
+    return user
+
+
 def access_log(patient: Patient, *, by: User) -> Sequence[AuditEvent]:
     """"Who viewed my record": the patient (or their clinic) sees every successful access by others."""
     if not (by.role is Role.PATIENT and patient.user_id == by.id) and not access.can_edit_demographics(by, patient):

@@ -18,6 +18,7 @@ from app.patients.forms import (
     DemographicsForm,
     MedicationForm,
     PatientForm,
+    PortalAccountForm,
     SearchForm,
 )
 from app.patients.models import Allergy, Condition, MedicationStatement
@@ -81,6 +82,7 @@ def _chart_context(patient_id: int) -> dict[str, object]:
         "condition_form": ConditionForm(prefix="condition"),
         "medication_form": MedicationForm(prefix="medication"),
         "assign_form": assign,
+        "portal_form": PortalAccountForm(prefix="portal"),
     }
 
 
@@ -194,6 +196,28 @@ def assign_doctor(patient_id: int) -> Response:
             flash("Doctor added to the care team.", "success")
     else:
         flash("Choose a doctor.", "error")
+    return redirect(url_for("patients.chart", patient_id=patient_id))
+
+
+@bp.post("/patients/<int:patient_id>/portal-account")
+@roles_required(Role.CLINIC_STAFF)
+def portal_account(patient_id: int) -> Response:
+    """Create the patient's sign-in for "My health"."""
+    patient = service.get_patient(patient_id, by=current_user, audit_read=False)
+    form = PortalAccountForm(prefix="portal")
+    if form.validate_on_submit():
+        try:
+            service.create_portal_account(patient, email=form.email.data or "", password=form.password.data or "",
+                                          by=current_user)
+        except AppError as exc:
+            db.rollback()
+            messages = [m for msgs in (exc.errors or {}).values() for m in msgs] or [exc.detail]
+            flash("Portal account not created: " + " ".join(messages), "error")
+        else:
+            db.session.commit()
+            flash("Portal account created. Give the patient the temporary password in person.", "success")
+    else:
+        flash("Enter an email and a temporary password.", "error")
     return redirect(url_for("patients.chart", patient_id=patient_id))
 
 
