@@ -73,6 +73,19 @@ class Config:
     MEDIA_SECRET: str = ""
     REDIS_URL: str = ""
 
+    # Prescriptions and pharmacy
+    RX_SIGNING_KEY_FILE: Path | None = None
+    PICKUP_DEADLINE_DAYS: int = 10
+
+    # Notifications: "log" (default) or "smtp"
+    NOTIFY_SENDER: str = "log"
+    SMTP_HOST: str = "localhost"
+    SMTP_PORT: int = 25
+    SMTP_USER: str = ""
+    SMTP_PASSWORD: str = ""
+    SMTP_FROM: str = "Town Health <no-reply@localhost>"
+    SMTP_STARTTLS: bool = False
+
     # API docs (flask-smorest)
     API_TITLE: str = "Internet hospital API"
     API_VERSION: str = "v1"
@@ -107,6 +120,16 @@ class Config:
         cfg.MEDIA_URL = _env("HOSPITAL_MEDIA_URL", cls.MEDIA_URL)
         cfg.MEDIA_SECRET = _env("HOSPITAL_MEDIA_SECRET", cfg.SECRET_KEY)
         cfg.REDIS_URL = _env("REDIS_URL", cls.REDIS_URL)
+        key_file = os.environ.get("HOSPITAL_RX_SIGNING_KEY_FILE")
+        cfg.RX_SIGNING_KEY_FILE = Path(key_file) if key_file else None
+        cfg.PICKUP_DEADLINE_DAYS = _env_int("HOSPITAL_PICKUP_DEADLINE_DAYS", cls.PICKUP_DEADLINE_DAYS)
+        cfg.NOTIFY_SENDER = _env("HOSPITAL_NOTIFY_SENDER", cls.NOTIFY_SENDER)
+        cfg.SMTP_HOST = _env("SMTP_HOST", cls.SMTP_HOST)
+        cfg.SMTP_PORT = _env_int("SMTP_PORT", cls.SMTP_PORT)
+        cfg.SMTP_USER = _env("SMTP_USER", cls.SMTP_USER)
+        cfg.SMTP_PASSWORD = _env("SMTP_PASSWORD", cls.SMTP_PASSWORD)
+        cfg.SMTP_FROM = _env("SMTP_FROM", cls.SMTP_FROM)
+        cfg.SMTP_STARTTLS = _env_bool("SMTP_STARTTLS", cls.SMTP_STARTTLS)
         return cfg
 
     def validate(self) -> None:
@@ -117,6 +140,10 @@ class Config:
         if self.ENV == "production":
             if self.SECRET_KEY == DEFAULT_SECRET_KEY or len(self.SECRET_KEY) < 32:
                 raise ConfigError("SECRET_KEY must be set to a random value of 32+ characters in production")
+            if self.RX_SIGNING_KEY_FILE is None:
+                raise ConfigError("production needs HOSPITAL_RX_SIGNING_KEY_FILE (Ed25519 private key, PEM)")
+            if self.NOTIFY_SENDER not in ("log", "smtp"):
+                raise ConfigError("HOSPITAL_NOTIFY_SENDER must be log or smtp")
             if self.DATABASE_URL.startswith("sqlite"):
                 raise ConfigError("production needs DATABASE_URL pointing at PostgreSQL")
 
