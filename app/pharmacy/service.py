@@ -184,7 +184,7 @@ def start_dispense(rx: Prescription, *, by: User, quantity: int | None = None) -
     batches = db.session.scalars(sa.select(StockBatch).where(
         StockBatch.facility_id == rx.dispensing_facility_id, StockBatch.drug_id == rx.drug_id,
         StockBatch.quantity > 0, StockBatch.expires_on > date.today())
-        .order_by(StockBatch.expires_on, StockBatch.id).with_for_update())
+        .order_by(StockBatch.expires_on, StockBatch.id).with_for_update(of=StockBatch))
     dispense = Dispense(prescription=rx, facility_id=rx.dispensing_facility_id, fill=fill,
                         status=DispenseStatus.PREPARATION, quantity_requested=owed, quantity=0,
                         prepared_by_id=by.id)

@@ -1,0 +1,103 @@
+"""Two pharmacists hand over the same medicine at the same moment, on separate PostgreSQL connections:
+exactly one handover happens."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from app import db
+from app.auth.models import User
+from app.errors import Conflict
+from app.notify.models import Notification
+from app.patients.models import CareAssignment, Patient
+from app.pharmacy import service
+from app.pharmacy.models import Dispense, DispensePick, DispenseStatus, StockBatch
+from app.prescriptions import service as rx_service
+from app.prescriptions.models import Prescription
+from tests.factories import Factories
+from tests.prescriptions.conftest import add_stock, rx_input
+
+pytestmark = pytest.mark.skipif(os.environ.get("TEST_DB") == "sqlite", reason="needs PostgreSQL row locks")
+
+
+def _cleanup(engine: sa.Engine, rx_id: int, patient_id: int, user_ids: list[int], facility_id: int) -> None:
+    with engine.begin() as conn:
+        dispense_ids = sa.select(Dispense.id).where(Dispense.prescription_id == rx_id)
+        conn.execute(sa.delete(DispensePick).where(DispensePick.dispense_id.in_(dispense_ids)))
+        conn.execute(sa.delete(Dispense).where(Dispense.prescription_id == rx_id))
+        conn.execute(sa.delete(Prescription).where(Prescription.id == rx_id))
+        conn.execute(sa.delete(StockBatch).where(StockBatch.facility_id == facility_id))
+        conn.execute(sa.delete(Notification).where(Notification.recipient_id.in_(user_ids)))
+        conn.execute(sa.delete(CareAssignment).where(CareAssignment.patient_id == patient_id))
+        conn.execute(sa.text("DELETE FROM allergy WHERE patient_id = :p"), {"p": patient_id})
+        conn.execute(sa.delete(Patient).where(Patient.id == patient_id))
+        conn.execute(sa.delete(User).where(User.id.in_(user_ids)))
+        conn.execute(sa.text("DELETE FROM facility WHERE id = :f"), {"f": facility_id})
+
+
+def test_double_handover_is_impossible(app, engine):
+    db.session.remove()
+    db.session.configure(bind=engine, join_transaction_mode="rollback_only")
+    with app.test_request_context("/"):
+        f = Factories()
+        clinic = f.facility(name="Race Clinic")
+        doctor = f.doctor()
+        patient = f.patient(facility=clinic, with_account=True, doctor=doctor)
+        first, second = f.pharmacist(facility=clinic), f.pharmacist(facility=clinic)
+        rx = rx_service.create_draft(patient, rx_input(), by=doctor)
+        rx_service.sign(rx, by=doctor)
+        add_stock(clinic.id, "AMOX500", 50)
+        dispense = service.start_dispense(rx, by=first)
+        service.transition(dispense, DispenseStatus.IN_PROGRESS, by=first)
+        db.session.commit()
+        code = service.pickup_code(dispense, by=patient.user)
+        ids = dict(rx=rx.id, patient=patient.id, dispense=dispense.id, facility=clinic.id,
+                   users=[doctor.id, first.id, second.id, patient.user_id,
+                          *db.session.scalars(sa.select(Patient.registered_by_id).where(Patient.id == patient.id))])
+    db.session.remove()
+
+    barrier = threading.Barrier(2)
+    outcomes: dict[int, str] = {}
+
+    def counter(pharmacist_id: int) -> None:
+        with app.test_request_context("/"):
+            db.session.registry.set(so.Session(bind=engine, expire_on_commit=False))
+            try:
+                by = db.session.get(User, pharmacist_id)
+                barrier.wait(timeout=10)
+                service.hand_over(ids["dispense"], service.Handover(code=code, id_document="ID card"), by=by)
+                time.sleep(0.3)  # hold the row lock while the other counter tries
+                db.session.commit()
+                outcomes[pharmacist_id] = "handed over"
+            except Conflict:
+                db.rollback()
+                outcomes[pharmacist_id] = "refused"
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=counter, args=(pid,)) for pid in (ids["users"][1], ids["users"][2])]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert sorted(outcomes.values()) == ["handed over", "refused"]
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(Dispense.status, Dispense.handed_over_by_id)
+                               .where(Dispense.id == ids["dispense"])).one()
+            collected = conn.scalar(sa.select(sa.func.count()).select_from(Notification).where(
+                Notification.recipient_id == ids["users"][3], Notification.subject == "Medicine collected"))
+            handovers = conn.scalar(sa.text(
+                "SELECT count(*) FROM audit_event WHERE action = 'dispense.handover' AND resource_id = :r "
+                "AND outcome = 'success'"), {"r": str(ids["dispense"])})
+        winner = next(pid for pid, result in outcomes.items() if result == "handed over")
+        assert row.status == DispenseStatus.COMPLETED and row.handed_over_by_id == winner
+        assert collected == 1 and handovers == 1
+    finally:
+        _cleanup(engine, ids["rx"], ids["patient"], ids["users"], ids["facility"])
