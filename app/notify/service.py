@@ -63,7 +63,7 @@ def deliver_pending(config: dict[str, Any], *, limit: int = 100) -> int:
     sender = SENDERS[config.get("NOTIFY_SENDER", "log")]
     rows = list(db.session.scalars(
         sa.select(Notification).where(Notification.sent_at.is_(None), Notification.attempts < MAX_ATTEMPTS)
-        .order_by(Notification.id).limit(limit).with_for_update(skip_locked=True)))
+        .order_by(Notification.id).limit(limit).with_for_update(skip_locked=True, of=Notification)))
     sent = 0
     for note in rows:
         note.attempts += 1

@@ -132,7 +132,8 @@ def load_public_key(pem: bytes) -> Ed25519PublicKey:
 def main(argv: list[str] | None = None) -> int:
     """Offline check: prints the prescription if the payload verifies, exits 1 otherwise."""
     parser = argparse.ArgumentParser(description="Verify a Town Health prescription QR payload offline.")
-    parser.add_argument("--public-key", required=True, type=Path, help="PEM file from /api/v1/prescriptions/signing-key")
+    parser.add_argument("--public-key", required=True, type=Path,
+                        help="PEM file from /api/v1/prescriptions/signing-key")
     parser.add_argument("payload", help="the text inside the QR code (or - to read stdin)")
     args = parser.parse_args(argv)
     payload = sys.stdin.read() if args.payload == "-" else args.payload
