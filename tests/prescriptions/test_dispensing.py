@@ -278,3 +278,18 @@ def test_receive_stock_validates(app_ctx, factories):
     with pytest.raises(ValidationFailed) as exc:
         service.receive_stock(by=pharmacist, drug_id=424242, lot="", expires_on=date(2000, 1, 1), quantity=0)
     assert set(exc.value.errors) == {"drug_id", "lot", "expires_on", "quantity"}
+
+
+def test_demo_seed_stocks_the_pharmacy_and_signs_a_prescription(app_ctx, factories):
+    from app.seed import DEMO_STOCK, seed_pharmacy
+
+    doctor = factories.doctor()
+    patient = factories.patient(doctor=doctor)
+    seed_pharmacy(patient.facility, doctor=doctor, maria=patient)
+    db.session.commit()
+    batches = db.session.scalars(sa.select(StockBatch).where(StockBatch.facility_id == patient.facility_id)).all()
+    assert len(batches) == len(DEMO_STOCK)
+    [rx] = rx_service.for_patient(patient, by=doctor)
+    assert rx.status is RequestStatus.ACTIVE and rx.drug.code == "LISI10"
+    pharmacist = factories.pharmacist(facility=patient.facility)
+    assert service.queue(by=pharmacist).to_prepare == [rx]
