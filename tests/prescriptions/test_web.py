@@ -232,3 +232,18 @@ def test_outbox_log_sender_marks_sent(app_ctx, factories, caplog):
     db.session.commit()
     assert notify.deliver_pending({"NOTIFY_SENDER": "log"}) >= 1
     assert db.session.get(Notification, note.id).sent_at is not None
+
+
+def test_verify_page(make_client, factories, login):
+    doctor = factories.doctor()
+    patient = factories.patient(doctor=doctor)
+    pharmacist = factories.pharmacist(facility=patient.facility)
+    doc, pharm = make_client(), make_client()
+    login(doc, doctor), login(pharm, pharmacist)
+    rx = _draft(doc, patient.id).json
+    payload = doc.post(f"/api/v1/medication-requests/{rx['id']}/sign", json={}).json["qrPayload"]
+    assert "signing-key" in pharm.get("/pharmacy/verify").get_data(as_text=True)
+    good = pharm.post("/pharmacy/verify", data={"payload": payload}).get_data(as_text=True)
+    assert "Valid" in good and "21 of 21 units left to dispense" in good
+    bad = pharm.post("/pharmacy/verify", data={"payload": payload.replace(".", ".x", 1)})
+    assert bad.status_code == 422 and "Not valid" in bad.get_data(as_text=True)
