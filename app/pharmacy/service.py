@@ -22,7 +22,7 @@ from app import db
 from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth.models import Role, User
-from app.errors import Conflict, Forbidden, ValidationFailed
+from app.errors import Conflict, Forbidden, TooManyRequests, ValidationFailed
 from app.notify import service as notify
 from app.pharmacy.models import Dispense, DispensePick, DispenseStatus, Receiver, StockBatch
 from app.prescriptions import service as prescriptions
@@ -39,6 +39,9 @@ TRANSITIONS: dict[DispenseStatus, set[DispenseStatus]] = {
 """Allowed MedicationDispense transitions; completed, declined and cancelled are final. in-progress →
 completed only through :func:`hand_over`."""
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+MAX_CODE_FAILURES = 20
+"""Wrong pickup codes one pharmacist may enter in :data:`CODE_FAILURE_WINDOW` before being made to wait."""
+CODE_FAILURE_WINDOW = timedelta(minutes=10)
 MAX_STOCK_QUANTITY = 100_000
 
 
@@ -337,6 +340,7 @@ def find_by_code(code: str, *, by: User) -> Dispense:
     """
     if by.role is not Role.PHARMACIST:
         raise audit.deny("dispense.pickup_lookup", by=by, resource_type=RT)
+    _throttle_code_guessing(by)
     normal = "".join(c for c in (code or "").upper() if c.isalnum())
     dispense = None
     if len(normal) == 8:
@@ -353,6 +357,21 @@ def find_by_code(code: str, *, by: User) -> Dispense:
     audit.record("dispense.pickup_lookup", by=by, patient_id=dispense.prescription.patient_id, resource_type=RT,
                  resource_id=dispense.id)
     return dispense
+
+
+def _throttle_code_guessing(by: User) -> None:
+    """Codes have about 40 bits; still, a counter that keeps entering wrong codes is stopped for a while."""
+    from app.audit.models import AuditEvent
+
+    failures = db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent).where(
+        AuditEvent.actor_id == by.id, AuditEvent.outcome == Outcome.FAILURE,
+        AuditEvent.action.in_(["dispense.pickup_lookup", "dispense.handover"]),
+        AuditEvent.occurred_at >= db.utcnow() - CODE_FAILURE_WINDOW)) or 0
+    if failures >= MAX_CODE_FAILURES:
+        audit.record("dispense.pickup_lookup", by=by, outcome=Outcome.DENIED, resource_type=RT,
+                     detail={"error": "throttled"})
+        raise TooManyRequests("Too many wrong pickup codes; wait a few minutes.",
+                              headers={"Retry-After": str(int(CODE_FAILURE_WINDOW.total_seconds()))})
 
 
 @dataclass
@@ -375,6 +394,7 @@ def hand_over(dispense_id: int, data: Handover, *, by: User) -> Dispense:
     if not _is_pharmacist_of(by, dispense.facility_id):
         raise audit.deny("dispense.handover", by=by, patient_id=rx.patient_id, resource_type=RT,
                          resource_id=dispense.id)
+    _throttle_code_guessing(by)
     errors: dict[str, list[str]] = {}
     id_document = (data.id_document or "").strip()
     if not id_document:

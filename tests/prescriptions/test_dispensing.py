@@ -293,3 +293,20 @@ def test_demo_seed_stocks_the_pharmacy_and_signs_a_prescription(app_ctx, factori
     assert rx.status is RequestStatus.ACTIVE and rx.drug.code == "LISI10"
     pharmacist = factories.pharmacist(facility=patient.facility)
     assert service.queue(by=pharmacist).to_prepare == [rx]
+
+
+def test_guessing_pickup_codes_is_throttled(app_ctx, factories, signed_rx):
+    from app.errors import TooManyRequests
+
+    rx = signed_rx()
+    add_stock(rx.dispensing_facility_id, "AMOX500", 100)
+    pharmacist = factories.pharmacist(facility=rx.dispensing_facility)
+    _dispense, code = _ready(rx, pharmacist)
+    for n in range(service.MAX_CODE_FAILURES):
+        with pytest.raises(ValidationFailed):
+            service.find_by_code(f"{n:08d}".replace("0", "A").replace("1", "B"), by=pharmacist)
+        db.rollback()
+    with pytest.raises(TooManyRequests):
+        service.find_by_code(code, by=pharmacist)  # even the right code waits
+    db.rollback()
+    assert service.find_by_code(code, by=factories.pharmacist(facility=rx.dispensing_facility))
