@@ -1,5 +1,5 @@
-"""Two pharmacists hand over the same medicine at the same moment, on separate PostgreSQL connections:
-exactly one handover happens."""
+"""Two pharmacists act on the same prescription at the same moment, on separate PostgreSQL connections:
+exactly one handover happens, and exactly one dispense is prepared (stock is picked once)."""
 
 from __future__ import annotations
 
@@ -41,53 +41,96 @@ def _cleanup(engine: sa.Engine, rx_id: int, patient_id: int, user_ids: list[int]
         conn.execute(sa.text("DELETE FROM facility WHERE id = :f"), {"f": facility_id})
 
 
-def test_double_handover_is_impossible(app, engine):
-    db.session.remove()
-    db.session.configure(bind=engine, join_transaction_mode="rollback_only")
-    with app.test_request_context("/"):
-        f = Factories()
-        clinic = f.facility(name="Race Clinic")
-        doctor = f.doctor()
-        patient = f.patient(facility=clinic, with_account=True, doctor=doctor)
-        first, second = f.pharmacist(facility=clinic), f.pharmacist(facility=clinic)
-        rx = rx_service.create_draft(patient, rx_input(), by=doctor)
-        rx_service.sign(rx, by=doctor)
-        add_stock(clinic.id, "AMOX500", 50)
-        dispense = service.start_dispense(rx, by=first)
-        service.transition(dispense, DispenseStatus.IN_PROGRESS, by=first)
-        db.session.commit()
-        code = service.pickup_code(dispense, by=patient.user)
-        ids = dict(rx=rx.id, patient=patient.id, dispense=dispense.id, facility=clinic.id,
-                   users=[doctor.id, first.id, second.id, patient.user_id,
-                          *db.session.scalars(sa.select(Patient.registered_by_id).where(Patient.id == patient.id))])
-    db.session.remove()
+def _setup(app):
+    f = Factories()
+    clinic = f.facility(name="Race Clinic")
+    doctor = f.doctor()
+    patient = f.patient(facility=clinic, with_account=True, doctor=doctor)
+    first, second = f.pharmacist(facility=clinic), f.pharmacist(facility=clinic)
+    rx = rx_service.create_draft(patient, rx_input(), by=doctor)
+    rx_service.sign(rx, by=doctor)
+    add_stock(clinic.id, "AMOX500", 50)
+    db.session.commit()
+    users = [doctor.id, first.id, second.id, patient.user_id,
+             *db.session.scalars(sa.select(Patient.registered_by_id).where(Patient.id == patient.id))]
+    return clinic, patient, rx, first, users
 
+
+def _run_pair(app, engine, fn) -> dict[int, str]:
+    """Run ``fn(by)`` for two pharmacists in two threads with their own connections, released together."""
     barrier = threading.Barrier(2)
     outcomes: dict[int, str] = {}
 
-    def counter(pharmacist_id: int) -> None:
+    def worker(pharmacist_id: int) -> None:
         with app.test_request_context("/"):
             db.session.registry.set(so.Session(bind=engine, expire_on_commit=False))
             try:
                 by = db.session.get(User, pharmacist_id)
                 barrier.wait(timeout=10)
-                service.hand_over(ids["dispense"], service.Handover(code=code, id_document="ID card"), by=by)
-                time.sleep(0.3)  # hold the row lock while the other counter tries
+                fn(by)
+                time.sleep(0.3)  # hold the locks while the other one tries
                 db.session.commit()
-                outcomes[pharmacist_id] = "handed over"
+                outcomes[pharmacist_id] = "done"
             except Conflict:
                 db.rollback()
                 outcomes[pharmacist_id] = "refused"
             finally:
                 db.session.remove()
 
-    threads = [threading.Thread(target=counter, args=(pid,)) for pid in (ids["users"][1], ids["users"][2])]
+    return outcomes, worker
+
+
+def test_two_pharmacists_prepare_once(app, engine):
+    db.session.remove()
+    db.session.configure(bind=engine, join_transaction_mode="rollback_only")
+    with app.test_request_context("/"):
+        clinic, patient, rx, _first, users = _setup(app)
+        ids = dict(rx=rx.id, patient=patient.id, facility=clinic.id, users=users)
+    db.session.remove()
+
+    def prepare(by):
+        service.start_dispense(db.session.get(Prescription, ids["rx"]), by=by)
+
+    outcomes, worker = _run_pair(app, engine, prepare)
+    threads = [threading.Thread(target=worker, args=(pid,)) for pid in (users[1], users[2])]
     try:
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=30)
-        assert sorted(outcomes.values()) == ["handed over", "refused"]
+        assert sorted(outcomes.values()) == ["done", "refused"]
+        with engine.connect() as conn:
+            dispenses = conn.scalar(sa.select(sa.func.count()).select_from(Dispense)
+                                    .where(Dispense.prescription_id == ids["rx"]))
+            shelf = conn.scalar(sa.select(StockBatch.quantity).where(StockBatch.facility_id == ids["facility"]))
+        assert (dispenses, shelf) == (1, 50 - 21)
+    finally:
+        _cleanup(engine, ids["rx"], ids["patient"], ids["users"], ids["facility"])
+
+
+def test_double_handover_is_impossible(app, engine):
+    db.session.remove()
+    db.session.configure(bind=engine, join_transaction_mode="rollback_only")
+    with app.test_request_context("/"):
+        clinic, patient, rx, first, users = _setup(app)
+        dispense = service.start_dispense(rx, by=first)
+        service.transition(dispense, DispenseStatus.IN_PROGRESS, by=first)
+        db.session.commit()
+        code = service.pickup_code(dispense, by=patient.user)
+        ids = dict(rx=rx.id, patient=patient.id, dispense=dispense.id, facility=clinic.id, users=users)
+    db.session.remove()
+
+    def hand_over(by):
+        service.hand_over(ids["dispense"], service.Handover(code=code, id_document="ID card"), by=by)
+
+    outcomes, worker = _run_pair(app, engine, hand_over)
+    threads = [threading.Thread(target=worker, args=(pid,)) for pid in (ids["users"][1], ids["users"][2])]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert sorted(outcomes.values()) == ["done", "refused"]
         with engine.connect() as conn:
             row = conn.execute(sa.select(Dispense.status, Dispense.handed_over_by_id)
                                .where(Dispense.id == ids["dispense"])).one()
@@ -96,7 +139,7 @@ def test_double_handover_is_impossible(app, engine):
             handovers = conn.scalar(sa.text(
                 "SELECT count(*) FROM audit_event WHERE action = 'dispense.handover' AND resource_id = :r "
                 "AND outcome = 'success'"), {"r": str(ids["dispense"])})
-        winner = next(pid for pid, result in outcomes.items() if result == "handed over")
+        winner = next(pid for pid, result in outcomes.items() if result == "done")
         assert row.status == DispenseStatus.COMPLETED and row.handed_over_by_id == winner
         assert collected == 1 and handovers == 1
     finally:
