@@ -15,6 +15,7 @@ from app import db
 from app.auth.decorators import roles_required
 from app.auth.models import Role, User
 from app.errors import AppError, NotFound
+from app.notify import service as notify
 from app.patients import service as patients
 from app.pharmacy import service as pharmacy
 from app.prescriptions import access, service
@@ -183,8 +184,9 @@ def mine() -> str:
     for rx in rows:
         dispenses = [(d, pharmacy.pickup_code(d, by=current_user)) for d in pharmacy.dispenses_for(rx)]
         items.append({"rx": rx, "progress": pharmacy.progress(rx), "dispenses": dispenses})
+    messages = notify.for_user(current_user, limit=5)
     db.session.commit()
-    return render_template("prescriptions/mine.html", patient=patient, items=items)
+    return render_template("prescriptions/mine.html", patient=patient, items=items, messages=messages)
 
 
 @bp.get("/me/dispenses/<int:dispense_id>/pickup-qr.svg")

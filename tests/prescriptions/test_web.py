@@ -200,6 +200,7 @@ def test_html_pages_doctor_pharmacist_patient(make_client, factories, login):
 
     mine = me.get("/me/prescriptions").get_data(as_text=True)
     assert "Ready for pickup" in mine and "pickup-code" in mine
+    assert "Your medicine is ready for pickup" in mine  # the notification, also listed on the page
     pickup = mine.split('class="pickup-code mono" data-dispense="')[1].split(">")[1].split("<")[0]
     assert me.get(f"/me/dispenses/{d.id}/pickup-qr.svg").mimetype == "image/svg+xml"
     wrong = pharm.post("/pharmacy/pickup", data={"code": "2222-2222"})
