@@ -144,3 +144,30 @@ def test_double_handover_is_impossible(app, engine):
         assert collected == 1 and handovers == 1
     finally:
         _cleanup(engine, ids["rx"], ids["patient"], ids["users"], ids["facility"])
+
+
+def test_expire_dispenses_command(app, engine, test_config, capsys):
+    """``hospital expire-dispenses`` cancels what waited too long, in its own app and transaction."""
+    from datetime import timedelta
+
+    from app.cli import expire_dispenses
+
+    db.session.remove()
+    db.session.configure(bind=engine, join_transaction_mode="rollback_only")
+    with app.test_request_context("/"):
+        clinic, patient, rx, first, users = _setup(app)
+        dispense = service.start_dispense(rx, by=first)
+        service.transition(dispense, DispenseStatus.IN_PROGRESS, by=first)
+        dispense.ready_at = db.utcnow() - timedelta(days=test_config.PICKUP_DEADLINE_DAYS + 1)
+        db.session.commit()
+        ids = dict(rx=rx.id, patient=patient.id, dispense=dispense.id, facility=clinic.id, users=users)
+    db.session.remove()
+    try:
+        assert ids["dispense"] in expire_dispenses(test_config)
+        with engine.connect() as conn:
+            status, reason = conn.execute(sa.select(Dispense.status, Dispense.status_reason)
+                                          .where(Dispense.id == ids["dispense"])).one()
+            shelf = conn.scalar(sa.select(StockBatch.quantity).where(StockBatch.facility_id == ids["facility"]))
+        assert status == DispenseStatus.CANCELLED and "not collected" in reason and shelf == 50
+    finally:
+        _cleanup(engine, ids["rx"], ids["patient"], ids["users"], ids["facility"])

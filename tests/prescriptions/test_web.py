@@ -136,6 +136,8 @@ def test_other_clinic_pharmacist_sees_nothing(make_client, factories, login):
     patient = factories.patient(with_account=True, doctor=doctor)
     add_stock(patient.facility_id, "AMOX500", 100)
     own_pharmacist = factories.pharmacist(facility=patient.facility)
+    other_patient_account = factories.patient(with_account=True).user
+    nurse_user = factories.nurse(facility=patient.facility)
     doc = make_client()
     login(doc, doctor)
     rx = _draft(doc, patient.id).json
@@ -154,6 +156,16 @@ def test_other_clinic_pharmacist_sees_nothing(make_client, factories, login):
     assert stranger.post(f"/api/v1/medication-dispenses/{d['id']}/status",
                          json={"status": "cancelled", "reason": "x"}).status_code == 404
     assert db.session.get(Dispense, d["id"]).status.value == "preparation"
+    # Another patient sees nothing either; the patient's own clinic staff may read it.
+    other = make_client()
+    login(other, other_patient_account)
+    assert other.get(f"/api/v1/medication-requests/{rx['id']}").status_code == 404
+    assert other.get(f"/api/v1/medication-dispenses/{d['id']}").status_code == 404
+    assert other.get("/api/v1/me/medication-requests").json == []
+    nurse = make_client()
+    login(nurse, nurse_user)
+    assert nurse.get(f"/api/v1/medication-requests/{rx['id']}").status_code == 200
+    assert nurse.get("/api/v1/pharmacy/queue").status_code == 403
 
 
 def test_html_pages_doctor_pharmacist_patient(make_client, factories, login):
