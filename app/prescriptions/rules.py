@@ -5,6 +5,7 @@ A *warning* may be overridden by the prescriber with a recorded reason; a *contr
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,18 +30,24 @@ class Finding:
         return asdict(self)
 
 
-def _norm(text: str) -> str:
-    text = text.strip().lower()
-    return text[:-1] if text.endswith("s") and len(text) > 4 else text
+def _words(text: str) -> list[str]:
+    """Lower-case words without a plural "s", so "Penicillins" and "penicillin" compare equal."""
+    return [w[:-1] if w.endswith("s") and len(w) > 4 else w for w in re.findall(r"[a-z0-9]+", text.lower())]
+
+
+def _contains(haystack: list[str], needle: list[str]) -> bool:
+    n = len(needle)
+    return n > 0 and any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
 
 
 def _matches(term: str, drug: Drug) -> bool:
-    """An allergy or medication name matches a drug by name or class, tolerating plurals ("Penicillins")."""
-    term = _norm(term)
-    if len(term) < 3:
+    """An allergy names a drug or its class as whole words, either way round: "ACE inhibitors" matches
+    lisinopril's class, "amoxicillin capsules" matches amoxicillin, but "ace" does not match paracetamol."""
+    words = _words(term)
+    if not words or sum(map(len, words)) < 3:
         return False
-    names = (_norm(drug.name), _norm(drug.drug_class))
-    return any(term == n or term in n or n in term for n in names)
+    return any(_contains(words, name) or _contains(name, words)
+               for name in (_words(drug.name), _words(drug.drug_class)))
 
 
 def _other_drugs(patient: Patient, *, exclude_id: int | None) -> list[tuple[Drug, str]]:
@@ -57,7 +64,7 @@ def _other_drugs(patient: Patient, *, exclude_id: int | None) -> list[tuple[Drug
         if med.status is not ClinicalStatus.ACTIVE:
             continue
         for drug in drugs:
-            if _norm(drug.name) in _norm(med.name):
+            if _contains(_words(med.name), _words(drug.name)):
                 found.append((drug, f"recorded medication {med.name}"))
                 break
     return found

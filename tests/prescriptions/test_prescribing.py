@@ -242,3 +242,14 @@ def test_draft_is_invisible_to_patient_and_pharmacy(app_ctx, factories):
     assert service.get(rx.id, by=doctor).id == rx.id
     assert patients.get_patient(patient.id, by=doctor)
     add_stock(patient.facility_id, "AMOX500", 10)
+
+
+@pytest.mark.parametrize("substance,code,matches", [
+    ("Penicillins", "AMOX500", True), ("amoxicillin capsules", "AMOX500", True), ("ACE inhibitors", "LISI10", True),
+    ("ace", "PARA500", False), ("NSAIDs", "IBUP400", True), ("Peanut", "AMOX500", False), ("statin", "ATOR20", True),
+    ("pen", "AMOX500", False),
+])
+def test_allergy_matching_uses_whole_words(app_ctx, substance, code, matches):
+    from app.prescriptions.rules import _matches
+
+    assert _matches(substance, drug(code)) is matches
