@@ -100,6 +100,29 @@ def _next_fill(rx: Prescription) -> tuple[int, int]:
     return rx.refills + 1, 0
 
 
+REFILL_AFTER_FRACTION = 0.75
+"""A refill is due once three quarters of the previous supply's duration have passed since its handover."""
+
+
+def refill_due(rx: Prescription) -> date | None:
+    """The first day the next supply may be prepared, or None if it may be prepared now."""
+    fill, owed = _next_fill(rx)
+    if fill == 0 or owed < rx.quantity:
+        return None  # the first supply, or topping up a short one
+    last = db.session.scalar(sa.select(sa.func.max(Dispense.handed_over_at)).where(
+        Dispense.prescription_id == rx.id, Dispense.fill == fill - 1, Dispense.status == DispenseStatus.COMPLETED))
+    if last is None:
+        return None
+    due = (last + timedelta(days=rx.duration_days * REFILL_AFTER_FRACTION)).date()
+    return due if due > db.utcnow().date() else None
+
+
+def pickup_deadline(dispense: Dispense) -> date | None:
+    if dispense.status is not DispenseStatus.IN_PROGRESS or dispense.ready_at is None:
+        return None
+    return (dispense.ready_at + timedelta(days=current_app.config["PICKUP_DEADLINE_DAYS"])).date()
+
+
 # ------------------------------------------------------------------ reads
 
 
@@ -142,7 +165,7 @@ def queue(*, by: User) -> Queue:
     candidates = db.session.scalars(sa.select(Prescription).where(
         Prescription.dispensing_facility_id == by.facility_id, Prescription.status == RequestStatus.ACTIVE,
         Prescription.id.not_in(open_rx)).order_by(Prescription.signed_at))
-    to_prepare = [rx for rx in candidates if remaining(rx) > 0]
+    to_prepare = [rx for rx in candidates if remaining(rx) > 0 and refill_due(rx) is None]
     by_status: dict[DispenseStatus, list[Dispense]] = {s: [] for s in DispenseStatus}
     since = db.utcnow() - timedelta(days=14)
     for d in db.session.scalars(sa.select(Dispense).where(
@@ -163,7 +186,8 @@ def start_dispense(rx: Prescription, *, by: User, quantity: int | None = None) -
     Gives what the shelf holds when stock is short (a partial dispense; the rest follows later).
 
     :raises NotFound: not this pharmacy's prescription. :raises Conflict: not active, already being dispensed,
-        fully dispensed, or out of stock. :raises ValidationFailed: a quantity outside 1..what is owed.
+        fully dispensed, a refill before it is due, or out of stock.
+    :raises ValidationFailed: a quantity outside 1..what is owed.
     """
     if not _is_pharmacist_of(by, rx.dispensing_facility_id) or rx.status is RequestStatus.DRAFT:
         raise audit.deny("dispense.create", by=by, patient_id=rx.patient_id, resource_type=RT)
@@ -177,6 +201,10 @@ def start_dispense(rx: Prescription, *, by: User, quantity: int | None = None) -
     fill, owed = _next_fill(rx)
     if owed <= 0:
         raise _fail("dispense.create", by, rx, Conflict("Everything prescribed has been dispensed."))
+    due = refill_due(rx)
+    if due is not None:
+        raise _fail("dispense.create", by, rx, Conflict(f"Refill too early: due from {due.isoformat()}."),
+                    detail={"error": "refill-too-early", "due": due.isoformat()})
     if quantity is not None:
         if isinstance(quantity, bool) or not isinstance(quantity, int) or not (1 <= quantity <= owed):
             raise _fail("dispense.create", by, rx, ValidationFailed(

@@ -180,13 +180,15 @@ def qr(rx_id: int) -> Response:
 def mine() -> str:
     """My prescriptions: status, what was dispensed, and the pickup code when medicine is ready."""
     patient, rows = service.mine(by=current_user)
-    items = []
+    items, deadlines = [], {}
     for rx in rows:
         dispenses = [(d, pharmacy.pickup_code(d, by=current_user)) for d in pharmacy.dispenses_for(rx)]
+        deadlines.update({d.id: pharmacy.pickup_deadline(d) for d, _code in dispenses})
         items.append({"rx": rx, "progress": pharmacy.progress(rx), "dispenses": dispenses})
     messages = notify.for_user(current_user, limit=5)
     db.session.commit()
-    return render_template("prescriptions/mine.html", patient=patient, items=items, messages=messages)
+    return render_template("prescriptions/mine.html", patient=patient, items=items, messages=messages,
+                           deadlines=deadlines)
 
 
 @bp.get("/me/dispenses/<int:dispense_id>/pickup-qr.svg")

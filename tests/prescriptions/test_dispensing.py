@@ -62,6 +62,17 @@ def test_partial_dispense_then_top_up_then_refill(app_ctx, factories, signed_rx)
     top_up, code = _ready(rx, pharmacist)
     assert (top_up.fill, top_up.quantity) == (0, 8)
     service.hand_over(top_up.id, service.Handover(code=code, id_document="ID card"), by=pharmacist)
+    db.session.commit()
+    # The refill is due after three quarters of the 7-day course: not today, and not in the queue.
+    assert service.refill_due(rx) == (db.utcnow() + timedelta(days=5.25)).date()
+    assert rx not in service.queue(by=pharmacist).to_prepare
+    with pytest.raises(Conflict, match="Refill too early"):
+        service.start_dispense(rx, by=pharmacist)
+    db.rollback()
+    for d in (first, top_up):
+        db.session.get(Dispense, d.id).handed_over_at = db.utcnow() - timedelta(days=6)
+    db.session.commit()
+    assert service.refill_due(rx) is None and rx in service.queue(by=pharmacist).to_prepare
     refill, code = _ready(rx, pharmacist)
     assert (refill.fill, refill.quantity) == (1, 20)
     service.hand_over(refill.id, service.Handover(code=code, id_document="ID card"), by=pharmacist)
