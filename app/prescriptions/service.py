@@ -255,7 +255,7 @@ def set_status(rx: Prescription, status: RequestStatus | str, *, by: User, reaso
         target = RequestStatus(status)
     except ValueError:
         raise _fail("prescription.status", by, rx, ValidationFailed(
-            "Some fields need attention.", errors={"status": ["Unknown status."]})) from None
+            "Some fields need attention.", errors={"status": ["Choose a status."]})) from None
     from app.pharmacy import service as pharmacy
 
     if target not in DOCTOR_TARGETS or target not in TRANSITIONS.get(rx.status, set()):

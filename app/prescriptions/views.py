@@ -145,7 +145,7 @@ def set_status(rx_id: int) -> BaseResponse:
         service.set_status(rx, request.form.get("status", ""), by=current_user, reason=request.form.get("reason"))
     except AppError as exc:
         db.rollback()
-        flash(exc.detail, "error")
+        flash(" ".join(m for msgs in (exc.errors or {}).values() for m in msgs) or exc.detail, "error")
     else:
         db.session.commit()
         flash(f"Prescription is now {rx.status.value}.", "success")

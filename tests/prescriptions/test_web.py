@@ -260,3 +260,19 @@ def test_verify_page(make_client, factories, login):
     assert "Valid" in good and "21 of 21 units left to dispense" in good
     bad = pharm.post("/pharmacy/verify", data={"payload": payload.replace(".", ".x", 1)})
     assert bad.status_code == 422 and "Not valid" in bad.get_data(as_text=True)
+
+
+def test_doctor_holds_and_resumes_from_the_page(client, factories, login):
+    doctor = factories.doctor()
+    patient = factories.patient(doctor=doctor)
+    login(client, doctor)
+    rx = _draft(client, patient.id).json
+    client.post(f"/api/v1/medication-requests/{rx['id']}/sign", json={})
+    empty = client.post(f"/prescriptions/{rx['id']}/status", data={"status": ""}, follow_redirects=True)
+    assert "Choose a status." in empty.get_data(as_text=True)
+    held = client.post(f"/prescriptions/{rx['id']}/status", data={"status": "on-hold", "reason": "labs pending"},
+                       follow_redirects=True)
+    assert "Prescription is now on-hold." in held.get_data(as_text=True)
+    bad = client.post(f"/prescriptions/{rx['id']}/status", data={"status": "completed"}, follow_redirects=True)
+    assert "cannot go from on-hold to completed" in bad.get_data(as_text=True)
+    assert client.get(f"/api/v1/medication-requests/{rx['id']}").json["status"] == "on-hold"
