@@ -189,6 +189,9 @@ def stock() -> tuple[str, int] | Response:
             flash("Batch booked in.", "success")
             return redirect(url_for("pharmacy.stock"))
     batches = service.stock(by=current_user)
+    today = date.today()
+    flags = {b.id: "expired" if b.expires_on <= today else "soon" if (b.expires_on - today).days <= 60 else ""
+             for b in batches}
     db.session.commit()
-    return render_template("pharmacy/stock.html", batches=batches, drugs=prescriptions.formulary(), errors=errors,
-                           form=request.form), 422 if errors else 200
+    return render_template("pharmacy/stock.html", batches=batches, flags=flags, drugs=prescriptions.formulary(),
+                           errors=errors, form=request.form), 422 if errors else 200
