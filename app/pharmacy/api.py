@@ -18,7 +18,7 @@ blp = Blueprint("pharmacy_api", __name__, url_prefix="/api/v1", description="Pha
 
 
 class DispenseStartSchema(Schema):
-    quantity = fields.Int(load_default=None, allow_none=True, strict=True)
+    quantity = fields.Raw(load_default=None, allow_none=True, metadata={"type": "integer"})
 
 
 class DispenseStatusSchema(Schema):
@@ -39,10 +39,10 @@ class PickupCodeSchema(Schema):
 
 
 class StockBatchSchema(Schema):
-    drug_id = fields.Int(required=True)
+    drug_id = fields.Raw(required=True, metadata={"type": "integer"})
     lot = fields.Str(required=True, validate=validate.Length(max=40))
     expires_on = fields.Date(required=True)
-    quantity = fields.Int(required=True, strict=True)
+    quantity = fields.Raw(required=True, metadata={"type": "integer"})
 
 
 def _stock_json(b: Any) -> dict[str, Any]:

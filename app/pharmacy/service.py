@@ -488,7 +488,7 @@ def receive_stock(*, by: User, drug_id: int, lot: str, expires_on: date, quantit
     if by.role is not Role.PHARMACIST:
         raise audit.deny("pharmacy.stock", by=by, resource_type="StockBatch")
     errors: dict[str, list[str]] = {}
-    drug = db.session.get(Drug, drug_id) if isinstance(drug_id, int) else None
+    drug = db.session.get(Drug, drug_id) if isinstance(drug_id, int) and not isinstance(drug_id, bool) else None
     if drug is None:
         errors["drug_id"] = ["Choose a drug from the formulary."]
     lot = (lot or "").strip()

@@ -20,14 +20,16 @@ blp = Blueprint("prescriptions_api", __name__, url_prefix="/api/v1", description
 
 
 class RxDraftSchema(Schema):
-    drug_id = fields.Int(required=True)
-    dose_units = fields.Float(required=True, allow_nan=False)
-    frequency_per_day = fields.Int(required=True)
-    duration_days = fields.Int(required=True)
-    quantity = fields.Int(required=True, strict=True)
-    refills = fields.Int(load_default=0, strict=True)
+    """Numbers are checked by the service (not here), so every refused draft is audited with its field names."""
+
+    drug_id = fields.Raw(required=True, metadata={"type": "integer"})
+    dose_units = fields.Raw(required=True, metadata={"type": "number", "description": "units per intake"})
+    frequency_per_day = fields.Raw(required=True, metadata={"type": "integer"})
+    duration_days = fields.Raw(required=True, metadata={"type": "integer"})
+    quantity = fields.Raw(required=True, metadata={"type": "integer", "description": "units per supply"})
+    refills = fields.Raw(load_default=0, metadata={"type": "integer"})
     instructions = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=500))
-    dispensing_facility_id = fields.Int(load_default=None, allow_none=True)
+    dispensing_facility_id = fields.Raw(load_default=None, allow_none=True, metadata={"type": "integer"})
 
 
 class RxSignSchema(Schema):

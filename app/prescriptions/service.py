@@ -73,7 +73,8 @@ def _fail(action: str, by: User, rx_or_patient: Prescription | Patient, exc: Exc
 
 def _validate(data: PrescriptionInput, patient: Patient) -> dict[str, Any]:
     errors: dict[str, list[str]] = {}
-    drug = db.session.get(Drug, data.drug_id) if isinstance(data.drug_id, int) else None
+    drug = (db.session.get(Drug, data.drug_id)
+            if isinstance(data.drug_id, int) and not isinstance(data.drug_id, bool) else None)
     if drug is None or not drug.active:
         errors["drug_id"] = ["Choose a drug from the formulary."]
     clean: dict[str, Any] = {"drug": drug}
@@ -101,7 +102,8 @@ def _validate(data: PrescriptionInput, patient: Patient) -> dict[str, Any]:
         errors["instructions"] = ["Use at most 500 characters."]
     clean["instructions"] = instructions or None
     facility_id = data.dispensing_facility_id or patient.facility_id
-    facility = db.session.get(Facility, facility_id)
+    valid_id = isinstance(facility_id, int) and not isinstance(facility_id, bool)
+    facility = db.session.get(Facility, facility_id) if valid_id else None
     if facility is None or not facility.has_pharmacy:
         errors["dispensing_facility_id"] = ["Choose a clinic with a pharmacy."]
     clean["dispensing_facility_id"] = facility_id

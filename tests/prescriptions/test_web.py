@@ -70,6 +70,8 @@ def test_api_whole_loop(make_client, factories, login):
 @pytest.mark.parametrize("body,field", [
     ({"drug_id": 99999}, "drug_id"), ({"quantity": 0}, "quantity"), ({"quantity": -1}, "quantity"),
     ({"quantity": 100000}, "quantity"), ({"dose_units": 0}, "dose_units"), ({"quantity": "lots"}, "quantity"),
+    ({"drug_id": True}, "drug_id"), ({"dose_units": "1e999"}, "dose_units"), ({"refills": [1]}, "refills"),
+    ({"dispensing_facility_id": "x"}, "dispensing_facility_id"),
 ])
 def test_api_bad_prescriptions_are_clear_errors(client, factories, login, body, field):
     doctor = factories.doctor()
@@ -79,6 +81,9 @@ def test_api_bad_prescriptions_are_clear_errors(client, factories, login, body, 
     assert resp.status_code == 422 and field in resp.json["errors"]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Prescription)
                              .where(Prescription.patient_id == patient.id)) == 0
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == "prescription.create", AuditEvent.outcome == Outcome.FAILURE,
+        AuditEvent.patient_id == patient.id)) == 1
 
 
 def test_api_editing_signed_prescription_is_409_and_audited(client, factories, login):
@@ -276,3 +281,31 @@ def test_doctor_holds_and_resumes_from_the_page(client, factories, login):
     bad = client.post(f"/prescriptions/{rx['id']}/status", data={"status": "completed"}, follow_redirects=True)
     assert "cannot go from on-hold to completed" in bad.get_data(as_text=True)
     assert client.get(f"/api/v1/medication-requests/{rx['id']}").json["status"] == "on-hold"
+
+
+@pytest.mark.parametrize("quantity", ["many", 0, -1, 22, 1.5, True, 10**12])
+def test_api_bad_dispense_quantity(make_client, factories, login, quantity):
+    doctor = factories.doctor()
+    patient = factories.patient(doctor=doctor)
+    pharmacist = factories.pharmacist(facility=patient.facility)
+    add_stock(patient.facility_id, "AMOX500", 100)
+    doc, pharm = make_client(), make_client()
+    login(doc, doctor), login(pharm, pharmacist)
+    rx = _draft(doc, patient.id).json
+    doc.post(f"/api/v1/medication-requests/{rx['id']}/sign", json={})
+    resp = pharm.post(f"/api/v1/medication-requests/{rx['id']}/dispenses", json={"quantity": quantity})
+    assert resp.status_code == 422 and "quantity" in resp.json["errors"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Dispense)
+                             .where(Dispense.prescription_id == int(rx["id"]))) == 0
+    assert pharm.get("/api/v1/pharmacy/stock").json[0]["quantity"] == 100
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == "dispense.create", AuditEvent.outcome == Outcome.FAILURE,
+        AuditEvent.patient_id == patient.id)) == 1
+
+
+def test_api_stock_bad_input(client, factories, login):
+    login(client, factories.pharmacist())
+    resp = client.post("/api/v1/pharmacy/stock", json={"drug_id": "x", "lot": "L1", "expires_on": "2099-01-01",
+                                                       "quantity": -5})
+    assert resp.status_code == 422 and set(resp.json["errors"]) == {"drug_id", "quantity"}
+    assert client.get("/api/v1/pharmacy/stock").json == []
