@@ -13,8 +13,6 @@ from app.pharmacy.models import Dispense
 from app.prescriptions.models import Prescription
 from tests.prescriptions.conftest import add_stock, drug
 
-pytestmark = pytest.mark.smoke
-
 
 def _draft(client, patient_id, code="AMOX500", **kw):
     body = dict(drug_id=drug(code).id, dose_units=1, frequency_per_day=3, duration_days=7, quantity=21, refills=0,
@@ -23,6 +21,7 @@ def _draft(client, patient_id, code="AMOX500", **kw):
     return client.post(f"/api/v1/patients/{patient_id}/medication-requests", json=body)
 
 
+@pytest.mark.smoke
 def test_api_whole_loop(make_client, factories, login):
     doctor = factories.doctor()
     patient = factories.patient(with_account=True, doctor=doctor)
@@ -173,6 +172,7 @@ def test_other_clinic_pharmacist_sees_nothing(make_client, factories, login):
     assert nurse.get("/api/v1/pharmacy/queue").status_code == 403
 
 
+@pytest.mark.smoke
 def test_html_pages_doctor_pharmacist_patient(make_client, factories, login):
     doctor = factories.doctor()
     patient = factories.patient(with_account=True, doctor=doctor, allergies=[{"substance": "ibuprofen",
