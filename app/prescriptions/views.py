@@ -114,6 +114,8 @@ def detail(rx_id: int) -> str:
         "dispenses": pharmacy.dispenses_for(rx),
         "can_manage": access.can_manage(current_user, rx),
         "transitions": sorted(t.value for t in service.TRANSITIONS.get(rx.status, set()) & service.DOCTOR_TARGETS),
+        "can_prepare": (current_user.role is Role.PHARMACIST and current_user.facility_id == rx.dispensing_facility_id
+                        and rx.status is RequestStatus.ACTIVE and pharmacy.remaining(rx) > 0),
     }
     db.session.commit()
     return render_template("prescriptions/detail.html", **context)

@@ -263,6 +263,8 @@ def test_verify_page(make_client, factories, login):
     assert "signing-key" in pharm.get("/pharmacy/verify").get_data(as_text=True)
     good = pharm.post("/pharmacy/verify", data={"payload": payload}).get_data(as_text=True)
     assert "Valid" in good and "21 of 21 units left to dispense" in good
+    assert f'action="/pharmacy/prescriptions/{rx["id"]}/dispenses"' in pharm.get(f"/prescriptions/{rx['id']}").get_data(
+        as_text=True)
     bad = pharm.post("/pharmacy/verify", data={"payload": payload.replace(".", ".x", 1)})
     assert bad.status_code == 422 and "Not valid" in bad.get_data(as_text=True)
 
