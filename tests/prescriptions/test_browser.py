@@ -42,7 +42,7 @@ def test_prescription_to_pickup(live_server, live_factories, new_browser, browse
     doc.wait_for_selector("text=No allergy, duplicate, interaction or dose problem found.")
     doc.click("button:has-text('Sign prescription')")
     doc.wait_for_selector("text=Prescription signed")
-    assert _image_width(doc, "img.qr") > 0
+    assert _image_width(doc, "img.rx-qr") > 0
     doc.screenshot(path=str(artifacts_dir / "prescription-signed.png"), full_page=True)
     rx_url = doc.url
 
