@@ -140,12 +140,10 @@ class Config:
         if self.ENV == "production":
             if self.SECRET_KEY == DEFAULT_SECRET_KEY or len(self.SECRET_KEY) < 32:
                 raise ConfigError("SECRET_KEY must be set to a random value of 32+ characters in production")
-            if self.RX_SIGNING_KEY_FILE is None:
-                raise ConfigError("production needs HOSPITAL_RX_SIGNING_KEY_FILE (Ed25519 private key, PEM)")
-            if self.NOTIFY_SENDER not in ("log", "smtp"):
-                raise ConfigError("HOSPITAL_NOTIFY_SENDER must be log or smtp")
             if self.DATABASE_URL.startswith("sqlite"):
                 raise ConfigError("production needs DATABASE_URL pointing at PostgreSQL")
+            if self.NOTIFY_SENDER not in ("log", "smtp"):
+                raise ConfigError("HOSPITAL_NOTIFY_SENDER must be log or smtp")
 
 
 class TestConfig(Config):

@@ -13,6 +13,8 @@ import argparse
 import base64
 import hashlib
 import json
+import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,18 +54,29 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 
 def load_private_key(path: Path, *, create: bool) -> Ed25519PrivateKey:
-    """Read the PEM key at ``path``; with ``create`` (development) generate it there (mode 0600) if absent."""
+    """Read the PEM key at ``path``; with ``create`` generate it there (mode 0600) if absent.
+
+    Creation is atomic (hard link of a finished temporary file), so several workers starting at once
+    end up with the same key.
+    """
     if path in _keys:
         return _keys[path]
     if not path.exists():
         if not create:
             raise FileNotFoundError(f"prescription signing key not found: {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        path.touch(mode=0o600)
-        path.write_bytes(pem)
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another worker won; use its key
+        finally:
+            tmp.unlink()
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("the prescription signing key must be an Ed25519 key")
@@ -72,7 +85,7 @@ def load_private_key(path: Path, *, create: bool) -> Ed25519PrivateKey:
 
 
 def app_private_key() -> Ed25519PrivateKey:
-    """The configured key, or a development key generated under the instance folder."""
+    """The configured key, or one generated under the instance folder (which must then persist)."""
     from flask import current_app
 
     configured = current_app.config.get("RX_SIGNING_KEY_FILE")

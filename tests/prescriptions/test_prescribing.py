@@ -253,3 +253,25 @@ def test_allergy_matching_uses_whole_words(app_ctx, substance, code, matches):
     from app.prescriptions.rules import _matches
 
     assert _matches(substance, drug(code)) is matches
+
+
+def test_generated_key_is_shared_by_concurrent_workers(tmp_path):
+    """Workers that start together and all generate a key end up using one."""
+    import threading
+
+    path = tmp_path / "rx.pem"
+    keys = []
+
+    def load() -> None:
+        signing._keys.pop(path, None)
+        keys.append(signing.load_private_key(path, create=True))
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({signing.key_id(k.public_key()) for k in keys}) == 1
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(FileNotFoundError):
+        signing.load_private_key(tmp_path / "missing.pem", create=False)
