@@ -46,11 +46,16 @@ def create_app(config: Config | None = None) -> Flask:
     from app.errors import register_error_handlers
     from app.patients import api as patients_api
     from app.patients import views as patients_views
+    from app.pharmacy import api as pharmacy_api
+    from app.pharmacy import views as pharmacy_views
+    from app.prescriptions import api as prescriptions_api
+    from app.prescriptions import views as prescriptions_views
 
     for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp,
-                      oauth_views.bp, oauth_views.endpoints):
+                      oauth_views.bp, oauth_views.endpoints, prescriptions_views.bp, pharmacy_views.bp):
         app.register_blueprint(blueprint)
-    for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp):
+    for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp, prescriptions_api.blp,
+                          pharmacy_api.blp):
         api.register_blueprint(api_blueprint)
 
     register_error_handlers(app)

@@ -42,6 +42,56 @@ def _media(cfg: Config) -> list[str]:
     return [sys.executable, "-m", "media", "--host", url.hostname or "127.0.0.1", "--port", str(url.port or 8765)]
 
 
+@service("worker")
+def _worker(_cfg: Config) -> list[str]:
+    return [sys.executable, "-c", "from app.cli import main; raise SystemExit(main(['worker']))"]
+
+
+def _with_app(cfg: Config, fn: Callable[[Flask], object]) -> object:
+    from app import create_app
+
+    app = create_app(cfg)
+    with app.app_context():
+        return fn(app)
+
+
+def expire_dispenses(cfg: Config) -> list[int]:
+    """Cancel medicine not collected within HOSPITAL_PICKUP_DEADLINE_DAYS; notify patient and doctor."""
+    from app import db
+    from app.pharmacy.service import expire_uncollected
+
+    def run_job(_app: Flask) -> list[int]:
+        ids = expire_uncollected()
+        db.session.commit()
+        return ids
+
+    return _with_app(cfg, run_job)  # type: ignore[return-value]
+
+
+def send_notifications(cfg: Config) -> int:
+    from app.notify.service import deliver_pending
+
+    return _with_app(cfg, lambda app: deliver_pending(app.config))  # type: ignore[return-value]
+
+
+def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0) -> int:
+    """Background loop for ``hospital run``: send queued notifications, expire uncollected medicine hourly."""
+    from app import create_app, db
+    from app.notify.service import deliver_pending
+    from app.pharmacy.service import expire_uncollected
+
+    app = create_app(cfg)
+    last_expiry = 0.0
+    while True:
+        with app.app_context():
+            if time.monotonic() - last_expiry >= expiry_every:
+                expire_uncollected()
+                db.session.commit()
+                last_expiry = time.monotonic()
+            deliver_pending(app.config)
+        time.sleep(interval)
+
+
 def alembic_config(url: str | None = None) -> AlembicConfig:
     cfg = AlembicConfig(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
@@ -175,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     p_admin.add_argument("--name", required=True)
     sub.add_parser("demo-passwords", help="issue new passwords for the demo accounts")
     sub.add_parser("oauth-rotate-key", help="add a new OpenID Connect signing key and retire the current one")
+    sub.add_parser("expire-dispenses", help="cancel medicine not collected by the pickup deadline")
+    sub.add_parser("send-notifications", help="send queued notifications once")
+    sub.add_parser("worker", help="loop: send notifications, expire uncollected medicine")
     p_run = sub.add_parser("run", help="migrate, seed, and serve the whole platform")
     p_run.add_argument("--host", default=os.environ.get("HOSPITAL_HOST", "127.0.0.1"))
     p_run.add_argument("--port", type=int, default=int(os.environ.get("HOSPITAL_PORT", "5000")))
@@ -194,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         reset_passwords(cfg)
     elif args.cmd == "oauth-rotate-key":
         rotate_oauth_key(cfg)
+    elif args.cmd == "expire-dispenses":
+        ids = expire_dispenses(cfg)
+        print(f"Cancelled {len(ids)} uncollected dispense(s): {ids}")
+    elif args.cmd == "send-notifications":
+        print(f"Sent {send_notifications(cfg)} notification(s)")
+    elif args.cmd == "worker":
+        return worker(cfg)
     elif args.cmd == "run":
         return run(cfg, host=args.host, port=args.port, workers=args.workers)
     return 0

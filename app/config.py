@@ -83,6 +83,18 @@ class Config:
     OAUTH_REFRESH_TOKEN_DAYS: int = 30
     OAUTH_ID_TOKEN_SECONDS: int = 3600
     OAUTH_CODE_SECONDS: int = 120
+    # Prescriptions and pharmacy
+    RX_SIGNING_KEY_FILE: Path | None = None
+    PICKUP_DEADLINE_DAYS: int = 10
+
+    # Notifications: "log" (default) or "smtp"
+    NOTIFY_SENDER: str = "log"
+    SMTP_HOST: str = "localhost"
+    SMTP_PORT: int = 25
+    SMTP_USER: str = ""
+    SMTP_PASSWORD: str = ""
+    SMTP_FROM: str = "Town Health <no-reply@localhost>"
+    SMTP_STARTTLS: bool = False
 
     # API docs (flask-smorest)
     API_TITLE: str = "Internet hospital API"
@@ -129,6 +141,16 @@ class Config:
         cfg.OAUTH_ACCESS_TOKEN_SECONDS = _env_int("OAUTH_ACCESS_TOKEN_SECONDS", cls.OAUTH_ACCESS_TOKEN_SECONDS)
         cfg.OAUTH_REFRESH_TOKEN_DAYS = _env_int("OAUTH_REFRESH_TOKEN_DAYS", cls.OAUTH_REFRESH_TOKEN_DAYS)
         cfg.OAUTH_ID_TOKEN_SECONDS = _env_int("OAUTH_ID_TOKEN_SECONDS", cls.OAUTH_ID_TOKEN_SECONDS)
+        key_file = os.environ.get("HOSPITAL_RX_SIGNING_KEY_FILE")
+        cfg.RX_SIGNING_KEY_FILE = Path(key_file) if key_file else None
+        cfg.PICKUP_DEADLINE_DAYS = _env_int("HOSPITAL_PICKUP_DEADLINE_DAYS", cls.PICKUP_DEADLINE_DAYS)
+        cfg.NOTIFY_SENDER = _env("HOSPITAL_NOTIFY_SENDER", cls.NOTIFY_SENDER)
+        cfg.SMTP_HOST = _env("SMTP_HOST", cls.SMTP_HOST)
+        cfg.SMTP_PORT = _env_int("SMTP_PORT", cls.SMTP_PORT)
+        cfg.SMTP_USER = _env("SMTP_USER", cls.SMTP_USER)
+        cfg.SMTP_PASSWORD = _env("SMTP_PASSWORD", cls.SMTP_PASSWORD)
+        cfg.SMTP_FROM = _env("SMTP_FROM", cls.SMTP_FROM)
+        cfg.SMTP_STARTTLS = _env_bool("SMTP_STARTTLS", cls.SMTP_STARTTLS)
         return cfg
 
     def validate(self) -> None:
@@ -141,6 +163,8 @@ class Config:
                 raise ConfigError("SECRET_KEY must be set to a random value of 32+ characters in production")
             if self.DATABASE_URL.startswith("sqlite"):
                 raise ConfigError("production needs DATABASE_URL pointing at PostgreSQL")
+            if self.NOTIFY_SENDER not in ("log", "smtp"):
+                raise ConfigError("HOSPITAL_NOTIFY_SENDER must be log or smtp")
 
 
 class TestConfig(Config):

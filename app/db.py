@@ -88,7 +88,10 @@ def import_models() -> None:
     import app.auth.models  # noqa: F401
     import app.auth.oauth_models  # noqa: F401
     import app.facilities.models  # noqa: F401
+    import app.notify.models  # noqa: F401
     import app.patients.models  # noqa: F401
+    import app.pharmacy.models  # noqa: F401
+    import app.prescriptions.models  # noqa: F401
 
 
 def rollback() -> None:

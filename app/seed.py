@@ -85,7 +85,39 @@ def seed_demo() -> dict[str, str] | None:
             patients.assign_doctor(patient, users["dr.okafor@hospital.example"].id, by=nurse,
                                    reason="Regular remote follow-up")
     db.session.flush()
+    seed_pharmacy(clinic, doctor=users["dr.okafor@hospital.example"],
+                  maria=db.session.scalar(sa.select(Patient).where(Patient.user_id == users[
+                      "maria.gonzalez@mail.example"].id)))
     return passwords
+
+
+DEMO_STOCK = [  # drug code, lot, days to expiry, units; warfarin is deliberately out of stock
+    ("AMOX500", "AMX-2411A", 45, 30), ("AMOX500", "AMX-2502C", 400, 200), ("PARA500", "PAR-2409", 300, 500),
+    ("IBUP400", "IBU-2501", 250, 120), ("METF500", "MET-2412", 90, 60), ("METF500", "MET-2506", 500, 300),
+    ("LISI10", "LIS-2503", 360, 90), ("AMLO5", "AML-2502", 330, 90), ("ATOR20", "ATO-2504", 420, 90),
+    ("SALB100", "SAL-2501", 200, 10), ("OMEP20", "OME-2502", 280, 56), ("CLAR500", "CLA-2503", 150, 14),
+]
+
+
+def seed_pharmacy(clinic: Facility, *, doctor: User, maria: Patient | None) -> None:
+    """Stock the town pharmacy (two batches of some drugs, to show first-expiring-first picking) and give
+    Maria a signed prescription waiting to be dispensed."""
+    from datetime import timedelta
+
+    from app.pharmacy.models import StockBatch
+    from app.prescriptions import service as prescriptions
+    from app.prescriptions.models import Drug
+
+    drugs = {d.code: d for d in db.session.scalars(sa.select(Drug))}
+    for code, lot, days, units in DEMO_STOCK:
+        db.session.add(StockBatch(facility_id=clinic.id, drug_id=drugs[code].id, lot=lot,
+                                  expires_on=date.today() + timedelta(days=days), quantity=units))
+    if maria is not None:
+        rx = prescriptions.create_draft(maria, prescriptions.PrescriptionInput(
+            drug_id=drugs["LISI10"].id, dose_units=1, frequency_per_day=1, duration_days=30, quantity=30, refills=2,
+            instructions="Take in the morning; check blood pressure weekly"), by=doctor)
+        prescriptions.sign(rx, by=doctor)
+    db.session.flush()
 
 
 def reset_demo_passwords() -> dict[str, str]:

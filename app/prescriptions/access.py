@@ -1,0 +1,31 @@
+"""Who may see or change a prescription: the prescriber's care relationship, the dispensing pharmacy, the
+patient's clinic, the patient. A pharmacist of another clinic sees nothing."""
+
+from __future__ import annotations
+
+from app.auth.models import Role, User
+from app.patients import access as patient_access
+from app.prescriptions.models import Prescription, RequestStatus
+
+
+def can_read(user: User, rx: Prescription) -> bool:
+    match user.role:
+        case Role.DOCTOR:
+            return rx.prescriber_id == user.id or patient_access.has_care_relationship(user, rx.patient)
+        case Role.PHARMACIST:
+            return rx.dispensing_facility_id == user.facility_id and rx.status is not RequestStatus.DRAFT
+        case Role.CLINIC_STAFF:
+            return rx.patient.facility_id == user.facility_id and rx.status is not RequestStatus.DRAFT
+        case Role.PATIENT:
+            return rx.patient.user_id == user.id and rx.status is not RequestStatus.DRAFT
+        case _:
+            return False
+
+
+def can_prescribe(user: User, patient: object) -> bool:
+    return user.role is Role.DOCTOR and patient_access.has_care_relationship(user, patient)  # type: ignore[arg-type]
+
+
+def can_manage(user: User, rx: Prescription) -> bool:
+    """Sign, hold, stop, cancel: a doctor who treats the patient."""
+    return can_prescribe(user, rx.patient)

@@ -1,0 +1,205 @@
+"""Prescription pages: write and sign (doctor), printable prescription with QR, "My prescriptions" (patient)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import qrcode
+import qrcode.image.svg
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from werkzeug.wrappers import Response as BaseResponse
+
+from app import db
+from app.auth.decorators import roles_required
+from app.auth.models import Role, User
+from app.errors import AppError, NotFound
+from app.notify import service as notify
+from app.patients import service as patients
+from app.pharmacy import service as pharmacy
+from app.prescriptions import access, service
+from app.prescriptions.models import Prescription, RequestStatus
+from app.prescriptions.service import PrescriptionInput
+from app.web import add_chart_links, add_chart_panel, add_nav
+
+bp = Blueprint("prescriptions", __name__, template_folder="templates")
+
+add_nav("My prescriptions", "prescriptions.mine", Role.PATIENT, position=1)
+
+
+def _chart_links(patient: Any, user: User) -> list[dict[str, str]]:
+    if user.role is Role.DOCTOR and access.can_prescribe(user, patient):
+        return [{"label": "Prescribe", "url": url_for("prescriptions.new", patient_id=patient.id)}]
+    return []
+
+
+add_chart_links(_chart_links)
+add_chart_panel("prescriptions/_chart_panel.html")
+
+
+@bp.app_context_processor
+def _helpers() -> dict[str, object]:
+    def chart_prescriptions(patient: Any) -> list[tuple[Prescription, Any]]:
+        if not current_user.is_authenticated or current_user.role is Role.PATIENT:
+            return []
+        return [(rx, pharmacy.progress(rx) if rx.is_signed else None)
+                for rx in service.for_patient(patient, by=current_user)]
+
+    return {"chart_prescriptions": chart_prescriptions}
+
+
+def svg_qr(data: str) -> Response:
+    img = qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=10, border=2)
+    buf = io.BytesIO()
+    img.save(buf)
+    resp = Response(buf.getvalue(), mimetype="image/svg+xml")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _int(name: str) -> int | None:
+    raw = (request.form.get(name) or "").strip()
+    try:
+        return int(raw)
+    except ValueError:
+        return None if not raw else -10**9  # a clear "enter a number" from the service's range check
+
+
+def _float(name: str) -> float | None:
+    raw = (request.form.get(name) or "").strip()
+    try:
+        return float(raw)
+    except ValueError:
+        return None if not raw else float("nan")
+
+
+def _input_from_form() -> PrescriptionInput:
+    return PrescriptionInput(
+        drug_id=_int("drug_id"), dose_units=_float("dose_units"), frequency_per_day=_int("frequency_per_day"),
+        duration_days=_int("duration_days"), quantity=_int("quantity"), refills=_int("refills") or 0,
+        instructions=request.form.get("instructions"), dispensing_facility_id=_int("dispensing_facility_id"))
+
+
+@bp.route("/patients/<int:patient_id>/prescriptions/new", methods=["GET", "POST"])
+@roles_required(Role.DOCTOR)
+def new(patient_id: int) -> BaseResponse | tuple[str, int]:
+    """Write a prescription; it is saved as a draft and checked before signing."""
+    patient = patients.get_patient(patient_id, by=current_user, action="prescription.create", audit_read=False)
+    errors: dict[str, list[str]] = {}
+    status = 200
+    if request.method == "POST":
+        try:
+            rx = service.create_draft(patient, _input_from_form(), by=current_user)
+        except AppError as exc:
+            db.rollback()
+            errors, status = exc.errors or {"": [exc.detail]}, exc.status
+        else:
+            db.session.commit()
+            return redirect(url_for("prescriptions.detail", rx_id=rx.id))
+    db.session.commit()
+    return render_template("prescriptions/new.html", patient=patient, drugs=service.formulary(),
+                           pharmacies=service.pharmacies(), errors=errors, form=request.form), status
+
+
+@bp.get("/prescriptions/<int:rx_id>")
+@login_required
+def detail(rx_id: int) -> str:
+    """A prescription: safety findings and signing (draft), QR and dispensing progress (signed)."""
+    rx = service.get(rx_id, by=current_user)
+    context = {
+        "rx": rx,
+        "findings": service.findings(rx) if rx.status is RequestStatus.DRAFT else [],
+        "progress": pharmacy.progress(rx) if rx.is_signed else None,
+        "dispenses": pharmacy.dispenses_for(rx),
+        "can_manage": access.can_manage(current_user, rx),
+        "transitions": sorted(t.value for t in service.TRANSITIONS.get(rx.status, set()) & service.DOCTOR_TARGETS),
+        "can_prepare": (current_user.role is Role.PHARMACIST and current_user.facility_id == rx.dispensing_facility_id
+                        and rx.status is RequestStatus.ACTIVE and pharmacy.remaining(rx) > 0),
+    }
+    db.session.commit()
+    return render_template("prescriptions/detail.html", **context)
+
+
+@bp.post("/prescriptions/<int:rx_id>/sign")
+@roles_required(Role.DOCTOR)
+def sign(rx_id: int) -> BaseResponse | tuple[str, int]:
+    """Sign, with a reason for each overridden warning."""
+    rx = service.get(rx_id, by=current_user, action="prescription.sign", audit_read=False)
+    overrides = {k.removeprefix("override::"): v for k, v in request.form.items() if k.startswith("override::")}
+    try:
+        service.sign(rx, by=current_user, overrides=overrides)
+    except AppError as exc:
+        db.rollback()
+        flash(exc.detail, "error")
+        return redirect(url_for("prescriptions.detail", rx_id=rx_id))
+    db.session.commit()
+    flash("Prescription signed. The pharmacy can now dispense it.", "success")
+    return redirect(url_for("prescriptions.detail", rx_id=rx_id))
+
+
+@bp.post("/prescriptions/<int:rx_id>/status")
+@roles_required(Role.DOCTOR)
+def set_status(rx_id: int) -> BaseResponse:
+    """Hold, resume, stop or cancel."""
+    rx = service.get(rx_id, by=current_user, action="prescription.status", audit_read=False)
+    try:
+        service.set_status(rx, request.form.get("status", ""), by=current_user, reason=request.form.get("reason"))
+    except AppError as exc:
+        db.rollback()
+        flash(" ".join(m for msgs in (exc.errors or {}).values() for m in msgs) or exc.detail, "error")
+    else:
+        db.session.commit()
+        flash(f"Prescription is now {rx.status.value}.", "success")
+    return redirect(url_for("prescriptions.detail", rx_id=rx_id))
+
+
+@bp.get("/prescriptions/<int:rx_id>/print")
+@login_required
+def print_view(rx_id: int) -> str:
+    """Printable prescription with its signed QR code."""
+    rx = service.get(rx_id, by=current_user, action="prescription.print")
+    if not rx.is_signed:
+        raise NotFound("Only signed prescriptions can be printed.")
+    db.session.commit()
+    return render_template("prescriptions/print.html", rx=rx)
+
+
+@bp.get("/prescriptions/<int:rx_id>/qr.svg")
+@login_required
+def qr(rx_id: int) -> Response:
+    """The signed payload as a QR code (SVG)."""
+    rx = service.get(rx_id, by=current_user, action="prescription.qr")
+    payload = service.qr_payload(rx)
+    if payload is None:
+        raise NotFound("This prescription is not signed yet.")
+    db.session.commit()
+    return svg_qr(payload)
+
+
+@bp.get("/me/prescriptions")
+@roles_required(Role.PATIENT)
+def mine() -> str:
+    """My prescriptions: status, what was dispensed, and the pickup code when medicine is ready."""
+    patient, rows = service.mine(by=current_user)
+    items, deadlines = [], {}
+    for rx in rows:
+        dispenses = [(d, pharmacy.pickup_code(d, by=current_user)) for d in pharmacy.dispenses_for(rx)]
+        deadlines.update({d.id: pharmacy.pickup_deadline(d) for d, _code in dispenses})
+        items.append({"rx": rx, "progress": pharmacy.progress(rx), "dispenses": dispenses})
+    messages = notify.for_user(current_user, limit=5)
+    db.session.commit()
+    return render_template("prescriptions/mine.html", patient=patient, items=items, messages=messages,
+                           deadlines=deadlines)
+
+
+@bp.get("/me/dispenses/<int:dispense_id>/pickup-qr.svg")
+@roles_required(Role.PATIENT)
+def pickup_qr(dispense_id: int) -> Response:
+    """The one-time pickup code as a QR code, for the counter's scanner."""
+    dispense = pharmacy.get_dispense(dispense_id, by=current_user, action="dispense.pickup_code")
+    code = pharmacy.pickup_code(dispense, by=current_user)
+    if code is None:
+        raise NotFound("No medicine is waiting for pickup under this id.")
+    db.session.commit()
+    return svg_qr(code)
