@@ -100,6 +100,8 @@ class Room:
             # No await between here and createAnswer's first suspension matters: receivers start only once
             # DTLS is up, so codec filtering and slot binding are in place before media flows.
             try:
+                if not any(t.kind in FORWARDABLE for t in pc.getTransceivers()):
+                    raise RelayError("offer has no audio or video")
                 self._restrict_codecs(pc)
             except RelayError:
                 await self._drop(participant)
@@ -286,6 +288,9 @@ class RelayRegistry:
 
 
 # --------------------------------------------------------------------------- HTTP
+RELAY = web.AppKey("relay", RelayRegistry)
+
+
 def _problem(status: int, title: str) -> web.Response:
     return web.json_response({"title": title, "status": status}, status=status,
                              content_type="application/problem+json")
@@ -309,7 +314,7 @@ async def _json(request: web.Request) -> dict[str, Any]:
 
 
 async def join_view(request: web.Request) -> web.Response:
-    registry: RelayRegistry = request.app["relay"]
+    registry: RelayRegistry = request.app[RELAY]
     try:
         consult_id = _consult_id(request)
         data = await _json(request)
@@ -326,7 +331,7 @@ async def join_view(request: web.Request) -> web.Response:
 
 
 async def leave_view(request: web.Request) -> web.Response:
-    registry: RelayRegistry = request.app["relay"]
+    registry: RelayRegistry = request.app[RELAY]
     try:
         consult_id = _consult_id(request)
         data = await _json(request)
@@ -340,7 +345,7 @@ async def leave_view(request: web.Request) -> web.Response:
 
 
 async def state_view(request: web.Request) -> web.Response:
-    registry: RelayRegistry = request.app["relay"]
+    registry: RelayRegistry = request.app[RELAY]
     room = registry.room(_consult_id(request))
     if room is None:
         return _problem(404, "Not Found")
@@ -350,7 +355,7 @@ async def state_view(request: web.Request) -> web.Response:
 def setup_relay_routes(app: web.Application, *, configuration: RTCConfiguration | None = None) -> None:
     """Mount the relay API on the media service's aiohttp app and close every relay peer connection on shutdown."""
     registry = RelayRegistry(configuration)
-    app["relay"] = registry
+    app[RELAY] = registry
     app.router.add_post("/relay/{consult_id}/join", join_view)
     app.router.add_post("/relay/{consult_id}/leave", leave_view)
     app.router.add_get("/relay/{consult_id}/state", state_view)

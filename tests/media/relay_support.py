@@ -5,18 +5,27 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import aioice.ice
 import aiohttp
+import aioice.ice
 import av
 import numpy as np
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
-from aiortc import AudioStreamTrack, RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc import (
+    AudioStreamTrack,
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
 from aiortc.mediastreams import MediaStreamError
 
 from media.relay import setup_relay_routes
@@ -137,7 +146,9 @@ class Participant:
 @asynccontextmanager
 async def relay_server() -> AsyncIterator[tuple[TestServer, aiohttp.ClientSession]]:
     """The media service app with the relay mounted, and an HTTP client that sends the shared secret."""
-    app = create_app(SECRET)
+    with warnings.catch_warnings():  # media.server may still use plain string app keys
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        app = create_app(SECRET)
     setup_relay_routes(app, configuration=rtc_config())
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
