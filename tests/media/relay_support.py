@@ -6,7 +6,7 @@ import asyncio
 import fractions
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,12 +144,15 @@ class Participant:
 
 
 @asynccontextmanager
-async def relay_server() -> AsyncIterator[tuple[TestServer, aiohttp.ClientSession]]:
-    """The media service app with the relay mounted, and an HTTP client that sends the shared secret."""
+async def relay_server(setup: Callable[[web.Application], None] | None = None,
+                       ) -> AsyncIterator[tuple[TestServer, aiohttp.ClientSession]]:
+    """The media service app with the relay (and ``setup``'s routes) mounted, and a client sending the secret."""
     with warnings.catch_warnings():  # media.server may still use plain string app keys
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
         app = create_app(SECRET)
     setup_relay_routes(app, configuration=rtc_config())
+    if setup is not None:
+        setup(app)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {SECRET}"})
