@@ -228,14 +228,14 @@ async def measure(mode: str, consults: int, seconds: float, clip: list[bytes]) -
             "fps_min": min(fps), "fps_mean": fps_mean, "harness": 100 * harness_cpu / wall}
 
 
-async def run(levels: list[int], seconds: float) -> None:
+async def run(levels: list[int], seconds: float, modes: list[str]) -> None:
     loopback_only()
     clip = encode_clip()
     print(f"clip: {len(clip)} VP8 frames {WIDTH}x{HEIGHT}, {sum(map(len, clip)) * 8 * FPS / len(clip) / 1000:.0f} "
           f"kbit/s; {os.cpu_count()} CPUs shared with other work; {seconds:.0f} s per measure")
     rows = []
     for consults in levels:
-        for mode in ("stock", "encoded"):
+        for mode in modes:
             rows.append(await measure(mode, consults, seconds, clip))
             r = rows[-1]
             print(f"  measured {mode:8} {consults} consult(s): {r['cpu_per_stream']:.1f} %/stream, "
@@ -250,7 +250,7 @@ async def run(levels: list[int], seconds: float) -> None:
               f" {r['fps_min']:>8.1f} {r['fps_mean']:>8.1f} {capacity:>13} {r['harness']:>13.0f}")
     print("consults/core: 100 % / (2 x CPU per stream at 30 fps), an extrapolation from the measured cost;"
           " harness CPU: the participants' process (sending + counting), not part of the relay")
-    for consults in levels:
+    for consults in levels if len(modes) == 2 else []:
         stock, enc = (next(r for r in rows if r["mode"] == m and r["consults"] == consults)
                       for m in ("stock", "encoded"))
         if enc["cpu_per_stream"] > 0:
@@ -265,11 +265,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--consults", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--modes", nargs="+", choices=("stock", "encoded"), default=["stock", "encoded"])
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port)
     else:
-        asyncio.run(run(args.consults, args.seconds))
+        asyncio.run(run(args.consults, args.seconds, args.modes))
 
 
 if __name__ == "__main__":

@@ -167,8 +167,10 @@ class Room:
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
-            if pc.connectionState == "failed":
-                logger.warning("relay %s: participant %s connection failed", self.consult_id, participant_id)
+            if pc.connectionState in ("failed", "closed") and self.participants.get(participant_id) is participant:
+                level = logging.WARNING if pc.connectionState == "failed" else logging.INFO
+                logger.log(level, "relay %s: participant %s connection %s", self.consult_id, participant_id,
+                           pc.connectionState)
                 await self.leave(participant_id)
 
         return participant
