@@ -105,13 +105,16 @@ class EncodedSource:
         self.dimensions: tuple[int, int] | None = None
         self.clock_rate: int | None = None
         self.closed = False
+        self._warned = False
         if receiver is not None:
             tap_receiver(receiver, self.on_frame)
 
     def on_frame(self, codec: RTCRtpCodecParameters, frame: JitterFrame) -> None:
         """Wrap one encoded frame in an ``av.Packet`` (shared, read-only) and queue it for every track."""
         if codec.mimeType.lower() != FORWARDABLE.get(self.kind):
-            logger.warning("source %s: cannot forward %s, dropping", self.label, codec.mimeType)
+            if not self._warned:
+                self._warned = True
+                logger.warning("source %s: cannot forward %s, dropping it", self.label, codec.mimeType)
             return
         keyframe = self.kind == "audio" or is_vp8_keyframe(frame.data)
         if self.kind == "video" and keyframe:

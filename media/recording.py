@@ -144,7 +144,10 @@ class RoomRecorder:
         out.pts = out.dts = pts
         out.time_base = packet.time_base
         out.stream = feed.stream
-        self._container.mux(out)
+        try:
+            self._container.mux(out)
+        except av.FFmpegError as exc:  # one bad packet must not end the recording
+            logger.warning("recording %s: packet skipped (%s)", self.recording_id, type(exc).__name__)
 
     async def _run(self) -> None:
         await self._first_packets()
