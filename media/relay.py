@@ -78,8 +78,6 @@ class Room:
         self._lock = asyncio.Lock()
         self._on_empty = on_empty
         self._source_owner: dict[EncodedSource, str] = {}
-        #: extra subscribers (e.g. a recorder) called with each new source
-        self.source_listeners: list[Callable[[str, EncodedSource], None]] = []
 
     # ----------------------------------------------------------------- signalling
     async def join(self, participant_id: str, sdp: str, type_: str) -> dict[str, Any]:
@@ -159,8 +157,6 @@ class Room:
             source = EncodedSource(track.kind, receiver, label=f"{self.consult_id}/{participant_id}/{track.kind}")
             participant.sources.append(source)
             self._source_owner[source] = participant_id
-            for listener in self.source_listeners:
-                listener(participant_id, source)
             task = asyncio.ensure_future(drain(track))
             participant.tasks.add(task)
             task.add_done_callback(participant.tasks.discard)

@@ -149,6 +149,7 @@ def test_leaving_frees_the_m_line_for_the_next_joiner_without_renegotiation() ->
             url = str(server.make_url("/relay/consult-4"))
             a, b, c = Participant("a", "red"), Participant("b", "green"), Participant("c", "blue")
             d = Participant("d", "blue")
+            relay_pcs: list[Any] = []
             try:
                 await a.negotiate(http, url, others=0)
                 await b.negotiate(http, url, others=1)
@@ -166,10 +167,16 @@ def test_leaving_frees_the_m_line_for_the_next_joiner_without_renegotiation() ->
                 assert await wait_for(lambda: sees(a, d) and sees(d, a), timeout=10)
                 async with http.post(f"{url}/leave", json={"participant_id": "c"}) as resp:
                     assert resp.status == 404
+
+                await b.close()  # gone without saying so: its closed connection takes it out of the room
+                assert await wait_for(lambda: "b" not in relay_room(server, "consult-4").participants, timeout=5)
+                relay_pcs = [p.pc for p in relay_room(server, "consult-4").participants.values()]
             finally:
                 for person in (a, b, c, d):
                     await person.close()
-            assert server.app[RELAY].rooms  # a, b, d still there until shutdown
+        # shutting the media service down closed every remaining relay connection
+        assert relay_pcs and all(pc.connectionState == "closed" for pc in relay_pcs)
+        assert not server.app[RELAY].rooms
 
     asyncio.run(scenario())
 
