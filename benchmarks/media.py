@@ -39,7 +39,7 @@ from aiortc.contrib.media import MediaRelay  # noqa: E402
 from aiortc.mediastreams import MediaStreamTrack  # noqa: E402
 
 from media.forwarding import EncodedSource, drain  # noqa: E402
-from media.relay import setup_relay_routes  # noqa: E402
+from media.relay import RELAY, enlarge_udp_buffers, setup_relay_routes  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
 CLIP_FRAMES = 150
@@ -54,8 +54,16 @@ def config() -> RTCConfiguration:
 
 
 # --------------------------------------------------------------------------- relay process
-async def cpu_view(_request: web.Request) -> web.Response:
-    return web.json_response({"cpu": time.process_time(), "wall": time.monotonic()})
+async def cpu_view(request: web.Request) -> web.Response:
+    """Relay process CPU, and for the encoded relay the frames it received and forwarded (to locate drops)."""
+    received = forwarded = 0
+    registry = request.app.get(RELAY)
+    for room in registry.rooms.values() if registry else ():
+        for participant in room.participants.values():
+            received += sum(s.frames for s in participant.sources)
+            forwarded += sum(slot.track.forwarded for slot in participant.slots)
+    return web.json_response({"cpu": time.process_time(), "wall": time.monotonic(), "received": received,
+                              "forwarded": forwarded})
 
 
 def stock_routes(app: web.Application) -> None:
@@ -87,6 +95,7 @@ def stock_routes(app: web.Application) -> None:
                     transceiver.sender.replaceTrack(relay.subscribe(other["track"]))
         room.append(me)
         await pc.setLocalDescription(await pc.createAnswer())
+        enlarge_udp_buffers(pc)  # same socket buffers as the encoded relay: compare codecs work, not drops
         return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
 
     async def close(_app: web.Application) -> None:
@@ -176,6 +185,13 @@ class Client:
         async with http.post(url, json=body) as resp:
             answer = await resp.json()
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+        enlarge_udp_buffers(self.pc)
+
+
+def udp_receive_buffer_drops() -> int:
+    """Datagrams the kernel dropped because a socket's receive buffer was full (whole machine)."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
+    return int(lines[1][lines[0].index("RcvbufErrors")]) if len(lines) == 2 else 0
 
 
 def free_port() -> int:
@@ -207,12 +223,16 @@ async def measure(mode: str, consults: int, seconds: float, clip: list[bytes]) -
             async with http.get(f"{base}/cpu") as resp:
                 before = await resp.json()
             frames_before = [c.frames for c in clients]
+            sent_before = sum(c.track._n for c in clients)
+            drops = udp_receive_buffer_drops()
             harness_cpu = time.process_time()
             await asyncio.sleep(seconds)
             async with http.get(f"{base}/cpu") as resp:
                 after = await resp.json()
             harness_cpu = time.process_time() - harness_cpu
             frames_after = [c.frames for c in clients]
+            sent = sum(c.track._n for c in clients) - sent_before
+            drops = udp_receive_buffer_drops() - drops
     finally:
         await asyncio.gather(*(c.pc.close() for c in clients))
         proc.terminate()
@@ -225,7 +245,10 @@ async def measure(mode: str, consults: int, seconds: float, clip: list[bytes]) -
     return {"mode": mode, "consults": consults, "streams": streams, "cpu_per_stream": cpu_per_stream,
             # CPU a stream would cost at the full 30 fps (a relay that drops frames looks cheaper than it is)
             "cpu_at_30": cpu_per_stream * FPS / fps_mean if fps_mean else float("nan"),
-            "fps_min": min(fps), "fps_mean": fps_mean, "harness": 100 * harness_cpu / wall}
+            "fps_min": min(fps), "fps_mean": fps_mean, "harness": 100 * harness_cpu / wall,
+            "sent_fps": sent / wall / streams, "udp_drops": drops,
+            "relay_in_fps": (after["received"] - before["received"]) / wall / streams,
+            "relay_out_fps": (after["forwarded"] - before["forwarded"]) / wall / streams}
 
 
 async def run(levels: list[int], seconds: float, modes: list[str]) -> None:
@@ -238,8 +261,11 @@ async def run(levels: list[int], seconds: float, modes: list[str]) -> None:
         for mode in modes:
             rows.append(await measure(mode, consults, seconds, clip))
             r = rows[-1]
+            inside = (f" (participants sent {r['sent_fps']:.1f}, relay received {r['relay_in_fps']:.1f},"
+                      f" forwarded {r['relay_out_fps']:.1f} fps/stream)"
+                      if mode == "encoded" else "") + f", {r['udp_drops']} UDP datagrams dropped by the kernel"
             print(f"  measured {mode:8} {consults} consult(s): {r['cpu_per_stream']:.1f} %/stream, "
-                  f"{r['fps_min']:.1f} fps min", flush=True)
+                  f"{r['fps_min']:.1f} fps min{inside}", flush=True)
     print()
     print(f"{'relay':8} {'consults':>8} {'streams':>7} {'CPU %/stream':>12} {'@30fps':>7} {'fps min':>8}"
           f" {'fps mean':>8} {'consults/core':>13} {'harness CPU %':>13}")

@@ -20,8 +20,10 @@ Logs carry consult and participant ids only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +110,7 @@ class Room:
             self._bind_idle_slots()
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
+            enlarge_udp_buffers(pc)
             task = asyncio.ensure_future(_start_media(pc))
             participant.tasks.add(task)
             task.add_done_callback(participant.tasks.discard)
@@ -238,6 +241,26 @@ class Room:
         self._bind_idle_slots()  # a freed slot elsewhere may now carry a source that had no m-line
         if not self.participants and self._on_empty is not None:
             self._on_empty(self)
+
+
+#: Socket buffer for each relay UDP socket: a busy host that is late to read by a few hundred ms must not have
+#: the kernel drop media (the default ~200 KB is ~200 ms of 16 streams). Linux caps it at net.core.rmem_max.
+UDP_BUFFER = 4 * 1024 * 1024
+
+
+def enlarge_udp_buffers(pc: RTCPeerConnection) -> None:
+    """Best effort: grow the receive/send buffers of the peer connection's ICE sockets (aioice internals)."""
+    seen: set[int] = set()
+    for transceiver in pc.getTransceivers():
+        connection = getattr(transceiver.receiver.transport.transport, "_connection", None)
+        for protocol in getattr(connection, "_protocols", ()):
+            sock = protocol.transport.get_extra_info("socket") if getattr(protocol, "transport", None) else None
+            if sock is None or sock.fileno() in seen:
+                continue
+            seen.add(sock.fileno())
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_BUFFER)
 
 
 async def _start_media(pc: RTCPeerConnection, timeout: float = 30.0) -> None:

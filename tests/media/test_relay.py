@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import Counter
 from typing import Any
@@ -136,6 +137,12 @@ def test_a_receivers_picture_loss_report_reaches_the_original_sender() -> None:
                 ssrc = receiver.getSynchronizationSources()[0].source
                 await receiver._send_rtcp_pli(ssrc)  # what a browser's decoder does after losing a picture
                 assert await wait_for(lambda: a_video.keyframes > before, timeout=2)
+
+                # the relay's UDP sockets got large receive buffers (aioice internals, see enlarge_udp_buffers)
+                pc = room.participants["a"].pc
+                ice = pc.getTransceivers()[0].receiver.transport.transport
+                sock = ice._connection._protocols[0].transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 1024 * 1024
             finally:
                 await a.close()
                 await b.close()
