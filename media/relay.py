@@ -12,7 +12,7 @@ Signalling is offer/answer from the participant, repeated whenever the room chan
   leaver are reused for the next joiner.
 
 Routes (the shared-secret middleware of ``media.server`` guards them):
-``POST /relay/<consult_id>/join`` ``{participant_id, sdp, type}`` → ``{sdp, type, tracks, missing}``;
+``POST /relay/<consult_id>/join`` ``{participant_id, sdp, type[, restart]}`` → ``{sdp, type, tracks, missing}``;
 ``POST /relay/<consult_id>/leave`` ``{participant_id}``; ``GET /relay/<consult_id>/state``.
 Logs carry consult and participant ids only.
 """
@@ -82,12 +82,18 @@ class Room:
         self._source_owner: dict[EncodedSource, str] = {}
 
     # ----------------------------------------------------------------- signalling
-    async def join(self, participant_id: str, sdp: str, type_: str) -> dict[str, Any]:
-        """Apply a participant's offer (first join or renegotiation) and return the answer."""
+    async def join(self, participant_id: str, sdp: str, type_: str, *, restart: bool = False) -> dict[str, Any]:
+        """Apply a participant's offer (first join or renegotiation) and return the answer.
+
+        ``restart`` replaces the participant's connection (e.g. a reloaded page): aiortc cannot do ICE restarts.
+        """
         if type_ != "offer":
             raise RelayError("expected an SDP offer")
         async with self._lock:
             participant = self.participants.get(participant_id)
+            if participant is not None and restart:
+                await self._drop(participant, keep_room=True)
+                participant = None
             if participant is None:
                 participant = self._new_participant(participant_id)
             pc = participant.pc
@@ -97,8 +103,7 @@ class Room:
                 if not participant.slots:
                     await self._drop(participant)
                 raise RelayError("offer rejected") from exc
-            # No await between here and createAnswer's first suspension matters: receivers start only once
-            # DTLS is up, so codec filtering and slot binding are in place before media flows.
+            # Codecs and slots are settled before the answer: senders and receivers start only once DTLS is up.
             try:
                 if not any(t.kind in FORWARDABLE for t in pc.getTransceivers()):
                     raise RelayError("offer has no audio or video")
@@ -228,7 +233,7 @@ class Room:
         return sum(1 for p in self.participants.values() if p is not participant
                    for s in p.sources if not s.closed and s not in placed)
 
-    async def _drop(self, participant: Participant) -> None:
+    async def _drop(self, participant: Participant, *, keep_room: bool = False) -> None:
         self.participants.pop(participant.id, None)
         for source in participant.sources:
             source.close()
@@ -239,7 +244,7 @@ class Room:
         for task in list(participant.tasks):
             task.cancel()
         self._bind_idle_slots()  # a freed slot elsewhere may now carry a source that had no m-line
-        if not self.participants and self._on_empty is not None:
+        if not self.participants and self._on_empty is not None and not keep_room:
             self._on_empty(self)
 
 
@@ -346,7 +351,7 @@ async def join_view(request: web.Request) -> web.Response:
             raise RelayError("sdp and type are required")
         room = registry.room(consult_id, create=True)
         assert room is not None
-        return web.json_response(await room.join(participant_id, sdp, type_))
+        return web.json_response(await room.join(participant_id, sdp, type_, restart=data.get("restart") is True))
     except RelayError as exc:
         return _problem(400, str(exc))
 

@@ -114,7 +114,8 @@ class Participant:
         except MediaStreamError:
             pass
 
-    async def negotiate(self, http: aiohttp.ClientSession, url: str, *, others: int) -> dict[str, Any]:
+    async def negotiate(self, http: aiohttp.ClientSession, url: str, *, others: int,
+                        restart: bool = False) -> dict[str, Any]:
         """Offer own media plus enough recvonly pairs for ``others`` participants, apply the relay's answer."""
         pairs = sum(1 for t in self.pc.getTransceivers() if t.kind == "video")
         while pairs < max(1, others):
@@ -124,7 +125,7 @@ class Participant:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = self.pc.localDescription
         async with http.post(f"{url}/join", json={"participant_id": self.pid, "sdp": offer.sdp,
-                                                  "type": offer.type}) as resp:
+                                                  "type": offer.type, "restart": restart}) as resp:
             assert resp.status == 200, await resp.text()
             answer = await resp.json()
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))

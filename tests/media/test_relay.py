@@ -188,6 +188,30 @@ def test_leaving_frees_the_m_line_for_the_next_joiner_without_renegotiation() ->
     asyncio.run(scenario())
 
 
+def test_a_reloaded_page_rejoins_with_a_fresh_connection() -> None:
+    async def scenario() -> None:
+        async with relay_server() as (server, http):
+            url = str(server.make_url("/relay/consult-6"))
+            a, b = Participant("a", "red"), Participant("b", "green")
+            b_again = Participant("b", "blue")  # same person, new page, new peer connection
+            try:
+                await a.negotiate(http, url, others=0)
+                await b.negotiate(http, url, others=1)
+                await refresh_mapping(http, url, a)
+                assert await wait_for(lambda: sees(a, b), timeout=10)
+                old_pc = relay_room(server, "consult-6").participants["b"].pc
+                await b_again.negotiate(http, url, others=1, restart=True)
+                assert old_pc.connectionState == "closed"
+                await refresh_mapping(http, url, a)
+                assert await wait_for(lambda: sees(b_again, a) and a.frames_from("b").colours.get("blue", 0) > 2,
+                                      timeout=10), vars(a.frames_from("b"))
+            finally:
+                for person in (a, b, b_again):
+                    await person.close()
+
+    asyncio.run(scenario())
+
+
 def test_the_relay_api_refuses_bad_requests() -> None:
     async def scenario() -> None:
         async with relay_server() as (server, http):
