@@ -106,6 +106,7 @@ class EncodedSource:
         self.clock_rate: int | None = None
         self.closed = False
         self._warned = False
+        self._pending: set[asyncio.Future[None]] = set()
         if receiver is not None:
             tap_receiver(receiver, self.on_frame)
 
@@ -148,7 +149,9 @@ class EncodedSource:
         if receiver is None or self.closed:
             return
         for source in receiver.getSynchronizationSources():
-            asyncio.ensure_future(receiver._send_rtcp_pli(source.source))
+            task = asyncio.ensure_future(receiver._send_rtcp_pli(source.source))
+            self._pending.add(task)  # keep a reference until sent
+            task.add_done_callback(self._pending.discard)
 
     def subscribe(self, track: ForwardedTrack) -> None:
         self._tracks.add(track)
