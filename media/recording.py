@@ -1,0 +1,347 @@
+"""Record a relay room, with consent only: mux the forwarded encoded packets (no decoding, no re-encoding) into a
+WebM file, encrypt it with AES-GCM in chunks, and hand the ciphertext to an uploader.
+
+- No consent id, no recording (:class:`RecordingRefused`); the app checks the patient's consent and passes
+  its id, which is written into the encrypted file's authenticated header.
+- The file holds one VP8 video and one Opus audio stream per participant present when recording starts
+  (``participants`` tells which stream is whose). Timing comes from each source's RTP clock, anchored to its
+  arrival time, so streams stay in step.
+- The plaintext file lives only in ``workdir`` while recording, is encrypted to ``<name>.enc`` and removed.
+  Encrypted format: ``MAGIC | header length (4) | header JSON | chunks``; each chunk is
+  ``length (4) | AES-256-GCM(chunk)`` with nonce ``prefix (8) | counter (4)`` and AAD ``header | counter |
+  last-flag``, so reordering, truncation and header edits fail to decrypt. :func:`decrypt` reverses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import struct
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import av
+from aiohttp import web
+from aiortc.mediastreams import MediaStreamError
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from media.forwarding import EncodedSource, ForwardedTrack, vp8_dimensions
+from media.relay import RELAY, Room
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"THREC1\n"
+CHUNK = 1024 * 1024
+#: How long to wait for each participant's first video keyframe before starting the file without it.
+FIRST_KEYFRAME_TIMEOUT = 3.0
+
+
+class RecordingRefused(Exception):
+    """Recording was asked for without the patient's consent."""
+
+
+@dataclass
+class Recording:
+    """What the uploader receives: the encrypted file and what is needed to account for it."""
+
+    recording_id: str
+    consult_id: str
+    consent_id: str
+    path: Path
+    size: int
+    sha256: str
+    duration: float
+    participants: list[str] = field(default_factory=list)
+
+
+Uploader = Callable[[Recording, IO[bytes]], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class _Feed:
+    participant_id: str
+    source: EncodedSource
+    track: ForwardedTrack
+    first: av.Packet | None = None
+    first_at: float = 0.0
+    stream: Any = None
+    last_pts: int | None = None
+
+
+class RoomRecorder:
+    """Records one room until :meth:`stop`; create it with :func:`start_recording`."""
+
+    def __init__(self, room: Room, *, consent_id: str, master_key: bytes, workdir: Path,
+                 uploader: Uploader) -> None:
+        self.room = room
+        self.consent_id = consent_id
+        self.recording_id = secrets.token_hex(12)
+        self._key = derive_key(master_key, self.recording_id)
+        self._workdir = workdir
+        self._uploader = uploader
+        self._feeds: list[_Feed] = []
+        self._container: Any = None
+        self._started_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.path = workdir / f"{self.recording_id}.webm"
+
+    async def _start(self) -> None:
+        for participant in list(self.room.participants.values()):
+            for source in participant.sources:
+                if source.closed:
+                    continue
+                track = ForwardedTrack(source.kind)
+                track.bind(source)
+                self._feeds.append(_Feed(participant.id, source, track))
+        if not self._feeds:
+            raise RecordingRefused("nothing to record yet")
+        self._started_at = time.monotonic()
+        self._task = asyncio.ensure_future(self._run())
+        logger.info("recording %s of relay %s started", self.recording_id, self.room.consult_id)
+
+    async def _first_packets(self) -> None:
+        async def first(feed: _Feed) -> None:
+            with contextlib.suppress(asyncio.TimeoutError, MediaStreamError):
+                feed.first = await asyncio.wait_for(feed.track.recv(), FIRST_KEYFRAME_TIMEOUT)
+                feed.first_at = time.monotonic()
+
+        await asyncio.gather(*(first(feed) for feed in self._feeds))
+        self._feeds = [feed for feed in self._feeds if feed.first is not None]
+
+    def _open(self) -> None:
+        self._container = av.open(str(self.path), "w", format="webm")
+        for feed in self._feeds:
+            if feed.source.kind == "video":
+                width, height = vp8_dimensions(bytes(feed.first)) or feed.source.dimensions or (640, 480)
+                stream = self._container.add_stream("libvpx", rate=30)
+                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            else:
+                stream = self._container.add_stream("libopus", rate=48000)
+                stream.codec_context.layout = "stereo"
+            stream.time_base = feed.first.time_base
+            stream.metadata["title"] = feed.participant_id
+            feed.stream = stream
+
+    def _mux(self, feed: _Feed, packet: av.Packet) -> None:
+        assert feed.first is not None
+        offset = round((feed.first_at - self._started_at) / packet.time_base)
+        pts = packet.pts - feed.first.pts + offset
+        if feed.last_pts is not None and pts <= feed.last_pts:
+            pts = feed.last_pts + 1
+        feed.last_pts = pts
+        out = av.Packet(bytes(packet))
+        out.pts = out.dts = pts
+        out.time_base = packet.time_base
+        out.stream = feed.stream
+        try:
+            self._container.mux(out)
+        except av.FFmpegError as exc:  # one bad packet must not end the recording
+            logger.warning("recording %s: packet skipped (%s)", self.recording_id, type(exc).__name__)
+
+    async def _run(self) -> None:
+        await self._first_packets()
+        if not self._feeds:
+            return
+        self._open()
+        for feed in self._feeds:
+            self._mux(feed, feed.first)
+
+        async def pump(feed: _Feed) -> None:
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    packet = await feed.track.recv()
+                    self._mux(feed, packet)
+
+        pumps = [asyncio.ensure_future(pump(feed)) for feed in self._feeds]
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait([stop, *pumps], return_when=asyncio.FIRST_COMPLETED)
+        for task in (stop, *pumps):
+            task.cancel()
+
+    async def stop(self) -> Recording | None:
+        """Finish the file, encrypt it, upload it; None if nothing was captured."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+        for feed in self._feeds:
+            feed.track.stop()
+        duration = time.monotonic() - self._started_at
+        if self._container is None:
+            return None
+        self._container.close()
+        encrypted = self.path.with_suffix(".enc")
+        header = {"recording_id": self.recording_id, "consult_id": self.room.consult_id,
+                  "consent_id": self.consent_id, "format": "webm", "duration": round(duration, 3),
+                  "participants": list(dict.fromkeys(f.participant_id for f in self._feeds))}
+        try:
+            digest, size = await asyncio.to_thread(encrypt_file, self.path, encrypted, self._key, header)
+        finally:
+            self.path.unlink(missing_ok=True)
+        recording = Recording(self.recording_id, self.room.consult_id, self.consent_id, encrypted, size, digest,
+                              duration, header["participants"])
+        try:
+            with encrypted.open("rb") as fh:
+                await self._uploader(recording, fh)
+        finally:
+            encrypted.unlink(missing_ok=True)
+        logger.info("recording %s of relay %s stored (%d bytes)", self.recording_id, self.room.consult_id, size)
+        return recording
+
+
+async def start_recording(room: Room, *, consent_id: str | None, master_key: bytes, workdir: Path,
+                          uploader: Uploader) -> RoomRecorder:
+    """Start recording ``room``; the file key is :func:`derive_key` (``master_key``, recording id).
+
+    :raises RecordingRefused: without a consent id, or when the room has no media yet.
+    """
+    if not consent_id:
+        raise RecordingRefused("no recording without the patient's consent")
+    if len(master_key) < 32:
+        raise ValueError("master key must be at least 32 bytes")
+    workdir.mkdir(parents=True, exist_ok=True)
+    recorder = RoomRecorder(room, consent_id=consent_id, master_key=master_key, workdir=workdir, uploader=uploader)
+    await recorder._start()
+    return recorder
+
+
+# --------------------------------------------------------------------------- encryption
+def derive_key(master_key: bytes, recording_id: str) -> bytes:
+    """The AES-256 key of one recording: HKDF-SHA256 of the master key, bound to the recording id."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=b"town-health recording " + recording_id.encode()).derive(master_key)
+
+
+def _aad(header: bytes, counter: int, last: bool) -> bytes:
+    return header + struct.pack(">I?", counter, last)
+
+
+def encrypt_file(src: Path, dst: Path, key: bytes, header: dict[str, Any]) -> tuple[str, int]:
+    """Encrypt ``src`` to ``dst`` chunk by chunk; return the ciphertext's SHA-256 and size."""
+    aes = AESGCM(key)
+    prefix = os.urandom(8)
+    header_bytes = json.dumps({**header, "nonce_prefix": prefix.hex(), "chunk": CHUNK}, sort_keys=True).encode()
+    digest = hashlib.sha256()
+    size = 0
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        def write(data: bytes) -> None:
+            nonlocal size
+            fout.write(data)
+            digest.update(data)
+            size += len(data)
+
+        write(MAGIC + struct.pack(">I", len(header_bytes)) + header_bytes)
+        counter = 0
+        chunk = fin.read(CHUNK)
+        while True:
+            following = fin.read(CHUNK)
+            last = not following
+            sealed = aes.encrypt(prefix + struct.pack(">I", counter), chunk, _aad(header_bytes, counter, last))
+            write(struct.pack(">I", len(sealed)) + sealed)
+            if last:
+                break
+            chunk, counter = following, counter + 1
+    return digest.hexdigest(), size
+
+
+def read_header(stream: IO[bytes]) -> tuple[dict[str, Any], bytes]:
+    if stream.read(len(MAGIC)) != MAGIC:
+        raise ValueError("not an encrypted recording")
+    (length,) = struct.unpack(">I", stream.read(4))
+    raw = stream.read(length)
+    return json.loads(raw), raw
+
+
+def decrypt(stream: IO[bytes], key: bytes) -> Iterator[bytes]:
+    """Yield the plaintext of an encrypted recording chunk by chunk (for playback); raises on any tampering."""
+    header, raw = read_header(stream)
+    aes = AESGCM(key)
+    prefix = bytes.fromhex(header["nonce_prefix"])
+    counter = 0
+    while True:
+        length_bytes = stream.read(4)
+        if len(length_bytes) != 4:
+            raise ValueError("recording is truncated")
+        (length,) = struct.unpack(">I", length_bytes)
+        sealed = stream.read(length)
+        last = stream.peek(1) == b"" if hasattr(stream, "peek") else _at_end(stream)
+        yield aes.decrypt(prefix + struct.pack(">I", counter), sealed, _aad(raw, counter, last))
+        if last:
+            return
+        counter += 1
+
+
+def _at_end(stream: IO[bytes]) -> bool:
+    position = stream.tell()
+    at_end = stream.read(1) == b""
+    stream.seek(position)
+    return at_end
+
+
+
+# --------------------------------------------------------------------------- HTTP
+RECORDERS = web.AppKey("recorders", dict)
+
+
+def setup_recording_routes(app: web.Application, *, master_key: bytes, workdir: Path, uploader: Uploader) -> None:
+    """Mount ``POST /relay/<consult_id>/recording`` ``{consent_id}`` (start) and ``DELETE`` (stop, upload).
+
+    Call after :func:`media.relay.setup_relay_routes`. One recording per room at a time; recordings still
+    running at shutdown are finished and uploaded.
+    """
+    recorders: dict[str, RoomRecorder] = {}
+    app[RECORDERS] = recorders
+
+    def problem(status: int, title: str) -> web.Response:
+        return web.json_response({"title": title, "status": status}, status=status,
+                                 content_type="application/problem+json")
+
+    async def start(request: web.Request) -> web.Response:
+        consult_id = request.match_info["consult_id"]
+        room = request.app[RELAY].room(consult_id)
+        if room is None:
+            return problem(404, "Not Found")
+        try:
+            data = await request.json()
+        except ValueError:
+            data = None
+        consent_id = data.get("consent_id") if isinstance(data, dict) else None
+        if consult_id in recorders:
+            return problem(409, "already recording")
+        try:
+            recorder = await start_recording(room, consent_id=consent_id if isinstance(consent_id, str) else None,
+                                             master_key=master_key, workdir=workdir, uploader=uploader)
+        except RecordingRefused as exc:
+            return problem(403 if "consent" in str(exc) else 409, str(exc))
+        recorders[consult_id] = recorder
+        return web.json_response({"recording_id": recorder.recording_id}, status=201)
+
+    async def stop(request: web.Request) -> web.Response:
+        recorder = recorders.pop(request.match_info["consult_id"], None)
+        if recorder is None:
+            return problem(404, "Not Found")
+        recording = await recorder.stop()
+        if recording is None:
+            return problem(409, "nothing was recorded")
+        return web.json_response({"recording_id": recording.recording_id, "size": recording.size,
+                                  "sha256": recording.sha256, "duration": round(recording.duration, 3),
+                                  "participants": recording.participants})
+
+    async def finish_all(_app: web.Application) -> None:
+        for consult_id in list(recorders):
+            with contextlib.suppress(Exception):
+                await recorders.pop(consult_id).stop()
+
+    app.router.add_post("/relay/{consult_id}/recording", start)
+    app.router.add_delete("/relay/{consult_id}/recording", stop)
+    app.on_shutdown.insert(0, finish_all)
