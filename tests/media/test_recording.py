@@ -75,7 +75,7 @@ def call(workdir: Path, store: Store, *, consent: dict[str, Any], seconds: float
 
 def test_a_consented_recording_is_encrypted_playable_and_as_long_as_the_call(tmp_path: Path) -> None:
     store = Store()
-    result = call(tmp_path, store, consent={"consent_id": "consent-42"}, seconds=4.0)
+    result = call(tmp_path, store, consent={"consent_id": "consent-42"}, seconds=8.0)
     assert result["started"][0] == 201
     assert result["stopped"][0] == 200
     recording_id = result["started"][1]["recording_id"]
