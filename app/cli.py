@@ -42,6 +42,11 @@ def _media(cfg: Config) -> list[str]:
     return [sys.executable, "-m", "media", "--host", url.hostname or "127.0.0.1", "--port", str(url.port or 8765)]
 
 
+@service("notify")
+def _notify(cfg: Config) -> list[str]:
+    return [sys.executable, "-m", "app.notify"]
+
+
 def alembic_config(url: str | None = None) -> AlembicConfig:
     cfg = AlembicConfig(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))

@@ -86,7 +86,9 @@ def import_models() -> None:
     """Import every domain's models so the metadata is complete (Alembic, tests)."""
     import app.audit.models  # noqa: F401
     import app.auth.models  # noqa: F401
+    import app.consults.models  # noqa: F401
     import app.facilities.models  # noqa: F401
+    import app.notify.models  # noqa: F401
     import app.patients.models  # noqa: F401
 
 
