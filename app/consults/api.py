@@ -186,8 +186,8 @@ def join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
     assert session is not None
     others = [{"user_id": p.user_id, "kind": p.kind.value, "name": p.user.full_name, "present": p.present}
               for p in session.participants if p.user_id != current_user.id]
-    return {"user_id": current_user.id, "kind": participant.kind.value, "ice_servers": service.ice_servers(
-        current_user), "participants": others}
+    return {"user_id": current_user.id, "kind": participant.kind.value, "after": participant.joined_signal_id,
+            "ice_servers": service.ice_servers(current_user), "participants": others}
 
 
 @blp.route("/appointments/<int:appointment_id>/leave", methods=["POST"])

@@ -163,6 +163,9 @@ class ConsultParticipant(Base):
 
     __table_args__ = (sa.UniqueConstraint("session_id", "user_id"),)
 
+    joined_signal_id = 0
+    """Id of the "hello" of the latest join (not stored): the page reads signals after it."""
+
     @property
     def present(self) -> bool:
         return self.joined_at is not None and self.left_at is None

@@ -477,6 +477,9 @@ def _participant(appointment: Appointment, user: User) -> ConsultParticipant | N
     return next((p for p in session.participants if p.user_id == user.id), None)
 
 
+participant_of = _participant
+
+
 def invite(appointment: Appointment, *, user_id: int, by: User) -> ConsultParticipant:
     """The doctor brings a colleague (staff) into the consult."""
     _require_doctor(appointment, by, "consult.invite")
@@ -550,7 +553,8 @@ def join(appointment: Appointment, *, token: str, by: User) -> ConsultParticipan
         raise _bad_token(appointment, by, "replayed") from None
     participant.joined_at = db.utcnow()
     participant.left_at = None
-    _signal(session, by, "hello", {"kind": participant.kind.value})
+    hello = _signal(session, by, "hello", {"role": participant.kind.value})
+    participant.joined_signal_id = hello.id
     audit.record("consult.join", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
                  resource_id=session.id)
     return participant

@@ -39,12 +39,14 @@ def current_slot(doctor: Any, patient: Any, *, by: Any) -> Appointment:
     return appt
 
 
-def admitted_consult(factories: Any) -> tuple[Any, Any, Appointment]:
-    """A doctor and a patient (with a login) in an admitted consult."""
+def admitted_consult(factories: Any, app: Any, *, admit: bool = True) -> tuple[Any, Any, Appointment]:
+    """A doctor and a patient (with a login) in a checked-in (and by default admitted) consult."""
     doctor = factories.doctor()
     patient = factories.patient(with_account=True, doctor=doctor)
     appt = current_slot(doctor, patient, by=patient.user)
-    service.check_in(appt, by=patient.user)
-    service.admit(appt, by=doctor)
-    db.session.commit()
+    with app.app_context():
+        service.check_in(appt, by=patient.user)
+        if admit:
+            service.admit(appt, by=doctor)
+        db.session.commit()
     return doctor, patient, appt
