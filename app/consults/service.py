@@ -391,9 +391,10 @@ def admit(appointment: Appointment, *, by: User) -> Encounter:
     """The doctor lets a checked-in patient into the consult; the encounter starts."""
     _require_doctor(appointment, by, "consult.admit")
     _transition(appointment, (AppointmentStatus.ARRIVED,), "admitted")
+    session = _ensure_session(appointment)
     if appointment.admitted_at is None:
         appointment.admitted_at = db.utcnow()
-    _ensure_session(appointment)
+        _signal(session, by, "admit", {})  # wakes the waiting room at once
     encounter = appointment.encounter
     if encounter is None:
         encounter = Encounter(appointment=appointment, patient_id=appointment.patient_id,

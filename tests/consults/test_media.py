@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import time
 from typing import Any
 
 import requests
@@ -14,6 +16,12 @@ from tests.consults.conftest import MEDIA_SECRET
 from tests.consults.helpers import admitted_consult
 
 FRAMES = 10
+
+
+def _run(coro: Any) -> Any:
+    """asyncio.run in a fresh thread: Playwright's sync API may already own this thread's event loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _peer() -> RTCPeerConnection:
@@ -91,7 +99,7 @@ def test_two_aiortc_peers_exchange_video_through_the_app(app, make_client, facto
             await doctor_pc.close()
             await patient_pc.close()
 
-    widths = asyncio.run(consult())
+    widths = _run(consult())
     assert widths == [640, 640]
 
 
@@ -120,7 +128,7 @@ def test_echo_service_returns_frames_through_the_app(app, make_client, factories
         assert resp.status_code == 200, resp.json
         return resp.json
 
-    assert asyncio.run(_echo_round_trip(post_offer)) == 640
+    assert _run(_echo_round_trip(post_offer)) == 640
     # bad offers never reach the media service
     bad = browser.post("/api/v1/consults/echo/offer", json={"sdp": "nonsense", "type": "offer"})
     assert bad.status_code == 422
@@ -141,12 +149,12 @@ def test_echo_service_directly_needs_the_secret_and_closes_sessions(media_servic
         assert resp.status_code == 200
         return resp.json()
 
-    assert asyncio.run(_echo_round_trip(post_offer)) == 640
+    assert _run(_echo_round_trip(post_offer)) == 640
     # the client hung up: the service closes its side and forgets the session
     for _ in range(50):
         if requests.get(f"{media_service}/health", timeout=2).json()["peers"] == 0:
             break
-        asyncio.run(asyncio.sleep(0.2))
+        time.sleep(0.2)
     assert requests.get(f"{media_service}/health", timeout=2).json()["peers"] == 0
 
 

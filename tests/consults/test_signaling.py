@@ -66,7 +66,8 @@ def test_offer_and_answer_cross_between_participants(app, make_client, factories
     # leave and join are audited
     assert pat.post(f"/api/v1/consults/appointments/{a}/leave").status_code == 204
     actions = db.session.scalars(sa.select(AuditEvent.action).where(
-        AuditEvent.resource_type == "ConsultSession", AuditEvent.outcome == Outcome.SUCCESS)).all()
+        AuditEvent.resource_type == "ConsultSession", AuditEvent.outcome == Outcome.SUCCESS,
+        AuditEvent.patient_id == ids["patient"])).all()
     assert actions.count("consult.join") == 2 and "consult.leave" in actions
 
 

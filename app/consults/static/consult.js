@@ -52,6 +52,10 @@
     pc.addEventListener("track", (e) => {
       remoteVideo.srcObject = e.streams[0] || new MediaStream([e.track]);
     });
+    if (!remoteVideo.dataset.firstFrameAt && remoteVideo.requestVideoFrameCallback) {
+      // Time to first picture (wall clock, ms), read by benchmarks/consults.py.
+      remoteVideo.requestVideoFrameCallback(() => { remoteVideo.dataset.firstFrameAt = String(Date.now()); });
+    }
     pc.addEventListener("icecandidate", (e) => {
       send("candidate", { candidate: e.candidate ? e.candidate.toJSON() : null }).catch(() => {});
     });

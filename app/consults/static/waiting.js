@@ -5,6 +5,16 @@
   const root = document.getElementById("waiting");
   if (!root) return;
   const statusText = document.getElementById("status-text");
+  let events = null;
+
+  // Once checked in, the admission arrives as an event (instant); polling the state stays as a fallback.
+  function listen() {
+    if (events) return;
+    events = new EventSource(root.dataset.eventsUrl);
+    events.addEventListener("signal", (e) => {
+      if (JSON.parse(e.data).kind === "admit") window.location.assign(root.dataset.roomUrl);
+    });
+  }
 
   async function poll() {
     try {
@@ -16,14 +26,15 @@
           window.location.assign(root.dataset.roomUrl);
           return;
         }
-        if (state.ended) return;
+        if (state.ended) { if (events) events.close(); return; }
+        if (state.status === "arrived") listen();
       } else {
         statusText.textContent = "We cannot reach the hospital right now; retrying…";
       }
     } catch (err) {
       statusText.textContent = "Your connection dropped; retrying…";
     }
-    setTimeout(poll, 1000);
+    setTimeout(poll, 2000);
   }
   poll();
 
