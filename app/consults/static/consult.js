@@ -13,6 +13,10 @@
   const remoteStatus = document.getElementById("remote-status");
   const quality = document.getElementById("quality");
   const chatLog = document.getElementById("chat-log");
+  // Time to first picture (wall clock, ms), read by benchmarks/consults.py.
+  remoteVideo.addEventListener("playing", () => {
+    if (!remoteVideo.dataset.firstFrameAt) remoteVideo.dataset.firstFrameAt = String(Date.now());
+  });
 
   let localStream = null;
   let pc = null;
@@ -52,10 +56,7 @@
     pc.addEventListener("track", (e) => {
       remoteVideo.srcObject = e.streams[0] || new MediaStream([e.track]);
     });
-    if (!remoteVideo.dataset.firstFrameAt && remoteVideo.requestVideoFrameCallback) {
-      // Time to first picture (wall clock, ms), read by benchmarks/consults.py.
-      remoteVideo.requestVideoFrameCallback(() => { remoteVideo.dataset.firstFrameAt = String(Date.now()); });
-    }
+
     pc.addEventListener("icecandidate", (e) => {
       send("candidate", { candidate: e.candidate ? e.candidate.toJSON() : null }).catch(() => {});
     });
