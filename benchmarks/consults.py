@@ -75,7 +75,7 @@ def admit_to_first_frame(app, base: str) -> list[float]:
     from playwright.sync_api import sync_playwright
 
     times: list[float] = []
-    with sync_playwright() as pw, tempfile.TemporaryDirectory() as tmp:
+    with sync_playwright() as pw, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         contexts = [pw.chromium.launch_persistent_context(f"{tmp}/{n}", executable_path=CHROMIUM, headless=False,
                                                           args=CHROMIUM_ARGS) for n in ("doctor", "patient")]
         doc, pat = (c.new_page() for c in contexts)

@@ -187,3 +187,29 @@ def test_turn_credentials_follow_the_coturn_rest_scheme(app, make_client, factor
     assert user == str(ids["doctor"]) and before + 600 <= int(expiry) <= before + 602
     expected = base64.b64encode(hmac.new(b"s3cret", turn["username"].encode(), hashlib.sha1).digest()).decode()
     assert turn["credential"] == expected
+
+
+def test_with_redis_the_rate_limit_is_shared_and_streams_are_woken(app, make_client, factories, login):
+    import redis
+
+    url = "redis://127.0.0.1:6379/13"
+    redis.Redis.from_url(url).flushdb()
+    ids, doc, pat = _setup(app, factories, make_client, login)
+    a = ids["appt"]
+    old = app.config["REDIS_URL"], app.config["SIGNAL_RATE_LIMIT"]
+    app.config["REDIS_URL"], app.config["SIGNAL_RATE_LIMIT"] = url, 5
+    try:
+        _join(doc, a)
+        pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+        pubsub.psubscribe("hospital:consult:*")
+        pubsub.get_message(timeout=1)
+        assert doc.post(f"/api/v1/consults/appointments/{a}/signals",
+                        json={"kind": "offer", "sdp": OFFER}).status_code == 201
+        woke = pubsub.get_message(timeout=2)
+        assert woke is not None and woke["data"] == b"1"
+        codes = [doc.post(f"/api/v1/consults/appointments/{a}/signals",
+                          json={"kind": "candidate", "candidate": None}).status_code for _ in range(6)]
+        assert codes[:4] == [201] * 4 and codes[-1] == 429
+        pubsub.close()
+    finally:
+        app.config["REDIS_URL"], app.config["SIGNAL_RATE_LIMIT"] = old
