@@ -181,12 +181,15 @@ def join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
     """Enter the consult; returns your ICE servers (with time-limited TURN credentials)."""
     appointment = _appointment(appointment_id)
     participant = service.join(appointment, token=data["token"], by=current_user)
+    kind, after = participant.kind.value, participant.joined_signal_id
     db.session.commit()
+    # Read presence after our commit: of two people joining at once, the later one sees the other.
+    db.session.expire_all()
     session = appointment.session
     assert session is not None
     others = [{"user_id": p.user_id, "kind": p.kind.value, "name": p.user.full_name, "present": p.present}
               for p in session.participants if p.user_id != current_user.id]
-    return {"user_id": current_user.id, "kind": participant.kind.value, "after": participant.joined_signal_id,
+    return {"user_id": current_user.id, "kind": kind, "after": after,
             "ice_servers": service.ice_servers(current_user), "participants": others}
 
 

@@ -27,6 +27,7 @@
   let ended = false;
   let joining = false;
   let reconnectTimer = null;
+  let offerSinceJoin = false;
 
   async function api(method, path, body) {
     const resp = await window.hospitalFetch(base + path, {
@@ -78,6 +79,7 @@
   }
 
   async function onOffer(msg) {
+    offerSinceJoin = true;
     const peer = newPeer(msg.gen);
     await peer.setRemoteDescription({ type: "offer", sdp: msg.sdp });
     for (const c of pendingCandidates) await peer.addIceCandidate(c).catch(() => {});
@@ -141,12 +143,17 @@
     if (joining || ended) return;
     joining = true;
     try {
+      offerSinceJoin = false;
       const { token } = await api("POST", "/token");
       const info = await api("POST", "/join", { token });
       iceServers = info.ice_servers;
       openEvents(info.after);
       const other = info.participants.find((p) => p.present);
       if (isDoctor && other) await makeOffer();
+      else if (other) {
+        // Joined at the same moment as the doctor, who may not have seen us: ask for an offer if none comes.
+        setTimeout(() => { if (!offerSinceJoin && !ended) send("hello").catch(() => {}); }, 1000);
+      }
       else setStatus(isDoctor ? "Waiting for the patient to connect…" : "Waiting for the doctor…");
     } catch (err) {
       if (err.status === 409) finish(err.message);
