@@ -55,7 +55,10 @@
     window.hospitalConsultPc = pc;
     localStream.getTracks().forEach((t) => pc.addTrack(t, localStream));
     pc.addEventListener("track", (e) => {
-      remoteVideo.srcObject = e.streams[0] || new MediaStream([e.track]);
+      const stream = e.streams[0] || new MediaStream([e.track]);
+      if (remoteVideo.srcObject !== stream) remoteVideo.srcObject = stream;
+      // Browsers may block autoplay with sound on a page the user has not clicked yet.
+      remoteVideo.play().catch(() => setStatus("Click the video to start picture and sound."));
     });
 
     pc.addEventListener("icecandidate", (e) => {
@@ -229,6 +232,7 @@
       .forEach((s) => s.replaceTrack(track));
   }
 
+  remoteVideo.addEventListener("click", () => remoteVideo.play().then(() => setStatus("")).catch(() => {}));
   document.getElementById("toggle-mic").addEventListener("click", (e) => {
     const track = localStream?.getAudioTracks()[0];
     if (!track) return;
