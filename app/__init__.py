@@ -43,7 +43,10 @@ def create_app(config: Config | None = None) -> Flask:
     from app.auth import api as auth_api
     from app.auth import oauth_views
     from app.auth import views as auth_views
+    from app.consults import api as consults_api
+    from app.consults import views as consults_views
     from app.errors import register_error_handlers
+    from app.notify import views as notify_views
     from app.patients import api as patients_api
     from app.patients import views as patients_views
     from app.pharmacy import api as pharmacy_api
@@ -52,10 +55,11 @@ def create_app(config: Config | None = None) -> Flask:
     from app.prescriptions import views as prescriptions_views
 
     for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp,
-                      oauth_views.bp, oauth_views.endpoints, prescriptions_views.bp, pharmacy_views.bp):
+                      oauth_views.bp, oauth_views.endpoints, prescriptions_views.bp, pharmacy_views.bp,
+                      consults_views.bp, notify_views.bp):
         app.register_blueprint(blueprint)
-    for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp, prescriptions_api.blp,
-                          pharmacy_api.blp):
+    for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp, prescriptions_api.blp, pharmacy_api.blp,
+                          consults_api.blp):
         api.register_blueprint(api_blueprint)
 
     register_error_handlers(app)

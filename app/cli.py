@@ -69,9 +69,15 @@ def expire_dispenses(cfg: Config) -> list[int]:
 
 
 def send_notifications(cfg: Config) -> int:
+    from app import db
     from app.notify.service import deliver_pending
 
-    return _with_app(cfg, lambda app: deliver_pending(app.config))  # type: ignore[return-value]
+    def run_job(app: Flask) -> int:
+        sent = deliver_pending(app.config)
+        db.session.commit()
+        return sent
+
+    return _with_app(cfg, run_job)  # type: ignore[return-value]
 
 
 def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0) -> int:
@@ -89,6 +95,7 @@ def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0)
                 db.session.commit()
                 last_expiry = time.monotonic()
             deliver_pending(app.config)
+            db.session.commit()
         time.sleep(interval)
 
 

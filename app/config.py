@@ -72,6 +72,15 @@ class Config:
     MEDIA_URL: str = "http://127.0.0.1:8765"
     MEDIA_SECRET: str = ""
     REDIS_URL: str = ""
+    # WebRTC: comma-separated ICE server URLs; TURN credentials follow coturn's TURN REST API scheme.
+    STUN_URLS: str = ""
+    TURN_URLS: str = ""
+    TURN_SECRET: str = ""
+    TURN_TTL_SECONDS: int = 3600
+    CONSULT_JOIN_TOKEN_SECONDS: int = 120
+    CONSULT_CHECKIN_MINUTES: int = 15
+    SIGNAL_RATE_LIMIT: int = 60
+    """Signaling messages one user may send to one consult per 10 seconds."""
 
     # Multi-factor sign-in and OAuth2 / OpenID Connect (docs/oauth.md)
     MFA_REQUIRED_ROLES: tuple[str, ...] = ("doctor", "pharmacist", "admin")
@@ -151,6 +160,14 @@ class Config:
         cfg.SMTP_PASSWORD = _env("SMTP_PASSWORD", cls.SMTP_PASSWORD)
         cfg.SMTP_FROM = _env("SMTP_FROM", cls.SMTP_FROM)
         cfg.SMTP_STARTTLS = _env_bool("SMTP_STARTTLS", cls.SMTP_STARTTLS)
+        cfg.STUN_URLS = _env("HOSPITAL_STUN_URLS", cls.STUN_URLS)
+        cfg.TURN_URLS = _env("HOSPITAL_TURN_URLS", cls.TURN_URLS)
+        cfg.TURN_SECRET = _env("HOSPITAL_TURN_SECRET", cls.TURN_SECRET)
+        cfg.TURN_TTL_SECONDS = _env_int("HOSPITAL_TURN_TTL_SECONDS", cls.TURN_TTL_SECONDS)
+        cfg.CONSULT_JOIN_TOKEN_SECONDS = _env_int("HOSPITAL_CONSULT_JOIN_TOKEN_SECONDS",
+                                                  cls.CONSULT_JOIN_TOKEN_SECONDS)
+        cfg.CONSULT_CHECKIN_MINUTES = _env_int("HOSPITAL_CONSULT_CHECKIN_MINUTES", cls.CONSULT_CHECKIN_MINUTES)
+        cfg.SIGNAL_RATE_LIMIT = _env_int("HOSPITAL_SIGNAL_RATE_LIMIT", cls.SIGNAL_RATE_LIMIT)
         return cfg
 
     def validate(self) -> None:

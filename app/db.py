@@ -87,6 +87,7 @@ def import_models() -> None:
     import app.audit.models  # noqa: F401
     import app.auth.models  # noqa: F401
     import app.auth.oauth_models  # noqa: F401
+    import app.consults.models  # noqa: F401
     import app.facilities.models  # noqa: F401
     import app.notify.models  # noqa: F401
     import app.patients.models  # noqa: F401

@@ -202,8 +202,10 @@ def live_factories(app: Flask, engine: sa.Engine) -> Iterator[Factories]:
     db.session.remove()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def playwright_instance() -> Iterator[Any]:
+    """Per test, not per session: Playwright's sync API runs an event loop in this thread while it is open,
+    and tests of asyncio code that follow must be able to call ``asyncio.run``."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():

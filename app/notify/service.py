@@ -1,14 +1,16 @@
-"""Outbox: :func:`enqueue` adds a message in the caller's transaction; :func:`deliver_pending` sends them.
+"""The notification outbox: :func:`enqueue` adds a message in the caller's transaction; :func:`deliver_pending`
+sends queued messages outside requests (the ``worker`` service, or ``hospital send-notifications``).
 
-A message is only sent after the change it announces is committed, and a failed send is retried later.
-The sender is pluggable: ``log`` (default; writes to the application log) or ``smtp``.
+A message is visible in the app at once but only sent after the change it announces is committed; a failed send
+is retried up to :data:`MAX_ATTEMPTS` times. Senders are pluggable by name (``HOSPITAL_NOTIFY_SENDER``):
+``log`` (default; ids only in the application log) or ``smtp``; an SMS gateway registers itself in :data:`SENDERS`.
 """
 
 from __future__ import annotations
 
 import logging
 import smtplib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any
 
@@ -16,37 +18,49 @@ import sqlalchemy as sa
 
 from app import db
 from app.auth.models import User
-from app.notify.models import Notification
+from app.notify.models import Notification, NotificationStatus
 
 logger = logging.getLogger(__name__)
 
-Sender = Callable[[Notification, dict[str, Any]], None]
+Sender = Callable[[Notification, Mapping[str, Any]], None]
 MAX_ATTEMPTS = 5
 
 
 def enqueue(*, recipient: User, subject: str, body: str) -> Notification:
-    """Queue a message to ``recipient``; it goes out with the next :func:`deliver_pending`."""
-    note = Notification(recipient_id=recipient.id, subject=subject[:200], body=body)
-    db.session.add(note)
+    """Queue a message for ``recipient``; a rolled-back change therefore notifies nobody."""
+    notification = Notification(recipient_id=recipient.id, subject=subject[:200], body=body)
+    db.session.add(notification)
     db.session.flush()
-    return note
+    return notification
 
 
-def for_user(user: User, *, limit: int = 20) -> list[Notification]:
-    return list(db.session.scalars(sa.select(Notification).where(Notification.recipient_id == user.id)
-                                   .order_by(Notification.id.desc()).limit(limit)))
+def for_user(user: User, *, limit: int = 50) -> Sequence[Notification]:
+    """The user's in-app notifications, newest first."""
+    return db.session.scalars(sa.select(Notification).where(Notification.recipient_id == user.id)
+                              .order_by(Notification.id.desc()).limit(limit)).all()
 
 
-def log_sender(note: Notification, _config: dict[str, Any]) -> None:
-    logger.info("notification %s to user %s: %s", note.id, note.recipient_id, note.subject)
+def unread_count(user: User) -> int:
+    return db.session.scalar(sa.select(sa.func.count()).where(Notification.recipient_id == user.id,
+                                                              Notification.read_at.is_(None))) or 0
 
 
-def smtp_sender(note: Notification, config: dict[str, Any]) -> None:
+def mark_all_read(user: User) -> None:
+    db.session.execute(sa.update(Notification).where(Notification.recipient_id == user.id,
+                                                     Notification.read_at.is_(None)).values(read_at=db.utcnow()))
+
+
+def log_sender(notification: Notification, _config: Mapping[str, Any]) -> None:
+    logger.info("notification %s to user %s via %s", notification.id, notification.recipient_id,
+                notification.channel)
+
+
+def smtp_sender(notification: Notification, config: Mapping[str, Any]) -> None:
     msg = EmailMessage()
     msg["From"] = config["SMTP_FROM"]
-    msg["To"] = note.recipient.email
-    msg["Subject"] = note.subject
-    msg.set_content(note.body)
+    msg["To"] = notification.recipient.email
+    msg["Subject"] = notification.subject
+    msg.set_content(notification.body)
     with smtplib.SMTP(config["SMTP_HOST"], config["SMTP_PORT"], timeout=20) as smtp:
         if config.get("SMTP_STARTTLS"):
             smtp.starttls()
@@ -58,21 +72,28 @@ def smtp_sender(note: Notification, config: dict[str, Any]) -> None:
 SENDERS: dict[str, Sender] = {"log": log_sender, "smtp": smtp_sender}
 
 
-def deliver_pending(config: dict[str, Any], *, limit: int = 100) -> int:
-    """Send queued messages with the configured sender; returns how many went out. Commits per message."""
-    sender = SENDERS[config.get("NOTIFY_SENDER", "log")]
-    rows = list(db.session.scalars(
-        sa.select(Notification).where(Notification.sent_at.is_(None), Notification.attempts < MAX_ATTEMPTS)
-        .order_by(Notification.id).limit(limit).with_for_update(skip_locked=True, of=Notification)))
+def deliver_pending(config: Mapping[str, Any] | None = None, *, sender: Sender | None = None,
+                    limit: int = 100) -> int:
+    """Send queued messages; returns how many went out. Rows are locked (skip-locked) so two workers never send
+    the same message; the caller commits."""
+    config = config or {}
+    send = sender or SENDERS[config.get("NOTIFY_SENDER", "log")]
+    query = (sa.select(Notification).where(Notification.status == NotificationStatus.PENDING)
+             .order_by(Notification.id).limit(limit))
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=Notification)
     sent = 0
-    for note in rows:
-        note.attempts += 1
+    for notification in db.session.scalars(query).all():
+        notification.attempts += 1
         try:
-            sender(note, config)
-        except Exception as exc:  # noqa: BLE001 - keep going; the row records why and is retried
-            note.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            send(notification, config)
+        except Exception as exc:  # noqa: BLE001 - one bad message must not block the outbox; the row says why
+            notification.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            if notification.attempts >= MAX_ATTEMPTS:
+                notification.status = NotificationStatus.FAILED
         else:
-            note.sent_at = db.utcnow()
+            notification.status = NotificationStatus.SENT
+            notification.sent_at = db.utcnow()
             sent += 1
-    db.session.commit()
+    db.session.flush()
     return sent

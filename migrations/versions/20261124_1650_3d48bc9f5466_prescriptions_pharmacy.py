@@ -1,4 +1,4 @@
-"""Prescriptions, pharmacy stock and dispenses, notification outbox; seeds the formulary and interactions.
+"""Prescriptions, pharmacy stock and dispenses; seeds the formulary and interactions.
 
 The formulary lives in the migration so every database (demo, test, production) has it.
 
@@ -109,22 +109,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_stock_batch_drug_id'), ['drug_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_stock_batch_facility_id'), ['facility_id'], unique=False)
 
-    op.create_table('notification',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('recipient_id', sa.Integer(), nullable=False),
-    sa.Column('subject', sa.String(length=200), nullable=False),
-    sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('created_at', app.db.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('sent_at', app.db.UtcDateTime(timezone=True), nullable=True),
-    sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('last_error', sa.String(length=300), nullable=True),
-    sa.ForeignKeyConstraint(['recipient_id'], ['user_account.id'], name=op.f('fk_notification_recipient_id_user_account')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_notification'))
-    )
-    with op.batch_alter_table('notification', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_notification_recipient_id'), ['recipient_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_notification_sent_at'), ['sent_at'], unique=False)
-
     op.create_table('prescription',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('patient_id', sa.Integer(), nullable=False),
@@ -227,11 +211,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_prescription_dispensing_facility_id'))
 
     op.drop_table('prescription')
-    with op.batch_alter_table('notification', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_notification_sent_at'))
-        batch_op.drop_index(batch_op.f('ix_notification_recipient_id'))
-
-    op.drop_table('notification')
     with op.batch_alter_table('stock_batch', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_stock_batch_facility_id'))
         batch_op.drop_index(batch_op.f('ix_stock_batch_drug_id'))

@@ -1,0 +1,330 @@
+"""JSON API for consults under ``/api/v1/consults``: slots, booking, waiting room, signaling, chat, echo test.
+
+Signaling is plain HTTP: ``POST .../signals`` to send, and either ``GET .../signals?after=N`` (polling) or
+``GET .../events`` (Server-Sent Events) to receive. State lives in the database (and Redis when configured),
+so any gunicorn worker can serve any request.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Response, current_app, request, stream_with_context
+from flask.views import MethodView
+from flask_login import current_user, login_required
+from flask_smorest import Blueprint
+
+from app import db
+from app.audit import service as audit
+from app.auth.models import Role, User
+from app.consults import media, service
+from app.consults.models import Appointment, AvailabilityException, ChatMessage, Encounter
+from app.consults.schemas import (
+    AppointmentSchema,
+    AvailabilitySchema,
+    CancelSchema,
+    ChatSchema,
+    EncounterSchema,
+    ExceptionSchema,
+    InviteSchema,
+    NoteSchema,
+    OfferSchema,
+    RescheduleSchema,
+    SignalArgsSchema,
+    SignalSchema,
+    SlotArgsSchema,
+    SlotSchema,
+    TokenSchema,
+)
+from app.errors import NotFound
+from app.patients import service as patients
+
+blp = Blueprint("consults_api", __name__, url_prefix="/api/v1/consults", description="Video consults")
+
+STREAM_SECONDS = 25
+POLL_SECONDS = 0.25
+
+
+@blp.route("/doctors/<int:doctor_id>/slots")
+@blp.arguments(SlotArgsSchema, location="query")
+@blp.response(200, SlotSchema(many=True))
+@login_required
+def slots(args: dict[str, Any], doctor_id: int) -> list[service.Slot]:
+    """Free slots of a doctor over the next days."""
+    doctor = db.session.get(User, doctor_id)
+    if doctor is None or doctor.role is not Role.DOCTOR or not doctor.active:
+        raise NotFound("No doctor with that id.")
+    return service.open_slots(doctor, days=args["days"])
+
+
+@blp.route("/availability")
+class AvailabilityList(MethodView):
+    decorators = [login_required]
+
+    @blp.response(200, AvailabilitySchema(many=True))
+    def get(self) -> list[Any]:
+        """Your weekly windows (doctors)."""
+        return list(service.windows_for(current_user))
+
+    @blp.arguments(AvailabilitySchema)
+    @blp.response(201, AvailabilitySchema)
+    def post(self, data: dict[str, Any]) -> Any:
+        """Publish a weekly window of consult slots (UTC)."""
+        window = service.publish_availability(by=current_user, **data)
+        db.session.commit()
+        return window
+
+
+@blp.route("/availability/exceptions")
+@blp.arguments(ExceptionSchema)
+@blp.response(201, ExceptionSchema)
+@login_required
+def add_exception(data: dict[str, Any]) -> AvailabilityException:
+    """Block a period in which you take no consults."""
+    exc = service.add_exception(by=current_user, **data)
+    db.session.commit()
+    return exc
+
+
+@blp.route("/appointments")
+class Appointments(MethodView):
+    decorators = [login_required]
+
+    @blp.response(200, AppointmentSchema(many=True))
+    def get(self) -> list[Appointment]:
+        """Your upcoming appointments."""
+        rows = list(service.list_for(current_user))
+        db.session.commit()
+        return rows
+
+    @blp.arguments(AppointmentSchema)
+    @blp.response(201, AppointmentSchema)
+    def post(self, data: dict[str, Any]) -> Appointment:
+        """Book a slot (the patient, or clinic staff for a patient of their clinic)."""
+        patient = patients.get_patient(data["patient_id"], by=current_user, action="appointment.create",
+                                       audit_read=False)
+        appointment = service.book(patient=patient, doctor_id=data["doctor_id"], start=data["start_at"],
+                                   by=current_user, reason=data["reason"])
+        db.session.commit()
+        return appointment
+
+
+def _appointment(appointment_id: int, *, audit_read: bool = False) -> Appointment:
+    return service.get_appointment(appointment_id, by=current_user, audit_read=audit_read)
+
+
+@blp.route("/appointments/<int:appointment_id>")
+@blp.response(200, AppointmentSchema)
+@login_required
+def get_appointment(appointment_id: int) -> Appointment:
+    """One appointment."""
+    appointment = _appointment(appointment_id, audit_read=True)
+    db.session.commit()
+    return appointment
+
+
+def _action(name: str, fn: Any, schema: type | None = None, response: type = AppointmentSchema,
+            doc: str = "") -> None:
+    def view(*args: Any, appointment_id: int) -> Any:
+        data = args[0] if args else {}
+        appointment = _appointment(appointment_id)
+        result = fn(appointment, by=current_user, **data)
+        db.session.commit()
+        return result
+
+    view.__name__ = name.replace("-", "_")
+    view.__doc__ = doc
+    wrapped: Any = login_required(view)
+    wrapped = blp.response(200, response)(wrapped)
+    if schema is not None:
+        wrapped = blp.arguments(schema)(wrapped)
+    blp.route(f"/appointments/<int:appointment_id>/{name}", methods=["POST"], endpoint=view.__name__)(wrapped)
+
+
+_action("cancel", service.cancel, CancelSchema, doc="Cancel and free the slot.")
+_action("reschedule", service.reschedule, RescheduleSchema, doc="Move to another open slot.")
+_action("check-in", service.check_in, doc="Check in to the virtual waiting room (from 15 minutes before).")
+_action("admit", service.admit, response=EncounterSchema, doc="Admit the waiting patient (the doctor).")
+_action("noshow", service.mark_noshow, doc="Record that the patient did not come.")
+_action("note", service.save_note, NoteSchema, EncounterSchema, doc="Save the consult note (the doctor).")
+_action("end", service.end_consult, NoteSchema, EncounterSchema,
+        doc="End the consult: appointment fulfilled, encounter finished.")
+
+
+@blp.route("/appointments/<int:appointment_id>/state")
+@login_required
+def state(appointment_id: int) -> Response:
+    """Where the consult stands: what the waiting room shows."""
+    appointment = _appointment(appointment_id)
+    db.session.commit()
+    return Response(json.dumps(service.state(appointment)), mimetype="application/json",
+                    headers={"Cache-Control": "no-store"})
+
+
+@blp.route("/appointments/<int:appointment_id>/token", methods=["POST"])
+@login_required
+def token(appointment_id: int) -> dict[str, str]:
+    """A fresh join token (single use, short-lived, bound to this consult and you)."""
+    appointment = _appointment(appointment_id)
+    value = service.issue_join_token(appointment, by=current_user)
+    db.session.commit()
+    return {"token": value}
+
+
+@blp.route("/appointments/<int:appointment_id>/join", methods=["POST"])
+@blp.arguments(TokenSchema)
+@login_required
+def join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
+    """Enter the consult; returns your ICE servers (with time-limited TURN credentials)."""
+    appointment = _appointment(appointment_id)
+    participant = service.join(appointment, token=data["token"], by=current_user)
+    kind, after = participant.kind.value, participant.joined_signal_id
+    db.session.commit()
+    # Read presence after our commit: of two people joining at once, the later one sees the other.
+    db.session.expire_all()
+    session = appointment.session
+    assert session is not None
+    others = [{"user_id": p.user_id, "kind": p.kind.value, "name": p.user.full_name, "present": p.present}
+              for p in session.participants if p.user_id != current_user.id]
+    return {"user_id": current_user.id, "kind": kind, "after": after,
+            "ice_servers": service.ice_servers(current_user), "participants": others}
+
+
+@blp.route("/appointments/<int:appointment_id>/leave", methods=["POST"])
+@login_required
+def leave(appointment_id: int) -> Response:
+    """Leave the consult (you can rejoin while it lasts)."""
+    appointment = _appointment(appointment_id)
+    service.leave(appointment, by=current_user)
+    db.session.commit()
+    return Response(status=204)
+
+
+@blp.route("/appointments/<int:appointment_id>/signals", methods=["POST"])
+@blp.arguments(SignalSchema)
+@login_required
+def send_signal(data: dict[str, Any], appointment_id: int) -> tuple[dict[str, int], int]:
+    """Send an SDP offer/answer, an ICE candidate, or bye to the other participants."""
+    appointment = _appointment(appointment_id)
+    to = data.pop("to")
+    kind = data.pop("kind")
+    message = service.post_signal(appointment, by=current_user, kind=kind, payload=data, to=to)
+    db.session.commit()
+    return {"id": message.id}, 201
+
+
+@blp.route("/appointments/<int:appointment_id>/signals", methods=["GET"])
+@blp.arguments(SignalArgsSchema, location="query")
+@login_required
+def receive_signals(args: dict[str, Any], appointment_id: int) -> Response:
+    """Messages for you newer than ``after`` (polling)."""
+    appointment = _appointment(appointment_id)
+    items = service.pending_signals(appointment, by=current_user, after=args["after"])
+    db.session.commit()
+    return Response(json.dumps(items), mimetype="application/json", headers={"Cache-Control": "no-store"})
+
+
+@blp.route("/appointments/<int:appointment_id>/events")
+@login_required
+def events(appointment_id: int) -> Response:
+    """Server-Sent Events: signaling messages as they arrive (the browser reconnects with Last-Event-ID)."""
+    appointment = _appointment(appointment_id)
+    service.pending_signals(appointment, by=current_user, after=2**62)  # authorises; audited if refused
+    user_id = current_user.id
+    after = request.headers.get("Last-Event-ID", request.args.get("after", "0"))
+    after_id = int(after) if after.isdigit() else 0
+    db.session.commit()
+    redis_url = current_app.config["REDIS_URL"]
+    session_id = appointment.session.id if appointment.session else 0
+
+    def stream() -> Iterator[str]:
+        nonlocal after_id
+        waiter = None
+        if redis_url:
+            from app.consults import shared
+
+            waiter = shared.waiter(session_id)
+        deadline = time.monotonic() + STREAM_SECONDS
+        try:
+            yield "retry: 500\n\n"
+            while time.monotonic() < deadline:
+                user = db.session.get(User, user_id)
+                appt = db.session.get(Appointment, appointment_id)
+                assert user is not None and appt is not None
+                items = service.pending_signals(appt, by=user, after=after_id)
+                db.session.commit()
+                db.session.close()
+                for item in items:
+                    after_id = item["id"]
+                    yield f"id: {item['id']}\nevent: signal\ndata: {json.dumps(item)}\n\n"
+                if waiter is not None:
+                    waiter.get_message(timeout=2.0)
+                else:
+                    time.sleep(POLL_SECONDS)
+                yield ": keep-alive\n\n"
+        finally:
+            if waiter is not None:
+                waiter.close()
+
+    return Response(stream_with_context(stream()), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@blp.route("/appointments/<int:appointment_id>/chat")
+class Chat(MethodView):
+    decorators = [login_required]
+
+    @blp.response(200, ChatSchema(many=True))
+    def get(self, appointment_id: int) -> list[ChatMessage]:
+        """The consult's chat so far."""
+        appointment = _appointment(appointment_id, audit_read=True)
+        db.session.commit()
+        return list(service.chat_history(appointment))
+
+    @blp.arguments(ChatSchema)
+    @blp.response(201, ChatSchema)
+    def post(self, data: dict[str, Any], appointment_id: int) -> ChatMessage:
+        """Send a chat message (kept with the encounter)."""
+        appointment = _appointment(appointment_id)
+        message = service.post_chat(appointment, by=current_user, body=data["body"])
+        db.session.commit()
+        return message
+
+
+@blp.route("/appointments/<int:appointment_id>/invite", methods=["POST"])
+@blp.arguments(InviteSchema)
+@login_required
+def invite(data: dict[str, Any], appointment_id: int) -> tuple[dict[str, int], int]:
+    """Invite a staff colleague into the consult (the doctor)."""
+    appointment = _appointment(appointment_id)
+    participant = service.invite(appointment, user_id=data["user_id"], by=current_user)
+    db.session.commit()
+    return {"user_id": participant.user_id}, 201
+
+
+@blp.route("/encounters/<int:encounter_id>")
+@blp.response(200, EncounterSchema)
+@login_required
+def encounter(encounter_id: int) -> Encounter:
+    """A consult's encounter record (notes, diagnosis)."""
+    row = db.session.get(Encounter, encounter_id)
+    if row is None:
+        raise audit.deny("encounter.read", by=current_user, resource_type="Encounter", resource_id=encounter_id)
+    _appointment(row.appointment_id, audit_read=True)
+    db.session.commit()
+    return row
+
+
+@blp.route("/echo/offer", methods=["POST"])
+@blp.arguments(OfferSchema)
+@login_required
+def echo_offer(data: dict[str, Any]) -> dict[str, Any]:
+    """Pre-call device test: the media service sends your camera and microphone straight back."""
+    service.validate_sdp(data["sdp"])
+    answer = media.echo_offer(data["sdp"])
+    audit.record("consult.echo_test", by=current_user, resource_type="EchoTest")
+    db.session.commit()
+    return answer

@@ -1,0 +1,35 @@
+"""Client of the media service's internal API: the app forwards the complete SDP and never touches media."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from flask import current_app
+
+from app.errors import AppError
+
+
+class MediaUnavailable(AppError):
+    status, slug, title = 503, "media-unavailable", "The media service is not reachable"
+
+
+def echo_offer(sdp: str) -> dict[str, Any]:
+    """Send a browser's offer to the echo service and return its answer.
+
+    :raises MediaUnavailable: the media service is down, refused, or answered nonsense.
+    """
+    url = current_app.config["MEDIA_URL"].rstrip("/") + "/echo/offer"
+    try:
+        resp = requests.post(url, json={"sdp": sdp, "type": "offer"}, timeout=15,
+                             headers={"Authorization": f"Bearer {current_app.config['MEDIA_SECRET']}"})
+    except requests.RequestException:
+        raise MediaUnavailable("The device test cannot reach the media service. Try again shortly.") from None
+    if resp.status_code == 429:
+        raise MediaUnavailable("The media service is busy. Try again in a minute.", headers={"Retry-After": "30"})
+    if resp.status_code != 200:
+        raise MediaUnavailable(f"The media service answered {resp.status_code}.")
+    body = resp.json()
+    if not isinstance(body, dict) or body.get("type") != "answer" or not isinstance(body.get("sdp"), str):
+        raise MediaUnavailable("The media service gave an unusable answer.")
+    return {"sdp": body["sdp"], "type": "answer"}

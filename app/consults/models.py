@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime, time
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from app.auth.models import User
+from app.db import Base, IntPk, TimestampMixin, UtcTimestamp, str_enum
+from app.patients.models import Patient
+
+
+class AppointmentStatus(enum.StrEnum):
+    """FHIR Appointment.status (the subset a video consult goes through)."""
+
+    PROPOSED = "proposed"
+    BOOKED = "booked"
+    ARRIVED = "arrived"
+    FULFILLED = "fulfilled"
+    CANCELLED = "cancelled"
+    NOSHOW = "noshow"
+
+    @property
+    def label(self) -> str:
+        return {"arrived": "Checked in", "noshow": "No-show"}.get(self.value, self.value.capitalize())
+
+    @property
+    def is_open(self) -> bool:
+        return self in (AppointmentStatus.PROPOSED, AppointmentStatus.BOOKED, AppointmentStatus.ARRIVED)
+
+
+class EncounterStatus(enum.StrEnum):
+    """FHIR Encounter.status."""
+
+    IN_PROGRESS = "in-progress"
+    FINISHED = "finished"
+
+
+class ParticipantKind(enum.StrEnum):
+    PATIENT = "patient"
+    DOCTOR = "doctor"
+    GUEST = "guest"
+
+
+class Availability(Base):
+    """A weekly window in which a doctor takes video consults, cut into slots of ``slot_minutes`` (UTC)."""
+
+    __tablename__ = "availability"
+
+    id: so.Mapped[IntPk]
+    doctor_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    weekday: so.Mapped[int]
+    """0 = Monday ... 6 = Sunday."""
+    start_time: so.Mapped[time]
+    end_time: so.Mapped[time]
+    slot_minutes: so.Mapped[int] = so.mapped_column(default=15)
+    created_at: so.Mapped[UtcTimestamp]
+
+    __table_args__ = (
+        sa.CheckConstraint("weekday >= 0 AND weekday <= 6", name="weekday_range"),
+        sa.CheckConstraint("start_time < end_time", name="window_order"),
+        sa.CheckConstraint("slot_minutes >= 5 AND slot_minutes <= 240", name="slot_length"),
+    )
+
+
+class AvailabilityException(Base):
+    """A period in which the doctor is away (holiday, ward round): no slots are offered."""
+
+    __tablename__ = "availability_exception"
+
+    id: so.Mapped[IntPk]
+    doctor_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    starts_at: so.Mapped[datetime]
+    ends_at: so.Mapped[datetime]
+    reason: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+
+    __table_args__ = (sa.CheckConstraint("starts_at < ends_at", name="period_order"),)
+
+
+class Appointment(TimestampMixin, Base):
+    """A booked video consult between a doctor and a patient.
+
+    ``slot_key`` ("<doctor>@<start>") is unique while the appointment holds its slot and NULL once it is
+    released (cancelled, no-show), so the database itself refuses double booking, even under concurrent requests.
+    """
+
+    __tablename__ = "appointment"
+
+    id: so.Mapped[IntPk]
+    doctor_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    patient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("patient.id"), index=True)
+    booked_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    start_at: so.Mapped[datetime] = so.mapped_column(index=True)
+    end_at: so.Mapped[datetime]
+    status: so.Mapped[AppointmentStatus] = so.mapped_column(str_enum(AppointmentStatus, 16),
+                                                            default=AppointmentStatus.BOOKED, index=True)
+    slot_key: so.Mapped[str | None] = so.mapped_column(sa.String(64), unique=True)
+    reason: so.Mapped[str | None] = so.mapped_column(sa.String(300))
+    checked_in_at: so.Mapped[datetime | None]
+    admitted_at: so.Mapped[datetime | None]
+    cancelled_at: so.Mapped[datetime | None]
+    cancel_reason: so.Mapped[str | None] = so.mapped_column(sa.String(300))
+
+    doctor: so.Mapped[User] = so.relationship(foreign_keys=[doctor_id], lazy="joined")
+    patient: so.Mapped[Patient] = so.relationship(lazy="joined")
+    encounter: so.Mapped[Encounter | None] = so.relationship(back_populates="appointment", uselist=False)
+    session: so.Mapped[ConsultSession | None] = so.relationship(back_populates="appointment", uselist=False)
+
+    __table_args__ = (sa.CheckConstraint("start_at < end_at", name="slot_order"),)
+
+
+class Encounter(TimestampMixin, Base):
+    """The clinical record of a virtual consult (FHIR Encounter, class VR): notes, diagnosis, chat."""
+
+    __tablename__ = "encounter"
+
+    id: so.Mapped[IntPk]
+    appointment_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("appointment.id"), unique=True)
+    patient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("patient.id"), index=True)
+    doctor_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    status: so.Mapped[EncounterStatus] = so.mapped_column(str_enum(EncounterStatus, 16),
+                                                          default=EncounterStatus.IN_PROGRESS)
+    encounter_class: so.Mapped[str] = so.mapped_column(sa.String(8), default="VR")
+    started_at: so.Mapped[UtcTimestamp]
+    ended_at: so.Mapped[datetime | None]
+    notes: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    diagnosis: so.Mapped[str | None] = so.mapped_column(sa.String(300))
+
+    appointment: so.Mapped[Appointment] = so.relationship(back_populates="encounter")
+    messages: so.Mapped[list[ChatMessage]] = so.relationship(order_by="ChatMessage.id")
+
+
+class ConsultSession(Base):
+    """The live part of a consult: who may join, when it opened and ended."""
+
+    __tablename__ = "consult_session"
+
+    id: so.Mapped[IntPk]
+    appointment_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("appointment.id"), unique=True)
+    media_mode: so.Mapped[str] = so.mapped_column(sa.String(16), default="p2p")
+    created_at: so.Mapped[UtcTimestamp]
+    ended_at: so.Mapped[datetime | None]
+
+    appointment: so.Mapped[Appointment] = so.relationship(back_populates="session")
+    participants: so.Mapped[list[ConsultParticipant]] = so.relationship(order_by="ConsultParticipant.id")
+
+
+class ConsultParticipant(Base):
+    """Someone allowed into a consult: the booked patient, the doctor, or staff the doctor invited."""
+
+    __tablename__ = "consult_participant"
+
+    id: so.Mapped[IntPk]
+    session_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("consult_session.id"), index=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    kind: so.Mapped[ParticipantKind] = so.mapped_column(str_enum(ParticipantKind, 16))
+    invited_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    joined_at: so.Mapped[datetime | None]
+    left_at: so.Mapped[datetime | None]
+
+    user: so.Mapped[User] = so.relationship(foreign_keys=[user_id], lazy="joined")
+
+    __table_args__ = (sa.UniqueConstraint("session_id", "user_id"),)
+
+    joined_signal_id = 0
+    """Id of the "hello" of the latest join (not stored): the page reads signals after it."""
+
+    @property
+    def present(self) -> bool:
+        return self.joined_at is not None and self.left_at is None
+
+
+class JoinTokenUse(Base):
+    """Each join token works once: its id is stored on use, so a replayed token is refused."""
+
+    __tablename__ = "join_token_use"
+
+    jti: so.Mapped[str] = so.mapped_column(sa.String(32), primary_key=True)
+    session_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("consult_session.id"))
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    used_at: so.Mapped[UtcTimestamp]
+
+
+class SignalMessage(Base):
+    """One signaling message (SDP offer/answer, ICE candidate, bye, chat notice) waiting for the other peers.
+
+    Kept in the database so every web worker sees it; ``id`` orders the stream (SSE ``Last-Event-ID``).
+    """
+
+    __tablename__ = "signal_message"
+
+    id: so.Mapped[int] = so.mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
+    session_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("consult_session.id"), index=True)
+    sender_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    recipient_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    kind: so.Mapped[str] = so.mapped_column(sa.String(16))
+    payload: so.Mapped[str] = so.mapped_column(sa.Text)
+    created_at: so.Mapped[UtcTimestamp] = so.mapped_column(index=True)
+
+
+class ChatMessage(Base):
+    """Text chat during a consult, kept with the encounter."""
+
+    __tablename__ = "chat_message"
+
+    id: so.Mapped[IntPk]
+    encounter_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("encounter.id"), index=True)
+    sender_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    body: so.Mapped[str] = so.mapped_column(sa.String(2000))
+    created_at: so.Mapped[UtcTimestamp]
+
+    sender: so.Mapped[User] = so.relationship(lazy="joined")

@@ -1,0 +1,783 @@
+"""Consult rules: availability, booking, check-in, admission, joining, signaling, chat, ending.
+
+Every function takes the acting user (``by=``), enforces who may do what, and writes the audit event.
+A consult is addressed by its appointment id. Only the booked patient, the doctor, and staff the doctor
+invited are participants; everyone else gets an audited 404.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time as clock
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from app import db
+from app.audit import service as audit
+from app.audit.models import Outcome
+from app.auth.models import Role, User
+from app.consults.models import (
+    Appointment,
+    AppointmentStatus,
+    Availability,
+    AvailabilityException,
+    ChatMessage,
+    ConsultParticipant,
+    ConsultSession,
+    Encounter,
+    EncounterStatus,
+    JoinTokenUse,
+    ParticipantKind,
+    SignalMessage,
+)
+from app.errors import Conflict, Forbidden, TooManyRequests, ValidationFailed
+from app.notify import service as notify
+from app.patients import service as patients
+from app.patients.models import Patient
+
+SIGNAL_KINDS = {"hello", "offer", "answer", "candidate", "bye"}
+MAX_SDP = 64_000
+MAX_CANDIDATE = 1_000
+MAX_CHAT = 2_000
+RATE_WINDOW_SECONDS = 10
+BOOKING_HORIZON_DAYS = 60
+
+
+def _cfg(name: str) -> Any:
+    return current_app.config[name]
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed("Some fields need attention.", errors={field: [message]})
+
+
+def _deny(action: str, by: User, appointment_id: object, patient_id: int | None = None) -> Exception:
+    return audit.deny(action, by=by, patient_id=patient_id, resource_type="Appointment", resource_id=appointment_id)
+
+
+# ---------------------------------------------------------------- availability and slots
+
+
+def publish_availability(*, by: User, weekday: int, start_time: time, end_time: time,
+                         slot_minutes: int = 15) -> Availability:
+    """Add a weekly window of consult slots for the acting doctor (times in UTC).
+
+    :raises Forbidden: not a doctor. :raises ValidationFailed: bad window. :raises Conflict: overlaps a window.
+    """
+    if by.role is not Role.DOCTOR:
+        audit.record("availability.create", by=by, outcome=Outcome.DENIED, resource_type="Availability")
+        raise Forbidden("Only doctors publish availability.")
+    if not 0 <= weekday <= 6:
+        raise _invalid("weekday", "Choose a day of the week.")
+    if start_time >= end_time:
+        raise _invalid("end_time", "The window must end after it starts.")
+    if not 5 <= slot_minutes <= 240:
+        raise _invalid("slot_minutes", "Slots last between 5 and 240 minutes.")
+    overlap = db.session.scalar(sa.select(Availability.id).where(
+        Availability.doctor_id == by.id, Availability.weekday == weekday,
+        Availability.start_time < end_time, Availability.end_time > start_time))
+    if overlap is not None:
+        raise Conflict("This window overlaps one you already published.")
+    window = Availability(doctor_id=by.id, weekday=weekday, start_time=start_time, end_time=end_time,
+                          slot_minutes=slot_minutes)
+    db.session.add(window)
+    db.session.flush()
+    audit.record("availability.create", by=by, resource_type="Availability", resource_id=window.id)
+    return window
+
+
+def remove_availability(window_id: int, *, by: User) -> None:
+    window = db.session.get(Availability, window_id)
+    if window is None or window.doctor_id != by.id:
+        raise audit.deny("availability.delete", by=by, resource_type="Availability", resource_id=window_id)
+    db.session.delete(window)
+    audit.record("availability.delete", by=by, resource_type="Availability", resource_id=window_id)
+
+
+def add_exception(*, by: User, starts_at: datetime, ends_at: datetime, reason: str | None = None
+                  ) -> AvailabilityException:
+    """Block a period (holiday, ward round); booked appointments in it are left for the doctor to move."""
+    if by.role is not Role.DOCTOR:
+        raise Forbidden("Only doctors manage their availability.")
+    if starts_at >= ends_at:
+        raise _invalid("ends_at", "The period must end after it starts.")
+    exc = AvailabilityException(doctor_id=by.id, starts_at=starts_at, ends_at=ends_at,
+                                reason=(reason or "").strip()[:200] or None)
+    db.session.add(exc)
+    db.session.flush()
+    audit.record("availability.exception", by=by, resource_type="AvailabilityException", resource_id=exc.id)
+    return exc
+
+
+def windows_for(doctor: User) -> Sequence[Availability]:
+    return db.session.scalars(sa.select(Availability).where(Availability.doctor_id == doctor.id)
+                              .order_by(Availability.weekday, Availability.start_time)).all()
+
+
+def exceptions_for(doctor: User) -> Sequence[AvailabilityException]:
+    return db.session.scalars(sa.select(AvailabilityException).where(
+        AvailabilityException.doctor_id == doctor.id, AvailabilityException.ends_at > db.utcnow())
+        .order_by(AvailabilityException.starts_at)).all()
+
+
+@dataclass(frozen=True)
+class Slot:
+    doctor_id: int
+    start: datetime
+    end: datetime
+
+
+def _published_slots(doctor_id: int, day_from: date, days: int) -> list[Slot]:
+    windows = db.session.scalars(sa.select(Availability).where(Availability.doctor_id == doctor_id)).all()
+    slots: list[Slot] = []
+    for offset in range(days):
+        day = day_from + timedelta(days=offset)
+        for w in windows:
+            if w.weekday != day.weekday():
+                continue
+            start = datetime.combine(day, w.start_time, tzinfo=UTC)
+            window_end = datetime.combine(day, w.end_time, tzinfo=UTC)
+            step = timedelta(minutes=w.slot_minutes)
+            while start + step <= window_end:
+                slots.append(Slot(doctor_id, start, start + step))
+                start += step
+    return sorted(slots, key=lambda s: s.start)
+
+
+def open_slots(doctor: User, *, day_from: date | None = None, days: int = 7) -> list[Slot]:
+    """Free future slots of ``doctor``: published windows minus exceptions minus booked appointments."""
+    now = db.utcnow()
+    day_from = day_from or now.date()
+    slots = [s for s in _published_slots(doctor.id, day_from, min(days, BOOKING_HORIZON_DAYS)) if s.start > now]
+    if not slots:
+        return []
+    lo, hi = slots[0].start, slots[-1].end
+    blocked = db.session.execute(sa.select(AvailabilityException.starts_at, AvailabilityException.ends_at).where(
+        AvailabilityException.doctor_id == doctor.id, AvailabilityException.ends_at > lo,
+        AvailabilityException.starts_at < hi)).all()
+    taken = db.session.execute(sa.select(Appointment.start_at, Appointment.end_at).where(
+        Appointment.doctor_id == doctor.id, Appointment.slot_key.is_not(None),
+        Appointment.end_at > lo, Appointment.start_at < hi)).all()
+    busy = [*blocked, *taken]
+    return [s for s in slots if not any(b_start < s.end and s.start < b_end for b_start, b_end in busy)]
+
+
+def slot_key(doctor_id: int, start: datetime) -> str:
+    return f"{doctor_id}@{start.astimezone(UTC).strftime('%Y%m%dT%H%M')}"
+
+
+def _find_open_slot(doctor: User, start: datetime) -> Slot:
+    if start.tzinfo is None:
+        raise _invalid("start", "Give the time with its time zone (UTC).")
+    slots = open_slots(doctor, day_from=start.astimezone(UTC).date(), days=1)
+    for slot in slots:
+        if slot.start == start:
+            return slot
+    raise Conflict("That slot is not available. Choose another time.", errors={"start": ["Not available."]})
+
+
+def bookable_doctors() -> Sequence[User]:
+    return patients.doctors_for_assignment()
+
+
+# ---------------------------------------------------------------- booking
+
+
+def _may_book_for(patient: Patient, by: User) -> bool:
+    if by.role is Role.PATIENT:
+        return patient.user_id == by.id
+    return by.role is Role.CLINIC_STAFF and patient.facility_id == by.facility_id
+
+
+def _claim_slot(appointment: Appointment, key: str) -> None:
+    """Take the slot inside a savepoint so a lost race becomes a clean 409, not a broken transaction."""
+    try:
+        with db.session.begin_nested():
+            appointment.slot_key = key
+            db.session.add(appointment)
+            db.session.flush()
+    except sa.exc.IntegrityError:
+        raise Conflict("Someone booked this slot a moment ago. Choose another time.",
+                       errors={"start": ["Just taken."]}) from None
+
+
+def book(*, patient: Patient, doctor_id: int, start: datetime, by: User, reason: str | None = None) -> Appointment:
+    """Book a video consult for ``patient`` (the patient themself or staff of their clinic).
+
+    Creates the doctor's care relationship and queues confirmations to both.
+
+    :raises NotFound: no access to the patient (audited). :raises ValidationFailed: not an active doctor.
+    :raises Conflict: the slot is not offered or was just taken.
+    """
+    if not _may_book_for(patient, by):
+        raise _deny("appointment.create", by, None, patient.id)
+    doctor = db.session.get(User, doctor_id)
+    if doctor is None or doctor.role is not Role.DOCTOR or not doctor.active:
+        raise _invalid("doctor_id", "Choose an active doctor.")
+    slot = _find_open_slot(doctor, start)
+    appointment = Appointment(doctor_id=doctor.id, patient_id=patient.id, booked_by_id=by.id, start_at=slot.start,
+                              end_at=slot.end, status=AppointmentStatus.BOOKED,
+                              reason=(reason or "").strip()[:300] or None)
+    _claim_slot(appointment, slot_key(doctor.id, slot.start))
+    patients.ensure_care_relationship(patient, doctor, by=by, reason="Video consult booked")
+    audit.record("appointment.create", by=by, patient_id=patient.id, resource_type="Appointment",
+                 resource_id=appointment.id)
+    _notify_both(appointment, "Video consult booked",
+                 f"Video consult with {doctor.full_name} on {_when(slot.start)}. "
+                 "Check in from 15 minutes before in Town Health.")
+    return appointment
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%a %d %b %Y, %H:%M UTC")
+
+
+def _notify_both(appointment: Appointment, subject: str, body: str) -> None:
+    patient = db.session.get(Patient, appointment.patient_id)
+    if patient is not None and patient.user is not None:
+        notify.enqueue(recipient=patient.user, subject=subject, body=body)
+    doctor = db.session.get(User, appointment.doctor_id)
+    if doctor is not None:
+        notify.enqueue(recipient=doctor, subject=subject, body=f"{body} Appointment #{appointment.id}.")
+
+
+def _can_see(appointment: Appointment, by: User) -> bool:
+    if by.id == appointment.doctor_id:
+        return True
+    if by.role is Role.PATIENT:
+        return appointment.patient.user_id == by.id
+    if by.role is Role.CLINIC_STAFF and appointment.patient.facility_id == by.facility_id:
+        return True
+    return _participant(appointment, by) is not None
+
+
+def get_appointment(appointment_id: int, *, by: User, action: str = "appointment.read",
+                    audit_read: bool = True) -> Appointment:
+    """:raises NotFound: no such appointment or no access (audited, same answer)."""
+    appointment = db.session.get(Appointment, appointment_id)
+    if appointment is None or not _can_see(appointment, by):
+        raise _deny(action, by, appointment_id, appointment.patient_id if appointment else None)
+    if audit_read:
+        audit.record(action, by=by, patient_id=appointment.patient_id, resource_type="Appointment",
+                     resource_id=appointment.id)
+    return appointment
+
+
+def list_for(by: User, *, upcoming_only: bool = True) -> Sequence[Appointment]:
+    """Appointments the user is part of: a patient's own, a doctor's, a clinic's patients'."""
+    query = sa.select(Appointment).join(Patient, Patient.id == Appointment.patient_id)
+    if by.role is Role.PATIENT:
+        query = query.where(Patient.user_id == by.id)
+    elif by.role is Role.DOCTOR:
+        query = query.where(Appointment.doctor_id == by.id)
+    elif by.role is Role.CLINIC_STAFF:
+        query = query.where(Patient.facility_id == by.facility_id)
+    else:
+        return []
+    if upcoming_only:
+        query = query.where(Appointment.end_at > db.utcnow() - timedelta(hours=12))
+    rows = db.session.scalars(query.order_by(Appointment.start_at).limit(200)).all()
+    audit.record("appointment.list", by=by, resource_type="Appointment", detail={"ids": [a.id for a in rows]})
+    return rows
+
+
+def day_view(doctor: User, *, day: date | None = None) -> Sequence[Appointment]:
+    """A doctor's appointments for one day, who is waiting first."""
+    if doctor.role is not Role.DOCTOR:
+        raise Forbidden("Only doctors have a consult day view.")
+    day = day or db.utcnow().date()
+    start = datetime.combine(day, time(0), tzinfo=UTC)
+    rows = db.session.scalars(sa.select(Appointment).where(
+        Appointment.doctor_id == doctor.id, Appointment.start_at >= start,
+        Appointment.start_at < start + timedelta(days=1)).order_by(Appointment.start_at)).all()
+    audit.record("appointment.list", by=doctor, resource_type="Appointment", detail={"ids": [a.id for a in rows]})
+    return rows
+
+
+def _transition(appointment: Appointment, allowed: tuple[AppointmentStatus, ...], action: str) -> None:
+    if appointment.status not in allowed:
+        raise Conflict(f"This appointment is {appointment.status.label.lower()}; it cannot be {action} now.")
+
+
+def cancel(appointment: Appointment, *, by: User, reason: str | None = None) -> Appointment:
+    """Cancel and free the slot (patient, their clinic, or the doctor)."""
+    _transition(appointment, (AppointmentStatus.PROPOSED, AppointmentStatus.BOOKED, AppointmentStatus.ARRIVED),
+                "cancelled")
+    appointment.status = AppointmentStatus.CANCELLED
+    appointment.slot_key = None
+    appointment.cancelled_at = db.utcnow()
+    appointment.cancel_reason = (reason or "").strip()[:300] or None
+    _end_session(appointment)
+    audit.record("appointment.cancel", by=by, patient_id=appointment.patient_id, resource_type="Appointment",
+                 resource_id=appointment.id)
+    _notify_both(appointment, "Video consult cancelled",
+                 f"The video consult on {_when(appointment.start_at)} was cancelled.")
+    return appointment
+
+
+def reschedule(appointment: Appointment, *, start: datetime, by: User) -> Appointment:
+    """Move a booked appointment to another open slot of the same doctor."""
+    _transition(appointment, (AppointmentStatus.PROPOSED, AppointmentStatus.BOOKED), "moved")
+    doctor = db.session.get(User, appointment.doctor_id)
+    assert doctor is not None
+    slot = _find_open_slot(doctor, start)
+    old = appointment.start_at
+    appointment.start_at, appointment.end_at = slot.start, slot.end
+    _claim_slot(appointment, slot_key(doctor.id, slot.start))
+    audit.record("appointment.reschedule", by=by, patient_id=appointment.patient_id, resource_type="Appointment",
+                 resource_id=appointment.id, detail={"from": old.isoformat(), "to": slot.start.isoformat()})
+    _notify_both(appointment, "Video consult moved",
+                 f"Your video consult moved from {_when(old)} to {_when(slot.start)}.")
+    return appointment
+
+
+def check_in_opens_at(appointment: Appointment) -> datetime:
+    return appointment.start_at - timedelta(minutes=_cfg("CONSULT_CHECKIN_MINUTES"))
+
+
+def check_in(appointment: Appointment, *, by: User) -> Appointment:
+    """The patient (or their clinic) checks in to the virtual waiting room, from 15 minutes before the start.
+
+    :raises Conflict: too early, too late, or not booked.
+    """
+    if by.role is Role.DOCTOR:
+        raise Forbidden("The patient or their clinic checks in.")
+    if appointment.status is AppointmentStatus.ARRIVED:
+        return appointment
+    _transition(appointment, (AppointmentStatus.BOOKED,), "checked in")
+    now = db.utcnow()
+    if now < check_in_opens_at(appointment):
+        raise Conflict(f"Check-in opens at {_when(check_in_opens_at(appointment))}.")
+    if now >= appointment.end_at:
+        raise Conflict("This appointment's time has passed. Book a new one.")
+    appointment.status = AppointmentStatus.ARRIVED
+    appointment.checked_in_at = now
+    _ensure_session(appointment)
+    audit.record("appointment.check_in", by=by, patient_id=appointment.patient_id, resource_type="Appointment",
+                 resource_id=appointment.id)
+    return appointment
+
+
+def _ensure_session(appointment: Appointment) -> ConsultSession:
+    session = appointment.session
+    if session is None:
+        session = ConsultSession(appointment=appointment)
+        db.session.add(session)
+        patient_user = appointment.patient.user_id
+        if patient_user is not None:
+            session.participants.append(ConsultParticipant(user_id=patient_user, kind=ParticipantKind.PATIENT))
+        session.participants.append(ConsultParticipant(user_id=appointment.doctor_id, kind=ParticipantKind.DOCTOR))
+        db.session.flush()
+    return session
+
+
+def _require_doctor(appointment: Appointment, by: User, action: str) -> None:
+    if by.id != appointment.doctor_id:
+        raise _deny(action, by, appointment.id, appointment.patient_id)
+
+
+def admit(appointment: Appointment, *, by: User) -> Encounter:
+    """The doctor lets a checked-in patient into the consult; the encounter starts."""
+    _require_doctor(appointment, by, "consult.admit")
+    _transition(appointment, (AppointmentStatus.ARRIVED,), "admitted")
+    session = _ensure_session(appointment)
+    if appointment.admitted_at is None:
+        appointment.admitted_at = db.utcnow()
+        _signal(session, by, "admit", {})  # wakes the waiting room at once
+    encounter = appointment.encounter
+    if encounter is None:
+        encounter = Encounter(appointment=appointment, patient_id=appointment.patient_id,
+                              doctor_id=appointment.doctor_id)
+        db.session.add(encounter)
+        db.session.flush()
+    audit.record("consult.admit", by=by, patient_id=appointment.patient_id, resource_type="Encounter",
+                 resource_id=encounter.id)
+    return encounter
+
+
+def mark_noshow(appointment: Appointment, *, by: User) -> Appointment:
+    _require_doctor(appointment, by, "appointment.noshow")
+    _transition(appointment, (AppointmentStatus.BOOKED,), "marked as no-show")
+    if db.utcnow() < appointment.start_at:
+        raise Conflict("The appointment has not started yet.")
+    appointment.status = AppointmentStatus.NOSHOW
+    appointment.slot_key = None
+    audit.record("appointment.noshow", by=by, patient_id=appointment.patient_id, resource_type="Appointment",
+                 resource_id=appointment.id)
+    return appointment
+
+
+def _end_session(appointment: Appointment) -> None:
+    session = appointment.session
+    if session is not None and session.ended_at is None:
+        now = db.utcnow()
+        session.ended_at = now
+        for p in session.participants:
+            if p.present:
+                p.left_at = now
+
+
+def save_note(appointment: Appointment, *, by: User, notes: str | None, diagnosis: str | None) -> Encounter:
+    """Save the consult note while the consult runs (the doctor only)."""
+    _require_doctor(appointment, by, "encounter.update")
+    encounter = appointment.encounter
+    if encounter is None:
+        raise Conflict("Admit the patient first.")
+    if notes is not None and len(notes) > 20_000:
+        raise _invalid("notes", "Keep the note under 20,000 characters.")
+    if diagnosis is not None and len(diagnosis) > 300:
+        raise _invalid("diagnosis", "Use at most 300 characters.")
+    if notes is not None:
+        encounter.notes = notes
+    if diagnosis is not None:
+        encounter.diagnosis = diagnosis.strip() or None
+    audit.record("encounter.update", by=by, patient_id=appointment.patient_id, resource_type="Encounter",
+                 resource_id=encounter.id)
+    return encounter
+
+
+def end_consult(appointment: Appointment, *, by: User, notes: str | None = None,
+                diagnosis: str | None = None) -> Encounter:
+    """End the consult: appointment fulfilled, encounter finished, everyone leaves."""
+    _require_doctor(appointment, by, "consult.end")
+    _transition(appointment, (AppointmentStatus.ARRIVED,), "ended")
+    encounter = appointment.encounter or admit(appointment, by=by)
+    if notes is not None or diagnosis is not None:
+        save_note(appointment, by=by, notes=notes, diagnosis=diagnosis)
+    now = db.utcnow()
+    appointment.status = AppointmentStatus.FULFILLED
+    encounter.status = EncounterStatus.FINISHED
+    encounter.ended_at = now
+    session = appointment.session
+    if session is not None:
+        _signal(session, by, "bye", {"reason": "ended"})
+    _end_session(appointment)
+    audit.record("consult.end", by=by, patient_id=appointment.patient_id, resource_type="Encounter",
+                 resource_id=encounter.id)
+    return encounter
+
+
+# ---------------------------------------------------------------- participants, join tokens, ICE servers
+
+
+def _participant(appointment: Appointment, user: User) -> ConsultParticipant | None:
+    session = appointment.session
+    if session is None:
+        return None
+    return next((p for p in session.participants if p.user_id == user.id), None)
+
+
+participant_of = _participant
+
+
+def invite(appointment: Appointment, *, user_id: int, by: User) -> ConsultParticipant:
+    """The doctor brings a colleague (staff) into the consult."""
+    _require_doctor(appointment, by, "consult.invite")
+    guest = db.session.get(User, user_id)
+    if guest is None or not guest.active or guest.role in (Role.PATIENT, Role.ADMIN):
+        raise _invalid("user_id", "Choose an active staff member.")
+    session = _ensure_session(appointment)
+    existing = _participant(appointment, guest)
+    if existing is not None:
+        return existing
+    participant = ConsultParticipant(user_id=guest.id, kind=ParticipantKind.GUEST, invited_by_id=by.id)
+    session.participants.append(participant)
+    db.session.flush()
+    audit.record("consult.invite", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
+                 resource_id=session.id, detail={"user_id": guest.id})
+    return participant
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(_cfg("SECRET_KEY"), salt="consult-join")
+
+
+def _open_for(appointment: Appointment, by: User, action: str) -> tuple[ConsultSession, ConsultParticipant]:
+    participant = _participant(appointment, by)
+    if participant is None:
+        raise _deny(action, by, appointment.id, appointment.patient_id)
+    session = appointment.session
+    assert session is not None
+    if session.ended_at is not None or appointment.status is not AppointmentStatus.ARRIVED:
+        audit.record(action, by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
+                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "finished"})
+        raise Conflict("This consult has ended.")
+    if appointment.admitted_at is None and participant.kind is not ParticipantKind.DOCTOR:
+        raise Conflict("The doctor has not admitted you yet. Please wait in the waiting room.")
+    return session, participant
+
+
+def issue_join_token(appointment: Appointment, *, by: User) -> str:
+    """A short-lived, single-use token bound to this consult and this user."""
+    session, _participant_row = _open_for(appointment, by, "consult.token")
+    return _serializer().dumps({"c": session.id, "u": by.id, "j": secrets.token_hex(16)})
+
+
+def _bad_token(appointment: Appointment, by: User, why: str) -> Exception:
+    audit.record("consult.join", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
+                 resource_type="Appointment", resource_id=appointment.id, detail={"why": why})
+    return Forbidden("This join link is not valid any more. Reload the page to get a new one.")
+
+
+def join(appointment: Appointment, *, token: str, by: User) -> ConsultParticipant:
+    """Enter the consult with a join token.
+
+    :raises Forbidden: expired, tampered, replayed, or another consult's/user's token (audited).
+    :raises Conflict: the consult has ended or the patient is not admitted yet.
+    :raises NotFound: not a participant (audited).
+    """
+    session, participant = _open_for(appointment, by, "consult.join")
+    try:
+        data = _serializer().loads(token, max_age=_cfg("CONSULT_JOIN_TOKEN_SECONDS"))
+    except SignatureExpired:
+        raise _bad_token(appointment, by, "expired") from None
+    except BadSignature:
+        raise _bad_token(appointment, by, "bad signature") from None
+    if not isinstance(data, dict) or data.get("c") != session.id or data.get("u") != by.id:
+        raise _bad_token(appointment, by, "other consult or user")
+    try:
+        with db.session.begin_nested():
+            db.session.add(JoinTokenUse(jti=str(data.get("j"))[:32], session_id=session.id, user_id=by.id))
+            db.session.flush()
+    except sa.exc.IntegrityError:
+        raise _bad_token(appointment, by, "replayed") from None
+    participant.joined_at = db.utcnow()
+    participant.left_at = None
+    hello = _signal(session, by, "hello", {"role": participant.kind.value})
+    participant.joined_signal_id = hello.id
+    audit.record("consult.join", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
+                 resource_id=session.id)
+    return participant
+
+
+def leave(appointment: Appointment, *, by: User) -> None:
+    participant = _participant(appointment, by)
+    if participant is None:
+        raise _deny("consult.leave", by, appointment.id, appointment.patient_id)
+    if participant.present:
+        participant.left_at = db.utcnow()
+        assert appointment.session is not None
+        _signal(appointment.session, by, "bye", {"reason": "left"})
+    audit.record("consult.leave", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
+                 resource_id=participant.session_id)
+
+
+def turn_credentials(user: User, *, now: float | None = None) -> tuple[str, str]:
+    """coturn "TURN REST API": username ``<expiry>:<user id>``, password base64(HMAC-SHA1(secret, username))."""
+    expiry = int((now or clock.time()) + _cfg("TURN_TTL_SECONDS"))
+    username = f"{expiry}:{user.id}"
+    digest = hmac.new(_cfg("TURN_SECRET").encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(digest).decode()
+
+
+def ice_servers(user: User) -> list[dict[str, Any]]:
+    """The RTCPeerConnection ``iceServers`` for this user, from configuration."""
+    servers: list[dict[str, Any]] = []
+    stun = [u.strip() for u in _cfg("STUN_URLS").split(",") if u.strip()]
+    if stun:
+        servers.append({"urls": stun})
+    turn = [u.strip() for u in _cfg("TURN_URLS").split(",") if u.strip()]
+    if turn and _cfg("TURN_SECRET"):
+        username, credential = turn_credentials(user)
+        servers.append({"urls": turn, "username": username, "credential": credential})
+    return servers
+
+
+# ---------------------------------------------------------------- signaling
+
+
+def validate_sdp(sdp: object, field: str = "sdp") -> str:
+    """Accept only something that looks like a session description; refuse the rest with a 422."""
+    if not isinstance(sdp, str) or not sdp:
+        raise _invalid(field, "An SDP session description is required.")
+    if len(sdp) > MAX_SDP:
+        raise _invalid(field, f"Session descriptions are limited to {MAX_SDP} characters.")
+    lines = sdp.replace("\r\n", "\n").strip().split("\n")
+    if lines[0] != "v=0" or not any(line.startswith("m=") for line in lines) \
+            or not any(line.startswith("o=") for line in lines):
+        raise _invalid(field, "This is not a valid SDP session description.")
+    if any(len(line) < 2 or line[1] != "=" or any(ord(c) < 32 and c != "\t" for c in line) for line in lines):
+        raise _invalid(field, "This is not a valid SDP session description.")
+    return sdp
+
+
+def _validate_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    if kind not in SIGNAL_KINDS:
+        raise _invalid("kind", f"Use one of: {', '.join(sorted(SIGNAL_KINDS))}.")
+    gen = payload.get("gen")
+    if gen is not None and (not isinstance(gen, str) or len(gen) > 64):
+        raise _invalid("gen", "A short string.")
+    clean: dict[str, Any] = {"gen": gen}
+    if kind in ("offer", "answer"):
+        clean["sdp"] = validate_sdp(payload.get("sdp"))
+    elif kind == "candidate":
+        candidate = payload.get("candidate")
+        if candidate is not None:
+            if not isinstance(candidate, dict) or not isinstance(candidate.get("candidate", ""), str) \
+                    or len(json.dumps(candidate)) > MAX_CANDIDATE:
+                raise _invalid("candidate", "Not an ICE candidate.")
+            text = candidate.get("candidate", "")
+            if text and not text.startswith(("candidate:", "a=candidate:")):
+                raise _invalid("candidate", "Not an ICE candidate.")
+            candidate = {k: candidate.get(k) for k in ("candidate", "sdpMid", "sdpMLineIndex")}
+        clean["candidate"] = candidate
+    return clean
+
+
+def _rate_limited(session: ConsultSession, by: User) -> bool:
+    limit = _cfg("SIGNAL_RATE_LIMIT")
+    redis_url = _cfg("REDIS_URL")
+    if redis_url:
+        from app.consults import shared
+
+        return shared.hit(f"signal:{session.id}:{by.id}", window=RATE_WINDOW_SECONDS) > limit
+    since = db.utcnow() - timedelta(seconds=RATE_WINDOW_SECONDS)
+    count = db.session.scalar(sa.select(sa.func.count()).where(
+        SignalMessage.session_id == session.id, SignalMessage.sender_id == by.id,
+        SignalMessage.created_at > since)) or 0
+    return count >= limit
+
+
+def _signal(session: ConsultSession, by: User, kind: str, payload: dict[str, Any],
+            recipient_id: int | None = None) -> SignalMessage:
+    message = SignalMessage(session_id=session.id, sender_id=by.id, recipient_id=recipient_id, kind=kind,
+                            payload=json.dumps(payload, separators=(",", ":")))
+    db.session.add(message)
+    db.session.flush()
+    if _cfg("REDIS_URL"):
+        db.session().info.setdefault(_WAKE_KEY, set()).add(session.id)
+    return message
+
+
+_WAKE_KEY = "consult_wake"
+
+
+@sa.event.listens_for(so.Session, "after_commit")
+def _wake_streams(session: so.Session) -> None:
+    """Tell waiting event streams in every worker that a consult has news (after the rows are visible)."""
+    ids = session.info.pop(_WAKE_KEY, None)
+    if ids:
+        from app.consults import shared
+
+        for session_id in ids:
+            shared.wake(session_id)
+
+
+def post_signal(appointment: Appointment, *, by: User, kind: str, payload: dict[str, Any],
+                to: int | None = None) -> SignalMessage:
+    """Relay an offer, answer, ICE candidate or bye to the other participants of this consult.
+
+    :raises NotFound: not a participant (audited). :raises Conflict: ended or not joined.
+    :raises ValidationFailed: malformed message. :raises TooManyRequests: a flood (audited).
+    """
+    session, participant = _open_for(appointment, by, "consult.signal")
+    if not participant.present:
+        raise Conflict("Join the consult before sending media negotiation messages.")
+    clean = _validate_payload(kind, payload)
+    if _rate_limited(session, by):
+        audit.record("consult.signal", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
+                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "rate limit"})
+        raise TooManyRequests("Too many signaling messages; slow down.",
+                              headers={"Retry-After": str(RATE_WINDOW_SECONDS)})
+    if to is not None and not any(p.user_id == to for p in session.participants):
+        raise _invalid("to", "Not a participant of this consult.")
+    return _signal(session, by, kind, clean, recipient_id=to)
+
+
+def pending_signals(appointment: Appointment, *, by: User, after: int = 0, limit: int = 200
+                    ) -> list[dict[str, Any]]:
+    """Messages for ``by`` newer than ``after`` (from the others; addressed to everyone or to ``by``).
+
+    Readable after the end too, so a page learns the consult ended.
+    """
+    participant = _participant(appointment, by)
+    if participant is None:
+        raise _deny("consult.signal", by, appointment.id, appointment.patient_id)
+    session = appointment.session
+    assert session is not None
+    rows = db.session.scalars(sa.select(SignalMessage).where(
+        SignalMessage.session_id == session.id, SignalMessage.id > after, SignalMessage.sender_id != by.id,
+        sa.or_(SignalMessage.recipient_id.is_(None), SignalMessage.recipient_id == by.id))
+        .order_by(SignalMessage.id).limit(limit)).all()
+    return [{"id": m.id, "kind": m.kind, "from": m.sender_id, **json.loads(m.payload)} for m in rows]
+
+
+def state(appointment: Appointment) -> dict[str, Any]:
+    """What the waiting room and the consult page show (no patient data)."""
+    session = appointment.session
+    ended = appointment.status in (AppointmentStatus.FULFILLED, AppointmentStatus.CANCELLED,
+                                   AppointmentStatus.NOSHOW)
+    return {
+        "id": appointment.id,
+        "status": appointment.status.value,
+        "admitted": appointment.admitted_at is not None,
+        "ended": ended or (session is not None and session.ended_at is not None),
+        "start": appointment.start_at.isoformat(),
+        "check_in_opens": check_in_opens_at(appointment).isoformat(),
+        "present": [p.user_id for p in session.participants if p.present] if session else [],
+        "message": status_text(appointment),
+    }
+
+
+def status_text(appointment: Appointment) -> str:
+    """An honest sentence for the patient about where things stand."""
+    match appointment.status:
+        case AppointmentStatus.BOOKED:
+            if db.utcnow() < check_in_opens_at(appointment):
+                return f"You can check in from {_when(check_in_opens_at(appointment))}."
+            return "You can check in now."
+        case AppointmentStatus.ARRIVED if appointment.admitted_at is None:
+            return "You are checked in. The doctor will admit you; please keep this page open."
+        case AppointmentStatus.ARRIVED:
+            return "The doctor has admitted you. Joining the consult..."
+        case AppointmentStatus.FULFILLED:
+            return "The consult has ended."
+        case _:
+            return f"This appointment is {appointment.status.label.lower()}."
+
+
+# ---------------------------------------------------------------- chat
+
+
+def post_chat(appointment: Appointment, *, by: User, body: str) -> ChatMessage:
+    """Send a chat line; it is kept with the encounter and pushed to the other participants."""
+    session, participant = _open_for(appointment, by, "consult.chat")
+    text = (body or "").strip()
+    if not text:
+        raise _invalid("body", "Write a message.")
+    if len(text) > MAX_CHAT:
+        raise _invalid("body", f"Use at most {MAX_CHAT} characters.")
+    if any(ord(c) < 32 and c not in "\n\t" for c in text):
+        raise _invalid("body", "Remove control characters.")
+    if _rate_limited(session, by):
+        audit.record("consult.chat", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
+                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "rate limit"})
+        raise TooManyRequests("Too many messages; slow down.", headers={"Retry-After": str(RATE_WINDOW_SECONDS)})
+    encounter = appointment.encounter
+    if encounter is None:
+        raise Conflict("The consult has not started.")
+    message = ChatMessage(sender_id=by.id, body=text)
+    encounter.messages.append(message)
+    db.session.flush()
+    _signal(session, by, "chat", {"chat_id": message.id, "body": text, "name": by.full_name,
+                                  "at": message.created_at.isoformat()})
+    audit.record("consult.chat", by=by, patient_id=appointment.patient_id, resource_type="ChatMessage",
+                 resource_id=message.id)
+    return message
+
+
+def chat_history(appointment: Appointment) -> Sequence[ChatMessage]:
+    if appointment.encounter is None:
+        return []
+    return appointment.encounter.messages

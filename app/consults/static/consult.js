@@ -1,0 +1,286 @@
+// The consult room: peer-to-peer video with signaling through the app (HTTP + Server-Sent Events).
+// The doctor makes every offer; the patient answers. After a network drop either side rejoins and a
+// fresh offer (a new peer connection) restores the call.
+"use strict";
+
+(() => {
+  const root = document.getElementById("consult");
+  if (!root) return;
+  const base = root.dataset.base;
+  const isDoctor = root.dataset.role === "doctor";
+  const localVideo = document.getElementById("local-video");
+  const remoteVideo = document.getElementById("remote-video");
+  const remoteStatus = document.getElementById("remote-status");
+  const quality = document.getElementById("quality");
+  const chatLog = document.getElementById("chat-log");
+  // Time to first picture (wall clock, ms), read by benchmarks/consults.py.
+  remoteVideo.addEventListener("playing", () => {
+    if (!remoteVideo.dataset.firstFrameAt) remoteVideo.dataset.firstFrameAt = String(Date.now());
+  });
+
+  let localStream = null;
+  let pc = null;
+  let gen = null;
+  let iceServers = [];
+  let events = null;
+  let pendingCandidates = [];
+  let ended = false;
+  let joining = false;
+  let reconnectTimer = null;
+  let offerSinceJoin = false;
+
+  async function api(method, path, body) {
+    const resp = await window.hospitalFetch(base + path, {
+      method, headers: body ? { "Content-Type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    if (!resp.ok) {
+      const problem = await resp.json().catch(() => ({}));
+      const err = new Error(problem.detail || `HTTP ${resp.status}`);
+      err.status = resp.status;
+      throw err;
+    }
+    return resp.status === 204 ? null : resp.json();
+  }
+
+  const send = (kind, extra = {}) => api("POST", "/signals", { kind, gen, ...extra });
+
+  function setStatus(text) { remoteStatus.textContent = text; remoteStatus.classList.toggle("hidden", !text); }
+
+  function newPeer(generation) {
+    if (pc) pc.close();
+    pendingCandidates = [];
+    gen = generation;
+    pc = new RTCPeerConnection({ iceServers });
+    window.hospitalConsultPc = pc;
+    localStream.getTracks().forEach((t) => pc.addTrack(t, localStream));
+    pc.addEventListener("track", (e) => {
+      const stream = e.streams[0] || new MediaStream([e.track]);
+      if (remoteVideo.srcObject !== stream) remoteVideo.srcObject = stream;
+      // Browsers may block autoplay with sound on a page the user has not clicked yet.
+      remoteVideo.play().catch(() => setStatus("Click the video to start picture and sound."));
+    });
+
+    pc.addEventListener("icecandidate", (e) => {
+      send("candidate", { candidate: e.candidate ? e.candidate.toJSON() : null }).catch(() => {});
+    });
+    pc.addEventListener("connectionstatechange", () => {
+      const state = pc.connectionState;
+      if (state === "connected") { setStatus(""); clearTimeout(reconnectTimer); }
+      if (state === "disconnected" || state === "failed") {
+        setStatus("Connection lost — reconnecting…");
+        scheduleReconnect(state === "failed" ? 0 : 3000);
+      }
+    });
+    return pc;
+  }
+
+  async function makeOffer() {
+    const peer = newPeer(Math.random().toString(36).slice(2));
+    await peer.setLocalDescription(await peer.createOffer());
+    await send("offer", { sdp: peer.localDescription.sdp });
+  }
+
+  async function onOffer(msg) {
+    offerSinceJoin = true;
+    const peer = newPeer(msg.gen);
+    await peer.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+    for (const c of pendingCandidates) await peer.addIceCandidate(c).catch(() => {});
+    pendingCandidates = [];
+    await peer.setLocalDescription(await peer.createAnswer());
+    await send("answer", { sdp: peer.localDescription.sdp });
+  }
+
+  async function handle(msg) {
+    switch (msg.kind) {
+      case "hello":
+        if (isDoctor) { setStatus("Connecting…"); await makeOffer(); }
+        break;
+      case "offer":
+        if (!isDoctor) await onOffer(msg);
+        break;
+      case "answer":
+        if (isDoctor && pc && msg.gen === gen && pc.signalingState === "have-local-offer") {
+          await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+          for (const c of pendingCandidates) await pc.addIceCandidate(c).catch(() => {});
+          pendingCandidates = [];
+        }
+        break;
+      case "candidate":
+        if (pc && msg.gen === gen && msg.candidate) {
+          if (pc.remoteDescription) await pc.addIceCandidate(msg.candidate).catch(() => {});
+          else pendingCandidates.push(msg.candidate);
+        }
+        break;
+      case "chat":
+        addChat(msg.name, msg.body);
+        break;
+      case "bye":
+        if (msg.reason === "ended") finish("The consult has ended.");
+        else setStatus("The other person left. They can rejoin.");
+        break;
+    }
+  }
+
+  function addChat(name, body) {
+    const li = document.createElement("li");
+    const who = document.createElement("strong");
+    who.textContent = name;
+    li.append(who, `: ${body}`);
+    chatLog.append(li);
+    chatLog.scrollTop = chatLog.scrollHeight;
+  }
+
+  function openEvents(after) {
+    if (events) events.close();
+    events = new EventSource(`${base}/events?after=${after}`);
+    // Messages are handled one at a time, in order.
+    let chain = Promise.resolve();
+    events.addEventListener("signal", (e) => {
+      const msg = JSON.parse(e.data);
+      chain = chain.then(() => handle(msg)).catch((err) => console.warn("signal", msg.kind, err));
+    });
+  }
+
+  async function join() {
+    if (joining || ended) return;
+    joining = true;
+    try {
+      offerSinceJoin = false;
+      const { token } = await api("POST", "/token");
+      const info = await api("POST", "/join", { token });
+      iceServers = info.ice_servers;
+      openEvents(info.after);
+      const other = info.participants.find((p) => p.present);
+      if (isDoctor && other) await makeOffer();
+      else if (other) {
+        // Joined at the same moment as the doctor, who may not have seen us: ask for an offer if none comes.
+        setTimeout(() => { if (!offerSinceJoin && !ended) send("hello").catch(() => {}); }, 1000);
+      }
+      else setStatus(isDoctor ? "Waiting for the patient to connect…" : "Waiting for the doctor…");
+    } catch (err) {
+      if (err.status === 409) finish(err.message);
+      else { setStatus("Cannot reach the hospital — retrying…"); scheduleReconnect(2000); }
+    } finally {
+      joining = false;
+    }
+  }
+
+  function scheduleReconnect(delay) {
+    clearTimeout(reconnectTimer);
+    reconnectTimer = setTimeout(async () => {
+      if (ended || (pc && pc.connectionState === "connected")) return;
+      if (isDoctor) {
+        try { await makeOffer(); } catch (err) { await join(); }
+      } else {
+        try { await send("hello"); } catch (err) { await join(); }
+      }
+      scheduleReconnect(5000);
+    }, delay);
+  }
+
+  function finish(message) {
+    ended = true;
+    clearTimeout(reconnectTimer);
+    if (events) events.close();
+    if (pc) pc.close();
+    if (localStream) localStream.getTracks().forEach((t) => t.stop());
+    setStatus(message);
+    document.querySelectorAll(".controls button, #chat-form button").forEach((b) => { b.disabled = true; });
+  }
+
+  async function stats() {
+    if (!pc || ended) return;
+    const report = await pc.getStats();
+    let rtt = null, lost = 0, received = 0, fps = null, decoded = 0;
+    report.forEach((s) => {
+      if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
+      if (s.type === "inbound-rtp") {
+        lost += s.packetsLost || 0;
+        received += s.packetsReceived || 0;
+        if (s.kind === "video") { fps = s.framesPerSecond ?? fps; decoded += s.framesDecoded || 0; }
+      }
+    });
+    const loss = received + lost > 0 ? (100 * lost) / (received + lost) : 0;
+    quality.dataset.framesDecoded = String(decoded);
+    quality.textContent = `RTT ${rtt === null ? "–" : Math.round(rtt * 1000)} ms · loss ${loss.toFixed(1)} % · ${fps === null ? "–" : Math.round(fps)} fps`;
+    quality.className = "quality " + (rtt === null ? "" : loss > 5 || rtt > 0.4 ? "poor" : loss > 1 || rtt > 0.15 ? "fair" : "good");
+  }
+
+  async function listDevices() {
+    const devices = await navigator.mediaDevices.enumerateDevices();
+    for (const [kind, id] of [["videoinput", "camera-select"], ["audioinput", "mic-select"]]) {
+      const select = document.getElementById(id);
+      select.replaceChildren();
+      const current = localStream.getTracks().find((t) => (t.kind === "video") === (kind === "videoinput"));
+      devices.filter((d) => d.kind === kind).forEach((d, i) => {
+        const option = new Option(d.label || `${kind === "videoinput" ? "Camera" : "Microphone"} ${i + 1}`, d.deviceId);
+        option.selected = current && current.getSettings().deviceId === d.deviceId;
+        select.append(option);
+      });
+      select.addEventListener("change", () => switchDevice(kind === "videoinput" ? "video" : "audio", select.value));
+    }
+  }
+
+  async function switchDevice(kind, deviceId) {
+    const fresh = await navigator.mediaDevices.getUserMedia({ [kind]: { deviceId: { exact: deviceId } } });
+    const track = fresh.getTracks()[0];
+    const old = localStream.getTracks().find((t) => t.kind === kind);
+    if (old) { localStream.removeTrack(old); old.stop(); }
+    localStream.addTrack(track);
+    if (pc) pc.getSenders().filter((s) => s.track && s.track.kind === kind || (!s.track && old))
+      .forEach((s) => s.replaceTrack(track));
+  }
+
+  remoteVideo.addEventListener("click", () => remoteVideo.play().then(() => setStatus("")).catch(() => {}));
+  document.getElementById("toggle-mic").addEventListener("click", (e) => {
+    const track = localStream?.getAudioTracks()[0];
+    if (!track) return;
+    track.enabled = !track.enabled;
+    e.currentTarget.textContent = track.enabled ? "Mute" : "Unmute";
+  });
+  document.getElementById("toggle-cam").addEventListener("click", (e) => {
+    const track = localStream?.getVideoTracks()[0];
+    if (!track) return;
+    track.enabled = !track.enabled;
+    e.currentTarget.textContent = track.enabled ? "Camera off" : "Camera on";
+  });
+  document.getElementById("leave").addEventListener("click", async () => {
+    await api("POST", "/leave").catch(() => {});
+    finish("You left the consult.");
+    window.location.assign(root.dataset.exitUrl);
+  });
+  document.getElementById("chat-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const input = document.getElementById("chat-input");
+    const body = input.value.trim();
+    if (!body) return;
+    try {
+      const msg = await api("POST", "/chat", { body });
+      addChat(msg.sender_name, msg.body);
+      input.value = "";
+    } catch (err) { addChat("Not sent", err.message); }
+  });
+  document.getElementById("save-note")?.addEventListener("click", async () => {
+    const status = document.getElementById("note-status");
+    try {
+      await api("POST", "/note", { notes: document.getElementById("notes").value,
+                                   diagnosis: document.getElementById("diagnosis").value });
+      status.textContent = "Saved.";
+    } catch (err) { status.textContent = err.message; }
+  });
+  window.addEventListener("online", () => { if (!ended) { setStatus("Back online — reconnecting…"); join(); } });
+
+  (async () => {
+    try {
+      localStream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    } catch (err) {
+      setStatus("We could not use your camera or microphone. Allow access and reload the page.");
+      return;
+    }
+    localVideo.srcObject = localStream;
+    await listDevices().catch(() => {});
+    await join();
+    setInterval(stats, 1000);
+  })();
+})();

@@ -1,0 +1,129 @@
+// Virtual waiting room: live status, move to the consult when admitted, and the echo device test.
+"use strict";
+
+(() => {
+  const root = document.getElementById("waiting");
+  if (!root) return;
+  const statusText = document.getElementById("status-text");
+  let events = null;
+
+  // Once checked in, the admission arrives as an event (instant); polling the state stays as a fallback.
+  function listen() {
+    if (events) return;
+    events = new EventSource(root.dataset.eventsUrl);
+    events.addEventListener("signal", (e) => {
+      if (JSON.parse(e.data).kind === "admit") window.location.assign(root.dataset.roomUrl);
+    });
+  }
+
+  async function poll() {
+    try {
+      const resp = await fetch(root.dataset.stateUrl, { credentials: "same-origin" });
+      if (resp.ok) {
+        const state = await resp.json();
+        statusText.textContent = state.message;
+        if (state.admitted && !state.ended) {
+          window.location.assign(root.dataset.roomUrl);
+          return;
+        }
+        if (state.ended) { if (events) events.close(); return; }
+        if (state.status === "arrived") listen();
+      } else {
+        statusText.textContent = "We cannot reach the hospital right now; retrying…";
+      }
+    } catch (err) {
+      statusText.textContent = "Your connection dropped; retrying…";
+    }
+    setTimeout(poll, 2000);
+  }
+  poll();
+
+  // ---- pre-call device and network test (echo through the media service)
+  const start = document.getElementById("echo-start");
+  const stop = document.getElementById("echo-stop");
+  const result = document.getElementById("echo-result");
+  let pc = null;
+  let stream = null;
+  let timer = null;
+
+  function finish(message) {
+    if (timer) clearInterval(timer);
+    timer = null;
+    if (pc) pc.close();
+    pc = null;
+    if (stream) stream.getTracks().forEach((t) => t.stop());
+    stream = null;
+    start.classList.remove("hidden");
+    stop.classList.add("hidden");
+    if (message) result.textContent = message;
+  }
+
+  function gatheringDone(peer) {
+    if (peer.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = () => { if (peer.iceGatheringState === "complete") resolve(); };
+      peer.addEventListener("icegatheringstatechange", check);
+      setTimeout(resolve, 3000);
+    });
+  }
+
+  async function measure() {
+    if (!pc) return;
+    const stats = await pc.getStats();
+    let rtt = null, lost = 0, received = 0, fps = null, audio = false;
+    stats.forEach((s) => {
+      if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
+      if (s.type === "inbound-rtp") {
+        lost += s.packetsLost || 0;
+        received += s.packetsReceived || 0;
+        if (s.kind === "video" && s.framesPerSecond !== undefined) fps = s.framesPerSecond;
+        if (s.kind === "audio" && (s.packetsReceived || 0) > 0) audio = true;
+      }
+    });
+    const loss = received + lost > 0 ? (100 * lost) / (received + lost) : 0;
+    result.dataset.rtt = rtt === null ? "" : String(rtt * 1000);
+    result.dataset.loss = String(loss);
+    result.textContent = (received > 0 ? "Your video came back" : "Waiting for your video to come back…")
+      + (fps !== null ? ` at ${Math.round(fps)} fps` : "")
+      + (audio ? ", sound too" : "")
+      + (rtt !== null ? ` · round trip ${Math.round(rtt * 1000)} ms` : "")
+      + ` · loss ${loss.toFixed(1)} %`;
+  }
+
+  start?.addEventListener("click", async () => {
+    start.classList.add("hidden");
+    stop.classList.remove("hidden");
+    result.textContent = "Starting your camera and microphone…";
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    } catch (err) {
+      finish("We could not use your camera or microphone. Allow access in your browser and try again.");
+      return;
+    }
+    document.getElementById("echo-local").srcObject = stream;
+    pc = new RTCPeerConnection({ iceServers: JSON.parse(root.dataset.ice || "[]") });
+    stream.getTracks().forEach((t) => pc.addTrack(t, stream));
+    const remote = new MediaStream();
+    document.getElementById("echo-remote").srcObject = remote;
+    pc.addEventListener("track", (e) => remote.addTrack(e.track));
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc && pc.connectionState === "failed") finish("The connection test failed: your network may block video calls.");
+    });
+    await pc.setLocalDescription(await pc.createOffer());
+    await gatheringDone(pc);
+    result.textContent = "Connecting to the test service…";
+    const resp = await window.hospitalFetch(root.dataset.echoUrl, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" }),
+    });
+    if (!resp.ok) {
+      const problem = await resp.json().catch(() => ({}));
+      finish(problem.detail || "The test service is not available right now.");
+      return;
+    }
+    await pc.setRemoteDescription(await resp.json());
+    timer = setInterval(measure, 1000);
+    setTimeout(() => { if (pc) finish(result.textContent + " — test finished."); }, 30000);
+  });
+  stop?.addEventListener("click", () => finish(result.textContent + " — test stopped."));
+})();

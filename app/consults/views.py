@@ -1,0 +1,219 @@
+"""Consult pages: appointments, booking, availability, the doctor's day, the waiting room, the consult room."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from werkzeug.wrappers import Response
+
+from app import db
+from app.auth.decorators import roles_required
+from app.auth.models import Role, User
+from app.consults import service
+from app.consults.models import AppointmentStatus, ParticipantKind
+from app.errors import AppError
+from app.patients import service as patients
+from app.web import add_chart_links, add_nav
+
+bp = Blueprint("consults", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/static/consults")
+
+add_nav("Consults", "consults.index", Role.PATIENT, Role.CLINIC_STAFF)
+add_nav("Today's consults", "consults.today", Role.DOCTOR)
+add_nav("Availability", "consults.availability", Role.DOCTOR)
+
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def _chart_links(patient: object, user: User) -> list[dict[str, str]]:
+    if user.role is Role.CLINIC_STAFF:
+        return [{"label": "Book video consult", "url": url_for("consults.book", patient_id=patient.id)}]
+    return []
+
+
+add_chart_links(_chart_links)
+
+
+def _flash_error(exc: AppError) -> None:
+    db.rollback()
+    messages = [m for msgs in (exc.errors or {}).values() for m in msgs]
+    flash(exc.detail if not messages or not exc.detail.startswith("Some fields") else " ".join(messages), "error")
+
+
+@bp.get("/consults")
+@roles_required(Role.PATIENT, Role.CLINIC_STAFF, Role.DOCTOR)
+def index() -> str:
+    """Upcoming video consults of the patient, or of the clinic's patients."""
+    appointments = service.list_for(current_user)
+    db.session.commit()
+    return render_template("consults/index.html", appointments=appointments, AppointmentStatus=AppointmentStatus)
+
+
+@bp.route("/consults/book", methods=["GET", "POST"])
+@roles_required(Role.PATIENT, Role.CLINIC_STAFF)
+def book() -> Response | str:
+    """Choose a doctor, then a free slot."""
+    if current_user.role is Role.PATIENT:
+        patient = patients.get_own_record(by=current_user)
+        if patient is None:
+            flash("No patient record is linked to your account yet; ask your clinic.", "error")
+            return redirect(url_for("consults.index"))
+    else:
+        patient = patients.get_patient(request.values.get("patient_id", 0, type=int), by=current_user)
+    doctor_id = request.values.get("doctor_id", type=int)
+    if request.method == "POST":
+        try:
+            start = datetime.fromisoformat(request.form.get("start", ""))
+            if start.tzinfo is None:
+                raise ValueError
+        except ValueError:
+            flash("Choose a slot.", "error")
+        else:
+            try:
+                appt = service.book(patient=patient, doctor_id=doctor_id or 0, start=start, by=current_user,
+                                    reason=request.form.get("reason"))
+            except AppError as exc:
+                _flash_error(exc)
+            else:
+                db.session.commit()
+                flash(f"Booked: video consult on {appt.start_at.strftime('%a %d %b, %H:%M')} UTC with "
+                      f"{appt.doctor.full_name}. A confirmation is in your notifications.", "success")
+                return redirect(url_for("consults.index"))
+    doctors = service.bookable_doctors()
+    doctor = next((d for d in doctors if d.id == doctor_id), None)
+    slots = service.open_slots(doctor, days=14) if doctor else []
+    db.session.commit()
+    return render_template("consults/book.html", patient=patient, doctors=doctors, doctor=doctor, slots=slots)
+
+
+@bp.post("/consults/<int:appointment_id>/cancel")
+@login_required
+def cancel(appointment_id: int) -> Response:
+    """Cancel an appointment and free its slot."""
+    appt = service.get_appointment(appointment_id, by=current_user, audit_read=False)
+    try:
+        service.cancel(appt, by=current_user, reason=request.form.get("reason"))
+    except AppError as exc:
+        _flash_error(exc)
+    else:
+        db.session.commit()
+        flash("Appointment cancelled.", "success")
+    return redirect(request.referrer or url_for("consults.index"))
+
+
+@bp.route("/consults/availability", methods=["GET", "POST"])
+@roles_required(Role.DOCTOR)
+def availability() -> Response | str:
+    """Publish weekly consult windows and time away."""
+    if request.method == "POST":
+        try:
+            if request.form.get("form") == "exception":
+                starts = datetime.fromisoformat(request.form["starts_at"]).replace(tzinfo=UTC)
+                ends = datetime.fromisoformat(request.form["ends_at"]).replace(tzinfo=UTC)
+                service.add_exception(by=current_user, starts_at=starts, ends_at=ends,
+                                      reason=request.form.get("reason"))
+            elif request.form.get("form") == "remove":
+                service.remove_availability(int(request.form["window_id"]), by=current_user)
+            else:
+                service.publish_availability(by=current_user, weekday=int(request.form["weekday"]),
+                                             start_time=time.fromisoformat(request.form["start_time"]),
+                                             end_time=time.fromisoformat(request.form["end_time"]),
+                                             slot_minutes=int(request.form.get("slot_minutes") or 15))
+        except (KeyError, ValueError):
+            db.rollback()
+            flash("Fill in every field with a valid value.", "error")
+        except AppError as exc:
+            _flash_error(exc)
+        else:
+            db.session.commit()
+            flash("Availability saved.", "success")
+            return redirect(url_for("consults.availability"))
+    windows = service.windows_for(current_user)
+    exceptions = service.exceptions_for(current_user)
+    return render_template("consults/availability.html", windows=windows, exceptions=exceptions, weekdays=WEEKDAYS)
+
+
+@bp.get("/consults/today")
+@roles_required(Role.DOCTOR)
+def today() -> str:
+    """The doctor's day: who is waiting, since when, with an Admit button."""
+    appointments = service.day_view(current_user)
+    db.session.commit()
+    now = db.utcnow()
+    return render_template("consults/today.html", appointments=appointments, now=now,
+                           AppointmentStatus=AppointmentStatus)
+
+
+@bp.post("/consults/<int:appointment_id>/admit")
+@roles_required(Role.DOCTOR)
+def admit(appointment_id: int) -> Response:
+    """Admit the waiting patient and open the consult room."""
+    appt = service.get_appointment(appointment_id, by=current_user, audit_read=False)
+    try:
+        service.admit(appt, by=current_user)
+    except AppError as exc:
+        _flash_error(exc)
+        return redirect(url_for("consults.today"))
+    db.session.commit()
+    return redirect(url_for("consults.room", appointment_id=appointment_id))
+
+
+@bp.route("/consults/<int:appointment_id>/waiting", methods=["GET", "POST"])
+@login_required
+def waiting(appointment_id: int) -> Response | str:
+    """Virtual waiting room: check in, see where things stand, test camera and microphone."""
+    appt = service.get_appointment(appointment_id, by=current_user)
+    if request.method == "POST":
+        try:
+            service.check_in(appt, by=current_user)
+        except AppError as exc:
+            _flash_error(exc)
+        else:
+            db.session.commit()
+            flash("You are checked in.", "success")
+        return redirect(url_for("consults.waiting", appointment_id=appointment_id))
+    db.session.commit()
+    return render_template("consults/waiting.html", appt=appt, state=service.state(appt),
+                           can_check_in=appt.status is AppointmentStatus.BOOKED
+                           and db.utcnow() >= service.check_in_opens_at(appt),
+                           ice_servers=service.ice_servers(current_user))
+
+
+@bp.get("/consults/<int:appointment_id>/room")
+@login_required
+def room(appointment_id: int) -> Response | str:
+    """The consult: video, chat, and for the doctor the chart and the consult note."""
+    appt = service.get_appointment(appointment_id, by=current_user)
+    state = service.state(appt)
+    participant = service.participant_of(appt, current_user)
+    if state["ended"]:
+        db.session.commit()
+        flash("This consult has ended.", "info")
+        return redirect(url_for("consults.today" if current_user.role is Role.DOCTOR else "consults.index"))
+    if participant is None or (participant.kind is not ParticipantKind.DOCTOR and not state["admitted"]):
+        db.session.commit()
+        return redirect(url_for("consults.waiting", appointment_id=appointment_id))
+    is_doctor = participant.kind is ParticipantKind.DOCTOR
+    patient = patients.get_patient(appt.patient_id, by=current_user, action="patient.read") if is_doctor else None
+    chat = service.chat_history(appt)
+    db.session.commit()
+    return render_template("consults/room.html", appt=appt, patient=patient, is_doctor=is_doctor,
+                           role=participant.kind.value, chat=chat, encounter=appt.encounter)
+
+
+@bp.post("/consults/<int:appointment_id>/end")
+@roles_required(Role.DOCTOR)
+def end(appointment_id: int) -> Response:
+    """End the consult: the appointment is fulfilled and the encounter finished."""
+    appt = service.get_appointment(appointment_id, by=current_user, audit_read=False)
+    try:
+        service.end_consult(appt, by=current_user, notes=request.form.get("notes"),
+                            diagnosis=request.form.get("diagnosis"))
+    except AppError as exc:
+        _flash_error(exc)
+        return redirect(url_for("consults.room", appointment_id=appointment_id))
+    db.session.commit()
+    flash("Consult ended; the note is saved with the encounter.", "success")
+    return redirect(url_for("consults.today"))

@@ -1,0 +1,26 @@
+"""In-app notifications page."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+from flask_login import current_user, login_required
+
+from app import db
+from app.auth.models import Role
+from app.notify import service
+from app.web import add_nav
+
+bp = Blueprint("notify", __name__, template_folder="templates")
+
+add_nav("Notifications", "notify.inbox", Role.PATIENT, Role.DOCTOR, Role.CLINIC_STAFF, Role.PHARMACIST)
+
+
+@bp.get("/notifications")
+@login_required
+def inbox() -> str:
+    """The user's messages (confirmations, reminders); opening the page marks them read."""
+    items = service.for_user(current_user)
+    unread = {n.id for n in items if n.read_at is None}
+    service.mark_all_read(current_user)
+    db.session.commit()
+    return render_template("notify/inbox.html", items=items, unread=unread)

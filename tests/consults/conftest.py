@@ -1,0 +1,53 @@
+"""The media service as a real subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+MEDIA_SECRET = "media-test-secret"  # noqa: S105
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def media_service() -> Iterator[str]:
+    port = _free_port()
+    env = dict(os.environ, HOSPITAL_MEDIA_SECRET=MEDIA_SECRET, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "media", "--port", str(port), "--allow-loopback",
+                             "--echo-seconds", "60"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if requests.get(f"{url}/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("media service did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def media_config(app: Any, media_service: str) -> Iterator[str]:
+    """Point the app at the test media service for one test."""
+    old = app.config["MEDIA_URL"], app.config["MEDIA_SECRET"]
+    app.config["MEDIA_URL"], app.config["MEDIA_SECRET"] = media_service, MEDIA_SECRET
+    yield media_service
+    app.config["MEDIA_URL"], app.config["MEDIA_SECRET"] = old

@@ -1,0 +1,52 @@
+"""Shared set-up for consult tests: a doctor with slots around now, a booked and checked-in appointment."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from app import db
+from app.consults import service
+from app.consults.models import Appointment, Availability
+
+
+def open_all_week(doctor: Any, slot_minutes: int = 15) -> None:
+    """Availability every day, all day (UTC), so tests do not depend on the clock."""
+    for weekday in range(7):
+        db.session.add(Availability(doctor_id=doctor.id, weekday=weekday, start_time=time(0, 0),
+                                    end_time=time(23, 59), slot_minutes=slot_minutes))
+    db.session.commit()
+
+
+def next_slot_start(minutes: int = 15, *, skip: int = 0) -> datetime:
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = now - timedelta(minutes=now.minute % minutes) + timedelta(minutes=minutes * (1 + skip))
+    if start.date() != now.date() or start.time() > time(23, 30):
+        start = datetime.combine(now.date() + timedelta(days=1), time(0, 0), tzinfo=UTC)
+    return start
+
+
+def current_slot(doctor: Any, patient: Any, *, by: Any) -> Appointment:
+    """Book the slot that started up to 15 minutes ago (check-in open) directly, as if booked earlier."""
+    now = datetime.now(UTC)
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 15)
+    appt = Appointment(doctor_id=doctor.id, patient_id=patient.id, booked_by_id=by.id, start_at=start,
+                       end_at=start + timedelta(minutes=15 if (start + timedelta(minutes=15) - now)
+                                                > timedelta(minutes=3) else 30),
+                       slot_key=service.slot_key(doctor.id, start))
+    db.session.add(appt)
+    db.session.commit()
+    return appt
+
+
+def admitted_consult(factories: Any, app: Any, *, admit: bool = True) -> tuple[Any, Any, Appointment]:
+    """A doctor and a patient (with a login) in a checked-in (and by default admitted) consult."""
+    doctor = factories.doctor()
+    patient = factories.patient(with_account=True, doctor=doctor)
+    appt = current_slot(doctor, patient, by=patient.user)
+    with app.app_context():
+        service.check_in(appt, by=patient.user)
+        if admit:
+            service.admit(appt, by=doctor)
+        db.session.commit()
+    return doctor, patient, appt

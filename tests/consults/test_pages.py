@@ -1,0 +1,78 @@
+"""The consult pages as people use them (forms, links, honest status), also on SQLite (smoke)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.consults.helpers import admitted_consult, open_all_week
+
+pytestmark = pytest.mark.smoke
+
+
+def test_doctor_publishes_availability_and_patient_books_through_the_pages(make_client, factories, login):
+    doctor = factories.doctor(name="Dr Page")
+    patient = factories.patient(with_account=True)
+    patient_user, doctor_id = patient.user, doctor.id
+    doc, pat = make_client(), make_client()
+    login(doc, doctor)
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    resp = doc.post("/consults/availability", data={"weekday": tomorrow.weekday(), "start_time": "10:00",
+                                                     "end_time": "11:00", "slot_minutes": "30"})
+    assert resp.status_code == 302
+    page = doc.get("/consults/availability").get_data(as_text=True)
+    assert "10:00" in page and "30 min" in page
+    bad = doc.post("/consults/availability", data={"weekday": tomorrow.weekday(), "start_time": "10:30",
+                                                    "end_time": "12:00"}, follow_redirects=True)
+    assert "overlaps" in bad.get_data(as_text=True)
+
+    login(pat, patient_user)
+    slots = pat.get(f"/consults/book?doctor_id={doctor_id}").get_data(as_text=True)
+    start = f"{tomorrow.isoformat()}T10:30:00+00:00"
+    assert start in slots
+    booked = pat.post("/consults/book", data={"doctor_id": doctor_id, "start": start, "reason": "rash"},
+                      follow_redirects=True)
+    text = booked.get_data(as_text=True)
+    assert "Booked: video consult" in text and "Dr Page" in text and "Booked" in text
+    waiting = pat.get("/consults").get_data(as_text=True)
+    assert "Waiting room" in waiting
+    assert "Video consult booked" in pat.get("/notifications").get_data(as_text=True)
+
+
+def test_waiting_room_day_view_and_room_pages(app, make_client, factories, login):
+    doctor, patient, appt = admitted_consult(factories, app, admit=False)
+    a, patient_user = appt.id, patient.user
+    doc, pat = make_client(), make_client()
+    login(doc, doctor)
+    login(pat, patient_user)
+    room = pat.get(f"/consults/{a}/room")
+    assert room.status_code == 302 and room.headers["Location"].endswith(f"/consults/{a}/waiting")
+    waiting = pat.get(f"/consults/{a}/waiting").get_data(as_text=True)
+    assert "The doctor will admit you" in waiting and "Test your camera" in waiting
+    day = doc.get("/consults/today").get_data(as_text=True)
+    assert "since" in day and "Admit" in day
+    admitted = doc.post(f"/consults/{a}/admit")
+    assert admitted.headers["Location"].endswith(f"/consults/{a}/room")
+    page = doc.get(f"/consults/{a}/room").get_data(as_text=True)
+    assert "Consult note" in page and patient.mrn in page
+    assert "Consult note" not in pat.get(f"/consults/{a}/room").get_data(as_text=True)
+    intruder = make_client()
+    login(intruder, factories.doctor())
+    assert intruder.get(f"/consults/{a}/room").status_code == 404
+    ended = doc.post(f"/consults/{a}/end", data={"notes": "ok", "diagnosis": "well"}, follow_redirects=True)
+    assert "Consult ended" in ended.get_data(as_text=True)
+    assert pat.get(f"/consults/{a}/room").status_code == 302
+
+
+def test_clinic_staff_books_from_the_chart(make_client, factories, login):
+    nurse = factories.nurse()
+    doctor = factories.doctor()
+    open_all_week(doctor)
+    patient = factories.patient()
+    browser = make_client()
+    login(browser, nurse)
+    chart = browser.get(f"/patients/{patient.id}").get_data(as_text=True)
+    assert "Book video consult" in chart
+    assert "Free times" in browser.get(f"/consults/book?patient_id={patient.id}&doctor_id={doctor.id}"
+                                       ).get_data(as_text=True)
