@@ -40,10 +40,13 @@ def create_app(config: Config | None = None) -> Flask:
     from app.auth import api as auth_api
     from app.auth import views as auth_views
     from app.errors import register_error_handlers
+    from app.imaging import dicomweb as imaging_dicomweb
+    from app.imaging import views as imaging_views
     from app.patients import api as patients_api
     from app.patients import views as patients_views
 
-    for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp):
+    for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp,
+                      imaging_views.bp, imaging_dicomweb.bp):
         app.register_blueprint(blueprint)
     for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp):
         api.register_blueprint(api_blueprint)

@@ -87,6 +87,7 @@ def import_models() -> None:
     import app.audit.models  # noqa: F401
     import app.auth.models  # noqa: F401
     import app.facilities.models  # noqa: F401
+    import app.imaging.models  # noqa: F401
     import app.patients.models  # noqa: F401
 
 

@@ -14,12 +14,16 @@ __all__ = ["FilesystemStore", "NoSuchObject", "ObjectInfo", "ObjectStore", "Stor
 
 
 def from_config(cfg: Any) -> ObjectStore:
-    """Build the store named by ``cfg.OBJECT_STORE`` ("fs" or "s3")."""
+    """Build the store named by ``OBJECT_STORE`` ("fs" or "s3") from a Config object or a Flask config mapping."""
+    if isinstance(cfg, dict):
+        from types import SimpleNamespace
+
+        cfg = SimpleNamespace(**{k: v for k, v in cfg.items() if k.isupper()})
     if cfg.OBJECT_STORE == "s3":
         from storage.s3 import S3Store
 
         return S3Store(endpoint=cfg.S3_ENDPOINT, access_key=cfg.S3_ACCESS_KEY, secret_key=cfg.S3_SECRET_KEY,
                        bucket=cfg.S3_BUCKET, region=cfg.S3_REGION, secure=cfg.S3_SECURE)
     if cfg.OBJECT_STORE == "fs":
-        return FilesystemStore(cfg.STORAGE_PATH)
+        return FilesystemStore(cfg.STORAGE_PATH, secret=str(cfg.SECRET_KEY).encode())
     raise ValueError(f"unknown OBJECT_STORE {cfg.OBJECT_STORE!r} (use 'fs' or 's3')")
