@@ -42,6 +42,14 @@ def _media(cfg: Config) -> list[str]:
     return [sys.executable, "-m", "media", "--host", url.hostname or "127.0.0.1", "--port", str(url.port or 8765)]
 
 
+@service("dicom")
+def _dicom(cfg: Config) -> list[str] | None:
+    """The DICOM C-STORE/C-ECHO listener for clinic scanners (off when DICOM_PORT is 0)."""
+    if cfg.DICOM_PORT <= 0:
+        return None
+    return [sys.executable, "-m", "app.imaging.scp", "--host", cfg.DICOM_HOST, "--port", str(cfg.DICOM_PORT)]
+
+
 def alembic_config(url: str | None = None) -> AlembicConfig:
     cfg = AlembicConfig(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
