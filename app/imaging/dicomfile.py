@@ -65,6 +65,26 @@ class Header:
             return None
 
 
+def _check_fragments(fh: BinaryIO, offset: int, size: int, big: bool) -> None:
+    """Walk the encapsulated items (seeking, not reading) to the sequence delimiter."""
+    fmt = ">HHI" if big else "<HHI"
+    pos = offset
+    for _ in range(MAX_FRAMES + 2):
+        fh.seek(pos)
+        head = fh.read(8)
+        if len(head) < 8:
+            raise Rejected("truncated pixel data")
+        group, elem, length = struct.unpack(fmt, head)
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return
+        if (group, elem) != (0xFFFE, 0xE000) or length == UNDEFINED:
+            raise Rejected("malformed compressed pixel data")
+        pos += 8 + length
+        if pos > size:
+            raise Rejected("truncated pixel data")
+    raise Rejected("too many pixel data fragments")
+
+
 def _is_uid(value: Any) -> bool:
     text = str(value or "")
     return 0 < len(text) <= 64 and all(c.isdigit() or c == "." for c in text) and ".." not in text
@@ -140,9 +160,7 @@ def _read_header(fh: BinaryIO, size: int | None) -> Header:
             offset = pos + 8
         if length == UNDEFINED:
             length = None
-            fh.seek(max(size - 8, 0))
-            if fh.read(8) != b"\xfe\xff\xdd\xe0\x00\x00\x00\x00":
-                raise Rejected("truncated pixel data")
+            _check_fragments(fh, offset, size, big)
         elif offset + length > size:
             raise Rejected("truncated pixel data")
     header = Header(dataset=ds, transfer_syntax_uid=ts, pixel_data_offset=offset, pixel_data_length=length,

@@ -56,7 +56,7 @@ def deidentify(ds: Dataset, *, salt: bytes, pseudonym: str) -> Dataset:
     if "SOPInstanceUID" in ds and ds.file_meta is not None:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile"
+    ds.DeidentificationMethod = "DICOM PS3.15 Annex E basic profile"
     seq_item = Dataset()
     seq_item.CodeValue = "113100"
     seq_item.CodingSchemeDesignator = "DCM"
