@@ -151,7 +151,8 @@ def _read_header(fh: BinaryIO, size: int | None) -> Header:
         if len(head) < 8 or head[:4] not in PIXEL_TAGS:
             raise Rejected("no pixel data: not an image")
         big = ts == "1.2.840.10008.1.2.2"
-        explicit = ts != str(ImplicitVRLittleEndian)
+        # Judge by the bytes: some writers encode implicit VR under an explicit transfer syntax, or vice versa.
+        explicit = head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"UN")
         if explicit:
             length = struct.unpack(">I" if big else "<I", head[8:12])[0]
             offset = pos + 12
@@ -175,6 +176,8 @@ def _read_header(fh: BinaryIO, size: int | None) -> Header:
         bits = header.get_int("BitsAllocated") or 0
         spp = header.get_int("SamplesPerPixel") or 1
         expected = rows * cols * frames * spp * bits // 8
+        if header.get("PhotometricInterpretation") in ("YBR_FULL_422", "YBR_PARTIAL_422"):
+            expected = expected * 2 // 3
         if bits == 0 or length < expected:
             raise Rejected("pixel data is shorter than the image size says")
     return header

@@ -6,7 +6,6 @@ Zip archives are read entry by entry into a temp file (never into memory), with 
 from __future__ import annotations
 
 import logging
-
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -136,7 +135,7 @@ def ingest_files(files: Iterable[tuple[str, BinaryIO]], *, by: User | None, faci
 
 def spool(stream: BinaryIO, limit: int) -> BinaryIO:
     """Copy a request stream to a temp file on disk (bounded), for parsers that need to seek."""
-    tmp = tempfile.TemporaryFile()
+    tmp = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
     try:
         copy_limited(stream, tmp, limit)
     except BaseException:

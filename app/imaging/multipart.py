@@ -5,6 +5,7 @@ Werkzeug's decoder insists on Content-Disposition, which multipart/related parts
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -24,8 +25,8 @@ class PartTooLarge(Exception):
 
 
 def iter_parts(stream: BinaryIO, boundary: bytes, *, max_part: int) -> Iterator[tuple[dict[str, str], BinaryIO]]:
-    """Yield (headers, temp file at 0) per part. A part over ``max_part`` is skipped with :class:`PartTooLarge`
-    yielded in place of its file... (raised lazily is awkward in generators, so the file is None-like)."""
+    """Yield (headers, temp file at 0) per part; a part over ``max_part`` is drained and comes with an empty
+    file and the header ``x-too-large``."""
     delim = b"--" + boundary
     sep = b"\r\n" + delim
     buf = b""
@@ -67,7 +68,7 @@ def iter_parts(stream: BinaryIO, boundary: bytes, *, max_part: int) -> Iterator[
             if ":" in line:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
-        tmp = tempfile.TemporaryFile()
+        tmp = tempfile.TemporaryFile()  # noqa: SIM115 - closed below or after the consumer is done
         size = 0
         too_large = False
         while True:
@@ -94,7 +95,7 @@ def iter_parts(stream: BinaryIO, boundary: bytes, *, max_part: int) -> Iterator[
         if too_large:
             tmp.close()
             headers["x-too-large"] = "1"
-            yield headers, tempfile.TemporaryFile()
+            yield headers, io.BytesIO()
         else:
             tmp.seek(0)
             try:

@@ -93,7 +93,8 @@ def ingest(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int | N
         if sha == existing.sha256:
             result.status, result.reason = "duplicate", "already stored"
         else:
-            result.status, result.reason = "conflict", "a different file with this SOP Instance UID is stored; kept the original"
+            result.status = "conflict"
+            result.reason = "a different file with this SOP Instance UID is stored; kept the original"
         return result
     fh.seek(0)
     key = new_key("dicom")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,8 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from tests.imaging.dicomgen import ct_slice, stow_body
+
+ACCEPT_FRAMES = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 
 
 @pytest.fixture
@@ -89,7 +92,7 @@ def test_wado_instance_frames_rendered_and_metadata(client: Any, login: Any, sca
     whole = client.get(base)
     assert whole.status_code == 200 and whole.content_type.startswith("multipart/related")
     assert b"DICM" in whole.data
-    frame = client.get(f"{base}/frames/1", headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'})
+    frame = client.get(f"{base}/frames/1", headers={"Accept": ACCEPT_FRAMES})
     assert frame.status_code == 200
     assert len(frame.data) > 64 * 64 * 2
     meta = json.loads(client.get(f"{base}/metadata").data)
@@ -110,7 +113,7 @@ def test_wado_instance_frames_rendered_and_metadata(client: Any, login: Any, sca
                                   "SC_rgb_rle_2frame.dcm", "MR_small_jp2klossless.dcm", "SC_rgb_jpeg_gdcm.dcm"])
 def test_compressed_syntaxes_render(client: Any, factories: Any, login: Any, name: str) -> None:
     login(client, factories.nurse())
-    data = open(get_testdata_file(name), "rb").read()
+    data = Path(get_testdata_file(name)).read_bytes()
     body, ctype = stow_body([data])
     out = json.loads(client.post("/dicomweb/studies", data=body, content_type=ctype).data)
     url = out["00081199"]["Value"][0]["00081190"]["Value"][0]
@@ -151,8 +154,9 @@ def test_deidentified_export(client: Any, login: Any, scans: dict[str, Any]) -> 
     assert ds.PatientIdentityRemoved == "YES" and "InstitutionName" not in ds
     assert ds.StudyInstanceUID != scans["a"]
     assert ds.pixel_array.shape == (64, 64)
+    import sqlalchemy as sa
+
     from app import db
     from app.audit.models import AuditEvent
-    import sqlalchemy as sa
     assert db.session.scalar(sa.select(AuditEvent).where(AuditEvent.action == "imaging.study.export",
                                                          AuditEvent.patient_id == scans["mine"].id))

@@ -6,6 +6,7 @@ import io
 import json
 import warnings
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,7 +74,7 @@ def test_bad_input_rejected_with_reasons_rest_goes_through(client: Any, factorie
     login(client, factories.nurse())
     good = ct_slice()
     truncated = good[: len(good) - 1000]
-    no_pixels = open(get_testdata_file("rtstruct.dcm"), "rb").read()
+    no_pixels = Path(get_testdata_file("rtstruct.dcm")).read_bytes()
     unknown_ts = good.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.3.4.5.6.7.8.9\x00\x00", 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

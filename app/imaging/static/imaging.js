@@ -71,7 +71,7 @@
     img.dataset.slice = String(state.slice);
   };
   const transform = () => {
-    img.style.transform = `translate(calc(-50% + ${state.panX}px), calc(-50% + ${state.panY}px)) scale(${state.zoom})`;
+    img.style.transform = `translate(${state.panX}px, ${state.panY}px) scale(${state.zoom})`;
   };
   const selectSeries = (i) => {
     state.series = i; state.slice = 0;
