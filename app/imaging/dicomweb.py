@@ -20,7 +20,7 @@ from app.audit import service as audit
 from app.errors import NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from app.extensions import csrf
 from app.imaging import dicomfile, render, service
-from app.imaging.ingest import store_one
+from app.imaging.ingest import commit_or_clean_up, store_one
 from app.imaging.models import Instance, Series, Study
 from app.imaging.multipart import MalformedMultipart, iter_parts
 
@@ -94,6 +94,7 @@ def stow(study_uid: str | None = None) -> Response:
     failed: list[dict[str, Any]] = []
     max_file = current_app.config["IMAGING_MAX_FILE_BYTES"]
     n = 0
+    results: list[service.IngestResult] = []
     try:
         for headers, fh in iter_parts(request.stream, m.group(1).encode(), max_part=max_file):
             n += 1
@@ -107,7 +108,8 @@ def stow(study_uid: str | None = None) -> Response:
                                "00000902": _el("LO", "part is not application/dicom")})
                 continue
             result = store_one(fh, filename=f"part {n}", by=current_user, facility_id=current_user.facility_id,
-                               source="stow")
+                               source="stow", commit=False)
+            results.append(result)
             if study_uid and result.study_instance_uid and result.study_instance_uid != study_uid and result.ok:
                 pass
             item = {"00081150": _el("UI", result.sop_class_uid), "00081155": _el("UI", result.sop_instance_uid)}
@@ -122,7 +124,12 @@ def stow(study_uid: str | None = None) -> Response:
                 item["00000902"] = _el("LO", result.reason)
                 failed.append(item)
     except MalformedMultipart as exc:
+        _discard(results)
         raise ValidationFailed(f"The multipart body is malformed: {exc}.") from None
+    except BaseException:
+        _discard(results)
+        raise
+    commit_or_clean_up(results)
     body: dict[str, Any] = {}
     if referenced:
         body["00081199"] = {"vr": "SQ", "Value": referenced}
@@ -130,6 +137,14 @@ def stow(study_uid: str | None = None) -> Response:
         body["00081198"] = {"vr": "SQ", "Value": failed}
     status = 200 if not failed else (202 if referenced else 409)
     return _json(body, status)
+
+
+def _discard(results: list[service.IngestResult]) -> None:
+    """The request failed part-way: nothing of it is kept, rows or objects."""
+    db.rollback()
+    for r in results:
+        if r.status == "stored" and r.object_key:
+            service.object_store().delete(r.object_key)
 
 
 def _instance_url(study_uid: str, sop_uid: str | None) -> str:

@@ -39,22 +39,43 @@ def copy_limited(src: BinaryIO, dst: BinaryIO, limit: int) -> int:
 
 
 def store_one(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int | None, source: str,
-              actor_name: str | None = None) -> IngestResult:
-    """Ingest and commit one file; if the commit fails, the stored object is removed again."""
+              actor_name: str | None = None, commit: bool = True) -> IngestResult:
+    """Ingest one file and commit; if the commit fails, the stored object is removed again.
+
+    With ``commit=False`` the instance sits in its own savepoint and the caller commits a whole request at
+    once (one fsync per request), calling :func:`commit_or_clean_up` with the results.
+    """
     result: IngestResult | None = None
     try:
         result = service.ingest(fh, filename=filename, by=by, facility_id=facility_id, source=source,
                                 actor_name=actor_name)
-        db.session.commit()
+        if commit:
+            db.session.commit()
         return result
     except AppError:
         raise
     except Exception:
         logger.exception("ingest of one file failed")
+        if not commit:
+            if result is not None and result.object_key:
+                service.object_store().delete(result.object_key)
+            raise
         db.rollback()
         if result is not None and result.object_key:
             service.object_store().delete(result.object_key)
         return IngestResult(filename, "rejected", "could not be stored; try again")
+
+
+def commit_or_clean_up(results: list[IngestResult]) -> None:
+    """Commit the rows of a request; if that fails, delete the objects stored for it and re-raise."""
+    try:
+        db.session.commit()
+    except Exception:
+        db.rollback()
+        for r in results:
+            if r.status == "stored" and r.object_key:
+                service.object_store().delete(r.object_key)
+        raise
 
 
 def _zip_entries(fh: BinaryIO, name: str) -> Iterator[tuple[str, BinaryIO | None, str]]:

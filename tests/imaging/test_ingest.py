@@ -172,3 +172,12 @@ def test_unmatched_study_is_reconciled_by_clinic_staff(client: Any, factories: A
     assert resp.status_code == 302
     assert db.session.scalar(sa.select(Study.patient_id).where(Study.id == row.id)) == patient.id
     assert "OUTSIDE-77" not in client.get("/scans/unmatched").get_data(as_text=True)
+
+
+def test_malformed_stow_body_keeps_nothing(client: Any, factories: Any, login: Any, app: Any) -> None:
+    login(client, factories.nurse())
+    before = _stored_keys(app)
+    body, ctype = stow_body([ct_slice(), ct_slice()])
+    resp = client.post("/dicomweb/studies", data=body[:-40], content_type=ctype)  # closing boundary cut off
+    assert resp.status_code == 422 and resp.mimetype == "application/problem+json"
+    assert _stored_keys(app) == before
