@@ -186,7 +186,15 @@ def main() -> None:  # noqa: PLR0915
         scp = subprocess.Popen([sys.executable, "-m", "app.imaging.scp", "--host", "127.0.0.1", "--port",  # noqa: S603
                                 str(scp_port)], cwd=ROOT, env=scp_env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-        time.sleep(3)
+        deadline = time.monotonic() + 60
+        while True:  # wait until the listener accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", scp_port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         cfiles = series(generate_uid(), generate_uid(), "CS")
         cdir = tmp / "cstore"
         cdir.mkdir()
@@ -211,7 +219,7 @@ def main() -> None:  # noqa: PLR0915
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_http(f"http://127.0.0.1:{moto_port}/moto-api/")
         s3_env = dict(env, HOSPITAL_OBJECT_STORE="s3", S3_ENDPOINT=f"127.0.0.1:{moto_port}", S3_ACCESS_KEY="bench",
-                      S3_SECRET_KEY="benchbench", S3_BUCKET="bench", S3_SECURE="0")
+                      S3_SECRET_KEY="benchbench", S3_BUCKET="bench", S3_SECURE="0")  # noqa: S106
         server = Server(s3_env)
         s = server.session(nurse_email, PASSWORD)
         sfiles = series(generate_uid(), generate_uid(), "S3")
@@ -221,7 +229,7 @@ def main() -> None:  # noqa: PLR0915
         import io
 
         from minio import Minio
-        client = Minio(f"127.0.0.1:{moto_port}", access_key="bench", secret_key="benchbench", secure=False)
+        client = Minio(f"127.0.0.1:{moto_port}", access_key="bench", secret_key="benchbench", secure=False)  # noqa: S106
         t = time.perf_counter()
         for i, data in enumerate(sfiles):
             client.put_object("bench", f"bare/{i}", io.BytesIO(data), len(data), content_type="application/dicom")

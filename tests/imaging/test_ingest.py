@@ -34,6 +34,7 @@ def _stored_keys(app: Any) -> set[str]:
         return set(object_store().list("dicom/"))
 
 
+@pytest.mark.smoke
 def test_upload_links_by_mrn_and_reports_each_file(client: Any, factories: Any, login: Any, app: Any) -> None:
     nurse = factories.nurse()
     patient = factories.patient(facility=nurse.facility)
