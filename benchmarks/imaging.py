@@ -207,6 +207,8 @@ def main() -> None:  # noqa: PLR0915
         out = subprocess.run(["storescu", "-aet", "BENCHSCU", "-aec", "TOWNHEALTH", "127.0.0.1", str(scp_port),  # noqa: S603,S607
                               *paths], capture_output=True, text=True, check=False)
         secs = time.perf_counter() - t
+        if out.returncode:
+            print("storescu:", out.stderr[-800:])
         scp_rss = rss_mb([scp.pid])
         scp.send_signal(signal.SIGTERM)
         scp.wait(10)
