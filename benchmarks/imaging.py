@@ -205,7 +205,8 @@ def main() -> None:  # noqa: PLR0915
             paths.append(str(p))
         t = time.perf_counter()
         out = subprocess.run(["storescu", "-aet", "BENCHSCU", "-aec", "TOWNHEALTH", "127.0.0.1", str(scp_port),  # noqa: S603,S607
-                              *paths], capture_output=True, text=True, check=False)
+                              *paths], capture_output=True, text=True, check=False,
+                             env=dict(os.environ, TCP_NODELAY="1"))  # dcmtk's own switch for its side
         secs = time.perf_counter() - t
         if out.returncode:
             print("storescu:", out.stderr[-800:])
