@@ -46,6 +46,8 @@ def create_app(config: Config | None = None) -> Flask:
     from app.consults import api as consults_api
     from app.consults import views as consults_views
     from app.errors import register_error_handlers
+    from app.imaging import dicomweb as imaging_dicomweb
+    from app.imaging import views as imaging_views
     from app.notify import views as notify_views
     from app.patients import api as patients_api
     from app.patients import views as patients_views
@@ -56,7 +58,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp,
                       oauth_views.bp, oauth_views.endpoints, prescriptions_views.bp, pharmacy_views.bp,
-                      consults_views.bp, notify_views.bp):
+                      consults_views.bp, notify_views.bp, imaging_views.bp, imaging_dicomweb.bp):
         app.register_blueprint(blueprint)
     for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp, prescriptions_api.blp, pharmacy_api.blp,
                           consults_api.blp):

@@ -97,6 +97,12 @@ def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0)
             deliver_pending(app.config)
             db.session.commit()
         time.sleep(interval)
+@service("dicom")
+def _dicom(cfg: Config) -> list[str] | None:
+    """The DICOM C-STORE/C-ECHO listener for clinic scanners (off when DICOM_PORT is 0)."""
+    if cfg.DICOM_PORT <= 0:
+        return None
+    return [sys.executable, "-m", "app.imaging.scp", "--host", cfg.DICOM_HOST, "--port", str(cfg.DICOM_PORT)]
 
 
 def alembic_config(url: str | None = None) -> AlembicConfig:

@@ -68,6 +68,16 @@ class Config:
     S3_REGION: str = "us-east-1"
     S3_SECURE: bool = True
 
+    # Imaging: uploads, DICOM listener (C-STORE SCP), DICOMweb
+    IMAGING_MAX_UPLOAD_BYTES: int = 4 * 1024**3
+    IMAGING_MAX_FILE_BYTES: int = 1024**3
+    IMAGING_MAX_ZIP_ENTRIES: int = 50_000
+    DICOM_AE_TITLE: str = "TOWNHEALTH"
+    DICOM_HOST: str = "127.0.0.1"
+    DICOM_PORT: int = 11112
+    DICOM_ALLOWED_AETS: str = ""
+    DICOMWEB_CORS_ORIGINS: str = ""
+
     # Media service and shared state
     MEDIA_URL: str = "http://127.0.0.1:8765"
     MEDIA_SECRET: str = ""
@@ -136,6 +146,14 @@ class Config:
         cfg.S3_BUCKET = _env("S3_BUCKET", cls.S3_BUCKET)
         cfg.S3_REGION = _env("S3_REGION", cls.S3_REGION)
         cfg.S3_SECURE = _env_bool("S3_SECURE", cls.S3_SECURE)
+        cfg.IMAGING_MAX_UPLOAD_BYTES = _env_int("IMAGING_MAX_UPLOAD_BYTES", cls.IMAGING_MAX_UPLOAD_BYTES)
+        cfg.IMAGING_MAX_FILE_BYTES = _env_int("IMAGING_MAX_FILE_BYTES", cls.IMAGING_MAX_FILE_BYTES)
+        cfg.IMAGING_MAX_ZIP_ENTRIES = _env_int("IMAGING_MAX_ZIP_ENTRIES", cls.IMAGING_MAX_ZIP_ENTRIES)
+        cfg.DICOM_AE_TITLE = _env("DICOM_AE_TITLE", cls.DICOM_AE_TITLE)
+        cfg.DICOM_HOST = _env("DICOM_HOST", cls.DICOM_HOST)
+        cfg.DICOM_PORT = _env_int("DICOM_PORT", cls.DICOM_PORT)
+        cfg.DICOM_ALLOWED_AETS = _env("DICOM_ALLOWED_AETS", cls.DICOM_ALLOWED_AETS)
+        cfg.DICOMWEB_CORS_ORIGINS = _env("DICOMWEB_CORS_ORIGINS", cls.DICOMWEB_CORS_ORIGINS)
         cfg.MEDIA_URL = _env("HOSPITAL_MEDIA_URL", cls.MEDIA_URL)
         cfg.MEDIA_SECRET = _env("HOSPITAL_MEDIA_SECRET", cfg.SECRET_KEY)
         cfg.REDIS_URL = _env("REDIS_URL", cls.REDIS_URL)

@@ -89,6 +89,7 @@ def import_models() -> None:
     import app.auth.oauth_models  # noqa: F401
     import app.consults.models  # noqa: F401
     import app.facilities.models  # noqa: F401
+    import app.imaging.models  # noqa: F401
     import app.notify.models  # noqa: F401
     import app.patients.models  # noqa: F401
     import app.pharmacy.models  # noqa: F401

@@ -245,3 +245,51 @@ def browser_login() -> Any:
         page.wait_for_url(lambda url: "/sign-in" not in url)
 
     return do_login
+
+
+# ---------------------------------------------------------------- S3 (moto server mode on loopback)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 endpoint ("127.0.0.1:<port>") served by moto; talk to it through the minio SDK."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],  # noqa: S603
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1).read()  # noqa: S310
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("moto server did not start")
+            time.sleep(0.1)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def s3_clean(s3_server: str) -> str:
+    """The S3 endpoint, wiped before the test."""
+    import urllib.request
+
+    req = urllib.request.Request(f"http://{s3_server}/moto-api/reset", method="POST")
+    urllib.request.urlopen(req, timeout=10).read()  # noqa: S310
+    return s3_server

@@ -1,0 +1,581 @@
+"""DICOMweb under ``/dicomweb``: STOW-RS, QIDO-RS and WADO-RS (incl. metadata, frames, rendered).
+
+Signed-in sessions authenticate; the same access rules as the chart apply (see :func:`service.visible_clause`).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pydicom
+import sqlalchemy as sa
+from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
+from flask_login import current_user, login_required
+
+from app import db
+from app.audit import service as audit
+from app.errors import NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from app.extensions import csrf
+from app.imaging import dicomfile, render, service
+from app.imaging.ingest import commit_or_clean_up, store_one
+from app.imaging.models import Instance, Series, Study
+from app.imaging.multipart import MalformedMultipart, iter_parts
+
+bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
+csrf.exempt(bp)  # multipart/related cannot be sent cross-site without a CORS preflight, which we control
+DICOM_JSON = "application/dicom+json"
+
+FAILURE_PROCESSING = 0x0110
+FAILURE_DUPLICATE = 0x0111
+FAILURE_CANNOT_UNDERSTAND = 0xC000
+
+
+def _el(vr: str, *values: Any) -> dict[str, Any]:
+    vals = [v for v in values if v not in (None, "")]
+    return {"vr": vr, "Value": vals} if vals else {"vr": vr}
+
+
+def _pn(value: str | None) -> dict[str, Any]:
+    return {"vr": "PN", "Value": [{"Alphabetic": value}]} if value else {"vr": "PN"}
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    import json
+
+    return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype=DICOM_JSON)
+
+
+# ---------------------------------------------------------------- CORS
+
+
+@bp.after_request
+def _cors(resp: Response) -> Response:
+    origins = [o.strip() for o in current_app.config["DICOMWEB_CORS_ORIGINS"].split(",") if o.strip()]
+    origin = request.headers.get("Origin")
+    if origin and (origin in origins or "*" in origins):
+        resp.headers["Access-Control-Allow-Origin"] = origin
+        resp.headers["Access-Control-Allow-Credentials"] = "true"
+        resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        resp.headers["Access-Control-Allow-Headers"] = "Accept, Content-Type, Authorization, X-CSRFToken"
+        resp.headers["Access-Control-Expose-Headers"] = "Content-Type, Content-Length"
+        resp.headers["Vary"] = "Origin"
+    return resp
+
+
+@bp.route("/<path:_any>", methods=["OPTIONS"])
+@bp.route("/studies", methods=["OPTIONS"])
+def _preflight(_any: str = "") -> Response:
+    return Response(status=204)
+
+
+# ---------------------------------------------------------------- STOW-RS
+
+
+@bp.post("/studies")
+@bp.post("/studies/<study_uid>")
+@login_required
+def stow(study_uid: str | None = None) -> Response:
+    """Store instances sent as multipart/related; type="application/dicom"."""
+    ctype = request.headers.get("Content-Type", "")
+    m = re.search(r'boundary="?([^";]+)"?', ctype)
+    if not ctype.lower().startswith("multipart/related") or not m:
+        raise UnsupportedMediaType("Send multipart/related; type=\"application/dicom\".")
+    part_type = re.search(r'type="?([^";]+)"?', ctype)
+    if part_type and part_type.group(1).lower() != "application/dicom":
+        raise UnsupportedMediaType("Only application/dicom parts are accepted.")
+    if (request.content_length or 0) > current_app.config["IMAGING_MAX_UPLOAD_BYTES"]:
+        raise PayloadTooLarge("The request is larger than the configured limit.")
+    if not service.can_ingest(current_user):
+        service.ingest(None, filename="", by=current_user, facility_id=None)  # type: ignore[arg-type]
+    referenced: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    max_file = current_app.config["IMAGING_MAX_FILE_BYTES"]
+    n = 0
+    results: list[service.IngestResult] = []
+    try:
+        for headers, fh in iter_parts(request.stream, m.group(1).encode(), max_part=max_file):
+            n += 1
+            if headers.get("x-too-large"):
+                failed.append({"00081197": _el("US", FAILURE_PROCESSING),
+                               "00000902": _el("LO", "file is larger than the allowed size")})
+                continue
+            ptype = headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
+            if ptype != "application/dicom":
+                failed.append({"00081197": _el("US", FAILURE_CANNOT_UNDERSTAND),
+                               "00000902": _el("LO", "part is not application/dicom")})
+                continue
+            result = store_one(fh, filename=f"part {n}", by=current_user, facility_id=current_user.facility_id,
+                               source="stow", commit=False)
+            results.append(result)
+            if study_uid and result.study_instance_uid and result.study_instance_uid != study_uid and result.ok:
+                pass
+            item = {"00081150": _el("UI", result.sop_class_uid), "00081155": _el("UI", result.sop_instance_uid)}
+            if result.ok:
+                item["00081190"] = _el("UR", _instance_url(result.study_instance_uid or "", result.sop_instance_uid))
+                if result.status == "duplicate":
+                    item["00081196"] = _el("US", 0xB007)
+                referenced.append(item)
+            else:
+                code = FAILURE_DUPLICATE if result.status == "conflict" else FAILURE_CANNOT_UNDERSTAND
+                item["00081197"] = _el("US", code)
+                item["00000902"] = _el("LO", result.reason)
+                failed.append(item)
+    except MalformedMultipart as exc:
+        _discard(results)
+        raise ValidationFailed(f"The multipart body is malformed: {exc}.") from None
+    except BaseException:
+        _discard(results)
+        raise
+    commit_or_clean_up(results)
+    body: dict[str, Any] = {}
+    if referenced:
+        body["00081199"] = {"vr": "SQ", "Value": referenced}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    status = 200 if not failed else (202 if referenced else 409)
+    return _json(body, status)
+
+
+def _discard(results: list[service.IngestResult]) -> None:
+    """The request failed part-way: nothing of it is kept, rows or objects."""
+    db.rollback()
+    for r in results:
+        if r.status == "stored" and r.object_key:
+            service.object_store().delete(r.object_key)
+
+
+def _instance_url(study_uid: str, sop_uid: str | None) -> str:
+    return url_for("dicomweb.study_retrieve", study_uid=study_uid, _external=True) + f"/instances/{sop_uid}"
+
+
+# ---------------------------------------------------------------- QIDO-RS
+
+STUDY_FIELDS = {"00080020", "00080030", "00080050", "00080061", "00080090", "00100010", "00100020",
+                "00100030", "00100040", "0020000D", "00200010", "00201206", "00201208", "00081030"}
+
+
+def _paging() -> tuple[int, int]:
+    try:
+        limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
+        offset = max(int(request.args.get("offset", 0)), 0)
+    except ValueError:
+        raise ValidationFailed("limit and offset must be integers.") from None
+    return limit, offset
+
+
+def _wildcard(column: Any, value: str, *, lower: bool = False) -> sa.ColumnElement[bool]:
+    if lower:
+        value = value.lower()
+    if "*" in value or "?" in value:
+        pattern = value.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+        return column.like(pattern.replace("*", "%").replace("?", "_"), escape="\\")
+    return column == value
+
+
+def _arg(*names: str) -> str | None:
+    for name in names:
+        value = request.args.get(name)
+        if value:
+            return value
+    return None
+
+
+def _study_filters(query: sa.Select[Any]) -> sa.Select[Any]:
+    if v := _arg("PatientID", "00100020"):
+        query = query.where(_wildcard(Study.dicom_patient_id, v))
+    if v := _arg("PatientName", "00100010"):
+        if "*" not in v and "?" not in v:
+            v += "*"  # person names match by prefix, like most archives
+        query = query.where(_wildcard(Study.patient_name_search, v, lower=True))
+    if v := _arg("StudyDate", "00080020"):
+        start, end = service.parse_date_range(v)
+        if start:
+            query = query.where(Study.study_date >= start)
+        if end:
+            query = query.where(Study.study_date <= end)
+    if v := _arg("AccessionNumber", "00080050"):
+        query = query.where(_wildcard(Study.accession_number, v))
+    if v := _arg("StudyInstanceUID", "0020000D"):
+        query = query.where(Study.study_instance_uid.in_([u.strip() for u in v.replace("\\", ",").split(",")]))
+    if v := _arg("ModalitiesInStudy", "00080061"):
+        mods = [m.strip() for m in v.replace("\\", ",").split(",") if m.strip()]
+        query = query.where(sa.exists().where(Series.study_id == Study.id, Series.modality.in_(mods)))
+    if v := _arg("StudyDescription", "00081030"):
+        query = query.where(_wildcard(Study.study_description, v))
+    return query
+
+
+def _study_json(study: Study, counts: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "00080020": _el("DA", study.study_date.strftime("%Y%m%d") if study.study_date else None),
+        "00080030": _el("TM", study.study_time),
+        "00080050": _el("SH", study.accession_number),
+        "00080061": _el("CS", *study.modality_list),
+        "00080090": _pn(study.referring_physician_name),
+        "00081030": _el("LO", study.study_description),
+        "00081190": _el("UR", url_for("dicomweb.study_retrieve", study_uid=study.study_instance_uid,
+                                      _external=True)),
+        "00100010": _pn(study.patient_name),
+        "00100020": _el("LO", study.dicom_patient_id),
+        "00100030": _el("DA", study.patient_birth_date),
+        "00100040": _el("CS", study.patient_sex),
+        "0020000D": _el("UI", study.study_instance_uid),
+        "00200010": _el("SH", study.study_id),
+        "00201206": _el("IS", counts[0]),
+        "00201208": _el("IS", counts[1]),
+    }
+
+
+@bp.get("/studies")
+@login_required
+def search_studies() -> Response:
+    limit, offset = _paging()
+    query = _study_filters(sa.select(Study).where(service.visible_clause(current_user)))
+    studies = list(db.session.scalars(query.order_by(Study.study_date.desc().nulls_last(), Study.id.desc())
+                                      .limit(limit).offset(offset)))
+    counts = _counts([s.id for s in studies])
+    audit.record("imaging.study.search", by=current_user, resource_type="ImagingStudy",
+                 detail={"results": len(studies)})
+    db.session.commit()
+    return _json([_study_json(s, counts.get(s.id, (0, 0))) for s in studies])
+
+
+def _counts(study_ids: list[int]) -> dict[int, tuple[int, int]]:
+    if not study_ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(Series.study_id, sa.func.count(sa.distinct(Series.id)), sa.func.count(Instance.id))
+        .join(Instance, Instance.series_id == Series.id, isouter=True)
+        .where(Series.study_id.in_(study_ids)).group_by(Series.study_id))
+    return {sid: (ns, ni) for sid, ns, ni in rows}
+
+
+def _series_json(series: Series, count: int) -> dict[str, Any]:
+    study_uid = series.study.study_instance_uid
+    return {
+        "00080060": _el("CS", series.modality),
+        "0008103E": _el("LO", series.series_description),
+        "00081190": _el("UR", url_for("dicomweb.series_retrieve", study_uid=study_uid,
+                                      series_uid=series.series_instance_uid, _external=True)),
+        "0020000D": _el("UI", study_uid),
+        "0020000E": _el("UI", series.series_instance_uid),
+        "00200011": _el("IS", series.series_number),
+        "00201209": _el("IS", count),
+    }
+
+
+@bp.get("/series")
+@bp.get("/studies/<study_uid>/series")
+@login_required
+def search_series(study_uid: str | None = None) -> Response:
+    limit, offset = _paging()
+    query = _study_filters(sa.select(Series).join(Study).where(service.visible_clause(current_user)))
+    if study_uid:
+        query = query.where(Study.study_instance_uid == study_uid)
+    if v := _arg("Modality", "00080060"):
+        query = query.where(Series.modality == v)
+    if v := _arg("SeriesInstanceUID", "0020000E"):
+        query = query.where(Series.series_instance_uid.in_(v.split(",")))
+    if v := _arg("SeriesNumber", "00200011"):
+        query = query.where(Series.series_number == int(v) if v.isdigit() else sa.false())
+    series = list(db.session.scalars(query.order_by(Series.series_number, Series.id).limit(limit).offset(offset)))
+    counts = dict(db.session.execute(sa.select(Instance.series_id, sa.func.count()).where(
+        Instance.series_id.in_([s.id for s in series])).group_by(Instance.series_id)).all()) if series else {}
+    audit.record("imaging.series.search", by=current_user, resource_type="ImagingSeries",
+                 detail={"results": len(series)})
+    db.session.commit()
+    return _json([_series_json(s, counts.get(s.id, 0)) for s in series])
+
+
+def _instance_json(inst: Instance) -> dict[str, Any]:
+    series, study = inst.series, inst.series.study
+    return {
+        "00080016": _el("UI", inst.sop_class_uid),
+        "00080018": _el("UI", inst.sop_instance_uid),
+        "00080060": _el("CS", series.modality),
+        "00081190": _el("UR", _instance_url(study.study_instance_uid, inst.sop_instance_uid)),
+        "00083002": _el("UI", inst.transfer_syntax_uid),
+        "0020000D": _el("UI", study.study_instance_uid),
+        "0020000E": _el("UI", series.series_instance_uid),
+        "00200013": _el("IS", inst.instance_number),
+        "00280008": _el("IS", inst.number_of_frames),
+        "00280010": _el("US", inst.rows),
+        "00280011": _el("US", inst.columns),
+    }
+
+
+@bp.get("/instances")
+@bp.get("/studies/<study_uid>/instances")
+@bp.get("/studies/<study_uid>/series/<series_uid>/instances")
+@login_required
+def search_instances(study_uid: str | None = None, series_uid: str | None = None) -> Response:
+    limit, offset = _paging()
+    query = _study_filters(sa.select(Instance).join(Series).join(Study)
+                           .where(service.visible_clause(current_user)))
+    if study_uid:
+        query = query.where(Study.study_instance_uid == study_uid)
+    if series_uid:
+        query = query.where(Series.series_instance_uid == series_uid)
+    if v := _arg("SOPInstanceUID", "00080018"):
+        query = query.where(Instance.sop_instance_uid.in_(v.split(",")))
+    if v := _arg("Modality", "00080060"):
+        query = query.where(Series.modality == v)
+    instances = list(db.session.scalars(query.options(sa.orm.joinedload(Instance.series).joinedload(Series.study))
+                                        .order_by(Series.series_number, Instance.instance_number, Instance.id)
+                                        .limit(limit).offset(offset)))
+    audit.record("imaging.instance.search", by=current_user, resource_type="ImagingInstance",
+                 detail={"results": len(instances)})
+    db.session.commit()
+    return _json([_instance_json(i) for i in instances])
+
+
+# ---------------------------------------------------------------- WADO-RS
+
+
+def _instances_of(study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[Instance]:
+    if sop_uid is not None:
+        return [service.get_instance(study_uid, series_uid, sop_uid, by=current_user)]
+    if series_uid is not None:
+        series = service.get_series(study_uid, series_uid, by=current_user)
+        return list(series.instances)
+    study = service.get_study(study_uid, by=current_user)
+    return [i for s in study.series for i in s.instances]
+
+
+def _check_accept_dicom() -> None:
+    accept = request.headers.get("Accept", "*/*")
+    if "transfer-syntax" in accept:
+        wanted = re.findall(r'transfer-syntax="?([0-9.*]+)"?', accept)
+        if wanted and "*" not in wanted and not all(w for w in wanted):
+            raise NotFound("Requested transfer syntax is not available.")
+
+
+def _multipart(parts: Iterator[tuple[str, Iterator[bytes]]], part_type: str) -> Response:
+    boundary = uuid.uuid4().hex
+
+    def body() -> Iterator[bytes]:
+        for ctype, chunks in parts:
+            yield f"--{boundary}\r\nContent-Type: {ctype}\r\n\r\n".encode()
+            yield from chunks
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    return Response(stream_with_context(body()), mimetype=None,
+                    content_type=f'multipart/related; type="{part_type}"; boundary={boundary}')
+
+
+def _retrieve(instances: list[Instance]) -> Response:
+    _check_accept_dicom()
+    if not instances:
+        raise NotFound("No instances.")
+    store = service.object_store()
+    keys = [(i.object_key, i.transfer_syntax_uid) for i in instances]
+    db.session.commit()
+    parts = ((f"application/dicom; transfer-syntax={ts}", store.get(key)) for key, ts in keys)
+    return _multipart(parts, "application/dicom")
+
+
+@bp.get("/studies/<study_uid>")
+@login_required
+def study_retrieve(study_uid: str) -> Response:
+    return _retrieve(_instances_of(study_uid))
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>")
+@login_required
+def series_retrieve(study_uid: str, series_uid: str) -> Response:
+    return _retrieve(_instances_of(study_uid, series_uid))
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>")
+@bp.get("/studies/<study_uid>/instances/<sop_uid>")
+@login_required
+def instance_retrieve(study_uid: str, sop_uid: str, series_uid: str | None = None) -> Response:
+    return _retrieve(_instances_of(study_uid, series_uid, sop_uid))
+
+
+def _header_of(inst: Instance) -> pydicom.Dataset:
+    store = service.object_store()
+    if inst.pixel_data_offset:
+        import io
+
+        data = store.read(inst.object_key, length=inst.pixel_data_offset)
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+    return _full(inst)
+
+
+def _full(inst: Instance) -> pydicom.Dataset:
+    import io
+
+    data = service.object_store().read(inst.object_key)
+    return pydicom.dcmread(io.BytesIO(data), force=True)
+
+
+def _metadata(instances: list[Instance]) -> Response:
+    out = []
+    for inst in instances:
+        ds = _header_of(inst)
+        ds.pop("PixelData", None)
+        item = ds.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=lambda _el: "")
+        for tag, el in list(item.items()):
+            if "BulkDataURI" in el:
+                del item[tag]
+        series, study = inst.series, inst.series.study
+        base = url_for("dicomweb.series_retrieve", study_uid=study.study_instance_uid,
+                       series_uid=series.series_instance_uid, _external=True)
+        item["7FE00010"] = {"vr": "OW", "BulkDataURI": f"{base}/instances/{inst.sop_instance_uid}/frames/1"}
+        item["00020010"] = _el("UI", inst.transfer_syntax_uid)
+        item["00083002"] = _el("UI", inst.transfer_syntax_uid)
+        out.append(item)
+    db.session.commit()
+    return _json(out)
+
+
+@bp.get("/studies/<study_uid>/metadata")
+@login_required
+def study_metadata(study_uid: str) -> Response:
+    return _metadata(_instances_of(study_uid))
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>/metadata")
+@login_required
+def series_metadata(study_uid: str, series_uid: str) -> Response:
+    return _metadata(_instances_of(study_uid, series_uid))
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/metadata")
+@login_required
+def instance_metadata(study_uid: str, series_uid: str, sop_uid: str) -> Response:
+    return _metadata(_instances_of(study_uid, series_uid, sop_uid))
+
+
+def _frame_numbers(text: str, total: int) -> list[int]:
+    try:
+        numbers = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValidationFailed("Frame numbers are integers separated by commas.") from None
+    if not numbers or any(n < 1 or n > total for n in numbers):
+        raise NotFound("No such frame.")
+    return numbers
+
+
+def _native_frames(inst: Instance, numbers: list[int], header: pydicom.Dataset) -> list[bytes]:
+    bits = int(header.get("BitsAllocated", 16))
+    spp = int(header.get("SamplesPerPixel", 1))
+    length = (inst.rows or 0) * (inst.columns or 0) * spp * bits // 8
+    store = service.object_store()
+    assert inst.pixel_data_offset is not None
+    return [store.read(inst.object_key, start=inst.pixel_data_offset + (n - 1) * length, length=length)
+            for n in numbers]
+
+
+def _encapsulated_frames(inst: Instance, numbers: list[int]) -> list[bytes]:
+    from pydicom.encaps import generate_frames
+
+    ds = _full(inst)
+    frames = list(generate_frames(ds.PixelData, number_of_frames=inst.number_of_frames))
+    return [frames[n - 1] for n in numbers]
+
+
+COMPRESSED_MEDIA = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg", "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+}
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>")
+@login_required
+def frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Response:
+    """Frames in the stored transfer syntax (``transfer-syntax=*``); uncompressed ones are range-read."""
+    inst = service.get_instance(study_uid, series_uid, sop_uid, by=current_user, action="imaging.frames.read")
+    numbers = _frame_numbers(frame_list, inst.number_of_frames)
+    ts = inst.transfer_syntax_uid
+    db.session.commit()
+    if ts in dicomfile.UNCOMPRESSED and inst.pixel_data_offset:
+        data = _native_frames(inst, numbers, _header_of(inst))
+        ctype = f"application/octet-stream; transfer-syntax={ts}"
+    elif ts in COMPRESSED_MEDIA:
+        data = _encapsulated_frames(inst, numbers)
+        ctype = f"{COMPRESSED_MEDIA[ts]}; transfer-syntax={ts}"
+    else:
+        ds = _full(inst)
+        data = [render.decoded_frame(ds, n - 1).tobytes() for n in numbers]
+        ctype = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+    return _multipart(((ctype, iter([d])) for d in data), ctype.split(";")[0])
+
+
+# ---------------------------------------------------------------- rendered
+
+
+def _window() -> tuple[float, float] | None:
+    value = request.args.get("window")
+    if not value:
+        return None
+    try:
+        parts = [float(x) for x in value.split(",")[:2]]
+        return parts[0], parts[1]
+    except (ValueError, IndexError):
+        raise ValidationFailed("window is center,width[,function].") from None
+
+
+def _viewport() -> tuple[int, int] | None:
+    value = request.args.get("viewport")
+    if not value:
+        return None
+    try:
+        w, h = (int(x) for x in value.split(",")[:2])
+        return max(1, min(w, 4096)), max(1, min(h, 4096))
+    except ValueError:
+        raise ValidationFailed("viewport is width,height.") from None
+
+
+def _rendered_type() -> str:
+    wanted = (request.args.get("accept") or request.headers.get("Accept") or "image/jpeg").lower()
+    if "image/png" in wanted and "image/jpeg" not in wanted.split(",")[0]:
+        return "image/png"
+    if "image/jpeg" in wanted or "*/*" in wanted or "image/*" in wanted:
+        return "image/jpeg"
+    if "image/png" in wanted:
+        return "image/png"
+    raise NotFound("Rendered images are image/jpeg or image/png.")
+
+
+def render_instance(inst: Instance, frame: int, *, window: tuple[float, float] | None, media_type: str,
+                    viewport: tuple[int, int] | None = None) -> bytes:
+    """Render one frame (1-based): uncompressed grayscale via a range read, everything else decoded."""
+    ts = inst.transfer_syntax_uid
+    if frame < 1 or frame > inst.number_of_frames:
+        raise NotFound("No such frame.")
+    if ts in dicomfile.UNCOMPRESSED and inst.pixel_data_offset:
+        header = _header_of(inst)
+        raw = _native_frames(inst, [frame], header)[0]
+        arr = render.native_frame(header, raw, big_endian=ts == "1.2.840.10008.1.2.2")
+        if arr is not None:
+            return render.encode(render.to_image(arr, header, window=window), media_type, viewport=viewport)
+    ds = _full(inst)
+    try:
+        arr = render.decoded_frame(ds, frame - 1)
+    except Exception:  # noqa: BLE001 - a decoder may be missing for an exotic syntax
+        raise NotFound("This image cannot be rendered here.") from None
+    return render.encode(render.to_image(arr, ds, window=window), media_type, viewport=viewport)
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/rendered")
+@bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<int:frame>/rendered")
+@bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/thumbnail")
+@login_required
+def rendered(study_uid: str, series_uid: str, sop_uid: str, frame: int = 1) -> Response:
+    media_type = _rendered_type()
+    viewport = _viewport() or ((128, 128) if request.path.endswith("/thumbnail") else None)
+    inst = service.get_instance(study_uid, series_uid, sop_uid, by=current_user, action="imaging.rendered.read")
+    db.session.commit()
+    data = render_instance(inst, frame, window=_window(), media_type=media_type, viewport=viewport)
+    resp = Response(data, mimetype=media_type)
+    resp.headers["Cache-Control"] = "private, max-age=300"
+    return resp

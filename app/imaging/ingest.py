@@ -1,0 +1,169 @@
+"""Batches of files into the store, one committed instance at a time, so one bad file never sinks the rest.
+
+Zip archives are read entry by entry into a temp file (never into memory), with limits against zip bombs.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import zipfile
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from flask import current_app
+
+from app import db
+from app.auth.models import User
+from app.errors import AppError
+from app.imaging import service
+from app.imaging.service import IngestResult
+
+logger = logging.getLogger(__name__)
+MAX_RATIO = 200  # uncompressed / compressed, beyond which an entry is treated as a zip bomb
+COPY_CHUNK = 1024 * 1024
+
+
+class TooLarge(Exception):
+    pass
+
+
+def copy_limited(src: BinaryIO, dst: BinaryIO, limit: int) -> int:
+    total = 0
+    while chunk := src.read(COPY_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise TooLarge
+        dst.write(chunk)
+    return total
+
+
+def store_one(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int | None, source: str,
+              actor_name: str | None = None, commit: bool = True) -> IngestResult:
+    """Ingest one file and commit; if the commit fails, the stored object is removed again.
+
+    With ``commit=False`` the instance sits in its own savepoint and the caller commits a whole request at
+    once (one fsync per request), calling :func:`commit_or_clean_up` with the results.
+    """
+    result: IngestResult | None = None
+    try:
+        result = service.ingest(fh, filename=filename, by=by, facility_id=facility_id, source=source,
+                                actor_name=actor_name)
+        if commit:
+            db.session.commit()
+        return result
+    except AppError:
+        raise
+    except Exception:
+        logger.exception("ingest of one file failed")
+        if not commit:
+            if result is not None and result.object_key:
+                service.object_store().delete(result.object_key)
+            raise
+        db.rollback()
+        if result is not None and result.object_key:
+            service.object_store().delete(result.object_key)
+        return IngestResult(filename, "rejected", "could not be stored; try again")
+
+
+def commit_or_clean_up(results: list[IngestResult]) -> None:
+    """Commit the rows of a request; if that fails, delete the objects stored for it and re-raise."""
+    try:
+        db.session.commit()
+    except Exception:
+        db.rollback()
+        for r in results:
+            if r.status == "stored" and r.object_key:
+                service.object_store().delete(r.object_key)
+        raise
+
+
+def _zip_entries(fh: BinaryIO, name: str) -> Iterator[tuple[str, BinaryIO | None, str]]:
+    """Yield (entry name, temp file or None, rejection reason) for each file entry of a zip."""
+    max_file = current_app.config["IMAGING_MAX_FILE_BYTES"]
+    max_entries = current_app.config["IMAGING_MAX_ZIP_ENTRIES"]
+    try:
+        archive = zipfile.ZipFile(fh)
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        yield name, None, "not a readable zip file"
+        return
+    if len(infos) > max_entries:
+        yield name, None, f"zip has more than {max_entries} entries"
+        return
+    for info in infos:
+        entry = info.filename
+        if info.is_dir():
+            continue
+        label = f"{name}/{entry}"
+        base = entry.rsplit("/", 1)[-1]
+        if entry.startswith(("/", "\\")) or ".." in entry.replace("\\", "/").split("/") or ":" in entry:
+            yield label, None, "unsafe path in zip entry"
+            continue
+        if base.upper() == "DICOMDIR" or base.startswith(".") or entry.startswith("__MACOSX/"):
+            continue
+        if info.flag_bits & 0x1:
+            yield label, None, "encrypted zip entry"
+            continue
+        if info.file_size > max_file:
+            yield label, None, "file is larger than the allowed size"
+            continue
+        if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 10_000_000:
+            yield label, None, "suspicious compression ratio (zip bomb)"
+            continue
+        with tempfile.TemporaryFile() as tmp:
+            try:
+                with archive.open(info) as src:
+                    copy_limited(src, tmp, min(max_file, max(info.file_size, 0)))
+            except TooLarge:
+                yield label, None, "entry is larger than its zip header says (zip bomb)"
+                continue
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError):
+                yield label, None, "damaged zip entry"
+                continue
+            tmp.seek(0)
+            yield label, tmp, ""
+
+
+def is_zip(fh: BinaryIO, filename: str) -> bool:
+    fh.seek(0)
+    magic = fh.read(4)
+    fh.seek(0)
+    return magic == b"PK\x03\x04" or (filename.lower().endswith(".zip") and magic[:2] == b"PK")
+
+
+def ingest_files(files: Iterable[tuple[str, BinaryIO]], *, by: User | None, facility_id: int | None,
+                 source: str) -> list[IngestResult]:
+    """Ingest uploaded files (each a DICOM file or a zip of them), committing each instance on its own."""
+    max_file = current_app.config["IMAGING_MAX_FILE_BYTES"]
+    results: list[IngestResult] = []
+    for name, fh in files:
+        size = fh.seek(0, 2)
+        fh.seek(0)
+        if is_zip(fh, name):
+            for label, entry, reason in _zip_entries(fh, name):
+                if entry is None:
+                    results.append(IngestResult(label, "rejected", reason))
+                else:
+                    results.append(store_one(entry, filename=label, by=by, facility_id=facility_id, source=source))
+            continue
+        if size > max_file:
+            results.append(IngestResult(name, "rejected", "file is larger than the allowed size"))
+            continue
+        results.append(store_one(fh, filename=name, by=by, facility_id=facility_id, source=source))
+    return results
+
+
+def spool(stream: BinaryIO, limit: int) -> BinaryIO:
+    """Copy a request stream to a temp file on disk (bounded), for parsers that need to seek."""
+    tmp = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
+    try:
+        copy_limited(stream, tmp, limit)
+    except BaseException:
+        tmp.close()
+        raise
+    tmp.seek(0)
+    return tmp
+
+
+

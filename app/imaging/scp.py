@@ -1,0 +1,109 @@
+"""The DICOM listener: C-ECHO and C-STORE SCP (pynetdicom) that clinic scanners push to.
+
+Run with ``python -m app.imaging.scp`` (``hospital run`` starts it). Calling AE titles are allow-listed in
+``DICOM_ALLOWED_AETS`` as ``AE=FACILITYCODE`` pairs, which also says which clinic the scans come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import tempfile
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from app import db
+from app.config import Config
+from app.facilities.models import Facility
+from app.imaging.ingest import store_one
+
+logger = logging.getLogger(__name__)
+
+STATUS_OK = 0x0000
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_DUPLICATE = 0x0111
+
+
+def parse_allowed(text: str) -> dict[str, str]:
+    out = {}
+    for item in text.split(","):
+        if item.strip():
+            ae, _, code = item.partition("=")
+            out[ae.strip()] = code.strip()
+    return out
+
+
+class Listener:
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        cfg = app.config
+        self.allowed = parse_allowed(cfg["DICOM_ALLOWED_AETS"])
+        self.ae = AE(ae_title=cfg["DICOM_AE_TITLE"])
+        self.ae.supported_contexts = AllStoragePresentationContexts
+        self.ae.add_supported_context(Verification)
+        self.ae.require_calling_aet = list(self.allowed) or ["-NOBODY-ALLOWED-"]
+        self.ae.maximum_pdu_size = 0
+        self._facility_ids: dict[str, int | None] = {}
+
+    def facility_id(self, calling_ae: str) -> int | None:
+        if calling_ae not in self._facility_ids:
+            code = self.allowed.get(calling_ae) or ""
+            self._facility_ids[calling_ae] = db.session.scalar(sa.select(Facility.id).where(Facility.code == code))
+        return self._facility_ids[calling_ae]
+
+    def handle_open(self, event: Any) -> None:
+        sock = getattr(event.assoc.dul.socket, "socket", None)
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle_store(self, event: Any) -> int:
+        calling = event.assoc.requestor.ae_title.strip() if isinstance(event.assoc.requestor.ae_title, str) \
+            else event.assoc.requestor.ae_title.decode().strip()
+        with self.app.app_context(), tempfile.TemporaryFile() as tmp:
+            try:
+                tmp.write(b"\0" * 128 + b"DICM")
+                write_file_meta_info(tmp, event.file_meta, enforce_standard=True)
+                tmp.write(event.request.DataSet.getvalue())
+                tmp.seek(0)
+                result = store_one(tmp, filename=f"c-store from {calling}", by=None,
+                                   facility_id=self.facility_id(calling), source="c-store",
+                                   actor_name=f"DICOM AE {calling}")
+            except Exception:
+                logger.exception("C-STORE failed")
+                return STATUS_OUT_OF_RESOURCES
+            finally:
+                db.session.remove()
+        if result.ok:
+            return STATUS_OK
+        logger.info("C-STORE from %s rejected: %s", calling, result.reason)
+        return STATUS_DUPLICATE if result.status == "conflict" else STATUS_CANNOT_UNDERSTAND
+
+    def serve(self, host: str, port: int, *, block: bool = True) -> Any:
+        handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, lambda _e: STATUS_OK),
+                    (evt.EVT_CONN_OPEN, self.handle_open)]
+        logger.info("DICOM listener %s on %s:%s", self.ae.ae_title, host, port)
+        return self.ae.start_server((host, port), block=block, evt_handlers=handlers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from app import create_app
+
+    parser = argparse.ArgumentParser(description="DICOM C-STORE/C-ECHO listener")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    cfg = Config.from_env()
+    app = create_app(cfg)
+    Listener(app).serve(args.host or cfg.DICOM_HOST, args.port or cfg.DICOM_PORT)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+// Scan upload with a progress bar, and the built-in viewer (rendered frames from DICOMweb).
+(() => {
+  const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
+
+  const form = document.getElementById("scan-upload");
+  if (form) {
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const bar = document.getElementById("upload-progress");
+      const status = document.getElementById("upload-status");
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", form.action);
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");
+      bar.hidden = false; bar.value = 0; status.textContent = "Uploading…";
+      xhr.upload.addEventListener("progress", (e) => {
+        if (e.lengthComputable) { bar.value = Math.round((e.loaded / e.total) * 100); }
+      });
+      xhr.upload.addEventListener("load", () => { status.textContent = "Checking and storing…"; });
+      xhr.addEventListener("load", () => {
+        let body = null;
+        try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
+        if (xhr.status !== 200 || !body || !body.results) {
+          status.textContent = (body && (body.detail || body.title)) || `Upload failed (${xhr.status}).`;
+          return;
+        }
+        bar.value = 100; status.textContent = "Done.";
+        const c = body.counts;
+        document.getElementById("upload-counts").textContent =
+          `${c.stored} stored, ${c.duplicate} already stored, ${c.conflict} in conflict, ${c.rejected} rejected`;
+        document.querySelector("#upload-results tbody").innerHTML = body.results.map((r) =>
+          `<tr class="result-${esc(r.status)}"><td>${esc(r.file)}</td><td>${esc(r.status)}</td><td>${esc(r.reason)}</td>` +
+          `<td>${r.matched === null ? "" : (r.matched ? "matched" : "unmatched")}</td></tr>`).join("");
+        document.getElementById("upload-summary").hidden = false;
+        form.reset();
+      });
+      xhr.addEventListener("error", () => { status.textContent = "Network error; nothing after the last stored file was kept."; });
+      xhr.send(new FormData(form));
+    });
+  }
+
+  const viewer = document.getElementById("viewer");
+  if (!viewer) { return; }
+  const series = JSON.parse(document.getElementById("series-data").textContent);
+  const base = viewer.dataset.base;
+  const img = document.getElementById("slice");
+  const canvas = document.getElementById("canvas");
+  const state = {series: 0, slice: 0, window: null, zoom: 1, panX: 0, panY: 0};
+  const slices = () => {
+    const s = series[state.series];
+    const out = [];
+    (s ? s.instances : []).forEach((i) => { for (let f = 1; f <= i.frames; f += 1) { out.push({uid: i.uid, frame: f}); } });
+    return out;
+  };
+  let pending = false; let again = false;
+  const show = () => {
+    const list = slices();
+    if (!list.length) { return; }
+    state.slice = Math.max(0, Math.min(state.slice, list.length - 1));
+    const cur = list[state.slice];
+    const s = series[state.series];
+    let url = `${base}/series/${s.uid}/instances/${cur.uid}/frames/${cur.frame}/rendered`;
+    if (state.window) { url += `?window=${Math.round(state.window[0])},${Math.round(state.window[1])},linear`; }
+    document.getElementById("slice-label").textContent = `${state.slice + 1}/${list.length}`;
+    document.getElementById("wl-label").textContent = state.window ? `C ${Math.round(state.window[0])} W ${Math.round(state.window[1])}` : "";
+    document.getElementById("series-description").textContent = `Series: ${s.description || s.modality}`;
+    if (pending) { again = true; return; }
+    pending = true;
+    img.onload = img.onerror = () => { pending = false; if (again) { again = false; show(); } };
+    img.src = url;
+    img.dataset.slice = String(state.slice);
+  };
+  const transform = () => {
+    img.style.transform = `translate(${state.panX}px, ${state.panY}px) scale(${state.zoom})`;
+  };
+  const selectSeries = (i) => {
+    state.series = i; state.slice = 0;
+    document.querySelectorAll(".series-thumb").forEach((b) => b.classList.toggle("active", Number(b.dataset.index) === i));
+    show();
+  };
+  document.querySelectorAll(".series-thumb").forEach((b) => b.addEventListener("click", () => selectSeries(Number(b.dataset.index))));
+  document.querySelectorAll(".wl-preset").forEach((b) => b.addEventListener("click", () => {
+    state.window = [Number(b.dataset.center), Number(b.dataset.width)]; show();
+  }));
+  document.getElementById("wl-reset").addEventListener("click", () => { state.window = null; show(); });
+  document.getElementById("zoom-reset").addEventListener("click", () => { state.zoom = 1; state.panX = 0; state.panY = 0; transform(); });
+  canvas.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    if (e.ctrlKey) { state.zoom = Math.max(0.25, Math.min(8, state.zoom * (e.deltaY < 0 ? 1.1 : 0.9))); transform(); return; }
+    state.slice += e.deltaY > 0 ? 1 : -1; show();
+  }, {passive: false});
+  canvas.addEventListener("keydown", (e) => {
+    const k = e.key;
+    if (k === "ArrowDown" || k === "ArrowRight" || k === "PageDown") { state.slice += 1; show(); e.preventDefault(); }
+    else if (k === "ArrowUp" || k === "ArrowLeft" || k === "PageUp") { state.slice -= 1; show(); e.preventDefault(); }
+    else if (k === "+" || k === "=") { state.zoom = Math.min(8, state.zoom * 1.2); transform(); }
+    else if (k === "-") { state.zoom = Math.max(0.25, state.zoom / 1.2); transform(); }
+  });
+  let drag = null;
+  canvas.addEventListener("pointerdown", (e) => {
+    drag = {x: e.clientX, y: e.clientY, shift: e.shiftKey, window: state.window || [40, 400], panX: state.panX, panY: state.panY};
+    canvas.setPointerCapture(e.pointerId); canvas.focus();
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!drag) { return; }
+    const dx = e.clientX - drag.x; const dy = e.clientY - drag.y;
+    if (drag.shift) { state.panX = drag.panX + dx; state.panY = drag.panY + dy; transform(); return; }
+    state.window = [drag.window[0] + dy * 2, Math.max(1, drag.window[1] + dx * 4)];
+    show();
+  });
+  canvas.addEventListener("pointerup", () => { drag = null; });
+  transform();
+  if (series.length) { selectSeries(0); }
+})();

@@ -1,0 +1,116 @@
+"""Scan pages: upload (clinic staff), unmatched-study reconciliation, the viewer, de-identified export."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+from flask import Blueprint, Response, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response as BaseResponse
+
+from app import db, web
+from app.auth.decorators import roles_required
+from app.auth.models import Role
+from app.errors import AppError, PayloadTooLarge
+from app.imaging import export, service
+from app.imaging.ingest import ingest_files
+from app.imaging.models import Study
+
+bp = Blueprint("imaging", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/static/imaging")
+
+web.add_nav("Upload scans", "imaging.upload", Role.CLINIC_STAFF)
+web.add_nav("Unmatched scans", "imaging.unmatched", Role.CLINIC_STAFF)
+web.add_chart_panel("imaging/_chart_panel.html")
+
+W_L_PRESETS = {"Lung": (-600, 1500), "Bone": (400, 1800), "Brain": (40, 80), "Abdomen": (50, 400)}
+
+
+@bp.app_template_global()
+def imaging_studies(patient: Any) -> list[Study]:
+    """Studies shown on a chart the viewer already opened (the chart read is audited there)."""
+    if not current_user.is_authenticated or current_user.role not in service.VIEW_ROLES:
+        return []
+    return service.studies_for_patient(patient, by=current_user)
+
+
+def _summary_row(r: service.IngestResult) -> dict[str, Any]:
+    return {"file": r.filename, "status": r.status, "reason": r.reason,
+            "matched": r.patient_id is not None if r.ok else None}
+
+
+@bp.route("/scans/upload", methods=["GET", "POST"])
+@roles_required(Role.CLINIC_STAFF)
+def upload() -> str | Response:
+    """Several .dcm files or a .zip of a study folder; a summary of stored / duplicate / rejected."""
+    if request.method == "GET":
+        return render_template("imaging/upload.html", results=None,
+                               max_bytes=current_app.config["IMAGING_MAX_UPLOAD_BYTES"])
+    if (request.content_length or 0) > current_app.config["IMAGING_MAX_UPLOAD_BYTES"]:
+        raise PayloadTooLarge("The upload is larger than the configured limit.")
+    files = [(f.filename or "upload", f.stream) for f in request.files.getlist("files") if f.filename]
+    results = ingest_files(files, by=current_user, facility_id=current_user.facility_id, source="upload")
+    rows = [_summary_row(r) for r in results]
+    counts = {k: sum(1 for r in results if r.status == k) for k in ("stored", "duplicate", "conflict", "rejected")}
+    if request.accept_mimetypes.best == "application/json" or request.headers.get("X-Requested-With"):
+        return jsonify({"results": rows, "counts": counts})
+    return render_template("imaging/upload.html", results=rows, counts=counts,
+                           max_bytes=current_app.config["IMAGING_MAX_UPLOAD_BYTES"])
+
+
+@bp.get("/scans/unmatched")
+@roles_required(Role.CLINIC_STAFF)
+def unmatched() -> str:
+    studies = service.unmatched_studies(by=current_user)
+    db.session.commit()
+    return render_template("imaging/unmatched.html", studies=studies)
+
+
+@bp.post("/scans/studies/<int:study_id>/link")
+@roles_required(Role.CLINIC_STAFF)
+def link(study_id: int) -> BaseResponse:
+    try:
+        study = service.link_study(study_id, mrn=request.form.get("mrn", ""), by=current_user)
+        db.session.commit()
+    except AppError as exc:
+        db.rollback()
+        flash(exc.detail, "error")
+        return redirect(url_for("imaging.unmatched"))
+    flash("Study linked to the patient's chart.", "success")
+    return redirect(url_for("patients.chart", patient_id=study.patient_id))
+
+
+@bp.get("/scans/studies/<study_uid>")
+@roles_required(Role.DOCTOR, Role.CLINIC_STAFF, Role.PATIENT)
+def viewer(study_uid: str) -> str:
+    """The built-in viewer; pixels come from the DICOMweb rendered endpoint."""
+    study = service.get_study(study_uid, by=current_user, action="imaging.study.view")
+    series = [{"uid": s.series_instance_uid, "description": s.series_description or "", "modality": s.modality or "",
+               "number": s.series_number,
+               "instances": [{"uid": i.sop_instance_uid, "frames": i.number_of_frames} for i in s.instances]}
+              for s in study.series]
+    db.session.commit()
+    return render_template("imaging/viewer.html", study=study, series=series, presets=W_L_PRESETS)
+
+
+@bp.get("/scans/studies/<study_uid>/export.zip")
+@roles_required(Role.DOCTOR, Role.CLINIC_STAFF)
+def export_study(study_uid: str) -> Response:
+    """A de-identified copy of the study (PS3.15 basic profile), for a second opinion."""
+    study = service.get_study(study_uid, by=current_user, action="imaging.study.export")
+    tmp = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the streaming generator
+    export.write_deidentified_zip(study, tmp)
+    db.session.commit()
+    size = tmp.seek(0, 2)
+    tmp.seek(0)
+
+    def chunks() -> Any:
+        with tmp:
+            while data := tmp.read(1024 * 1024):
+                yield data
+
+    resp = Response(chunks(), mimetype="application/zip")
+    resp.headers["Content-Disposition"] = 'attachment; filename="study-deidentified.zip"'
+    resp.headers["Content-Length"] = str(size)
+    return resp

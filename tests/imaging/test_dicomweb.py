@@ -1,0 +1,162 @@
+"""QIDO-RS and WADO-RS: search filters, access rules, frames, rendered images, metadata."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from tests.imaging.dicomgen import ct_slice, stow_body
+
+ACCEPT_FRAMES = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+
+
+@pytest.fixture
+def scans(client: Any, factories: Any, login: Any) -> dict[str, Any]:
+    nurse = factories.nurse()
+    doctor = factories.doctor()
+    mine = factories.patient(facility=nurse.facility, doctor=doctor)
+    other = factories.patient(facility=nurse.facility)
+    login(client, nurse)
+    study_a, study_b, series_a = generate_uid(), generate_uid(), generate_uid()
+    files = [ct_slice(patient_id=mine.mrn, patient_name="Smith^Anna", study_uid=study_a, series_uid=series_a,
+                      number=n, study_date="20240110", accession="ACC-A") for n in (1, 2, 3)]
+    files.append(ct_slice(patient_id=other.mrn, patient_name="Jones^Bob", study_uid=study_b,
+                          study_date="20230505", accession="ACC-B", modality="MR"))
+    body, ctype = stow_body(files)
+    assert client.post("/dicomweb/studies", data=body, content_type=ctype).status_code == 200
+    client.post("/sign-out")
+    return {"nurse": nurse, "doctor": doctor, "mine": mine, "other": other, "a": study_a, "b": study_b,
+            "series": series_a}
+
+
+def _qido(client: Any, url: str) -> list[dict[str, Any]]:
+    resp = client.get(url)
+    assert resp.status_code == 200, resp.data[:300]
+    assert resp.mimetype == "application/dicom+json"
+    return json.loads(resp.data)
+
+
+def _uids(items: list[dict[str, Any]]) -> set[str]:
+    return {i["0020000D"]["Value"][0] for i in items}
+
+
+def test_qido_filters_for_clinic_staff(client: Any, login: Any, scans: dict[str, Any]) -> None:
+    login(client, scans["nurse"])
+    assert _uids(_qido(client, "/dicomweb/studies")) >= {scans["a"], scans["b"]}
+    assert _uids(_qido(client, f"/dicomweb/studies?PatientID={scans['mine'].mrn}")) == {scans["a"]}
+    assert _uids(_qido(client, "/dicomweb/studies?PatientName=smi*")) == {scans["a"]}
+    assert _uids(_qido(client, "/dicomweb/studies?PatientName=J?nes*")) == {scans["b"]}
+    assert _uids(_qido(client, f"/dicomweb/studies?StudyDate=20240101-20240131&PatientID={scans['mine'].mrn}")) \
+        == {scans["a"]}
+    assert _uids(_qido(client, f"/dicomweb/studies?StudyDate=-20231231&PatientID={scans['other'].mrn}")) \
+        == {scans["b"]}
+    assert _uids(_qido(client, "/dicomweb/studies?AccessionNumber=ACC-B")) == {scans["b"]}
+    assert _uids(_qido(client, f"/dicomweb/studies?ModalitiesInStudy=MR&StudyInstanceUID={scans['b']}")) \
+        == {scans["b"]}
+    assert _qido(client, f"/dicomweb/studies?ModalitiesInStudy=MR&StudyInstanceUID={scans['a']}") == []
+    one = _qido(client, f"/dicomweb/studies?StudyInstanceUID={scans['a']}")[0]
+    assert one["00201208"]["Value"] == [3] and one["00080061"]["Value"] == ["CT"]
+    assert len(_qido(client, "/dicomweb/studies?limit=1")) == 1
+    series = _qido(client, f"/dicomweb/studies/{scans['a']}/series")
+    assert series[0]["0020000E"]["Value"] == [scans["series"]] and series[0]["00201209"]["Value"] == [3]
+    instances = _qido(client, f"/dicomweb/studies/{scans['a']}/series/{scans['series']}/instances")
+    assert [i["00200013"]["Value"][0] for i in instances] == [1, 2, 3]
+    assert client.get("/dicomweb/studies?StudyDate=2024").status_code == 422
+
+
+def test_doctor_sees_only_patients_in_care_and_patient_sees_nothing_else(
+        client: Any, login: Any, factories: Any, scans: dict[str, Any]) -> None:
+    login(client, scans["doctor"])
+    assert _uids(_qido(client, "/dicomweb/studies")) == {scans["a"]}
+    denied = client.get(f"/dicomweb/studies/{scans['b']}/metadata")
+    assert denied.status_code == 404 and denied.mimetype == "application/problem+json"
+    client.post("/sign-out")
+    outsider = factories.nurse(facility=factories.facility())
+    login(client, outsider)
+    assert _qido(client, "/dicomweb/studies") == []
+
+
+def test_wado_instance_frames_rendered_and_metadata(client: Any, login: Any, scans: dict[str, Any]) -> None:
+    login(client, scans["doctor"])
+    inst = _qido(client, f"/dicomweb/studies/{scans['a']}/series/{scans['series']}/instances")[0]
+    sop = inst["00080018"]["Value"][0]
+    base = f"/dicomweb/studies/{scans['a']}/series/{scans['series']}/instances/{sop}"
+    whole = client.get(base)
+    assert whole.status_code == 200 and whole.content_type.startswith("multipart/related")
+    assert b"DICM" in whole.data
+    frame = client.get(f"{base}/frames/1", headers={"Accept": ACCEPT_FRAMES})
+    assert frame.status_code == 200
+    assert len(frame.data) > 64 * 64 * 2
+    meta = json.loads(client.get(f"{base}/metadata").data)
+    assert meta[0]["00100010"]["Value"][0]["Alphabetic"] == "Smith^Anna"
+    assert "BulkDataURI" in meta[0]["7FE00010"]
+    jpeg = client.get(f"{base}/rendered", headers={"Accept": "image/jpeg"})
+    assert jpeg.status_code == 200 and jpeg.mimetype == "image/jpeg"
+    img = np.asarray(Image.open(io.BytesIO(jpeg.data)))
+    assert img.shape == (64, 64) and img[32, 32] > 200 and img[2, 2] < 60  # bright square on dark tissue
+    lung = np.asarray(Image.open(io.BytesIO(client.get(f"{base}/rendered?window=-600,1500").data)))
+    assert lung[2, 2] > img[2, 2] + 40  # a wider, lower window brightens soft tissue
+    png = client.get(f"{base}/frames/1/rendered", headers={"Accept": "image/png"})
+    assert png.mimetype == "image/png"
+    assert client.get(f"{base}/frames/2/rendered").status_code == 404
+
+
+@pytest.mark.parametrize("name", ["JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_RLE.dcm",
+                                  "SC_rgb_rle_2frame.dcm", "MR_small_jp2klossless.dcm", "SC_rgb_jpeg_gdcm.dcm"])
+def test_compressed_syntaxes_render(client: Any, factories: Any, login: Any, name: str) -> None:
+    login(client, factories.nurse())
+    data = Path(get_testdata_file(name)).read_bytes()
+    body, ctype = stow_body([data])
+    out = json.loads(client.post("/dicomweb/studies", data=body, content_type=ctype).data)
+    url = out["00081199"]["Value"][0]["00081190"]["Value"][0]
+    study = url.split("/studies/")[1].split("/")[0]
+    inst = _qido(client, f"/dicomweb/studies/{study}/instances")[0]
+    series, sop = inst["0020000E"]["Value"][0], inst["00080018"]["Value"][0]
+    frames = inst.get("00280008", {}).get("Value", [1])[0]
+    for f in range(1, int(frames) + 1):
+        resp = client.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{f}/rendered")
+        assert resp.status_code == 200, (name, resp.data[:200])
+        assert Image.open(io.BytesIO(resp.data)).size[0] > 0
+    raw = client.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/1")
+    assert raw.status_code == 200
+
+
+def test_cors_for_configured_origin(client: Any, login: Any, app: Any, scans: dict[str, Any],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(app.config, "DICOMWEB_CORS_ORIGINS", "https://viewer.example")
+    pre = client.options("/dicomweb/studies", headers={"Origin": "https://viewer.example"})
+    assert pre.status_code == 204 and pre.headers["Access-Control-Allow-Origin"] == "https://viewer.example"
+    other = client.options("/dicomweb/studies", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_deidentified_export(client: Any, login: Any, scans: dict[str, Any]) -> None:
+    import zipfile
+
+    import pydicom
+
+    login(client, scans["doctor"])
+    resp = client.get(f"/scans/studies/{scans['a']}/export.zip")
+    assert resp.status_code == 200 and resp.mimetype == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(resp.data)) as zf:
+        names = zf.namelist()
+        assert len(names) == 3
+        ds = pydicom.dcmread(io.BytesIO(zf.read(names[0])))
+    assert "Smith" not in str(ds.PatientName) and ds.PatientID != scans["mine"].mrn
+    assert ds.PatientIdentityRemoved == "YES" and "InstitutionName" not in ds
+    assert ds.StudyInstanceUID != scans["a"]
+    assert ds.pixel_array.shape == (64, 64)
+    import sqlalchemy as sa
+
+    from app import db
+    from app.audit.models import AuditEvent
+    assert db.session.scalar(sa.select(AuditEvent).where(AuditEvent.action == "imaging.study.export",
+                                                         AuditEvent.patient_id == scans["mine"].id))

@@ -1,0 +1,121 @@
+"""Against the live server: the dicomweb-client library (STOW, QIDO, WADO) and the viewer in Chromium."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from typing import Any
+
+import pydicom
+import pytest
+import requests
+from pydicom.uid import generate_uid
+
+from tests.conftest import PASSWORD
+from tests.imaging.dicomgen import ct_slice
+
+pytestmark = pytest.mark.browser
+
+
+def _session(base: str, user: Any) -> requests.Session:
+    s = requests.Session()
+    token = s.get(f"{base}/api/v1/auth/csrf", timeout=10).json()["csrf_token"]
+    resp = s.post(f"{base}/sign-in", data={"email": user.email, "password": PASSWORD, "csrf_token": token},
+                  allow_redirects=False, timeout=10)
+    assert resp.status_code == 302
+    return s
+
+
+@pytest.fixture
+def study(live_server: str, live_factories: Any) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:6]
+    nurse = live_factories.nurse(email=f"img-nurse-{tag}@test.example")
+    doctor = live_factories.doctor(email=f"img-doc-{tag}@test.example")
+    patient = live_factories.patient(facility=nurse.facility, doctor=doctor)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    datasets = [pydicom.dcmread(io.BytesIO(ct_slice(patient_id=patient.mrn, study_uid=study_uid,
+                                                    series_uid=series_uid, number=n, size=128)))
+                for n in range(1, 6)]
+    return {"nurse": nurse, "doctor": doctor, "patient": patient, "study": study_uid, "series": series_uid,
+            "datasets": datasets}
+
+
+def test_dicomweb_client_round_trip(live_server: str, study: dict[str, Any]) -> None:
+    from dicomweb_client.api import DICOMwebClient
+
+    nurse = DICOMwebClient(url=f"{live_server}/dicomweb", session=_session(live_server, study["nurse"]))
+    response = nurse.store_instances(datasets=study["datasets"])
+    assert len(response.ReferencedSOPSequence) == 5
+    doctor = DICOMwebClient(url=f"{live_server}/dicomweb", session=_session(live_server, study["doctor"]))
+    found = doctor.search_for_studies(search_filters={"PatientID": study["patient"].mrn})
+    assert [f["0020000D"]["Value"][0] for f in found] == [study["study"]]
+    series = doctor.search_for_series(study["study"])
+    assert series[0]["0020000E"]["Value"][0] == study["series"]
+    instances = doctor.search_for_instances(study["study"], study["series"])
+    sop = instances[0]["00080018"]["Value"][0]
+    ds = doctor.retrieve_instance(study["study"], study["series"], sop)
+    assert ds.SOPInstanceUID == sop and ds.pixel_array.shape == (128, 128)
+    frames = doctor.retrieve_instance_frames(study["study"], study["series"], sop, frame_numbers=[1],
+                                             media_types=(("application/octet-stream", "*"),))
+    assert len(frames[0]) == 128 * 128 * 2
+    meta = doctor.retrieve_series_metadata(study["study"], study["series"])
+    assert len(meta) == 5
+    whole = doctor.retrieve_study(study["study"])
+    assert len(whole) == 5
+    rendered = doctor.retrieve_instance_rendered(study["study"], study["series"], sop, media_types=("image/jpeg",))
+    assert rendered[:2] == b"\xff\xd8"
+
+
+def test_doctor_views_the_study_from_the_chart(live_server: str, study: dict[str, Any], new_browser: Any,
+                                               browser_login: Any, artifacts_dir: Any) -> None:
+    from dicomweb_client.api import DICOMwebClient
+
+    DICOMwebClient(url=f"{live_server}/dicomweb",
+                   session=_session(live_server, study["nurse"])).store_instances(datasets=study["datasets"])
+    page = new_browser().new_page()
+    browser_login(page, live_server, study["doctor"])
+    page.goto(f"{live_server}/patients/{study['patient'].id}")
+    page.click("#imaging-studies a:has-text('View')")
+    page.wait_for_selector("#slice[src*='/rendered']")
+    assert "CT CHEST" in page.inner_text("#study-tags")
+    page.wait_for_function("() => document.getElementById('slice').naturalWidth === 128")
+    assert page.inner_text("#slice-label") == "1/5"
+    page.focus("#canvas")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function("() => document.getElementById('slice-label').textContent === '3/5'")
+    page.mouse.move(640, 450)
+    page.mouse.wheel(0, 200)
+    page.wait_for_function("() => document.getElementById('slice-label').textContent === '4/5'")
+    page.click("button.wl-preset:has-text('Lung')")
+    page.wait_for_function("() => document.getElementById('slice').src.includes('window=-600,1500')")
+    assert "C -600 W 1500" in page.inner_text("#wl-label")
+    box = page.locator("#canvas").bounding_box()
+    page.mouse.move(box["x"] + 100, box["y"] + 100)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 150, box["y"] + 130)
+    page.mouse.up()
+    assert "C -600 W 1500" not in page.inner_text("#wl-label")
+    page.keyboard.press("+")
+    assert "scale(1.2)" in page.get_attribute("#slice", "style")
+    page.wait_for_function("() => document.getElementById('slice').naturalWidth > 0")
+    page.screenshot(path=str(artifacts_dir / "imaging-viewer.png"))
+
+
+def test_clinic_staff_upload_page_shows_progress_and_summary(live_server: str, study: dict[str, Any],
+                                                             new_browser: Any, browser_login: Any,
+                                                             tmp_path: Any) -> None:
+    good = tmp_path / "slice.dcm"
+    good.write_bytes(ct_slice(patient_id=study["patient"].mrn))
+    junk = tmp_path / "photo.jpg"
+    junk.write_bytes(b"\xff\xd8 not dicom")
+    page = new_browser().new_page()
+    browser_login(page, live_server, study["nurse"])
+    page.goto(f"{live_server}/scans/upload")
+    page.set_input_files("#files", [str(good), str(junk)])
+    page.click("#scan-upload button[type=submit]")
+    page.wait_for_selector("#upload-summary:not([hidden])")
+    assert page.get_attribute("#upload-progress", "value") == "100"
+    assert "1 stored" in page.inner_text("#upload-counts") and "1 rejected" in page.inner_text("#upload-counts")
+    rows = page.inner_text("#upload-results tbody")
+    assert "photo.jpg" in rows and "not a DICOM file" in rows and "matched" in rows

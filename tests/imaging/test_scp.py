@@ -1,0 +1,68 @@
+"""The DICOM listener, driven by dcmtk's echoscu and storescu over real TCP."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from pydicom.uid import generate_uid
+
+from app import db
+from app.imaging.models import Instance, Study
+from app.imaging.scp import Listener
+from tests.imaging.dicomgen import ct_slice
+
+pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is installed by .ci/run")
+
+
+@pytest.fixture
+def listener(app: Any, live_factories: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    clinic = live_factories.facility(name="Scanner clinic")
+    monkeypatch.setitem(app.config, "DICOM_ALLOWED_AETS", f"CLINICCT={clinic.code}")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = Listener(app).serve("127.0.0.1", port, block=False)
+    yield port, clinic
+    server.shutdown()
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
+
+
+def test_echo_from_allowed_ae_and_refusal_of_others(listener: Any) -> None:
+    port, _ = listener
+    assert _run("echoscu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port)).returncode == 0
+    refused = _run("echoscu", "-aet", "INTRUDER", "-aec", "TOWNHEALTH", "127.0.0.1", str(port))
+    assert refused.returncode != 0
+
+
+def test_storescu_pushes_a_series(listener: Any, app: Any, tmp_path: Path) -> None:
+    port, clinic = listener
+    study = generate_uid()
+    files = []
+    for n in range(1, 4):
+        path = tmp_path / f"im{n}.dcm"
+        path.write_bytes(ct_slice(study_uid=study, number=n, patient_id="SCANNER-1"))
+        files.append(str(path))
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"not dicom at all")
+    out = _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), *files)
+    assert out.returncode == 0, out.stderr
+    with app.app_context():
+        row = db.session.scalar(sa.select(Study).where(Study.study_instance_uid == study))
+        assert row is not None and row.facility_id == clinic.id and row.patient_id is None
+        count = db.session.scalar(sa.select(sa.func.count(Instance.id)).join(Instance.series)
+                                  .where(Instance.series.has(study_id=row.id)))
+        assert count == 3
+        assert {i.source for i in db.session.scalars(sa.select(Instance).join(Instance.series)
+                                                     .where(Instance.series.has(study_id=row.id)))} == {"c-store"}
+    # pushing again is harmless: already stored
+    again = _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), files[0])
+    assert again.returncode == 0
