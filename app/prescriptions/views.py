@@ -33,7 +33,8 @@ def _chart_links(patient: Any, user: User) -> list[dict[str, str]]:
         return [{"label": "My prescriptions", "url": url_for("prescriptions.mine")}]
     links = [{"label": "Prescriptions", "url": url_for("patients.chart", patient_id=patient.id) + "#prescriptions"}]
     if user.role is Role.DOCTOR and access.can_prescribe(user, patient):
-        links.insert(0, {"label": "Prescribe", "url": url_for("prescriptions.new", patient_id=patient.id), "primary": "1"})
+        new_rx = url_for("prescriptions.new", patient_id=patient.id)
+        links.insert(0, {"label": "Prescribe", "url": new_rx, "primary": "1"})
     return links
 
 
