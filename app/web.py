@@ -39,6 +39,8 @@ class NavItem:
     label: str
     endpoint: str
     roles: tuple[Role, ...]
+    account: bool = False
+    """Shown beside the user's name (personal settings) rather than in the main navigation."""
 
 
 NAV: list[NavItem] = [
@@ -48,14 +50,21 @@ NAV: list[NavItem] = [
     NavItem("Register patient", "patients.register", (Role.CLINIC_STAFF,)),
     NavItem("Accounts", "auth_admin.users", (Role.ADMIN,)),
     NavItem("Audit trail", "audit.events", (Role.ADMIN,)),
+    NavItem("Password", "auth.change_password", tuple(Role), account=True),
+    NavItem("Two-step sign-in", "auth.mfa_settings", tuple(Role), account=True),
 ]
 """Main navigation; each domain adds its entries with :func:`add_nav`."""
 
 
-def add_nav(label: str, endpoint: str, *roles: Role, position: int | None = None) -> None:
-    item = NavItem(label, endpoint, roles)
-    if item not in NAV:
-        NAV.insert(len(NAV) if position is None else position, item)
+def add_nav(label: str, endpoint: str, *roles: Role, position: int | None = None, after: str | None = None,
+            account: bool = False) -> None:
+    """Add a navigation entry; ``after`` (an endpoint) places it independently of blueprint import order."""
+    item = NavItem(label, endpoint, roles, account)
+    if item in NAV:
+        return
+    if after is not None:
+        position = next((i + 1 for i, n in enumerate(NAV) if n.endpoint == after), None)
+    NAV.insert(len(NAV) if position is None else position, item)
 
 
 ChartLinks = Callable[[Any, User], list[dict[str, str]]]
@@ -79,9 +88,9 @@ def chart_links(patient: Any) -> list[dict[str, str]]:
     return [link for provider in CHART_LINKS for link in provider(patient, current_user)]
 
 
-def nav_items(user: User) -> list[dict[str, object]]:
+def nav_items(user: User, account: bool = False) -> list[dict[str, object]]:
     return [{"label": i.label, "url": url_for(i.endpoint), "endpoints": (i.endpoint,)}
-            for i in NAV if user.role in i.roles]
+            for i in NAV if user.role in i.roles and i.account is account]
 
 CSP = "; ".join([
     "default-src 'self'",

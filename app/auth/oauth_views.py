@@ -298,5 +298,5 @@ def set_client_active(client_pk: int) -> Response:
     return redirect(url_for("oauth.clients"))
 
 
-add_nav("Connected apps", "oauth.connected_apps", *Role)
+add_nav("Connected apps", "oauth.connected_apps", *Role, account=True)
 add_nav("OAuth apps", "oauth.clients", Role.ADMIN)

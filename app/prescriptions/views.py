@@ -25,13 +25,17 @@ from app.web import add_chart_links, add_chart_panel, add_nav
 
 bp = Blueprint("prescriptions", __name__, template_folder="templates")
 
-add_nav("My prescriptions", "prescriptions.mine", Role.PATIENT, position=1)
+add_nav("My prescriptions", "prescriptions.mine", Role.PATIENT, after="patients.my_health")
 
 
 def _chart_links(patient: Any, user: User) -> list[dict[str, str]]:
+    if user.role is Role.PATIENT:
+        return [{"label": "My prescriptions", "url": url_for("prescriptions.mine")}]
+    links = [{"label": "Prescriptions", "url": url_for("patients.chart", patient_id=patient.id) + "#prescriptions"}]
     if user.role is Role.DOCTOR and access.can_prescribe(user, patient):
-        return [{"label": "Prescribe", "url": url_for("prescriptions.new", patient_id=patient.id)}]
-    return []
+        new_rx = url_for("prescriptions.new", patient_id=patient.id)
+        links.insert(0, {"label": "Prescribe", "url": new_rx, "primary": "1"})
+    return links
 
 
 add_chart_links(_chart_links)

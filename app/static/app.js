@@ -15,3 +15,15 @@ window.hospitalFetch = (url, options = {}) => {
   if (token && !headers.has("X-CSRFToken")) headers.set("X-CSRFToken", token);
   return fetch(url, { credentials: "same-origin", ...options, headers });
 };
+
+// Hand-over form: the proxy's name and relation matter only when a proxy collects the medicine.
+document.addEventListener("DOMContentLoaded", () => {
+  const receiver = document.getElementById("receiver");
+  if (!receiver) return;
+  const sync = () => {
+    const proxy = receiver.value === "proxy";
+    document.querySelectorAll(".proxy-only").forEach((el) => el.classList.toggle("hidden", !proxy));
+  };
+  receiver.addEventListener("change", sync);
+  sync();
+});
