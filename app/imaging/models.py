@@ -43,6 +43,15 @@ class Study(Base):
     def modality_list(self) -> list[str]:
         return [m for m in self.modalities.split("\\") if m]
 
+    @property
+    def patient_name_display(self) -> str | None:
+        """DICOM's ``Family^Given^Middle`` shown the way the chart shows names: ``FAMILY, Given Middle``."""
+        if not self.patient_name:
+            return None
+        family, _, rest = self.patient_name.partition("^")
+        given = " ".join(part for part in rest.split("^")[:2] if part)
+        return f"{family.upper()}, {given}" if given else family.upper()
+
 
 class Series(Base):
     __tablename__ = "imaging_series"

@@ -182,3 +182,11 @@ def test_malformed_stow_body_keeps_nothing(client: Any, factories: Any, login: A
     resp = client.post("/dicomweb/studies", data=body[:-40], content_type=ctype)  # closing boundary cut off
     assert resp.status_code == 422 and resp.mimetype == "application/problem+json"
     assert _stored_keys(app) == before
+
+
+def test_dicom_person_names_are_shown_like_chart_names():
+    from app.imaging.models import Study
+
+    assert Study(patient_name="Doe^Jane^Ann").patient_name_display == "DOE, Jane Ann"
+    assert Study(patient_name="Anonymous").patient_name_display == "ANONYMOUS"
+    assert Study(patient_name=None).patient_name_display is None
