@@ -34,6 +34,10 @@ def test_cookie_requests_still_need_csrf(client, factories, login):
     ("DELETE", "/api/v1/prescriptions/7", "MedicationRequest", "d"),
     ("GET", "/dicomweb/studies", "ImagingStudy", "r"),
     ("GET", "/api/v1/me", None, "s"),
+    ("GET", "/api/v1/me/medication-requests", "MedicationRequest", "s"),
+    ("GET", "/api/v1/medication-requests/3", "MedicationRequest", "r"),
+    ("POST", "/api/v1/medication-dispenses/3/handover", "MedicationDispense", "c"),
+    ("GET", "/api/v1/formulary", "Medication", "s"),
     ("GET", "/api/v1/some-new-domain/1", "*", "r"),
 ])
 def test_scope_needed_per_route(method, path, resource, permission):
