@@ -250,5 +250,6 @@ def main() -> None:
     if args.allow_loopback:
         allow_loopback_candidates()
     web.run_app(create_app(echo_seconds=args.echo_seconds, max_sessions=args.max_sessions,
+                           ice_configuration=RTCConfiguration(iceServers=[]),
                            recording=recording_settings_from_env()),
                 host=args.host, port=args.port, print=None)
