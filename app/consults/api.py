@@ -219,7 +219,7 @@ def relay_leave(appointment_id: int) -> Response:
     if participant is None or appointment.session is None:
         raise service._deny("consult.relay_leave", current_user, appointment.id, appointment.patient_id)
     media.relay_call(media.relay_worker(appointment.session.id), f"/relay/consult-{appointment.session.id}/leave",
-                     {"participant_id": str(current_user.id)})
+                     {"participant_id": str(current_user.id)}, ok=(200, 404))  # 404: already gone
     audit.record("consult.relay_leave", by=current_user, patient_id=appointment.patient_id,
                  resource_type="ConsultSession", resource_id=appointment.session.id)
     db.session.commit()

@@ -43,7 +43,7 @@ def relay_worker(session_id: int) -> str:
     return workers[session_id % len(workers)].rstrip("/")
 
 
-def relay_call(worker: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+def relay_call(worker: str, path: str, body: dict[str, Any], *, ok: tuple[int, ...] = (200,)) -> dict[str, Any]:
     """POST to the relay of ``worker`` with the shared secret.
 
     :raises MediaUnavailable: the media worker is down or refused the offer.
@@ -53,6 +53,6 @@ def relay_call(worker: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
                              headers={"Authorization": f"Bearer {current_app.config['MEDIA_SECRET']}"})
     except requests.RequestException:
         raise MediaUnavailable("The consult cannot reach the media service. Try again shortly.") from None
-    if resp.status_code not in (200, 204):
+    if resp.status_code not in ok:
         raise MediaUnavailable(f"The media service answered {resp.status_code}.")
-    return resp.json() if resp.content else {}
+    return resp.json() if resp.status_code == 200 else {}

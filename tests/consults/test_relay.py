@@ -76,6 +76,8 @@ def test_three_participants_see_each_other_through_the_relay(app, make_client, f
 
     refused = outsider.post(f"/api/v1/consults/appointments/{a}/relay", json={"sdp": "v=0\r\n", "type": "offer"})
     assert refused.status_code == 404
+    assert outsider.post(f"/api/v1/consults/appointments/{a}/relay/leave").status_code == 404
+    assert nur.post(f"/api/v1/consults/appointments/{a}/relay/leave").status_code == 204
     with app.app_context():
         joins = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.relay_join")).all()
         assert sum(e.outcome.value == "success" for e in joins) == 6
