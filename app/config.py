@@ -81,6 +81,10 @@ class Config:
     # Media service and shared state
     MEDIA_URL: str = "http://127.0.0.1:8765"
     MEDIA_SECRET: str = ""
+    # Relay-mode media workers (comma-separated base URLs); empty means MEDIA_URL only.
+    MEDIA_WORKERS: str = ""
+    # Master key for encrypted consult recordings (hex of 32+ bytes); empty derives one from SECRET_KEY.
+    RECORDING_KEY: str = ""
     REDIS_URL: str = ""
     # WebRTC: comma-separated ICE server URLs; TURN credentials follow coturn's TURN REST API scheme.
     STUN_URLS: str = ""
@@ -156,6 +160,8 @@ class Config:
         cfg.DICOMWEB_CORS_ORIGINS = _env("DICOMWEB_CORS_ORIGINS", cls.DICOMWEB_CORS_ORIGINS)
         cfg.MEDIA_URL = _env("HOSPITAL_MEDIA_URL", cls.MEDIA_URL)
         cfg.MEDIA_SECRET = _env("HOSPITAL_MEDIA_SECRET", cfg.SECRET_KEY)
+        cfg.MEDIA_WORKERS = _env("HOSPITAL_MEDIA_WORKERS", cls.MEDIA_WORKERS)
+        cfg.RECORDING_KEY = _env("HOSPITAL_RECORDING_KEY", cls.RECORDING_KEY)
         cfg.REDIS_URL = _env("REDIS_URL", cls.REDIS_URL)
         roles = os.environ.get("HOSPITAL_MFA_REQUIRED_ROLES")
         if roles is not None:

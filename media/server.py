@@ -14,12 +14,17 @@ import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from media.recording import Recording, Uploader, setup_recording_routes
+from media.relay import setup_relay_routes
 
 logger = logging.getLogger("media")
 
@@ -161,7 +166,61 @@ async def _close_all(app: web.Application) -> None:
     logger.info("shutdown closed %d peer connections", len(peers))
 
 
-def create_app(secret: str | None = None, *, echo_seconds: float = 120, max_sessions: int = 50) -> web.Application:
+@dataclass(frozen=True)
+class RecordingSettings:
+    """Where recordings are written while running and how the encrypted file leaves the media host."""
+
+    master_key: bytes
+    workdir: Path
+    uploader: Uploader
+
+
+def recording_object_key(recording_id: str) -> str:
+    """Object key of an encrypted recording: opaque (the id is random), sharded like :func:`storage.keys.new_key`."""
+    return f"recordings/{recording_id[:2]}/{recording_id[2:4]}/{recording_id}"
+
+
+def object_store_uploader(store: Any) -> Uploader:
+    """An uploader that puts the encrypted file into ``store`` (a :class:`storage.base.ObjectStore`)."""
+    async def upload(recording: Recording, fh: IO[bytes]) -> None:
+        await asyncio.to_thread(store.put, recording_object_key(recording.recording_id), fh,
+                                content_type="application/octet-stream", length=recording.size)
+        logger.info("recording %s stored (%d bytes)", recording.recording_id, recording.size)
+
+    return upload
+
+
+def recording_master_key(secret_key: str | None = None) -> bytes:
+    """``HOSPITAL_RECORDING_KEY`` (hex of 32+ bytes or any 32+ character string), else derived from SECRET_KEY."""
+    configured = os.environ.get("HOSPITAL_RECORDING_KEY", "")
+    if configured:
+        try:
+            key = bytes.fromhex(configured)
+        except ValueError:
+            key = configured.encode()
+        if len(key) < 32:
+            raise ValueError("HOSPITAL_RECORDING_KEY must hold at least 32 bytes")
+        return key
+    base = secret_key or os.environ.get("SECRET_KEY") or "dev-only-secret-change-me"
+    return hmac.new(base.encode(), b"town-health recording master key", "sha256").digest()
+
+
+def recording_settings_from_env() -> RecordingSettings:
+    """Recording as configured for the app: same object store, workdir under the instance path."""
+    import storage
+    from app.config import Config
+
+    cfg = Config.from_env()
+    return RecordingSettings(master_key=recording_master_key(cfg.SECRET_KEY),
+                             workdir=Path(cfg.INSTANCE_PATH) / "recordings-work",
+                             uploader=object_store_uploader(storage.from_config(cfg)))
+
+
+def create_app(secret: str | None = None, *, echo_seconds: float = 120, max_sessions: int = 50,
+               relay: bool = True, ice_configuration: RTCConfiguration | None = None,
+               recording: RecordingSettings | None = None) -> web.Application:
+    """The media service: echo, and (``relay``) relay rooms with ``ice_configuration`` (tests: no ICE servers),
+    plus recording routes when ``recording`` is given."""
     app = web.Application(middlewares=[require_secret], client_max_size=256 * 1024)
     app[SECRET] = secret or shared_secret()
     app[PEERS] = {}
@@ -169,6 +228,11 @@ def create_app(secret: str | None = None, *, echo_seconds: float = 120, max_sess
     app.router.add_get("/health", health)
     app.router.add_post("/echo/offer", echo_offer)
     app.on_shutdown.append(_close_all)
+    if relay:
+        setup_relay_routes(app, configuration=ice_configuration)
+        if recording is not None:
+            setup_recording_routes(app, master_key=recording.master_key, workdir=recording.workdir,
+                                   uploader=recording.uploader)
     return app
 
 
@@ -185,5 +249,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s media %(levelname)s %(message)s")
     if args.allow_loopback:
         allow_loopback_candidates()
-    web.run_app(create_app(echo_seconds=args.echo_seconds, max_sessions=args.max_sessions),
+    web.run_app(create_app(echo_seconds=args.echo_seconds, max_sessions=args.max_sessions,
+                           ice_configuration=RTCConfiguration(iceServers=[]),
+                           recording=recording_settings_from_env()),
                 host=args.host, port=args.port, print=None)

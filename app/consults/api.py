@@ -193,6 +193,39 @@ def join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
             "ice_servers": service.ice_servers(current_user), "participants": others}
 
 
+@blp.route("/appointments/<int:appointment_id>/relay", methods=["POST"])
+@blp.arguments(OfferSchema)
+@login_required
+def relay_join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
+    """Relay mode: send your complete SDP offer (own media plus one recvonly audio+video pair per further
+    participant); returns the media service's answer and which m-line carries whom."""
+    appointment = _appointment(appointment_id)
+    session = service.relay_join(appointment, by=current_user)
+    service.validate_sdp(data["sdp"])
+    worker = media.relay_worker(session.id)
+    db.session.commit()
+    body = {"participant_id": str(current_user.id), "sdp": data["sdp"], "type": "offer"}
+    answer = media.relay_call(worker, f"/relay/consult-{session.id}/join", body)
+    return {"sdp": answer.get("sdp"), "type": "answer", "tracks": answer.get("tracks", []),
+            "missing": answer.get("missing", 0), "mode": "relay"}
+
+
+@blp.route("/appointments/<int:appointment_id>/relay/leave", methods=["POST"])
+@login_required
+def relay_leave(appointment_id: int) -> Response:
+    """Leave relay mode: the media service drops your peer connection."""
+    appointment = _appointment(appointment_id)
+    participant = service.participant_of(appointment, current_user)
+    if participant is None or appointment.session is None:
+        raise service._deny("consult.relay_leave", current_user, appointment.id, appointment.patient_id)
+    media.relay_call(media.relay_worker(appointment.session.id), f"/relay/consult-{appointment.session.id}/leave",
+                     {"participant_id": str(current_user.id)}, ok=(200, 404))  # 404: already gone
+    audit.record("consult.relay_leave", by=current_user, patient_id=appointment.patient_id,
+                 resource_type="ConsultSession", resource_id=appointment.session.id)
+    db.session.commit()
+    return Response(status=204)
+
+
 @blp.route("/appointments/<int:appointment_id>/leave", methods=["POST"])
 @login_required
 def leave(appointment_id: int) -> Response:

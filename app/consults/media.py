@@ -33,3 +33,26 @@ def echo_offer(sdp: str) -> dict[str, Any]:
     if not isinstance(body, dict) or body.get("type") != "answer" or not isinstance(body.get("sdp"), str):
         raise MediaUnavailable("The media service gave an unusable answer.")
     return {"sdp": body["sdp"], "type": "answer"}
+
+
+def relay_worker(session_id: int) -> str:
+    """The media worker of a consult: a stable pick from HOSPITAL_MEDIA_WORKERS (else MEDIA_URL), so every app
+    worker routes one consult's participants to the same relay."""
+    workers = [w.strip() for w in current_app.config.get("MEDIA_WORKERS", "").split(",") if w.strip()]
+    workers = workers or [current_app.config["MEDIA_URL"]]
+    return workers[session_id % len(workers)].rstrip("/")
+
+
+def relay_call(worker: str, path: str, body: dict[str, Any], *, ok: tuple[int, ...] = (200,)) -> dict[str, Any]:
+    """POST to the relay of ``worker`` with the shared secret.
+
+    :raises MediaUnavailable: the media worker is down or refused the offer.
+    """
+    try:
+        resp = requests.post(worker + path, json=body, timeout=30,
+                             headers={"Authorization": f"Bearer {current_app.config['MEDIA_SECRET']}"})
+    except requests.RequestException:
+        raise MediaUnavailable("The consult cannot reach the media service. Try again shortly.") from None
+    if resp.status_code not in ok:
+        raise MediaUnavailable(f"The media service answered {resp.status_code}.")
+    return resp.json() if resp.status_code == 200 else {}

@@ -561,6 +561,19 @@ def join(appointment: Appointment, *, token: str, by: User) -> ConsultParticipan
     return participant
 
 
+def relay_join(appointment: Appointment, *, by: User) -> ConsultSession:
+    """Authorise a participant (booked patient, doctor, invited staff) to send media through the relay, and
+    switch the consult to relay mode. The caller forwards the SDP to the consult's media worker.
+
+    :raises NotFound: not a participant (audited). :raises Conflict: ended, or not admitted yet.
+    """
+    session, _participant_row = _open_for(appointment, by, "consult.relay_join")
+    session.media_mode = "relay"
+    audit.record("consult.relay_join", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
+                 resource_id=session.id)
+    return session
+
+
 def leave(appointment: Appointment, *, by: User) -> None:
     participant = _participant(appointment, by)
     if participant is None:

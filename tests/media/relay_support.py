@@ -28,7 +28,6 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from media.relay import setup_relay_routes
 from media.server import create_app
 
 SECRET = "relay-test-secret"
@@ -150,8 +149,7 @@ async def relay_server(setup: Callable[[web.Application], None] | None = None,
     """The media service app with the relay (and ``setup``'s routes) mounted, and a client sending the secret."""
     with warnings.catch_warnings():  # media.server may still use plain string app keys
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        app = create_app(SECRET)
-    setup_relay_routes(app, configuration=rtc_config())
+        app = create_app(SECRET, ice_configuration=rtc_config())
     if setup is not None:
         setup(app)
     server = TestServer(app, host="127.0.0.1")
