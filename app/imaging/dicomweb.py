@@ -6,8 +6,10 @@ Signed-in sessions authenticate; the same access rules as the chart apply (see :
 from __future__ import annotations
 
 import re
+import threading
 import uuid
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import pydicom
@@ -407,6 +409,58 @@ def _header_of(inst: Instance) -> pydicom.Dataset:
     return _full(inst)
 
 
+class _Lru:
+    """A small thread-safe LRU bounded by total byte cost; keys include the object's sha256, so a
+    re-stored object with different content never hits a stale entry."""
+
+    def __init__(self, max_cost: int) -> None:
+        self.max_cost, self.cost = max_cost, 0
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None:
+                return None
+            self._items.move_to_end(key)
+            return hit[0]
+
+    def put(self, key: Hashable, value: Any, cost: int) -> None:
+        if cost > self.max_cost:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.cost -= old[1]
+            self._items[key] = (value, cost)
+            self.cost += cost
+            while self.cost > self.max_cost:
+                _, (_, c) = self._items.popitem(last=False)
+                self.cost -= c
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.cost = 0
+
+
+# Parsed headers (read-only users only) and rendered images, per process.
+HEADER_CACHE = _Lru(2048)  # cost = 1 per header
+RENDERED_CACHE = _Lru(64 * 1024 * 1024)  # cost = bytes
+
+
+def _shared_header(inst: Instance) -> pydicom.Dataset:
+    """Header for frame and render paths, parsed once per object; callers must not modify it."""
+    key = (inst.object_key, inst.sha256)
+    ds = HEADER_CACHE.get(key)
+    if ds is None:
+        ds = _header_of(inst)
+        if inst.pixel_data_offset:
+            HEADER_CACHE.put(key, ds, 1)
+    return ds
+
+
 def _full(inst: Instance) -> pydicom.Dataset:
     import io
 
@@ -498,7 +552,7 @@ def frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Re
     ts = inst.transfer_syntax_uid
     db.session.commit()
     if ts in dicomfile.UNCOMPRESSED and inst.pixel_data_offset:
-        data = _native_frames(inst, numbers, _header_of(inst))
+        data = _native_frames(inst, numbers, _shared_header(inst))
         ctype = f"application/octet-stream; transfer-syntax={ts}"
     elif ts in COMPRESSED_MEDIA:
         data = _encapsulated_frames(inst, numbers)
@@ -548,12 +602,22 @@ def _rendered_type() -> str:
 
 def render_instance(inst: Instance, frame: int, *, window: tuple[float, float] | None, media_type: str,
                     viewport: tuple[int, int] | None = None) -> bytes:
-    """Render one frame (1-based): uncompressed grayscale via a range read, everything else decoded."""
-    ts = inst.transfer_syntax_uid
+    """Render one frame (1-based), cached per (object content, frame, window, type, viewport)."""
     if frame < 1 or frame > inst.number_of_frames:
         raise NotFound("No such frame.")
+    key = (inst.object_key, inst.sha256, frame, window, media_type, viewport)
+    data = RENDERED_CACHE.get(key)
+    if data is None:
+        data = _render_uncached(inst, frame, window=window, media_type=media_type, viewport=viewport)
+        RENDERED_CACHE.put(key, data, len(data))
+    return data
+
+
+def _render_uncached(inst: Instance, frame: int, *, window: tuple[float, float] | None, media_type: str,
+                     viewport: tuple[int, int] | None) -> bytes:
+    ts = inst.transfer_syntax_uid
     if ts in dicomfile.UNCOMPRESSED and inst.pixel_data_offset:
-        header = _header_of(inst)
+        header = _shared_header(inst)
         raw = _native_frames(inst, [frame], header)[0]
         arr = render.native_frame(header, raw, big_endian=ts == "1.2.840.10008.1.2.2")
         if arr is not None:

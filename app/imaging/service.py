@@ -12,6 +12,7 @@ from datetime import date
 from typing import BinaryIO
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import current_app
 
 import storage
@@ -184,7 +185,7 @@ def get_study(study_uid: str, *, by: User, action: str = "imaging.study.read") -
 
 
 def get_series(study_uid: str, series_uid: str, *, by: User, action: str = "imaging.series.read") -> Series:
-    series = db.session.scalar(sa.select(Series).join(Study).where(
+    series = db.session.scalar(sa.select(Series).join(Series.study).options(so.contains_eager(Series.study)).where(
         Study.study_instance_uid == study_uid, Series.series_instance_uid == series_uid, visible_clause(by)))
     if series is None:
         raise audit.deny(action, by=by, resource_type="ImagingSeries", resource_id=series_uid[:64])
@@ -195,7 +196,8 @@ def get_series(study_uid: str, series_uid: str, *, by: User, action: str = "imag
 
 def get_instance(study_uid: str, series_uid: str | None, sop_uid: str, *, by: User,
                  action: str = "imaging.instance.read", audit_read: bool = True) -> Instance:
-    query = (sa.select(Instance).join(Series).join(Study)
+    query = (sa.select(Instance).join(Instance.series).join(Series.study)
+             .options(so.contains_eager(Instance.series).contains_eager(Series.study))  # no lazy loads for audit
              .where(Study.study_instance_uid == study_uid, Instance.sop_instance_uid == sop_uid, visible_clause(by)))
     if series_uid is not None:
         query = query.where(Series.series_instance_uid == series_uid)

@@ -160,3 +160,36 @@ def test_deidentified_export(client: Any, login: Any, scans: dict[str, Any]) -> 
     from app.audit.models import AuditEvent
     assert db.session.scalar(sa.select(AuditEvent).where(AuditEvent.action == "imaging.study.export",
                                                          AuditEvent.patient_id == scans["mine"].id))
+
+
+def test_rendered_cache_keys_and_access(client: Any, login: Any, factories: Any, scans: dict[str, Any]) -> None:
+    """Cached renders differ per window/size/type, and a cached image is still refused to outsiders."""
+    from app.imaging import dicomweb
+
+    dicomweb.RENDERED_CACHE.clear()
+    login(client, scans["doctor"])
+    inst = _qido(client, f"/dicomweb/studies/{scans['a']}/series/{scans['series']}/instances")[0]
+    base = f"/dicomweb/studies/{scans['a']}/series/{scans['series']}/instances/{inst['00080018']['Value'][0]}"
+    first = client.get(f"{base}/rendered").data
+    assert dicomweb.RENDERED_CACHE.cost == len(first)
+    assert client.get(f"{base}/rendered").data == first
+    assert client.get(f"{base}/rendered?window=-600,1500").data != first
+    small = Image.open(io.BytesIO(client.get(f"{base}/rendered?viewport=32,32").data))
+    assert small.size == (32, 32)
+    assert client.get(f"{base}/rendered", headers={"Accept": "image/png"}).mimetype == "image/png"
+    client.post("/sign-out")
+    login(client, factories.doctor())
+    assert client.get(f"{base}/rendered").status_code == 404
+
+
+def test_lru_evicts_oldest_by_cost() -> None:
+    from app.imaging.dicomweb import _Lru
+
+    lru = _Lru(10)
+    lru.put("a", b"aaaa", 4)
+    lru.put("b", b"bbbb", 4)
+    assert lru.get("a") == b"aaaa"  # a is now most recent
+    lru.put("c", b"cccc", 4)
+    assert lru.get("b") is None and lru.get("a") == b"aaaa" and lru.cost == 8
+    lru.put("huge", b"x" * 11, 11)
+    assert lru.get("huge") is None
