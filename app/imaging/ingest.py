@@ -118,7 +118,13 @@ def _zip_entries(fh: BinaryIO, name: str) -> Iterator[tuple[str, BinaryIO | None
             except TooLarge:
                 yield label, None, "entry is larger than its zip header says (zip bomb)"
                 continue
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError):
+            except NotImplementedError:  # zipfile's answer to a compression method it cannot read
+                yield label, None, "unsupported zip compression method (use deflate or store)"
+                continue
+            except RuntimeError:  # zipfile's answer to an encrypted entry opened without a password
+                yield label, None, "encrypted zip entry"
+                continue
+            except (zipfile.BadZipFile, OSError, EOFError):
                 yield label, None, "damaged zip entry"
                 continue
             tmp.seek(0)
