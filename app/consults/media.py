@@ -56,3 +56,23 @@ def relay_call(worker: str, path: str, body: dict[str, Any], *, ok: tuple[int, .
     if resp.status_code not in ok:
         raise MediaUnavailable(f"The media service answered {resp.status_code}.")
     return resp.json() if resp.status_code == 200 else {}
+
+
+def media_request(worker: str, method: str, path: str, body: dict[str, Any] | None, *,
+                  ok: tuple[int, ...] = (200,), timeout: float = 60) -> dict[str, Any]:
+    """Call ``worker``'s internal API with the shared secret; returns ``{"status", "body"}`` for ``ok`` answers.
+
+    :raises MediaUnavailable: the worker is down or gave another status.
+    """
+    try:
+        resp = requests.request(method, worker + path, json=body, timeout=timeout,
+                                headers={"Authorization": f"Bearer {current_app.config['MEDIA_SECRET']}"})
+    except requests.RequestException:
+        raise MediaUnavailable("The consult cannot reach the media service. Try again shortly.") from None
+    if resp.status_code not in ok:
+        raise MediaUnavailable(f"The media service answered {resp.status_code}.")
+    try:
+        parsed = resp.json()
+    except ValueError:
+        parsed = {}
+    return {"status": resp.status_code, "body": parsed if isinstance(parsed, dict) else {}}

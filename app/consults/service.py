@@ -507,6 +507,10 @@ def _open_for(appointment: Appointment, by: User, action: str) -> tuple[ConsultS
     participant = _participant(appointment, by)
     if participant is None:
         raise _deny(action, by, appointment.id, appointment.patient_id)
+    if participant.removed_at is not None:
+        audit.record(action, by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
+                     resource_type="Appointment", resource_id=appointment.id, detail={"why": "removed"})
+        raise Forbidden("The doctor removed you from this consult.")
     session = appointment.session
     assert session is not None
     if session.ended_at is not None or appointment.status is not AppointmentStatus.ARRIVED:

@@ -1,0 +1,158 @@
+"""Recording through the app: consent (give, revoke, audit), doctor-only start/stop in relay mode with real aiortc
+peers and the real media process, the stored encrypted file, playback for the doctor and the patient only."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from typing import Any
+
+import av
+import sqlalchemy as sa
+
+from app import db
+from app.audit.models import AuditEvent
+from app.consults.models import Appointment, ConsultRecording, RecordingConsent
+from media.server import allow_loopback_candidates
+from tests.consults.helpers import admitted_consult
+from tests.consults.test_relay import _negotiate, _run
+from tests.media.relay_support import Participant, wait_for
+
+
+def _events(app: Any, action: str, outcome: str | None = None) -> list[AuditEvent]:
+    with app.app_context():
+        query = sa.select(AuditEvent).where(AuditEvent.action == action)
+        if outcome:
+            query = query.where(AuditEvent.outcome == outcome)
+        return list(db.session.scalars(query))
+
+
+def _signals(client: Any, appt: int) -> list[dict[str, Any]]:
+    return client.get(f"/api/v1/consults/appointments/{appt}/signals?after=0").json
+
+
+def test_consent_is_given_and_withdrawn_by_the_patient_or_their_clinic_and_audited(app, make_client, factories,
+                                                                                  login):
+    doctor, patient, appointment = admitted_consult(factories, app)
+    clinic = factories.nurse()  # clinic staff of the patient's clinic
+    doc, pat, staff = make_client(), make_client(), make_client()
+    for browser, user in ((doc, doctor), (pat, patient.user), (staff, clinic)):
+        login(browser, user)
+    url = f"/api/v1/consults/appointments/{appointment.id}/recording"
+
+    state = pat.get(url).json
+    assert state["consent"] is None and state["can_consent"] and not state["can_record"]
+    assert doc.post(f"{url}/consent").status_code == 403  # the doctor cannot consent for the patient
+    assert pat.post(f"{url}/consent").status_code == 201
+    assert doc.get(url).json["consent"]["on_behalf"] is False
+    assert doc.get(url).json["can_record"] is True
+    assert pat.post(f"{url}/consent/revoke").json["revoked"] is True
+    assert pat.get(url).json["consent"] is None
+    assert staff.post(f"{url}/consent").status_code == 201  # on the patient's behalf, recorded as such
+    assert doc.get(url).json["consent"]["on_behalf"] is True
+
+    with app.app_context():
+        rows = db.session.scalars(sa.select(RecordingConsent).where(
+            RecordingConsent.appointment_id == appointment.id).order_by(RecordingConsent.id)).all()
+        assert [(r.given_by_id, r.revoked_by_id is not None) for r in rows] == \
+            [(patient.user.id, True), (clinic.id, False)]
+    assert len(_events(app, "consult.recording_consent", "success")) == 2
+    assert len(_events(app, "consult.recording_consent", "denied")) == 1
+    assert len(_events(app, "consult.recording_revoke", "success")) == 1
+
+
+def test_recording_needs_consent_and_the_doctor(app, make_client, factories, login, media_config):
+    doctor, patient, appointment = admitted_consult(factories, app)
+    doc, pat = make_client(), make_client()
+    login(doc, doctor)
+    login(pat, patient.user)
+    url = f"/api/v1/consults/appointments/{appointment.id}/recording"
+    resp = doc.post(f"{url}/start")
+    assert resp.status_code == 409 and resp.mimetype == "application/problem+json"
+    assert "consent" in resp.json["detail"]
+    assert _events(app, "consult.recording_start", "denied")
+    pat.post(f"{url}/consent")
+    assert pat.post(f"{url}/start").status_code == 404  # doctor-only, audited like a missing record
+    assert doc.post(f"{url}/stop").status_code == 409  # nothing is being recorded
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(ConsultRecording)) == 0
+
+
+def test_recorded_consult_plays_for_doctor_and_patient_only(app, make_client, factories, login, media_config):
+    allow_loopback_candidates()
+    doctor, patient, appointment = admitted_consult(factories, app)
+    other_doctor, nurse = factories.doctor(), factories.nurse()
+    doc, pat, other, nur = make_client(), make_client(), make_client(), make_client()
+    for browser, user in ((doc, doctor), (pat, patient.user), (other, other_doctor), (nur, nurse)):
+        login(browser, user)
+    a = appointment.id
+    url = f"/api/v1/consults/appointments/{a}/recording"
+    assert pat.post(f"{url}/consent").status_code == 201
+
+    # Before anyone is on the relay the worker has nothing to record: the app moves the consult to the relay
+    # (a "mode" signal) and asks to retry.
+    first = doc.post(f"{url}/start")
+    assert first.status_code == 409 and first.headers["Retry-After"] == "3"
+    assert {"kind": "mode", "mode": "relay", "reason": "recording"}.items() <= _signals(pat, a)[-1].items()
+
+    async def consult() -> tuple[dict[str, Any], float]:
+        people = {str(doctor.id): ("red", doc), str(patient.user.id): ("green", pat)}
+        parts = {pid: Participant(pid, colour) for pid, (colour, _b) in people.items()}
+        try:
+            for i, (pid, (_c, browser)) in enumerate(people.items()):
+                await _negotiate(parts[pid], browser, a, others=i)
+            await _negotiate(parts[str(doctor.id)], doc, a, others=1)  # refreshes the doctor's track map
+            me, them = parts[str(doctor.id)], parts[str(patient.user.id)]
+            assert await wait_for(lambda: me.frames_from(them.pid).frames > 10
+                                  and them.frames_from(me.pid).frames > 10, timeout=20)
+            started = await asyncio.to_thread(doc.post, f"{url}/start")
+            assert started.status_code == 201, started.json
+            began = time.monotonic()
+            await asyncio.sleep(3)
+            stopped = await asyncio.to_thread(doc.post, f"{url}/stop")
+            return stopped.json, time.monotonic() - began
+        finally:
+            for p in parts.values():
+                await p.close()
+
+    stopped, wall = _run(consult())
+    assert stopped["status"] == "stored" and stopped["size"] > 10_000 and len(stopped["sha256"]) == 64
+    kinds = [s["kind"] for s in _signals(pat, a)]
+    assert "recording" in kinds
+    assert [s["state"] for s in _signals(pat, a) if s["kind"] == "recording"] == ["started", "stopped"]
+
+    with app.app_context():
+        row = db.session.get(ConsultRecording, stopped["id"])
+        appt = db.session.get(Appointment, a)
+        assert row.encounter_id == appt.encounter.id and row.started_by_id == doctor.id
+        key = row.object_key
+        from app.imaging.service import object_store
+
+        assert object_store().stat(key).size == stopped["size"]  # the encrypted file is in the object store
+
+    listed = pat.get(f"/api/v1/consults/appointments/{a}/recordings").json
+    assert [r["id"] for r in listed] == [stopped["id"]]
+    media_url = listed[0]["url"]
+    for browser in (doc, pat):
+        resp = browser.get(media_url)
+        assert resp.status_code == 200 and resp.mimetype == "video/webm"
+        with av.open(io.BytesIO(resp.get_data())) as container:
+            duration = container.duration / av.time_base if container.duration else \
+                max(float(s.duration * s.time_base) for s in container.streams if s.duration)
+            assert {s.type for s in container.streams} == {"video", "audio"}
+            assert abs(duration - wall) <= 0.1 * wall, (duration, wall)
+    for outsider in (other, nur):
+        assert outsider.get(media_url).status_code == 404
+        assert outsider.get(f"/api/v1/consults/appointments/{a}/recordings").status_code == 404
+    plays = _events(app, "consult.recording_play")
+    assert sum(e.outcome.value == "success" for e in plays) == 2
+    assert {e.actor_id for e in plays if e.outcome.value == "denied"} == {other_doctor.id, nurse.id}
+    page = pat.get(f"/consults/{a}/recordings")
+    assert page.status_code == 200 and media_url.encode() in page.data
+
+    # Without consent nothing more is recorded.
+    assert pat.post(f"{url}/consent/revoke").status_code == 200
+    assert doc.post(f"{url}/start").status_code == 409
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(ConsultRecording)) == 1
