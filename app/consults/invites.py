@@ -32,15 +32,17 @@ from app.consults.models import (
 )
 from app.errors import Conflict, ValidationFailed
 
+#: Not an argon2 hash, so no password ever verifies: a guest can only come in through the link.
+NO_PASSWORD = "!guest-no-password"  # noqa: S105
 MAX_MINUTES = 240
 DEFAULT_MINUTES = 30
 #: API endpoints a guest may call, and only for their own consult.
 GUEST_API = {"token", "join", "relay_join", "relay_leave", "leave", "send_signal", "receive_signals", "events",
-             "Chat", "state"}
+             "Chat", "state", "recording_status"}
 #: What a removed guest may still call: enough to read the "removed" signal addressed to them.
 REMOVED_API = {"consults_api.events", "consults_api.receive_signals", "consults_api.state"}
 GUEST_PAGES = {"consults.room", "consults.waiting"}
-GUEST_ALWAYS = {"static", "consults.static", "auth.sign_out", "consults.invite_redeem"}
+GUEST_ALWAYS = {"static", "consults.static", "auth.sign_out", "consults.invite_redeem", "auth_api.CsrfToken"}
 
 
 def _hash(token: str) -> str:
@@ -120,7 +122,7 @@ def redeem(token: str) -> User | str:
     assert doctor is not None
     label = "interpreter" if invite.kind is InviteKind.INTERPRETER else "family"
     guest = User(email=f"guest-{invite.id}-{secrets.token_hex(6)}@guest.invalid",
-                 full_name=f"{invite.display_name} ({label})", password_hash="!guest-no-password",
+                 full_name=f"{invite.display_name} ({label})", password_hash=NO_PASSWORD,
                  role=Role.GUEST, facility_id=doctor.facility_id)
     db.session.add(guest)
     db.session.flush()
@@ -173,8 +175,6 @@ def guard(user: User, endpoint: str | None, view_args: dict[str, Any]) -> str | 
     if endpoint in GUEST_PAGES and own:
         return None
     if endpoint and endpoint.startswith("consults_api.") and endpoint.split(".", 1)[1] in GUEST_API and own:
-        return None
-    if endpoint == "auth_api.CsrfToken":
         return None
     return "outside"
 

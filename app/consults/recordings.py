@@ -327,9 +327,8 @@ def plaintext(row: ConsultRecording) -> Iterator[bytes]:
 
     :raises NotFound: the object is gone from the store.
     """
-    from media.recording import decrypt, derive_key
-
     from app.imaging.service import object_store
+    from media.recording import decrypt, derive_key
 
     store = object_store()
     assert row.object_key is not None

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 import app.db
 
 revision: str = '71913fcd0e5d'

@@ -95,6 +95,8 @@ def test_recorded_consult_plays_for_doctor_and_patient_only(app, make_client, fa
     first = doc.post(f"{url}/start")
     assert first.status_code == 409 and first.headers["Retry-After"] == "3"
     assert {"kind": "mode", "mode": "relay", "reason": "recording"}.items() <= _signals(pat, a)[-1].items()
+    # The consult is now pinned to its worker: a changed worker list no longer moves it.
+    app.config["MEDIA_WORKERS"] = "http://127.0.0.1:9"
 
     async def consult() -> tuple[dict[str, Any], float]:
         people = {str(doctor.id): ("red", doc), str(patient.user.id): ("green", pat)}
@@ -116,7 +118,10 @@ def test_recorded_consult_plays_for_doctor_and_patient_only(app, make_client, fa
             for p in parts.values():
                 await p.close()
 
-    stopped, wall = _run(consult())
+    try:
+        stopped, wall = _run(consult())
+    finally:
+        app.config["MEDIA_WORKERS"] = ""
     assert stopped["status"] == "stored" and stopped["size"] > 10_000 and len(stopped["sha256"]) == 64
     kinds = [s["kind"] for s in _signals(pat, a)]
     assert "recording" in kinds
