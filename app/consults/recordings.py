@@ -237,6 +237,18 @@ def stop(appointment: Appointment, *, by: User, reason: str = "stopped") -> Cons
     return row
 
 
+def stop_if_running(appointment: Appointment, *, by: User, reason: str) -> None:
+    """Finish a running recording as the consult ends; an unreachable worker marks it failed, never blocks."""
+    row = running_recording(appointment)
+    if row is None:
+        return
+    try:
+        stop(appointment, by=by, reason=reason)
+    except media.MediaUnavailable:
+        row.status, row.stopped_at, row.stopped_by_id, row.stop_reason = (
+            RecordingStatus.FAILED, db.utcnow(), by.id, "worker unreachable")
+
+
 def object_key(recording_id: str) -> str:
     """Where the media worker stores the file (``media.server.recording_object_key``)."""
     from media.server import recording_object_key

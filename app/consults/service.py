@@ -461,6 +461,9 @@ def end_consult(appointment: Appointment, *, by: User, notes: str | None = None,
     encounter.ended_at = now
     session = appointment.session
     if session is not None:
+        from app.consults import recordings  # imports this module
+
+        recordings.stop_if_running(appointment, by=by, reason="consult ended")
         _signal(session, by, "bye", {"reason": "ended"})
     _end_session(appointment)
     audit.record("consult.end", by=by, patient_id=appointment.patient_id, resource_type="Encounter",

@@ -161,3 +161,50 @@ def test_recorded_consult_plays_for_doctor_and_patient_only(app, make_client, fa
     assert doc.post(f"{url}/start").status_code == 409
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(ConsultRecording)) == 1
+
+
+def test_withdrawing_consent_or_ending_the_consult_stops_the_recording(app, make_client, factories, login,
+                                                                        media_config):
+    allow_loopback_candidates()
+    doctor, patient, appointment = admitted_consult(factories, app)
+    doc, pat = make_client(), make_client()
+    login(doc, doctor)
+    login(pat, patient.user)
+    a = appointment.id
+    url = f"/api/v1/consults/appointments/{a}/recording"
+    pat.post(f"{url}/consent")
+
+    async def consult() -> list[Any]:
+        people = {str(doctor.id): ("red", doc), str(patient.user.id): ("green", pat)}
+        parts = {pid: Participant(pid, colour) for pid, (colour, _b) in people.items()}
+        try:
+            for i, (pid, (_c, browser)) in enumerate(people.items()):
+                await _negotiate(parts[pid], browser, a, others=i)
+            await _negotiate(parts[str(doctor.id)], doc, a, others=1)
+            me = parts[str(doctor.id)]
+            assert await wait_for(lambda: me.frames_from(str(patient.user.id)).frames > 5, timeout=20)
+            answers = [await asyncio.to_thread(doc.post, f"{url}/start")]
+            await asyncio.sleep(1.5)
+            answers.append(await asyncio.to_thread(pat.post, f"{url}/consent/revoke"))
+            answers.append(await asyncio.to_thread(doc.get, url))
+            answers.append(await asyncio.to_thread(doc.post, f"{url}/start"))  # no consent any more
+            await asyncio.to_thread(pat.post, f"{url}/consent")
+            answers.append(await asyncio.to_thread(doc.post, f"{url}/start"))
+            await asyncio.sleep(1.0)
+            answers.append(await asyncio.to_thread(doc.post, f"/api/v1/consults/appointments/{a}/end", json={}))
+            return answers
+        finally:
+            for p in parts.values():
+                await p.close()
+
+    started, revoked, state, refused, restarted, ended = _run(consult())
+    assert started.status_code == 201 and revoked.json["revoked"] is True
+    assert state.json["recording"] is False and state.json["consent"] is None
+    assert refused.status_code == 409
+    assert restarted.status_code == 201 and ended.status_code == 200
+    with app.app_context():
+        rows = db.session.scalars(sa.select(ConsultRecording).where(ConsultRecording.appointment_id == a)
+                                  .order_by(ConsultRecording.id)).all()
+        assert [(r.status.value, r.stop_reason) for r in rows] == [("stored", "consent revoked"),
+                                                                   ("stored", "consult ended")]
+        assert rows[0].stopped_by_id == patient.user.id and 1.0 < rows[0].duration < 3.0
