@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, stream_with_context, url_for
+from flask import Response, request, stream_with_context, url_for
 from flask_login import current_user, login_required
 from marshmallow import Schema, fields, validate
 
@@ -102,12 +102,26 @@ def recording_list(appointment_id: int) -> Response:
 @blp.route("/recordings/<int:recording_id>/media", methods=["GET"])
 @login_required
 def recording_media(recording_id: int) -> Response:
-    """Play a recording: the decrypted WebM, streamed (the treating doctor and the patient; audited)."""
+    """Play a recording: the decrypted WebM, streamed, with byte ranges for seeking (the treating doctor and the
+    patient; every request audited)."""
     row = recordings.get_for_playback(recording_id, by=current_user)
+    lay = recordings.layout(row)
+    headers = {"Cache-Control": "no-store", "Content-Disposition": "inline", "Accept-Ranges": "bytes"}
+    wanted = request.range
+    if wanted is not None and wanted.units == "bytes" and len(wanted.ranges) == 1:
+        span = wanted.range_for_length(lay.size)
+        db.session.commit()
+        if span is None:
+            return Response(status=416, headers={**headers, "Content-Range": f"bytes */{lay.size}"})
+        start, stop = span
+        chunks = recordings.plaintext_range(row, lay, start, stop)
+        return Response(stream_with_context(chunks), status=206, mimetype="video/webm",
+                        headers={**headers, "Content-Range": f"bytes {start}-{stop - 1}/{lay.size}",
+                                 "Content-Length": str(stop - start)})
     chunks = recordings.plaintext(row)
     db.session.commit()
     return Response(stream_with_context(chunks), mimetype="video/webm",
-                    headers={"Cache-Control": "no-store", "Content-Disposition": "inline"})
+                    headers={**headers, "Content-Length": str(lay.size)})
 
 
 @blp.route("/appointments/<int:appointment_id>/invite-links", methods=["POST"])

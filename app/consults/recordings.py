@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import io
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -332,6 +333,67 @@ class _ChunkReader(io.RawIOBase):
         target[:n] = self._buffer[:n]
         self._buffer = self._buffer[n:]
         return n
+
+
+def _open(row: ConsultRecording) -> Any:
+    from app.imaging.service import object_store
+
+    store = object_store()
+    assert row.object_key is not None
+    try:
+        store.stat(row.object_key)
+    except storage.NoSuchObject:
+        raise NotFound("The recording file is missing.") from None
+    return store
+
+
+@dataclass(frozen=True)
+class Layout:
+    header: dict[str, Any]
+    header_raw: bytes
+    first: int
+    chunks: int
+    size: int
+    """Plaintext (WebM) size in bytes."""
+
+
+def layout(row: ConsultRecording) -> Layout:
+    """Read the small authenticated header to learn the plaintext size and where each chunk sits."""
+    from media.recording import MAGIC, read_header
+    from media.recording import layout as file_layout
+
+    store = _open(row)
+    assert row.object_key is not None and row.size is not None
+    head = store.read(row.object_key, start=0, length=len(MAGIC) + 4)
+    length = int.from_bytes(head[-4:], "big")
+    header, raw = read_header(io.BytesIO(head + store.read(row.object_key, start=len(head), length=length)))
+    first, chunks, size = file_layout(row.size, raw, int(header["chunk"]))
+    return Layout(header, raw, first, chunks, size)
+
+
+def plaintext_range(row: ConsultRecording, lay: Layout, start: int, stop: int) -> Iterator[bytes]:
+    """Plaintext bytes ``[start, stop)``: only the chunks that hold them are read and decrypted."""
+    from media.recording import decrypt_chunk, derive_key
+
+    store = _open(row)
+    assert row.object_key is not None and row.size is not None
+    chunk = int(lay.header["chunk"])
+    first, last = start // chunk, (stop - 1) // chunk
+    offset = lay.first + first * (chunk + 20)
+    length = min(row.size - offset, (last - first + 1) * (chunk + 20))
+    reader = io.BufferedReader(_ChunkReader(store.get(row.object_key, start=offset, length=length)),
+                               buffer_size=chunk + 64)
+    key = derive_key(master_key(), row.recording_id)
+
+    def chunks() -> Iterator[bytes]:
+        for counter in range(first, last + 1):
+            sealed = reader.read(int.from_bytes(reader.read(4), "big"))
+            plain = decrypt_chunk(sealed, key, lay.header, lay.header_raw, counter, counter == lay.chunks - 1)
+            lo = start - counter * chunk if counter == first else 0
+            hi = stop - counter * chunk if counter == last else len(plain)
+            yield plain[lo:hi]
+
+    return chunks()
 
 
 def plaintext(row: ConsultRecording) -> Iterator[bytes]:
