@@ -187,6 +187,8 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
     db.session.commit()  # the mode switch stands even if the worker is not ready yet
     answer = media.media_request(worker, "POST", f"/relay/{relay_room(session)}/recording",
                                  {"consent_id": str(consent_id)}, ok=(201, 403, 404, 409))
+    if answer["status"] == 409 and answer["body"].get("title") == "already recording":
+        raise Conflict("This consult is already being recorded.")
     if answer["status"] != 201:
         raise Conflict("The consult is moving to the media relay; recording can start once everyone is "
                        "connected. Try again in a few seconds.", headers={"Retry-After": "3"})
