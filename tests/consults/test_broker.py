@@ -57,10 +57,12 @@ def test_invite_link_admits_one_guest_to_this_consult_only(app, make_client, fac
         assert guest.get(url).status_code == 404, url
     assert guest.post(f"/api/v1/consults/appointments/{a}/end", json={}).status_code == 404
     with app.app_context():
-        guest_user = db.session.scalar(sa.select(User).where(User.role == Role.GUEST))
-        assert guest_user.full_name == "Ana Interpreter (interpreter)"
-        outside = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "guest.outside")).all()
-        assert len(outside) == 13 and all(e.actor_id == guest_user.id for e in outside)
+        invite = db.session.scalar(sa.select(ConsultInvite).where(ConsultInvite.appointment_id == a))
+        guest_user = db.session.get(User, invite.guest_user_id)
+        assert guest_user.role is Role.GUEST and guest_user.full_name == "Ana Interpreter (interpreter)"
+        outside = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "guest.outside",
+                                                                 AuditEvent.actor_id == guest_user.id)).all()
+        assert len(outside) == 13
 
     # The link works once, for anyone.
     again = make_client()
@@ -76,7 +78,8 @@ def test_invite_link_admits_one_guest_to_this_consult_only(app, make_client, fac
     assert guest.get(f"/api/v1/consults/appointments/{a}/state").status_code == 401
     with app.app_context():
         assert db.session.get(User, guest_user.id).active is False
-        redeems = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.invite_redeem")).all()
+        redeems = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.invite_redeem",
+                                                            AuditEvent.patient_id == patient.id)).all()
         assert sorted(e.outcome.value for e in redeems) == ["denied", "success"]
 
 
@@ -130,7 +133,8 @@ def test_doctor_removes_a_participant_who_cannot_rejoin(app, make_client, factor
     refused = pat.post(f"/api/v1/consults/appointments/{a}/token")
     assert refused.status_code == 403 and "removed" in refused.json["detail"]
     with app.app_context():
-        removals = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.remove")).all()
+        removals = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.remove",
+                                                             AuditEvent.patient_id == patient.id)).all()
         assert [e.outcome.value for e in removals].count("success") == 2
 
 

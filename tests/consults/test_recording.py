@@ -20,9 +20,10 @@ from tests.consults.test_relay import _negotiate, _run
 from tests.media.relay_support import Participant, wait_for
 
 
-def _events(app: Any, action: str, outcome: str | None = None) -> list[AuditEvent]:
+def _events(app: Any, action: str, outcome: str | None = None, *, patient: Any) -> list[AuditEvent]:
+    """This test's audit rows (browser tests elsewhere in the run commit theirs)."""
     with app.app_context():
-        query = sa.select(AuditEvent).where(AuditEvent.action == action)
+        query = sa.select(AuditEvent).where(AuditEvent.action == action, AuditEvent.patient_id == patient.id)
         if outcome:
             query = query.where(AuditEvent.outcome == outcome)
         return list(db.session.scalars(query))
@@ -57,9 +58,9 @@ def test_consent_is_given_and_withdrawn_by_the_patient_or_their_clinic_and_audit
             RecordingConsent.appointment_id == appointment.id).order_by(RecordingConsent.id)).all()
         assert [(r.given_by_id, r.revoked_by_id is not None) for r in rows] == \
             [(patient.user.id, True), (clinic.id, False)]
-    assert len(_events(app, "consult.recording_consent", "success")) == 2
-    assert len(_events(app, "consult.recording_consent", "denied")) == 1
-    assert len(_events(app, "consult.recording_revoke", "success")) == 1
+    assert len(_events(app, "consult.recording_consent", "success", patient=patient)) == 2
+    assert len(_events(app, "consult.recording_consent", "denied", patient=patient)) == 1
+    assert len(_events(app, "consult.recording_revoke", "success", patient=patient)) == 1
 
 
 def test_recording_needs_consent_and_the_doctor(app, make_client, factories, login, media_config):
@@ -71,7 +72,7 @@ def test_recording_needs_consent_and_the_doctor(app, make_client, factories, log
     resp = doc.post(f"{url}/start")
     assert resp.status_code == 409 and resp.mimetype == "application/problem+json"
     assert "consent" in resp.json["detail"]
-    assert _events(app, "consult.recording_start", "denied")
+    assert _events(app, "consult.recording_start", "denied", patient=patient)
     pat.post(f"{url}/consent")
     assert pat.post(f"{url}/start").status_code == 404  # doctor-only, audited like a missing record
     assert doc.post(f"{url}/stop").status_code == 409  # nothing is being recorded
@@ -156,7 +157,7 @@ def test_recorded_consult_plays_for_doctor_and_patient_only(app, make_client, fa
     for outsider in (other, nur):
         assert outsider.get(media_url).status_code == 404
         assert outsider.get(f"/api/v1/consults/appointments/{a}/recordings").status_code == 404
-    plays = _events(app, "consult.recording_play")
+    plays = _events(app, "consult.recording_play", patient=patient)
     assert sum(e.outcome.value == "success" for e in plays) == 5
     assert {e.actor_id for e in plays if e.outcome.value == "denied"} == {other_doctor.id, nurse.id}
     page = pat.get(f"/consults/{a}/recordings")
