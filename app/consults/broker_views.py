@@ -38,6 +38,11 @@ def _guest_fence() -> Response | str | None:
                                     "This consult has ended; guest access is over.")
         return render_template("consults/invite.html", problem="The consult has ended. Thank you for joining.",
                                token=None, invite=None), 410
+    if verdict == "left":
+        appointment = invites.guest_appointment(user)
+        assert appointment is not None
+        return render_template("consults/invite.html", problem="You left the consult.", invite=None, token=None,
+                               rejoin_url=url_for("consults.room", appointment_id=appointment.id))
     audit.record("guest.outside", by=user, outcome=Outcome.DENIED, resource_type="Endpoint",
                  resource_id=request.endpoint)
     db.session.commit()

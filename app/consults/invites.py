@@ -41,6 +41,8 @@ GUEST_API = {"token", "join", "relay_join", "relay_leave", "leave", "send_signal
              "Chat", "state", "recording_status"}
 #: What a removed guest may still call: enough to read the "removed" signal addressed to them.
 REMOVED_API = {"consults_api.events", "consults_api.receive_signals", "consults_api.state"}
+#: Where the room page sends people who leave: a guest gets a page to rejoin instead.
+GUEST_LANDING = {"web.home", "consults.index"}
 GUEST_PAGES = {"consults.room", "consults.waiting"}
 GUEST_ALWAYS = {"static", "consults.static", "auth.sign_out", "consults.invite_redeem", "auth_api.CsrfToken"}
 
@@ -161,7 +163,8 @@ def end_guest(guest: User, *, reason: str) -> None:
 
 
 def guard(user: User, endpoint: str | None, view_args: dict[str, Any]) -> str | None:
-    """For a guest: None if this request is inside their fence, else why not ("outside" or "ended")."""
+    """For a guest: None if this request is inside their fence, else why not: "outside", "ended", or "left"
+    (they left the room page and landed where other users start)."""
     if endpoint in GUEST_ALWAYS:
         return None
     appointment = guest_appointment(user)
@@ -172,6 +175,8 @@ def guard(user: User, endpoint: str | None, view_args: dict[str, Any]) -> str | 
     own = view_args.get("appointment_id") == appointment.id
     if standing == "removed":
         return None if own and endpoint in REMOVED_API else "ended"
+    if endpoint in GUEST_LANDING:
+        return "left"
     if endpoint in GUEST_PAGES and own:
         return None
     if endpoint and endpoint.startswith("consults_api.") and endpoint.split(".", 1)[1] in GUEST_API and own:
