@@ -125,8 +125,9 @@ def revoke_consent(appointment: Appointment, *, by: User) -> RecordingConsent | 
     consent.revoked_by_id = by.id
     audit.record("consult.recording_revoke", by=by, patient_id=appointment.patient_id,
                  resource_type="RecordingConsent", resource_id=consent.id)
-    if running_recording(appointment) is not None:
-        stop(appointment, by=by, reason="consent revoked")
+    running = running_recording(appointment)
+    if running is not None:
+        _finish(appointment, running, by=by, reason="consent revoked")
     return consent
 
 
@@ -207,17 +208,19 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
     return row
 
 
-def stop(appointment: Appointment, *, by: User, reason: str = "stopped") -> ConsultRecording:
-    """Stop recording: the media worker finishes, encrypts and stores the file; its metadata lands here.
-
-    :raises NotFound: not the doctor (consent revocation by the patient also stops). :raises Conflict: not
-    recording.
+def stop(appointment: Appointment, *, by: User) -> ConsultRecording:
+    """Stop recording (the doctor): the media worker finishes, encrypts and stores the file; its metadata lands
+    here. :raises NotFound: not the doctor (audited). :raises Conflict: not recording.
     """
-    if reason != "consent revoked":
-        _doctor_only(appointment, by, "consult.recording_stop")
+    _doctor_only(appointment, by, "consult.recording_stop")
     row = running_recording(appointment)
     if row is None:
         raise Conflict("This consult is not being recorded.")
+    return _finish(appointment, row, by=by, reason="stopped")
+
+
+def _finish(appointment: Appointment, row: ConsultRecording, *, by: User, reason: str) -> ConsultRecording:
+    """Stop the worker's recording and write what it stored (also used by consent revocation and the end)."""
     session = appointment.session
     assert session is not None
     answer = media.media_request(row.media_worker, "DELETE", f"/relay/{relay_room(session)}/recording", None,
@@ -246,7 +249,7 @@ def stop_if_running(appointment: Appointment, *, by: User, reason: str) -> None:
     if row is None:
         return
     try:
-        stop(appointment, by=by, reason=reason)
+        _finish(appointment, row, by=by, reason=reason)
     except media.MediaUnavailable:
         row.status, row.stopped_at, row.stopped_by_id, row.stop_reason = (
             RecordingStatus.FAILED, db.utcnow(), by.id, "worker unreachable")
