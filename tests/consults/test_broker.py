@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from app import db
 from app.audit.models import AuditEvent
 from app.auth.models import Role, User
-from app.consults import recordings
+from app.consults import invites, recordings, service
 from app.consults.models import Appointment, ConsultInvite, ConsultSession
-from tests.consults.helpers import admitted_consult
+from tests.consults.helpers import admitted_consult, current_slot
 
 
 def _invite(doc: Any, appt: int, **kw: Any) -> str:
@@ -156,3 +158,41 @@ def test_consult_stays_pinned_to_its_media_worker(app, factories, app_ctx):
         assert sorted(stored) == sorted(chosen)
     finally:
         app.config["MEDIA_WORKERS"] = ""
+
+
+def test_one_link_redeemed_concurrently_admits_exactly_one_guest(app, engine, live_factories):
+    """Six browsers use the same link at once, each on its own PostgreSQL connection: one guest, five refusals."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("concurrency is proven on PostgreSQL")
+    doctor = live_factories.doctor()
+    patient = live_factories.patient(with_account=True, doctor=doctor)
+    appt = current_slot(doctor, patient, by=patient.user)
+    service.check_in(appt, by=patient.user)
+    service.admit(appt, by=doctor)
+    _invite, token = invites.create_invite(appt, by=doctor, kind="family", display_name="Kim")
+    db.session.commit()
+    barrier = threading.Barrier(6)
+    results: list[str] = []
+
+    def attempt() -> None:
+        with app.test_request_context("/"):
+            db.session.remove()
+            db.session.configure(bind=engine)
+            try:
+                barrier.wait(timeout=10)
+                outcome = invites.redeem(token)
+                db.session.commit()
+                results.append("guest" if isinstance(outcome, User) else "refused")
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=attempt) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == ["guest"] + ["refused"] * 5
+    db.session.remove()
+    guests = db.session.scalars(sa.select(ConsultInvite.guest_user_id).where(
+        ConsultInvite.appointment_id == appt.id)).all()
+    assert len(guests) == 1 and guests[0] is not None
