@@ -9,12 +9,14 @@ import time
 from typing import Any
 
 import av
+import requests
 import sqlalchemy as sa
 
 from app import db
 from app.audit.models import AuditEvent
 from app.consults.models import Appointment, ConsultRecording, RecordingConsent
 from media.server import allow_loopback_candidates
+from tests.consults.conftest import MEDIA_SECRET
 from tests.consults.helpers import admitted_consult
 from tests.consults.test_relay import _negotiate, _run
 from tests.media.relay_support import Participant, wait_for
@@ -240,3 +242,45 @@ def test_byte_ranges_decrypt_only_the_chunks_they_need(app, app_ctx, tmp_path):
     for start, stop in ((0, 10), (CHUNK - 5, CHUNK + 5), (CHUNK, 2 * CHUNK), (2 * CHUNK + 100, len(plain)),
                         (0, len(plain))):
         assert b"".join(recordings.plaintext_range(row, lay, start, stop)) == plain[start:stop], (start, stop)
+
+
+def test_removing_a_relayed_participant_drops_their_relay_connection(app, make_client, factories, login,
+                                                                     media_config):
+    allow_loopback_candidates()
+    doctor, patient, appointment = admitted_consult(factories, app)
+    doc, pat = make_client(), make_client()
+    login(doc, doctor)
+    login(pat, patient.user)
+    a = appointment.id
+    with app.app_context():
+        session_id = db.session.get(Appointment, a).session.id
+    state_url = f"{media_config}/relay/consult-{session_id}/state"
+
+    def in_room() -> set[str]:
+        resp = requests.get(state_url, headers={"Authorization": f"Bearer {MEDIA_SECRET}"}, timeout=5)
+        return {p["participant_id"] for p in resp.json()["participants"]} if resp.ok else set()
+
+    async def consult() -> tuple[set[str], set[str], int]:
+        people = {str(doctor.id): ("red", doc), str(patient.user.id): ("green", pat)}
+        parts = {pid: Participant(pid, colour) for pid, (colour, _b) in people.items()}
+        try:
+            for i, (pid, (_c, browser)) in enumerate(people.items()):
+                await _negotiate(parts[pid], browser, a, others=i)
+            before = await asyncio.to_thread(in_room)
+            removed = await asyncio.to_thread(
+                doc.post, f"/api/v1/consults/appointments/{a}/participants/{patient.user.id}/remove")
+            assert removed.status_code == 204
+            after = await asyncio.to_thread(in_room)
+            again = await asyncio.to_thread(pat.post, f"/api/v1/consults/appointments/{a}/relay",
+                                            json={"sdp": parts[str(patient.user.id)].pc.localDescription.sdp,
+                                                  "type": "offer"})
+            return before, after, again.status_code
+        finally:
+            for p in parts.values():
+                await p.close()
+
+    before, after, again = _run(consult())
+    assert before == {str(doctor.id), str(patient.user.id)}
+    assert after == {str(doctor.id)} and again == 403
+    kinds = [s["kind"] for s in _signals(pat, a)]
+    assert "removed" in kinds
