@@ -17,6 +17,17 @@ from app.consults import invites, recordings
 from app.consults import service as consults
 from app.consults.views import bp
 from app.errors import problem_response, wants_problem_json
+from app.web import add_chart_panel
+
+add_chart_panel("consults/_chart_recordings.html")
+
+
+@bp.app_template_global()
+def consult_recordings(patient: object | None = None) -> list[object]:
+    """Recordings the viewer may play (on a chart they already opened, or their own consult list)."""
+    if not current_user.is_authenticated:
+        return []
+    return list(recordings.playable_for(current_user, patient_id=getattr(patient, "id", None)))
 
 
 @bp.before_app_request

@@ -285,6 +285,27 @@ def list_recordings(appointment: Appointment, *, by: User, audit_read: bool = Tr
     return rows
 
 
+def playable_for(by: User, *, patient_id: int | None = None, limit: int = 20) -> Sequence[ConsultRecording]:
+    """Recent stored recordings ``by`` may play: consults they treated (doctor) or their own (patient)."""
+    from app.patients.models import Patient
+
+    query = sa.select(ConsultRecording).join(Appointment, Appointment.id == ConsultRecording.appointment_id) \
+        .where(ConsultRecording.status == RecordingStatus.STORED)
+    if by.role is Role.DOCTOR:
+        query = query.where(Appointment.doctor_id == by.id)
+    elif by.role is Role.PATIENT:
+        query = query.join(Patient, Patient.id == Appointment.patient_id).where(Patient.user_id == by.id)
+    else:
+        return []
+    if patient_id is not None:
+        query = query.where(ConsultRecording.patient_id == patient_id)
+    rows = db.session.scalars(query.order_by(ConsultRecording.id.desc()).limit(limit)).all()
+    if rows:
+        audit.record("consult.recording_list", by=by, patient_id=patient_id, resource_type="ConsultRecording",
+                     detail={"ids": [r.id for r in rows]})
+    return rows
+
+
 def recording_json(row: ConsultRecording) -> dict[str, Any]:
     return {"id": row.id, "started_at": row.started_at.isoformat(),
             "stopped_at": row.stopped_at.isoformat() if row.stopped_at else None,

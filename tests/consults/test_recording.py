@@ -164,6 +164,11 @@ def test_recorded_consult_plays_for_doctor_and_patient_only(app, make_client, fa
     assert {e.actor_id for e in plays if e.outcome.value == "denied"} == {other_doctor.id, nurse.id}
     page = pat.get(f"/consults/{a}/recordings")
     assert page.status_code == 200 and media_url.encode() in page.data
+    link = f"/consults/{a}/recordings#recording-{stopped['id']}".encode()
+    assert link in pat.get("/consults").data  # the patient's consult list
+    assert link in doc.get(f"/patients/{patient.id}").data  # the treating doctor's view of the chart
+    assert link not in other.get(f"/consults/{a}/recordings").data
+    assert b"consult-recordings" not in nur.get(f"/patients/{patient.id}").data
 
     # Without consent nothing more is recorded.
     assert pat.post(f"{url}/consent/revoke").status_code == 200
