@@ -20,7 +20,7 @@ from flask_smorest import Blueprint
 from app import db
 from app.audit import service as audit
 from app.auth.models import Role, User
-from app.consults import media, recordings, service
+from app.consults import media, service
 from app.consults.models import Appointment, AvailabilityException, ChatMessage, Encounter
 from app.consults.schemas import (
     AppointmentSchema,
@@ -202,7 +202,7 @@ def relay_join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
     appointment = _appointment(appointment_id)
     session = service.relay_join(appointment, by=current_user)
     service.validate_sdp(data["sdp"])
-    worker = recordings.worker_for(session)
+    worker = media.relay_worker(session.id)
     db.session.commit()
     body = {"participant_id": str(current_user.id), "sdp": data["sdp"], "type": "offer"}
     answer = media.relay_call(worker, f"/relay/consult-{session.id}/join", body)
@@ -218,7 +218,7 @@ def relay_leave(appointment_id: int) -> Response:
     participant = service.participant_of(appointment, current_user)
     if participant is None or appointment.session is None:
         raise service._deny("consult.relay_leave", current_user, appointment.id, appointment.patient_id)
-    media.relay_call(recordings.worker_for(appointment.session), f"/relay/consult-{appointment.session.id}/leave",
+    media.relay_call(media.relay_worker(appointment.session.id), f"/relay/consult-{appointment.session.id}/leave",
                      {"participant_id": str(current_user.id)}, ok=(200, 404))  # 404: already gone
     audit.record("consult.relay_leave", by=current_user, patient_id=appointment.patient_id,
                  resource_type="ConsultSession", resource_id=appointment.session.id)

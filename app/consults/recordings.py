@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 import sqlalchemy as sa
 from flask import current_app
 
@@ -42,24 +43,53 @@ def _workers() -> list[str]:
     return workers or [current_app.config["MEDIA_URL"].rstrip("/")]
 
 
-def worker_for(session: ConsultSession) -> str:
-    """The consult's media worker: the stored one, else pin the least-loaded configured worker (ties by
-    session id) with a conditional UPDATE, so two app workers racing for a new consult agree."""
-    if session.media_worker:
-        return session.media_worker
+def pin_worker(session_id: int) -> str:
+    """The consult's media worker: the stored one, else pin the least-loaded configured worker (open consults
+    pinned to it; ties by session id) with a conditional UPDATE, so two app workers racing for a new consult
+    agree. Flushed in the caller's transaction."""
+    stored = db.session.scalar(sa.select(ConsultSession.media_worker).where(ConsultSession.id == session_id))
+    if stored:
+        return stored
     workers = _workers()
     load = dict(db.session.execute(
         sa.select(ConsultSession.media_worker, sa.func.count()).where(
             ConsultSession.ended_at.is_(None), ConsultSession.media_worker.in_(workers))
         .group_by(ConsultSession.media_worker)).all())
-    ordered = workers[session.id % len(workers):] + workers[:session.id % len(workers)]
+    ordered = workers[session_id % len(workers):] + workers[:session_id % len(workers)]
     choice = min(ordered, key=lambda w: load.get(w, 0))
-    db.session.execute(sa.update(ConsultSession).where(ConsultSession.id == session.id,
+    db.session.execute(sa.update(ConsultSession).where(ConsultSession.id == session_id,
                                                        ConsultSession.media_worker.is_(None))
                        .values(media_worker=choice).execution_options(synchronize_session=False))
-    db.session.refresh(session, ["media_worker"])
-    assert session.media_worker is not None
-    return session.media_worker
+    pinned = db.session.scalar(sa.select(ConsultSession.media_worker).where(ConsultSession.id == session_id))
+    return pinned or choice
+
+
+def worker_for(session: ConsultSession) -> str:
+    """:func:`pin_worker` for a loaded session (kept in step with the row)."""
+    worker = pin_worker(session.id)
+    if session.media_worker != worker:
+        db.session.refresh(session, ["media_worker"])
+    return worker
+
+
+def worker_call(worker: str, method: str, path: str, body: dict[str, Any] | None, *,
+                ok: tuple[int, ...] = (200,), timeout: float = 60) -> dict[str, Any]:
+    """Call ``worker``'s internal API with the shared secret; returns ``{"status", "body"}`` for ``ok`` answers.
+
+    :raises MediaUnavailable: the worker is down or gave another status.
+    """
+    try:
+        resp = requests.request(method, worker + path, json=body, timeout=timeout,
+                                headers={"Authorization": f"Bearer {current_app.config['MEDIA_SECRET']}"})
+    except requests.RequestException:
+        raise media.MediaUnavailable("The consult cannot reach the media service. Try again shortly.") from None
+    if resp.status_code not in ok:
+        raise media.MediaUnavailable(f"The media service answered {resp.status_code}.")
+    try:
+        parsed = resp.json()
+    except ValueError:
+        parsed = {}
+    return {"status": resp.status_code, "body": parsed if isinstance(parsed, dict) else {}}
 
 
 def relay_room(session: ConsultSession) -> str:
@@ -186,7 +216,7 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
         consults._signal(session, by, "mode", {"mode": "relay", "reason": "recording"})
     consent_id = consent.id
     db.session.commit()  # the mode switch stands even if the worker is not ready yet
-    answer = media.media_request(worker, "POST", f"/relay/{relay_room(session)}/recording",
+    answer = worker_call(worker, "POST", f"/relay/{relay_room(session)}/recording",
                                  {"consent_id": str(consent_id)}, ok=(201, 403, 404, 409))
     if answer["status"] == 409 and answer["body"].get("title") == "already recording":
         raise Conflict("This consult is already being recorded.")
@@ -194,7 +224,7 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
         raise Conflict("The consult is moving to the media relay; recording can start once everyone is "
                        "connected. Try again in a few seconds.", headers={"Retry-After": "3"})
     if active_consent(appointment) is None:  # revoked while we were starting: stop again at once
-        media.media_request(worker, "DELETE", f"/relay/{relay_room(session)}/recording", None, ok=(200, 404, 409))
+        worker_call(worker, "DELETE", f"/relay/{relay_room(session)}/recording", None, ok=(200, 404, 409))
         raise Conflict("The patient withdrew consent.")
     assert appointment.encounter is not None
     row = ConsultRecording(recording_id=str(answer["body"]["recording_id"]), appointment_id=appointment.id,
@@ -223,7 +253,7 @@ def _finish(appointment: Appointment, row: ConsultRecording, *, by: User, reason
     """Stop the worker's recording and write what it stored (also used by consent revocation and the end)."""
     session = appointment.session
     assert session is not None
-    answer = media.media_request(row.media_worker, "DELETE", f"/relay/{relay_room(session)}/recording", None,
+    answer = worker_call(row.media_worker, "DELETE", f"/relay/{relay_room(session)}/recording", None,
                                  ok=(200, 404, 409))
     row.stopped_at = db.utcnow()
     row.stopped_by_id = by.id
