@@ -50,8 +50,8 @@ NAV: list[NavItem] = [
     NavItem("Register patient", "patients.register", (Role.CLINIC_STAFF,)),
     NavItem("Accounts", "auth_admin.users", (Role.ADMIN,)),
     NavItem("Audit trail", "audit.events", (Role.ADMIN,)),
-    NavItem("Password", "auth.change_password", tuple(Role), account=True),
-    NavItem("Two-step sign-in", "auth.mfa_settings", tuple(Role), account=True),
+    NavItem("Password", "auth.change_password", tuple(r for r in Role if r is not Role.GUEST), account=True),
+    NavItem("Two-step sign-in", "auth.mfa_settings", tuple(r for r in Role if r is not Role.GUEST), account=True),
 ]
 """Main navigation; each domain adds its entries with :func:`add_nav`."""
 

@@ -281,6 +281,25 @@ def decrypt(stream: IO[bytes], key: bytes) -> Iterator[bytes]:
         counter += 1
 
 
+def layout(size: int, header_raw: bytes, chunk: int = CHUNK) -> tuple[int, int, int]:
+    """For an encrypted file of ``size`` bytes: (offset of chunk 0, number of chunks, plaintext size).
+
+    Every chunk but the last holds ``chunk`` plaintext bytes and takes ``4 + chunk + 16`` bytes on disk, so a
+    player's byte range maps to whole chunks without reading the rest of the file.
+    """
+    start = len(MAGIC) + 4 + len(header_raw)
+    body = size - start
+    count = max(1, -(-body // (chunk + 20)))
+    return start, count, body - 20 * count
+
+
+def decrypt_chunk(sealed: bytes, key: bytes, header: dict[str, Any], header_raw: bytes, counter: int,
+                  last: bool) -> bytes:
+    """Decrypt chunk number ``counter`` on its own (ranged playback); raises on tampering like :func:`decrypt`."""
+    prefix = bytes.fromhex(header["nonce_prefix"])
+    return AESGCM(key).decrypt(prefix + struct.pack(">I", counter), sealed, _aad(header_raw, counter, last))
+
+
 def _at_end(stream: IO[bytes]) -> bool:
     position = stream.tell()
     at_end = stream.read(1) == b""

@@ -25,7 +25,8 @@ class ChangePasswordForm(AppForm):
 class UserForm(AppForm):
     full_name = StringField("Full name", validators=[DataRequired(), Length(max=200)])
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
-    role = SelectField("Role", choices=[(r.value, r.label) for r in Role], validators=[DataRequired()])
+    role = SelectField("Role", choices=[(r.value, r.label) for r in Role if r is not Role.GUEST],
+                       validators=[DataRequired()])
     facility_id = SelectField("Facility", coerce=lambda v: int(v) if v not in (None, "", "None") else None)
     password = PasswordField("Temporary password", validators=[DataRequired(), Length(max=256)])
     must_change_password = BooleanField("Must change at first sign-in", default=True)

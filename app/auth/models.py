@@ -16,6 +16,8 @@ class Role(enum.StrEnum):
     CLINIC_STAFF = "clinic_staff"
     PHARMACIST = "pharmacist"
     ADMIN = "admin"
+    GUEST = "guest"
+    """An interpreter or family member let into one consult by a single-use link (app.consults.invites)."""
 
     @property
     def label(self) -> str:
@@ -23,7 +25,7 @@ class Role(enum.StrEnum):
 
     @property
     def is_staff(self) -> bool:
-        return self is not Role.PATIENT
+        return self not in (Role.PATIENT, Role.GUEST)
 
 
 class User(TimestampMixin, Base):

@@ -361,3 +361,6 @@ def echo_offer(data: dict[str, Any]) -> dict[str, Any]:
     audit.record("consult.echo_test", by=current_user, resource_type="EchoTest")
     db.session.commit()
     return answer
+
+
+from app.consults import broker_api as _broker_api  # noqa: E402,F401  (routes on this blueprint)

@@ -36,11 +36,11 @@ def echo_offer(sdp: str) -> dict[str, Any]:
 
 
 def relay_worker(session_id: int) -> str:
-    """The media worker of a consult: a stable pick from HOSPITAL_MEDIA_WORKERS (else MEDIA_URL), so every app
-    worker routes one consult's participants to the same relay."""
-    workers = [w.strip() for w in current_app.config.get("MEDIA_WORKERS", "").split(",") if w.strip()]
-    workers = workers or [current_app.config["MEDIA_URL"]]
-    return workers[session_id % len(workers)].rstrip("/")
+    """The media worker a consult is pinned to (``consult_session.media_worker``); the first call pins the
+    least-loaded worker of HOSPITAL_MEDIA_WORKERS (else MEDIA_URL). See ``app.consults.recordings.worker_for``."""
+    from app.consults.recordings import pin_worker  # recordings imports this module
+
+    return pin_worker(session_id)
 
 
 def relay_call(worker: str, path: str, body: dict[str, Any], *, ok: tuple[int, ...] = (200,)) -> dict[str, Any]:

@@ -139,6 +139,8 @@ class ConsultSession(Base):
     id: so.Mapped[IntPk]
     appointment_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("appointment.id"), unique=True)
     media_mode: so.Mapped[str] = so.mapped_column(sa.String(16), default="p2p")
+    media_worker: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    """Base URL of the media worker the consult is pinned to, set when it first goes to relay."""
     created_at: so.Mapped[UtcTimestamp]
     ended_at: so.Mapped[datetime | None]
 
@@ -158,6 +160,8 @@ class ConsultParticipant(Base):
     invited_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
     joined_at: so.Mapped[datetime | None]
     left_at: so.Mapped[datetime | None]
+    removed_at: so.Mapped[datetime | None]
+    """Set when the doctor removed this participant: they cannot join or signal again."""
 
     user: so.Mapped[User] = so.relationship(foreign_keys=[user_id], lazy="joined")
 
@@ -211,3 +215,82 @@ class ChatMessage(Base):
     created_at: so.Mapped[UtcTimestamp]
 
     sender: so.Mapped[User] = so.relationship(lazy="joined")
+
+
+class RecordingConsent(Base):
+    """The patient's explicit consent to record one consult, given by the patient or clinic staff on their
+    behalf (``given_by``), revocable; its id travels into the encrypted recording's header."""
+
+    __tablename__ = "recording_consent"
+
+    id: so.Mapped[IntPk]
+    appointment_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("appointment.id"), index=True)
+    patient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("patient.id"), index=True)
+    given_at: so.Mapped[UtcTimestamp]
+    given_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    revoked_at: so.Mapped[datetime | None]
+    revoked_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+
+    given_by: so.Mapped[User] = so.relationship(foreign_keys=[given_by_id], lazy="joined")
+    revoked_by: so.Mapped[User | None] = so.relationship(foreign_keys=[revoked_by_id], lazy="joined")
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class RecordingStatus(enum.StrEnum):
+    RECORDING = "recording"
+    STORED = "stored"
+    FAILED = "failed"
+
+
+class ConsultRecording(Base):
+    """Metadata of one encrypted consult recording in the object store (the bytes never touch the database)."""
+
+    __tablename__ = "consult_recording"
+
+    id: so.Mapped[IntPk]
+    recording_id: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    """The media service's id; the object key and the file key derive from it."""
+    appointment_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("appointment.id"), index=True)
+    encounter_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("encounter.id"), index=True)
+    patient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("patient.id"), index=True)
+    consent_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("recording_consent.id"))
+    media_worker: so.Mapped[str] = so.mapped_column(sa.String(200))
+    status: so.Mapped[RecordingStatus] = so.mapped_column(str_enum(RecordingStatus, 16),
+                                                          default=RecordingStatus.RECORDING)
+    object_key: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    size: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
+    sha256: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    duration: so.Mapped[float | None]
+    started_at: so.Mapped[UtcTimestamp]
+    started_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    stopped_at: so.Mapped[datetime | None]
+    stopped_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    stop_reason: so.Mapped[str | None] = so.mapped_column(sa.String(32))
+
+
+class InviteKind(enum.StrEnum):
+    INTERPRETER = "interpreter"
+    FAMILY = "family"
+
+
+class ConsultInvite(Base):
+    """A single-use link that lets an interpreter or family member into one consult as a guest.
+
+    Only the SHA-256 of the token is stored; ``used_at`` is set atomically on redemption.
+    """
+
+    __tablename__ = "consult_invite"
+
+    id: so.Mapped[IntPk]
+    appointment_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("appointment.id"), index=True)
+    kind: so.Mapped[InviteKind] = so.mapped_column(str_enum(InviteKind, 16))
+    display_name: so.Mapped[str] = so.mapped_column(sa.String(120))
+    token_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    created_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    created_at: so.Mapped[UtcTimestamp]
+    expires_at: so.Mapped[datetime]
+    used_at: so.Mapped[datetime | None]
+    guest_user_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"), unique=True)

@@ -461,6 +461,9 @@ def end_consult(appointment: Appointment, *, by: User, notes: str | None = None,
     encounter.ended_at = now
     session = appointment.session
     if session is not None:
+        from app.consults import recordings  # imports this module
+
+        recordings.stop_if_running(appointment, by=by, reason="consult ended")
         _signal(session, by, "bye", {"reason": "ended"})
     _end_session(appointment)
     audit.record("consult.end", by=by, patient_id=appointment.patient_id, resource_type="Encounter",
@@ -507,6 +510,10 @@ def _open_for(appointment: Appointment, by: User, action: str) -> tuple[ConsultS
     participant = _participant(appointment, by)
     if participant is None:
         raise _deny(action, by, appointment.id, appointment.patient_id)
+    if participant.removed_at is not None:
+        audit.record(action, by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
+                     resource_type="Appointment", resource_id=appointment.id, detail={"why": "removed"})
+        raise Forbidden("The doctor removed you from this consult.")
     session = appointment.session
     assert session is not None
     if session.ended_at is not None or appointment.status is not AppointmentStatus.ARRIVED:

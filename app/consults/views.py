@@ -217,3 +217,6 @@ def end(appointment_id: int) -> Response:
     db.session.commit()
     flash("Consult ended; the note is saved with the encounter.", "success")
     return redirect(url_for("consults.today"))
+
+
+from app.consults import broker_views as _broker_views  # noqa: E402,F401  (routes and the guest fence)

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 import app.db
 
 revision: str = '8e668d8a56e9'

@@ -23,9 +23,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def media_service() -> Iterator[str]:
+def media_service(test_config: Any) -> Iterator[str]:
+    """Shares the test app's object store and secret key, so recordings it stores are the app's to play."""
     port = _free_port()
-    env = dict(os.environ, HOSPITAL_MEDIA_SECRET=MEDIA_SECRET, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, HOSPITAL_MEDIA_SECRET=MEDIA_SECRET, PYTHONUNBUFFERED="1",
+               SECRET_KEY=test_config.SECRET_KEY, HOSPITAL_OBJECT_STORE="fs",
+               HOSPITAL_INSTANCE_PATH=str(test_config.INSTANCE_PATH),
+               HOSPITAL_STORAGE_PATH=str(test_config.STORAGE_PATH))
+    env.pop("HOSPITAL_RECORDING_KEY", None)
     proc = subprocess.Popen([sys.executable, "-m", "media", "--port", str(port), "--allow-loopback",
                              "--echo-seconds", "60"], env=env)
     url = f"http://127.0.0.1:{port}"

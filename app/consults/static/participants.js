@@ -1,0 +1,50 @@
+// The doctor's participants panel: list, remove, and single-use invite links for an interpreter or family.
+(() => {
+  const panel = document.getElementById("participants-panel");
+  if (!panel) return;
+  const list = document.getElementById("participant-list");
+
+  async function refresh() {
+    const resp = await fetch(panel.dataset.url, { credentials: "same-origin" }).catch(() => null);
+    if (!resp || !resp.ok) return;
+    const data = await resp.json();
+    list.replaceChildren(...data.participants.map((p) => {
+      const li = document.createElement("li");
+      li.dataset.userId = p.user_id;
+      const state = p.removed ? "removed" : (p.present ? "in the consult" : "not connected");
+      li.textContent = `${p.name} (${p.kind}) — ${state} `;
+      if (p.can_remove) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "danger small remove-participant";
+        button.textContent = "Remove";
+        button.addEventListener("click", async () => {
+          if (!window.confirm(`Remove ${p.name} from the consult?`)) return;
+          await window.hospitalFetch(`${panel.dataset.url}/${p.user_id}/remove`, { method: "POST" });
+          refresh();
+        });
+        li.append(button);
+      }
+      return li;
+    }));
+  }
+
+  document.getElementById("invite-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const resp = await window.hospitalFetch(panel.dataset.inviteUrl, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        kind: document.getElementById("invite-kind").value,
+        display_name: document.getElementById("invite-name").value,
+        minutes: Number(document.getElementById("invite-minutes").value),
+      }),
+    });
+    const body = await resp.json().catch(() => ({}));
+    document.getElementById("invite-link").textContent = resp.ok
+      ? `Send this link (works once, until ${body.expires_at.slice(11, 16)} UTC): ${body.url}`
+      : body.detail || `HTTP ${resp.status}`;
+    refresh();
+  });
+  refresh();
+  setInterval(refresh, 5000);
+})();
