@@ -88,7 +88,8 @@ def stow(study_uid: str | None = None) -> Response:
     part_type = re.search(r'type="?([^";]+)"?', ctype)
     if part_type and part_type.group(1).lower() != "application/dicom":
         raise UnsupportedMediaType("Only application/dicom parts are accepted.")
-    if (request.content_length or 0) > current_app.config["IMAGING_MAX_UPLOAD_BYTES"]:
+    limit = current_app.config["IMAGING_MAX_UPLOAD_BYTES"]
+    if (request.content_length or 0) > limit:
         raise PayloadTooLarge("The request is larger than the configured limit.")
     if not service.can_ingest(current_user):
         service.ingest(None, filename="", by=current_user, facility_id=None)  # type: ignore[arg-type]
@@ -98,7 +99,8 @@ def stow(study_uid: str | None = None) -> Response:
     n = 0
     results: list[service.IngestResult] = []
     try:
-        for headers, fh in iter_parts(request.stream, m.group(1).encode(), max_part=max_file):
+        body = _LimitedStream(request.stream, limit)  # a chunked body has no Content-Length to check up front
+        for headers, fh in iter_parts(body, m.group(1).encode(), max_part=max_file):
             n += 1
             if headers.get("x-too-large"):
                 failed.append({"00081197": _el("US", FAILURE_PROCESSING),
@@ -141,6 +143,20 @@ def stow(study_uid: str | None = None) -> Response:
     return _json(body, status)
 
 
+class _LimitedStream:
+    """A request body that raises 413 once more than ``limit`` bytes have been read."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream, self._left = stream, limit
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        self._left -= len(data)
+        if self._left < 0:
+            raise PayloadTooLarge("The request is larger than the configured limit.")
+        return data
+
+
 def _discard(results: list[service.IngestResult]) -> None:
     """The request failed part-way: nothing of it is kept, rows or objects."""
     db.rollback()
@@ -157,6 +173,83 @@ def _instance_url(study_uid: str, sop_uid: str | None) -> str:
 
 STUDY_FIELDS = {"00080020", "00080030", "00080050", "00080061", "00080090", "00100010", "00100020",
                 "00100030", "00100040", "0020000D", "00200010", "00201206", "00201208", "00081030"}
+
+
+# includefield=all at the study and series levels: the attributes of those levels (PS3.18 table 10.6.3-3 and
+# -4, plus the Patient module), taken from the header of one instance of the study or series.
+STUDY_LEVEL_GROUPS = {0x0010}
+STUDY_LEVEL_TAGS = {0x00080020, 0x00080030, 0x00080050, 0x00080080, 0x00080090, 0x00081030, 0x00081032,
+                    0x00081060, 0x0020000D, 0x00200010, 0x00101010, 0x00101020, 0x00101030}
+SERIES_LEVEL_TAGS = {0x00080021, 0x00080031, 0x00080060, 0x00080070, 0x0008103E, 0x00081090, 0x00180015,
+                     0x00181030, 0x00185100, 0x0020000E, 0x00200011, 0x00200060, 0x00200052, 0x00400244,
+                     0x00400245, 0x00400254}
+
+
+def _includefield() -> tuple[bool, set[int]]:
+    """``includefield`` values: ``all`` and/or attributes by keyword or 8-digit hex tag (repeated or comma-listed).
+
+    :raises ValidationFailed: an unknown attribute.
+    """
+    from pydicom.datadict import tag_for_keyword
+
+    everything, tags = False, set()
+    for value in request.args.getlist("includefield"):
+        for item in (v.strip() for v in value.split(",")):
+            if not item:
+                continue
+            if item.lower() == "all":
+                everything = True
+            elif re.fullmatch(r"[0-9A-Fa-f]{8}", item):
+                tags.add(int(item, 16))
+            elif (tag := tag_for_keyword(item)) is not None:
+                tags.add(tag)
+            else:
+                raise ValidationFailed(f"includefield names an unknown attribute: {item[:64]}.",
+                                       errors={"includefield": ["Use a DICOM keyword, a tag like 00180050, or all."]})
+    return everything, tags
+
+
+def _add_included(items: list[dict[str, Any]], headers_of: list[Instance | None], level: str) -> None:
+    """Add the ``includefield`` attributes to each result from the header of its representative instance.
+
+    Attributes the index already answers keep the indexed value; the header is read only when asked for.
+    """
+    everything, tags = _includefield()
+    if not everything and not tags:
+        return
+    for item, inst in zip(items, headers_of, strict=True):
+        if inst is None:
+            continue
+        header = _shared_header(inst)
+        picked = pydicom.Dataset()
+        for elem in header:
+            tag = int(elem.tag)
+            if tag in tags:
+                wanted = True
+            elif not everything or elem.tag.group in (0x0002, 0x7FE0) or elem.tag.is_private:
+                wanted = False
+            elif level == "study":
+                wanted = elem.tag.group in STUDY_LEVEL_GROUPS or tag in STUDY_LEVEL_TAGS
+            elif level == "series":
+                wanted = tag in SERIES_LEVEL_TAGS
+            else:
+                wanted = True
+            if wanted:
+                picked.add(elem)
+        extra = picked.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=lambda _el: "")
+        for key, value in extra.items():
+            if "BulkDataURI" not in value:
+                item.setdefault(key, value)
+
+
+def _first_instances(column: Any, ids: list[int]) -> dict[int, Instance]:
+    """One instance per study or series (``column`` is ``Series.study_id`` or ``Instance.series_id``)."""
+    if not ids:
+        return {}
+    firsts = db.session.execute(sa.select(column, sa.func.min(Instance.id)).select_from(Instance).join(Series)
+                                .where(column.in_(ids)).group_by(column)).all()
+    by_id = {i.id: i for i in db.session.scalars(sa.select(Instance).where(Instance.id.in_([f for _, f in firsts])))}
+    return {owner: by_id[first] for owner, first in firsts}
 
 
 def _paging() -> tuple[int, int]:
@@ -241,8 +334,12 @@ def search_studies() -> Response:
     counts = _counts([s.id for s in studies])
     audit.record("imaging.study.search", by=current_user, resource_type="ImagingStudy",
                  detail={"results": len(studies)})
+    items = [_study_json(s, counts.get(s.id, (0, 0))) for s in studies]
+    if "includefield" in request.args:
+        firsts = _first_instances(Series.study_id, [s.id for s in studies])
+        _add_included(items, [firsts.get(s.id) for s in studies], "study")
     db.session.commit()
-    return _json([_study_json(s, counts.get(s.id, (0, 0))) for s in studies])
+    return _json(items)
 
 
 def _counts(study_ids: list[int]) -> dict[int, tuple[int, int]]:
@@ -288,8 +385,12 @@ def search_series(study_uid: str | None = None) -> Response:
         Instance.series_id.in_([s.id for s in series])).group_by(Instance.series_id)).all()) if series else {}
     audit.record("imaging.series.search", by=current_user, resource_type="ImagingSeries",
                  detail={"results": len(series)})
+    items = [_series_json(s, counts.get(s.id, 0)) for s in series]
+    if "includefield" in request.args:
+        firsts = _first_instances(Instance.series_id, [s.id for s in series])
+        _add_included(items, [firsts.get(s.id) for s in series], "series")
     db.session.commit()
-    return _json([_series_json(s, counts.get(s.id, 0)) for s in series])
+    return _json(items)
 
 
 def _instance_json(inst: Instance) -> dict[str, Any]:
@@ -330,8 +431,11 @@ def search_instances(study_uid: str | None = None, series_uid: str | None = None
                                         .limit(limit).offset(offset)))
     audit.record("imaging.instance.search", by=current_user, resource_type="ImagingInstance",
                  detail={"results": len(instances)})
+    items = [_instance_json(i) for i in instances]
+    if "includefield" in request.args:
+        _add_included(items, list(instances), "instance")
     db.session.commit()
-    return _json([_instance_json(i) for i in instances])
+    return _json(items)
 
 
 # ---------------------------------------------------------------- WADO-RS

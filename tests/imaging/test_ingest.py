@@ -190,3 +190,25 @@ def test_dicom_person_names_are_shown_like_chart_names():
     assert Study(patient_name="Doe^Jane^Ann").patient_name_display == "DOE, Jane Ann"
     assert Study(patient_name="Anonymous").patient_name_display == "ANONYMOUS"
     assert Study(patient_name=None).patient_name_display is None
+
+
+def test_stow_without_content_length_is_cut_off_at_the_upload_limit(client: Any, factories: Any, login: Any,
+                                                                     app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    login(client, factories.nurse())
+    monkeypatch.setitem(app.config, "IMAGING_MAX_UPLOAD_BYTES", 50_000)
+    before = _stored_keys(app)
+    study = generate_uid()
+    body, ctype = stow_body([ct_slice(study_uid=study, size=64, number=n) for n in range(1, 8)])  # ~60 KB
+    assert len(body) > 50_000
+    # A chunked request: the body arrives as a stream with no Content-Length header.
+    resp = client.post("/dicomweb/studies", input_stream=io.BytesIO(body), content_type=ctype,
+                       environ_overrides={"wsgi.input_terminated": True})
+    assert resp.status_code == 413 and resp.mimetype == "application/problem+json"
+    assert "limit" in resp.get_json()["detail"]
+    assert _stored_keys(app) == before
+    assert db.session.scalar(sa.select(Study).where(Study.study_instance_uid == study)) is None
+    # Within the limit the same kind of request goes through.
+    small, ctype = stow_body([ct_slice(study_uid=study)])
+    ok = client.post("/dicomweb/studies", input_stream=io.BytesIO(small), content_type=ctype,
+                     environ_overrides={"wsgi.input_terminated": True})
+    assert ok.status_code == 200
