@@ -22,7 +22,7 @@ from app.audit import service as audit
 from app.errors import NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from app.extensions import csrf
 from app.imaging import dicomfile, render, service
-from app.imaging.ingest import commit_or_clean_up, store_one
+from app.imaging.ingest import index_and_commit, stage_one
 from app.imaging.models import Instance, Series, Study
 from app.imaging.multipart import MalformedMultipart, iter_parts
 
@@ -92,55 +92,59 @@ def stow(study_uid: str | None = None) -> Response:
     if (request.content_length or 0) > limit:
         raise PayloadTooLarge("The request is larger than the configured limit.")
     if not service.can_ingest(current_user):
-        service.ingest(None, filename="", by=current_user, facility_id=None)  # type: ignore[arg-type]
-    referenced: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
+        service.stage(None, filename="", by=current_user, source="stow")  # type: ignore[arg-type]  # audits, raises
     max_file = current_app.config["IMAGING_MAX_FILE_BYTES"]
     n = 0
+    outcomes: list[service.IngestResult | dict[str, Any]] = []  # per part: a result, or a failure item
     results: list[service.IngestResult] = []
+    pending: dict[str, service.IngestResult] = {}
     try:
         body = _LimitedStream(request.stream, limit)  # a chunked body has no Content-Length to check up front
         for headers, fh in iter_parts(body, m.group(1).encode(), max_part=max_file):
             n += 1
             if headers.get("x-too-large"):
-                failed.append({"00081197": _el("US", FAILURE_PROCESSING),
-                               "00000902": _el("LO", "file is larger than the allowed size")})
+                outcomes.append({"00081197": _el("US", FAILURE_PROCESSING),
+                                 "00000902": _el("LO", "file is larger than the allowed size")})
                 continue
             ptype = headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
             if ptype != "application/dicom":
-                failed.append({"00081197": _el("US", FAILURE_CANNOT_UNDERSTAND),
-                               "00000902": _el("LO", "part is not application/dicom")})
+                outcomes.append({"00081197": _el("US", FAILURE_CANNOT_UNDERSTAND),
+                                 "00000902": _el("LO", "part is not application/dicom")})
                 continue
-            result = store_one(fh, filename=f"part {n}", by=current_user, facility_id=current_user.facility_id,
-                               source="stow", commit=False)
+            result = stage_one(fh, filename=f"part {n}", by=current_user, source="stow", pending=pending)
+            outcomes.append(result)
             results.append(result)
-            if study_uid and result.study_instance_uid and result.study_instance_uid != study_uid and result.ok:
-                pass
-            item = {"00081150": _el("UI", result.sop_class_uid), "00081155": _el("UI", result.sop_instance_uid)}
-            if result.ok:
-                item["00081190"] = _el("UR", _instance_url(result.study_instance_uid or "", result.sop_instance_uid))
-                if result.status == "duplicate":
-                    item["00081196"] = _el("US", 0xB007)
-                referenced.append(item)
-            else:
-                code = FAILURE_DUPLICATE if result.status == "conflict" else FAILURE_CANNOT_UNDERSTAND
-                item["00081197"] = _el("US", code)
-                item["00000902"] = _el("LO", result.reason)
-                failed.append(item)
     except MalformedMultipart as exc:
         _discard(results)
         raise ValidationFailed(f"The multipart body is malformed: {exc}.") from None
     except BaseException:
         _discard(results)
         raise
-    commit_or_clean_up(results)
-    body: dict[str, Any] = {}
+    index_and_commit(results, by=current_user, facility_id=current_user.facility_id)
+    referenced: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for outcome in outcomes:
+        if isinstance(outcome, dict):
+            failed.append(outcome)
+            continue
+        item = {"00081150": _el("UI", outcome.sop_class_uid), "00081155": _el("UI", outcome.sop_instance_uid)}
+        if outcome.ok:
+            item["00081190"] = _el("UR", _instance_url(outcome.study_instance_uid or "", outcome.sop_instance_uid))
+            if outcome.status == "duplicate":
+                item["00081196"] = _el("US", 0xB007)
+            referenced.append(item)
+        else:
+            code = FAILURE_DUPLICATE if outcome.status == "conflict" else FAILURE_CANNOT_UNDERSTAND
+            item["00081197"] = _el("US", code)
+            item["00000902"] = _el("LO", outcome.reason)
+            failed.append(item)
+    body_out: dict[str, Any] = {}
     if referenced:
-        body["00081199"] = {"vr": "SQ", "Value": referenced}
+        body_out["00081199"] = {"vr": "SQ", "Value": referenced}
     if failed:
-        body["00081198"] = {"vr": "SQ", "Value": failed}
+        body_out["00081198"] = {"vr": "SQ", "Value": failed}
     status = 200 if not failed else (202 if referenced else 409)
-    return _json(body, status)
+    return _json(body_out, status)
 
 
 class _LimitedStream:
@@ -160,9 +164,7 @@ class _LimitedStream:
 def _discard(results: list[service.IngestResult]) -> None:
     """The request failed part-way: nothing of it is kept, rows or objects."""
     db.rollback()
-    for r in results:
-        if r.status == "stored" and r.object_key:
-            service.object_store().delete(r.object_key)
+    service.discard_objects(results)
 
 
 def _instance_url(study_uid: str, sop_uid: str | None) -> str:

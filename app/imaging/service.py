@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -40,6 +40,15 @@ def object_store() -> storage.ObjectStore:
 
 
 @dataclass
+class Staged:
+    """Row values of an object already in the store whose row is not written yet (see :func:`index`)."""
+
+    study: dict[str, Any]
+    series: dict[str, Any]
+    instance: dict[str, Any]
+
+
+@dataclass
 class IngestResult:
     filename: str
     status: str  # stored | duplicate | conflict | rejected
@@ -52,6 +61,7 @@ class IngestResult:
     patient_id: int | None = None
     size: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    staged: Staged | None = None
 
     @property
     def ok(self) -> bool:
@@ -72,26 +82,55 @@ def can_ingest(user: User | None) -> bool:
 
 def ingest(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int | None, source: str = "upload",
            actor_name: str | None = None) -> IngestResult:
-    """Validate one DICOM file (open, seekable, at 0), store it unchanged and index it.
+    """Validate one DICOM file (open, seekable, at 0), store it unchanged and index it (flushed, not committed).
 
     ``by`` is None for the DICOM listener, which names the sending AE in ``actor_name``. Returns a result
     instead of raising for per-file problems, so a batch goes on.
+    """
+    result = stage(fh, filename=filename, by=by, source=source)
+    if result.staged is None:
+        return result
+    try:
+        with db.session.begin_nested():
+            index([result], by=by, facility_id=facility_id, actor_name=actor_name)
+    except sa.exc.IntegrityError:
+        discard_objects([result])
+        result.status, result.reason = "duplicate", "already stored (received twice at once)"
+        return result
+    except BaseException:
+        discard_objects([result])
+        raise
+    return result
+
+
+def stage(fh: BinaryIO, *, filename: str, by: User | None, source: str,
+          pending: dict[str, IngestResult] | None = None, size: int | None = None) -> IngestResult:
+    """Validate, deduplicate and store one file; its row is written later by :func:`index`.
+
+    ``pending`` maps SOP Instance UIDs staged earlier in the same batch (not yet in the database) to their
+    results, so a file sent twice in one batch is a duplicate (or a conflict) there too.
     """
     if by is not None and by.role not in INGEST_ROLES:
         audit.record("imaging.instance.store", by=by, outcome=Outcome.DENIED, resource_type="ImagingInstance")
         raise Forbidden("Only clinic staff can send scans.")
     try:
-        header = read_header(fh)
+        header = read_header(fh, size)
     except Rejected as exc:
         return IngestResult(filename, "rejected", exc.reason)
-    sop_uid = str(header.dataset.SOPInstanceUID)
-    result = IngestResult(filename, "stored", sop_instance_uid=sop_uid, study_instance_uid=str(
-        header.dataset.StudyInstanceUID), sop_class_uid=str(header.dataset.SOPClassUID), size=header.size)
-    existing = db.session.scalar(sa.select(Instance).where(Instance.sop_instance_uid == sop_uid))
-    if existing is not None:
-        sha = _sha256_of(fh)
-        result.study_id = existing.series.study_id
-        if sha == existing.sha256:
+    ds = header.dataset
+    sop_uid = str(ds.SOPInstanceUID)
+    result = IngestResult(filename, "stored", sop_instance_uid=sop_uid, study_instance_uid=str(ds.StudyInstanceUID),
+                          sop_class_uid=str(ds.SOPClassUID), size=header.size)
+    earlier = pending.get(sop_uid) if pending else None
+    if earlier is not None and earlier.staged is not None:
+        known: tuple[str, int | None] | None = (earlier.staged.instance["sha256"], None)
+    else:
+        row = db.session.execute(sa.select(Instance.sha256, Series.study_id).join(Instance.series)
+                                 .where(Instance.sop_instance_uid == sop_uid)).first()
+        known = (row[0], row[1]) if row is not None else None
+    if known is not None:
+        result.study_id = known[1]
+        if _sha256_of(fh) == known[0]:
             result.status, result.reason = "duplicate", "already stored"
         else:
             result.status = "conflict"
@@ -101,65 +140,97 @@ def ingest(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int | N
     key = new_key("dicom")
     stored = object_store().put(key, fh, content_type="application/dicom", length=header.size)
     result.object_key = key
-    try:
-        with db.session.begin_nested():
-            instance = _index(header, stored, by=by, facility_id=facility_id, source=source)
-    except sa.exc.IntegrityError:
-        object_store().delete(key)
-        result.object_key = None
-        result.status, result.reason = "duplicate", "already stored (received twice at once)"
-        return result
-    except BaseException:
-        object_store().delete(key)
-        raise
-    study = instance.series.study
-    result.study_id, result.patient_id = study.id, study.patient_id
-    audit.record("imaging.instance.store", by=by, actor_name=actor_name, patient_id=study.patient_id,
-                 resource_type="ImagingInstance", resource_id=instance.id, detail={"source": source})
+    result.staged = _staged(header, stored, by=by, source=source)
+    if pending is not None:
+        pending[sop_uid] = result
     return result
 
 
-def _index(header: Header, stored: storage.StoredObject, *, by: User | None, facility_id: int | None,
-           source: str) -> Instance:
+def _staged(header: Header, stored: storage.StoredObject, *, by: User | None, source: str) -> Staged:
     ds = header.dataset
-    study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
-    study = db.session.scalar(sa.select(Study).where(Study.study_instance_uid == study_uid))
-    if study is None:
-        dicom_pid = header.get("PatientID", 64)
-        patient_id = None
-        if dicom_pid:
-            patient_id = db.session.scalar(sa.select(Patient.id).where(Patient.mrn == dicom_pid))
-        name = header.get("PatientName", 200)
-        study = Study(study_instance_uid=study_uid, patient_id=patient_id, facility_id=facility_id,
-                      dicom_patient_id=dicom_pid, patient_name=name,
-                      patient_name_search=name.lower() if name else None,
-                      patient_birth_date=header.get("PatientBirthDate", 8), patient_sex=header.get("PatientSex", 16),
-                      study_date=header.study_date, study_time=header.get("StudyTime", 16),
-                      accession_number=header.get("AccessionNumber", 16), study_id=header.get("StudyID", 16),
-                      study_description=header.get("StudyDescription", 64),
-                      referring_physician_name=header.get("ReferringPhysicianName", 200), modalities="")
-        db.session.add(study)
-        db.session.flush()
-    series = db.session.scalar(sa.select(Series).where(Series.series_instance_uid == series_uid))
-    if series is None:
-        series = Series(series_instance_uid=series_uid, study=study, modality=header.get("Modality", 16),
-                        series_number=header.get_int("SeriesNumber"),
-                        series_description=header.get("SeriesDescription", 64),
-                        body_part_examined=header.get("BodyPartExamined", 16))
-        db.session.add(series)
-        if series.modality and series.modality not in study.modality_list:
-            study.modalities = "\\".join([*study.modality_list, series.modality])[:64]
-        db.session.flush()
-    instance = Instance(sop_instance_uid=str(ds.SOPInstanceUID), sop_class_uid=str(ds.SOPClassUID),
-                        series=series, instance_number=header.get_int("InstanceNumber"),
-                        transfer_syntax_uid=header.transfer_syntax_uid, rows=header.get_int("Rows"),
-                        columns=header.get_int("Columns"), number_of_frames=header.get_int("NumberOfFrames") or 1,
-                        object_key=stored.key, size=stored.size, sha256=stored.sha256,
-                        pixel_data_offset=header.pixel_data_offset, received_by_id=by.id if by else None,
-                        source=source)
-    db.session.add(instance)
+    name = header.get("PatientName", 200)
+    study = {"study_instance_uid": str(ds.StudyInstanceUID), "dicom_patient_id": header.get("PatientID", 64),
+             "patient_name": name, "patient_name_search": name.lower() if name else None,
+             "patient_birth_date": header.get("PatientBirthDate", 8), "patient_sex": header.get("PatientSex", 16),
+             "study_date": header.study_date, "study_time": header.get("StudyTime", 16),
+             "accession_number": header.get("AccessionNumber", 16), "study_id": header.get("StudyID", 16),
+             "study_description": header.get("StudyDescription", 64),
+             "referring_physician_name": header.get("ReferringPhysicianName", 200)}
+    series = {"series_instance_uid": str(ds.SeriesInstanceUID), "modality": header.get("Modality", 16),
+              "series_number": header.get_int("SeriesNumber"),
+              "series_description": header.get("SeriesDescription", 64),
+              "body_part_examined": header.get("BodyPartExamined", 16)}
+    instance = {"sop_instance_uid": str(ds.SOPInstanceUID), "sop_class_uid": str(ds.SOPClassUID),
+                "instance_number": header.get_int("InstanceNumber"), "transfer_syntax_uid": header.transfer_syntax_uid,
+                "rows": header.get_int("Rows"), "columns": header.get_int("Columns"),
+                "number_of_frames": header.get_int("NumberOfFrames") or 1, "object_key": stored.key,
+                "size": stored.size, "sha256": stored.sha256, "pixel_data_offset": header.pixel_data_offset,
+                "received_by_id": by.id if by else None, "source": source}
+    return Staged(study=study, series=series, instance=instance)
+
+
+def index(results: list[IngestResult], *, by: User | None, facility_id: int | None,
+          actor_name: str | None = None) -> None:
+    """Write the rows of staged results in a few statements for the whole batch, and one audit row per study.
+
+    Flushes, does not commit: the caller commits, or on failure rolls back and calls :func:`discard_objects`.
+    """
+    todo = [r for r in results if r.staged is not None]
+    if not todo:
+        return
+    staged = [r.staged for r in todo if r.staged is not None]
+    study_uids = {st.study["study_instance_uid"] for st in staged}
+    studies = {s.study_instance_uid: s for s in db.session.scalars(
+        sa.select(Study).where(Study.study_instance_uid.in_(study_uids)))}
+    new_pids = {st.study["dicom_patient_id"] for st in staged
+                if st.study["study_instance_uid"] not in studies and st.study["dicom_patient_id"]}
+    patients: dict[str, int] = {mrn: pid for mrn, pid in db.session.execute(
+        sa.select(Patient.mrn, Patient.id).where(Patient.mrn.in_(new_pids)))} if new_pids else {}
+    for st in staged:
+        uid = st.study["study_instance_uid"]
+        if uid not in studies:
+            studies[uid] = Study(**st.study, patient_id=patients.get(st.study["dicom_patient_id"] or ""),
+                                 facility_id=facility_id, modalities="")
+            db.session.add(studies[uid])
+    series_uids = {st.series["series_instance_uid"] for st in staged}
+    known_series = {s.series_instance_uid: s for s in db.session.scalars(
+        sa.select(Series).where(Series.series_instance_uid.in_(series_uids)))}
+    for st in staged:
+        uid = st.series["series_instance_uid"]
+        if uid not in known_series:
+            study = studies[st.study["study_instance_uid"]]
+            series = known_series[uid] = Series(**st.series, study=study)
+            db.session.add(series)
+            if series.modality and series.modality not in study.modality_list:
+                study.modalities = "\\".join([*study.modality_list, series.modality])[:64]
+    instances = [Instance(**st.instance, series=known_series[st.series["series_instance_uid"]]) for st in staged]
+    db.session.add_all(instances)
     db.session.flush()
-    return instance
+    per_study: dict[int, list[int]] = {}
+    for result, instance in zip(todo, instances, strict=True):
+        study = instance.series.study
+        result.study_id, result.patient_id = study.id, study.patient_id
+        per_study.setdefault(study.id, []).append(instance.id)
+    source = staged[0].instance["source"]
+    for study_id, ids in per_study.items():
+        study = db.session.get(Study, study_id)
+        assert study is not None
+        if len(todo) == 1:
+            audit.record("imaging.instance.store", by=by, actor_name=actor_name, patient_id=study.patient_id,
+                         resource_type="ImagingInstance", resource_id=ids[0], detail={"source": source})
+        else:
+            audit.record("imaging.instance.store", by=by, actor_name=actor_name, patient_id=study.patient_id,
+                         resource_type="ImagingStudy", resource_id=study_id,
+                         detail={"source": source, "instances": len(ids), "instance_ids": ids})
+
+
+def discard_objects(results: list[IngestResult]) -> None:
+    """Delete the objects of staged results whose rows will not be committed (no orphans)."""
+    for r in results:
+        if r.staged is not None and r.object_key:
+            object_store().delete(r.object_key)
+            r.object_key = None
+            r.staged = None
 
 
 # ---------------------------------------------------------------- who sees what
