@@ -52,11 +52,13 @@ def store_one(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int 
 
 
 def stage_one(fh: BinaryIO, *, filename: str, by: User | None, source: str,
-              pending: dict[str, IngestResult] | None = None, size: int | None = None) -> IngestResult:
+              pending: dict[str, IngestResult] | None = None, size: int | None = None,
+              lookup: sa.Connection | None = None) -> IngestResult:
     """Validate and store one file (its row comes later, see :func:`index_and_commit`); never raises for a
     problem with the file or the store, so the batch goes on."""
     try:
-        return service.stage(fh, filename=filename, by=by, source=source, pending=pending, size=size)
+        return service.stage(fh, filename=filename, by=by, source=source, pending=pending, size=size,
+                             lookup=lookup)
     except AppError:
         raise
     except Exception:

@@ -52,6 +52,12 @@ class _Batch:
         self.calling = calling
         self.results: list[IngestResult] = []
         self.pending: dict[str, IngestResult] = {}
+        self.lookup: sa.Connection | None = None  # kept open for the duplicate checks of the association
+
+    def close(self) -> None:
+        if self.lookup is not None:
+            self.lookup.close()
+            self.lookup = None
 
 
 class Listener:
@@ -98,8 +104,10 @@ class Listener:
             try:
                 # The bytes as received (meta + dataset), never decoded; the header is parsed up to pixel data.
                 data = event.encoded_dataset()
+                if batch.lookup is None:
+                    batch.lookup = self.app.extensions["db_engine"].connect()
                 result = stage_one(io.BytesIO(data), filename=f"c-store from {batch.calling}", by=None,
-                                   source="c-store", pending=batch.pending, size=len(data))
+                                   source="c-store", pending=batch.pending, size=len(data), lookup=batch.lookup)
                 del data
                 if result.staged is not None:
                     batch.results.append(result)
@@ -117,6 +125,8 @@ class Listener:
 
     def _flush(self, batch: _Batch) -> None:
         results, batch.results, batch.pending = batch.results, [], {}
+        if batch.lookup is not None:
+            batch.lookup.rollback()  # a fresh snapshot for the next checks; nothing was written on it
         if not results:
             return
         index_and_commit(results, by=None, facility_id=self.facility_id(batch.calling),
@@ -141,6 +151,7 @@ class Listener:
             except Exception:
                 logger.exception("C-STORE batch could not be written")
             finally:
+                batch.close()
                 db.session.remove()
 
     def serve(self, host: str, port: int, *, block: bool = True) -> Any:

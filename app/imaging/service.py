@@ -104,11 +104,13 @@ def ingest(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int | N
 
 
 def stage(fh: BinaryIO, *, filename: str, by: User | None, source: str,
-          pending: dict[str, IngestResult] | None = None, size: int | None = None) -> IngestResult:
+          pending: dict[str, IngestResult] | None = None, size: int | None = None,
+          lookup: sa.Connection | None = None) -> IngestResult:
     """Validate, deduplicate and store one file; its row is written later by :func:`index`.
 
     ``pending`` maps SOP Instance UIDs staged earlier in the same batch (not yet in the database) to their
-    results, so a file sent twice in one batch is a duplicate (or a conflict) there too.
+    results, so a file sent twice in one batch is a duplicate (or a conflict) there too. ``lookup`` is a
+    connection the caller keeps open across a batch for the duplicate check (default: the session's).
     """
     if by is not None and by.role not in INGEST_ROLES:
         audit.record("imaging.instance.store", by=by, outcome=Outcome.DENIED, resource_type="ImagingInstance")
@@ -125,8 +127,9 @@ def stage(fh: BinaryIO, *, filename: str, by: User | None, source: str,
     if earlier is not None and earlier.staged is not None:
         known: tuple[str, int | None] | None = (earlier.staged.instance["sha256"], None)
     else:
-        row = db.session.execute(sa.select(Instance.sha256, Series.study_id).join(Instance.series)
-                                 .where(Instance.sop_instance_uid == sop_uid)).first()
+        query = sa.select(Instance.sha256, Series.study_id).join(Instance.series).where(
+            Instance.sop_instance_uid == sop_uid)
+        row = (lookup or db.session).execute(query).first()
         known = (row[0], row[1]) if row is not None else None
     if known is not None:
         result.study_id = known[1]
