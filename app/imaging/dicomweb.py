@@ -111,7 +111,8 @@ def stow(study_uid: str | None = None) -> Response:
                 outcomes.append({"00081197": _el("US", FAILURE_CANNOT_UNDERSTAND),
                                  "00000902": _el("LO", "part is not application/dicom")})
                 continue
-            result = stage_one(fh, filename=f"part {n}", by=current_user, source="stow", pending=pending)
+            result = stage_one(fh, filename=f"part {n}", by=current_user, source="stow", pending=pending,
+                               background=True)
             outcomes.append(result)
             results.append(result)
     except MalformedMultipart as exc:

@@ -24,6 +24,7 @@ from app.imaging.service import IngestResult
 logger = logging.getLogger(__name__)
 MAX_RATIO = 200  # uncompressed / compressed, beyond which an entry is treated as a zip bomb
 COPY_CHUNK = 1024 * 1024
+SPOOL_BYTES = 16 * 1024 * 1024  # a zip entry up to this size is unpacked in memory, larger ones to a temp file
 
 
 class TooLarge(Exception):
@@ -53,12 +54,12 @@ def store_one(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int 
 
 def stage_one(fh: BinaryIO, *, filename: str, by: User | None, source: str,
               pending: dict[str, IngestResult] | None = None, size: int | None = None,
-              lookup: sa.Connection | None = None) -> IngestResult:
+              lookup: sa.Connection | None = None, background: bool = False) -> IngestResult:
     """Validate and store one file (its row comes later, see :func:`index_and_commit`); never raises for a
     problem with the file or the store, so the batch goes on."""
     try:
         return service.stage(fh, filename=filename, by=by, source=source, pending=pending, size=size,
-                             lookup=lookup)
+                             lookup=lookup, background=background)
     except AppError:
         raise
     except Exception:
@@ -136,7 +137,7 @@ def _zip_entries(fh: BinaryIO, name: str) -> Iterator[tuple[str, BinaryIO | None
         if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 10_000_000:
             yield label, None, "suspicious compression ratio (zip bomb)"
             continue
-        with tempfile.TemporaryFile() as tmp:
+        with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as tmp:
             try:
                 with archive.open(info) as src:
                     copy_limited(src, tmp, min(max_file, max(info.file_size, 0)))
@@ -192,12 +193,12 @@ def ingest_files(files: Iterable[tuple[str, BinaryIO]], *, by: User | None, faci
                     if entry is None:
                         add(IngestResult(label, "rejected", reason))
                     else:
-                        add(stage_one(entry, filename=label, by=by, source=source, pending=pending))
+                        add(stage_one(entry, filename=label, by=by, source=source, pending=pending, background=True))
                 continue
             if size > max_file:
                 add(IngestResult(name, "rejected", "file is larger than the allowed size"))
                 continue
-            add(stage_one(fh, filename=name, by=by, source=source, pending=pending))
+            add(stage_one(fh, filename=name, by=by, source=source, pending=pending, background=True))
         flush()
     except BaseException:
         db.rollback()

@@ -6,7 +6,12 @@ caller deletes the object again if the row does not commit (see :mod:`app.imagin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, BinaryIO
@@ -27,7 +32,14 @@ from app.patients import access as patient_access
 from app.patients.models import Patient
 from storage.keys import new_key
 
+logger = logging.getLogger(__name__)
 INGEST_ROLES = (Role.CLINIC_STAFF,)
+# Background uploads (STOW-RS, upload page): a file up to this size is read into memory and put by a worker
+# thread while the next one is parsed; at most UPLOAD_THREADS run at once per process, which bounds the memory.
+BACKGROUND_MAX_BYTES = 16 * 1024 * 1024
+UPLOAD_THREADS = 4
+_uploads_lock = threading.Lock()
+_upload_slots = threading.BoundedSemaphore(UPLOAD_THREADS)
 VIEW_ROLES = (Role.CLINIC_STAFF, Role.DOCTOR, Role.PATIENT)
 
 
@@ -62,6 +74,7 @@ class IngestResult:
     size: int = 0
     extra: dict[str, str] = field(default_factory=dict)
     staged: Staged | None = None
+    upload: Future[storage.StoredObject] | None = None  # a background put still under way
 
     @property
     def ok(self) -> bool:
@@ -103,14 +116,58 @@ def ingest(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int | N
     return result
 
 
+def _uploader() -> ThreadPoolExecutor:
+    ext = current_app.extensions
+    with _uploads_lock:
+        if "imaging_uploads" not in ext:
+            ext["imaging_uploads"] = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="imaging-upload")
+        return ext["imaging_uploads"]
+
+
+def _put_in_background(key: str, data: bytes) -> Future[storage.StoredObject]:
+    store = object_store()
+    _upload_slots.acquire()
+    try:
+        future = _uploader().submit(store.put, key, io.BytesIO(data), content_type="application/dicom",
+                                    length=len(data))
+    except BaseException:
+        _upload_slots.release()
+        raise
+    future.add_done_callback(lambda _f: _upload_slots.release())
+    return future
+
+
+def settle(results: list[IngestResult]) -> None:
+    """Wait for the background puts of ``results``; a failed one turns its result into a rejection."""
+    for r in results:
+        if r.upload is None:
+            continue
+        future, r.upload = r.upload, None
+        try:
+            stored = future.result()
+        except Exception:
+            logger.exception("storing an object failed")
+            if r.object_key:
+                try:
+                    object_store().delete(r.object_key)
+                except Exception:  # noqa: BLE001 - best effort; nothing was stored in the usual case
+                    logger.warning("could not remove a partly stored object", exc_info=True)
+            r.status, r.reason, r.staged, r.object_key = "rejected", "could not be stored; try again", None, None
+            continue
+        assert r.staged is not None
+        r.staged.instance.update(size=stored.size, sha256=stored.sha256)
+
+
 def stage(fh: BinaryIO, *, filename: str, by: User | None, source: str,
           pending: dict[str, IngestResult] | None = None, size: int | None = None,
-          lookup: sa.Connection | None = None) -> IngestResult:
+          lookup: sa.Connection | None = None, background: bool = False) -> IngestResult:
     """Validate, deduplicate and store one file; its row is written later by :func:`index`.
 
     ``pending`` maps SOP Instance UIDs staged earlier in the same batch (not yet in the database) to their
     results, so a file sent twice in one batch is a duplicate (or a conflict) there too. ``lookup`` is a
-    connection the caller keeps open across a batch for the duplicate check (default: the session's).
+    connection the caller keeps open across a batch for the duplicate check (default: the session's). With
+    ``background``, a file up to :data:`BACKGROUND_MAX_BYTES` is put by a worker thread; :func:`index` waits
+    for it (:func:`settle`) before the row is written.
     """
     if by is not None and by.role not in INGEST_ROLES:
         audit.record("imaging.instance.store", by=by, outcome=Outcome.DENIED, resource_type="ImagingInstance")
@@ -124,6 +181,8 @@ def stage(fh: BinaryIO, *, filename: str, by: User | None, source: str,
     result = IngestResult(filename, "stored", sop_instance_uid=sop_uid, study_instance_uid=str(ds.StudyInstanceUID),
                           sop_class_uid=str(ds.SOPClassUID), size=header.size)
     earlier = pending.get(sop_uid) if pending else None
+    if earlier is not None:
+        settle([earlier])
     if earlier is not None and earlier.staged is not None:
         known: tuple[str, int | None] | None = (earlier.staged.instance["sha256"], None)
     else:
@@ -141,15 +200,19 @@ def stage(fh: BinaryIO, *, filename: str, by: User | None, source: str,
         return result
     fh.seek(0)
     key = new_key("dicom")
-    stored = object_store().put(key, fh, content_type="application/dicom", length=header.size)
-    result.object_key = key
-    result.staged = _staged(header, stored, by=by, source=source)
+    staged = _staged(header, key, by=by, source=source)
+    if background and header.size <= BACKGROUND_MAX_BYTES:
+        result.upload = _put_in_background(key, fh.read())
+    else:
+        stored = object_store().put(key, fh, content_type="application/dicom", length=header.size)
+        staged.instance.update(size=stored.size, sha256=stored.sha256)
+    result.object_key, result.staged = key, staged
     if pending is not None:
         pending[sop_uid] = result
     return result
 
 
-def _staged(header: Header, stored: storage.StoredObject, *, by: User | None, source: str) -> Staged:
+def _staged(header: Header, key: str, *, by: User | None, source: str) -> Staged:
     ds = header.dataset
     name = header.get("PatientName", 200)
     study = {"study_instance_uid": str(ds.StudyInstanceUID), "dicom_patient_id": header.get("PatientID", 64),
@@ -166,8 +229,8 @@ def _staged(header: Header, stored: storage.StoredObject, *, by: User | None, so
     instance = {"sop_instance_uid": str(ds.SOPInstanceUID), "sop_class_uid": str(ds.SOPClassUID),
                 "instance_number": header.get_int("InstanceNumber"), "transfer_syntax_uid": header.transfer_syntax_uid,
                 "rows": header.get_int("Rows"), "columns": header.get_int("Columns"),
-                "number_of_frames": header.get_int("NumberOfFrames") or 1, "object_key": stored.key,
-                "size": stored.size, "sha256": stored.sha256, "pixel_data_offset": header.pixel_data_offset,
+                "number_of_frames": header.get_int("NumberOfFrames") or 1, "object_key": key,
+                "size": header.size, "sha256": "", "pixel_data_offset": header.pixel_data_offset,
                 "received_by_id": by.id if by else None, "source": source}
     return Staged(study=study, series=series, instance=instance)
 
@@ -178,6 +241,7 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
 
     Flushes, does not commit: the caller commits, or on failure rolls back and calls :func:`discard_objects`.
     """
+    settle(results)  # rows only for objects that are in the store
     todo = [r for r in results if r.staged is not None]
     if not todo:
         return
@@ -230,6 +294,10 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
 def discard_objects(results: list[IngestResult]) -> None:
     """Delete the objects of staged results whose rows will not be committed (no orphans)."""
     for r in results:
+        if r.upload is not None:
+            with contextlib.suppress(Exception):  # it is being thrown away either way
+                r.upload.result()
+            r.upload = None
         if r.staged is not None and r.object_key:
             object_store().delete(r.object_key)
             r.object_key = None
