@@ -14,6 +14,7 @@ from typing import Any
 
 import pydicom
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
 from flask_login import current_user, login_required
 
@@ -331,28 +332,22 @@ def _study_json(study: Study, counts: tuple[int, int]) -> dict[str, Any]:
 @login_required
 def search_studies() -> Response:
     limit, offset = _paging()
-    query = _study_filters(sa.select(Study).where(service.visible_clause(current_user)))
-    studies = list(db.session.scalars(query.order_by(Study.study_date.desc().nulls_last(), Study.id.desc())
-                                      .limit(limit).offset(offset)))
-    counts = _counts([s.id for s in studies])
+    # The counts come in the same statement (correlated subqueries, evaluated for the returned page only).
+    n_series = sa.select(sa.func.count()).where(Series.study_id == Study.id).correlate(Study).scalar_subquery()
+    n_instances = (sa.select(sa.func.count()).select_from(Instance).join(Series)
+                   .where(Series.study_id == Study.id).correlate(Study).scalar_subquery())
+    query = _study_filters(sa.select(Study, n_series, n_instances).where(service.visible_clause(current_user)))
+    rows = db.session.execute(query.order_by(Study.study_date.desc().nulls_last(), Study.id.desc())
+                              .limit(limit).offset(offset)).all()
+    studies = [row[0] for row in rows]
     audit.record("imaging.study.search", by=current_user, resource_type="ImagingStudy",
                  detail={"results": len(studies)})
-    items = [_study_json(s, counts.get(s.id, (0, 0))) for s in studies]
+    items = [_study_json(study, (ns, ni)) for study, ns, ni in rows]
     if "includefield" in request.args:
         firsts = _first_instances(Series.study_id, [s.id for s in studies])
         _add_included(items, [firsts.get(s.id) for s in studies], "study")
     db.session.commit()
     return _json(items)
-
-
-def _counts(study_ids: list[int]) -> dict[int, tuple[int, int]]:
-    if not study_ids:
-        return {}
-    rows = db.session.execute(
-        sa.select(Series.study_id, sa.func.count(sa.distinct(Series.id)), sa.func.count(Instance.id))
-        .join(Instance, Instance.series_id == Series.id, isouter=True)
-        .where(Series.study_id.in_(study_ids)).group_by(Series.study_id))
-    return {sid: (ns, ni) for sid, ns, ni in rows}
 
 
 def _series_json(series: Series, count: int) -> dict[str, Any]:
@@ -374,7 +369,9 @@ def _series_json(series: Series, count: int) -> dict[str, Any]:
 @login_required
 def search_series(study_uid: str | None = None) -> Response:
     limit, offset = _paging()
-    query = _study_filters(sa.select(Series).join(Study).where(service.visible_clause(current_user)))
+    n_instances = sa.select(sa.func.count()).where(Instance.series_id == Series.id).correlate(Series).scalar_subquery()
+    query = _study_filters(sa.select(Series, n_instances).join(Study).options(so.contains_eager(Series.study))
+                           .where(service.visible_clause(current_user)))
     if study_uid:
         query = query.where(Study.study_instance_uid == study_uid)
     if v := _arg("Modality", "00080060"):
@@ -383,9 +380,9 @@ def search_series(study_uid: str | None = None) -> Response:
         query = query.where(Series.series_instance_uid.in_(v.split(",")))
     if v := _arg("SeriesNumber", "00200011"):
         query = query.where(Series.series_number == int(v) if v.isdigit() else sa.false())
-    series = list(db.session.scalars(query.order_by(Series.series_number, Series.id).limit(limit).offset(offset)))
-    counts = dict(db.session.execute(sa.select(Instance.series_id, sa.func.count()).where(
-        Instance.series_id.in_([s.id for s in series])).group_by(Instance.series_id)).all()) if series else {}
+    rows = db.session.execute(query.order_by(Series.series_number, Series.id).limit(limit).offset(offset)).all()
+    series = [row[0] for row in rows]
+    counts = {row[0].id: row[1] for row in rows}
     audit.record("imaging.series.search", by=current_user, resource_type="ImagingSeries",
                  detail={"results": len(series)})
     items = [_series_json(s, counts.get(s.id, 0)) for s in series]
