@@ -75,6 +75,7 @@ class IngestResult:
     extra: dict[str, str] = field(default_factory=dict)
     staged: Staged | None = None
     upload: Future[storage.StoredObject] | None = None  # a background put still under way
+    unchecked: bool = False  # not yet compared with the stored instances (see :func:`index`)
 
     @property
     def ok(self) -> bool:
@@ -166,8 +167,9 @@ def stage(fh: BinaryIO, *, filename: str, by: User | None, source: str,
     ``pending`` maps SOP Instance UIDs staged earlier in the same batch (not yet in the database) to their
     results, so a file sent twice in one batch is a duplicate (or a conflict) there too. ``lookup`` is a
     connection the caller keeps open across a batch for the duplicate check (default: the session's). With
-    ``background``, a file up to :data:`BACKGROUND_MAX_BYTES` is put by a worker thread; :func:`index` waits
-    for it (:func:`settle`) before the row is written.
+    ``background``, a file up to :data:`BACKGROUND_MAX_BYTES` is put by a worker thread, and the check against
+    stored instances is left to :func:`index`, one query for the whole batch (callers that answer per file,
+    like the DICOM listener, do not use it).
     """
     if by is not None and by.role not in INGEST_ROLES:
         audit.record("imaging.instance.store", by=by, outcome=Outcome.DENIED, resource_type="ImagingInstance")
@@ -185,6 +187,8 @@ def stage(fh: BinaryIO, *, filename: str, by: User | None, source: str,
         settle([earlier])
     if earlier is not None and earlier.staged is not None:
         known: tuple[str, int | None] | None = (earlier.staged.instance["sha256"], None)
+    elif background:
+        known = None
     else:
         query = sa.select(Instance.sha256, Series.study_id).join(Instance.series).where(
             Instance.sop_instance_uid == sop_uid)
@@ -206,7 +210,7 @@ def stage(fh: BinaryIO, *, filename: str, by: User | None, source: str,
     else:
         stored = object_store().put(key, fh, content_type="application/dicom", length=header.size)
         staged.instance.update(size=stored.size, sha256=stored.sha256)
-    result.object_key, result.staged = key, staged
+    result.object_key, result.staged, result.unchecked = key, staged, background
     if pending is not None:
         pending[sop_uid] = result
     return result
@@ -242,6 +246,7 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
     Flushes, does not commit: the caller commits, or on failure rolls back and calls :func:`discard_objects`.
     """
     settle(results)  # rows only for objects that are in the store
+    _check_stored([r for r in results if r.unchecked and r.staged is not None])
     todo = [r for r in results if r.staged is not None]
     if not todo:
         return
@@ -289,6 +294,30 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
             audit.record("imaging.instance.store", by=by, actor_name=actor_name, patient_id=study.patient_id,
                          resource_type="ImagingStudy", resource_id=study_id,
                          detail={"source": source, "instances": len(ids), "instance_ids": ids})
+
+
+def _check_stored(results: list[IngestResult]) -> None:
+    """Duplicates and conflicts among staged results, found with one query; their new objects are deleted."""
+    if not results:
+        return
+    by_uid = {r.sop_instance_uid: r for r in results}
+    uids = list(by_uid)
+    rows = [row for i in range(0, len(uids), 1000) for row in db.session.execute(
+        sa.select(Instance.sop_instance_uid, Instance.sha256, Series.study_id).join(Instance.series)
+        .where(Instance.sop_instance_uid.in_(uids[i:i + 1000])))]
+    for sop_uid, sha, study_id in rows:
+        r = by_uid[sop_uid]
+        assert r.staged is not None
+        same = r.staged.instance["sha256"] == sha
+        discard_objects([r])
+        r.study_id = study_id
+        if same:
+            r.status, r.reason = "duplicate", "already stored"
+        else:
+            r.status = "conflict"
+            r.reason = "a different file with this SOP Instance UID is stored; kept the original"
+    for r in results:
+        r.unchecked = False
 
 
 def discard_objects(results: list[IngestResult]) -> None:

@@ -68,6 +68,14 @@ def test_conflicting_bytes_keep_the_original(client: Any, factories: Any, login:
     inst = db.session.scalar(sa.select(Instance).where(Instance.sop_instance_uid == sop))
     with app.app_context():
         assert object_store().read(inst.object_key) == first
+    # the same again by STOW-RS, once in a request and twice in one request: no object left behind
+    before = _stored_keys(app)
+    body, ctype = stow_body([second])
+    assert client.post("/dicomweb/studies", data=body, content_type=ctype).status_code == 409
+    body, ctype = stow_body([first, first])
+    out = client.post("/dicomweb/studies", data=body, content_type=ctype)
+    assert out.status_code == 200 and len(out.get_json()["00081199"]["Value"]) == 2
+    assert _stored_keys(app) == before
 
 
 def test_bad_input_rejected_with_reasons_rest_goes_through(client: Any, factories: Any, login: Any,
