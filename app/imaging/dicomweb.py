@@ -31,6 +31,13 @@ bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
 csrf.exempt(bp)  # multipart/related cannot be sent cross-site without a CORS preflight, which we control
 DICOM_JSON = "application/dicom+json"
 
+
+@bp.record_once
+def _load_store_sdk(state: Any) -> None:
+    """Import the S3 SDK while the process starts rather than in its first request (no connection is made)."""
+    if state.app.config.get("OBJECT_STORE") == "s3":
+        import storage.s3  # noqa: F401
+
 FAILURE_PROCESSING = 0x0110
 FAILURE_DUPLICATE = 0x0111
 FAILURE_CANNOT_UNDERSTAND = 0xC000
