@@ -1,7 +1,8 @@
 """Batches of files into the store: objects first, then their rows a batch at a time; one bad file never
 sinks the rest.
 
-Zip archives are read entry by entry into a temp file (never into memory), with limits against zip bombs.
+Zip archives are read entry by entry (an entry up to 16 MiB in memory, larger ones into a temp file, never the
+whole archive), with limits against zip bombs.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Imaging rules: ingest (validate, deduplicate, store, index, audit), who sees which study, reconciliation.
 
-Object first, row second: an instance row is flushed only after its bytes are in the object store, and the
-caller deletes the object again if the row does not commit (see :mod:`app.imaging.ingest`).
+Object first, row second: :func:`stage` stores a file and keeps its row values; :func:`index` writes the rows of
+a whole batch once their objects are in the store, and the caller deletes the objects again if the rows do not
+commit (see :mod:`app.imaging.ingest`).
 """
 
 from __future__ import annotations
@@ -92,29 +93,6 @@ def _sha256_of(fh: BinaryIO) -> str:
 
 def can_ingest(user: User | None) -> bool:
     return user is None or user.role in INGEST_ROLES
-
-
-def ingest(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int | None, source: str = "upload",
-           actor_name: str | None = None) -> IngestResult:
-    """Validate one DICOM file (open, seekable, at 0), store it unchanged and index it (flushed, not committed).
-
-    ``by`` is None for the DICOM listener, which names the sending AE in ``actor_name``. Returns a result
-    instead of raising for per-file problems, so a batch goes on.
-    """
-    result = stage(fh, filename=filename, by=by, source=source)
-    if result.staged is None:
-        return result
-    try:
-        with db.session.begin_nested():
-            index([result], by=by, facility_id=facility_id, actor_name=actor_name)
-    except sa.exc.IntegrityError:
-        discard_objects([result])
-        result.status, result.reason = "duplicate", "already stored (received twice at once)"
-        return result
-    except BaseException:
-        discard_objects([result])
-        raise
-    return result
 
 
 def _uploader() -> ThreadPoolExecutor:
