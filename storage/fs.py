@@ -41,8 +41,11 @@ class FilesystemStore:
                     digest.update(chunk)
                     size += len(chunk)
                     out.write(chunk)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except FileNotFoundError:  # first object under this prefix
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -14,6 +14,7 @@ from typing import Any
 
 import pydicom
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
 from flask_login import current_user, login_required
 
@@ -22,13 +23,20 @@ from app.audit import service as audit
 from app.errors import NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from app.extensions import csrf
 from app.imaging import dicomfile, render, service
-from app.imaging.ingest import commit_or_clean_up, store_one
+from app.imaging.ingest import index_and_commit, stage_one
 from app.imaging.models import Instance, Series, Study
 from app.imaging.multipart import MalformedMultipart, iter_parts
 
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
 csrf.exempt(bp)  # multipart/related cannot be sent cross-site without a CORS preflight, which we control
 DICOM_JSON = "application/dicom+json"
+
+
+@bp.record_once
+def _load_store_sdk(state: Any) -> None:
+    """Import the S3 SDK while the process starts rather than in its first request (no connection is made)."""
+    if state.app.config.get("OBJECT_STORE") == "s3":
+        import storage.s3  # noqa: F401
 
 FAILURE_PROCESSING = 0x0110
 FAILURE_DUPLICATE = 0x0111
@@ -88,65 +96,84 @@ def stow(study_uid: str | None = None) -> Response:
     part_type = re.search(r'type="?([^";]+)"?', ctype)
     if part_type and part_type.group(1).lower() != "application/dicom":
         raise UnsupportedMediaType("Only application/dicom parts are accepted.")
-    if (request.content_length or 0) > current_app.config["IMAGING_MAX_UPLOAD_BYTES"]:
+    limit = current_app.config["IMAGING_MAX_UPLOAD_BYTES"]
+    if (request.content_length or 0) > limit:
         raise PayloadTooLarge("The request is larger than the configured limit.")
     if not service.can_ingest(current_user):
-        service.ingest(None, filename="", by=current_user, facility_id=None)  # type: ignore[arg-type]
-    referenced: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
+        service.stage(None, filename="", by=current_user, source="stow")  # type: ignore[arg-type]  # audits, raises
     max_file = current_app.config["IMAGING_MAX_FILE_BYTES"]
     n = 0
+    outcomes: list[service.IngestResult | dict[str, Any]] = []  # per part: a result, or a failure item
     results: list[service.IngestResult] = []
+    pending: dict[str, service.IngestResult] = {}
     try:
-        for headers, fh in iter_parts(request.stream, m.group(1).encode(), max_part=max_file):
+        body = _LimitedStream(request.stream, limit)  # a chunked body has no Content-Length to check up front
+        for headers, fh in iter_parts(body, m.group(1).encode(), max_part=max_file):
             n += 1
             if headers.get("x-too-large"):
-                failed.append({"00081197": _el("US", FAILURE_PROCESSING),
-                               "00000902": _el("LO", "file is larger than the allowed size")})
+                outcomes.append({"00081197": _el("US", FAILURE_PROCESSING),
+                                 "00000902": _el("LO", "file is larger than the allowed size")})
                 continue
             ptype = headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
             if ptype != "application/dicom":
-                failed.append({"00081197": _el("US", FAILURE_CANNOT_UNDERSTAND),
-                               "00000902": _el("LO", "part is not application/dicom")})
+                outcomes.append({"00081197": _el("US", FAILURE_CANNOT_UNDERSTAND),
+                                 "00000902": _el("LO", "part is not application/dicom")})
                 continue
-            result = store_one(fh, filename=f"part {n}", by=current_user, facility_id=current_user.facility_id,
-                               source="stow", commit=False)
+            result = stage_one(fh, filename=f"part {n}", by=current_user, source="stow", pending=pending,
+                               background=True)
+            outcomes.append(result)
             results.append(result)
-            if study_uid and result.study_instance_uid and result.study_instance_uid != study_uid and result.ok:
-                pass
-            item = {"00081150": _el("UI", result.sop_class_uid), "00081155": _el("UI", result.sop_instance_uid)}
-            if result.ok:
-                item["00081190"] = _el("UR", _instance_url(result.study_instance_uid or "", result.sop_instance_uid))
-                if result.status == "duplicate":
-                    item["00081196"] = _el("US", 0xB007)
-                referenced.append(item)
-            else:
-                code = FAILURE_DUPLICATE if result.status == "conflict" else FAILURE_CANNOT_UNDERSTAND
-                item["00081197"] = _el("US", code)
-                item["00000902"] = _el("LO", result.reason)
-                failed.append(item)
     except MalformedMultipart as exc:
         _discard(results)
         raise ValidationFailed(f"The multipart body is malformed: {exc}.") from None
     except BaseException:
         _discard(results)
         raise
-    commit_or_clean_up(results)
-    body: dict[str, Any] = {}
+    index_and_commit(results, by=current_user, facility_id=current_user.facility_id)
+    referenced: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for outcome in outcomes:
+        if isinstance(outcome, dict):
+            failed.append(outcome)
+            continue
+        item = {"00081150": _el("UI", outcome.sop_class_uid), "00081155": _el("UI", outcome.sop_instance_uid)}
+        if outcome.ok:
+            item["00081190"] = _el("UR", _instance_url(outcome.study_instance_uid or "", outcome.sop_instance_uid))
+            if outcome.status == "duplicate":
+                item["00081196"] = _el("US", 0xB007)
+            referenced.append(item)
+        else:
+            code = FAILURE_DUPLICATE if outcome.status == "conflict" else FAILURE_CANNOT_UNDERSTAND
+            item["00081197"] = _el("US", code)
+            item["00000902"] = _el("LO", outcome.reason)
+            failed.append(item)
+    body_out: dict[str, Any] = {}
     if referenced:
-        body["00081199"] = {"vr": "SQ", "Value": referenced}
+        body_out["00081199"] = {"vr": "SQ", "Value": referenced}
     if failed:
-        body["00081198"] = {"vr": "SQ", "Value": failed}
+        body_out["00081198"] = {"vr": "SQ", "Value": failed}
     status = 200 if not failed else (202 if referenced else 409)
-    return _json(body, status)
+    return _json(body_out, status)
+
+
+class _LimitedStream:
+    """A request body that raises 413 once more than ``limit`` bytes have been read."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream, self._left = stream, limit
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        self._left -= len(data)
+        if self._left < 0:
+            raise PayloadTooLarge("The request is larger than the configured limit.")
+        return data
 
 
 def _discard(results: list[service.IngestResult]) -> None:
     """The request failed part-way: nothing of it is kept, rows or objects."""
     db.rollback()
-    for r in results:
-        if r.status == "stored" and r.object_key:
-            service.object_store().delete(r.object_key)
+    service.discard_objects(results)
 
 
 def _instance_url(study_uid: str, sop_uid: str | None) -> str:
@@ -157,6 +184,83 @@ def _instance_url(study_uid: str, sop_uid: str | None) -> str:
 
 STUDY_FIELDS = {"00080020", "00080030", "00080050", "00080061", "00080090", "00100010", "00100020",
                 "00100030", "00100040", "0020000D", "00200010", "00201206", "00201208", "00081030"}
+
+
+# includefield=all at the study and series levels: the attributes of those levels (PS3.18 table 10.6.3-3 and
+# -4, plus the Patient module), taken from the header of one instance of the study or series.
+STUDY_LEVEL_GROUPS = {0x0010}
+STUDY_LEVEL_TAGS = {0x00080020, 0x00080030, 0x00080050, 0x00080080, 0x00080090, 0x00081030, 0x00081032,
+                    0x00081060, 0x0020000D, 0x00200010, 0x00101010, 0x00101020, 0x00101030}
+SERIES_LEVEL_TAGS = {0x00080021, 0x00080031, 0x00080060, 0x00080070, 0x0008103E, 0x00081090, 0x00180015,
+                     0x00181030, 0x00185100, 0x0020000E, 0x00200011, 0x00200060, 0x00200052, 0x00400244,
+                     0x00400245, 0x00400254}
+
+
+def _includefield() -> tuple[bool, set[int]]:
+    """``includefield`` values: ``all`` and/or attributes by keyword or 8-digit hex tag (repeated or comma-listed).
+
+    :raises ValidationFailed: an unknown attribute.
+    """
+    from pydicom.datadict import tag_for_keyword
+
+    everything, tags = False, set()
+    for value in request.args.getlist("includefield"):
+        for item in (v.strip() for v in value.split(",")):
+            if not item:
+                continue
+            if item.lower() == "all":
+                everything = True
+            elif re.fullmatch(r"[0-9A-Fa-f]{8}", item):
+                tags.add(int(item, 16))
+            elif (tag := tag_for_keyword(item)) is not None:
+                tags.add(tag)
+            else:
+                raise ValidationFailed(f"includefield names an unknown attribute: {item[:64]}.",
+                                       errors={"includefield": ["Use a DICOM keyword, a tag like 00180050, or all."]})
+    return everything, tags
+
+
+def _add_included(items: list[dict[str, Any]], headers_of: list[Instance | None], level: str) -> None:
+    """Add the ``includefield`` attributes to each result from the header of its representative instance.
+
+    Attributes the index already answers keep the indexed value; the header is read only when asked for.
+    """
+    everything, tags = _includefield()
+    if not everything and not tags:
+        return
+    for item, inst in zip(items, headers_of, strict=True):
+        if inst is None:
+            continue
+        header = _shared_header(inst)
+        picked = pydicom.Dataset()
+        for elem in header:
+            tag = int(elem.tag)
+            if tag in tags:
+                wanted = True
+            elif not everything or elem.tag.group in (0x0002, 0x7FE0) or elem.tag.is_private:
+                wanted = False
+            elif level == "study":
+                wanted = elem.tag.group in STUDY_LEVEL_GROUPS or tag in STUDY_LEVEL_TAGS
+            elif level == "series":
+                wanted = tag in SERIES_LEVEL_TAGS
+            else:
+                wanted = True
+            if wanted:
+                picked.add(elem)
+        extra = picked.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=lambda _el: "")
+        for key, value in extra.items():
+            if "BulkDataURI" not in value:
+                item.setdefault(key, value)
+
+
+def _first_instances(column: Any, ids: list[int]) -> dict[int, Instance]:
+    """One instance per study or series (``column`` is ``Series.study_id`` or ``Instance.series_id``)."""
+    if not ids:
+        return {}
+    firsts = db.session.execute(sa.select(column, sa.func.min(Instance.id)).select_from(Instance).join(Series)
+                                .where(column.in_(ids)).group_by(column)).all()
+    by_id = {i.id: i for i in db.session.scalars(sa.select(Instance).where(Instance.id.in_([f for _, f in firsts])))}
+    return {owner: by_id[first] for owner, first in firsts}
 
 
 def _paging() -> tuple[int, int]:
@@ -235,24 +339,22 @@ def _study_json(study: Study, counts: tuple[int, int]) -> dict[str, Any]:
 @login_required
 def search_studies() -> Response:
     limit, offset = _paging()
-    query = _study_filters(sa.select(Study).where(service.visible_clause(current_user)))
-    studies = list(db.session.scalars(query.order_by(Study.study_date.desc().nulls_last(), Study.id.desc())
-                                      .limit(limit).offset(offset)))
-    counts = _counts([s.id for s in studies])
+    # The counts come in the same statement (correlated subqueries, evaluated for the returned page only).
+    n_series = sa.select(sa.func.count()).where(Series.study_id == Study.id).correlate(Study).scalar_subquery()
+    n_instances = (sa.select(sa.func.count()).select_from(Instance).join(Series)
+                   .where(Series.study_id == Study.id).correlate(Study).scalar_subquery())
+    query = _study_filters(sa.select(Study, n_series, n_instances).where(service.visible_clause(current_user)))
+    rows = db.session.execute(query.order_by(Study.study_date.desc().nulls_last(), Study.id.desc())
+                              .limit(limit).offset(offset)).all()
+    studies = [row[0] for row in rows]
     audit.record("imaging.study.search", by=current_user, resource_type="ImagingStudy",
                  detail={"results": len(studies)})
+    items = [_study_json(study, (ns, ni)) for study, ns, ni in rows]
+    if "includefield" in request.args:
+        firsts = _first_instances(Series.study_id, [s.id for s in studies])
+        _add_included(items, [firsts.get(s.id) for s in studies], "study")
     db.session.commit()
-    return _json([_study_json(s, counts.get(s.id, (0, 0))) for s in studies])
-
-
-def _counts(study_ids: list[int]) -> dict[int, tuple[int, int]]:
-    if not study_ids:
-        return {}
-    rows = db.session.execute(
-        sa.select(Series.study_id, sa.func.count(sa.distinct(Series.id)), sa.func.count(Instance.id))
-        .join(Instance, Instance.series_id == Series.id, isouter=True)
-        .where(Series.study_id.in_(study_ids)).group_by(Series.study_id))
-    return {sid: (ns, ni) for sid, ns, ni in rows}
+    return _json(items)
 
 
 def _series_json(series: Series, count: int) -> dict[str, Any]:
@@ -274,7 +376,9 @@ def _series_json(series: Series, count: int) -> dict[str, Any]:
 @login_required
 def search_series(study_uid: str | None = None) -> Response:
     limit, offset = _paging()
-    query = _study_filters(sa.select(Series).join(Study).where(service.visible_clause(current_user)))
+    n_instances = sa.select(sa.func.count()).where(Instance.series_id == Series.id).correlate(Series).scalar_subquery()
+    query = _study_filters(sa.select(Series, n_instances).join(Study).options(so.contains_eager(Series.study))
+                           .where(service.visible_clause(current_user)))
     if study_uid:
         query = query.where(Study.study_instance_uid == study_uid)
     if v := _arg("Modality", "00080060"):
@@ -283,13 +387,17 @@ def search_series(study_uid: str | None = None) -> Response:
         query = query.where(Series.series_instance_uid.in_(v.split(",")))
     if v := _arg("SeriesNumber", "00200011"):
         query = query.where(Series.series_number == int(v) if v.isdigit() else sa.false())
-    series = list(db.session.scalars(query.order_by(Series.series_number, Series.id).limit(limit).offset(offset)))
-    counts = dict(db.session.execute(sa.select(Instance.series_id, sa.func.count()).where(
-        Instance.series_id.in_([s.id for s in series])).group_by(Instance.series_id)).all()) if series else {}
+    rows = db.session.execute(query.order_by(Series.series_number, Series.id).limit(limit).offset(offset)).all()
+    series = [row[0] for row in rows]
+    counts = {row[0].id: row[1] for row in rows}
     audit.record("imaging.series.search", by=current_user, resource_type="ImagingSeries",
                  detail={"results": len(series)})
+    items = [_series_json(s, counts.get(s.id, 0)) for s in series]
+    if "includefield" in request.args:
+        firsts = _first_instances(Instance.series_id, [s.id for s in series])
+        _add_included(items, [firsts.get(s.id) for s in series], "series")
     db.session.commit()
-    return _json([_series_json(s, counts.get(s.id, 0)) for s in series])
+    return _json(items)
 
 
 def _instance_json(inst: Instance) -> dict[str, Any]:
@@ -330,8 +438,11 @@ def search_instances(study_uid: str | None = None, series_uid: str | None = None
                                         .limit(limit).offset(offset)))
     audit.record("imaging.instance.search", by=current_user, resource_type="ImagingInstance",
                  detail={"results": len(instances)})
+    items = [_instance_json(i) for i in instances]
+    if "includefield" in request.args:
+        _add_included(items, list(instances), "instance")
     db.session.commit()
-    return _json([_instance_json(i) for i in instances])
+    return _json(items)
 
 
 # ---------------------------------------------------------------- WADO-RS

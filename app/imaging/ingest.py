@@ -1,6 +1,8 @@
-"""Batches of files into the store, one committed instance at a time, so one bad file never sinks the rest.
+"""Batches of files into the store: objects first, then their rows a batch at a time; one bad file never
+sinks the rest.
 
-Zip archives are read entry by entry into a temp file (never into memory), with limits against zip bombs.
+Zip archives are read entry by entry (an entry up to 16 MiB in memory, larger ones into a temp file, never the
+whole archive), with limits against zip bombs.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
+import sqlalchemy as sa
 from flask import current_app
 
 from app import db
@@ -22,6 +25,7 @@ from app.imaging.service import IngestResult
 logger = logging.getLogger(__name__)
 MAX_RATIO = 200  # uncompressed / compressed, beyond which an entry is treated as a zip bomb
 COPY_CHUNK = 1024 * 1024
+SPOOL_BYTES = 16 * 1024 * 1024  # a zip entry up to this size is unpacked in memory, larger ones to a temp file
 
 
 class TooLarge(Exception):
@@ -38,44 +42,67 @@ def copy_limited(src: BinaryIO, dst: BinaryIO, limit: int) -> int:
     return total
 
 
-def store_one(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int | None, source: str,
-              actor_name: str | None = None, commit: bool = True) -> IngestResult:
-    """Ingest one file and commit; if the commit fails, the stored object is removed again.
+BATCH = 50  # instances indexed and committed together
 
-    With ``commit=False`` the instance sits in its own savepoint and the caller commits a whole request at
-    once (one fsync per request), calling :func:`commit_or_clean_up` with the results.
-    """
-    result: IngestResult | None = None
+
+def store_one(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int | None, source: str,
+              actor_name: str | None = None) -> IngestResult:
+    """Ingest one file and commit; if the commit fails, the stored object is removed again."""
+    result = stage_one(fh, filename=filename, by=by, source=source)
+    index_and_commit([result], by=by, facility_id=facility_id, actor_name=actor_name)
+    return result
+
+
+def stage_one(fh: BinaryIO, *, filename: str, by: User | None, source: str,
+              pending: dict[str, IngestResult] | None = None, size: int | None = None,
+              lookup: sa.Connection | None = None, background: bool = False) -> IngestResult:
+    """Validate and store one file (its row comes later, see :func:`index_and_commit`); never raises for a
+    problem with the file or the store, so the batch goes on."""
     try:
-        result = service.ingest(fh, filename=filename, by=by, facility_id=facility_id, source=source,
-                                actor_name=actor_name)
-        if commit:
-            db.session.commit()
-        return result
+        return service.stage(fh, filename=filename, by=by, source=source, pending=pending, size=size,
+                             lookup=lookup, background=background)
     except AppError:
         raise
     except Exception:
-        logger.exception("ingest of one file failed")
-        if not commit:
-            if result is not None and result.object_key:
-                service.object_store().delete(result.object_key)
-            raise
-        db.rollback()
-        if result is not None and result.object_key:
-            service.object_store().delete(result.object_key)
+        logger.exception("storing one file failed")
         return IngestResult(filename, "rejected", "could not be stored; try again")
 
 
-def commit_or_clean_up(results: list[IngestResult]) -> None:
-    """Commit the rows of a request; if that fails, delete the objects stored for it and re-raise."""
+def index_and_commit(results: list[IngestResult], *, by: User | None, facility_id: int | None,
+                     actor_name: str | None = None) -> None:
+    """Write the rows of a batch of stored objects and commit, in a handful of statements.
+
+    Rows commit only after their objects are stored. If the batch fails, it is retried one instance at a
+    time so one bad row sinks only itself; an object whose row cannot be committed is deleted (no orphans)
+    and its result says so.
+    """
+    if not any(r.staged is not None for r in results):
+        db.session.commit()  # audit rows of duplicates/denials, if any
+        return
     try:
+        service.index(results, by=by, facility_id=facility_id, actor_name=actor_name)
         db.session.commit()
+        return
     except Exception:
+        logger.warning("indexing a batch of %d failed; retrying one by one", len(results), exc_info=True)
         db.rollback()
-        for r in results:
-            if r.status == "stored" and r.object_key:
-                service.object_store().delete(r.object_key)
-        raise
+    for r in results:
+        if r.staged is None:
+            continue
+        try:
+            service.index([r], by=by, facility_id=facility_id, actor_name=actor_name)
+            db.session.commit()
+        except sa.exc.IntegrityError:
+            db.rollback()
+            service.discard_objects([r])
+            r.status, r.reason = "duplicate", "already stored (received twice at once)"
+        except Exception:
+            logger.exception("indexing one instance failed; its object is deleted")
+            db.rollback()
+            service.discard_objects([r])
+            r.status, r.reason = "rejected", "could not be stored; try again"
+    for r in results:
+        r.staged = None
 
 
 def _zip_entries(fh: BinaryIO, name: str) -> Iterator[tuple[str, BinaryIO | None, str]]:
@@ -111,7 +138,7 @@ def _zip_entries(fh: BinaryIO, name: str) -> Iterator[tuple[str, BinaryIO | None
         if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 10_000_000:
             yield label, None, "suspicious compression ratio (zip bomb)"
             continue
-        with tempfile.TemporaryFile() as tmp:
+        with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as tmp:
             try:
                 with archive.open(info) as src:
                     copy_limited(src, tmp, min(max_file, max(info.file_size, 0)))
@@ -140,23 +167,44 @@ def is_zip(fh: BinaryIO, filename: str) -> bool:
 
 def ingest_files(files: Iterable[tuple[str, BinaryIO]], *, by: User | None, facility_id: int | None,
                  source: str) -> list[IngestResult]:
-    """Ingest uploaded files (each a DICOM file or a zip of them), committing each instance on its own."""
+    """Ingest uploaded files (each a DICOM file or a zip of them), committing every :data:`BATCH` instances."""
     max_file = current_app.config["IMAGING_MAX_FILE_BYTES"]
     results: list[IngestResult] = []
-    for name, fh in files:
-        size = fh.seek(0, 2)
-        fh.seek(0)
-        if is_zip(fh, name):
-            for label, entry, reason in _zip_entries(fh, name):
-                if entry is None:
-                    results.append(IngestResult(label, "rejected", reason))
-                else:
-                    results.append(store_one(entry, filename=label, by=by, facility_id=facility_id, source=source))
-            continue
-        if size > max_file:
-            results.append(IngestResult(name, "rejected", "file is larger than the allowed size"))
-            continue
-        results.append(store_one(fh, filename=name, by=by, facility_id=facility_id, source=source))
+    batch: list[IngestResult] = []
+    pending: dict[str, IngestResult] = {}
+
+    def add(result: IngestResult) -> None:
+        results.append(result)
+        if result.staged is not None:
+            batch.append(result)
+        if len(batch) >= BATCH:
+            flush()
+
+    def flush() -> None:
+        index_and_commit(batch, by=by, facility_id=facility_id)
+        batch.clear()
+        pending.clear()
+
+    try:
+        for name, fh in files:
+            size = fh.seek(0, 2)
+            fh.seek(0)
+            if is_zip(fh, name):
+                for label, entry, reason in _zip_entries(fh, name):
+                    if entry is None:
+                        add(IngestResult(label, "rejected", reason))
+                    else:
+                        add(stage_one(entry, filename=label, by=by, source=source, pending=pending, background=True))
+                continue
+            if size > max_file:
+                add(IngestResult(name, "rejected", "file is larger than the allowed size"))
+                continue
+            add(stage_one(fh, filename=name, by=by, source=source, pending=pending, background=True))
+        flush()
+    except BaseException:
+        db.rollback()
+        service.discard_objects(batch)
+        raise
     return results
 
 

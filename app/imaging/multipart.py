@@ -1,4 +1,5 @@
-"""A streaming multipart/related reader (STOW-RS bodies): each part goes to a temp file, never all to memory.
+"""A streaming multipart/related reader (STOW-RS bodies): each part goes to a temp file (up to 16 MiB in memory),
+never the whole body to memory.
 
 Werkzeug's decoder insists on Content-Disposition, which multipart/related parts do not carry.
 """
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 CHUNK = 1024 * 1024
+SPOOL_BYTES = 16 * 1024 * 1024  # a part up to this size stays in memory; larger ones go to a temp file
 MAX_HEADER_BYTES = 16 * 1024
 
 
@@ -68,7 +70,7 @@ def iter_parts(stream: BinaryIO, boundary: bytes, *, max_part: int) -> Iterator[
             if ":" in line:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
-        tmp = tempfile.TemporaryFile()  # noqa: SIM115 - closed below or after the consumer is done
+        tmp = tempfile.SpooledTemporaryFile(SPOOL_BYTES)  # noqa: SIM115 - closed below or after the consumer is done
         size = 0
         too_large = False
         while True:

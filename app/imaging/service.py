@@ -1,15 +1,21 @@
 """Imaging rules: ingest (validate, deduplicate, store, index, audit), who sees which study, reconciliation.
 
-Object first, row second: an instance row is flushed only after its bytes are in the object store, and the
-caller deletes the object again if the row does not commit (see :mod:`app.imaging.ingest`).
+Object first, row second: :func:`stage` stores a file and keeps its row values; :func:`index` writes the rows of
+a whole batch once their objects are in the store, and the caller deletes the objects again if the rows do not
+commit (see :mod:`app.imaging.ingest`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -27,7 +33,14 @@ from app.patients import access as patient_access
 from app.patients.models import Patient
 from storage.keys import new_key
 
+logger = logging.getLogger(__name__)
 INGEST_ROLES = (Role.CLINIC_STAFF,)
+# Background uploads (STOW-RS, upload page): a file up to this size is read into memory and put by a worker
+# thread while the next one is parsed; at most UPLOAD_THREADS run at once per process, which bounds the memory.
+BACKGROUND_MAX_BYTES = 16 * 1024 * 1024
+UPLOAD_THREADS = 4
+_uploads_lock = threading.Lock()
+_upload_slots = threading.BoundedSemaphore(UPLOAD_THREADS)
 VIEW_ROLES = (Role.CLINIC_STAFF, Role.DOCTOR, Role.PATIENT)
 
 
@@ -37,6 +50,15 @@ def object_store() -> storage.ObjectStore:
     if "object_store" not in ext:
         ext["object_store"] = storage.from_config(dict(current_app.config))
     return ext["object_store"]
+
+
+@dataclass
+class Staged:
+    """Row values of an object already in the store whose row is not written yet (see :func:`index`)."""
+
+    study: dict[str, Any]
+    series: dict[str, Any]
+    instance: dict[str, Any]
 
 
 @dataclass
@@ -52,6 +74,9 @@ class IngestResult:
     patient_id: int | None = None
     size: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    staged: Staged | None = None
+    upload: Future[storage.StoredObject] | None = None  # a background put still under way
+    unchecked: bool = False  # not yet compared with the stored instances (see :func:`index`)
 
     @property
     def ok(self) -> bool:
@@ -70,28 +95,86 @@ def can_ingest(user: User | None) -> bool:
     return user is None or user.role in INGEST_ROLES
 
 
-def ingest(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int | None, source: str = "upload",
-           actor_name: str | None = None) -> IngestResult:
-    """Validate one DICOM file (open, seekable, at 0), store it unchanged and index it.
+def _uploader() -> ThreadPoolExecutor:
+    ext = current_app.extensions
+    with _uploads_lock:
+        if "imaging_uploads" not in ext:
+            ext["imaging_uploads"] = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="imaging-upload")
+        return ext["imaging_uploads"]
 
-    ``by`` is None for the DICOM listener, which names the sending AE in ``actor_name``. Returns a result
-    instead of raising for per-file problems, so a batch goes on.
+
+def _put_in_background(key: str, data: bytes) -> Future[storage.StoredObject]:
+    store = object_store()
+    _upload_slots.acquire()
+    try:
+        future = _uploader().submit(store.put, key, io.BytesIO(data), content_type="application/dicom",
+                                    length=len(data))
+    except BaseException:
+        _upload_slots.release()
+        raise
+    future.add_done_callback(lambda _f: _upload_slots.release())
+    return future
+
+
+def settle(results: list[IngestResult]) -> None:
+    """Wait for the background puts of ``results``; a failed one turns its result into a rejection."""
+    for r in results:
+        if r.upload is None:
+            continue
+        future, r.upload = r.upload, None
+        try:
+            stored = future.result()
+        except Exception:
+            logger.exception("storing an object failed")
+            if r.object_key:
+                try:
+                    object_store().delete(r.object_key)
+                except Exception:  # noqa: BLE001 - best effort; nothing was stored in the usual case
+                    logger.warning("could not remove a partly stored object", exc_info=True)
+            r.status, r.reason, r.staged, r.object_key = "rejected", "could not be stored; try again", None, None
+            continue
+        assert r.staged is not None
+        r.staged.instance.update(size=stored.size, sha256=stored.sha256)
+
+
+def stage(fh: BinaryIO, *, filename: str, by: User | None, source: str,
+          pending: dict[str, IngestResult] | None = None, size: int | None = None,
+          lookup: sa.Connection | None = None, background: bool = False) -> IngestResult:
+    """Validate, deduplicate and store one file; its row is written later by :func:`index`.
+
+    ``pending`` maps SOP Instance UIDs staged earlier in the same batch (not yet in the database) to their
+    results, so a file sent twice in one batch is a duplicate (or a conflict) there too. ``lookup`` is a
+    connection the caller keeps open across a batch for the duplicate check (default: the session's). With
+    ``background``, a file up to :data:`BACKGROUND_MAX_BYTES` is put by a worker thread, and the check against
+    stored instances is left to :func:`index`, one query for the whole batch (callers that answer per file,
+    like the DICOM listener, do not use it).
     """
     if by is not None and by.role not in INGEST_ROLES:
         audit.record("imaging.instance.store", by=by, outcome=Outcome.DENIED, resource_type="ImagingInstance")
         raise Forbidden("Only clinic staff can send scans.")
     try:
-        header = read_header(fh)
+        header = read_header(fh, size)
     except Rejected as exc:
         return IngestResult(filename, "rejected", exc.reason)
-    sop_uid = str(header.dataset.SOPInstanceUID)
-    result = IngestResult(filename, "stored", sop_instance_uid=sop_uid, study_instance_uid=str(
-        header.dataset.StudyInstanceUID), sop_class_uid=str(header.dataset.SOPClassUID), size=header.size)
-    existing = db.session.scalar(sa.select(Instance).where(Instance.sop_instance_uid == sop_uid))
-    if existing is not None:
-        sha = _sha256_of(fh)
-        result.study_id = existing.series.study_id
-        if sha == existing.sha256:
+    ds = header.dataset
+    sop_uid = str(ds.SOPInstanceUID)
+    result = IngestResult(filename, "stored", sop_instance_uid=sop_uid, study_instance_uid=str(ds.StudyInstanceUID),
+                          sop_class_uid=str(ds.SOPClassUID), size=header.size)
+    earlier = pending.get(sop_uid) if pending else None
+    if earlier is not None:
+        settle([earlier])
+    if earlier is not None and earlier.staged is not None:
+        known: tuple[str, int | None] | None = (earlier.staged.instance["sha256"], None)
+    elif background:
+        known = None
+    else:
+        query = sa.select(Instance.sha256, Series.study_id).join(Instance.series).where(
+            Instance.sop_instance_uid == sop_uid)
+        row = (lookup or db.session).execute(query).first()
+        known = (row[0], row[1]) if row is not None else None
+    if known is not None:
+        result.study_id = known[1]
+        if _sha256_of(fh) == known[0]:
             result.status, result.reason = "duplicate", "already stored"
         else:
             result.status = "conflict"
@@ -99,67 +182,133 @@ def ingest(fh: BinaryIO, *, filename: str, by: User | None, facility_id: int | N
         return result
     fh.seek(0)
     key = new_key("dicom")
-    stored = object_store().put(key, fh, content_type="application/dicom", length=header.size)
-    result.object_key = key
-    try:
-        with db.session.begin_nested():
-            instance = _index(header, stored, by=by, facility_id=facility_id, source=source)
-    except sa.exc.IntegrityError:
-        object_store().delete(key)
-        result.object_key = None
-        result.status, result.reason = "duplicate", "already stored (received twice at once)"
-        return result
-    except BaseException:
-        object_store().delete(key)
-        raise
-    study = instance.series.study
-    result.study_id, result.patient_id = study.id, study.patient_id
-    audit.record("imaging.instance.store", by=by, actor_name=actor_name, patient_id=study.patient_id,
-                 resource_type="ImagingInstance", resource_id=instance.id, detail={"source": source})
+    staged = _staged(header, key, by=by, source=source)
+    if background and header.size <= BACKGROUND_MAX_BYTES:
+        result.upload = _put_in_background(key, fh.read())
+    else:
+        stored = object_store().put(key, fh, content_type="application/dicom", length=header.size)
+        staged.instance.update(size=stored.size, sha256=stored.sha256)
+    result.object_key, result.staged, result.unchecked = key, staged, background
+    if pending is not None:
+        pending[sop_uid] = result
     return result
 
 
-def _index(header: Header, stored: storage.StoredObject, *, by: User | None, facility_id: int | None,
-           source: str) -> Instance:
+def _staged(header: Header, key: str, *, by: User | None, source: str) -> Staged:
     ds = header.dataset
-    study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
-    study = db.session.scalar(sa.select(Study).where(Study.study_instance_uid == study_uid))
-    if study is None:
-        dicom_pid = header.get("PatientID", 64)
-        patient_id = None
-        if dicom_pid:
-            patient_id = db.session.scalar(sa.select(Patient.id).where(Patient.mrn == dicom_pid))
-        name = header.get("PatientName", 200)
-        study = Study(study_instance_uid=study_uid, patient_id=patient_id, facility_id=facility_id,
-                      dicom_patient_id=dicom_pid, patient_name=name,
-                      patient_name_search=name.lower() if name else None,
-                      patient_birth_date=header.get("PatientBirthDate", 8), patient_sex=header.get("PatientSex", 16),
-                      study_date=header.study_date, study_time=header.get("StudyTime", 16),
-                      accession_number=header.get("AccessionNumber", 16), study_id=header.get("StudyID", 16),
-                      study_description=header.get("StudyDescription", 64),
-                      referring_physician_name=header.get("ReferringPhysicianName", 200), modalities="")
-        db.session.add(study)
-        db.session.flush()
-    series = db.session.scalar(sa.select(Series).where(Series.series_instance_uid == series_uid))
-    if series is None:
-        series = Series(series_instance_uid=series_uid, study=study, modality=header.get("Modality", 16),
-                        series_number=header.get_int("SeriesNumber"),
-                        series_description=header.get("SeriesDescription", 64),
-                        body_part_examined=header.get("BodyPartExamined", 16))
-        db.session.add(series)
-        if series.modality and series.modality not in study.modality_list:
-            study.modalities = "\\".join([*study.modality_list, series.modality])[:64]
-        db.session.flush()
-    instance = Instance(sop_instance_uid=str(ds.SOPInstanceUID), sop_class_uid=str(ds.SOPClassUID),
-                        series=series, instance_number=header.get_int("InstanceNumber"),
-                        transfer_syntax_uid=header.transfer_syntax_uid, rows=header.get_int("Rows"),
-                        columns=header.get_int("Columns"), number_of_frames=header.get_int("NumberOfFrames") or 1,
-                        object_key=stored.key, size=stored.size, sha256=stored.sha256,
-                        pixel_data_offset=header.pixel_data_offset, received_by_id=by.id if by else None,
-                        source=source)
-    db.session.add(instance)
+    name = header.get("PatientName", 200)
+    study = {"study_instance_uid": str(ds.StudyInstanceUID), "dicom_patient_id": header.get("PatientID", 64),
+             "patient_name": name, "patient_name_search": name.lower() if name else None,
+             "patient_birth_date": header.get("PatientBirthDate", 8), "patient_sex": header.get("PatientSex", 16),
+             "study_date": header.study_date, "study_time": header.get("StudyTime", 16),
+             "accession_number": header.get("AccessionNumber", 16), "study_id": header.get("StudyID", 16),
+             "study_description": header.get("StudyDescription", 64),
+             "referring_physician_name": header.get("ReferringPhysicianName", 200)}
+    series = {"series_instance_uid": str(ds.SeriesInstanceUID), "modality": header.get("Modality", 16),
+              "series_number": header.get_int("SeriesNumber"),
+              "series_description": header.get("SeriesDescription", 64),
+              "body_part_examined": header.get("BodyPartExamined", 16)}
+    instance = {"sop_instance_uid": str(ds.SOPInstanceUID), "sop_class_uid": str(ds.SOPClassUID),
+                "instance_number": header.get_int("InstanceNumber"), "transfer_syntax_uid": header.transfer_syntax_uid,
+                "rows": header.get_int("Rows"), "columns": header.get_int("Columns"),
+                "number_of_frames": header.get_int("NumberOfFrames") or 1, "object_key": key,
+                "size": header.size, "sha256": "", "pixel_data_offset": header.pixel_data_offset,
+                "received_by_id": by.id if by else None, "source": source}
+    return Staged(study=study, series=series, instance=instance)
+
+
+def index(results: list[IngestResult], *, by: User | None, facility_id: int | None,
+          actor_name: str | None = None) -> None:
+    """Write the rows of staged results in a few statements for the whole batch, and one audit row per study.
+
+    Flushes, does not commit: the caller commits, or on failure rolls back and calls :func:`discard_objects`.
+    """
+    settle(results)  # rows only for objects that are in the store
+    _check_stored([r for r in results if r.unchecked and r.staged is not None])
+    todo = [r for r in results if r.staged is not None]
+    if not todo:
+        return
+    staged = [r.staged for r in todo if r.staged is not None]
+    study_uids = {st.study["study_instance_uid"] for st in staged}
+    studies = {s.study_instance_uid: s for s in db.session.scalars(
+        sa.select(Study).where(Study.study_instance_uid.in_(study_uids)))}
+    new_pids = {st.study["dicom_patient_id"] for st in staged
+                if st.study["study_instance_uid"] not in studies and st.study["dicom_patient_id"]}
+    patients: dict[str, int] = {mrn: pid for mrn, pid in db.session.execute(
+        sa.select(Patient.mrn, Patient.id).where(Patient.mrn.in_(new_pids)))} if new_pids else {}
+    for st in staged:
+        uid = st.study["study_instance_uid"]
+        if uid not in studies:
+            studies[uid] = Study(**st.study, patient_id=patients.get(st.study["dicom_patient_id"] or ""),
+                                 facility_id=facility_id, modalities="")
+            db.session.add(studies[uid])
+    series_uids = {st.series["series_instance_uid"] for st in staged}
+    known_series = {s.series_instance_uid: s for s in db.session.scalars(
+        sa.select(Series).where(Series.series_instance_uid.in_(series_uids)))}
+    for st in staged:
+        uid = st.series["series_instance_uid"]
+        if uid not in known_series:
+            study = studies[st.study["study_instance_uid"]]
+            series = known_series[uid] = Series(**st.series, study=study)
+            db.session.add(series)
+            if series.modality and series.modality not in study.modality_list:
+                study.modalities = "\\".join([*study.modality_list, series.modality])[:64]
+    instances = [Instance(**st.instance, series=known_series[st.series["series_instance_uid"]]) for st in staged]
+    db.session.add_all(instances)
     db.session.flush()
-    return instance
+    per_study: dict[int, list[int]] = {}
+    for result, instance in zip(todo, instances, strict=True):
+        study = instance.series.study
+        result.study_id, result.patient_id = study.id, study.patient_id
+        per_study.setdefault(study.id, []).append(instance.id)
+    source = staged[0].instance["source"]
+    for study_id, ids in per_study.items():
+        study = db.session.get(Study, study_id)
+        assert study is not None
+        if len(todo) == 1:
+            audit.record("imaging.instance.store", by=by, actor_name=actor_name, patient_id=study.patient_id,
+                         resource_type="ImagingInstance", resource_id=ids[0], detail={"source": source})
+        else:
+            audit.record("imaging.instance.store", by=by, actor_name=actor_name, patient_id=study.patient_id,
+                         resource_type="ImagingStudy", resource_id=study_id,
+                         detail={"source": source, "instances": len(ids), "instance_ids": ids})
+
+
+def _check_stored(results: list[IngestResult]) -> None:
+    """Duplicates and conflicts among staged results, found with one query; their new objects are deleted."""
+    if not results:
+        return
+    by_uid = {r.sop_instance_uid: r for r in results}
+    uids = list(by_uid)
+    rows = [row for i in range(0, len(uids), 1000) for row in db.session.execute(
+        sa.select(Instance.sop_instance_uid, Instance.sha256, Series.study_id).join(Instance.series)
+        .where(Instance.sop_instance_uid.in_(uids[i:i + 1000])))]
+    for sop_uid, sha, study_id in rows:
+        r = by_uid[sop_uid]
+        assert r.staged is not None
+        same = r.staged.instance["sha256"] == sha
+        discard_objects([r])
+        r.study_id = study_id
+        if same:
+            r.status, r.reason = "duplicate", "already stored"
+        else:
+            r.status = "conflict"
+            r.reason = "a different file with this SOP Instance UID is stored; kept the original"
+    for r in results:
+        r.unchecked = False
+
+
+def discard_objects(results: list[IngestResult]) -> None:
+    """Delete the objects of staged results whose rows will not be committed (no orphans)."""
+    for r in results:
+        if r.upload is not None:
+            with contextlib.suppress(Exception):  # it is being thrown away either way
+                r.upload.result()
+            r.upload = None
+        if r.staged is not None and r.object_key:
+            object_store().delete(r.object_key)
+            r.object_key = None
+            r.staged = None
 
 
 # ---------------------------------------------------------------- who sees what

@@ -193,3 +193,20 @@ def test_lru_evicts_oldest_by_cost() -> None:
     assert lru.get("b") is None and lru.get("a") == b"aaaa" and lru.cost == 8
     lru.put("huge", b"x" * 11, 11)
     assert lru.get("huge") is None
+
+
+def test_qido_includefield_adds_requested_attributes(client: Any, login: Any, scans: dict[str, Any]) -> None:
+    login(client, scans["nurse"])
+    plain = _qido(client, f"/dicomweb/studies?StudyInstanceUID={scans['a']}")[0]
+    assert "00080080" not in plain  # InstitutionName is not a default study attribute
+    one = _qido(client, f"/dicomweb/studies?StudyInstanceUID={scans['a']}&includefield=InstitutionName")[0]
+    assert one["00080080"] == {"vr": "LO", "Value": ["Town Clinic"]}
+    every = _qido(client, f"/dicomweb/studies?StudyInstanceUID={scans['a']}&includefield=all")[0]
+    assert every["00080080"]["Value"] == ["Town Clinic"] and every["00100030"]["Value"] == ["19800101"]
+    assert "00280010" not in every  # Rows is an instance attribute, not a study one
+    series = _qido(client, f"/dicomweb/studies/{scans['a']}/series?includefield=00200052,StudyDescription")[0]
+    assert series["00081030"]["Value"] == ["CT CHEST"]
+    inst = _qido(client, f"/dicomweb/studies/{scans['a']}/instances?includefield=all&limit=1")[0]
+    assert inst["00281053"]["Value"] == [1] and inst["00080080"]["Value"] == ["Town Clinic"]
+    assert "7FE00010" not in inst
+    assert client.get("/dicomweb/studies?includefield=NoSuchThing").status_code == 422

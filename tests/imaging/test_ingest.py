@@ -68,6 +68,14 @@ def test_conflicting_bytes_keep_the_original(client: Any, factories: Any, login:
     inst = db.session.scalar(sa.select(Instance).where(Instance.sop_instance_uid == sop))
     with app.app_context():
         assert object_store().read(inst.object_key) == first
+    # the same again by STOW-RS, once in a request and twice in one request: no object left behind
+    before = _stored_keys(app)
+    body, ctype = stow_body([second])
+    assert client.post("/dicomweb/studies", data=body, content_type=ctype).status_code == 409
+    body, ctype = stow_body([first, first])
+    out = client.post("/dicomweb/studies", data=body, content_type=ctype)
+    assert out.status_code == 200 and len(out.get_json()["00081199"]["Value"]) == 2
+    assert _stored_keys(app) == before
 
 
 def test_bad_input_rejected_with_reasons_rest_goes_through(client: Any, factories: Any, login: Any,
@@ -190,3 +198,25 @@ def test_dicom_person_names_are_shown_like_chart_names():
     assert Study(patient_name="Doe^Jane^Ann").patient_name_display == "DOE, Jane Ann"
     assert Study(patient_name="Anonymous").patient_name_display == "ANONYMOUS"
     assert Study(patient_name=None).patient_name_display is None
+
+
+def test_stow_without_content_length_is_cut_off_at_the_upload_limit(client: Any, factories: Any, login: Any,
+                                                                     app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    login(client, factories.nurse())
+    monkeypatch.setitem(app.config, "IMAGING_MAX_UPLOAD_BYTES", 50_000)
+    before = _stored_keys(app)
+    study = generate_uid()
+    body, ctype = stow_body([ct_slice(study_uid=study, size=64, number=n) for n in range(1, 8)])  # ~60 KB
+    assert len(body) > 50_000
+    # A chunked request: the body arrives as a stream with no Content-Length header.
+    resp = client.post("/dicomweb/studies", input_stream=io.BytesIO(body), content_type=ctype,
+                       environ_overrides={"wsgi.input_terminated": True})
+    assert resp.status_code == 413 and resp.mimetype == "application/problem+json"
+    assert "limit" in resp.get_json()["detail"]
+    assert _stored_keys(app) == before
+    assert db.session.scalar(sa.select(Study).where(Study.study_instance_uid == study)) is None
+    # Within the limit the same kind of request goes through.
+    small, ctype = stow_body([ct_slice(study_uid=study)])
+    ok = client.post("/dicomweb/studies", input_stream=io.BytesIO(small), content_type=ctype,
+                     environ_overrides={"wsgi.input_terminated": True})
+    assert ok.status_code == 200

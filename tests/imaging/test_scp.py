@@ -13,8 +13,10 @@ import sqlalchemy as sa
 from pydicom.uid import generate_uid
 
 from app import db
+from app.audit.models import AuditEvent
 from app.imaging.models import Instance, Study
 from app.imaging.scp import Listener
+from app.imaging.service import object_store
 from tests.imaging.dicomgen import ct_slice
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is installed by .ci/run")
@@ -63,6 +65,45 @@ def test_storescu_pushes_a_series(listener: Any, app: Any, tmp_path: Path) -> No
         assert count == 3
         assert {i.source for i in db.session.scalars(sa.select(Instance).join(Instance.series)
                                                      .where(Instance.series.has(study_id=row.id)))} == {"c-store"}
+        # one audit row for the study and batch, not one per instance
+        audits = list(db.session.scalars(sa.select(AuditEvent).where(
+            AuditEvent.action == "imaging.instance.store", AuditEvent.resource_type == "ImagingStudy",
+            AuditEvent.resource_id == str(row.id))))
+        assert len(audits) == 1 and audits[0].detail["instances"] == 3
+        assert audits[0].actor_name == "DICOM AE CLINICCT"
     # pushing again is harmless: already stored
     again = _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), files[0])
     assert again.returncode == 0
+
+
+def test_failed_batch_write_leaves_no_orphan_object_and_no_row(listener: Any, app: Any, engine: Any,
+                                                               tmp_path: Path) -> None:
+    """The database refuses the batch (a trigger stands in for a full disk): the objects go too."""
+    port, _ = listener
+    study = generate_uid()
+    files = []
+    for n in range(1, 4):
+        path = tmp_path / f"im{n}.dcm"
+        path.write_bytes(ct_slice(study_uid=study, number=n, patient_id="SCANNER-2"))
+        files.append(str(path))
+    with app.app_context():
+        before = set(object_store().list("dicom/"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE FUNCTION test_refuse_instance() RETURNS trigger LANGUAGE plpgsql AS "
+                             "$$ BEGIN RAISE EXCEPTION 'no space left on device'; END $$"))
+        conn.execute(sa.text("CREATE TRIGGER test_refuse_instance BEFORE INSERT ON imaging_instance "
+                             "FOR EACH ROW EXECUTE FUNCTION test_refuse_instance()"))
+    try:
+        _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), *files)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TRIGGER test_refuse_instance ON imaging_instance"))
+            conn.execute(sa.text("DROP FUNCTION test_refuse_instance()"))
+    with app.app_context():
+        assert set(object_store().list("dicom/")) == before
+        assert db.session.scalar(sa.select(Study).where(Study.study_instance_uid == study)) is None
+    # once the database is back, the scanner's retry is stored
+    again = _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), *files)
+    assert again.returncode == 0
+    with app.app_context():
+        assert len(set(object_store().list("dicom/")) - before) == 3
