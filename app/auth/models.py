@@ -21,7 +21,7 @@ class Role(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return {"clinic_staff": "Clinic staff"}.get(self.value, self.value.capitalize())
+        return {"clinic_staff": "Clinic staff", "guest": "Consult guest"}.get(self.value, self.value.capitalize())
 
     @property
     def is_staff(self) -> bool:

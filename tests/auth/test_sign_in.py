@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from app import db
 from app.audit.models import AuditEvent, Outcome
-from app.auth.models import User
+from app.auth.models import Role, User
 from tests.conftest import PASSWORD
 
 
@@ -176,3 +176,15 @@ def test_admin_reset_forces_a_new_password(make_client, factories, login):
                                                  "new_password": "a much better passphrase"})
     assert ok.status_code == 302
     assert browser.get("/patients").status_code == 200
+
+
+def test_consult_guests_are_listed_only_under_their_own_filter(make_client, factories, login):
+    admin = factories.admin()
+    factories.user(Role.GUEST, name="Interpreter Ines", facility=factories.hospital)
+    factories.nurse(name="Nurse Nora")
+    browser = make_client()
+    login(browser, admin)
+    everyone = browser.get("/admin/users").get_data(as_text=True)
+    assert "Nurse Nora" in everyone and "Interpreter Ines" not in everyone
+    guests = browser.get("/admin/users?role=guest").get_data(as_text=True)
+    assert "Interpreter Ines" in guests and "Consult guest" in guests and "Nurse Nora" not in guests
