@@ -36,7 +36,7 @@ def create_app(config: Config | None = None) -> Flask:
                                          "Errors are RFC 9457 problem details."}})
     app.extensions["hospital_api"] = api
 
-    from app import web
+    from app import objects, web
     from app.audit import api as audit_api
     from app.audit import views as audit_views
     from app.auth import admin as auth_admin
@@ -58,7 +58,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp,
                       oauth_views.bp, oauth_views.endpoints, prescriptions_views.bp, pharmacy_views.bp,
-                      consults_views.bp, notify_views.bp, imaging_views.bp, imaging_dicomweb.bp):
+                      consults_views.bp, notify_views.bp, imaging_views.bp, imaging_dicomweb.bp, objects.bp):
         app.register_blueprint(blueprint)
     for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp, prescriptions_api.blp, pharmacy_api.blp,
                           consults_api.blp):

@@ -194,11 +194,8 @@ def list_users(*, by: User, role: Role | None = None, q: str | None = None) -> S
     """Accounts by role and name. Consult guests (one per invite link, short-lived) are listed only when asked
     for by role, so they do not bury the staff and patient accounts an admin manages."""
     _require_admin(by, "user.list")
-    query = sa.select(User).order_by(User.role, User.full_name)
-    if role is not None:
-        query = query.where(User.role == role)
-    else:
-        query = query.where(User.role != Role.GUEST)
+    query = sa.select(User).where(User.role == role if role is not None else User.role != Role.GUEST)
+    query = query.order_by(User.role, User.full_name)
     if q:
         like = f"%{q.strip().lower()}%"
         query = query.where(sa.or_(sa.func.lower(User.full_name).like(like), User.email.like(like)))
