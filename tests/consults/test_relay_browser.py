@@ -7,8 +7,10 @@ import re
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from app import db
+from app.audit.models import AuditEvent
 from app.consults import service
 from tests.consults.helpers import current_slot, page_until
 
@@ -117,3 +119,30 @@ def test_three_party_relayed_consult_and_removal(live_server, live_factories, ne
         assert "Ines (interpreter)" not in page.inner_text("#tiles")
     before = _tile_frames(pat)[doctor_name]
     _until(pat, lambda: _tile_frames(pat).get(doctor_name, 0) > before + 10, 15)  # the rest carry on
+
+
+def test_blocked_peer_to_peer_falls_back_to_the_relay_on_both_pages(live_server, live_factories, new_browser,
+                                                                   browser_login, media_config, app):
+    doctor, patient, appt_id = _consult(live_factories, app, "Fallback")
+    doctor_name, patient_name = doctor.full_name, patient.user.full_name
+    pages = []
+    for _ in range(2):
+        context = new_browser()
+        context.add_init_script(script=BLOCK_P2P)
+        pages.append(context.new_page())
+    pat, doc = pages
+    _enter(pat, live_server, patient.user, appt_id, browser_login)
+    _enter(doc, live_server, doctor, appt_id, browser_login)
+    assert _mode(doc) == "Direct (peer to peer)"
+
+    # nobody clicks anything: after the timeout both pages are relayed and see each other
+    _decoding(doc, {patient_name})
+    _decoding(pat, {doctor_name})
+    for page in (doc, pat):
+        assert _mode(page) == "Relayed through the hospital media server (a direct connection could not be made)"
+        assert page.locator("#tiles .tile").count() == 2
+        assert not page.is_visible("#remote-video")
+    db.session.remove()
+    switches = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.relay_switch",
+                                                              AuditEvent.outcome == "success")).all()
+    assert any(e.detail["switched"] and e.actor_id in (doctor.id, patient.user_id) for e in switches)
