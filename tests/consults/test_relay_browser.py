@@ -120,6 +120,11 @@ def test_three_party_relayed_consult_and_removal(live_server, live_factories, ne
     before = _tile_frames(pat)[doctor_name]
     _until(pat, lambda: _tile_frames(pat).get(doctor_name, 0) > before + 10, 15)  # the rest carry on
 
+    # a reloaded page comes back into the relayed consult with a new connection
+    pat.reload()
+    _decoding(pat, {doctor_name})
+    _decoding(doc, {patient_name})
+
 
 def test_blocked_peer_to_peer_falls_back_to_the_relay_on_both_pages(live_server, live_factories, new_browser,
                                                                    browser_login, media_config, app):
@@ -146,3 +151,25 @@ def test_blocked_peer_to_peer_falls_back_to_the_relay_on_both_pages(live_server,
     switches = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.relay_switch",
                                                               AuditEvent.outcome == "success")).all()
     assert any(e.detail["switched"] and e.actor_id in (doctor.id, patient.user_id) for e in switches)
+
+
+def test_starting_a_recording_moves_both_pages_to_the_relay(live_server, live_factories, new_browser,
+                                                             browser_login, media_config, app):
+    doctor, patient, appt_id = _consult(live_factories, app, "Record")
+    doctor_name, patient_name = doctor.full_name, patient.user.full_name
+    pat, doc = new_browser().new_page(), new_browser().new_page()
+    _enter(pat, live_server, patient.user, appt_id, browser_login)
+    pat.click("#rec-give")
+    pat.wait_for_selector("#rec-consent:has-text('The patient agreed to recording')")
+    _enter(doc, live_server, doctor, appt_id, browser_login)
+    assert _until(doc, lambda: int(doc.get_attribute("#quality", "data-frames-decoded") or 0) > 5)
+    assert _mode(doc) == _mode(pat) == "Direct (peer to peer)"
+
+    doc.click("#rec-start")
+    _decoding(doc, {patient_name})
+    _decoding(pat, {doctor_name})
+    for page in (doc, pat):
+        assert _mode(page) == "Relayed through the hospital media server (the consult is being recorded)"
+        page.wait_for_selector("#rec-indicator", state="visible", timeout=30_000)
+    doc.click("#rec-stop")
+    doc.wait_for_selector("#rec-message:has-text('Recording saved.')", timeout=30_000)
