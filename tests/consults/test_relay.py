@@ -79,7 +79,8 @@ def test_three_participants_see_each_other_through_the_relay(app, make_client, f
     assert outsider.post(f"/api/v1/consults/appointments/{a}/relay/leave").status_code == 404
     assert nur.post(f"/api/v1/consults/appointments/{a}/relay/leave").status_code == 204
     with app.app_context():
-        joins = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.relay_join")).all()
+        joins = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.relay_join",
+                                                               AuditEvent.patient_id == patient.id)).all()
         assert sum(e.outcome.value == "success" for e in joins) == 6
         assert db.session.scalars(sa.select(AuditEvent).where(AuditEvent.actor_id == stranger.id,
                                                               AuditEvent.outcome == "denied")).first()
@@ -114,7 +115,8 @@ def test_p2p_failure_switches_the_consult_to_the_relay_once(app, make_client, fa
     late = pat.post(url, json={"reason": "p2p-failed"})
     assert late.status_code == 409 and late.json["detail"] == "This consult has ended."
     with app.app_context():
-        events = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.relay_switch")
+        events = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.relay_switch",
+                                                                AuditEvent.patient_id == patient.id)
                                     .order_by(AuditEvent.id)).all()
         assert [(e.actor_id, e.outcome.value) for e in events] == [
             (patient.user.id, "success"), (doctor.id, "success"), (patient.user.id, "denied")]
