@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from app import db
 from app.audit.models import AuditEvent
 from app.consults import service
+from app.consults.models import ConsultSession
 from tests.consults.helpers import current_slot, page_until
 
 pytestmark = pytest.mark.browser
@@ -173,3 +174,22 @@ def test_starting_a_recording_moves_both_pages_to_the_relay(live_server, live_fa
         page.wait_for_selector("#rec-indicator", state="visible", timeout=30_000)
     doc.click("#rec-stop")
     doc.wait_for_selector("#rec-message:has-text('Recording saved.')", timeout=30_000)
+
+
+def test_a_patient_who_leaves_does_not_push_the_consult_to_the_relay(live_server, live_factories, new_browser,
+                                                                     browser_login, media_config, app, monkeypatch):
+    monkeypatch.setitem(app.config, "CONSULT_P2P_TIMEOUT_SECONDS", 2)
+    doctor, patient, appt_id = _consult(live_factories, app, "Leaver")
+    pat, doc = new_browser().new_page(), new_browser().new_page()
+    _enter(pat, live_server, patient.user, appt_id, browser_login)
+    _enter(doc, live_server, doctor, appt_id, browser_login)
+    assert _until(doc, lambda: int(doc.get_attribute("#quality", "data-frames-decoded") or 0) > 5)
+    pat.click("#leave")
+    doc.wait_for_selector("#remote-status:has-text('The other person left')")
+    # the doctor's page notices the dead connection and keeps offering to nobody: no answer, no fallback
+    doc.wait_for_selector("#remote-status:has-text('reconnecting')", timeout=40_000)
+    doc.wait_for_timeout(8_000)
+    assert _mode(doc) == "Direct (peer to peer)"
+    db.session.remove()
+    mode = db.session.scalar(sa.select(ConsultSession.media_mode).where(ConsultSession.appointment_id == appt_id))
+    assert mode == "p2p"

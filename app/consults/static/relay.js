@@ -229,19 +229,26 @@ window.hospitalRelay = (() => {
       return active;
     },
 
-    /** Watch a new peer-to-peer connection: not connected in time → the consult moves to the relay. */
+    /** Watch a new peer-to-peer connection: once offer and answer have crossed (so the other side is there),
+     * not connected in time → the consult moves to the relay. An offer nobody answers switches nothing. */
     watchP2P(peer) {
       clearTimeout(p2pTimer);
       if (active) return;
-      p2pTimer = setTimeout(async () => {
-        if (active || ctx.ended() || peer.connectionState === "connected" || peer.connectionState === "closed") return;
-        try {
-          await ctx.api("POST", "/relay/switch", { reason: "p2p-failed" });
-        } catch (err) {
-          if (err.status === 403 || err.status === 409) return;
-        }
-        start("p2p-failed");
-      }, ctx.timeout() * 1000);
+      const arm = () => {
+        if (peer.signalingState !== "stable" || !peer.remoteDescription) return;
+        peer.removeEventListener("signalingstatechange", arm);
+        clearTimeout(p2pTimer);
+        p2pTimer = setTimeout(async () => {
+          if (active || ctx.ended() || !present.size || ["connected", "closed"].includes(peer.connectionState)) return;
+          try {
+            await ctx.api("POST", "/relay/switch", { reason: "p2p-failed" });
+          } catch (err) {
+            if (err.status === 403 || err.status === 409) return;
+          }
+          start("p2p-failed");
+        }, ctx.timeout() * 1000);
+      };
+      peer.addEventListener("signalingstatechange", arm);
     },
 
     /** A signal; true if relay mode dealt with it (consult.js then leaves it alone). */
