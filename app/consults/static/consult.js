@@ -242,7 +242,8 @@
     if (old) { localStream.removeTrack(old); old.stop(); }
     localStream.addTrack(track);
     const peer = relay.pc() || pc;
-    if (peer) peer.getSenders().filter((s) => s.track && s.track.kind === kind || (!s.track && old))
+    // (A relay connection's track-less senders belong to receive-only m-lines.)
+    if (peer) peer.getSenders().filter((s) => s.track && s.track.kind === kind || (!s.track && old && !relay.active))
       .forEach((s) => s.replaceTrack(track));
   }
 

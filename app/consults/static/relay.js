@@ -32,6 +32,7 @@ window.hospitalRelay = (() => {
   function showMode(reason) {
     const label = document.getElementById("media-mode");
     label.dataset.mode = "relay";
+    if (!label.dataset.since) label.dataset.since = String(Date.now());
     label.dataset.reason = reason || "";
     label.textContent = "Relayed through the hospital media server" + (REASONS[reason] ? ` (${REASONS[reason]})` : "");
   }
@@ -64,6 +65,8 @@ window.hospitalRelay = (() => {
     video.autoplay = true;
     video.playsInline = true;
     video.dataset.framesDecoded = "0";
+    // Time to first picture (wall clock, ms), as on the peer-to-peer video.
+    video.addEventListener("playing", () => { if (!video.dataset.firstFrameAt) video.dataset.firstFrameAt = String(Date.now()); });
     video.addEventListener("click", () => { video.muted = false; video.play().then(() => ctx.setStatus("")).catch(() => {}); });
     tile.append(video, document.createElement("figcaption"));
     tiles().querySelector(".tile.local").before(tile);
@@ -109,7 +112,7 @@ window.hospitalRelay = (() => {
       schedule(300);
     } else if (unseen > 0) {
       // Someone is in the consult but their media has not reached the relay yet: ask again shortly.
-      schedule(retries < 15 ? 1500 : 10000);
+      schedule(retries < 6 ? 500 : retries < 20 ? 1500 : 10000);
     } else {
       retries = 0;
     }
