@@ -174,6 +174,8 @@ def test_starting_a_recording_moves_both_pages_to_the_relay(live_server, live_fa
         page.wait_for_selector("#rec-indicator", state="visible", timeout=30_000)
     doc.click("#rec-stop")
     doc.wait_for_selector("#rec-message:has-text('Recording saved.')", timeout=30_000)
+    for page in (doc, pat):  # the consult stays relayed; the label no longer speaks of a recording
+        _until(page, lambda p=page: _mode(p) == "Relayed through the hospital media server", 15)
 
 
 def test_a_patient_who_leaves_does_not_push_the_consult_to_the_relay(live_server, live_factories, new_browser,

@@ -216,6 +216,18 @@ window.hospitalRelay = (() => {
       ctx = context;
       // The doctor's own page learns of a recording start from the panel, not from a signal.
       document.addEventListener("hospital:media-mode", (e) => start(e.detail && e.detail.reason));
+      // When the recording that moved the consult here stops, the label stops saying so (the media stay relayed).
+      const panel = document.getElementById("recording-panel");
+      let recorded = false;
+      if (panel) {
+        new MutationObserver(() => {
+          if (panel.dataset.recording === "1") recorded = true;
+          else if (recorded) {
+            recorded = false;
+            if (active && document.getElementById("media-mode").dataset.reason === "recording") showMode("");
+          }
+        }).observe(panel, { attributes: true, attributeFilter: ["data-recording"] });
+      }
       return hooks;
     },
     get active() { return active; },
