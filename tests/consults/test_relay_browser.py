@@ -108,6 +108,9 @@ def test_three_party_relayed_consult_and_removal(live_server, live_factories, ne
         assert "more than two people" in _mode(page)
         assert int(page.get_attribute("#quality", "data-frames-decoded") or 0) >= sum(frames[page].values())
     assert "Rita" not in guest.inner_text("body")
+    for page in (doc, pat, guest):  # every remote tile is playing (a picture, not just decoded frames)
+        _until(page, lambda p=page: all(v.get_attribute("data-first-frame-at")
+                                        for v in p.locator("#tiles .tile.remote video").all()))
     doc.locator(".consult-main").screenshot(path=str(artifacts_dir / "consult-relay-grid.png"))
 
     # the doctor removes the interpreter: their page says so, the others' grids drop the tile

@@ -92,13 +92,15 @@ window.hospitalRelay = (() => {
       const tile = remoteTile(who);
       tile.querySelector("figcaption").textContent = names.get(who) || "Participant";
       const tracks = [media.video, media.audio].filter(Boolean);
-      const key = tracks.map((t) => t.id).join(" ");
-      if (tile.dataset.tracks !== key) {
-        const video = tile.querySelector("video");
-        tile.dataset.tracks = key;
-        video.dataset.track = media.video ? media.video.id : "";
+      const video = tile.querySelector("video");
+      video.dataset.track = media.video ? media.video.id : "";
+      if (!video.srcObject) {
         video.srcObject = new MediaStream(tracks);
         play(video);
+      } else {  // keep the element playing: change the stream's tracks, not the stream
+        const stream = video.srcObject;
+        stream.getTracks().filter((t) => !tracks.includes(t)).forEach((t) => stream.removeTrack(t));
+        tracks.filter((t) => !stream.getTracks().includes(t)).forEach((t) => stream.addTrack(t));
       }
     }
     tiles().querySelectorAll(".tile.remote").forEach((tile) => {
@@ -140,7 +142,6 @@ window.hospitalRelay = (() => {
     const peer = new RTCPeerConnection({ iceServers: ctx.iceServers(), bundlePolicy: "max-bundle" });
     pc = peer;
     fresh = true;
-    window.hospitalRelayPc = peer;
     const stream = ctx.localStream();
     stream.getTracks().forEach((t) => peer.addTrack(t, stream));
     peer.addEventListener("connectionstatechange", () => {
