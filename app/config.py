@@ -93,6 +93,8 @@ class Config:
     TURN_TTL_SECONDS: int = 3600
     CONSULT_JOIN_TOKEN_SECONDS: int = 120
     CONSULT_CHECKIN_MINUTES: int = 15
+    # A consult page that has not connected peer to peer within this many seconds moves the consult to the relay.
+    CONSULT_P2P_TIMEOUT_SECONDS: int = 5
     SIGNAL_RATE_LIMIT: int = 60
     """Signaling messages one user may send to one consult per 10 seconds."""
 
@@ -191,6 +193,8 @@ class Config:
         cfg.CONSULT_JOIN_TOKEN_SECONDS = _env_int("HOSPITAL_CONSULT_JOIN_TOKEN_SECONDS",
                                                   cls.CONSULT_JOIN_TOKEN_SECONDS)
         cfg.CONSULT_CHECKIN_MINUTES = _env_int("HOSPITAL_CONSULT_CHECKIN_MINUTES", cls.CONSULT_CHECKIN_MINUTES)
+        cfg.CONSULT_P2P_TIMEOUT_SECONDS = _env_int("HOSPITAL_CONSULT_P2P_TIMEOUT_SECONDS",
+                                                   cls.CONSULT_P2P_TIMEOUT_SECONDS)
         cfg.SIGNAL_RATE_LIMIT = _env_int("HOSPITAL_SIGNAL_RATE_LIMIT", cls.SIGNAL_RATE_LIMIT)
         return cfg
 

@@ -32,6 +32,8 @@ from app.consults.schemas import (
     InviteSchema,
     NoteSchema,
     OfferSchema,
+    RelayOfferSchema,
+    RelaySwitchSchema,
     RescheduleSchema,
     SignalArgsSchema,
     SignalSchema,
@@ -189,25 +191,40 @@ def join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
     assert session is not None
     others = [{"user_id": p.user_id, "kind": p.kind.value, "name": p.user.full_name, "present": p.present}
               for p in session.participants if p.user_id != current_user.id]
-    return {"user_id": current_user.id, "kind": kind, "after": after,
+    return {"user_id": current_user.id, "kind": kind, "after": after, "media_mode": session.media_mode,
             "ice_servers": service.ice_servers(current_user), "participants": others}
 
 
 @blp.route("/appointments/<int:appointment_id>/relay", methods=["POST"])
-@blp.arguments(OfferSchema)
+@blp.arguments(RelayOfferSchema)
 @login_required
 def relay_join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
     """Relay mode: send your complete SDP offer (own media plus one recvonly audio+video pair per further
-    participant); returns the media service's answer and which m-line carries whom."""
+    participant; ``restart`` for a new peer connection); returns the media service's answer, which m-line
+    carries whom, and the participants' names for the tiles."""
     appointment = _appointment(appointment_id)
     session = service.relay_join(appointment, by=current_user)
     service.validate_sdp(data["sdp"])
     worker = media.relay_worker(session.id)
+    names = service.relay_names(appointment, by=current_user)
     db.session.commit()
-    body = {"participant_id": str(current_user.id), "sdp": data["sdp"], "type": "offer"}
+    body = {"participant_id": str(current_user.id), "sdp": data["sdp"], "type": "offer",
+            "restart": data["restart"]}
     answer = media.relay_call(worker, f"/relay/consult-{session.id}/join", body)
     return {"sdp": answer.get("sdp"), "type": "answer", "tracks": answer.get("tracks", []),
-            "missing": answer.get("missing", 0), "mode": "relay"}
+            "missing": answer.get("missing", 0), "mode": "relay", "participants": names}
+
+
+@blp.route("/appointments/<int:appointment_id>/relay/switch", methods=["POST"])
+@blp.arguments(RelaySwitchSchema)
+@login_required
+def relay_switch(data: dict[str, Any], appointment_id: int) -> dict[str, str]:
+    """Peer to peer did not connect in time: move the consult to the relay; the other pages get a ``mode``
+    signal and follow."""
+    appointment = _appointment(appointment_id)
+    service.switch_to_relay(appointment, by=current_user, reason=data["reason"])
+    db.session.commit()
+    return {"mode": "relay", "reason": data["reason"]}
 
 
 @blp.route("/appointments/<int:appointment_id>/relay/leave", methods=["POST"])

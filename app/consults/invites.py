@@ -37,8 +37,8 @@ NO_PASSWORD = "!guest-no-password"  # noqa: S105
 MAX_MINUTES = 240
 DEFAULT_MINUTES = 30
 #: API endpoints a guest may call, and only for their own consult.
-GUEST_API = {"token", "join", "relay_join", "relay_leave", "leave", "send_signal", "receive_signals", "events",
-             "Chat", "state", "recording_status"}
+GUEST_API = {"token", "join", "relay_join", "relay_leave", "relay_switch", "leave", "send_signal", "receive_signals",
+             "events", "Chat", "state", "recording_status"}
 #: What a removed guest may still call: enough to read the "removed" signal addressed to them.
 REMOVED_API = {"consults_api.events", "consults_api.receive_signals", "consults_api.state"}
 #: Where the room page sends people who leave: a guest gets a page to rejoin instead.

@@ -94,3 +94,12 @@ class InviteSchema(Schema):
 class OfferSchema(Schema):
     sdp = fields.Str(required=True)
     type = fields.Str(required=True, validate=validate.OneOf(["offer"]))
+
+
+class RelayOfferSchema(OfferSchema):
+    #: A new peer connection of a participant the relay already knows (a reload, a failed connection).
+    restart = fields.Bool(load_default=False)
+
+
+class RelaySwitchSchema(Schema):
+    reason = fields.Str(required=True, validate=validate.OneOf(["p2p-failed"]))

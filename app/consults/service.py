@@ -581,6 +581,41 @@ def relay_join(appointment: Appointment, *, by: User) -> ConsultSession:
     return session
 
 
+RELAY_REASONS = ("p2p-failed",)
+
+
+def switch_to_relay(appointment: Appointment, *, by: User, reason: str) -> ConsultSession:
+    """A participant's page could not connect peer to peer in time: move the whole consult to the relay.
+
+    Emits ``mode`` ``{"mode": "relay", "reason": ...}`` so the other pages follow without user action (the
+    caller's own page moves on the response). Idempotent: a consult already relayed gets no second signal.
+
+    :raises NotFound: not a participant (audited). :raises Conflict: ended, or not admitted yet.
+    :raises ValidationFailed: unknown reason.
+    """
+    session, _participant_row = _open_for(appointment, by, "consult.relay_switch")
+    if reason not in RELAY_REASONS:
+        raise _invalid("reason", f"Use one of: {', '.join(RELAY_REASONS)}.")
+    switched = session.media_mode != "relay"
+    if switched:
+        session.media_mode = "relay"
+        _signal(session, by, "mode", {"mode": "relay", "reason": reason})
+    audit.record("consult.relay_switch", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
+                 resource_id=session.id, detail={"reason": reason, "switched": switched})
+    return session
+
+
+def relay_names(appointment: Appointment, *, by: User) -> list[dict[str, Any]]:
+    """Who may appear on the viewer's relay tiles, with the label to show. A guest (interpreter, family) sees
+    the patient labelled "Patient": guest pages carry no patient identity."""
+    session = appointment.session
+    if session is None:
+        return []
+    return [{"user_id": p.user_id, "kind": p.kind.value,
+             "name": "Patient" if p.kind is ParticipantKind.PATIENT and by.role is Role.GUEST else p.user.full_name}
+            for p in session.participants if p.removed_at is None]
+
+
 def leave(appointment: Appointment, *, by: User) -> None:
     participant = _participant(appointment, by)
     if participant is None:

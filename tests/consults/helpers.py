@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time as clock
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -50,3 +51,15 @@ def admitted_consult(factories: Any, app: Any, *, admit: bool = True) -> tuple[A
             service.admit(appt, by=doctor)
         db.session.commit()
     return doctor, patient, appt
+
+
+def page_until(page: Any, predicate: Any, timeout: float = 20.0) -> Any:
+    """Poll from Python until ``predicate()`` is truthy (the consult page's CSP, rightly, forbids the eval
+    that Playwright's wait_for_function needs)."""
+    deadline = clock.monotonic() + timeout
+    while clock.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        page.wait_for_timeout(200)
+    raise AssertionError("condition not met in time")

@@ -50,6 +50,9 @@ def test_invite_link_admits_one_guest_to_this_consult_only(app, make_client, fac
     assert _join(guest, a).status_code == 200
     assert guest.post(f"/api/v1/consults/appointments/{a}/chat", json={"body": "Hola"}).status_code == 201
     assert guest.get(f"/api/v1/consults/appointments/{a}/state").status_code == 200
+    switch = {"reason": "p2p-failed"}  # a guest's page may move its consult to the relay, and only that one
+    assert guest.post(f"/api/v1/consults/appointments/{a}/relay/switch", json=switch).status_code == 200
+    assert guest.post(f"/api/v1/consults/appointments/{elsewhere.id}/relay/switch", json=switch).status_code == 404
     assert doc.get(f"/api/v1/consults/appointments/{a}/chat").json[-1]["body"] == "Hola"
 
     # Nothing else: not the chart, not search, not the appointment record, not another consult.
@@ -67,7 +70,7 @@ def test_invite_link_admits_one_guest_to_this_consult_only(app, make_client, fac
         assert guest_user.role is Role.GUEST and guest_user.full_name == "Ana Interpreter (interpreter)"
         outside = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "guest.outside",
                                                                  AuditEvent.actor_id == guest_user.id)).all()
-        assert len(outside) == 12
+        assert len(outside) == 13
 
     # The link works once, for anyone.
     again = make_client()

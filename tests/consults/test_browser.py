@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import sqlalchemy as sa
 
 from app import db
 from app.consults.models import Appointment, Encounter
-from tests.consults.helpers import current_slot
+from tests.consults.helpers import current_slot, page_until
 
 pytestmark = pytest.mark.browser
 
@@ -18,15 +16,7 @@ def _frames(page) -> int:
     return int(page.get_attribute("#quality", "data-frames-decoded") or 0)
 
 
-def _until(page, predicate, timeout: float = 20.0):
-    """Poll from Python: the page's CSP (rightly) forbids the eval that wait_for_function needs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        page.wait_for_timeout(200)
-    raise AssertionError("condition not met in time")
+_until = page_until
 
 
 def _wait_playing(page) -> int:

@@ -79,8 +79,47 @@ def test_three_participants_see_each_other_through_the_relay(app, make_client, f
     assert outsider.post(f"/api/v1/consults/appointments/{a}/relay/leave").status_code == 404
     assert nur.post(f"/api/v1/consults/appointments/{a}/relay/leave").status_code == 204
     with app.app_context():
-        joins = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.relay_join")).all()
+        joins = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.relay_join",
+                                                               AuditEvent.patient_id == patient.id)).all()
         assert sum(e.outcome.value == "success" for e in joins) == 6
         assert db.session.scalars(sa.select(AuditEvent).where(AuditEvent.actor_id == stranger.id,
                                                               AuditEvent.outcome == "denied")).first()
         assert db.session.get(type(appointment), a).session.media_mode == "relay"
+
+
+def test_p2p_failure_switches_the_consult_to_the_relay_once(app, make_client, factories, login):
+    doctor, patient, appointment = admitted_consult(factories, app)
+    a = appointment.id
+    doc, pat, outsider = make_client(), make_client(), make_client()
+    stranger = factories.doctor()
+    for browser, user in ((doc, doctor), (pat, patient.user), (outsider, stranger)):
+        login(browser, user)
+    for browser in (doc, pat):
+        token = browser.post(f"/api/v1/consults/appointments/{a}/token").json["token"]
+        joined = browser.post(f"/api/v1/consults/appointments/{a}/join", json={"token": token}).json
+        assert joined["media_mode"] == "p2p"
+    url = f"/api/v1/consults/appointments/{a}/relay/switch"
+
+    assert pat.post(url, json={"reason": "because"}).status_code == 422
+    assert outsider.post(url, json={"reason": "p2p-failed"}).status_code == 404
+    switched = pat.post(url, json={"reason": "p2p-failed"})
+    assert switched.status_code == 200 and switched.json == {"mode": "relay", "reason": "p2p-failed"}
+    assert doc.post(url, json={"reason": "p2p-failed"}).status_code == 200  # both timed out: one signal only
+    modes = [m for m in doc.get(f"/api/v1/consults/appointments/{a}/signals").json if m["kind"] == "mode"]
+    assert [(m["mode"], m["reason"], m["from"]) for m in modes] == [("relay", "p2p-failed", patient.user.id)]
+    assert not [m for m in pat.get(f"/api/v1/consults/appointments/{a}/signals").json if m["kind"] == "mode"]
+    token = doc.post(f"/api/v1/consults/appointments/{a}/token").json["token"]
+    assert doc.post(f"/api/v1/consults/appointments/{a}/join", json={"token": token}).json["media_mode"] == "relay"
+
+    assert doc.post(f"/api/v1/consults/appointments/{a}/end", json={"notes": "ok"}).status_code == 200
+    late = pat.post(url, json={"reason": "p2p-failed"})
+    assert late.status_code == 409 and late.json["detail"] == "This consult has ended."
+    with app.app_context():
+        events = db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "consult.relay_switch",
+                                                                AuditEvent.patient_id == patient.id)
+                                    .order_by(AuditEvent.id)).all()
+        assert [(e.actor_id, e.outcome.value) for e in events] == [
+            (patient.user.id, "success"), (doctor.id, "success"), (patient.user.id, "denied")]
+        assert db.session.scalars(sa.select(AuditEvent).where(AuditEvent.actor_id == stranger.id,
+                                                              AuditEvent.outcome == "denied")).first()
+        assert [e.detail["switched"] for e in events if e.outcome.value == "success"] == [True, False]

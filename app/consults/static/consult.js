@@ -28,6 +28,12 @@
   let joining = false;
   let reconnectTimer = null;
   let offerSinceJoin = false;
+  // Relay mode (relay.js): groups, recordings, and the fallback when peer to peer does not connect.
+  const relay = window.hospitalRelay.init({
+    api, setStatus, finish: (message) => finish(message), ended: () => ended,
+    localStream: () => localStream, iceServers: () => iceServers, timeout: () => Number(root.dataset.p2pTimeout) || 5,
+    closePeer: () => { clearTimeout(reconnectTimer); if (pc) pc.close(); pc = null; },
+  });
 
   async function api(method, path, body) {
     const resp = await window.hospitalFetch(base + path, {
@@ -53,6 +59,7 @@
     gen = generation;
     pc = new RTCPeerConnection({ iceServers });
     window.hospitalConsultPc = pc;
+    relay.watchP2P(pc);
     localStream.getTracks().forEach((t) => pc.addTrack(t, localStream));
     pc.addEventListener("track", (e) => {
       const stream = e.streams[0] || new MediaStream([e.track]);
@@ -65,6 +72,7 @@
       send("candidate", { candidate: e.candidate ? e.candidate.toJSON() : null }).catch(() => {});
     });
     pc.addEventListener("connectionstatechange", () => {
+      if (relay.active || !pc) return;
       const state = pc.connectionState;
       if (state === "connected") { setStatus(""); clearTimeout(reconnectTimer); }
       if (state === "disconnected" || state === "failed") {
@@ -92,6 +100,7 @@
   }
 
   async function handle(msg) {
+    if (relay.handle(msg)) return;
     switch (msg.kind) {
       case "hello":
         if (isDoctor) { setStatus("Connecting…"); await makeOffer(); }
@@ -151,6 +160,7 @@
       const info = await api("POST", "/join", { token });
       iceServers = info.ice_servers;
       openEvents(info.after);
+      if (relay.afterJoin(info)) return;
       const other = info.participants.find((p) => p.present);
       if (isDoctor && other) await makeOffer();
       else if (other) {
@@ -169,7 +179,7 @@
   function scheduleReconnect(delay) {
     clearTimeout(reconnectTimer);
     reconnectTimer = setTimeout(async () => {
-      if (ended || (pc && pc.connectionState === "connected")) return;
+      if (ended || relay.active || (pc && pc.connectionState === "connected")) return;
       if (isDoctor) {
         try { await makeOffer(); } catch (err) { await join(); }
       } else {
@@ -183,6 +193,7 @@
     ended = true;
     clearTimeout(reconnectTimer);
     if (events) events.close();
+    relay.stop();
     if (pc) pc.close();
     if (localStream) localStream.getTracks().forEach((t) => t.stop());
     setStatus(message);
@@ -190,8 +201,10 @@
   }
 
   async function stats() {
-    if (!pc || ended) return;
-    const report = await pc.getStats();
+    const peer = relay.pc() || pc;
+    if (!peer || ended) return;
+    const report = await peer.getStats();
+    relay.tileStats(report);
     let rtt = null, lost = 0, received = 0, fps = null, decoded = 0;
     report.forEach((s) => {
       if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
@@ -228,7 +241,9 @@
     const old = localStream.getTracks().find((t) => t.kind === kind);
     if (old) { localStream.removeTrack(old); old.stop(); }
     localStream.addTrack(track);
-    if (pc) pc.getSenders().filter((s) => s.track && s.track.kind === kind || (!s.track && old))
+    const peer = relay.pc() || pc;
+    // (A relay connection's track-less senders belong to receive-only m-lines.)
+    if (peer) peer.getSenders().filter((s) => s.track && s.track.kind === kind || (!s.track && old && !relay.active))
       .forEach((s) => s.replaceTrack(track));
   }
 

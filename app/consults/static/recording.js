@@ -43,9 +43,13 @@
     say("Starting…");
     for (let attempt = 0; attempt < 6; attempt += 1) {
       const { resp, body } = await call("/start");
+      const wait = Number(resp.headers.get("Retry-After"));
+      // Started, or the consult is moving to the relay: the doctor's own page moves too (no signal to itself).
+      if (resp.ok || (resp.status === 409 && wait)) {
+        document.dispatchEvent(new CustomEvent("hospital:media-mode", { detail: { mode: "relay", reason: "recording" } }));
+      }
       if (resp.ok) { say(""); break; }
       say(body.detail || `Could not start (HTTP ${resp.status}).`);
-      const wait = Number(resp.headers.get("Retry-After"));
       if (resp.status !== 409 || !wait) break;
       await new Promise((r) => setTimeout(r, wait * 1000));
     }
