@@ -20,11 +20,13 @@ def open_all_week(doctor: Any, slot_minutes: int = 15) -> None:
 
 
 def next_slot_start(minutes: int = 15, *, skip: int = 0) -> datetime:
+    """The start of a future slot, ``skip`` slots after the next one. Late in the (UTC) day the count starts
+    at tomorrow's midnight, so a test's later slots never run past the day's last one."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    start = now - timedelta(minutes=now.minute % minutes) + timedelta(minutes=minutes * (1 + skip))
-    if start.date() != now.date() or start.time() > time(23, 30):
-        start = datetime.combine(now.date() + timedelta(days=1), time(0, 0), tzinfo=UTC)
-    return start
+    first = now - timedelta(minutes=now.minute % minutes) + timedelta(minutes=minutes)
+    if first.date() != now.date() or first.time() > time(20, 0):
+        first = datetime.combine(now.date() + timedelta(days=1), time(0, 0), tzinfo=UTC)
+    return first + timedelta(minutes=minutes * skip)
 
 
 def current_slot(doctor: Any, patient: Any, *, by: Any) -> Appointment:
