@@ -36,11 +36,10 @@ def _refuse_audit_changes(session: so.Session, _ctx: Any, _instances: Any) -> No
             raise AuditImmutable("audit events are append-only")
 
 
-def record(action: str, *, by: User | None, outcome: Outcome = Outcome.SUCCESS, patient_id: int | None = None,
-           resource_type: str | None = None, resource_id: object = None, detail: dict[str, Any] | None = None,
-           actor_name: str | None = None) -> AuditEvent:
-    """Add an audit event to the current unit of work; denials and failures also survive a rollback."""
-    values = {
+def _values(action: str, *, by: User | None, outcome: Outcome = Outcome.SUCCESS, patient_id: object = None,
+            resource_type: str | None = None, resource_id: object = None, detail: object = None,
+            actor_name: str | None = None) -> dict[str, Any]:
+    return {
         "occurred_at": db.utcnow(),
         "actor_id": by.id if by is not None else None,
         "actor_role": by.role.value if by is not None else None,
@@ -53,12 +52,70 @@ def record(action: str, *, by: User | None, outcome: Outcome = Outcome.SUCCESS, 
         "ip": client_ip.get(),
         "detail": detail,
     }
+
+
+def record(action: str, *, by: User | None, outcome: Outcome = Outcome.SUCCESS, patient_id: int | None = None,
+           resource_type: str | None = None, resource_id: object = None, detail: dict[str, Any] | None = None,
+           actor_name: str | None = None) -> AuditEvent:
+    """Add an audit event to the current unit of work; denials and failures also survive a rollback."""
+    values = _values(action, by=by, outcome=outcome, patient_id=patient_id, resource_type=resource_type,
+                     resource_id=resource_id, detail=detail, actor_name=actor_name)
     event = AuditEvent(**values)
     session = db.session()
     session.add(event)
     if outcome is not Outcome.SUCCESS:
         session.info.setdefault(_DURABLE_KEY, []).append(values)
     return event
+
+
+def _in_one_statement() -> bool:
+    """PostgreSQL runs an INSERT inside a SELECT's WITH clause; SQLite does not."""
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+def _insert_from(rows: sa.Select[Any], values: dict[str, Any]) -> sa.CTE:
+    """A WITH-clause INSERT of one audit event per row of ``rows``; ``values`` are constants or its columns."""
+    table = AuditEvent.__table__
+    columns = [value if isinstance(value, sa.ColumnElement) else sa.literal(value, table.c[name].type)
+               for name, value in values.items()]
+    return sa.insert(AuditEvent).from_select(list(values), rows.with_only_columns(*columns)).cte("audit_insert")
+
+
+def read_audited(query: sa.Select[Any], action: str, *, by: User, resource_type: str,
+                 resource_id: sa.ColumnElement[Any], patient_id: sa.ColumnElement[Any]) -> list[sa.Row[Any]]:
+    """Run an access-checked read and record ``action`` for every row it returns.
+
+    On PostgreSQL the events are written by the query itself (an INSERT in its WITH clause, evaluated on the
+    same snapshot), so the read and its audit trail are one statement and one round trip: there is no way to
+    get the rows without the events. Elsewhere they are added to the unit of work like :func:`record`'s.
+    Each row comes back with the resource id and patient id appended.
+    """
+    query = query.add_columns(resource_id, patient_id)
+    if _in_one_statement():
+        rows = query.with_only_columns(resource_id, patient_id, maintain_column_froms=True).subquery()
+        values = _values(action, by=by, resource_type=resource_type)
+        values.update(patient_id=rows.c[1], resource_id=sa.cast(rows.c[0], sa.String))
+        return list(db.session.execute(query.add_cte(_insert_from(sa.select(rows), values))))
+    result = list(db.session.execute(query))
+    for row in result:
+        record(action, by=by, patient_id=row[-1], resource_type=resource_type, resource_id=row[-2])
+    return result
+
+
+def search_audited(query: sa.Select[Any], action: str, *, by: User, resource_type: str) -> list[sa.Row[Any]]:
+    """Run a search and record one ``action`` event with the number of results (``detail.results``).
+
+    On PostgreSQL in the same statement, as :func:`read_audited` does.
+    """
+    if not _in_one_statement():
+        result = list(db.session.execute(query))
+        record(action, by=by, resource_type=resource_type, detail={"results": len(result)})
+        return result
+    found = query.with_only_columns(sa.literal(1).label("one"), maintain_column_froms=True).subquery()
+    results = sa.select(sa.func.count()).select_from(found).scalar_subquery()
+    values = _values(action, by=by, resource_type=resource_type)
+    values["detail"] = sa.func.json_build_object("results", results)
+    return list(db.session.execute(query.add_cte(_insert_from(sa.select(), values))))
 
 
 def deny(action: str, *, by: User | None, patient_id: int | None = None, resource_type: str | None = None,

@@ -336,6 +336,7 @@ def _study_json(study: Study, counts: tuple[int, int]) -> dict[str, Any]:
 
 
 @bp.get("/studies")
+@db.autocommit_reads
 @login_required
 def search_studies() -> Response:
     limit, offset = _paging()
@@ -344,11 +345,10 @@ def search_studies() -> Response:
     n_instances = (sa.select(sa.func.count()).select_from(Instance).join(Series)
                    .where(Series.study_id == Study.id).correlate(Study).scalar_subquery())
     query = _study_filters(sa.select(Study, n_series, n_instances).where(service.visible_clause(current_user)))
-    rows = db.session.execute(query.order_by(Study.study_date.desc().nulls_last(), Study.id.desc())
-                              .limit(limit).offset(offset)).all()
+    rows = audit.search_audited(query.order_by(Study.study_date.desc().nulls_last(), Study.id.desc())
+                                .limit(limit).offset(offset), "imaging.study.search", by=current_user,
+                                resource_type="ImagingStudy")
     studies = [row[0] for row in rows]
-    audit.record("imaging.study.search", by=current_user, resource_type="ImagingStudy",
-                 detail={"results": len(studies)})
     items = [_study_json(study, (ns, ni)) for study, ns, ni in rows]
     if "includefield" in request.args:
         firsts = _first_instances(Series.study_id, [s.id for s in studies])
@@ -373,6 +373,7 @@ def _series_json(series: Series, count: int) -> dict[str, Any]:
 
 @bp.get("/series")
 @bp.get("/studies/<study_uid>/series")
+@db.autocommit_reads
 @login_required
 def search_series(study_uid: str | None = None) -> Response:
     limit, offset = _paging()
@@ -387,11 +388,10 @@ def search_series(study_uid: str | None = None) -> Response:
         query = query.where(Series.series_instance_uid.in_(v.split(",")))
     if v := _arg("SeriesNumber", "00200011"):
         query = query.where(Series.series_number == int(v) if v.isdigit() else sa.false())
-    rows = db.session.execute(query.order_by(Series.series_number, Series.id).limit(limit).offset(offset)).all()
+    rows = audit.search_audited(query.order_by(Series.series_number, Series.id).limit(limit).offset(offset),
+                                "imaging.series.search", by=current_user, resource_type="ImagingSeries")
     series = [row[0] for row in rows]
     counts = {row[0].id: row[1] for row in rows}
-    audit.record("imaging.series.search", by=current_user, resource_type="ImagingSeries",
-                 detail={"results": len(series)})
     items = [_series_json(s, counts.get(s.id, 0)) for s in series]
     if "includefield" in request.args:
         firsts = _first_instances(Instance.series_id, [s.id for s in series])
@@ -420,6 +420,7 @@ def _instance_json(inst: Instance) -> dict[str, Any]:
 @bp.get("/instances")
 @bp.get("/studies/<study_uid>/instances")
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances")
+@db.autocommit_reads
 @login_required
 def search_instances(study_uid: str | None = None, series_uid: str | None = None) -> Response:
     limit, offset = _paging()
@@ -433,11 +434,11 @@ def search_instances(study_uid: str | None = None, series_uid: str | None = None
         query = query.where(Instance.sop_instance_uid.in_(v.split(",")))
     if v := _arg("Modality", "00080060"):
         query = query.where(Series.modality == v)
-    instances = list(db.session.scalars(query.options(sa.orm.joinedload(Instance.series).joinedload(Series.study))
-                                        .order_by(Series.series_number, Instance.instance_number, Instance.id)
-                                        .limit(limit).offset(offset)))
-    audit.record("imaging.instance.search", by=current_user, resource_type="ImagingInstance",
-                 detail={"results": len(instances)})
+    rows = audit.search_audited(query.options(so.contains_eager(Instance.series).contains_eager(Series.study))
+                                .order_by(Series.series_number, Instance.instance_number, Instance.id)
+                                .limit(limit).offset(offset), "imaging.instance.search", by=current_user,
+                                resource_type="ImagingInstance")
+    instances = [row[0] for row in rows]
     items = [_instance_json(i) for i in instances]
     if "includefield" in request.args:
         _add_included(items, list(instances), "instance")
@@ -492,12 +493,14 @@ def _retrieve(instances: list[Instance]) -> Response:
 
 
 @bp.get("/studies/<study_uid>")
+@db.autocommit_reads
 @login_required
 def study_retrieve(study_uid: str) -> Response:
     return _retrieve(_instances_of(study_uid))
 
 
 @bp.get("/studies/<study_uid>/series/<series_uid>")
+@db.autocommit_reads
 @login_required
 def series_retrieve(study_uid: str, series_uid: str) -> Response:
     return _retrieve(_instances_of(study_uid, series_uid))
@@ -505,6 +508,7 @@ def series_retrieve(study_uid: str, series_uid: str) -> Response:
 
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>")
 @bp.get("/studies/<study_uid>/instances/<sop_uid>")
+@db.autocommit_reads
 @login_required
 def instance_retrieve(study_uid: str, sop_uid: str, series_uid: str | None = None) -> Response:
     return _retrieve(_instances_of(study_uid, series_uid, sop_uid))
@@ -600,18 +604,21 @@ def _metadata(instances: list[Instance]) -> Response:
 
 
 @bp.get("/studies/<study_uid>/metadata")
+@db.autocommit_reads
 @login_required
 def study_metadata(study_uid: str) -> Response:
     return _metadata(_instances_of(study_uid))
 
 
 @bp.get("/studies/<study_uid>/series/<series_uid>/metadata")
+@db.autocommit_reads
 @login_required
 def series_metadata(study_uid: str, series_uid: str) -> Response:
     return _metadata(_instances_of(study_uid, series_uid))
 
 
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/metadata")
+@db.autocommit_reads
 @login_required
 def instance_metadata(study_uid: str, series_uid: str, sop_uid: str) -> Response:
     return _metadata(_instances_of(study_uid, series_uid, sop_uid))
@@ -655,6 +662,7 @@ COMPRESSED_MEDIA = {
 
 
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>")
+@db.autocommit_reads
 @login_required
 def frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Response:
     """Frames in the stored transfer syntax (``transfer-syntax=*``); uncompressed ones are range-read."""
@@ -744,6 +752,7 @@ def _render_uncached(inst: Instance, frame: int, *, window: tuple[float, float] 
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/rendered")
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<int:frame>/rendered")
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/thumbnail")
+@db.autocommit_reads
 @login_required
 def rendered(study_uid: str, series_uid: str, sop_uid: str, frame: int = 1) -> Response:
     media_type = _rendered_type()

@@ -350,12 +350,14 @@ def get_instance(study_uid: str, series_uid: str | None, sop_uid: str, *, by: Us
              .where(Study.study_instance_uid == study_uid, Instance.sop_instance_uid == sop_uid, visible_clause(by)))
     if series_uid is not None:
         query = query.where(Series.series_instance_uid == series_uid)
-    instance = db.session.scalar(query)
+    if audit_read:  # the read and its audit event in one statement (one round trip) where the database can
+        rows = audit.read_audited(query, action, by=by, resource_type="ImagingInstance", resource_id=Instance.id,
+                                  patient_id=Study.patient_id)
+        instance = rows[0][0] if rows else None
+    else:
+        instance = db.session.scalar(query)
     if instance is None:
         raise audit.deny(action, by=by, resource_type="ImagingInstance", resource_id=sop_uid[:64])
-    if audit_read:
-        audit.record(action, by=by, patient_id=instance.series.study.patient_id, resource_type="ImagingInstance",
-                     resource_id=instance.id)
     return instance
 
 
