@@ -73,39 +73,56 @@ def _in_one_statement() -> bool:
     return db.session.get_bind().dialect.name == "postgresql"
 
 
-def _insert_from(rows: sa.Select[Any], values: dict[str, Any]) -> sa.CTE:
-    """A WITH-clause INSERT of one audit event per row of ``rows``; ``values`` are constants or its columns."""
+def _insert_from(rows: sa.Select[Any], **columns: sa.ColumnElement[Any]) -> sa.CTE:
+    """A WITH-clause INSERT of one audit event per row of ``rows``: ``columns`` are taken from it, the rest are
+    bind parameters ``audit_<column>`` (see :func:`_event_params`), so the statement is the same every time."""
     table = AuditEvent.__table__
-    columns = [value if isinstance(value, sa.ColumnElement) else sa.literal(value, table.c[name].type)
-               for name, value in values.items()]
-    return sa.insert(AuditEvent).from_select(list(values), rows.with_only_columns(*columns)).cte("audit_insert")
+    names = [c.name for c in table.columns if c.name != "id"]
+    selected = [columns[n] if n in columns else sa.bindparam(f"audit_{n}", type_=table.c[n].type) for n in names]
+    return sa.insert(AuditEvent).from_select(names, rows.with_only_columns(*selected)).cte("audit_insert")
 
 
-def read_audited(query: sa.Select[Any], action: str, *, by: User, resource_type: str,
-                 resource_id: sa.ColumnElement[Any], patient_id: sa.ColumnElement[Any]) -> list[sa.Row[Any]]:
-    """Run an access-checked read and record ``action`` for every row it returns.
+def _event_params(action: str, *, by: User, resource_type: str, given: set[str]) -> dict[str, Any]:
+    values = _values(action, by=by, resource_type=resource_type)
+    return {f"audit_{name}": value for name, value in values.items() if name not in given}
 
-    On PostgreSQL the events are written by the query itself (an INSERT in its WITH clause, evaluated on the
-    same snapshot), so the read and its audit trail are one statement and one round trip: there is no way to
-    get the rows without the events. Elsewhere they are added to the unit of work like :func:`record`'s.
-    Each row comes back with the resource id and patient id appended.
+
+class AuditedRead:
+    """An access-checked read that records an event for every row it returns, built once and run many times.
+
+    ``query`` has a bind parameter for every value that changes from one call to the next (passed to
+    :meth:`run`); ``resource_id`` and ``patient_id`` are its columns naming each row's resource and patient.
+    On PostgreSQL the events are written by the query itself (an INSERT in its WITH clause, on the same
+    snapshot): the read and its audit trail are one statement and one round trip, and there is no way to get
+    the rows without the events. Elsewhere they are added to the unit of work like :func:`record`'s. Building
+    a statement of this size (and its cache key) costs more than running it, hence once.
     """
-    query = query.add_columns(resource_id, patient_id)
-    if _in_one_statement():
+
+    def __init__(self, query: sa.Select[Any], *, resource_type: str, resource_id: sa.ColumnElement[Any],
+                 patient_id: sa.ColumnElement[Any]) -> None:
+        self.resource_type = resource_type
+        self.query = query.add_columns(resource_id, patient_id)
         rows = query.with_only_columns(resource_id, patient_id, maintain_column_froms=True).subquery()
-        values = _values(action, by=by, resource_type=resource_type)
-        values.update(patient_id=rows.c[1], resource_id=sa.cast(rows.c[0], sa.String))
-        return list(db.session.execute(query.add_cte(_insert_from(sa.select(rows), values))))
-    result = list(db.session.execute(query))
-    for row in result:
-        record(action, by=by, patient_id=row[-1], resource_type=resource_type, resource_id=row[-2])
-    return result
+        self._given = {"patient_id", "resource_id", "resource_type"}
+        self._combined = self.query.add_cte(_insert_from(
+            sa.select(rows), patient_id=rows.c[1], resource_id=sa.cast(rows.c[0], sa.String),
+            resource_type=sa.literal(resource_type, AuditEvent.__table__.c.resource_type.type)))
+
+    def run(self, params: dict[str, Any], action: str, *, by: User) -> list[sa.Row[Any]]:
+        """The rows, each with its resource id and patient id appended, and their ``action`` events."""
+        if _in_one_statement():
+            params = params | _event_params(action, by=by, resource_type=self.resource_type, given=self._given)
+            return list(db.session.execute(self._combined, params))
+        result = list(db.session.execute(self.query, params))
+        for row in result:
+            record(action, by=by, patient_id=row[-1], resource_type=self.resource_type, resource_id=row[-2])
+        return result
 
 
 def search_audited(query: sa.Select[Any], action: str, *, by: User, resource_type: str) -> list[sa.Row[Any]]:
     """Run a search and record one ``action`` event with the number of results (``detail.results``).
 
-    On PostgreSQL in the same statement, as :func:`read_audited` does.
+    On PostgreSQL in the same statement, as :class:`AuditedRead` does.
     """
     if not _in_one_statement():
         result = list(db.session.execute(query))
@@ -113,9 +130,9 @@ def search_audited(query: sa.Select[Any], action: str, *, by: User, resource_typ
         return result
     found = query.with_only_columns(sa.literal(1).label("one"), maintain_column_froms=True).subquery()
     results = sa.select(sa.func.count()).select_from(found).scalar_subquery()
-    values = _values(action, by=by, resource_type=resource_type)
-    values["detail"] = sa.func.json_build_object("results", results)
-    return list(db.session.execute(query.add_cte(_insert_from(sa.select(), values))))
+    insert = _insert_from(sa.select(), detail=sa.func.json_build_object("results", results))
+    params = _event_params(action, by=by, resource_type=resource_type, given={"detail"})
+    return list(db.session.execute(query.add_cte(insert), params))
 
 
 def deny(action: str, *, by: User | None, patient_id: int | None = None, resource_type: str | None = None,

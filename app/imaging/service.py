@@ -15,7 +15,8 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, BinaryIO
+from types import SimpleNamespace
+from typing import Any, BinaryIO, cast
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -343,22 +344,42 @@ def get_series(study_uid: str, series_uid: str, *, by: User, action: str = "imag
     return series
 
 
+_INSTANCE_READS: dict[tuple[Role, bool], audit.AuditedRead] = {}
+
+
+def _instance_read(role: Role, *, with_series: bool) -> audit.AuditedRead:
+    """The access-checked instance lookup (with its series and study) for a viewer of ``role``, built once.
+
+    Every per-request value is a bind parameter: the UIDs, and the viewer's id and clinic in the access rule.
+    """
+    read = _INSTANCE_READS.get((role, with_series))
+    if read is None:
+        # A stand-in user for the access rule, whose id and clinic are bind parameters.
+        viewer = cast(User, SimpleNamespace(role=role, id=sa.bindparam("viewer_id"),
+                                            facility_id=sa.bindparam("viewer_facility_id")))
+        query = (sa.select(Instance).join(Instance.series).join(Series.study)
+                 .options(so.contains_eager(Instance.series).contains_eager(Series.study))  # no lazy loads
+                 .where(Study.study_instance_uid == sa.bindparam("study_uid"),
+                        Instance.sop_instance_uid == sa.bindparam("sop_uid"), visible_clause(viewer)))
+        if with_series:
+            query = query.where(Series.series_instance_uid == sa.bindparam("series_uid"))
+        read = _INSTANCE_READS[(role, with_series)] = audit.AuditedRead(
+            query, resource_type="ImagingInstance", resource_id=Instance.id, patient_id=Study.patient_id)
+    return read
+
+
 def get_instance(study_uid: str, series_uid: str | None, sop_uid: str, *, by: User,
-                 action: str = "imaging.instance.read", audit_read: bool = True) -> Instance:
-    query = (sa.select(Instance).join(Instance.series).join(Series.study)
-             .options(so.contains_eager(Instance.series).contains_eager(Series.study))  # no lazy loads for audit
-             .where(Study.study_instance_uid == study_uid, Instance.sop_instance_uid == sop_uid, visible_clause(by)))
-    if series_uid is not None:
-        query = query.where(Series.series_instance_uid == series_uid)
-    if audit_read:  # the read and its audit event in one statement (one round trip) where the database can
-        rows = audit.read_audited(query, action, by=by, resource_type="ImagingInstance", resource_id=Instance.id,
-                                  patient_id=Study.patient_id)
-        instance = rows[0][0] if rows else None
-    else:
-        instance = db.session.scalar(query)
-    if instance is None:
+                 action: str = "imaging.instance.read") -> Instance:
+    """The instance with its series and study, its read audited in the same statement (where the database can).
+
+    :raises NotFound: unknown or not visible (audited as denied).
+    """
+    read = _instance_read(by.role, with_series=series_uid is not None)
+    rows = read.run({"study_uid": study_uid, "series_uid": series_uid, "sop_uid": sop_uid, "viewer_id": by.id,
+                     "viewer_facility_id": by.facility_id}, action, by=by)
+    if not rows:
         raise audit.deny(action, by=by, resource_type="ImagingInstance", resource_id=sop_uid[:64])
-    return instance
+    return rows[0][0]
 
 
 def studies_for_patient(patient: Patient, *, by: User) -> list[Study]:
