@@ -119,20 +119,25 @@ class AuditedRead:
         return result
 
 
-def search_audited(query: sa.Select[Any], action: str, *, by: User, resource_type: str) -> list[sa.Row[Any]]:
-    """Run a search and record one ``action`` event with the number of results (``detail.results``).
+class AuditedSearch:
+    """A search that records one event with its number of results (``detail.results``), built once and run many
+    times with parameters; on PostgreSQL in the same statement, as :class:`AuditedRead` does."""
 
-    On PostgreSQL in the same statement, as :class:`AuditedRead` does.
-    """
-    if not _in_one_statement():
-        result = list(db.session.execute(query))
-        record(action, by=by, resource_type=resource_type, detail={"results": len(result)})
+    def __init__(self, query: sa.Select[Any], *, resource_type: str) -> None:
+        self.query, self.resource_type = query, resource_type
+        found = query.with_only_columns(sa.literal(1).label("one"), maintain_column_froms=True).subquery()
+        results = sa.select(sa.func.count()).select_from(found).scalar_subquery()
+        self._combined = query.add_cte(_insert_from(
+            sa.select(), detail=sa.func.json_build_object("results", results),
+            resource_type=sa.literal(resource_type, AuditEvent.__table__.c.resource_type.type)))
+
+    def run(self, params: dict[str, Any], action: str, *, by: User) -> list[sa.Row[Any]]:
+        if _in_one_statement():
+            events = _event_params(action, by=by, resource_type=self.resource_type, given={"detail", "resource_type"})
+            return list(db.session.execute(self._combined, params | events))
+        result = list(db.session.execute(self.query, params))
+        record(action, by=by, resource_type=self.resource_type, detail={"results": len(result)})
         return result
-    found = query.with_only_columns(sa.literal(1).label("one"), maintain_column_froms=True).subquery()
-    results = sa.select(sa.func.count()).select_from(found).scalar_subquery()
-    insert = _insert_from(sa.select(), detail=sa.func.json_build_object("results", results))
-    params = _event_params(action, by=by, resource_type=resource_type, given={"detail"})
-    return list(db.session.execute(query.add_cte(insert), params))
 
 
 def deny(action: str, *, by: User | None, patient_id: int | None = None, resource_type: str | None = None,

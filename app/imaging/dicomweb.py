@@ -263,22 +263,12 @@ def _first_instances(column: Any, ids: list[int]) -> dict[int, Instance]:
     return {owner: by_id[first] for owner, first in firsts}
 
 
-def _paging() -> tuple[int, int]:
+def _paging(params: dict[str, Any]) -> None:
     try:
-        limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
-        offset = max(int(request.args.get("offset", 0)), 0)
+        params["limit"] = min(max(int(request.args.get("limit", 100)), 1), 1000)
+        params["offset"] = max(int(request.args.get("offset", 0)), 0)
     except ValueError:
         raise ValidationFailed("limit and offset must be integers.") from None
-    return limit, offset
-
-
-def _wildcard(column: Any, value: str, *, lower: bool = False) -> sa.ColumnElement[bool]:
-    if lower:
-        value = value.lower()
-    if "*" in value or "?" in value:
-        pattern = value.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
-        return column.like(pattern.replace("*", "%").replace("?", "_"), escape="\\")
-    return column == value
 
 
 def _arg(*names: str) -> str | None:
@@ -289,29 +279,92 @@ def _arg(*names: str) -> str | None:
     return None
 
 
-def _study_filters(query: sa.Select[Any]) -> sa.Select[Any]:
+class _Filters:
+    """A search's filters as a *shape* (which filters, which operators) plus the values to bind.
+
+    The statement of a shape is built once (see :func:`_search`); values only ever travel as parameters.
+    """
+
+    def __init__(self) -> None:
+        self.shape: list[tuple[str, str]] = []
+        self.params: dict[str, Any] = {}
+
+    def add(self, name: str, op: str, value: Any = None) -> None:
+        self.shape.append((name, op))
+        self.params[name] = value
+
+    def text(self, name: str, value: str, *, lower: bool = False) -> None:
+        """Exact match, or a LIKE pattern when the value has DICOM wildcards (``*``, ``?``)."""
+        if lower:
+            value = value.lower()
+        if "*" in value or "?" in value:
+            pattern = value.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+            self.add(name, "like", pattern.replace("*", "%").replace("?", "_"))
+        else:
+            self.add(name, "eq", value)
+
+    def uids(self, name: str, value: str) -> None:
+        self.add(name, "in", [u.strip() for u in value.replace("\\", ",").split(",") if u.strip()])
+
+
+FILTER_COLUMNS: dict[str, Any] = {
+    "patient_id": Study.dicom_patient_id, "patient_name": Study.patient_name_search,
+    "study_date_from": Study.study_date, "study_date_to": Study.study_date, "accession": Study.accession_number,
+    "study_uids": Study.study_instance_uid, "study_description": Study.study_description,
+    "study_uid": Study.study_instance_uid, "series_uid": Series.series_instance_uid, "modality": Series.modality,
+    "series_uids": Series.series_instance_uid, "series_number": Series.series_number,
+    "sop_uids": Instance.sop_instance_uid,
+}
+
+
+def _clause(name: str, op: str) -> sa.ColumnElement[bool]:
+    param = sa.bindparam(name, expanding=op in ("in", "modalities"))
+    if op == "modalities":
+        return sa.exists().where(Series.study_id == Study.id, Series.modality.in_(param))
+    column = FILTER_COLUMNS[name]
+    clauses = {"eq": lambda: column == param, "like": lambda: column.like(param, escape="\\"),
+               "in": lambda: column.in_(param), "from": lambda: column >= param, "to": lambda: column <= param,
+               "never": sa.false}
+    return clauses[op]()
+
+
+def _study_filters(f: _Filters) -> None:
     if v := _arg("PatientID", "00100020"):
-        query = query.where(_wildcard(Study.dicom_patient_id, v))
+        f.text("patient_id", v)
     if v := _arg("PatientName", "00100010"):
         if "*" not in v and "?" not in v:
             v += "*"  # person names match by prefix, like most archives
-        query = query.where(_wildcard(Study.patient_name_search, v, lower=True))
+        f.text("patient_name", v, lower=True)
     if v := _arg("StudyDate", "00080020"):
         start, end = service.parse_date_range(v)
         if start:
-            query = query.where(Study.study_date >= start)
+            f.add("study_date_from", "from", start)
         if end:
-            query = query.where(Study.study_date <= end)
+            f.add("study_date_to", "to", end)
     if v := _arg("AccessionNumber", "00080050"):
-        query = query.where(_wildcard(Study.accession_number, v))
+        f.text("accession", v)
     if v := _arg("StudyInstanceUID", "0020000D"):
-        query = query.where(Study.study_instance_uid.in_([u.strip() for u in v.replace("\\", ",").split(",")]))
+        f.uids("study_uids", v)
     if v := _arg("ModalitiesInStudy", "00080061"):
-        mods = [m.strip() for m in v.replace("\\", ",").split(",") if m.strip()]
-        query = query.where(sa.exists().where(Series.study_id == Study.id, Series.modality.in_(mods)))
+        f.add("modalities", "modalities", [m.strip() for m in v.replace("\\", ",").split(",") if m.strip()])
     if v := _arg("StudyDescription", "00081030"):
-        query = query.where(_wildcard(Study.study_description, v))
-    return query
+        f.text("study_description", v)
+
+
+_SEARCHES: dict[tuple[str, Any, tuple[tuple[str, str], ...]], audit.AuditedSearch] = {}
+
+
+def _search(level: str, f: _Filters, build: Any, resource_type: str) -> list[sa.Row[Any]]:
+    """Run a search at ``level`` (``build()`` gives its base query) with its audit event, as the one statement
+    of this shape and viewer role, built the first time (building and hashing it costs more than running it)."""
+    _paging(f.params)
+    key = (level, current_user.role, tuple(f.shape))
+    search = _SEARCHES.get(key)
+    if search is None:
+        query = (build().where(service.visible_to_viewer(current_user.role), *(_clause(*item) for item in f.shape))
+                 .limit(sa.bindparam("limit")).offset(sa.bindparam("offset")))
+        search = _SEARCHES[key] = audit.AuditedSearch(query, resource_type=resource_type)
+    return search.run(f.params | service.viewer_params(current_user), f"imaging.{level}.search", by=current_user)
 
 
 def _study_json(study: Study, counts: tuple[int, int]) -> dict[str, Any]:
@@ -335,19 +388,21 @@ def _study_json(study: Study, counts: tuple[int, int]) -> dict[str, Any]:
     }
 
 
-@bp.get("/studies")
-@db.autocommit_reads
-@login_required
-def search_studies() -> Response:
-    limit, offset = _paging()
+def _study_query() -> sa.Select[Any]:
     # The counts come in the same statement (correlated subqueries, evaluated for the returned page only).
     n_series = sa.select(sa.func.count()).where(Series.study_id == Study.id).correlate(Study).scalar_subquery()
     n_instances = (sa.select(sa.func.count()).select_from(Instance).join(Series)
                    .where(Series.study_id == Study.id).correlate(Study).scalar_subquery())
-    query = _study_filters(sa.select(Study, n_series, n_instances).where(service.visible_clause(current_user)))
-    rows = audit.search_audited(query.order_by(Study.study_date.desc().nulls_last(), Study.id.desc())
-                                .limit(limit).offset(offset), "imaging.study.search", by=current_user,
-                                resource_type="ImagingStudy")
+    return sa.select(Study, n_series, n_instances).order_by(Study.study_date.desc().nulls_last(), Study.id.desc())
+
+
+@bp.get("/studies")
+@db.autocommit_reads
+@login_required
+def search_studies() -> Response:
+    f = _Filters()
+    _study_filters(f)
+    rows = _search("study", f, _study_query, "ImagingStudy")
     studies = [row[0] for row in rows]
     items = [_study_json(study, (ns, ni)) for study, ns, ni in rows]
     if "includefield" in request.args:
@@ -376,20 +431,24 @@ def _series_json(series: Series, count: int) -> dict[str, Any]:
 @db.autocommit_reads
 @login_required
 def search_series(study_uid: str | None = None) -> Response:
-    limit, offset = _paging()
-    n_instances = sa.select(sa.func.count()).where(Instance.series_id == Series.id).correlate(Series).scalar_subquery()
-    query = _study_filters(sa.select(Series, n_instances).join(Study).options(so.contains_eager(Series.study))
-                           .where(service.visible_clause(current_user)))
+    f = _Filters()
+    _study_filters(f)
     if study_uid:
-        query = query.where(Study.study_instance_uid == study_uid)
+        f.add("study_uid", "eq", study_uid)
     if v := _arg("Modality", "00080060"):
-        query = query.where(Series.modality == v)
+        f.add("modality", "eq", v)
     if v := _arg("SeriesInstanceUID", "0020000E"):
-        query = query.where(Series.series_instance_uid.in_(v.split(",")))
+        f.uids("series_uids", v)
     if v := _arg("SeriesNumber", "00200011"):
-        query = query.where(Series.series_number == int(v) if v.isdigit() else sa.false())
-    rows = audit.search_audited(query.order_by(Series.series_number, Series.id).limit(limit).offset(offset),
-                                "imaging.series.search", by=current_user, resource_type="ImagingSeries")
+        f.add("series_number", "eq", int(v)) if v.isdigit() else f.add("series_number", "never")
+
+    def query() -> sa.Select[Any]:
+        n_instances = (sa.select(sa.func.count()).where(Instance.series_id == Series.id).correlate(Series)
+                       .scalar_subquery())
+        return (sa.select(Series, n_instances).join(Study).options(so.contains_eager(Series.study))
+                .order_by(Series.series_number, Series.id))
+
+    rows = _search("series", f, query, "ImagingSeries")
     series = [row[0] for row in rows]
     counts = {row[0].id: row[1] for row in rows}
     items = [_series_json(s, counts.get(s.id, 0)) for s in series]
@@ -423,21 +482,23 @@ def _instance_json(inst: Instance) -> dict[str, Any]:
 @db.autocommit_reads
 @login_required
 def search_instances(study_uid: str | None = None, series_uid: str | None = None) -> Response:
-    limit, offset = _paging()
-    query = _study_filters(sa.select(Instance).join(Series).join(Study)
-                           .where(service.visible_clause(current_user)))
+    f = _Filters()
+    _study_filters(f)
     if study_uid:
-        query = query.where(Study.study_instance_uid == study_uid)
+        f.add("study_uid", "eq", study_uid)
     if series_uid:
-        query = query.where(Series.series_instance_uid == series_uid)
+        f.add("series_uid", "eq", series_uid)
     if v := _arg("SOPInstanceUID", "00080018"):
-        query = query.where(Instance.sop_instance_uid.in_(v.split(",")))
+        f.uids("sop_uids", v)
     if v := _arg("Modality", "00080060"):
-        query = query.where(Series.modality == v)
-    rows = audit.search_audited(query.options(so.contains_eager(Instance.series).contains_eager(Series.study))
-                                .order_by(Series.series_number, Instance.instance_number, Instance.id)
-                                .limit(limit).offset(offset), "imaging.instance.search", by=current_user,
-                                resource_type="ImagingInstance")
+        f.add("modality", "eq", v)
+
+    def query() -> sa.Select[Any]:
+        return (sa.select(Instance).join(Series).join(Study)
+                .options(so.contains_eager(Instance.series).contains_eager(Series.study))
+                .order_by(Series.series_number, Instance.instance_number, Instance.id))
+
+    rows = _search("instance", f, query, "ImagingInstance")
     instances = [row[0] for row in rows]
     items = [_instance_json(i) for i in instances]
     if "includefield" in request.args:

@@ -344,23 +344,32 @@ def get_series(study_uid: str, series_uid: str, *, by: User, action: str = "imag
     return series
 
 
+def visible_to_viewer(role: Role) -> sa.ColumnElement[bool]:
+    """:func:`visible_clause` for any viewer of ``role``, with bind parameters for who they are.
+
+    For statements built once and reused; pass :func:`viewer_params` with each run.
+    """
+    viewer = cast(User, SimpleNamespace(role=role, id=sa.bindparam("viewer_id"),
+                                        facility_id=sa.bindparam("viewer_facility_id")))
+    return visible_clause(viewer)
+
+
+def viewer_params(user: User) -> dict[str, Any]:
+    return {"viewer_id": user.id, "viewer_facility_id": user.facility_id}
+
+
 _INSTANCE_READS: dict[tuple[Role, bool], audit.AuditedRead] = {}
 
 
 def _instance_read(role: Role, *, with_series: bool) -> audit.AuditedRead:
-    """The access-checked instance lookup (with its series and study) for a viewer of ``role``, built once.
-
-    Every per-request value is a bind parameter: the UIDs, and the viewer's id and clinic in the access rule.
-    """
+    """The access-checked instance lookup (with its series and study) for a viewer of ``role``, built once:
+    building and hashing a statement of this size costs more than running it."""
     read = _INSTANCE_READS.get((role, with_series))
     if read is None:
-        # A stand-in user for the access rule, whose id and clinic are bind parameters.
-        viewer = cast(User, SimpleNamespace(role=role, id=sa.bindparam("viewer_id"),
-                                            facility_id=sa.bindparam("viewer_facility_id")))
         query = (sa.select(Instance).join(Instance.series).join(Series.study)
                  .options(so.contains_eager(Instance.series).contains_eager(Series.study))  # no lazy loads
                  .where(Study.study_instance_uid == sa.bindparam("study_uid"),
-                        Instance.sop_instance_uid == sa.bindparam("sop_uid"), visible_clause(viewer)))
+                        Instance.sop_instance_uid == sa.bindparam("sop_uid"), visible_to_viewer(role)))
         if with_series:
             query = query.where(Series.series_instance_uid == sa.bindparam("series_uid"))
         read = _INSTANCE_READS[(role, with_series)] = audit.AuditedRead(
@@ -375,8 +384,8 @@ def get_instance(study_uid: str, series_uid: str | None, sop_uid: str, *, by: Us
     :raises NotFound: unknown or not visible (audited as denied).
     """
     read = _instance_read(by.role, with_series=series_uid is not None)
-    rows = read.run({"study_uid": study_uid, "series_uid": series_uid, "sop_uid": sop_uid, "viewer_id": by.id,
-                     "viewer_facility_id": by.facility_id}, action, by=by)
+    rows = read.run({"study_uid": study_uid, "series_uid": series_uid, "sop_uid": sop_uid} | viewer_params(by),
+                    action, by=by)
     if not rows:
         raise audit.deny(action, by=by, resource_type="ImagingInstance", resource_id=sop_uid[:64])
     return rows[0][0]

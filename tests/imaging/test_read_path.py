@@ -213,3 +213,26 @@ def test_pool_replaces_a_connection_the_server_ended(engine: sa.Engine) -> None:
     select.select([fd], [], [], 5)  # the server's goodbye has arrived
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+
+
+@pytest.mark.smoke
+def test_reused_search_statements_bind_each_viewer_and_value(client: Any, login: Any, factories: Any) -> None:
+    """Searches of one shape share a statement; who is asking and what they ask for are parameters."""
+    uids = {}
+    for name in ("north", "south"):
+        nurse = factories.nurse(facility=factories.facility(name=f"Clinic {name}"))
+        login(client, nurse)
+        study = generate_uid()
+        body, ctype = stow_body([ct_slice(patient_id=f"RP-{name}", study_uid=study, accession=f"ACC_{name}")])
+        assert client.post("/dicomweb/studies", data=body, content_type=ctype).status_code == 200
+        uids[name] = (nurse, study)
+        client.post("/sign-out")
+    for name, (nurse, study) in uids.items():
+        login(client, nurse)
+        assert [s["0020000D"]["Value"][0] for s in json.loads(client.get("/dicomweb/studies?PatientID=RP-*").data)] \
+            == [study]
+        assert json.loads(client.get(f"/dicomweb/studies?AccessionNumber=ACC_{name}").data)[0]["0020000D"] \
+            == {"vr": "UI", "Value": [study]}
+        assert json.loads(client.get("/dicomweb/studies?AccessionNumber=ACC%25").data) == []  # % is no wildcard
+        assert json.loads(client.get(f"/dicomweb/studies/{study}/series?SeriesNumber=x").data) == []
+        client.post("/sign-out")
