@@ -529,6 +529,7 @@ def _check_accept_dicom() -> None:
 
 
 def _multipart(parts: Iterator[tuple[str, Iterator[bytes]]], part_type: str) -> Response:
+    """A multipart/related response streamed from storage (whole instances)."""
     boundary = uuid.uuid4().hex
 
     def body() -> Iterator[bytes]:
@@ -540,6 +541,18 @@ def _multipart(parts: Iterator[tuple[str, Iterator[bytes]]], part_type: str) -> 
 
     return Response(stream_with_context(body()), mimetype=None,
                     content_type=f'multipart/related; type="{part_type}"; boundary={boundary}')
+
+
+def _multipart_in_memory(ctype: str, parts: list[bytes]) -> Response:
+    """A multipart/related response of parts already read (frames): sent with its length, not chunked, and
+    without holding the request context (and its database connection) while it goes out."""
+    boundary = uuid.uuid4().hex
+    head = f"--{boundary}\r\nContent-Type: {ctype}\r\n\r\n".encode()
+    chunks = [piece for part in parts for piece in (head, part, b"\r\n")] + [f"--{boundary}--\r\n".encode()]
+    resp = Response(chunks, mimetype=None,
+                    content_type=f'multipart/related; type="{ctype.split(";")[0]}"; boundary={boundary}')
+    resp.content_length = sum(len(c) for c in chunks)
+    return resp
 
 
 def _retrieve(instances: list[Instance]) -> Response:
@@ -741,7 +754,7 @@ def frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Re
         ds = _full(inst)
         data = [render.decoded_frame(ds, n - 1).tobytes() for n in numbers]
         ctype = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
-    return _multipart(((ctype, iter([d])) for d in data), ctype.split(";")[0])
+    return _multipart_in_memory(ctype, data)
 
 
 # ---------------------------------------------------------------- rendered

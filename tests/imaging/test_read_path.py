@@ -163,9 +163,12 @@ def test_two_round_trips_per_read_over_http(live_scan: dict[str, Any], engine: s
                 assert count == 2, (name, sent)
                 assert sent[0].startswith("SELECT user_account.id"), (name, sent)
                 assert sent[1].startswith("WITH audit_insert AS"), (name, sent)
+    frame = s.get(f"{base}/frames/1", timeout=10)  # parts already in memory go out with their length
+    assert "Transfer-Encoding" not in frame.headers and int(frame.headers["Content-Length"]) == len(frame.content)
+    assert len(frame.content) > 128 * 128 * 2
     assert _committed_events(engine, live_scan["nurse"].id) == [
         ("imaging.study.search", "success")] * 2 + [("imaging.frames.read", "success")] * 2 + [
-        ("imaging.rendered.read", "success")] * 2
+        ("imaging.rendered.read", "success")] * 2 + [("imaging.frames.read", "success")]
 
 
 @postgresql_only
