@@ -9,7 +9,7 @@ import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import pydicom
@@ -352,9 +352,11 @@ def _study_filters(f: _Filters) -> None:
 
 
 _SEARCHES: dict[tuple[str, Any, tuple[tuple[str, str], ...]], audit.AuditedSearch] = {}
+MAX_SEARCH_SHAPES = 256
+"""Clients use a handful of shapes; the bound keeps odd combinations of filters from piling up."""
 
 
-def _search(level: str, f: _Filters, build: Any, resource_type: str) -> list[sa.Row[Any]]:
+def _search(level: str, f: _Filters, build: Callable[[], sa.Select[Any]], resource_type: str) -> list[sa.Row[Any]]:
     """Run a search at ``level`` (``build()`` gives its base query) with its audit event, as the one statement
     of this shape and viewer role, built the first time (building and hashing it costs more than running it)."""
     _paging(f.params)
@@ -363,6 +365,8 @@ def _search(level: str, f: _Filters, build: Any, resource_type: str) -> list[sa.
     if search is None:
         query = (build().where(service.visible_to_viewer(current_user.role), *(_clause(*item) for item in f.shape))
                  .limit(sa.bindparam("limit")).offset(sa.bindparam("offset")))
+        if len(_SEARCHES) >= MAX_SEARCH_SHAPES:
+            _SEARCHES.clear()
         search = _SEARCHES[key] = audit.AuditedSearch(query, resource_type=resource_type)
     return search.run(f.params | service.viewer_params(current_user), f"imaging.{level}.search", by=current_user)
 
