@@ -186,7 +186,8 @@ def test_refused_read_over_http_is_audited(live_scan: dict[str, Any], live_facto
 
 
 @postgresql_only
-def test_larger_flush_in_an_autocommit_unit_of_work_is_atomic(app: Flask, live_factories: Any) -> None:
+def test_larger_flush_in_an_autocommit_unit_of_work_is_atomic(app: Flask, live_factories: Any,
+                                                               engine: sa.Engine) -> None:
     """Only single-row writes run without a transaction: a flush of several rows that fails keeps none."""
     user = live_factories.nurse(email=f"read-path-atomic-{uuid.uuid4().hex[:8]}@test.example")
     action = f"test.atomic.{uuid.uuid4().hex[:8]}"
@@ -202,6 +203,17 @@ def test_larger_flush_in_an_autocommit_unit_of_work_is_atomic(app: Flask, live_f
         db.session.rollback()
         assert db.session.scalar(sa.select(sa.func.count()).where(AuditEvent.action == action)) == 0
         db.session.remove()
+    with app.test_request_context("/"):  # and one that succeeds is committed whole
+        db.begin_autocommit()
+        me = db.session.get(User, user.id)
+        assert me is not None
+        db.session.add(AuditEvent(occurred_at=db.utcnow(), action=action, outcome=Outcome.SUCCESS))
+        me.full_name = "Renamed Nurse"
+        db.session.commit()
+        db.session.remove()
+    with engine.connect() as conn:
+        assert conn.scalar(sa.select(User.full_name).where(User.id == user.id)) == "Renamed Nurse"
+        assert conn.scalar(sa.select(sa.func.count()).where(AuditEvent.action == action)) == 1
 
 
 @postgresql_only
