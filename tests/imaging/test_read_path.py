@@ -171,9 +171,16 @@ def test_two_round_trips_per_read_over_http(live_scan: dict[str, Any], engine: s
         ("imaging.rendered.read", "success")] * 2 + [("imaging.frames.read", "success")]
 
 
-@postgresql_only
-def test_refused_read_over_http_is_audited(live_scan: dict[str, Any], live_factories: Any, live_server: str,
-                                           engine: sa.Engine) -> None:
+@pytest.mark.smoke
+def test_reads_over_http_are_audited_and_refusals_too(live_scan: dict[str, Any], live_factories: Any,
+                                                      live_server: str, engine: sa.Engine) -> None:
+    """Through the real engine (autocommit reads), on PostgreSQL and on the embedded SQLite database."""
+    s, base = live_scan["session"], live_scan["base"]
+    assert s.get(f"{base}/frames/1", timeout=10).status_code == 200
+    assert s.get(f"{base}/rendered", timeout=10).headers["Content-Type"] == "image/jpeg"
+    assert len(s.get(f"{live_server}/dicomweb/studies?PatientID={live_scan['patient'].mrn}", timeout=10).json()) == 1
+    assert _committed_events(engine, live_scan["nurse"].id) == [
+        ("imaging.frames.read", "success"), ("imaging.rendered.read", "success"), ("imaging.study.search", "success")]
     other = live_factories.nurse(facility=live_factories.facility(),
                                  email=f"read-path-other-{uuid.uuid4().hex[:8]}@test.example")
     s = requests.Session()
@@ -185,7 +192,7 @@ def test_refused_read_over_http_is_audited(live_scan: dict[str, Any], live_facto
     assert _committed_events(engine, other.id) == [("imaging.frames.read", "denied")]
 
 
-@postgresql_only
+@pytest.mark.smoke
 def test_larger_flush_in_an_autocommit_unit_of_work_is_atomic(app: Flask, live_factories: Any,
                                                                engine: sa.Engine) -> None:
     """Only single-row writes run without a transaction: a flush of several rows that fails keeps none."""
