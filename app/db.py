@@ -122,7 +122,9 @@ def _alive_at_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
                 finally:
                     dbapi_conn.autocommit = was
             return
-        readable, _, _ = select.select([dbapi_conn.fileno()], [], [], 0)
+        poller = select.poll()  # not select.select, which cannot take descriptors above 1023
+        poller.register(dbapi_conn.fileno(), select.POLLIN)
+        readable = poller.poll(0)
     except Exception as exc:  # noqa: BLE001 - any failure here means the connection is unusable
         raise sa.exc.DisconnectionError(str(exc)) from exc
     if readable:
