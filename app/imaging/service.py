@@ -347,7 +347,8 @@ def get_series(study_uid: str, series_uid: str, *, by: User, action: str = "imag
 def visible_to_viewer(role: Role) -> sa.ColumnElement[bool]:
     """:func:`visible_clause` for any viewer of ``role``, with bind parameters for who they are.
 
-    For statements built once and reused; pass :func:`viewer_params` with each run.
+    For statements built once and reused; pass :func:`viewer_params` with each run. The stand-in user has only
+    a role, an id and a clinic: a rule that came to need more would fail here, not bind one viewer's value.
     """
     viewer = cast(User, SimpleNamespace(role=role, id=sa.bindparam("viewer_id"),
                                         facility_id=sa.bindparam("viewer_facility_id")))
