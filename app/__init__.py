@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 from flask_smorest import Api
 
 from app import db
@@ -26,6 +26,13 @@ def create_app(config: Config | None = None) -> Flask:
     @app.teardown_appcontext
     def _remove_session(_exc: BaseException | None) -> None:
         db.session.remove()
+
+    @app.before_request
+    def _autocommit_reads() -> None:
+        """Before anything touches the database (the user load included); see :func:`app.db.begin_autocommit`."""
+        view = app.view_functions.get(request.endpoint or "")
+        if request.method in ("GET", "HEAD") and getattr(view, "autocommit_reads", False):
+            db.begin_autocommit()
 
     csrf.init_app(app)
     login_manager.init_app(app)

@@ -6,8 +6,11 @@ Plain SQLAlchemy 2 (no Flask extension) so the DICOM listener and the CLI share 
 from __future__ import annotations
 
 import enum
+import select
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -62,14 +65,27 @@ session: so.scoped_session[so.Session] = so.scoped_session(so.sessionmaker(expir
 """The one session per thread (per request in Flask); removed at app-context teardown."""
 
 
+IDLE_PING_SECONDS = 30
+"""A pooled connection unused for longer than this is pinged before it is handed out (see :func:`make_engine`)."""
+RECYCLE_SECONDS = 1800
+
+
 def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create an engine; SQLite gets foreign keys, WAL and a busy timeout so it behaves under two processes."""
+    """Create an engine; SQLite gets foreign keys, WAL and a busy timeout so it behaves under two processes.
+
+    A server connection is checked at checkout without a round trip while it is in use (see
+    :func:`_alive_at_checkout`) instead of with ``pool_pre_ping``, which costs one per request.
+    """
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:
-        kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
+        kwargs.update(pool_size=10, max_overflow=10, pool_recycle=RECYCLE_SECONDS)
     engine = sa.create_engine(url, **kwargs)
+    if not url.startswith("sqlite"):
+        sa.event.listen(engine, "checkout", _alive_at_checkout)
+        sa.event.listen(engine, "checkin", _idle_since)
+        sa.event.listen(engine, "connect", _idle_since)
     if url.startswith("sqlite"):
 
         @sa.event.listens_for(engine, "connect")
@@ -80,6 +96,39 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cur.close()
 
     return engine
+
+
+def _idle_since(_dbapi_conn: Any, record: Any, *_args: Any) -> None:
+    if record is not None:
+        record.info["idle_since"] = time.monotonic()
+
+
+def _alive_at_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    """Refuse a pooled connection the server has closed; the pool then opens a new one.
+
+    A connection used in the last :data:`IDLE_PING_SECONDS` is checked by polling its socket, which costs no round
+    trip: an idle healthy connection has nothing to read, while one the server ended (restart, terminated backend,
+    idle timeout) has its error or end-of-file waiting. One idle for longer is pinged (a silent network drop sends
+    nothing), and ``pool_recycle`` bounds any connection's age. Should a dead connection still be handed out, its
+    first statement fails, and SQLAlchemy invalidates it and every older connection of the pool.
+    """
+    idle = time.monotonic() - record.info.get("idle_since", 0.0)
+    try:
+        if idle > IDLE_PING_SECONDS:
+            with dbapi_conn.cursor() as cur:  # autocommit for the ping, as pool_pre_ping does
+                was, dbapi_conn.autocommit = dbapi_conn.autocommit, True
+                try:
+                    cur.execute("SELECT 1")
+                finally:
+                    dbapi_conn.autocommit = was
+            return
+        poller = select.poll()  # not select.select, which cannot take descriptors above 1023
+        poller.register(dbapi_conn.fileno(), select.POLLIN)
+        readable = poller.poll(0)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the connection is unusable
+        raise sa.exc.DisconnectionError(str(exc)) from exc
+    if readable:
+        raise sa.exc.DisconnectionError("the server closed the connection")
 
 
 def import_models() -> None:
@@ -94,6 +143,48 @@ def import_models() -> None:
     import app.patients.models  # noqa: F401
     import app.pharmacy.models  # noqa: F401
     import app.prescriptions.models  # noqa: F401
+
+
+View = TypeVar("View", bound=Callable[..., Any])
+_AUTOCOMMIT = "autocommit"
+
+
+def autocommit_reads(view: View) -> View:
+    """Mark a view that only reads (plus the audit rows of what it read): see :func:`begin_autocommit`."""
+    view.autocommit_reads = True  # type: ignore[attr-defined]
+    return view
+
+
+def begin_autocommit() -> None:
+    """Run this unit of work without BEGIN and COMMIT: each statement is its own transaction.
+
+    This saves two of the few database round trips of a read such as a DICOMweb frame. A read needs no
+    transaction around it, and its audit row is still stored before any of the data leaves: the view commits
+    (flushes the INSERT, durable at once) before it builds the response. A flush that writes more than one
+    row gets a real transaction (see :func:`_transaction_for_larger_flushes`), so nothing is ever half-written.
+    A session already joined to an outer transaction (the test rig) keeps it.
+    """
+    sess = session()
+    if isinstance(sess.get_bind(), sa.Engine) and not sess.in_transaction():
+        sess.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        sess.info[_AUTOCOMMIT] = True
+
+
+@sa.event.listens_for(so.Session, "before_flush")
+def _transaction_for_larger_flushes(sess: so.Session, _ctx: Any, _instances: Any) -> None:
+    if not sess.info.get(_AUTOCOMMIT) or (len(sess.new) <= 1 and not sess.dirty and not sess.deleted):
+        return
+    conn = sess.connection()
+    # Back to the driver's transactional mode: BEGIN goes with the first statement of the flush, and the
+    # commit that follows (SQLAlchemy calls the driver's commit in autocommit mode too) sends COMMIT.
+    conn.dialect.set_isolation_level(conn.connection.dbapi_connection, conn.default_isolation_level)
+    sess.info.pop(_AUTOCOMMIT)
+
+
+@sa.event.listens_for(so.Session, "after_transaction_end")
+def _autocommit_ends(sess: so.Session, transaction: so.SessionTransaction) -> None:
+    if transaction.parent is None:
+        sess.info.pop(_AUTOCOMMIT, None)
 
 
 def rollback() -> None:

@@ -107,6 +107,9 @@ CSP = "; ".join([
 ])
 
 API_MAX_BODY = 256 * 1024
+LAST_SEEN_RESOLUTION = timedelta(seconds=30)
+"""Activity is noted in the session cookie at most this often, so a burst of requests (a viewer loading
+slices) does not re-sign and re-send the cookie each time; the idle limit can only come earlier by this much."""
 
 ROLE_HOME = {
     Role.PATIENT: "patients.my_health",
@@ -179,7 +182,8 @@ def init_request_hooks(app: Flask) -> None:
                                         f"Signed out after {minutes} minutes without activity.")
             flash(f"You were signed out after {minutes} minutes without activity.", "info")
             return redirect(url_for("auth.sign_in"))
-        session["last_seen"] = now.isoformat()
+        if last_seen is None or now - datetime.fromisoformat(last_seen) >= LAST_SEEN_RESOLUTION:
+            session["last_seen"] = now.isoformat()
         if (current_user.must_change_password and request.endpoint not in
                 ("auth.change_password", "auth.sign_out", "static") and not wants_problem_json()):
             flash("Choose a new password before you continue.", "info")

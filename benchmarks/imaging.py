@@ -80,12 +80,12 @@ def children(pid: int) -> list[int]:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], workers: int = 2) -> None:
+    def __init__(self, env: dict[str, str], workers: int = 2, cwd: Path = ROOT) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", "4", "--bind",
-             f"127.0.0.1:{self.port}", "wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+             f"127.0.0.1:{self.port}", "wsgi:app"], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         wait_http(f"{self.url}/healthz")
 

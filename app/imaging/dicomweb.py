@@ -9,7 +9,7 @@ import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import pydicom
@@ -263,22 +263,12 @@ def _first_instances(column: Any, ids: list[int]) -> dict[int, Instance]:
     return {owner: by_id[first] for owner, first in firsts}
 
 
-def _paging() -> tuple[int, int]:
+def _paging(params: dict[str, Any]) -> None:
     try:
-        limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
-        offset = max(int(request.args.get("offset", 0)), 0)
+        params["limit"] = min(max(int(request.args.get("limit", 100)), 1), 1000)
+        params["offset"] = max(int(request.args.get("offset", 0)), 0)
     except ValueError:
         raise ValidationFailed("limit and offset must be integers.") from None
-    return limit, offset
-
-
-def _wildcard(column: Any, value: str, *, lower: bool = False) -> sa.ColumnElement[bool]:
-    if lower:
-        value = value.lower()
-    if "*" in value or "?" in value:
-        pattern = value.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
-        return column.like(pattern.replace("*", "%").replace("?", "_"), escape="\\")
-    return column == value
 
 
 def _arg(*names: str) -> str | None:
@@ -289,29 +279,96 @@ def _arg(*names: str) -> str | None:
     return None
 
 
-def _study_filters(query: sa.Select[Any]) -> sa.Select[Any]:
+class _Filters:
+    """A search's filters as a *shape* (which filters, which operators) plus the values to bind.
+
+    The statement of a shape is built once (see :func:`_search`); values only ever travel as parameters.
+    """
+
+    def __init__(self) -> None:
+        self.shape: list[tuple[str, str]] = []
+        self.params: dict[str, Any] = {}
+
+    def add(self, name: str, op: str, value: Any = None) -> None:
+        self.shape.append((name, op))
+        self.params[name] = value
+
+    def text(self, name: str, value: str, *, lower: bool = False) -> None:
+        """Exact match, or a LIKE pattern when the value has DICOM wildcards (``*``, ``?``)."""
+        if lower:
+            value = value.lower()
+        if "*" in value or "?" in value:
+            pattern = value.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+            self.add(name, "like", pattern.replace("*", "%").replace("?", "_"))
+        else:
+            self.add(name, "eq", value)
+
+    def uids(self, name: str, value: str) -> None:
+        self.add(name, "in", [u.strip() for u in value.replace("\\", ",").split(",") if u.strip()])
+
+
+FILTER_COLUMNS: dict[str, Any] = {
+    "patient_id": Study.dicom_patient_id, "patient_name": Study.patient_name_search,
+    "study_date_from": Study.study_date, "study_date_to": Study.study_date, "accession": Study.accession_number,
+    "study_uids": Study.study_instance_uid, "study_description": Study.study_description,
+    "study_uid": Study.study_instance_uid, "series_uid": Series.series_instance_uid, "modality": Series.modality,
+    "series_uids": Series.series_instance_uid, "series_number": Series.series_number,
+    "sop_uids": Instance.sop_instance_uid,
+}
+
+
+def _clause(name: str, op: str) -> sa.ColumnElement[bool]:
+    param = sa.bindparam(name, expanding=op in ("in", "modalities"))
+    if op == "modalities":
+        return sa.exists().where(Series.study_id == Study.id, Series.modality.in_(param))
+    column = FILTER_COLUMNS[name]
+    clauses = {"eq": lambda: column == param, "like": lambda: column.like(param, escape="\\"),
+               "in": lambda: column.in_(param), "from": lambda: column >= param, "to": lambda: column <= param,
+               "never": sa.false}
+    return clauses[op]()
+
+
+def _study_filters(f: _Filters) -> None:
     if v := _arg("PatientID", "00100020"):
-        query = query.where(_wildcard(Study.dicom_patient_id, v))
+        f.text("patient_id", v)
     if v := _arg("PatientName", "00100010"):
         if "*" not in v and "?" not in v:
             v += "*"  # person names match by prefix, like most archives
-        query = query.where(_wildcard(Study.patient_name_search, v, lower=True))
+        f.text("patient_name", v, lower=True)
     if v := _arg("StudyDate", "00080020"):
         start, end = service.parse_date_range(v)
         if start:
-            query = query.where(Study.study_date >= start)
+            f.add("study_date_from", "from", start)
         if end:
-            query = query.where(Study.study_date <= end)
+            f.add("study_date_to", "to", end)
     if v := _arg("AccessionNumber", "00080050"):
-        query = query.where(_wildcard(Study.accession_number, v))
+        f.text("accession", v)
     if v := _arg("StudyInstanceUID", "0020000D"):
-        query = query.where(Study.study_instance_uid.in_([u.strip() for u in v.replace("\\", ",").split(",")]))
+        f.uids("study_uids", v)
     if v := _arg("ModalitiesInStudy", "00080061"):
-        mods = [m.strip() for m in v.replace("\\", ",").split(",") if m.strip()]
-        query = query.where(sa.exists().where(Series.study_id == Study.id, Series.modality.in_(mods)))
+        f.add("modalities", "modalities", [m.strip() for m in v.replace("\\", ",").split(",") if m.strip()])
     if v := _arg("StudyDescription", "00081030"):
-        query = query.where(_wildcard(Study.study_description, v))
-    return query
+        f.text("study_description", v)
+
+
+_SEARCHES: dict[tuple[str, Any, tuple[tuple[str, str], ...]], audit.AuditedSearch] = {}
+MAX_SEARCH_SHAPES = 256
+"""Clients use a handful of shapes; the bound keeps odd combinations of filters from piling up."""
+
+
+def _search(level: str, f: _Filters, build: Callable[[], sa.Select[Any]], resource_type: str) -> list[sa.Row[Any]]:
+    """Run a search at ``level`` (``build()`` gives its base query) with its audit event, as the one statement
+    of this shape and viewer role, built the first time (building and hashing it costs more than running it)."""
+    _paging(f.params)
+    key = (level, current_user.role, tuple(f.shape))
+    search = _SEARCHES.get(key)
+    if search is None:
+        query = (build().where(service.visible_to_viewer(current_user.role), *(_clause(*item) for item in f.shape))
+                 .limit(sa.bindparam("limit")).offset(sa.bindparam("offset")))
+        if len(_SEARCHES) >= MAX_SEARCH_SHAPES:
+            _SEARCHES.clear()
+        search = _SEARCHES[key] = audit.AuditedSearch(query, resource_type=resource_type)
+    return search.run(f.params | service.viewer_params(current_user), f"imaging.{level}.search", by=current_user)
 
 
 def _study_json(study: Study, counts: tuple[int, int]) -> dict[str, Any]:
@@ -335,20 +392,22 @@ def _study_json(study: Study, counts: tuple[int, int]) -> dict[str, Any]:
     }
 
 
-@bp.get("/studies")
-@login_required
-def search_studies() -> Response:
-    limit, offset = _paging()
+def _study_query() -> sa.Select[Any]:
     # The counts come in the same statement (correlated subqueries, evaluated for the returned page only).
     n_series = sa.select(sa.func.count()).where(Series.study_id == Study.id).correlate(Study).scalar_subquery()
     n_instances = (sa.select(sa.func.count()).select_from(Instance).join(Series)
                    .where(Series.study_id == Study.id).correlate(Study).scalar_subquery())
-    query = _study_filters(sa.select(Study, n_series, n_instances).where(service.visible_clause(current_user)))
-    rows = db.session.execute(query.order_by(Study.study_date.desc().nulls_last(), Study.id.desc())
-                              .limit(limit).offset(offset)).all()
+    return sa.select(Study, n_series, n_instances).order_by(Study.study_date.desc().nulls_last(), Study.id.desc())
+
+
+@bp.get("/studies")
+@db.autocommit_reads
+@login_required
+def search_studies() -> Response:
+    f = _Filters()
+    _study_filters(f)
+    rows = _search("study", f, _study_query, "ImagingStudy")
     studies = [row[0] for row in rows]
-    audit.record("imaging.study.search", by=current_user, resource_type="ImagingStudy",
-                 detail={"results": len(studies)})
     items = [_study_json(study, (ns, ni)) for study, ns, ni in rows]
     if "includefield" in request.args:
         firsts = _first_instances(Series.study_id, [s.id for s in studies])
@@ -373,25 +432,29 @@ def _series_json(series: Series, count: int) -> dict[str, Any]:
 
 @bp.get("/series")
 @bp.get("/studies/<study_uid>/series")
+@db.autocommit_reads
 @login_required
 def search_series(study_uid: str | None = None) -> Response:
-    limit, offset = _paging()
-    n_instances = sa.select(sa.func.count()).where(Instance.series_id == Series.id).correlate(Series).scalar_subquery()
-    query = _study_filters(sa.select(Series, n_instances).join(Study).options(so.contains_eager(Series.study))
-                           .where(service.visible_clause(current_user)))
+    f = _Filters()
+    _study_filters(f)
     if study_uid:
-        query = query.where(Study.study_instance_uid == study_uid)
+        f.add("study_uid", "eq", study_uid)
     if v := _arg("Modality", "00080060"):
-        query = query.where(Series.modality == v)
+        f.add("modality", "eq", v)
     if v := _arg("SeriesInstanceUID", "0020000E"):
-        query = query.where(Series.series_instance_uid.in_(v.split(",")))
+        f.uids("series_uids", v)
     if v := _arg("SeriesNumber", "00200011"):
-        query = query.where(Series.series_number == int(v) if v.isdigit() else sa.false())
-    rows = db.session.execute(query.order_by(Series.series_number, Series.id).limit(limit).offset(offset)).all()
+        f.add("series_number", "eq", int(v)) if v.isdigit() else f.add("series_number", "never")
+
+    def query() -> sa.Select[Any]:
+        n_instances = (sa.select(sa.func.count()).where(Instance.series_id == Series.id).correlate(Series)
+                       .scalar_subquery())
+        return (sa.select(Series, n_instances).join(Study).options(so.contains_eager(Series.study))
+                .order_by(Series.series_number, Series.id))
+
+    rows = _search("series", f, query, "ImagingSeries")
     series = [row[0] for row in rows]
     counts = {row[0].id: row[1] for row in rows}
-    audit.record("imaging.series.search", by=current_user, resource_type="ImagingSeries",
-                 detail={"results": len(series)})
     items = [_series_json(s, counts.get(s.id, 0)) for s in series]
     if "includefield" in request.args:
         firsts = _first_instances(Instance.series_id, [s.id for s in series])
@@ -420,24 +483,27 @@ def _instance_json(inst: Instance) -> dict[str, Any]:
 @bp.get("/instances")
 @bp.get("/studies/<study_uid>/instances")
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances")
+@db.autocommit_reads
 @login_required
 def search_instances(study_uid: str | None = None, series_uid: str | None = None) -> Response:
-    limit, offset = _paging()
-    query = _study_filters(sa.select(Instance).join(Series).join(Study)
-                           .where(service.visible_clause(current_user)))
+    f = _Filters()
+    _study_filters(f)
     if study_uid:
-        query = query.where(Study.study_instance_uid == study_uid)
+        f.add("study_uid", "eq", study_uid)
     if series_uid:
-        query = query.where(Series.series_instance_uid == series_uid)
+        f.add("series_uid", "eq", series_uid)
     if v := _arg("SOPInstanceUID", "00080018"):
-        query = query.where(Instance.sop_instance_uid.in_(v.split(",")))
+        f.uids("sop_uids", v)
     if v := _arg("Modality", "00080060"):
-        query = query.where(Series.modality == v)
-    instances = list(db.session.scalars(query.options(sa.orm.joinedload(Instance.series).joinedload(Series.study))
-                                        .order_by(Series.series_number, Instance.instance_number, Instance.id)
-                                        .limit(limit).offset(offset)))
-    audit.record("imaging.instance.search", by=current_user, resource_type="ImagingInstance",
-                 detail={"results": len(instances)})
+        f.add("modality", "eq", v)
+
+    def query() -> sa.Select[Any]:
+        return (sa.select(Instance).join(Series).join(Study)
+                .options(so.contains_eager(Instance.series).contains_eager(Series.study))
+                .order_by(Series.series_number, Instance.instance_number, Instance.id))
+
+    rows = _search("instance", f, query, "ImagingInstance")
+    instances = [row[0] for row in rows]
     items = [_instance_json(i) for i in instances]
     if "includefield" in request.args:
         _add_included(items, list(instances), "instance")
@@ -467,6 +533,7 @@ def _check_accept_dicom() -> None:
 
 
 def _multipart(parts: Iterator[tuple[str, Iterator[bytes]]], part_type: str) -> Response:
+    """A multipart/related response streamed from storage (whole instances)."""
     boundary = uuid.uuid4().hex
 
     def body() -> Iterator[bytes]:
@@ -478,6 +545,18 @@ def _multipart(parts: Iterator[tuple[str, Iterator[bytes]]], part_type: str) -> 
 
     return Response(stream_with_context(body()), mimetype=None,
                     content_type=f'multipart/related; type="{part_type}"; boundary={boundary}')
+
+
+def _multipart_in_memory(ctype: str, parts: list[bytes]) -> Response:
+    """A multipart/related response of parts already read (frames): sent with its length, not chunked, and
+    without holding the request context (and its database connection) while it goes out."""
+    boundary = uuid.uuid4().hex
+    head = f"--{boundary}\r\nContent-Type: {ctype}\r\n\r\n".encode()
+    chunks = [piece for part in parts for piece in (head, part, b"\r\n")] + [f"--{boundary}--\r\n".encode()]
+    resp = Response(chunks, mimetype=None,
+                    content_type=f'multipart/related; type="{ctype.split(";")[0]}"; boundary={boundary}')
+    resp.content_length = sum(len(c) for c in chunks)
+    return resp
 
 
 def _retrieve(instances: list[Instance]) -> Response:
@@ -492,12 +571,14 @@ def _retrieve(instances: list[Instance]) -> Response:
 
 
 @bp.get("/studies/<study_uid>")
+@db.autocommit_reads
 @login_required
 def study_retrieve(study_uid: str) -> Response:
     return _retrieve(_instances_of(study_uid))
 
 
 @bp.get("/studies/<study_uid>/series/<series_uid>")
+@db.autocommit_reads
 @login_required
 def series_retrieve(study_uid: str, series_uid: str) -> Response:
     return _retrieve(_instances_of(study_uid, series_uid))
@@ -505,6 +586,7 @@ def series_retrieve(study_uid: str, series_uid: str) -> Response:
 
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>")
 @bp.get("/studies/<study_uid>/instances/<sop_uid>")
+@db.autocommit_reads
 @login_required
 def instance_retrieve(study_uid: str, sop_uid: str, series_uid: str | None = None) -> Response:
     return _retrieve(_instances_of(study_uid, series_uid, sop_uid))
@@ -600,18 +682,21 @@ def _metadata(instances: list[Instance]) -> Response:
 
 
 @bp.get("/studies/<study_uid>/metadata")
+@db.autocommit_reads
 @login_required
 def study_metadata(study_uid: str) -> Response:
     return _metadata(_instances_of(study_uid))
 
 
 @bp.get("/studies/<study_uid>/series/<series_uid>/metadata")
+@db.autocommit_reads
 @login_required
 def series_metadata(study_uid: str, series_uid: str) -> Response:
     return _metadata(_instances_of(study_uid, series_uid))
 
 
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/metadata")
+@db.autocommit_reads
 @login_required
 def instance_metadata(study_uid: str, series_uid: str, sop_uid: str) -> Response:
     return _metadata(_instances_of(study_uid, series_uid, sop_uid))
@@ -655,6 +740,7 @@ COMPRESSED_MEDIA = {
 
 
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>")
+@db.autocommit_reads
 @login_required
 def frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Response:
     """Frames in the stored transfer syntax (``transfer-syntax=*``); uncompressed ones are range-read."""
@@ -672,7 +758,7 @@ def frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Re
         ds = _full(inst)
         data = [render.decoded_frame(ds, n - 1).tobytes() for n in numbers]
         ctype = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
-    return _multipart(((ctype, iter([d])) for d in data), ctype.split(";")[0])
+    return _multipart_in_memory(ctype, data)
 
 
 # ---------------------------------------------------------------- rendered
@@ -744,6 +830,7 @@ def _render_uncached(inst: Instance, frame: int, *, window: tuple[float, float] 
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/rendered")
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<int:frame>/rendered")
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/thumbnail")
+@db.autocommit_reads
 @login_required
 def rendered(study_uid: str, series_uid: str, sop_uid: str, frame: int = 1) -> Response:
     media_type = _rendered_type()

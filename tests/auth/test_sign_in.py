@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -99,6 +99,22 @@ def test_staff_session_times_out_after_idle_minutes(client, factories, login, ap
     page = client.get("/sign-in")
     assert b"signed out after 15 minutes without activity" in page.data
     assert _events("auth.sign_out")[-1].detail == {"reason": "idle timeout"}
+
+
+def test_activity_is_noted_in_the_cookie_at_most_every_30_seconds(client, factories, login):
+    """Requests in a burst keep the cookie as it is; a request after a pause moves the idle clock on."""
+    login(client, factories.nurse())
+    client.get("/patients")
+    with client.session_transaction() as sess:
+        noted = sess["last_seen"]
+    resp = client.get("/patients")
+    assert resp.status_code == 200 and "Set-Cookie" not in resp.headers
+    with client.session_transaction() as sess:
+        assert sess["last_seen"] == noted
+        sess["last_seen"] = (db.utcnow() - timedelta(seconds=31)).isoformat()
+    assert "Set-Cookie" in client.get("/patients").headers
+    with client.session_transaction() as sess:
+        assert db.utcnow() - datetime.fromisoformat(sess["last_seen"]) < timedelta(seconds=5)
 
 
 def test_patient_idle_limit_is_longer_than_staff(client, factories, login):
