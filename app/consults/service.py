@@ -27,6 +27,7 @@ from app import db
 from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth.models import Role, User
+from app.consults import wake
 from app.consults.models import (
     Appointment,
     AppointmentStatus,
@@ -537,8 +538,11 @@ def _bad_token(appointment: Appointment, by: User, why: str) -> Exception:
     return Forbidden("This join link is not valid any more. Reload the page to get a new one.")
 
 
-def join(appointment: Appointment, *, token: str, by: User) -> ConsultParticipant:
+def join(appointment: Appointment, *, token: str, by: User, since: int | None = None) -> ConsultParticipant:
     """Enter the consult with a join token.
+
+    ``since``: the page already reads the consult's signals after this id, so an offer sent since then
+    reaches it; the others' pages see it in the hello and need not make a fresh offer.
 
     :raises Forbidden: expired, tampered, replayed, or another consult's/user's token (audited).
     :raises Conflict: the consult has ended or the patient is not admitted yet.
@@ -561,7 +565,7 @@ def join(appointment: Appointment, *, token: str, by: User) -> ConsultParticipan
         raise _bad_token(appointment, by, "replayed") from None
     participant.joined_at = db.utcnow()
     participant.left_at = None
-    hello = _signal(session, by, "hello", {"role": participant.kind.value})
+    hello = _signal(session, by, "hello", {"role": participant.kind.value, "since": since})
     participant.joined_signal_id = hello.id
     audit.record("consult.join", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
                  resource_id=session.id)
@@ -639,6 +643,11 @@ def _validate_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     if gen is not None and (not isinstance(gen, str) or len(gen) > 64):
         raise _invalid("gen", "A short string.")
     clean: dict[str, Any] = {"gen": gen}
+    if kind == "hello" and payload.get("since") is not None:
+        since = payload["since"]
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise _invalid("since", "A signal id.")
+        clean["since"] = since
     if kind in ("offer", "answer"):
         clean["sdp"] = validate_sdp(payload.get("sdp"))
     elif kind == "candidate":
@@ -675,8 +684,10 @@ def _signal(session: ConsultSession, by: User, kind: str, payload: dict[str, Any
                             payload=json.dumps(payload, separators=(",", ":")))
     db.session.add(message)
     db.session.flush()
-    if _cfg("REDIS_URL"):
-        db.session().info.setdefault(_WAKE_KEY, set()).add(session.id)
+    wakes = db.session().info.setdefault(_WAKE_KEY, set())
+    if session.id not in wakes and not _cfg("REDIS_URL") and db.session.get_bind().dialect.name == "postgresql":
+        wake.pg_notify(db.session, session.id)  # other workers' streams, delivered on commit
+    wakes.add(session.id)
     return message
 
 
@@ -685,13 +696,22 @@ _WAKE_KEY = "consult_wake"
 
 @sa.event.listens_for(so.Session, "after_commit")
 def _wake_streams(session: so.Session) -> None:
-    """Tell waiting event streams in every worker that a consult has news (after the rows are visible)."""
+    """Wake the consult's event streams (after the rows are visible): this worker's at once, the other
+    workers' through Redis when configured (PostgreSQL's NOTIFY was queued in the transaction itself)."""
     ids = session.info.pop(_WAKE_KEY, None)
     if ids:
-        from app.consults import shared
-
+        redis_url = _cfg("REDIS_URL")
         for session_id in ids:
-            shared.wake(session_id)
+            wake.notify(session_id)
+            if redis_url:
+                from app.consults import shared
+
+                shared.wake(session_id)
+
+
+@sa.event.listens_for(so.Session, "after_rollback")
+def _forget_wakes(session: so.Session) -> None:
+    session.info.pop(_WAKE_KEY, None)
 
 
 def post_signal(appointment: Appointment, *, by: User, kind: str, payload: dict[str, Any],

@@ -28,6 +28,10 @@
   let joining = false;
   let reconnectTimer = null;
   let offerSinceJoin = false;
+  let offerId = 0;  // signal id of our latest offer (the doctor)
+  let offerInFlight = Promise.resolve();
+  let listeningSince = null;  // in place: the id this page's stream has read from since before it joined
+  let joined = Promise.resolve();  // sends wait until the join that precedes them is done
 
   async function api(method, path, body) {
     const resp = await window.hospitalFetch(base + path, {
@@ -43,7 +47,7 @@
     return resp.status === 204 ? null : resp.json();
   }
 
-  const send = (kind, extra = {}) => api("POST", "/signals", { kind, gen, ...extra });
+  const send = async (kind, extra = {}) => { await joined; return api("POST", "/signals", { kind, gen, ...extra }); };
 
   function setStatus(text) { remoteStatus.textContent = text; remoteStatus.classList.toggle("hidden", !text); }
 
@@ -78,7 +82,12 @@
   async function makeOffer() {
     const peer = newPeer(Math.random().toString(36).slice(2));
     await peer.setLocalDescription(await peer.createOffer());
-    await send("offer", { sdp: peer.localDescription.sdp });
+    await sendOffer(peer);
+  }
+
+  function sendOffer(peer) {
+    offerInFlight = send("offer", { sdp: peer.localDescription.sdp }).then((r) => { offerId = r.id; });
+    return offerInFlight;
   }
 
   async function onOffer(msg) {
@@ -94,7 +103,14 @@
   async function handle(msg) {
     switch (msg.kind) {
       case "hello":
-        if (isDoctor) { setStatus("Connecting…"); await makeOffer(); }
+        if (isDoctor) {
+          // A page that has been listening since before our latest offer gets that one: no fresh offer needed.
+          await offerInFlight.catch(() => {});
+          if (!(msg.since && offerId > msg.since)) { setStatus("Connecting…"); await makeOffer(); }
+        } else if (listeningSince !== null && !offerSinceJoin) {
+          // The doctor came in after our admission and may have missed our hello: say it again (it is idempotent).
+          await send("hello", { since: listeningSince });
+        }
         break;
       case "offer":
         if (!isDoctor) await onOffer(msg);
@@ -142,29 +158,70 @@
     });
   }
 
-  async function join() {
+  // ``since``: the page has read this consult's signals after that id already (a waiting room admitted in
+  // place), so the stream resumes there, before the join, and an offer the doctor sent meanwhile is not lost.
+  async function join(since = null) {
     if (joining || ended) return;
     joining = true;
+    let joinDone;
+    joined = new Promise((resolve) => { joinDone = resolve; });
     try {
       offerSinceJoin = false;
+      listeningSince = since;
+      if (since !== null) openEvents(since);
       const { token } = await api("POST", "/token");
-      const info = await api("POST", "/join", { token });
+      const info = await api("POST", "/join", { token, since });
+      joinDone();
       iceServers = info.ice_servers;
-      openEvents(info.after);
+      if (since === null) openEvents(info.after);
       const other = info.participants.find((p) => p.present);
       if (isDoctor && other) await makeOffer();
-      else if (other) {
+      else if (other && since === null) {
         // Joined at the same moment as the doctor, who may not have seen us: ask for an offer if none comes.
         setTimeout(() => { if (!offerSinceJoin && !ended) send("hello").catch(() => {}); }, 1000);
       }
-      else setStatus(isDoctor ? "Waiting for the patient to connect…" : "Waiting for the doctor…");
+      else if (!other) setStatus(isDoctor ? (admitBar?.isConnected ? "" : "Waiting for the patient to connect…") : "Waiting for the doctor…");
+      if (isDoctor && admitBar?.isConnected && !other) await prepareOffer();
     } catch (err) {
       if (err.status === 409) finish(err.message);
       else { setStatus("Cannot reach the hospital — retrying…"); scheduleReconnect(2000); }
     } finally {
+      joinDone();
       joining = false;
     }
   }
+
+  // The doctor's prepared room: before Admit, the peer connection exists with its offer made and its ICE
+  // candidates gathered, so Admit sends a complete offer at once.
+  const admitBar = document.getElementById("admit-bar");
+  let prepared = null;
+
+  async function prepareOffer() {
+    const peer = newPeer(Math.random().toString(36).slice(2));
+    prepared = peer;
+    await peer.setLocalDescription(await peer.createOffer());
+  }
+
+  async function admitHere(button) {
+    button.disabled = true;
+    try {
+      await api("POST", "/admit");
+    } catch (err) {
+      button.disabled = false;
+      setStatus(err.message);
+      return;
+    }
+    admitBar.remove();
+    setStatus("Connecting…");
+    if (prepared && prepared === pc && pc.signalingState === "have-local-offer") {
+      await sendOffer(pc);
+    } else {
+      await makeOffer();
+    }
+  }
+  document.getElementById("admit-now")?.addEventListener("click", (e) => {
+    admitHere(e.currentTarget).catch((err) => setStatus(err.message));
+  });
 
   function scheduleReconnect(delay) {
     clearTimeout(reconnectTimer);
@@ -271,16 +328,28 @@
   });
   window.addEventListener("online", () => { if (!ended) { setStatus("Back online — reconnecting…"); join(); } });
 
-  (async () => {
+  // The camera, started once: the waiting room warms it up (check-in, device test) before the consult needs it.
+  let camera = null;
+  function startCamera() {
+    camera = camera || navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    return camera;
+  }
+
+  async function start(since = null) {
     try {
-      localStream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+      localStream = await startCamera();
     } catch (err) {
+      camera = null;
       setStatus("We could not use your camera or microphone. Allow access and reload the page.");
       return;
     }
     localVideo.srcObject = localStream;
-    await listDevices().catch(() => {});
-    await join();
+    listDevices().catch(() => {});
+    await join(since);
     setInterval(stats, 1000);
-  })();
+  }
+
+  // The waiting room starts the consult in place when the doctor admits (see waiting.js).
+  window.hospitalConsult = { camera: startCamera, start: (since) => start(since ?? null) };
+  if (root.dataset.start !== "on-admit") start();
 })();
