@@ -465,8 +465,9 @@ def end_consult(appointment: Appointment, *, by: User, notes: str | None = None,
         from app.consults import recordings  # imports this module
 
         recordings.stop_if_running(appointment, by=by, reason="consult ended")
+    _end_session(appointment)  # participant rows before the signal lock (see _signal)
+    if session is not None:
         _signal(session, by, "bye", {"reason": "ended"})
-    _end_session(appointment)
     audit.record("consult.end", by=by, patient_id=appointment.patient_id, resource_type="Encounter",
                  resource_id=encounter.id)
     return encounter
@@ -680,13 +681,24 @@ def _rate_limited(session: ConsultSession, by: User) -> bool:
 
 def _signal(session: ConsultSession, by: User, kind: str, payload: dict[str, Any],
             recipient_id: int | None = None) -> SignalMessage:
+    """Queue a message for the consult's other participants (visible, and their streams woken, at commit).
+
+    The first signal of a transaction locks the consult's row until commit, after the transaction's other
+    writes (rows first, this lock last, so it cannot deadlock with joins and leaves). A consult's signals thus
+    commit in id order, and a stream that has read id N can never miss a smaller id committed later (an
+    answer overtaken by its own ICE candidates, say). SQLite serialises all writers anyway.
+    """
+    wakes = db.session().info.setdefault(_WAKE_KEY, set())
+    if session.id not in wakes:
+        db.session.flush()
+        db.session.execute(sa.select(ConsultSession.id).where(ConsultSession.id == session.id)
+                           .with_for_update(key_share=True))
+        if not _cfg("REDIS_URL") and db.session.get_bind().dialect.name == "postgresql":
+            wake.pg_notify(db.session, session.id)  # other workers' streams, delivered on commit
     message = SignalMessage(session_id=session.id, sender_id=by.id, recipient_id=recipient_id, kind=kind,
                             payload=json.dumps(payload, separators=(",", ":")))
     db.session.add(message)
     db.session.flush()
-    wakes = db.session().info.setdefault(_WAKE_KEY, set())
-    if session.id not in wakes and not _cfg("REDIS_URL") and db.session.get_bind().dialect.name == "postgresql":
-        wake.pg_notify(db.session, session.id)  # other workers' streams, delivered on commit
     wakes.add(session.id)
     return message
 

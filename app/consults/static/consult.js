@@ -47,7 +47,15 @@
     return resp.status === 204 ? null : resp.json();
   }
 
-  const send = async (kind, extra = {}) => { await joined; return api("POST", "/signals", { kind, gen, ...extra }); };
+  let holdCandidates = false;  // the prepared offer's candidates go inside its SDP, not one by one
+  const send = async (kind, extra = {}) => {
+    const tagged = { kind, gen, ...extra };  // the connection this belongs to, before any wait
+    if (kind === "candidate" && holdCandidates) return null;
+    await joined;
+    // A candidate must not overtake its offer: the other side drops candidates of a connection it does not know.
+    if (kind === "candidate") await offerInFlight.catch(() => {});
+    return api("POST", "/signals", tagged);
+  };
 
   function setStatus(text) { remoteStatus.textContent = text; remoteStatus.classList.toggle("hidden", !text); }
 
@@ -86,6 +94,7 @@
   }
 
   function sendOffer(peer) {
+    holdCandidates = false;  // from here on candidates follow the offer (those gathered so far are in its SDP)
     offerInFlight = send("offer", { sdp: peer.localDescription.sdp }).then((r) => { offerId = r.id; });
     return offerInFlight;
   }
@@ -199,7 +208,11 @@
   async function prepareOffer() {
     const peer = newPeer(Math.random().toString(36).slice(2));
     prepared = peer;
+    holdCandidates = true;
+    const gathered = () => { if (peer.iceGatheringState === "complete") admitBar.dataset.ready = "yes"; };
+    peer.addEventListener("icegatheringstatechange", gathered);
     await peer.setLocalDescription(await peer.createOffer());
+    gathered();
   }
 
   async function admitHere(button) {
