@@ -124,6 +124,8 @@ def admit_to_first_frame(app, base: str) -> dict[str, list[float]]:
                     button = f"tr[data-appointment='{appt_id}'] button.admit"
                 pat.wait_for_timeout(500)  # the waiting room's event stream is open
                 t0 = time.time() * 1000
+                if os.environ.get("BENCH_DEBUG"):
+                    print("T0", mode, int(t0))
                 doc.click(button)
                 firsts = []
                 try:

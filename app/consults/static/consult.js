@@ -48,13 +48,16 @@
   }
 
   let holdCandidates = false;  // the prepared offer's candidates go inside its SDP, not one by one
-  const send = async (kind, extra = {}) => {
+  let descriptionInFlight = Promise.resolve();
+  const send = (kind, extra = {}) => {
     const tagged = { kind, gen, ...extra };  // the connection this belongs to, before any wait
-    if (kind === "candidate" && holdCandidates) return null;
-    await joined;
-    // A candidate must not overtake its offer: the other side drops candidates of a connection it does not know.
-    if (kind === "candidate") await offerInFlight.catch(() => {});
-    return api("POST", "/signals", tagged);
+    if (kind === "candidate" && holdCandidates) return Promise.resolve(null);
+    // Candidates never overtake their offer or answer: the other side drops candidates of a connection it
+    // does not know yet, and an answer queued behind them would come later.
+    const before = kind === "candidate" ? descriptionInFlight : Promise.resolve();
+    const request = Promise.all([joined, before.catch(() => {})]).then(() => api("POST", "/signals", tagged));
+    if (kind === "offer" || kind === "answer") descriptionInFlight = request;
+    return request;
   };
 
   function setStatus(text) { remoteStatus.textContent = text; remoteStatus.classList.toggle("hidden", !text); }
