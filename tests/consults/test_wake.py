@@ -42,3 +42,15 @@ def test_local_wake_reaches_only_that_consult_and_is_not_lost_between_reads():
         assert mine.wait(0.05) is False
     wake.notify(987_002)  # nobody listens any more: nothing is kept
     assert 987_002 not in wake._versions
+
+
+def test_with_redis_a_publish_from_another_worker_wakes_a_waiting_stream():
+    import redis
+
+    url = "redis://127.0.0.1:6379/13"
+    with wake.listen(987_004, channel=url) as listener:
+        time.sleep(0.5)  # the listener thread has subscribed
+        started = time.monotonic()
+        redis.Redis.from_url(url).publish("hospital:consult:987004", b"1")
+        assert listener.wait(1.5) is True
+        assert time.monotonic() - started < 1.0
