@@ -182,6 +182,7 @@ def waiting(appointment_id: int) -> Response | str:
     db.session.commit()
     return render_template("consults/waiting.html", appt=appt, state=state, stage=stage, chat=chat,
                            in_consult=stage and state["admitted"],
+                           own=appt.patient.user_id == current_user.id,
                            can_check_in=appt.status is AppointmentStatus.BOOKED
                            and db.utcnow() >= service.check_in_opens_at(appt),
                            ice_servers=service.ice_servers(current_user))

@@ -49,6 +49,8 @@
         statusText.textContent = state.message;
         if (state.admitted && !state.ended) { enterConsult(null); return; }
         if (state.ended) { if (events) events.close(); return; }
+        // Checked in elsewhere (by the clinic): load the page once more, now with the consult stage and camera.
+        if (state.status === "arrived" && !document.getElementById("consult") && root.dataset.own === "yes") { window.location.reload(); return; }
         if (state.status === "arrived") listen();
       } else {
         statusText.textContent = "We cannot reach the hospital right now; retrying…";
