@@ -8,6 +8,7 @@
   const statusText = document.getElementById("status-text");
   const consult = window.hospitalConsult && document.getElementById("consult") ? window.hospitalConsult : null;
   let events = null;
+  let admittedSeen = false;
   let started = root.dataset.inConsult === "yes";  // admitted already: consult.js started at load
 
   function warmCamera() {
@@ -47,7 +48,12 @@
         const state = await resp.json();
         if (started) return;
         statusText.textContent = state.message;
-        if (state.admitted && !state.ended) { enterConsult(null); return; }
+        if (state.admitted && !state.ended) {
+          // An open stream brings the admit event itself in a moment (and with it where to resume); the poll
+          // takes over only if it has not by the next round.
+          if (!(events && events.readyState === EventSource.OPEN) || admittedSeen) { enterConsult(null); return; }
+          admittedSeen = true;
+        }
         if (state.ended) { if (events) events.close(); return; }
         // Checked in elsewhere (by the clinic): load the page once more, now with the consult stage and camera.
         if (state.status === "arrived" && !document.getElementById("consult") && root.dataset.own === "yes") { window.location.reload(); return; }
