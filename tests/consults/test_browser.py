@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import db
+from app.consults import service
 from app.consults.models import Appointment, Encounter
 from tests.consults.helpers import current_slot
 
@@ -144,3 +145,31 @@ def test_admit_from_the_day_view_and_rejoin_after_a_reload(live_server, live_fac
     pat.goto(f"{live_server}/consults/{appt_id}/room")
     assert _wait_playing(pat) > 15
     _end_and_check(doc, pat, appt_id, ["Hello Otto"], "Tension headache")
+
+
+def test_a_waiting_room_opened_before_check_in_elsewhere_still_turns_into_the_consult(live_server, live_factories,
+                                                                                       new_browser, browser_login,
+                                                                                       app):
+    doctor = live_factories.doctor(name="Dr Elsewhere")
+    patient = live_factories.patient(with_account=True, doctor=doctor, given_name="Ines")
+    patient_user = patient.user
+    with app.app_context():
+        appt = current_slot(doctor, patient, by=patient_user)
+    appt_id = appt.id
+    pat = new_browser().new_page()
+    browser_login(pat, live_server, patient_user)
+    pat.goto(f"{live_server}/consults/{appt_id}/waiting")
+    assert pat.is_visible("#check-in") and pat.locator("#consult").count() == 0
+
+    with app.app_context():  # checked in from another device (or by the clinic)
+        service.check_in(db.session.get(Appointment, appt_id), by=patient_user)
+        db.session.commit()
+    pat.wait_for_selector("#camera-ready:visible", timeout=10_000)  # the page reloaded once, camera on
+    loads: list[str] = []
+    pat.on("load", lambda p: loads.append(p.url))
+    with app.app_context():
+        service.admit(db.session.get(Appointment, appt_id), by=doctor)
+        db.session.commit()
+    pat.wait_for_selector("#consult:visible", timeout=10_000)
+    pat.wait_for_selector("#remote-status:has-text('Waiting for the doctor')")
+    assert loads == [] and pat.url.endswith(f"/consults/{appt_id}/waiting")
