@@ -45,7 +45,7 @@ from app.patients import service as patients
 blp = Blueprint("consults_api", __name__, url_prefix="/api/v1/consults", description="Video consults")
 
 STREAM_SECONDS = 25
-RETRY_MS = 100  # a stream ends every STREAM_SECONDS; the browser comes back this soon (queued news is kept)
+RETRY_MS = 250  # a stream ends every STREAM_SECONDS; the browser is back this soon (news waits in the database)
 
 
 @blp.route("/doctors/<int:doctor_id>/slots")
