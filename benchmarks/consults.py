@@ -1,6 +1,8 @@
 """Video consult figures on this machine (not part of the test suite).
 
-1. Doctor's Admit click -> first remote frame on both sides (two Chromium profiles, fake cameras, median of 10).
+1. Doctor's Admit click -> first remote frame on both sides (two Chromium profiles, fake cameras, median of 10),
+   for Admit in the doctor's prepared room and for Admit from the day view; the patient's waiting room turns
+   into the consult in place.
 2. Signaling requests per second the app sustains (POST an ICE candidate / GET pending messages, 4 clients).
 3. Media process memory and CPU per echo session (aiortc clients sending 640x480 video to the echo service).
 
@@ -40,6 +42,7 @@ PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.
 SECRET = "bench-media-secret"  # noqa: S105
 FAILED: list[int] = []
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 10))
+DEBUG_DB: list[str] = []
 
 
 def free_port() -> int:
@@ -72,11 +75,17 @@ def sign_in(base: str, email: str) -> requests.Session:
     return s
 
 
-def admit_to_first_frame(app, base: str) -> list[float]:
+MODES = {"room": "Admit in the prepared room", "day": "Admit from the day view"}
+
+
+def admit_to_first_frame(app, base: str) -> dict[str, list[float]]:
+    """Rounds alternate between the two ways of admitting: in the doctor's prepared room (camera on, joined,
+    offer ready before the click) and from the day view (the room page loads after the click). The patient
+    waits on the waiting room page, checked in (camera on), which turns into the consult in place."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    times: list[float] = []
+    times: dict[str, list[float]] = {mode: [] for mode in MODES}
     with sync_playwright() as pw, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         contexts = [pw.chromium.launch_persistent_context(f"{tmp}/{n}", executable_path=CHROMIUM, headless=False,
                                                           args=CHROMIUM_ARGS) for n in ("doctor", "patient")]
@@ -87,37 +96,62 @@ def admit_to_first_frame(app, base: str) -> list[float]:
                 page.on("console", lambda m, who=who: print(who, m.type, m.text))
                 page.on("framenavigated", lambda f, who=who: print(who, "->", f.url))
         for _ in range(ROUNDS):
-            with app.app_context():
-                f = Factories()
-                doctor = f.doctor()
-                patient = f.patient(with_account=True, doctor=doctor)
-                appt = current_slot(doctor, patient, by=patient.user)
-                emails, appt_id = (doctor.email, patient.user.email), appt.id
-                db.session.remove()
-            for page, email in zip((doc, pat), emails, strict=True):
-                page.context.clear_cookies()
-                page.goto(f"{base}/sign-in")
-                page.fill("#email", email)
-                page.fill("#password", PASSWORD)
-                page.click("button[type=submit]")
-                page.wait_for_url(lambda url: "/sign-in" not in url)
-            pat.goto(f"{base}/consults/{appt_id}/waiting")
-            pat.click("#check-in")
-            pat.wait_for_selector("#status-text:has-text('will admit you')")
-            doc.goto(f"{base}/consults/today")
-            pat.wait_for_timeout(500)  # the waiting room's event stream is open
-            t0 = time.time() * 1000
-            doc.click(f"tr[data-appointment='{appt_id}'] button.admit")
-            firsts = []
-            try:
-                for page in (doc, pat):
-                    page.wait_for_selector("#remote-video[data-first-frame-at]", timeout=15_000, state="attached")
-                    firsts.append(float(page.get_attribute("#remote-video", "data-first-frame-at") or 0))
-                times.append(max(firsts) - t0)
-            except PlaywrightTimeout:
-                FAILED.append(appt_id)
-            doc.click("#end-consult")
-            doc.wait_for_url("**/consults/today")
+            for mode in MODES:
+                with app.app_context():
+                    f = Factories()
+                    doctor = f.doctor()
+                    patient = f.patient(with_account=True, doctor=doctor)
+                    appt = current_slot(doctor, patient, by=patient.user)
+                    emails, appt_id = (doctor.email, patient.user.email), appt.id
+                    db.session.remove()
+                for page, email in zip((doc, pat), emails, strict=True):
+                    page.context.clear_cookies()
+                    page.goto(f"{base}/sign-in")
+                    page.fill("#email", email)
+                    page.fill("#password", PASSWORD)
+                    page.click("button[type=submit]")
+                    page.wait_for_url(lambda url: "/sign-in" not in url)
+                pat.goto(f"{base}/consults/{appt_id}/waiting")
+                pat.click("#check-in")
+                pat.wait_for_selector("#status-text:has-text('will admit you')")
+                pat.wait_for_selector("#camera-ready:visible")
+                if mode == "room":
+                    doc.goto(f"{base}/consults/{appt_id}/room")
+                    doc.wait_for_selector("#admit-bar[data-ready]", state="attached")
+                    button = "#admit-now"
+                else:
+                    doc.goto(f"{base}/consults/today")
+                    button = f"tr[data-appointment='{appt_id}'] button.admit"
+                pat.wait_for_timeout(500)  # the waiting room's event stream is open
+                t0 = time.time() * 1000
+                if os.environ.get("BENCH_DEBUG"):
+                    print("T0", mode, int(t0))
+                doc.click(button)
+                firsts = []
+                try:
+                    for page in (doc, pat):
+                        page.wait_for_selector("#remote-video[data-first-frame-at]", timeout=15_000,
+                                               state="attached")
+                        firsts.append(float(page.get_attribute("#remote-video", "data-first-frame-at") or 0))
+                    times[mode].append(max(firsts) - t0)
+                except PlaywrightTimeout:
+                    FAILED.append(appt_id)
+                    if os.environ.get("BENCH_DEBUG"):
+                        for who, page in (("doctor", doc), ("patient", pat)):
+                            print("FAILED", mode, who, page.url, page.inner_text("#remote-status"),
+                                  page.get_attribute("#quality", "data-frames-decoded"))
+                        with psycopg.connect(DEBUG_DB[0], autocommit=True) as conn:
+                            for row in conn.execute("SELECT pid, state, wait_event_type, wait_event, "
+                                                    "now() - xact_start, left(query, 120) FROM pg_stat_activity "
+                                                    "WHERE datname = current_database()"):
+                                print("PG", row)
+                            for row in conn.execute("SELECT id, sender_id, kind, left(payload, 60) FROM "
+                                                    "signal_message WHERE session_id = (SELECT id FROM "
+                                                    "consult_session WHERE appointment_id = %s) ORDER BY id",
+                                                    (appt_id,)):
+                                print("SIG", row)
+                doc.click("#end-consult")
+                doc.wait_for_url("**/consults/today")
         for c in contexts:
             c.close()
     return times
@@ -224,6 +258,7 @@ def main() -> None:
         cfg.SIGNAL_RATE_LIMIT = 10**9
         cfg.REDIS_URL = os.environ.get("REDIS_URL", "")  # set it to measure Redis wake-ups
         migrate(cfg.DATABASE_URL)
+        DEBUG_DB.append(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
         app = create_app(cfg)
         from werkzeug.serving import make_server
 
@@ -240,9 +275,12 @@ def main() -> None:
         print(f"shared state: {'Redis + PostgreSQL' if cfg.REDIS_URL else 'PostgreSQL only'}")
         print(f"{'measure':<58} {'value':>14}")
         print("-" * 73)
-        print(f"{'Admit -> first remote frame, both sides (median of 10)':<58} {statistics.median(times):>11.0f} ms")
-        print(f"{'  min / max':<58} {min(times):>6.0f} / {max(times):.0f} ms")
-        print(f"{'  rounds without a picture within 15 s':<58} {len(FAILED):>10} / {ROUNDS}")
+        for mode, label in MODES.items():
+            got = times[mode]
+            print(f"{f'{label} -> first frame, both sides (median of {len(got)})':<58} "
+                  f"{statistics.median(got) if got else float('nan'):>11.0f} ms")
+            print(f"{'  min / max':<58} {min(got, default=0):>6.0f} / {max(got, default=0):.0f} ms")
+        print(f"{'Rounds without a picture within 15 s':<58} {len(FAILED):>10} / {2 * ROUNDS}")
         print(f"{'Signaling POST (ICE candidate), 4 clients':<58} {post_rate:>10.0f} req/s")
         print(f"{'Signaling GET (poll), 4 clients':<58} {get_rate:>10.0f} req/s")
         print(f"{'Media process idle RSS':<58} {idle_rss:>10.1f} MiB")
@@ -250,6 +288,9 @@ def main() -> None:
             print(f"{f'Echo, {n} session(s) 640x480: CPU % of one core / RSS':<58} {cpu:>6.1f} % {rss:>6.0f} MiB")
         print(f"{'Echo CPU per session (from the 4-session run)':<58} {usage[4][0] / 4:>10.1f} %")
     finally:
+        from app.consults import wake
+
+        wake.stop()
         media.terminate()
         media.wait(10)
         db.session.remove()

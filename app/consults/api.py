@@ -20,7 +20,7 @@ from flask_smorest import Blueprint
 from app import db
 from app.audit import service as audit
 from app.auth.models import Role, User
-from app.consults import media, service
+from app.consults import media, service, wake
 from app.consults.models import Appointment, AvailabilityException, ChatMessage, Encounter
 from app.consults.schemas import (
     AppointmentSchema,
@@ -47,7 +47,7 @@ from app.patients import service as patients
 blp = Blueprint("consults_api", __name__, url_prefix="/api/v1/consults", description="Video consults")
 
 STREAM_SECONDS = 25
-POLL_SECONDS = 0.25
+RETRY_MS = 250  # a stream ends every STREAM_SECONDS; the browser is back this soon (news waits in the database)
 
 
 @blp.route("/doctors/<int:doctor_id>/slots")
@@ -182,7 +182,7 @@ def token(appointment_id: int) -> dict[str, str]:
 def join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
     """Enter the consult; returns your ICE servers (with time-limited TURN credentials)."""
     appointment = _appointment(appointment_id)
-    participant = service.join(appointment, token=data["token"], by=current_user)
+    participant = service.join(appointment, token=data["token"], by=current_user, since=data["since"])
     kind, after = participant.kind.value, participant.joined_signal_id
     db.session.commit()
     # Read presence after our commit: of two people joining at once, the later one sees the other.
@@ -287,19 +287,15 @@ def events(appointment_id: int) -> Response:
     after = request.headers.get("Last-Event-ID", request.args.get("after", "0"))
     after_id = int(after) if after.isdigit() else 0
     db.session.commit()
-    redis_url = current_app.config["REDIS_URL"]
+    channel = current_app.config["REDIS_URL"] or str(db.session.get_bind().url.render_as_string(hide_password=False))
     session_id = appointment.session.id if appointment.session else 0
 
     def stream() -> Iterator[str]:
         nonlocal after_id
-        waiter = None
-        if redis_url:
-            from app.consults import shared
-
-            waiter = shared.waiter(session_id)
         deadline = time.monotonic() + STREAM_SECONDS
-        try:
-            yield "retry: 500\n\n"
+        # Listen before the first read, so news committed in between wakes the first wait at once.
+        with wake.listen(session_id, channel=channel) as listener:
+            yield f"retry: {RETRY_MS}\n\n"
             while time.monotonic() < deadline:
                 user = db.session.get(User, user_id)
                 appt = db.session.get(Appointment, appointment_id)
@@ -310,14 +306,8 @@ def events(appointment_id: int) -> Response:
                 for item in items:
                     after_id = item["id"]
                     yield f"id: {item['id']}\nevent: signal\ndata: {json.dumps(item)}\n\n"
-                if waiter is not None:
-                    waiter.get_message(timeout=2.0)
-                else:
-                    time.sleep(POLL_SECONDS)
+                listener.wait(deadline - time.monotonic())
                 yield ": keep-alive\n\n"
-        finally:
-            if waiter is not None:
-                waiter.close()
 
     return Response(stream_with_context(stream()), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

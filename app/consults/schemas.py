@@ -65,6 +65,8 @@ class EncounterSchema(Schema):
 
 class TokenSchema(Schema):
     token = fields.Str(required=True, validate=validate.Length(max=1000))
+    # The page has been reading this consult's signals since this id (a waiting room turning into the consult).
+    since = fields.Int(load_default=None, validate=validate.Range(min=0))
 
 
 class SignalSchema(Schema):
@@ -73,6 +75,7 @@ class SignalSchema(Schema):
     candidate = fields.Dict(load_default=None, allow_none=True)
     gen = fields.Str(load_default=None, allow_none=True)
     to = fields.Int(load_default=None, allow_none=True)
+    since = fields.Int(load_default=None, allow_none=True, validate=validate.Range(min=0))  # hello only
 
 
 class SignalArgsSchema(Schema):

@@ -27,6 +27,7 @@ from app import db
 from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth.models import Role, User
+from app.consults import wake
 from app.consults.models import (
     Appointment,
     AppointmentStatus,
@@ -464,8 +465,9 @@ def end_consult(appointment: Appointment, *, by: User, notes: str | None = None,
         from app.consults import recordings  # imports this module
 
         recordings.stop_if_running(appointment, by=by, reason="consult ended")
+    _end_session(appointment)  # participant rows before the signal lock (see _signal)
+    if session is not None:
         _signal(session, by, "bye", {"reason": "ended"})
-    _end_session(appointment)
     audit.record("consult.end", by=by, patient_id=appointment.patient_id, resource_type="Encounter",
                  resource_id=encounter.id)
     return encounter
@@ -537,8 +539,11 @@ def _bad_token(appointment: Appointment, by: User, why: str) -> Exception:
     return Forbidden("This join link is not valid any more. Reload the page to get a new one.")
 
 
-def join(appointment: Appointment, *, token: str, by: User) -> ConsultParticipant:
+def join(appointment: Appointment, *, token: str, by: User, since: int | None = None) -> ConsultParticipant:
     """Enter the consult with a join token.
+
+    ``since``: the page already reads the consult's signals after this id, so an offer sent since then
+    reaches it; the others' pages see it in the hello and need not make a fresh offer.
 
     :raises Forbidden: expired, tampered, replayed, or another consult's/user's token (audited).
     :raises Conflict: the consult has ended or the patient is not admitted yet.
@@ -561,7 +566,7 @@ def join(appointment: Appointment, *, token: str, by: User) -> ConsultParticipan
         raise _bad_token(appointment, by, "replayed") from None
     participant.joined_at = db.utcnow()
     participant.left_at = None
-    hello = _signal(session, by, "hello", {"role": participant.kind.value})
+    hello = _signal(session, by, "hello", {"role": participant.kind.value, "since": since})
     participant.joined_signal_id = hello.id
     audit.record("consult.join", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
                  resource_id=session.id)
@@ -674,6 +679,11 @@ def _validate_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     if gen is not None and (not isinstance(gen, str) or len(gen) > 64):
         raise _invalid("gen", "A short string.")
     clean: dict[str, Any] = {"gen": gen}
+    if kind == "hello" and payload.get("since") is not None:
+        since = payload["since"]
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise _invalid("since", "A signal id.")
+        clean["since"] = since
     if kind in ("offer", "answer"):
         clean["sdp"] = validate_sdp(payload.get("sdp"))
     elif kind == "candidate":
@@ -706,12 +716,25 @@ def _rate_limited(session: ConsultSession, by: User) -> bool:
 
 def _signal(session: ConsultSession, by: User, kind: str, payload: dict[str, Any],
             recipient_id: int | None = None) -> SignalMessage:
+    """Queue a message for the consult's other participants (visible, and their streams woken, at commit).
+
+    The first signal of a transaction locks the consult's row until commit, after the transaction's other
+    writes (rows first, this lock last, so it cannot deadlock with joins and leaves). A consult's signals thus
+    commit in id order, and a stream that has read id N can never miss a smaller id committed later (an
+    answer overtaken by its own ICE candidates, say). SQLite serialises all writers anyway.
+    """
+    wakes = db.session().info.setdefault(_WAKE_KEY, set())
+    if session.id not in wakes:
+        db.session.flush()
+        db.session.execute(sa.select(ConsultSession.id).where(ConsultSession.id == session.id)
+                           .with_for_update(key_share=True))
+        if not _cfg("REDIS_URL") and db.session.get_bind().dialect.name == "postgresql":
+            wake.pg_notify(db.session, session.id)  # other workers' streams, delivered on commit
     message = SignalMessage(session_id=session.id, sender_id=by.id, recipient_id=recipient_id, kind=kind,
                             payload=json.dumps(payload, separators=(",", ":")))
     db.session.add(message)
     db.session.flush()
-    if _cfg("REDIS_URL"):
-        db.session().info.setdefault(_WAKE_KEY, set()).add(session.id)
+    wakes.add(session.id)
     return message
 
 
@@ -720,13 +743,22 @@ _WAKE_KEY = "consult_wake"
 
 @sa.event.listens_for(so.Session, "after_commit")
 def _wake_streams(session: so.Session) -> None:
-    """Tell waiting event streams in every worker that a consult has news (after the rows are visible)."""
+    """Wake the consult's event streams (after the rows are visible): this worker's at once, the other
+    workers' through Redis when configured (PostgreSQL's NOTIFY was queued in the transaction itself)."""
     ids = session.info.pop(_WAKE_KEY, None)
     if ids:
-        from app.consults import shared
-
+        redis_url = _cfg("REDIS_URL")
         for session_id in ids:
-            shared.wake(session_id)
+            wake.notify(session_id)
+            if redis_url:
+                from app.consults import shared
+
+                shared.wake(session_id)
+
+
+@sa.event.listens_for(so.Session, "after_rollback")
+def _forget_wakes(session: so.Session) -> None:
+    session.info.pop(_WAKE_KEY, None)
 
 
 def post_signal(appointment: Appointment, *, by: User, kind: str, payload: dict[str, Any],

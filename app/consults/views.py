@@ -174,8 +174,15 @@ def waiting(appointment_id: int) -> Response | str:
             db.session.commit()
             flash("You are checked in.", "success")
         return redirect(url_for("consults.waiting", appointment_id=appointment_id))
+    state = service.state(appt)
+    participant = service.participant_of(appt, current_user)
+    # The booked patient's waiting room carries the consult stage and turns into the consult when admitted.
+    stage = participant is not None and participant.kind is ParticipantKind.PATIENT and not state["ended"]
+    chat = service.chat_history(appt) if stage else []
     db.session.commit()
-    return render_template("consults/waiting.html", appt=appt, state=service.state(appt),
+    return render_template("consults/waiting.html", appt=appt, state=state, stage=stage, chat=chat,
+                           in_consult=stage and state["admitted"],
+                           own=appt.patient.user_id == current_user.id,
                            can_check_in=appt.status is AppointmentStatus.BOOKED
                            and db.utcnow() >= service.check_in_opens_at(appt),
                            ice_servers=service.ice_servers(current_user))
@@ -184,7 +191,11 @@ def waiting(appointment_id: int) -> Response | str:
 @bp.get("/consults/<int:appointment_id>/room")
 @login_required
 def room(appointment_id: int) -> Response | str:
-    """The consult: video, chat, and for the doctor the chart and the consult note."""
+    """The consult: video, chat, and for the doctor the chart and the consult note.
+
+    The doctor may open it before admitting a checked-in patient (camera on, joined, offer ready), then
+    Admit here starts the call at once.
+    """
     appt = service.get_appointment(appointment_id, by=current_user)
     state = service.state(appt)
     participant = service.participant_of(appt, current_user)
@@ -200,7 +211,8 @@ def room(appointment_id: int) -> Response | str:
     chat = service.chat_history(appt)
     db.session.commit()
     return render_template("consults/room.html", appt=appt, patient=patient, is_doctor=is_doctor,
-                           role=participant.kind.value, chat=chat, encounter=appt.encounter)
+                           role=participant.kind.value, chat=chat, encounter=appt.encounter,
+                           can_admit=is_doctor and not state["admitted"])
 
 
 @bp.post("/consults/<int:appointment_id>/end")

@@ -22,6 +22,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_wake_listener(test_config: Any) -> Iterator[None]:
+    """Event streams start a PostgreSQL LISTEN thread; end it before the test database is dropped."""
+    yield
+    from app.consults import wake
+
+    wake.stop()
+
+
 @pytest.fixture(scope="session")
 def media_service(test_config: Any) -> Iterator[str]:
     """Shares the test app's object store and secret key, so recordings it stores are the app's to play."""

@@ -5,12 +5,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import threading
 import time
 
 import sqlalchemy as sa
 
 from app import db
 from app.audit.models import AuditEvent, Outcome
+from app.auth.models import User
+from app.consults import service
+from app.consults.models import Appointment, ConsultSession
 from tests.consults.helpers import admitted_consult
 
 OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n"
@@ -213,3 +217,36 @@ def test_with_redis_the_rate_limit_is_shared_and_streams_are_woken(app, make_cli
         pubsub.close()
     finally:
         app.config["REDIS_URL"], app.config["SIGNAL_RATE_LIMIT"] = old
+
+
+def test_a_consults_signals_become_visible_in_id_order(app, live_factories):
+    """A stream that has read id N must never miss a smaller id committed later: while one transaction holds
+    a signal, another signal of the same consult waits for its commit."""
+    doctor, patient, appt = admitted_consult(live_factories, app)
+    appt_id, ids = appt.id, {"doctor": doctor.id, "patient": patient.user_id}
+    held, first_committed, done = threading.Event(), threading.Event(), []
+
+    def signal(who: str, hold: bool) -> None:
+        with app.app_context():
+            try:
+                appointment = db.session.get(Appointment, appt_id)
+                session = db.session.get(ConsultSession, appointment.session.id)
+                message = service._signal(session, db.session.get(User, ids[who]), "candidate", {})
+                if hold:
+                    held.set()
+                    time.sleep(0.5)  # an answer still being written while its candidates are posted
+                    first_committed.set()
+                db.session.commit()
+                done.append((who, message.id, first_committed.is_set()))
+            finally:
+                db.session.remove()
+
+    first = threading.Thread(target=signal, args=("patient", True))
+    first.start()
+    assert held.wait(10)
+    second = threading.Thread(target=signal, args=("doctor", False))
+    second.start()
+    first.join(10)
+    second.join(10)
+    (who1, id1, _), (who2, id2, after_first) = done
+    assert (who1, who2) == ("patient", "doctor") and id2 > id1 and after_first

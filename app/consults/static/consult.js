@@ -28,6 +28,10 @@
   let joining = false;
   let reconnectTimer = null;
   let offerSinceJoin = false;
+  let offerId = 0;  // signal id of our latest offer (the doctor)
+  let offerInFlight = Promise.resolve();
+  let listeningSince = null;  // in place: the id this page's stream has read from since before it joined
+  let joined = Promise.resolve();  // sends wait until the join that precedes them is done
   // Relay mode (relay.js): groups, recordings, and the fallback when peer to peer does not connect.
   const relay = window.hospitalRelay.init({
     api, setStatus, finish: (message) => finish(message), ended: () => ended,
@@ -49,7 +53,18 @@
     return resp.status === 204 ? null : resp.json();
   }
 
-  const send = (kind, extra = {}) => api("POST", "/signals", { kind, gen, ...extra });
+  let holdCandidates = false;  // the prepared offer's candidates go inside its SDP, not one by one
+  let descriptionInFlight = Promise.resolve();
+  const send = (kind, extra = {}) => {
+    const tagged = { kind, gen, ...extra };  // the connection this belongs to, before any wait
+    if (kind === "candidate" && holdCandidates) return Promise.resolve(null);
+    // Candidates never overtake their offer or answer: the other side drops candidates of a connection it
+    // does not know yet, and an answer queued behind them would come later.
+    const before = kind === "candidate" ? descriptionInFlight : Promise.resolve();
+    const request = Promise.all([joined, before.catch(() => {})]).then(() => api("POST", "/signals", tagged));
+    if (kind === "offer" || kind === "answer") descriptionInFlight = request;
+    return request;
+  };
 
   function setStatus(text) { remoteStatus.textContent = text; remoteStatus.classList.toggle("hidden", !text); }
 
@@ -86,7 +101,13 @@
   async function makeOffer() {
     const peer = newPeer(Math.random().toString(36).slice(2));
     await peer.setLocalDescription(await peer.createOffer());
-    await send("offer", { sdp: peer.localDescription.sdp });
+    await sendOffer(peer);
+  }
+
+  function sendOffer(peer) {
+    holdCandidates = false;  // from here on candidates follow the offer (those gathered so far are in its SDP)
+    offerInFlight = send("offer", { sdp: peer.localDescription.sdp }).then((r) => { offerId = r.id; });
+    return offerInFlight;
   }
 
   async function onOffer(msg) {
@@ -103,7 +124,14 @@
     if (relay.handle(msg)) return;
     switch (msg.kind) {
       case "hello":
-        if (isDoctor) { setStatus("Connecting…"); await makeOffer(); }
+        if (isDoctor) {
+          // A page that has been listening since before our latest offer gets that one: no fresh offer needed.
+          await offerInFlight.catch(() => {});
+          if (!(msg.since && offerId > msg.since)) { setStatus("Connecting…"); await makeOffer(); }
+        } else if (listeningSince !== null && !offerSinceJoin) {
+          // The doctor came in after our admission and may have missed our hello: say it again (it is idempotent).
+          await send("hello", { since: listeningSince });
+        }
         break;
       case "offer":
         if (!isDoctor) await onOffer(msg);
@@ -151,30 +179,75 @@
     });
   }
 
-  async function join() {
+  // ``since``: the page has read this consult's signals after that id already (a waiting room admitted in
+  // place), so the stream resumes there, before the join, and an offer the doctor sent meanwhile is not lost.
+  async function join(since = null) {
     if (joining || ended) return;
     joining = true;
+    let joinDone;
+    joined = new Promise((resolve) => { joinDone = resolve; });
     try {
       offerSinceJoin = false;
+      listeningSince = since;
+      if (since !== null) openEvents(since);
       const { token } = await api("POST", "/token");
-      const info = await api("POST", "/join", { token });
+      const info = await api("POST", "/join", { token, since });
+      joinDone();
       iceServers = info.ice_servers;
-      openEvents(info.after);
+      if (since === null) openEvents(info.after);
       if (relay.afterJoin(info)) return;
       const other = info.participants.find((p) => p.present);
       if (isDoctor && other) await makeOffer();
-      else if (other) {
+      else if (other && since === null) {
         // Joined at the same moment as the doctor, who may not have seen us: ask for an offer if none comes.
         setTimeout(() => { if (!offerSinceJoin && !ended) send("hello").catch(() => {}); }, 1000);
       }
-      else setStatus(isDoctor ? "Waiting for the patient to connect…" : "Waiting for the doctor…");
+      else if (!other) setStatus(isDoctor ? (admitBar?.isConnected ? "" : "Waiting for the patient to connect…") : "Waiting for the doctor…");
+      if (isDoctor && admitBar?.isConnected && !other) await prepareOffer();
     } catch (err) {
       if (err.status === 409) finish(err.message);
       else { setStatus("Cannot reach the hospital — retrying…"); scheduleReconnect(2000); }
     } finally {
+      joinDone();
       joining = false;
     }
   }
+
+  // The doctor's prepared room: before Admit, the peer connection exists with its offer made and its ICE
+  // candidates gathered, so Admit sends a complete offer at once.
+  const admitBar = document.getElementById("admit-bar");
+  let prepared = null;
+
+  async function prepareOffer() {
+    const peer = newPeer(Math.random().toString(36).slice(2));
+    prepared = peer;
+    holdCandidates = true;
+    const gathered = () => { if (peer.iceGatheringState === "complete") admitBar.dataset.ready = "yes"; };
+    peer.addEventListener("icegatheringstatechange", gathered);
+    await peer.setLocalDescription(await peer.createOffer());
+    gathered();
+  }
+
+  async function admitHere(button) {
+    button.disabled = true;
+    try {
+      await api("POST", "/admit");
+    } catch (err) {
+      button.disabled = false;
+      setStatus(err.message);
+      return;
+    }
+    admitBar.remove();
+    setStatus("Connecting…");
+    if (prepared && prepared === pc && pc.signalingState === "have-local-offer") {
+      await sendOffer(pc);
+    } else {
+      await makeOffer();
+    }
+  }
+  document.getElementById("admit-now")?.addEventListener("click", (e) => {
+    admitHere(e.currentTarget).catch((err) => setStatus(err.message));
+  });
 
   function scheduleReconnect(delay) {
     clearTimeout(reconnectTimer);
@@ -286,16 +359,28 @@
   });
   window.addEventListener("online", () => { if (!ended) { setStatus("Back online — reconnecting…"); join(); } });
 
-  (async () => {
+  // The camera, started once: the waiting room warms it up (check-in, device test) before the consult needs it.
+  let camera = null;
+  function startCamera() {
+    camera = camera || navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    return camera;
+  }
+
+  async function start(since = null) {
     try {
-      localStream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+      localStream = await startCamera();
     } catch (err) {
+      camera = null;
       setStatus("We could not use your camera or microphone. Allow access and reload the page.");
       return;
     }
     localVideo.srcObject = localStream;
-    await listDevices().catch(() => {});
-    await join();
+    listDevices().catch(() => {});
+    await join(since);
     setInterval(stats, 1000);
-  })();
+  }
+
+  // The waiting room starts the consult in place when the doctor admits (see waiting.js).
+  window.hospitalConsult = { camera: startCamera, start: (since) => start(since ?? null) };
+  if (root.dataset.start !== "on-admit") start();
 })();

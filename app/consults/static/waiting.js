@@ -1,32 +1,62 @@
-// Virtual waiting room: live status, move to the consult when admitted, and the echo device test.
+// Virtual waiting room: live status, the camera warmed up once checked in, the echo device test, and on
+// admission the page turns into the consult in place (consult.js) without loading another page.
 "use strict";
 
 (() => {
   const root = document.getElementById("waiting");
   if (!root) return;
   const statusText = document.getElementById("status-text");
+  const consult = window.hospitalConsult && document.getElementById("consult") ? window.hospitalConsult : null;
   let events = null;
+  let admittedSeen = false;
+  let started = root.dataset.inConsult === "yes";  // admitted already: consult.js started at load
+
+  function warmCamera() {
+    if (!consult) return;
+    consult.camera().then(() => document.getElementById("camera-ready").classList.remove("hidden"))
+      .catch(() => { statusText.textContent += " We could not start your camera: allow access and reload the page."; });
+  }
+
+  // ``since``: the event that admitted us; the consult's stream resumes right there (null: a fresh join).
+  function enterConsult(since) {
+    if (started) return;
+    started = true;
+    if (events) events.close();
+    if (!consult) return;  // clinic staff who checked the patient in: the consult is the patient's
+    stopTest("");
+    document.getElementById("device-test").classList.add("hidden");
+    document.getElementById("camera-ready").classList.add("hidden");
+    document.getElementById("page-title").textContent = "Video consult";
+    document.getElementById("consult").classList.remove("hidden");
+    consult.start(since);
+  }
 
   // Once checked in, the admission arrives as an event (instant); polling the state stays as a fallback.
   function listen() {
     if (events) return;
     events = new EventSource(root.dataset.eventsUrl);
     events.addEventListener("signal", (e) => {
-      if (JSON.parse(e.data).kind === "admit") window.location.assign(root.dataset.roomUrl);
+      if (JSON.parse(e.data).kind === "admit") enterConsult(Number(e.lastEventId));
     });
   }
 
   async function poll() {
+    if (started) return;
     try {
       const resp = await fetch(root.dataset.stateUrl, { credentials: "same-origin" });
       if (resp.ok) {
         const state = await resp.json();
+        if (started) return;
         statusText.textContent = state.message;
         if (state.admitted && !state.ended) {
-          window.location.assign(root.dataset.roomUrl);
-          return;
+          // An open stream brings the admit event itself in a moment (and with it where to resume); the poll
+          // takes over only if it has not by the next round.
+          if (!(events && events.readyState === EventSource.OPEN) || admittedSeen) { enterConsult(null); return; }
+          admittedSeen = true;
         }
         if (state.ended) { if (events) events.close(); return; }
+        // Checked in elsewhere (by the clinic): load the page once more, now with the consult stage and camera.
+        if (state.status === "arrived" && !document.getElementById("consult") && root.dataset.own === "yes") { window.location.reload(); return; }
         if (state.status === "arrived") listen();
       } else {
         statusText.textContent = "We cannot reach the hospital right now; retrying…";
@@ -36,7 +66,10 @@
     }
     setTimeout(poll, 2000);
   }
-  poll();
+  if (!started) {
+    if (root.dataset.status === "arrived") { listen(); warmCamera(); }
+    poll();
+  }
 
   // ---- pre-call device and network test (echo through the media service)
   const start = document.getElementById("echo-start");
@@ -46,12 +79,13 @@
   let stream = null;
   let timer = null;
 
-  function finish(message) {
+  function stopTest(message) {
     if (timer) clearInterval(timer);
     timer = null;
     if (pc) pc.close();
     pc = null;
-    if (stream) stream.getTracks().forEach((t) => t.stop());
+    // The consult's camera stays on for the doctor; a camera of the test's own is switched off.
+    if (stream && !consult) stream.getTracks().forEach((t) => t.stop());
     stream = null;
     start.classList.remove("hidden");
     stop.classList.add("hidden");
@@ -91,13 +125,14 @@
   }
 
   start?.addEventListener("click", async () => {
+    if (consult) document.getElementById("camera-ready").classList.remove("hidden");
     start.classList.add("hidden");
     stop.classList.remove("hidden");
     result.textContent = "Starting your camera and microphone…";
     try {
-      stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+      stream = await (consult ? consult.camera() : navigator.mediaDevices.getUserMedia({ video: true, audio: true }));
     } catch (err) {
-      finish("We could not use your camera or microphone. Allow access in your browser and try again.");
+      stopTest("We could not use your camera or microphone. Allow access in your browser and try again.");
       return;
     }
     document.getElementById("echo-local").srcObject = stream;
@@ -107,7 +142,7 @@
     document.getElementById("echo-remote").srcObject = remote;
     pc.addEventListener("track", (e) => remote.addTrack(e.track));
     pc.addEventListener("connectionstatechange", () => {
-      if (pc && pc.connectionState === "failed") finish("The connection test failed: your network may block video calls.");
+      if (pc && pc.connectionState === "failed") stopTest("The connection test failed: your network may block video calls.");
     });
     await pc.setLocalDescription(await pc.createOffer());
     await gatheringDone(pc);
@@ -118,12 +153,12 @@
     });
     if (!resp.ok) {
       const problem = await resp.json().catch(() => ({}));
-      finish(problem.detail || "The test service is not available right now.");
+      stopTest(problem.detail || "The test service is not available right now.");
       return;
     }
     await pc.setRemoteDescription(await resp.json());
     timer = setInterval(measure, 1000);
-    setTimeout(() => { if (pc) finish(result.textContent + " — test finished."); }, 30000);
+    setTimeout(() => { if (pc) stopTest(result.textContent + " — test finished."); }, 30000);
   });
-  stop?.addEventListener("click", () => finish(result.textContent + " — test stopped."));
+  stop?.addEventListener("click", () => stopTest(result.textContent + " — test stopped."));
 })();
