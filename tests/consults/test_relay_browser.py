@@ -72,10 +72,10 @@ def _consult(live_factories: Any, app: Any, tag: str) -> tuple[Any, Any, int]:
     return doctor, patient, appt.id
 
 
-def _enter(page: Any, live_server: str, user: Any, appt_id: int, browser_login: Any) -> None:
+def _enter(page: Any, live_server: str, user: Any, appt_id: int, browser_login: Any, where: str = "room") -> None:
     page.on("dialog", lambda d: d.accept())
     browser_login(page, live_server, user)
-    page.goto(f"{live_server}/consults/{appt_id}/room")
+    page.goto(f"{live_server}/consults/{appt_id}/{where}")
 
 
 def test_three_party_relayed_consult_and_removal(live_server, live_factories, new_browser, browser_login,
@@ -83,7 +83,7 @@ def test_three_party_relayed_consult_and_removal(live_server, live_factories, ne
     doctor, patient, appt_id = _consult(live_factories, app, "Grid")
     doctor_name, patient_name = doctor.full_name, patient.user.full_name
     pat, doc, guest = new_browser().new_page(), new_browser().new_page(), new_browser().new_page()
-    _enter(pat, live_server, patient.user, appt_id, browser_login)
+    _enter(pat, live_server, patient.user, appt_id, browser_login, "waiting")  # the consult shown in place
     _enter(doc, live_server, doctor, appt_id, browser_login)
     assert _until(doc, lambda: int(doc.get_attribute("#quality", "data-frames-decoded") or 0) > 5)
     assert _mode(doc) == "Direct (peer to peer)"  # two people: peer to peer
