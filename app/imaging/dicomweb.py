@@ -5,6 +5,7 @@ Signed-in sessions authenticate; the same access rules as the chart apply (see :
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import uuid
@@ -27,16 +28,25 @@ from app.imaging.ingest import index_and_commit, stage_one
 from app.imaging.models import Instance, Series, Study
 from app.imaging.multipart import MalformedMultipart, iter_parts
 
+logger = logging.getLogger(__name__)
+
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
 csrf.exempt(bp)  # multipart/related cannot be sent cross-site without a CORS preflight, which we control
 DICOM_JSON = "application/dicom+json"
 
 
 @bp.record_once
-def _load_store_sdk(state: Any) -> None:
-    """Import the S3 SDK while the process starts rather than in its first request (no connection is made)."""
-    if state.app.config.get("OBJECT_STORE") == "s3":
-        import storage.s3  # noqa: F401
+def _open_store(state: Any) -> None:
+    """Open the S3 store while the process starts (SDK import, bucket check or creation) rather than in the first
+    upload. If S3 cannot be reached yet, the app still starts, and the first request that needs it tries again."""
+    if state.app.config.get("OBJECT_STORE") != "s3":
+        return
+    with state.app.app_context():
+        try:
+            service.object_store()
+        except Exception:  # noqa: BLE001 - logged; the store is opened again on first use
+            logger.warning("the object store is not reachable at start; it is tried again on first use",
+                           exc_info=True)
 
 FAILURE_PROCESSING = 0x0110
 FAILURE_DUPLICATE = 0x0111
