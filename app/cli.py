@@ -22,6 +22,7 @@ from flask import Flask
 from app.config import ROOT, Config
 
 ServiceArgv = Callable[[Config], list[str] | None]
+DEMO_SCANNER_AET = "DEMOSCANNER"
 SERVICES: dict[str, ServiceArgv] = {}
 """Background processes started by ``hospital run`` beside the web server, by name."""
 
@@ -102,7 +103,14 @@ def _dicom(cfg: Config) -> list[str] | None:
     """The DICOM C-STORE/C-ECHO listener for clinic scanners (off when DICOM_PORT is 0)."""
     if cfg.DICOM_PORT <= 0:
         return None
-    return [sys.executable, "-m", "app.imaging.scp", "--host", cfg.DICOM_HOST, "--port", str(cfg.DICOM_PORT)]
+    argv = [sys.executable, "-m", "app.imaging.scp", "--host", cfg.DICOM_HOST, "--port", str(cfg.DICOM_PORT)]
+    if not cfg.DICOM_ALLOWED_AETS and cfg.DATABASE_URL.startswith("sqlite"):
+        # The embedded demo (production refuses SQLite): a scanner calling as DEMO_SCANNER_AET files its scans
+        # under the demo town clinic, so `storescu` works against `make run` without configuration.
+        argv += ["--allow", f"{DEMO_SCANNER_AET}=TOWN"]
+        print(f"DICOM listener on {cfg.DICOM_HOST}:{cfg.DICOM_PORT} (AE {cfg.DICOM_AE_TITLE}) accepts the demo "
+              f"scanner AE title {DEMO_SCANNER_AET}; set DICOM_ALLOWED_AETS to choose your own")
+    return argv
 
 
 def alembic_config(url: str | None = None) -> AlembicConfig:

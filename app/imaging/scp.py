@@ -168,9 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="DICOM C-STORE/C-ECHO listener")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
+    parser.add_argument("--allow", help="calling AE titles allowed, as AE=FACILITYCODE,... (default: the config's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     cfg = Config.from_env()
+    if args.allow:
+        cfg.DICOM_ALLOWED_AETS = args.allow
     app = create_app(cfg)
     Listener(app).serve(args.host or cfg.DICOM_HOST, args.port or cfg.DICOM_PORT)
 

@@ -107,3 +107,43 @@ def test_failed_batch_write_leaves_no_orphan_object_and_no_row(listener: Any, ap
     assert again.returncode == 0
     with app.app_context():
         assert len(set(object_store().list("dicom/")) - before) == 3
+
+
+@pytest.mark.smoke
+def test_the_embedded_demo_listener_accepts_the_demo_scanner(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make run` on SQLite: storescu calling as DEMOSCANNER gets in without configuration; others do not."""
+    import os
+    import time
+
+    from app.cli import DEMO_SCANNER_AET, SERVICES, migrate
+    from app.config import Config
+
+    for name in ("DICOM_ALLOWED_AETS", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOSPITAL_INSTANCE_PATH", str(tmp_path))
+    cfg = Config.from_env()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        cfg.DICOM_PORT = sock.getsockname()[1]
+    migrate(cfg.DATABASE_URL)
+    argv = SERVICES["dicom"](cfg)
+    assert argv is not None
+    proc = subprocess.Popen(argv, env=dict(os.environ), stdout=subprocess.DEVNULL,  # noqa: S603
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", cfg.DICOM_PORT), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+        echo = _run("echoscu", "-aet", DEMO_SCANNER_AET, "-aec", cfg.DICOM_AE_TITLE, "127.0.0.1", str(cfg.DICOM_PORT))
+        assert echo.returncode == 0, echo.stderr
+        refused = _run("echoscu", "-aet", "INTRUDER", "-aec", cfg.DICOM_AE_TITLE, "127.0.0.1", str(cfg.DICOM_PORT))
+        assert refused.returncode != 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
