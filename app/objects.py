@@ -11,6 +11,7 @@ from flask import Blueprint, Response, request
 
 from app.errors import Forbidden, NotFound
 from app.imaging.service import object_store
+from app.web import byte_range_response
 from storage import FilesystemStore, NoSuchObject
 from storage.keys import is_valid
 
@@ -33,16 +34,5 @@ def presigned_get(key: str) -> Response:
         size = store.stat(key).size
     except NoSuchObject:
         raise NotFound("The object no longer exists.") from None
-    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, no-store"}
-    wanted = request.range
-    if wanted is not None and wanted.units == "bytes" and len(wanted.ranges) == 1:
-        span = wanted.range_for_length(size)
-        if span is None:
-            return Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
-        start, stop = span
-        return Response(store.get(key, start=start, length=stop - start), status=206,
-                        mimetype="application/octet-stream",
-                        headers={**headers, "Content-Range": f"bytes {start}-{stop - 1}/{size}",
-                                 "Content-Length": str(stop - start)})
-    return Response(store.get(key), mimetype="application/octet-stream",
-                    headers={**headers, "Content-Length": str(size)})
+    return byte_range_response(size, lambda: store.get(key), lambda a, b: store.get(key, start=a, length=b - a),
+                               mimetype="application/octet-stream", headers={"Cache-Control": "private, no-store"})

@@ -3,7 +3,7 @@ change), security headers, and Flask-Login wiring."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +19,7 @@ from flask import (
     render_template,
     request,
     session,
+    stream_with_context,
     url_for,
 )
 from flask_login import current_user, logout_user
@@ -118,6 +119,24 @@ ROLE_HOME = {
     Role.PHARMACIST: "patients.search",
     Role.ADMIN: "auth_admin.users",
 }
+
+
+def byte_range_response(size: int, whole: Callable[[], Iterable[bytes]], part: Callable[[int, int], Iterable[bytes]],
+                        *, mimetype: str, headers: dict[str, str]) -> Response:
+    """The body streamed whole, or the one ``Range: bytes=`` span asked for (206; 416 outside it), so players
+    and download tools can seek. ``part(start, stop)`` streams bytes ``[start, stop)``."""
+    headers = {**headers, "Accept-Ranges": "bytes"}
+    wanted = request.range
+    if wanted is not None and wanted.units == "bytes" and len(wanted.ranges) == 1:
+        span = wanted.range_for_length(size)
+        if span is None:
+            return Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+        start, stop = span
+        return Response(stream_with_context(iter(part(start, stop))), status=206, mimetype=mimetype,
+                        headers={**headers, "Content-Range": f"bytes {start}-{stop - 1}/{size}",
+                                 "Content-Length": str(stop - start)})
+    return Response(stream_with_context(iter(whole())), mimetype=mimetype,
+                    headers={**headers, "Content-Length": str(size)})
 
 
 @bp.get("/")

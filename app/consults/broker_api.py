@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request, stream_with_context, url_for
+from flask import Response, url_for
 from flask_login import current_user, login_required
 from marshmallow import Schema, fields, validate
 
-from app import db
+from app import db, web
 from app.consults import invites, recordings
 from app.consults import service as consults
 from app.consults.api import blp
@@ -106,22 +106,11 @@ def recording_media(recording_id: int) -> Response:
     patient; every request audited)."""
     row = recordings.get_for_playback(recording_id, by=current_user)
     lay = recordings.layout(row)
-    headers = {"Cache-Control": "no-store", "Content-Disposition": "inline", "Accept-Ranges": "bytes"}
-    wanted = request.range
-    if wanted is not None and wanted.units == "bytes" and len(wanted.ranges) == 1:
-        span = wanted.range_for_length(lay.size)
-        db.session.commit()
-        if span is None:
-            return Response(status=416, headers={**headers, "Content-Range": f"bytes */{lay.size}"})
-        start, stop = span
-        chunks = recordings.plaintext_range(row, lay, start, stop)
-        return Response(stream_with_context(chunks), status=206, mimetype="video/webm",
-                        headers={**headers, "Content-Range": f"bytes {start}-{stop - 1}/{lay.size}",
-                                 "Content-Length": str(stop - start)})
-    chunks = recordings.plaintext(row)
+    response = web.byte_range_response(lay.size, lambda: recordings.plaintext(row),
+                                       lambda a, b: recordings.plaintext_range(row, lay, a, b), mimetype="video/webm",
+                                       headers={"Cache-Control": "no-store", "Content-Disposition": "inline"})
     db.session.commit()
-    return Response(stream_with_context(chunks), mimetype="video/webm",
-                    headers={**headers, "Content-Length": str(lay.size)})
+    return response
 
 
 @blp.route("/appointments/<int:appointment_id>/invite-links", methods=["POST"])

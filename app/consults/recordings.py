@@ -457,14 +457,9 @@ def plaintext(row: ConsultRecording) -> Iterator[bytes]:
 
     :raises NotFound: the object is gone from the store.
     """
-    from app.imaging.service import object_store
     from media.recording import decrypt, derive_key
 
-    store = object_store()
+    store = _open(row)
     assert row.object_key is not None
-    try:
-        store.stat(row.object_key)
-    except storage.NoSuchObject:
-        raise NotFound("The recording file is missing.") from None
     reader = io.BufferedReader(_ChunkReader(store.get(row.object_key)), buffer_size=1024 * 1024 + 64)
     return decrypt(reader, derive_key(master_key(), row.recording_id))
