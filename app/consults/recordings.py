@@ -211,9 +211,7 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
     if running_recording(appointment) is not None:
         raise Conflict("This consult is already being recorded.")
     worker = worker_for(session)
-    if session.media_mode != "relay":
-        session.media_mode = "relay"
-        consults._signal(session, by, "mode", {"mode": "relay", "reason": "recording"})
+    consults.move_to_relay(session, by=by, reason="recording")
     consent_id = consent.id
     db.session.commit()  # the mode switch stands even if the worker is not ready yet
     answer = worker_call(worker, "POST", f"/relay/{relay_room(session)}/recording",

@@ -589,6 +589,15 @@ def relay_join(appointment: Appointment, *, by: User) -> ConsultSession:
 RELAY_REASONS = ("p2p-failed",)
 
 
+def move_to_relay(session: ConsultSession, *, by: User, reason: str) -> bool:
+    """Put the consult in relay mode and tell the pages (signal ``mode``, once); True if it was peer to peer."""
+    if session.media_mode == "relay":
+        return False
+    session.media_mode = "relay"
+    _signal(session, by, "mode", {"mode": "relay", "reason": reason})
+    return True
+
+
 def switch_to_relay(appointment: Appointment, *, by: User, reason: str) -> ConsultSession:
     """A participant's page could not connect peer to peer in time: move the whole consult to the relay.
 
@@ -601,10 +610,7 @@ def switch_to_relay(appointment: Appointment, *, by: User, reason: str) -> Consu
     session, _participant_row = _open_for(appointment, by, "consult.relay_switch")
     if reason not in RELAY_REASONS:
         raise _invalid("reason", f"Use one of: {', '.join(RELAY_REASONS)}.")
-    switched = session.media_mode != "relay"
-    if switched:
-        session.media_mode = "relay"
-        _signal(session, by, "mode", {"mode": "relay", "reason": reason})
+    switched = move_to_relay(session, by=by, reason=reason)
     audit.record("consult.relay_switch", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
                  resource_id=session.id, detail={"reason": reason, "switched": switched})
     return session
