@@ -50,6 +50,7 @@ def _open_store(state: Any) -> None:
 
 FAILURE_PROCESSING = 0x0110
 FAILURE_DUPLICATE = 0x0111
+FAILURE_OUT_OF_RESOURCES = 0xA700  # the sender should retry
 FAILURE_CANNOT_UNDERSTAND = 0xC000
 
 
@@ -153,7 +154,8 @@ def stow(study_uid: str | None = None) -> Response:
                 item["00081196"] = _el("US", 0xB007)
             referenced.append(item)
         else:
-            code = FAILURE_DUPLICATE if outcome.status == "conflict" else FAILURE_CANNOT_UNDERSTAND
+            code = FAILURE_DUPLICATE if outcome.status == "conflict" else \
+                FAILURE_OUT_OF_RESOURCES if outcome.transient else FAILURE_CANNOT_UNDERSTAND
             item["00081197"] = _el("US", code)
             item["00000902"] = _el("LO", outcome.reason)
             failed.append(item)

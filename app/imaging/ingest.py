@@ -7,6 +7,7 @@ whole archive), with limits against zip bombs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import zipfile
@@ -65,16 +66,17 @@ def stage_one(fh: BinaryIO, *, filename: str, by: User | None, source: str,
         raise
     except Exception:
         logger.exception("storing one file failed")
-        return IngestResult(filename, "rejected", "could not be stored; try again")
+        return IngestResult(filename, "rejected", service.TRY_AGAIN)
 
 
 def index_and_commit(results: list[IngestResult], *, by: User | None, facility_id: int | None,
                      actor_name: str | None = None) -> None:
     """Write the rows of a batch of stored objects and commit, in a handful of statements.
 
-    Rows commit only after their objects are stored. If the batch fails, it is retried one instance at a
-    time so one bad row sinks only itself; an object whose row cannot be committed is deleted (no orphans)
-    and its result says so.
+    Rows commit only after their objects are stored, and a result reads as stored only once its row is
+    committed. If the batch fails, it is retried one instance at a time so one bad row sinks only itself; an
+    object whose row cannot be committed is deleted (no orphans) and its result is a rejection, so the sender
+    sends it again. Never is a failure taken for "already stored".
     """
     if not any(r.staged is not None for r in results):
         db.session.commit()  # audit rows of duplicates/denials, if any
@@ -85,24 +87,37 @@ def index_and_commit(results: list[IngestResult], *, by: User | None, facility_i
         return
     except Exception:
         logger.warning("indexing a batch of %d failed; retrying one by one", len(results), exc_info=True)
-        db.rollback()
+        with contextlib.suppress(Exception):  # a dead connection is replaced at the next checkout
+            db.rollback()
     for r in results:
-        if r.staged is None:
-            continue
+        _index_alone(r, by=by, facility_id=facility_id, actor_name=actor_name)
+    for r in results:
+        r.staged = None
+
+
+def _index_alone(r: IngestResult, *, by: User | None, facility_id: int | None, actor_name: str | None) -> None:
+    """Index one instance after its batch failed. A failed commit may still have gone through (only its answer
+    was lost), so the row is looked for before each try: otherwise the try would take the instance's own row
+    for a duplicate and delete its object."""
+    for attempt in (1, 2):  # a second try for a passing failure (deadlock, lock timeout, lost connection)
+        committed = service.row_committed(r)
+        if committed or r.staged is None:
+            return
+        if committed is None:  # the database cannot say: keep the object (the row may point at it), ask again
+            r.status, r.reason = "rejected", service.TRY_AGAIN
+            return
         try:
             service.index([r], by=by, facility_id=facility_id, actor_name=actor_name)
             db.session.commit()
-        except sa.exc.IntegrityError:
-            db.rollback()
-            service.discard_objects([r])
-            r.status, r.reason = "duplicate", "already stored (received twice at once)"
+            return
         except Exception:
-            logger.exception("indexing one instance failed; its object is deleted")
-            db.rollback()
-            service.discard_objects([r])
-            r.status, r.reason = "rejected", "could not be stored; try again"
-    for r in results:
-        r.staged = None
+            with contextlib.suppress(Exception):
+                db.rollback()
+            logger.warning("indexing one instance failed (try %d)", attempt, exc_info=True)
+    logger.error("instance %s could not be indexed; the sender is told to send it again", r.sop_instance_uid)
+    if service.row_committed(r) is False:  # surely referenced by no row: no orphan left behind
+        service.discard_objects([r])
+    r.status, r.reason = "rejected", service.TRY_AGAIN
 
 
 def _zip_entries(fh: BinaryIO, name: str) -> Iterator[tuple[str, BinaryIO | None, str]]:

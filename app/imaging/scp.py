@@ -10,27 +10,34 @@ import argparse
 import io
 import logging
 import socket
-import threading
 from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
+from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
-from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from app import db
 from app.config import Config
 from app.facilities.models import Facility
 from app.imaging.ingest import index_and_commit, stage_one
-from app.imaging.service import IngestResult
+from app.imaging.service import TRY_AGAIN
 
 logger = logging.getLogger(__name__)
 
 STATUS_OK = 0x0000
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_DUPLICATE = 0x0111
+STATUS_CONFLICT = 0xC001  # Cxxx, "cannot understand": ours says the SOP Instance UID is taken by other content
+
+
+def _failure(status: int, comment: str) -> Any:
+    """A C-STORE failure status with its Error Comment (0000,0902), which the sender logs."""
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]
+    return ds
 
 
 def parse_allowed(text: str) -> dict[str, str]:
@@ -42,28 +49,9 @@ def parse_allowed(text: str) -> dict[str, str]:
     return out
 
 
-BATCH = 50  # instances per commit on one association
-
-
-class _Batch:
-    """Instances received on one association whose objects are stored and whose rows are not written yet."""
-
-    def __init__(self, calling: str) -> None:
-        self.calling = calling
-        self.results: list[IngestResult] = []
-        self.pending: dict[str, IngestResult] = {}
-        self.lookup: sa.Connection | None = None  # kept open for the duplicate checks of the association
-
-    def close(self) -> None:
-        if self.lookup is not None:
-            self.lookup.close()
-            self.lookup = None
-
-
 class Listener:
-    """C-STORE SCP. Each instance's object is stored before its success status is answered; the rows of an
-    association are written in batches (every :data:`BATCH` instances and at release/abort), one audit row per
-    study and batch. If a batch cannot be written its objects are deleted (see ``index_and_commit``)."""
+    """C-STORE SCP. Success is answered only once the instance's object is stored and its row committed; when
+    either fails, or its outcome is unknown, the answer is a failure so that the sender sends it again."""
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -75,8 +63,6 @@ class Listener:
         self.ae.require_calling_aet = list(self.allowed) or ["-NOBODY-ALLOWED-"]
         self.ae.maximum_pdu_size = 0
         self._facility_ids: dict[str, int | None] = {}
-        self._batches: dict[int, _Batch] = {}
-        self._lock = threading.Lock()
 
     def facility_id(self, calling_ae: str) -> int | None:
         if calling_ae not in self._facility_ids:
@@ -89,75 +75,35 @@ class Listener:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _batch(self, assoc: Any) -> _Batch:
-        with self._lock:
-            batch = self._batches.get(id(assoc))
-            if batch is None:
-                title = assoc.requestor.ae_title
-                calling = (title if isinstance(title, str) else title.decode()).strip()
-                batch = self._batches[id(assoc)] = _Batch(calling)
-            return batch
-
-    def handle_store(self, event: Any) -> int:
-        batch = self._batch(event.assoc)
+    def handle_store(self, event: Any) -> Any:
+        title = event.assoc.requestor.ae_title
+        calling = (title if isinstance(title, str) else title.decode()).strip()
         with self.app.app_context():
             try:
                 # The bytes as received (meta + dataset), never decoded; the header is parsed up to pixel data.
                 data = event.encoded_dataset()
-                if batch.lookup is None:
-                    batch.lookup = self.app.extensions["db_engine"].connect()
-                result = stage_one(io.BytesIO(data), filename=f"c-store from {batch.calling}", by=None,
-                                   source="c-store", pending=batch.pending, size=len(data), lookup=batch.lookup)
+                result = stage_one(io.BytesIO(data), filename=f"c-store from {calling}", by=None,
+                                   source="c-store", size=len(data))
                 del data
-                if result.staged is not None:
-                    batch.results.append(result)
-                    if len(batch.results) >= BATCH:
-                        self._flush(batch)
+                index_and_commit([result], by=None, facility_id=self.facility_id(calling),
+                                 actor_name=f"DICOM AE {calling}")
             except Exception:
-                logger.exception("C-STORE failed")
-                return STATUS_OUT_OF_RESOURCES
+                logger.exception("C-STORE from %s failed", calling)
+                return _failure(STATUS_OUT_OF_RESOURCES, TRY_AGAIN)
             finally:
                 db.session.remove()
         if result.ok:
             return STATUS_OK
-        logger.info("C-STORE from %s rejected: %s", batch.calling, result.reason)
-        return STATUS_DUPLICATE if result.status == "conflict" else STATUS_CANNOT_UNDERSTAND
-
-    def _flush(self, batch: _Batch) -> None:
-        results, batch.results, batch.pending = batch.results, [], {}
-        if batch.lookup is not None:
-            batch.lookup.rollback()  # a fresh snapshot for the next checks; nothing was written on it
-        if not results:
-            return
-        index_and_commit(results, by=None, facility_id=self.facility_id(batch.calling),
-                         actor_name=f"DICOM AE {batch.calling}")
-        lost = [r for r in results if not r.ok]
-        if lost:
-            logger.error("C-STORE from %s: %d instances answered as stored could not be indexed and were "
-                         "deleted; the sender must send them again", batch.calling, len(lost))
-
-    def handle_end(self, event: Any) -> None:
-        """Release requested (before it is answered), abort or closed connection: write what is left."""
-        if event.event == evt.EVT_ACSE_RECV and not (isinstance(event.primitive, A_RELEASE)
-                                                      and event.primitive.result is None):
-            return
-        with self._lock:
-            batch = self._batches.pop(id(event.assoc), None)
-        if batch is None:
-            return
-        with self.app.app_context():
-            try:
-                self._flush(batch)
-            except Exception:
-                logger.exception("C-STORE batch could not be written")
-            finally:
-                batch.close()
-                db.session.remove()
+        logger.info("C-STORE from %s rejected: %s", calling, result.reason)
+        if result.status == "conflict":
+            return _failure(STATUS_CONFLICT, result.reason)
+        if result.transient:
+            return _failure(STATUS_OUT_OF_RESOURCES, result.reason)
+        return _failure(STATUS_CANNOT_UNDERSTAND, result.reason)
 
     def serve(self, host: str, port: int, *, block: bool = True) -> Any:
         handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, lambda _e: STATUS_OK),
-                    (evt.EVT_CONN_OPEN, self.handle_open), (evt.EVT_ACSE_RECV, self.handle_end),
-                    (evt.EVT_ABORTED, self.handle_end), (evt.EVT_CONN_CLOSE, self.handle_end)]
+                    (evt.EVT_CONN_OPEN, self.handle_open)]
         logger.info("DICOM listener %s on %s:%s", self.ae.ae_title, host, port)
         return self.ae.start_server((host, port), block=block, evt_handlers=handlers)
 

@@ -21,12 +21,15 @@ from typing import Any, BinaryIO, cast
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 import storage
 from app import db
 from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth.models import Role, User
+from app.db import utcnow
 from app.errors import Forbidden, ValidationFailed
 from app.imaging.dicomfile import Header, Rejected, read_header
 from app.imaging.models import Instance, Series, Study
@@ -62,6 +65,10 @@ class Staged:
     instance: dict[str, Any]
 
 
+TRY_AGAIN = "could not be stored; try again"
+"""The reason of a rejection that is no fault of the file (store or database failure): the sender should retry."""
+
+
 @dataclass
 class IngestResult:
     filename: str
@@ -82,6 +89,11 @@ class IngestResult:
     @property
     def ok(self) -> bool:
         return self.status in ("stored", "duplicate")
+
+    @property
+    def transient(self) -> bool:
+        """Rejected for a failure on this side, not for the file: sending it again may succeed."""
+        return self.status == "rejected" and self.reason == TRY_AGAIN
 
 
 def _sha256_of(fh: BinaryIO) -> str:
@@ -132,7 +144,7 @@ def settle(results: list[IngestResult]) -> None:
                     object_store().delete(r.object_key)
                 except Exception:  # noqa: BLE001 - best effort; nothing was stored in the usual case
                     logger.warning("could not remove a partly stored object", exc_info=True)
-            r.status, r.reason, r.staged, r.object_key = "rejected", "could not be stored; try again", None, None
+            r.status, r.reason, r.staged, r.object_key = "rejected", TRY_AGAIN, None, None
             continue
         assert r.staged is not None
         r.staged.instance.update(size=stored.size, sha256=stored.sha256)
@@ -218,11 +230,58 @@ def _staged(header: Header, key: str, *, by: User | None, source: str) -> Staged
     return Staged(study=study, series=series, instance=instance)
 
 
+def _insert(table: sa.Table) -> Any:
+    """INSERT with ON CONFLICT support on the session's database (PostgreSQL or SQLite)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return pg_insert(table)
+    return sqlite_insert(table)
+
+
+def _ensure_rows(model: type[Any], key: str, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The rows of ``model`` whose unique column ``key`` takes the given values, created where missing.
+
+    Race-free: several senders may deliver the same new study at once (parallel associations or STOW requests).
+    A row another transaction creates meanwhile is not an error: ``ON CONFLICT DO NOTHING`` waits for that
+    transaction and then keeps its row, which the second select sees.
+    """
+    column = getattr(model, key)
+    found = {getattr(o, key): o for o in db.session.scalars(sa.select(model).where(column.in_(list(rows))))}
+    missing = [values for uid, values in sorted(rows.items()) if uid not in found]  # one lock order for all
+    if missing:
+        db.session.execute(_insert(model.__table__).on_conflict_do_nothing(index_elements=[key]), missing)
+        found.update({getattr(o, key): o for o in db.session.scalars(
+            sa.select(model).where(column.in_([v[key] for v in missing])))})
+    return found
+
+
+def _add_modalities(studies: dict[str, Study], staged: list[Staged]) -> None:
+    """Add new series' modalities to ModalitiesInStudy; the study row is locked and re-read first, so two
+    senders adding different modalities at once both count."""
+    wanted: dict[int, list[str]] = {}
+    for st in staged:
+        study = studies[st.study["study_instance_uid"]]
+        modality = st.series["modality"]
+        if modality and modality not in study.modality_list and modality not in wanted.setdefault(study.id, []):
+            wanted[study.id].append(modality)
+    wanted = {k: v for k, v in wanted.items() if v}
+    if not wanted:
+        return
+    locked = db.session.scalars(sa.select(Study).where(Study.id.in_(sorted(wanted))).order_by(Study.id)
+                                .with_for_update().execution_options(populate_existing=True))
+    for study in locked:
+        new = [m for m in wanted[study.id] if m not in study.modality_list]
+        if new:
+            study.modalities = "\\".join([*study.modality_list, *new])[:64]
+
+
 def index(results: list[IngestResult], *, by: User | None, facility_id: int | None,
           actor_name: str | None = None) -> None:
     """Write the rows of staged results in a few statements for the whole batch, and one audit row per study.
 
     Flushes, does not commit: the caller commits, or on failure rolls back and calls :func:`discard_objects`.
+    Safe against other transactions writing the same study, series or instance at the same time: a study or
+    series row created meanwhile is reused, and an instance stored meanwhile turns this one into a duplicate (or
+    a conflict) whose new object is deleted.
     """
     settle(results)  # rows only for objects that are in the store
     _check_stored([r for r in results if r.unchecked and r.staged is not None])
@@ -230,49 +289,48 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
     if not todo:
         return
     staged = [r.staged for r in todo if r.staged is not None]
-    study_uids = {st.study["study_instance_uid"] for st in staged}
-    studies = {s.study_instance_uid: s for s in db.session.scalars(
-        sa.select(Study).where(Study.study_instance_uid.in_(study_uids)))}
-    new_pids = {st.study["dicom_patient_id"] for st in staged
-                if st.study["study_instance_uid"] not in studies and st.study["dicom_patient_id"]}
+    new_pids = {st.study["dicom_patient_id"] for st in staged if st.study["dicom_patient_id"]}
     patients: dict[str, int] = {mrn: pid for mrn, pid in db.session.execute(
         sa.select(Patient.mrn, Patient.id).where(Patient.mrn.in_(new_pids)))} if new_pids else {}
-    for st in staged:
-        uid = st.study["study_instance_uid"]
-        if uid not in studies:
-            studies[uid] = Study(**st.study, patient_id=patients.get(st.study["dicom_patient_id"] or ""),
-                                 facility_id=facility_id, modalities="")
-            db.session.add(studies[uid])
-    series_uids = {st.series["series_instance_uid"] for st in staged}
-    known_series = {s.series_instance_uid: s for s in db.session.scalars(
-        sa.select(Series).where(Series.series_instance_uid.in_(series_uids)))}
-    for st in staged:
-        uid = st.series["series_instance_uid"]
-        if uid not in known_series:
-            study = studies[st.study["study_instance_uid"]]
-            series = known_series[uid] = Series(**st.series, study=study)
-            db.session.add(series)
-            if series.modality and series.modality not in study.modality_list:
-                study.modalities = "\\".join([*study.modality_list, series.modality])[:64]
-    instances = [Instance(**st.instance, series=known_series[st.series["series_instance_uid"]]) for st in staged]
-    db.session.add_all(instances)
-    db.session.flush()
-    per_study: dict[int, list[int]] = {}
-    for result, instance in zip(todo, instances, strict=True):
-        study = instance.series.study
+    study_rows = {st.study["study_instance_uid"]: st.study | {
+        "patient_id": patients.get(st.study["dicom_patient_id"] or ""), "facility_id": facility_id,
+        "modalities": "", "created_at": utcnow()} for st in reversed(staged)}
+    studies = _ensure_rows(Study, "study_instance_uid", study_rows)
+    series_rows = {st.series["series_instance_uid"]: st.series | {
+        "study_id": studies[st.study["study_instance_uid"]].id} for st in reversed(staged)}
+    known_series = _ensure_rows(Series, "series_instance_uid", series_rows)
+    _add_modalities(studies, staged)
+    rows = sorted((st.instance | {"series_id": known_series[st.series["series_instance_uid"]].id,
+                                  "created_at": utcnow()} for st in staged), key=lambda row: row["sop_instance_uid"])
+    inserted = dict(db.session.execute(
+        _insert(Instance.__table__).on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        .returning(Instance.sop_instance_uid, Instance.id), rows).all()) if len(rows) == 1 else {}
+    if len(rows) > 1:  # executemany with RETURNING: one statement per row on some drivers, so insert then select
+        db.session.execute(_insert(Instance.__table__).on_conflict_do_nothing(index_elements=["sop_instance_uid"]),
+                           rows)
+        keys = [r["object_key"] for r in rows]
+        inserted = dict(db.session.execute(sa.select(Instance.sop_instance_uid, Instance.id)
+                                           .where(Instance.object_key.in_(keys))).all())
+    lost = [r for r in todo if r.sop_instance_uid not in inserted]
+    if lost:  # stored by another sender between our check and our insert
+        _check_stored(lost)
+    per_study: dict[int, tuple[int | None, list[int]]] = {}
+    for result, st in zip(todo, staged, strict=True):
+        if result.sop_instance_uid not in inserted:
+            continue
+        study = studies[st.study["study_instance_uid"]]
         result.study_id, result.patient_id = study.id, study.patient_id
-        per_study.setdefault(study.id, []).append(instance.id)
+        per_study.setdefault(study.id, (study.patient_id, []))[1].append(inserted[result.sop_instance_uid])
     source = staged[0].instance["source"]
-    for study_id, ids in per_study.items():
-        study = db.session.get(Study, study_id)
-        assert study is not None
+    for study_id, (patient_id, ids) in per_study.items():
         if len(todo) == 1:
-            audit.record("imaging.instance.store", by=by, actor_name=actor_name, patient_id=study.patient_id,
+            audit.record("imaging.instance.store", by=by, actor_name=actor_name, patient_id=patient_id,
                          resource_type="ImagingInstance", resource_id=ids[0], detail={"source": source})
         else:
-            audit.record("imaging.instance.store", by=by, actor_name=actor_name, patient_id=study.patient_id,
+            audit.record("imaging.instance.store", by=by, actor_name=actor_name, patient_id=patient_id,
                          resource_type="ImagingStudy", resource_id=study_id,
                          detail={"source": source, "instances": len(ids), "instance_ids": ids})
+    db.session.flush()
 
 
 def _check_stored(results: list[IngestResult]) -> None:
@@ -297,6 +355,26 @@ def _check_stored(results: list[IngestResult]) -> None:
             r.reason = "a different file with this SOP Instance UID is stored; kept the original"
     for r in results:
         r.unchecked = False
+
+
+def row_committed(result: IngestResult) -> bool | None:
+    """Whether the row of a staged result is in the database, for a commit whose outcome is unknown (None: the
+    database cannot say). If it is, the result is stored and no longer holds its object for deletion."""
+    if result.staged is None or not result.object_key:
+        return False
+    try:
+        row = db.session.execute(sa.select(Instance.id, Series.study_id).join(Instance.series)
+                                 .where(Instance.object_key == result.object_key)).first()
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - the database is still out of reach: keep the object, the row may be there
+        logger.warning("could not tell whether an instance row was committed", exc_info=True)
+        with contextlib.suppress(Exception):
+            db.session.rollback()
+        return None
+    if row is None:
+        return False
+    result.study_id, result.staged, result.status = row[1], None, "stored"
+    return True
 
 
 def discard_objects(results: list[IngestResult]) -> None:

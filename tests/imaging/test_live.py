@@ -8,22 +8,13 @@ from typing import Any
 
 import pydicom
 import pytest
-import requests
 from pydicom.uid import generate_uid
 
-from tests.conftest import PASSWORD
+from tests.http import signed_in
 from tests.imaging.dicomgen import ct_slice
 
 pytestmark = pytest.mark.browser
 
-
-def _session(base: str, user: Any) -> requests.Session:
-    s = requests.Session()
-    token = s.get(f"{base}/api/v1/auth/csrf", timeout=10).json()["csrf_token"]
-    resp = s.post(f"{base}/sign-in", data={"email": user.email, "password": PASSWORD, "csrf_token": token},
-                  allow_redirects=False, timeout=10)
-    assert resp.status_code == 302
-    return s
 
 
 @pytest.fixture
@@ -43,10 +34,10 @@ def study(live_server: str, live_factories: Any) -> dict[str, Any]:
 def test_dicomweb_client_round_trip(live_server: str, study: dict[str, Any]) -> None:
     from dicomweb_client.api import DICOMwebClient
 
-    nurse = DICOMwebClient(url=f"{live_server}/dicomweb", session=_session(live_server, study["nurse"]))
+    nurse = DICOMwebClient(url=f"{live_server}/dicomweb", session=signed_in(live_server, study["nurse"]))
     response = nurse.store_instances(datasets=study["datasets"])
     assert len(response.ReferencedSOPSequence) == 5
-    doctor = DICOMwebClient(url=f"{live_server}/dicomweb", session=_session(live_server, study["doctor"]))
+    doctor = DICOMwebClient(url=f"{live_server}/dicomweb", session=signed_in(live_server, study["doctor"]))
     found = doctor.search_for_studies(search_filters={"PatientID": study["patient"].mrn})
     assert [f["0020000D"]["Value"][0] for f in found] == [study["study"]]
     series = doctor.search_for_series(study["study"])
@@ -71,7 +62,7 @@ def test_doctor_views_the_study_from_the_chart(live_server: str, study: dict[str
     from dicomweb_client.api import DICOMwebClient
 
     DICOMwebClient(url=f"{live_server}/dicomweb",
-                   session=_session(live_server, study["nurse"])).store_instances(datasets=study["datasets"])
+                   session=signed_in(live_server, study["nurse"])).store_instances(datasets=study["datasets"])
     page = new_browser().new_page()
     browser_login(page, live_server, study["doctor"])
     page.goto(f"{live_server}/patients/{study['patient'].id}")

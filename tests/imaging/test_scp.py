@@ -14,7 +14,7 @@ from pydicom.uid import generate_uid
 
 from app import db
 from app.audit.models import AuditEvent
-from app.imaging.models import Instance, Study
+from app.imaging.models import Instance, Series, Study
 from app.imaging.scp import Listener
 from app.imaging.service import object_store
 from tests.imaging.dicomgen import ct_slice
@@ -65,12 +65,13 @@ def test_storescu_pushes_a_series(listener: Any, app: Any, tmp_path: Path) -> No
         assert count == 3
         assert {i.source for i in db.session.scalars(sa.select(Instance).join(Instance.series)
                                                      .where(Instance.series.has(study_id=row.id)))} == {"c-store"}
-        # one audit row for the study and batch, not one per instance
+        # each instance is committed, and audited, before its success is answered
+        ids = [str(i) for i in db.session.scalars(sa.select(Instance.id).join(Instance.series)
+                                                  .where(Instance.series.has(study_id=row.id)))]
         audits = list(db.session.scalars(sa.select(AuditEvent).where(
-            AuditEvent.action == "imaging.instance.store", AuditEvent.resource_type == "ImagingStudy",
-            AuditEvent.resource_id == str(row.id))))
-        assert len(audits) == 1 and audits[0].detail["instances"] == 3
-        assert audits[0].actor_name == "DICOM AE CLINICCT"
+            AuditEvent.action == "imaging.instance.store", AuditEvent.resource_type == "ImagingInstance",
+            AuditEvent.resource_id.in_(ids))))
+        assert len(audits) == 3 and {a.actor_name for a in audits} == {"DICOM AE CLINICCT"}
     # pushing again is harmless: already stored
     again = _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), files[0])
     assert again.returncode == 0
@@ -94,14 +95,19 @@ def test_failed_batch_write_leaves_no_orphan_object_and_no_row(listener: Any, ap
         conn.execute(sa.text("CREATE TRIGGER test_refuse_instance BEFORE INSERT ON imaging_instance "
                              "FOR EACH ROW EXECUTE FUNCTION test_refuse_instance()"))
     try:
-        _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), *files)
+        refused = _run("storescu", "-d", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), *files)
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TRIGGER test_refuse_instance ON imaging_instance"))
             conn.execute(sa.text("DROP FUNCTION test_refuse_instance()"))
     with app.app_context():
         assert set(object_store().list("dicom/")) == before
-        assert db.session.scalar(sa.select(Study).where(Study.study_instance_uid == study)) is None
+        assert db.session.scalar(sa.select(Instance).join(Instance.series).join(Series.study)
+                                 .where(Study.study_instance_uid == study)) is None
+    # the scanner is told the instance failed, and why, so it sends it again (storescu stops at a refusal)
+    assert "DIMSE Status                  : 0xa700: Refused: Out of resources" in refused.stderr, refused.stderr
+    assert "[could not be stored; try again]" in refused.stderr and "ErrorComment" in refused.stderr
+    assert "0x0000: Success" not in refused.stderr
     # once the database is back, the scanner's retry is stored
     again = _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), *files)
     assert again.returncode == 0
