@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -237,8 +238,10 @@ def _insert(table: sa.Table) -> Any:
     return sqlite_insert(table)
 
 
-def _ensure_rows(model: type[Any], key: str, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The rows of ``model`` whose unique column ``key`` takes the given values, created where missing.
+def _ensure_rows(model: type[Any], key: str, rows: dict[str, dict[str, Any]],
+                 complete: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+    """The rows of ``model`` whose unique column ``key`` takes the given values, created where missing (their
+    values first passed to ``complete``, for what only a new row needs).
 
     Race-free: several senders may deliver the same new study at once (parallel associations or STOW requests).
     A row another transaction creates meanwhile is not an error: ``ON CONFLICT DO NOTHING`` waits for that
@@ -248,10 +251,22 @@ def _ensure_rows(model: type[Any], key: str, rows: dict[str, dict[str, Any]]) ->
     found = {getattr(o, key): o for o in db.session.scalars(sa.select(model).where(column.in_(list(rows))))}
     missing = [values for uid, values in sorted(rows.items()) if uid not in found]  # one lock order for all
     if missing:
+        if complete is not None:
+            complete(missing)
         db.session.execute(_insert(model.__table__).on_conflict_do_nothing(index_elements=[key]), missing)
         found.update({getattr(o, key): o for o in db.session.scalars(
             sa.select(model).where(column.in_([v[key] for v in missing])))})
     return found
+
+
+def _match_patients(new_studies: list[dict[str, Any]]) -> None:
+    """A new study is filed to the patient whose MRN is its Patient ID (else it waits under Unmatched scans)."""
+    pids = {row["dicom_patient_id"] for row in new_studies if row["dicom_patient_id"]}
+    if not pids:
+        return
+    patients = dict(db.session.execute(sa.select(Patient.mrn, Patient.id).where(Patient.mrn.in_(pids))).all())
+    for row in new_studies:
+        row["patient_id"] = patients.get(row["dicom_patient_id"] or "")
 
 
 def _add_modalities(studies: dict[str, Study], staged: list[Staged]) -> None:
@@ -289,13 +304,10 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
     if not todo:
         return
     staged = [r.staged for r in todo if r.staged is not None]
-    new_pids = {st.study["dicom_patient_id"] for st in staged if st.study["dicom_patient_id"]}
-    patients: dict[str, int] = {mrn: pid for mrn, pid in db.session.execute(
-        sa.select(Patient.mrn, Patient.id).where(Patient.mrn.in_(new_pids)))} if new_pids else {}
     study_rows = {st.study["study_instance_uid"]: st.study | {
-        "patient_id": patients.get(st.study["dicom_patient_id"] or ""), "facility_id": facility_id,
-        "modalities": "", "created_at": utcnow()} for st in reversed(staged)}
-    studies = _ensure_rows(Study, "study_instance_uid", study_rows)
+        "patient_id": None, "facility_id": facility_id, "modalities": "", "created_at": utcnow()}
+        for st in reversed(staged)}
+    studies = _ensure_rows(Study, "study_instance_uid", study_rows, complete=_match_patients)
     series_rows = {st.series["series_instance_uid"]: st.series | {
         "study_id": studies[st.study["study_instance_uid"]].id} for st in reversed(staged)}
     known_series = _ensure_rows(Series, "series_instance_uid", series_rows)
