@@ -1,6 +1,31 @@
 // Progressive enhancement only: every page works without this file.
 "use strict";
 
+// Small screens: the navigation folds behind the Menu button (without script, nojs.css keeps it open).
+document.addEventListener("DOMContentLoaded", () => {
+  const toggle = document.querySelector(".menu-toggle");
+  const menu = document.getElementById("site-menu");
+  if (!toggle || !menu) return;
+  toggle.addEventListener("click", () => {
+    const open = menu.classList.toggle("open");
+    toggle.setAttribute("aria-expanded", String(open));
+  });
+});
+
+// Small screens: every data table reads as a stack of cards; each cell is labelled with its column heading.
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("table.table").forEach((table) => {
+    const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    if (!heads.length) return;
+    table.classList.add("stack");
+    table.querySelectorAll("tbody tr").forEach((row) => {
+      [...row.children].forEach((cell, i) => {
+        if (!cell.hasAttribute("data-label")) cell.setAttribute("data-label", heads[i] || "");
+      });
+    });
+  });
+});
+
 document.addEventListener("click", (event) => {
   const button = event.target.closest("[data-confirm]");
   if (button && !window.confirm(button.dataset.confirm)) {

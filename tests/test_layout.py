@@ -1,0 +1,120 @@
+"""Every role's navigation pages on a 390x844 phone and a 1024x768 counter tablet, in Chromium: the header stays
+compact (the navigation folds behind a Menu button on the phone), nothing scrolls sideways, every action on the
+page is within the screen's width, and the navigation's touch targets are at least 44 px tall."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from app import db
+from app.prescriptions import service as rx_service
+from tests.prescriptions.conftest import add_stock, rx_input
+
+pytestmark = pytest.mark.browser
+
+PHONE = {"width": 390, "height": 844}
+TABLET = {"width": 1024, "height": 768}
+
+# What lies beyond the screen's right edge: overflowing elements and actions (links, buttons, fields) cut off.
+OFFSCREEN = """() => {
+  const width = document.documentElement.clientWidth;
+  const out = [];
+  if (document.documentElement.scrollWidth > width) out.push(`page is ${document.documentElement.scrollWidth} px wide`);
+  for (const el of document.querySelectorAll("main a, main button, main input, main select, main textarea")) {
+    const r = el.getBoundingClientRect();
+    if (r.width && r.height && getComputedStyle(el).visibility !== "hidden" && r.right > width + 1) {
+      out.push(`${el.tagName.toLowerCase()} "${(el.textContent || el.name || "").trim().slice(0, 40)}" ends at ${Math.round(r.right)} px`);
+    }
+  }
+  return out;
+}"""
+
+
+@pytest.fixture
+def people(live_server: str, live_factories: Any) -> dict[str, Any]:
+    """One person of each role, with enough data that every list has rows (a prescription waits at the pharmacy)."""
+    tag = uuid.uuid4().hex[:6]
+    f = live_factories
+    clinic = f.facility(name=f"Layout clinic {tag}")
+    doctor = f.doctor(email=f"layout-doc-{tag}@test.example", name="Dr Adaeze Okafor-Whitfield")
+    patient = f.patient(facility=clinic, with_account=True, doctor=doctor,
+                        given_name="Maria Fernanda", family_name=f"Gonzalez-Hernandez {tag}")
+    rx = rx_service.create_draft(patient, rx_input("AMOX500"), by=doctor)
+    rx_service.sign(rx, by=doctor)
+    db.session.commit()
+    add_stock(clinic.id, "AMOX500", 100)
+    from app.auth.models import User
+
+    return {
+        "patient": db.session.get(User, patient.user_id),
+        "clinic staff": f.nurse(facility=clinic, email=f"layout-nurse-{tag}@test.example"),
+        "doctor": doctor,
+        "pharmacist": f.pharmacist(facility=clinic, email=f"layout-pharm-{tag}@test.example"),
+        "admin": f.admin(email=f"layout-admin-{tag}@test.example"),
+    }
+
+
+def _nav_links(page: Any) -> list[str]:
+    return page.eval_on_selector_all("#site-menu a[href]", "els => els.map(a => a.href)")
+
+
+@pytest.mark.parametrize("role", ["patient", "clinic staff", "doctor", "pharmacist", "admin"])
+def test_every_navigation_page_fits_a_phone_and_a_tablet(role: str, people: dict[str, Any], live_server: str,
+                                                        new_browser: Any, browser_login: Any) -> None:
+    page = new_browser().new_page()
+    browser_login(page, live_server, people[role])
+    links = _nav_links(page)
+    assert links, "the navigation has no links"
+    problems: list[str] = []
+    for size in (PHONE, TABLET):
+        page.set_viewport_size(size)
+        for url in links:
+            page.goto(url)
+            page.wait_for_load_state("load")
+            header = page.locator("header.topbar").bounding_box()
+            if header["height"] > 0.25 * size["height"]:
+                problems.append(f"{size['width']}px {url}: header is {header['height']:.0f} px tall")
+            problems += [f"{size['width']}px {url}: {p}" for p in page.evaluate(OFFSCREEN)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_phone_menu_opens_with_touch_sized_links(people: dict[str, Any], live_server: str, new_browser: Any,
+                                                     browser_login: Any) -> None:
+    page = new_browser().new_page()
+    browser_login(page, live_server, people["clinic staff"])
+    page.set_viewport_size(PHONE)
+    page.reload()
+    toggle = page.locator(".menu-toggle")
+    assert toggle.is_visible() and toggle.get_attribute("aria-expanded") == "false"
+    assert not page.locator(".mainnav").is_visible()
+    assert page.locator("header.topbar").bounding_box()["height"] <= 70
+    toggle.click()
+    assert toggle.get_attribute("aria-expanded") == "true"
+    links = page.locator("#site-menu a:visible, #site-menu button:visible")
+    assert links.count() >= 4
+    for i in range(links.count()):
+        box = links.nth(i).bounding_box()
+        assert box["height"] >= 44, f"{links.nth(i).inner_text()!r} is {box['height']} px tall"
+    page.locator(".mainnav a", has_text="Patients").click()
+    page.wait_for_url("**/patients**")
+    # tables read as cards, each value labelled with its column
+    page.set_viewport_size(TABLET)
+    page.set_viewport_size(PHONE)
+    assert page.locator(".menu-toggle").is_visible()
+
+
+def test_pharmacy_queue_on_a_phone_keeps_prepare_on_screen(people: dict[str, Any], live_server: str,
+                                                           new_browser: Any, browser_login: Any) -> None:
+    page = new_browser().new_page()
+    page.set_viewport_size(PHONE)
+    browser_login(page, live_server, people["pharmacist"])
+    page.goto(f"{live_server}/pharmacy")
+    prepare = page.get_by_role("button", name="Prepare").first
+    prepare.scroll_into_view_if_needed()
+    box = prepare.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] and box["height"] >= 44
+    cell = page.locator("table.table td[data-label]").first
+    assert cell.get_attribute("data-label")  # a card row says which column it shows
