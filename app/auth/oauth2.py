@@ -699,6 +699,11 @@ def _bearer_hook() -> Response | None:
     return None
 
 
+def current_token() -> OAuthToken | None:
+    """The bearer token this request was authorised by; None for the person's own browser session."""
+    return g.get("oauth_token")
+
+
 def init_app(app: Flask) -> None:
     """Bind the server to ``app``; CSRF is checked here for cookie requests, not for bearer-token ones."""
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False

@@ -170,13 +170,12 @@ def update_client(client: OAuthClient, data: ClientInput, *, by: User) -> OAuthC
     data.is_public = client.is_public
     if errors := _validate(data):
         raise ValidationFailed("Some fields need attention.", errors=errors)
-    was_secret = client.auth_method == "client_secret_basic"
+    if data.auth_method == "client_secret_basic" and client.auth_method != "client_secret_basic":
+        raise ValidationFailed("An app that signs its requests cannot switch to a secret.",
+                               errors={"auth_method": ["Register the app again to give it a secret."]})
     _apply(client, data)
     if client.auth_method != "client_secret_basic":
         client.client_secret_hash = None  # a client that signs its requests keeps no shared secret
-    elif not was_secret:
-        raise ValidationFailed("Rotate the secret to move this app to client_secret_basic.",
-                               errors={"auth_method": ["Register the app again to give it a secret."]})
     db.session.flush()
     audit.record("oauth.client.update", by=by, resource_type="OAuthClient", resource_id=client.client_id,
                  detail={"grants": client.allowed_grants, "redirect_uris": len(client.redirect_uris),
@@ -222,6 +221,15 @@ def get_client(client_pk: int, *, by: User) -> OAuthClient:
     client = db.session.get(OAuthClient, client_pk)
     if client is None:
         raise NotFound("No OAuth client with that id.")
+    return client
+
+
+def find_client(client_id: str, *, by: User) -> OAuthClient:
+    """:raises NotFound: no client with that client_id."""
+    _require_admin(by, "oauth.client.read")
+    client = db.session.scalar(sa.select(OAuthClient).where(OAuthClient.client_id == client_id))
+    if client is None:
+        raise NotFound("No OAuth client with that client_id.")
     return client
 
 

@@ -3,6 +3,7 @@ discovery; "Connected apps" for everyone; client registration for administrators
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -434,33 +435,58 @@ class ClientForm(AppForm):
     name = StringField("App name", validators=[DataRequired(), Length(max=120)])
     client_type = SelectField("Type", choices=[("confidential", "Confidential (server-side, has a secret)"),
                                                ("public", "Public (mobile or browser app, PKCE, no secret)")])
-    redirect_uris = TextAreaField("Redirect URIs (one per line, matched exactly)", validators=[Length(max=4000)])
+    redirect_uris = TextAreaField("Redirect URIs (one per line, matched exactly; loopback on any port)",
+                                  validators=[Length(max=4000)])
+    web_origins = TextAreaField("Web origins allowed to call the API from a browser (one per line, e.g. "
+                                "https://app.example)", validators=[Length(max=4000)])
     scope = TextAreaField("Allowed scopes (space or line separated)", validators=[DataRequired(), Length(max=4000)])
     grants = MultiCheckboxField("Grants", choices=[(g, g) for g in service.GRANTS])
+    auth_method = SelectField("How a confidential app proves who it is", choices=[
+        ("client_secret_basic", "A client secret"), ("private_key_jwt", "A JWT signed with its own key (asymmetric)")])
+    jwks = TextAreaField("Public keys (JWK set, JSON) for signed JWTs", validators=[Length(max=20000)])
     service_user_id = SelectField("Service account (client credentials only)",
                                   coerce=lambda v: int(v) if v not in (None, "", "None") else None)
     active = BooleanField("Active", default=True)
+
+    def to_input(self, *, is_public: bool) -> service.ClientInput:
+        """The form as service input; a JWK set that is not JSON becomes a field error."""
+        text = (self.jwks.data or "").strip()
+        try:
+            jwks = json.loads(text) if text else None
+        except ValueError:
+            jwks = []
+        if not isinstance(jwks, dict | None):
+            raise ValidationFailed("Some fields need attention.", errors={"jwks": ["Paste a JWK set: a JSON object "
+                                                                                   "with a \"keys\" list."]})
+        return service.ClientInput(
+            name=self.name.data or "", is_public=is_public, redirect_uris=(self.redirect_uris.data or "").split(),
+            scope=" ".join((self.scope.data or "").split()), grants=list(self.grants.data or []),
+            service_user_id=self.service_user_id.data, web_origins=(self.web_origins.data or "").split(),
+            auth_method=self.auth_method.data or "client_secret_basic",
+            jwks=jwks)
+
+
+def _client_form(**kwargs: Any) -> ClientForm:
+    from app.auth import service as accounts
+
+    form = ClientForm(**kwargs)
+    form.service_user_id.choices = [("", "— none —")] + [
+        (str(u.id), f"{u.full_name} ({u.role.label})") for u in accounts.list_users(by=current_user)
+        if u.role is not Role.PATIENT and u.active]
+    return form
 
 
 @bp.route("/admin/oauth-clients", methods=["GET", "POST"])
 @roles_required(Role.ADMIN)
 def clients() -> Response | tuple[str, int]:
     """List registered apps and register a new one."""
-    from app.auth import service as accounts
-
-    form = ClientForm()
-    form.service_user_id.choices = [("", "— none —")] + [
-        (str(u.id), f"{u.full_name} ({u.role.label})") for u in accounts.list_users(by=current_user)
-        if u.role is not Role.PATIENT and u.active]
+    form = _client_form()
     status = 200
     secret = None
     created = None
     if form.validate_on_submit():
-        data = service.ClientInput(
-            name=form.name.data or "", is_public=form.client_type.data == "public",
-            redirect_uris=(form.redirect_uris.data or "").split(), scope=" ".join((form.scope.data or "").split()),
-            grants=list(form.grants.data or []), service_user_id=form.service_user_id.data)
         try:
+            data = form.to_input(is_public=form.client_type.data == "public")
             created, secret = service.register_client(data, by=current_user)
         except AppError as exc:
             db.rollback()
@@ -475,6 +501,34 @@ def clients() -> Response | tuple[str, int]:
     db.session.commit()
     return render_template("auth/oauth_clients.html", clients=items, form=form, created=created, secret=secret,
                            confirm=ConfirmForm()), status
+
+
+@bp.route("/admin/oauth-clients/<int:client_pk>/edit", methods=["GET", "POST"])
+@roles_required(Role.ADMIN)
+def edit_client(client_pk: int) -> Response | tuple[str, int]:
+    """Change an app's redirect URIs, web origins, scopes, grants or keys."""
+    client = service.get_client(client_pk, by=current_user)
+    form = _client_form(obj=None if request.method == "POST" else client, data=None if request.method == "POST" else {
+        "redirect_uris": "\n".join(client.redirect_uris), "web_origins": "\n".join(client.web_origins),
+        "scope": client.allowed_scope, "grants": client.allowed_grants, "auth_method": client.auth_method,
+        "jwks": json.dumps(client.jwks, indent=1) if client.jwks else "", "service_user_id": client.service_user_id,
+        "name": client.name, "client_type": "public" if client.is_public else "confidential"})
+    status = 200
+    if form.validate_on_submit():
+        try:
+            service.update_client(client, form.to_input(is_public=client.is_public), by=current_user)
+        except AppError as exc:
+            db.rollback()
+            form.apply_error(exc)
+            status = exc.status
+        else:
+            db.session.commit()
+            flash(f"{client.name} is saved.", "success")
+            return redirect(url_for("oauth.clients"))
+    elif request.method == "POST":
+        status = 422
+    db.session.commit()
+    return render_template("auth/oauth_client_edit.html", client=client, form=form), status
 
 
 @bp.post("/admin/oauth-clients/<int:client_pk>/rotate-secret")

@@ -65,11 +65,13 @@ def oauth_env(live_server: str, live_factories: Any, app: Flask) -> Iterator[Any
 
         def register(self, *, public: bool = False, scope: str = "openid profile fhirUser offline_access "
                      "patient/*.rs user/*.cruds", grants: list[str] | None = None,
-                     redirect_uris: list[str] | None = None, service_user: User | None = None) -> Registered:
+                     redirect_uris: list[str] | None = None, service_user: User | None = None,
+                     web_origins: list[str] | None = None, jwks: dict[str, Any] | None = None) -> Registered:
             data = oauth_service.ClientInput(
                 name="Test app", is_public=public, redirect_uris=redirect_uris or [CALLBACK], scope=scope,
                 grants=grants or ["authorization_code", "refresh_token"],
-                service_user_id=service_user.id if service_user else None)
+                service_user_id=service_user.id if service_user else None, web_origins=web_origins or [],
+                auth_method="private_key_jwt" if jwks else "client_secret_basic", jwks=jwks)
             client, secret = oauth_service.register_client(data, by=self.admin)
             db.session.commit()
             return Registered(client.client_id, secret)
