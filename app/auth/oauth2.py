@@ -33,6 +33,8 @@ from authlib.oidc.core import UserInfo
 from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
 from authlib.oidc.core.grants import OpenIDCode as _OpenIDCode
 from flask import Flask, Response, current_app, g, request, session
+from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from app import db
@@ -523,6 +525,15 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
     """Client authentication with a JWT the client signs with its own key (RFC 7523, SMART asymmetric)."""
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
+    ALGORITHMS = ["RS256", "RS384", "ES256", "ES384"]  # SMART asks servers for RS384 and ES384
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=self.ALGORITHMS)
+        except JoseError as exc:
+            raise InvalidClientError(description=exc.description) from exc
+        self.verify_claims(token.claims)
+        return token.claims
 
     def get_audiences(self) -> list[str]:
         return [f"{issuer()}/oauth/token", issuer()]
