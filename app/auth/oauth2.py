@@ -608,7 +608,7 @@ def user_info(user: User, scope: str) -> UserInfo:
     if "email" in wanted:
         info["email"] = user.email
     if "fhirUser" in wanted:
-        info["fhirUser"] = f"{issuer()}/api/v1/fhir/{fhir_user(user)}"
+        info["fhirUser"] = f"{fhir_base()}/{fhir_user(user)}"
     return info
 
 
