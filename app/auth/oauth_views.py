@@ -4,6 +4,7 @@ discovery; "Connected apps" for everyone; client registration for administrators
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -442,7 +443,8 @@ class ClientForm(AppForm):
     scope = TextAreaField("Allowed scopes (space or line separated)", validators=[DataRequired(), Length(max=4000)])
     grants = MultiCheckboxField("Grants", choices=[(g, g) for g in service.GRANTS])
     auth_method = SelectField("How a confidential app proves who it is", choices=[
-        ("client_secret_basic", "A client secret"), ("private_key_jwt", "A JWT signed with its own key (asymmetric)")])
+        ("client_secret_basic", "A client secret"), ("private_key_jwt", "A JWT signed with its own key (asymmetric)")],
+        default="client_secret_basic")
     jwks = TextAreaField("Public keys (JWK set, JSON) for signed JWTs", validators=[Length(max=20000)])
     service_user_id = SelectField("Service account (client credentials only)",
                                   coerce=lambda v: int(v) if v not in (None, "", "None") else None)
@@ -476,6 +478,18 @@ def _client_form(**kwargs: Any) -> ClientForm:
     return form
 
 
+def _save(form: ClientForm, action: Callable[[], Any]) -> tuple[Any, int]:
+    """Run a submitted form's change and commit; a broken rule rolls back and shows on the form instead."""
+    try:
+        result = action()
+    except AppError as exc:
+        db.rollback()
+        form.apply_error(exc)
+        return None, exc.status
+    db.session.commit()
+    return result, 200
+
+
 @bp.route("/admin/oauth-clients", methods=["GET", "POST"])
 @roles_required(Role.ADMIN)
 def clients() -> Response | tuple[str, int]:
@@ -485,16 +499,10 @@ def clients() -> Response | tuple[str, int]:
     secret = None
     created = None
     if form.validate_on_submit():
-        try:
-            data = form.to_input(is_public=form.client_type.data == "public")
-            created, secret = service.register_client(data, by=current_user)
-        except AppError as exc:
-            db.rollback()
-            form.apply_error(exc)
-            status = exc.status
-        else:
-            db.session.commit()
-            form = None
+        saved, status = _save(form, lambda: service.register_client(
+            form.to_input(is_public=form.client_type.data == "public"), by=current_user))
+        if saved is not None:
+            (created, secret), form = saved, None
     elif request.method == "POST":
         status = 422
     items = service.list_clients(by=current_user)
@@ -515,14 +523,9 @@ def edit_client(client_pk: int) -> Response | tuple[str, int]:
         "name": client.name, "client_type": "public" if client.is_public else "confidential"})
     status = 200
     if form.validate_on_submit():
-        try:
-            service.update_client(client, form.to_input(is_public=client.is_public), by=current_user)
-        except AppError as exc:
-            db.rollback()
-            form.apply_error(exc)
-            status = exc.status
-        else:
-            db.session.commit()
+        saved, status = _save(form, lambda: service.update_client(
+            client, form.to_input(is_public=client.is_public), by=current_user))
+        if saved is not None:
             flash(f"{client.name} is saved.", "success")
             return redirect(url_for("oauth.clients"))
     elif request.method == "POST":

@@ -33,6 +33,19 @@ def _sign_in(page: Any, user: Any) -> None:
     page.click("button[type=submit]")
 
 
+def _oidc_app(live_server: str, factories: Any, origin: Any, scope: str, *, web_origin: bool = True) -> None:
+    """Register the oidc-client-ts test app for ``scope``, open it in a new browser and start its sign-in."""
+    origin.settings.update(issuer=live_server, scope=scope, clientId=_register(
+        factories, origin, scope=scope, redirect="oidc-callback.html", web_origin=web_origin))
+
+
+def _start_oidc_sign_in(new_browser: Any, origin: Any) -> Any:
+    page = new_browser().new_page()
+    page.goto(f"{origin.url}/oidc.html")
+    page.evaluate("() => { setTimeout(signIn, 0); }")
+    return page
+
+
 def _outcome(page: Any) -> tuple[dict[str, Any] | None, str | None]:
     page.wait_for_function("() => document.body && (document.body.dataset.result || document.body.dataset.error)")
     result, error = page.evaluate("() => [document.body.dataset.result || null, document.body.dataset.error || null]")
@@ -43,12 +56,8 @@ def test_oidc_client_ts_signs_in_calls_the_api_and_refreshes(live_server, live_f
                                                              third_party_origin, artifacts_dir):
     origin = third_party_origin
     me = live_factories.patient(with_account=True, given_name="Corsa")
-    scope = "openid profile offline_access patient/*.rs"
-    origin.settings.update(issuer=live_server, scope=scope,
-                           clientId=_register(live_factories, origin, scope=scope, redirect="oidc-callback.html"))
-    page = new_browser().new_page()
-    page.goto(f"{origin.url}/oidc.html")
-    page.evaluate("() => { setTimeout(signIn, 0); }")
+    _oidc_app(live_server, live_factories, origin, "openid profile offline_access patient/*.rs")
+    page = _start_oidc_sign_in(new_browser, origin)
     _sign_in(page, me.user)
     page.wait_for_selector("#consent-scopes")
     page.click("button:has-text('Allow')")
@@ -71,12 +80,8 @@ def test_oidc_client_ts_signs_in_calls_the_api_and_refreshes(live_server, live_f
 def test_errors_after_sign_in_reach_the_app(live_server, live_factories, new_browser, third_party_origin):
     origin = third_party_origin
     me = live_factories.patient(with_account=True)
-    scope = "openid user/*.cruds"  # clinician-wide: never for a patient
-    origin.settings.update(issuer=live_server, scope=scope,
-                           clientId=_register(live_factories, origin, scope=scope, redirect="oidc-callback.html"))
-    page = new_browser().new_page()
-    page.goto(f"{origin.url}/oidc.html")
-    page.evaluate("() => { setTimeout(signIn, 0); }")
+    _oidc_app(live_server, live_factories, origin, "openid user/*.cruds")  # clinician-wide: never for a patient
+    page = _start_oidc_sign_in(new_browser, origin)
     _sign_in(page, me.user)
     result, error = _outcome(page)
     assert result is None and error is not None and error.startswith("invalid_scope|")
@@ -85,12 +90,8 @@ def test_errors_after_sign_in_reach_the_app(live_server, live_factories, new_bro
 
 def test_an_origin_nobody_registered_gets_no_cors(live_server, live_factories, new_browser, third_party_origin):
     origin = third_party_origin
-    scope = "openid patient/*.rs"
-    origin.settings.update(issuer=live_server, scope=scope, clientId=_register(
-        live_factories, origin, scope=scope, redirect="oidc-callback.html", web_origin=False))
-    page = new_browser().new_page()
-    page.goto(f"{origin.url}/oidc.html")
-    page.evaluate("() => { setTimeout(signIn, 0); }")
+    _oidc_app(live_server, live_factories, origin, "openid patient/*.rs", web_origin=False)
+    page = _start_oidc_sign_in(new_browser, origin)
     page.wait_for_function("() => document.body.dataset.error")
     assert page.url.startswith(origin.url)  # discovery was blocked by the browser: no redirect happened
     assert "fetch" in page.evaluate("document.body.dataset.error").lower()

@@ -43,6 +43,12 @@ def _exchange(env, client_id, location, verifier, redirect_uri=CALLBACK):
     return resp.json()
 
 
+def _offline_patient_token(env, reg, user):
+    """A patient's tokens (with a refresh token) for ``reg``, after consent in a signed-in browser."""
+    url, verifier = _authorize_url(env, reg.client_id, scope="openid offline_access patient/*.rs")
+    return _exchange(env, reg.client_id, consent(browser_session(env.base, user), url).headers["Location"], verifier)
+
+
 def _bearer(env, token, path):
     return requests.get(f"{env.base}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
@@ -144,9 +150,7 @@ def test_public_client_refreshes_with_client_id_only(oauth_env):
     env = oauth_env
     me = env.factories.patient(with_account=True)
     reg = env.register(public=True)
-    url, verifier = _authorize_url(env, reg.client_id, scope="openid offline_access patient/*.rs")
-    token = _exchange(env, reg.client_id, consent(browser_session(env.base, me.user), url).headers["Location"],
-                      verifier)
+    token = _offline_patient_token(env, reg, me.user)
     resp = requests.post(f"{env.base}/oauth/token", data={
         "grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": reg.client_id},
         timeout=10)
@@ -295,9 +299,7 @@ def test_refresh_narrows_scope_by_meaning(oauth_env):
     env = oauth_env
     me = env.factories.patient(with_account=True)
     reg = env.register(public=True)
-    url, verifier = _authorize_url(env, reg.client_id, scope="openid offline_access patient/*.rs")
-    token = _exchange(env, reg.client_id, consent(browser_session(env.base, me.user), url).headers["Location"],
-                      verifier)
+    token = _offline_patient_token(env, reg, me.user)
 
     def refresh(rt, scope):
         return requests.post(f"{env.base}/oauth/token", data={
