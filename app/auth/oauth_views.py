@@ -180,8 +180,7 @@ def smart_configuration() -> Response:
     data["capabilities"] = ["launch-standalone", "client-public", "client-confidential-symmetric",
                             "client-confidential-asymmetric", "sso-openid-connect", "context-standalone-patient",
                             "permission-offline", "permission-patient", "permission-user", "permission-v1",
-                            "permission-v2", "authorize-post"]
-    data["grant_types_supported"] = ["authorization_code", "client_credentials"]
+                            "permission-v2"]
     return jsonify(data)
 
 

@@ -56,6 +56,7 @@ def _bearer(env, token, path):
 # ---------------------------------------------------------------- CORS
 
 
+@pytest.mark.smoke
 def test_cors_is_open_only_to_registered_web_origins(oauth_env):
     env = oauth_env
     env.register(public=True, web_origins=[APP_ORIGIN])
@@ -182,6 +183,7 @@ def test_loopback_redirect_uris_accept_any_port(oauth_env):
 # ---------------------------------------------------------------- SMART launch context and audiences
 
 
+@pytest.mark.smoke
 def test_staff_pick_the_patient_and_the_token_reaches_only_that_record(oauth_env):
     env = oauth_env
     doctor = env.factories.doctor()
@@ -333,7 +335,7 @@ def test_metadata_tells_the_truth(oauth_env, app):
         smart = requests.get(url, timeout=10).json()
         assert smart["issuer"] == env.base and "launch-standalone" in smart["capabilities"]
         assert "client-confidential-asymmetric" in smart["capabilities"]
-        assert "launch-ehr" not in smart["capabilities"]  # not offered, so not claimed
+        assert not {"launch-ehr", "authorize-post"} & set(smart["capabilities"])  # not offered, so not claimed
         assert "context-standalone-patient" in smart["capabilities"]
 
 
@@ -387,6 +389,7 @@ def _assertion(key: RSAKey, client_id: str, audience: str, **overrides) -> str:
     return jwt.encode({"alg": "RS384", "kid": key.kid, "typ": "JWT"}, claims, key, algorithms=["RS384"])
 
 
+@pytest.mark.smoke
 def test_backend_services_with_private_key_jwt(oauth_env):
     env = oauth_env
     key = RSAKey.generate_key(2048, parameters={"kid": "backend-1"}, private=True)
