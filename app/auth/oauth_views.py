@@ -97,7 +97,10 @@ def introspect() -> Response:
 def userinfo() -> Response:
     """OpenID Connect userinfo: claims for the token's user, per its scopes."""
     auth = request.headers.get("Authorization", "")
-    token, reason = authenticate_bearer(auth[7:].strip()) if auth[:7].lower() == "bearer " else (None, "No token.")
+    presented = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+    if presented is None and request.method == "POST" and request.mimetype == "application/x-www-form-urlencoded":
+        presented = request.form.get("access_token")  # RFC 6750 §2.2, which some relying parties use
+    token, reason = authenticate_bearer(presented) if presented else (None, "No token.")
     if token is None or token.user is None:
         resp = jsonify(error="invalid_token", error_description=reason)
         resp.status_code = 401
