@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
@@ -151,7 +151,7 @@ def _metadata() -> dict[str, Any]:
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "amr", "name", "email",
                              "fhirUser"],
-        "prompt_values_supported": ["none", "consent"],
+        "prompt_values_supported": ["none", "login", "consent"],
         "authorization_response_iss_parameter_supported": True,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
@@ -241,6 +241,16 @@ def _launch_choices(user: User) -> list[Any]:
     return list(page.items)
 
 
+def _needs_fresh_sign_in(user: User, prompts: list[str]) -> bool:
+    """``prompt=login``, or a sign-in older than ``max_age`` seconds (OpenID Connect Core §3.1.2.1)."""
+    if "login" in prompts and request.method == "GET":
+        return True
+    max_age = request.args.get("max_age", "")
+    if not max_age.isdigit() or user.last_sign_in_at is None:
+        return False
+    return (db.utcnow() - user.last_sign_in_at).total_seconds() > int(max_age)
+
+
 @bp.route("/oauth/authorize", methods=["GET", "POST"])
 def authorize() -> Response:
     """Show what the app asks for; on "Allow" (or consent given before) send the browser back with a code.
@@ -258,6 +268,15 @@ def authorize() -> Response:
             return _error_redirect(error)
         raise OAuthAuthorizeError(error.description or error.error) from None
     state = grant.request.payload.state
+    if user is not None and _needs_fresh_sign_in(user, prompts):
+        # prompt=login / max_age: sign in again, then continue this same request (without those parameters).
+        accounts.record_sign_out(user)
+        db.session.commit()
+        logout_user()
+        session.clear()
+        user = None
+        rest = [(k, v) for k, v in request.args.items(multi=True) if k not in ("prompt", "max_age")]
+        return redirect(url_for("auth.sign_in", next=f"{request.path}?{urlencode(rest)}"))
     if user is None:
         if "none" in prompts:
             return _error_redirect(LoginRequiredError(redirect_uri=grant.redirect_uri, state=state))

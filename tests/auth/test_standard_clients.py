@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from urllib.parse import parse_qs, urlencode, urlsplit
+from datetime import timedelta
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import pytest
 import requests
@@ -17,6 +18,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
 from tests.auth.conftest import CALLBACK, browser_session, consent, csrf_from
+from tests.conftest import PASSWORD
 
 APP_ORIGIN = "https://app.example"
 SMART_SCOPE = "openid fhirUser launch/patient patient/*.rs"
@@ -142,6 +144,31 @@ def test_prompt_none_and_remembered_consent(oauth_env):
     browser.post(f"{env.base}/account/apps/{reg.client_id}/revoke", data={"csrf_token": csrf_from(apps.text)})
     url, _ = _authorize_url(env, reg.client_id, prompt="none")
     assert _query(browser.get(url, allow_redirects=False))["error"] == "consent_required"
+
+
+def test_prompt_login_and_max_age_ask_for_a_fresh_sign_in(oauth_env):
+    from app import db
+
+    env = oauth_env
+    me = env.factories.patient(with_account=True)
+    reg = env.register(public=True)
+    browser = browser_session(env.base, me.user)
+    url, _ = _authorize_url(env, reg.client_id, max_age="600")
+    assert browser.get(url, allow_redirects=False).status_code == 200  # signed in just now: consent page
+    for extra in ({"prompt": "login"}, {"max_age": "600"}):
+        db.session.refresh(me.user)
+        me.user.last_sign_in_at -= timedelta(minutes=15)  # the person signed in a while ago
+        db.session.commit()
+        url, _ = _authorize_url(env, reg.client_id, **extra)
+        resp = browser.get(url, allow_redirects=False)
+        sign_in = urljoin(env.base, resp.headers["Location"])
+        assert urlsplit(sign_in).path == "/sign-in", extra
+        assert browser.get(f"{env.base}/account/apps", allow_redirects=False).status_code == 302  # signed out
+        page = browser.get(sign_in)
+        signed = browser.post(sign_in, data={"email": me.user.email, "password": PASSWORD,
+                                             "csrf_token": csrf_from(page.text)}, allow_redirects=False)
+        again = browser.get(urljoin(env.base, signed.headers["Location"]), allow_redirects=False)
+        assert again.status_code == 200 and "consent-scopes" in again.text, extra  # the request goes on
 
 
 # ---------------------------------------------------------------- public clients, native apps
