@@ -209,25 +209,23 @@ def query_client(client_id: str) -> OAuthClient | None:
                                                           OAuthClient.active.is_(True)))
 
 
-def find_token(token_string: str, hint: str | None = None, *, lock: bool = False) -> OAuthToken | None:
+def find_token(token_string: str, hint: str | None = None, *, lock: bool = False,
+               strict: bool = False) -> OAuthToken | None:
     """Look a token up by its digest; ``lock`` holds the row (PostgreSQL) so two refreshes cannot both win.
 
-    Without a hint (or with a wrong one, RFC 7009 §2.1 / RFC 7662 §2.1) both kinds are tried; the row's
-    ``presented`` says which one ``token_string`` was.
+    ``strict``: only the kind named by ``hint`` (a bearer credential must be an access token, a refresh grant a
+    refresh token). Otherwise the hint only sets the order (RFC 7009 §2.1, RFC 7662 §2.1). The row's
+    ``presented`` says which kind ``token_string`` was.
     """
     hashed = digest(token_string)
     order = ["refresh_token", "access_token"] if hint == "refresh_token" else ["access_token", "refresh_token"]
-    if hint == "access_token" and lock:
-        order = ["access_token"]
-    for kind in order:
+    for kind in order[:1] if strict else order:
         column = OAuthToken.refresh_token_hash if kind == "refresh_token" else OAuthToken.access_token_hash
         query = sa.select(OAuthToken).where(column == hashed)
         token = db.session.scalar(query.with_for_update() if lock else query)
         if token is not None:
             token.presented = kind
             return token
-        if hint == "refresh_token" and lock:
-            return None
     return None
 
 
@@ -404,7 +402,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidScopeError("The requested scope is wider than the one granted.")
 
     def authenticate_refresh_token(self, refresh_token: str) -> OAuthToken | None:
-        row = find_token(refresh_token, "refresh_token", lock=True)
+        row = find_token(refresh_token, "refresh_token", lock=True, strict=True)
         if row is None:
             return None
         if row.refresh_revoked_at is not None:
@@ -626,7 +624,7 @@ def _bearer_error(status: int, error: str, description: str, scope: str | None =
 
 def authenticate_bearer(token_string: str) -> tuple[OAuthToken | None, str]:
     """The live token for ``token_string`` and its user, or None with the reason."""
-    token = find_token(token_string, "access_token")
+    token = find_token(token_string, "access_token", strict=True)
     if token is None:
         return None, "The token is unknown."
     if token.is_revoked():

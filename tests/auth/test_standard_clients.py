@@ -306,6 +306,8 @@ def test_introspection_reports_a_refresh_tokens_own_state(oauth_env):
         data = {"token": value, **({"token_type_hint": hint} if hint else {})}
         return requests.post(f"{env.base}/oauth/introspect", data=data, auth=auth, timeout=10).json()
 
+    # A refresh token is never a bearer credential.
+    assert _bearer(env, token["refresh_token"], "/api/v1/patients").status_code == 401
     access, refresh = introspect(token["access_token"]), introspect(token["refresh_token"], "refresh_token")
     assert access["active"] and refresh["active"]
     assert refresh["token_type"] == "refresh_token" and access["token_type"] == "Bearer"
