@@ -395,7 +395,11 @@ def _post_logout_target() -> str | None:
     return add_params_to_uri(uri, {"state": state}) if state else uri
 
 
+LOGOUT_PARAMS = ("id_token_hint", "post_logout_redirect_uri", "client_id", "state")
+
+
 @bp.route("/oauth/logout", methods=["GET", "POST"])
+@csrf.exempt  # an app may POST its logout request; signing out still needs the confirm form's own CSRF token
 def end_session() -> Response:
     """OpenID Connect RP-initiated logout: the person confirms, is signed out, and returns to the app."""
     target = _post_logout_target()
@@ -411,7 +415,8 @@ def end_session() -> Response:
             return redirect(target)
         flash("You are signed out.", "info")
         return redirect(url_for("auth.sign_in"))
-    resp = make_response(render_template("auth/end_session.html", form=form))
+    carried = [(k, request.values[k]) for k in LOGOUT_PARAMS if request.values.get(k)]
+    resp = make_response(render_template("auth/end_session.html", form=form, carried=carried))
     if target:
         resp.headers["Content-Security-Policy"] = _consent_csp(target)
     return resp

@@ -400,6 +400,14 @@ def test_end_session_signs_out_and_returns_to_the_app(oauth_env):
     done = browser.post(logout, data={"csrf_token": csrf_from(page.text)}, allow_redirects=False)
     assert done.headers["Location"] == f"{CALLBACK}?state=bye"
     assert browser.get(f"{env.base}/account/apps", allow_redirects=False).status_code == 302  # signed out
+    # The app may POST its logout request too; the person still confirms.
+    browser = browser_session(env.base, me.user)
+    params = {"client_id": reg.client_id, "post_logout_redirect_uri": CALLBACK}
+    page = browser.post(f"{env.base}/oauth/logout", data=params)
+    assert page.status_code == 200 and 'id="confirm-sign-out"' in page.text
+    done = browser.post(f"{env.base}/oauth/logout", data={**params, "csrf_token": csrf_from(page.text)},
+                        allow_redirects=False)
+    assert done.headers["Location"] == CALLBACK
     # An address the app never registered is not a destination.
     browser = browser_session(env.base, me.user)
     logout = f"{env.base}/oauth/logout?" + urlencode({"client_id": reg.client_id,
