@@ -449,6 +449,14 @@ def test_backend_services_with_private_key_jwt(oauth_env):
     assert _bearer(env, token["access_token"], "/fhir/Patient").status_code not in (401, 403)
     assert _bearer(env, token["access_token"], "/api/v1/audit/events").status_code == 403
 
+    foreign = requests.post(token_url, data={**form, "resource": "https://other.example/fhir",
+                                             "client_assertion": _assertion(key, reg.client_id, token_url)},
+                            timeout=10)
+    assert foreign.status_code == 400 and foreign.json()["error"] == "invalid_target"
+    fhir_only = requests.post(token_url, data={**form, "resource": f"{env.base}/fhir",
+                                               "client_assertion": _assertion(key, reg.client_id, token_url)},
+                              timeout=10).json()
+    assert _bearer(env, fhir_only["access_token"], "/api/v1/patients").status_code == 401
     replay = requests.post(token_url, data=form, timeout=10)
     assert replay.json()["error"] == "invalid_client" and "used" in replay.json()["error_description"]
     stranger = RSAKey.generate_key(2048, parameters={"kid": "backend-1"}, private=True)
