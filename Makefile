@@ -9,7 +9,7 @@ PYTEST := .venv/bin/pytest
 run: install ## migrate, seed the demo on first run, serve everything at http://127.0.0.1:5000
 	.venv/bin/hospital run
 
-test: install ## the whole suite on PostgreSQL, then the smoke suite on SQLite
+test: install tests/npm/node_modules/.installed ## the whole suite on PostgreSQL, then the smoke suite on SQLite
 	$(PYTEST)
 	TEST_DB=sqlite $(PYTEST) -m smoke
 
@@ -17,6 +17,10 @@ install: .venv/.installed
 
 .venv/.installed: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
+	@touch $@
+
+tests/npm/node_modules/.installed: tests/npm/package.json tests/npm/package-lock.json
+	npm ci --prefix tests/npm --no-audit --no-fund --ignore-scripts
 	@touch $@
 
 .tools/bin/uv:

@@ -36,9 +36,10 @@ def create_app(config: Config | None = None) -> Flask:
 
     csrf.init_app(app)
     login_manager.init_app(app)
-    from app.auth import oauth2
+    from app.auth import cors, oauth2
 
     oauth2.init_app(app)
+    cors.init_app(app)
     api = Api(app, spec_kwargs={"info": {"description": "JSON API of the Internet hospital. "
                                          "Errors are RFC 9457 problem details."}})
     app.extensions["hospital_api"] = api

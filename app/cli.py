@@ -180,15 +180,89 @@ def reset_passwords(cfg: Config) -> None:
     _print_passwords(passwords, "New demo passwords")
 
 
-def rotate_oauth_key(cfg: Config) -> None:
-    """Make a new OpenID Connect signing key current; retired keys stay in the JWKS until their tokens expire."""
+def rotate_oauth_key(cfg: Config, *, create: bool = False) -> int:
+    """Let the published next key sign and publish a new next key; retired keys stay in the JWKS until their
+    tokens expire. Refuses a key file that does not exist yet (unless ``create``): the command then runs with
+    another instance path than the server's, and rotating there would change nothing the server uses."""
     from app import create_app
-    from app.auth.oauth2 import jwks_path, rotate_signing_key
+    from app.auth.oauth2 import KeyRotationTooSoon, jwks_path, rotate_signing_key
 
     app = create_app(cfg)
     with app.app_context():
-        kid = rotate_signing_key()
-        print(f"New signing key {kid} in {jwks_path()}")
+        path = jwks_path()
+        if not path.exists() and not create:
+            print(f"No signing keys at {path}: this is not the server's instance path (set HOSPITAL_INSTANCE_PATH "
+                  "or OAUTH_JWKS_PATH as the server has them), or run with --create for a new server.",
+                  file=sys.stderr)
+            return 2
+        try:
+            kid = rotate_signing_key(path)
+        except KeyRotationTooSoon as exc:
+            print(f"Not rotated: {exc}.", file=sys.stderr)
+            return 3
+        print(f"Signing key {kid} now signs; a new next key is published in {path}")
+    return 0
+
+
+def oauth_client(cfg: Config, args: argparse.Namespace) -> int:
+    """Register, edit, list OAuth clients or rotate a secret, as the administrator named by ``--as``."""
+    import json as jsonlib
+
+    from app import create_app, db
+    from app.auth import oauth_service
+    from app.auth import service as accounts
+    from app.errors import AppError
+
+    app = create_app(cfg)
+    with app.app_context():
+        admin = accounts.find_by_email(args.as_email)
+        if admin is None:
+            print(f"No account {args.as_email}: name an administrator with --as.", file=sys.stderr)
+            return 2
+        try:
+            if args.action == "list":
+                for c in oauth_service.list_clients(by=admin):
+                    kind = "public" if c.is_public else c.auth_method
+                    print(f"{c.client_id}\t{c.name}\t{kind}\t{'active' if c.active else 'disabled'}\t"
+                          f"{' '.join(c.redirect_uris)}\t{' '.join(c.web_origins)}\t{c.allowed_scope}")
+                db.session.commit()
+                return 0
+            if args.action == "rotate-secret":
+                client = oauth_service.find_client(args.client_id, by=admin)
+                secret = oauth_service.rotate_secret(client, by=admin)
+                db.session.commit()
+                print(f"New client secret (shown only now): {secret}")
+                return 0
+            jwks = jsonlib.loads(Path(args.jwks_file).read_text()) if args.jwks_file else None
+            service_user = accounts.find_by_email(args.service_account) if args.service_account else None
+            if args.action == "add":
+                data = oauth_service.ClientInput(
+                    name=args.name or "", is_public=args.public, redirect_uris=args.redirect_uri or [],
+                    scope=" ".join(args.scope or []), grants=args.grant or ["authorization_code", "refresh_token"],
+                    service_user_id=service_user.id if service_user else None, web_origins=args.origin or [],
+                    auth_method="private_key_jwt" if jwks else "client_secret_basic", jwks=jwks)
+                client, secret = oauth_service.register_client(data, by=admin)
+            else:
+                client = oauth_service.find_client(args.client_id, by=admin)
+                data = oauth_service.ClientInput(
+                    name=args.name or client.name, is_public=client.is_public,
+                    redirect_uris=client.redirect_uris if args.redirect_uri is None else args.redirect_uri,
+                    scope=client.allowed_scope if args.scope is None else " ".join(args.scope),
+                    grants=client.allowed_grants if args.grant is None else args.grant,
+                    service_user_id=service_user.id if service_user else client.service_user_id,
+                    web_origins=client.web_origins if args.origin is None else args.origin,
+                    auth_method=client.auth_method, jwks=jwks or client.jwks)
+                client, secret = oauth_service.update_client(client, data, by=admin), None
+            db.session.commit()
+        except AppError as exc:
+            db.rollback()
+            problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in (exc.errors or {}).items())
+            print(f"{exc.detail} {problems}".strip(), file=sys.stderr)
+            return 1
+        print(f"client_id: {client.client_id}")
+        if secret:
+            print(f"client_secret (shown only now): {secret}")
+    return 0
 
 
 def run(cfg: Config, *, host: str, port: int, workers: int) -> int:
@@ -245,7 +319,21 @@ def main(argv: list[str] | None = None) -> int:
     p_admin.add_argument("--email", required=True)
     p_admin.add_argument("--name", required=True)
     sub.add_parser("demo-passwords", help="issue new passwords for the demo accounts")
-    sub.add_parser("oauth-rotate-key", help="add a new OpenID Connect signing key and retire the current one")
+    p_rotate = sub.add_parser("oauth-rotate-key", help="let the published next signing key sign; publish a new one")
+    p_rotate.add_argument("--create", action="store_true", help="create the key file (a new server)")
+    p_client = sub.add_parser("oauth-client", help="register, edit or list OAuth client apps")
+    p_client.add_argument("action", choices=["add", "edit", "list", "rotate-secret"])
+    p_client.add_argument("client_id", nargs="?", help="the client to edit or rotate")
+    p_client.add_argument("--as", dest="as_email", required=True, help="email of the administrator acting")
+    p_client.add_argument("--name")
+    p_client.add_argument("--public", action="store_true", help="a public app (browser or native; PKCE, no secret)")
+    p_client.add_argument("--redirect-uri", action="append", help="repeat for several")
+    p_client.add_argument("--origin", action="append", help="browser origin allowed by CORS; repeat for several")
+    p_client.add_argument("--scope", action="append", help="allowed scopes; repeat or quote a list")
+    p_client.add_argument("--grant", action="append", choices=["authorization_code", "refresh_token",
+                                                               "client_credentials"])
+    p_client.add_argument("--service-account", help="email of the staff account a machine client acts as")
+    p_client.add_argument("--jwks-file", help="public keys (JWK set) for private_key_jwt authentication")
     sub.add_parser("expire-dispenses", help="cancel medicine not collected by the pickup deadline")
     sub.add_parser("send-notifications", help="send queued notifications once")
     sub.add_parser("worker", help="loop: send notifications, expire uncollected medicine")
@@ -267,7 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "demo-passwords":
         reset_passwords(cfg)
     elif args.cmd == "oauth-rotate-key":
-        rotate_oauth_key(cfg)
+        return rotate_oauth_key(cfg, create=args.create)
+    elif args.cmd == "oauth-client":
+        if args.action in ("edit", "rotate-secret") and not args.client_id:
+            parser.error(f"oauth-client {args.action} needs a client_id")
+        return oauth_client(cfg, args)
     elif args.cmd == "expire-dispenses":
         ids = expire_dispenses(cfg)
         print(f"Cancelled {len(ids)} uncollected dispense(s): {ids}")

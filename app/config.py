@@ -108,6 +108,9 @@ class Config:
     OAUTH_REFRESH_TOKEN_DAYS: int = 30
     OAUTH_ID_TOKEN_SECONDS: int = 3600
     OAUTH_CODE_SECONDS: int = 120
+    OAUTH_JWKS_MAX_AGE: int = 300  # how long clients may cache the key set; a next key is published this far ahead
+    OAUTH_DYNAMIC_REGISTRATION: bool = False  # RFC 7591 self-registration of public SMART apps
+    FHIR_BASE_URL: str = ""  # empty: <issuer>/fhir; the ``aud`` SMART apps must send
     # Prescriptions and pharmacy
     RX_SIGNING_KEY_FILE: Path | None = None
     PICKUP_DEADLINE_DAYS: int = 10
@@ -176,6 +179,9 @@ class Config:
         cfg.OAUTH_ACCESS_TOKEN_SECONDS = _env_int("OAUTH_ACCESS_TOKEN_SECONDS", cls.OAUTH_ACCESS_TOKEN_SECONDS)
         cfg.OAUTH_REFRESH_TOKEN_DAYS = _env_int("OAUTH_REFRESH_TOKEN_DAYS", cls.OAUTH_REFRESH_TOKEN_DAYS)
         cfg.OAUTH_ID_TOKEN_SECONDS = _env_int("OAUTH_ID_TOKEN_SECONDS", cls.OAUTH_ID_TOKEN_SECONDS)
+        cfg.OAUTH_JWKS_MAX_AGE = _env_int("OAUTH_JWKS_MAX_AGE", cls.OAUTH_JWKS_MAX_AGE)
+        cfg.OAUTH_DYNAMIC_REGISTRATION = _env_bool("OAUTH_DYNAMIC_REGISTRATION", cls.OAUTH_DYNAMIC_REGISTRATION)
+        cfg.FHIR_BASE_URL = _env("FHIR_BASE_URL", cls.FHIR_BASE_URL).rstrip("/")
         key_file = os.environ.get("HOSPITAL_RX_SIGNING_KEY_FILE")
         cfg.RX_SIGNING_KEY_FILE = Path(key_file) if key_file else None
         cfg.PICKUP_DEADLINE_DAYS = _env_int("HOSPITAL_PICKUP_DEADLINE_DAYS", cls.PICKUP_DEADLINE_DAYS)

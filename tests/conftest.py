@@ -157,6 +157,29 @@ def login(factories: Factories) -> Any:
 
 
 @pytest.fixture
+def bearer_for(factories: Factories) -> Any:
+    """An access token as a third-party app would hold after the person allowed it (minted directly)."""
+    import secrets
+
+    from app.auth import oauth_service
+    from app.auth.oauth_models import OAuthToken, digest
+
+    def mint(user: Any, scope: str, *, audience: str | None = None, patient_id: int | None = None) -> str:
+        client, _secret = oauth_service.register_client(oauth_service.ClientInput(
+            name="Third-party app", is_public=True, redirect_uris=["https://app.example/cb"], scope=scope,
+            grants=["authorization_code"]), by=factories.admin())
+        token = secrets.token_urlsafe(32)
+        db.session.add(OAuthToken(client_id=client.client_id, user_id=user.id, grant_type="authorization_code",
+                                  scope=scope, access_token_hash=digest(token), family_id=secrets.token_hex(16),
+                                  user_epoch=user.session_epoch, expires_in=3600, audience=audience,
+                                  patient_id=patient_id))
+        db.session.commit()
+        return token
+
+    return mint
+
+
+@pytest.fixture
 def artifacts_dir() -> Path:
     path = Path(__file__).resolve().parent.parent / "test-artifacts"
     path.mkdir(exist_ok=True)

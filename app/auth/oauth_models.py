@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -18,6 +19,15 @@ from authlib.oidc.core import AuthorizationCodeMixin
 
 from app.auth.models import User
 from app.db import Base, IntPk, TimestampMixin, UtcTimestamp, utcnow
+
+
+def _without_loopback_port(uri: str) -> str | None:
+    """``uri`` with its port removed when it is an http loopback address (native apps pick a free port)."""
+    parts = urlsplit(uri)
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def digest(secret: str) -> str:
@@ -39,6 +49,13 @@ class OAuthClient(ClientMixin, TimestampMixin, Base):
     redirect_uris: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)
     allowed_scope: so.Mapped[str] = so.mapped_column(sa.Text, default="")
     allowed_grants: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)
+    # Browser origins (scheme://host[:port]) whose scripts may call the token, userinfo, discovery and API
+    # endpoints (CORS); nothing is opened to an origin no client registered.
+    web_origins: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)
+    # "none" (public), "client_secret_basic" or "private_key_jwt" (RFC 7523, keys in ``jwks``).
+    auth_method: so.Mapped[str] = so.mapped_column(sa.String(40), default="client_secret_basic")
+    jwks: so.Mapped[dict[str, object] | None] = so.mapped_column(sa.JSON)
+    registered_dynamically: so.Mapped[bool] = so.mapped_column(default=False)
     # The account a client-credentials (machine) client acts as; its role and facility bound what it can do.
     service_user_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
     active: so.Mapped[bool] = so.mapped_column(default=True)
@@ -62,8 +79,11 @@ class OAuthClient(ClientMixin, TimestampMixin, Base):
         return list_to_scope([s for s in scope_to_list(scope) if covers(allowed, s)])
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        """Exact string match only (no prefix or pattern matching)."""
-        return redirect_uri in self.redirect_uris
+        """Exact string match, except that a loopback URI matches on any port (RFC 8252 §7.3)."""
+        if redirect_uri in self.redirect_uris:
+            return True
+        wanted = _without_loopback_port(redirect_uri)
+        return wanted is not None and any(_without_loopback_port(u) == wanted for u in self.redirect_uris)
 
     def check_client_secret(self, client_secret: str) -> bool:
         if not self.client_secret_hash or not client_secret:
@@ -72,11 +92,13 @@ class OAuthClient(ClientMixin, TimestampMixin, Base):
 
     @property
     def token_endpoint_auth_method(self) -> str:
-        return "none" if self.is_public else "client_secret_basic"
+        return "none" if self.is_public else self.auth_method
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.is_public:
             return method == "none"
+        if self.auth_method == "private_key_jwt":
+            return method == "private_key_jwt"
         return method in ("client_secret_basic", "client_secret_post")
 
     def check_response_type(self, response_type: str) -> bool:
@@ -106,6 +128,9 @@ class OAuthAuthorizationCode(AuthorizationCodeMixin, Base):
     expires_at: so.Mapped[datetime]
     used_at: so.Mapped[datetime | None]
     family_id: so.Mapped[str | None] = so.mapped_column(sa.String(32))
+    # SMART launch context chosen at consent (the patient picker for staff) and the resource server asked for.
+    patient_id: so.Mapped[int | None]
+    audience: so.Mapped[str | None] = so.mapped_column(sa.Text)
 
     user: so.Mapped[User] = so.relationship()
 
@@ -153,8 +178,19 @@ class OAuthToken(TokenMixin, Base):
     access_revoked_at: so.Mapped[datetime | None]
     refresh_revoked_at: so.Mapped[datetime | None]
     revoke_reason: so.Mapped[str | None] = so.mapped_column(sa.String(40))
+    # The patient whose record the token reaches (SMART launch context) and the one resource server
+    # (RFC 8707 ``resource`` / SMART ``aud``) that accepts it; None: this server's own JSON API.
+    patient_id: so.Mapped[int | None]
+    audience: so.Mapped[str | None] = so.mapped_column(sa.Text)
 
     user: so.Mapped[User | None] = so.relationship()
+
+    presented = "access_token"
+    """Which of the two tokens a lookup was made with (not stored): introspection and revocation act on it."""
+
+    @property
+    def audiences(self) -> list[str]:
+        return (self.audience or "").split()
 
     # ---- Authlib TokenMixin
     def check_client(self, client: OAuthClient) -> bool:
@@ -205,6 +241,19 @@ class OAuthConsent(Base):
     revoked_at: so.Mapped[datetime | None]
 
     __table_args__ = (sa.UniqueConstraint("user_id", "client_id", name="uq_oauth_consent_user_client"),)
+
+
+class OAuthAssertionJti(Base):
+    """The ``jti`` of each client assertion (private_key_jwt) until it expires, so none is accepted twice."""
+
+    __tablename__ = "oauth_assertion_jti"
+
+    id: so.Mapped[IntPk]
+    client_id: so.Mapped[str] = so.mapped_column(sa.String(48))
+    jti: so.Mapped[str] = so.mapped_column(sa.String(255))
+    expires_at: so.Mapped[datetime] = so.mapped_column(index=True)
+
+    __table_args__ = (sa.UniqueConstraint("client_id", "jti", name="uq_oauth_assertion_jti_client_id"),)
 
 
 class MfaFactor(Base):

@@ -19,6 +19,13 @@ IDENTITY_SCOPES = {
     "offline_access": "Keep access after you close the app, until you revoke it",
 }
 
+LAUNCH_SCOPES = {
+    "launch/patient": "Work on one patient's record: yours, or (staff) the patient you choose next",
+    "launch/encounter": "Know which consult you are working on",
+    "launch": "Open from inside Town Health with the record you are looking at",
+}
+"""SMART launch context requests: they grant no data by themselves."""
+
 RESOURCE_TYPES = {
     "Patient": "your patient record (demographics, allergies, conditions, medicines)",
     "Practitioner": "practitioner profiles",
@@ -111,13 +118,20 @@ def covers(allowed: list[str], scope: str) -> bool:
 
 
 def is_known(scope: str) -> bool:
-    return scope in IDENTITY_SCOPES or parse(scope) is not None
+    return scope in IDENTITY_SCOPES or scope in LAUNCH_SCOPES or parse(scope) is not None
+
+
+def all_covered(allowed: list[str], wanted: list[str]) -> bool:
+    """Whether every scope in ``wanted`` means no more than ``allowed`` does (narrowing on refresh)."""
+    return all(covers(allowed, scope) for scope in wanted)
 
 
 def describe(scope: str) -> str:
     """A sentence a patient or clinician can read on the consent screen."""
     if scope in IDENTITY_SCOPES:
         return IDENTITY_SCOPES[scope]
+    if scope in LAUNCH_SCOPES:
+        return LAUNCH_SCOPES[scope]
     parsed = parse(scope)
     if parsed is None:
         return scope

@@ -58,6 +58,11 @@ def _ip_lockout(ip: str | None, now: datetime) -> Lockout | None:
     return None
 
 
+def find_by_email(email: str) -> User | None:
+    """The account with this email (for operator commands; sign-in goes through :func:`authenticate`)."""
+    return db.session.scalar(sa.select(User).where(User.email == normalise_email(email)))
+
+
 def authenticate(email: str, password: str) -> User:
     """Check a password sign-in and record it.
 

@@ -262,13 +262,14 @@ def _code_hash(code: str) -> str:
     return hmac.new(key, f"pickup-hash|{normal}".encode(), hashlib.sha256).hexdigest()
 
 
-def pickup_code(dispense: Dispense, *, by: User) -> str | None:
+def pickup_code(dispense: Dispense, *, by: User, through_app: bool = False) -> str | None:
     """The one-time code, only for the patient and only while the medicine waits at the counter.
 
     The database keeps a keyed hash; the code itself is derived with the server secret, so a database copy
-    alone cannot produce a usable code.
+    alone cannot produce a usable code. ``through_app``: the request came from a third-party app with an
+    OAuth token, which never gets the code: it is the patient's proof of identity at the pharmacy counter.
     """
-    if dispense.status is not DispenseStatus.IN_PROGRESS or dispense.pickup_salt is None:
+    if through_app or dispense.status is not DispenseStatus.IN_PROGRESS or dispense.pickup_salt is None:
         return None
     if not (by.role is Role.PATIENT and dispense.prescription.patient.user_id == by.id):
         return None

@@ -11,6 +11,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from app import db
+from app.auth import oauth2
 from app.patients import service as patients
 from app.pharmacy import service as pharmacy
 from app.prescriptions import fhir, service, signing
@@ -174,11 +175,12 @@ class MyRequests(MethodView):
     def get(self) -> list[dict[str, Any]]:
         """My prescriptions, each with its dispenses and, when medicine waits for me, the pickup code."""
         _patient, rows = service.mine(by=current_user)
+        through_app = oauth2.current_token() is not None
         out = []
         for rx in rows:
             body = _rx_json(rx)
-            body["dispenses"] = [fhir.medication_dispense(d, pickup_code=pharmacy.pickup_code(d, by=current_user))
-                                 for d in pharmacy.dispenses_for(rx)]
+            body["dispenses"] = [fhir.medication_dispense(d, pickup_code=pharmacy.pickup_code(
+                d, by=current_user, through_app=through_app)) for d in pharmacy.dispenses_for(rx)]
             out.append(body)
         db.session.commit()
         return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -192,10 +193,10 @@ def test_authorization_request_negatives(oauth_env):
     resp = browser.get(url, allow_redirects=False)
     assert parse_qs(urlsplit(resp.headers["Location"]).query)["error"] == ["invalid_request"]
 
-    # The nonce is required for OpenID requests.
+    # The code flow needs no nonce (OpenID Connect requires it only for implicit and hybrid flows).
     url, _ = client.create_authorization_url(f"{env.base}/oauth/authorize", code_verifier=verifier)
     resp = browser.get(url, allow_redirects=False)
-    assert parse_qs(urlsplit(resp.headers["Location"]).query)["error"] == ["invalid_request"]
+    assert resp.status_code == 200 and "consent-scopes" in resp.text
 
     # A patient cannot take clinician-wide scopes (escalation).
     greedy = OAuth2Session(reg.client_id, scope="openid user/*.cruds", redirect_uri=CALLBACK,
@@ -281,9 +282,16 @@ def test_discovery_and_key_rotation_keep_old_tokens_verifiable(oauth_env, app):
     me = env.factories.patient(with_account=True)
     reg = env.register(public=True)
     _c, before, _ = _code_flow(env, reg, me.user)
-    from app.auth.oauth2 import rotate_signing_key
+    from app.auth.oauth2 import KeyRotationTooSoon, rotate_signing_key
 
-    new_kid = rotate_signing_key()
+    published = {k["kid"] for k in requests.get(meta["jwks_uri"], timeout=10).json()["keys"]}
+    signer = jwt.decode(before["id_token"], _jwks(env)).header["kid"]
+    assert len(published) >= 2  # the next key is published ahead of signing anything
+    # Clients may still hold a key set without the next key: rotating now would strand them.
+    with pytest.raises(KeyRotationTooSoon):
+        rotate_signing_key()
+    new_kid = rotate_signing_key(now=int(time.time()) + app.config["OAUTH_JWKS_MAX_AGE"])
+    assert new_kid in published and new_kid != signer
     _c, after, _ = _code_flow(env, reg, me.user)
     keys = _jwks(env)
     assert jwt.decode(after["id_token"], keys).header["kid"] == new_kid

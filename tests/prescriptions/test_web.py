@@ -311,3 +311,25 @@ def test_api_stock_bad_input(client, factories, login):
                                                        "quantity": -5})
     assert resp.status_code == 422 and set(resp.json["errors"]) == {"drug_id", "quantity"}
     assert client.get("/api/v1/pharmacy/stock").json == []
+
+
+def test_third_party_app_never_receives_the_pickup_code(make_client, factories, login, bearer_for):
+    """The pickup code proves the patient's identity at the counter: an app with prescription scope lacks it."""
+    doctor = factories.doctor()
+    patient = factories.patient(with_account=True, doctor=doctor)
+    account = patient.user
+    pharmacist = factories.pharmacist(facility=patient.facility)
+    add_stock(patient.facility_id, "AMOX500", 100)
+    token = bearer_for(account, "patient/MedicationRequest.rs")
+    doc, pharm, me, app_client = make_client(), make_client(), make_client(), make_client()
+    login(doc, doctor), login(pharm, pharmacist), login(me, account)
+    rx = _draft(doc, patient.id).json
+    doc.post(f"/api/v1/medication-requests/{rx['id']}/sign", json={})
+    dispense = pharm.post(f"/api/v1/medication-requests/{rx['id']}/dispenses", json={}).json
+    pharm.post(f"/api/v1/medication-dispenses/{dispense['id']}/status", json={"status": "in-progress"})
+    assert me.get("/api/v1/me/medication-requests").json[0]["dispenses"][0]["pickupCode"]
+
+    seen = app_client.get("/api/v1/me/medication-requests", headers={"Authorization": f"Bearer {token}"})
+    assert seen.status_code == 200
+    assert seen.json[0]["dispenses"][0]["status"] == "in-progress"
+    assert "pickupCode" not in seen.json[0]["dispenses"][0]
