@@ -48,13 +48,20 @@ def people(live_server: str, live_factories: Any) -> dict[str, Any]:
     db.session.commit()
     add_stock(clinic.id, "AMOX500", 100)
     from app.auth.models import User
+    from app.auth.oauth_service import ClientInput, register_client
+
+    admin = f.admin(email=f"layout-admin-{tag}@test.example")
+    long_uri = f"https://apps.example/{'very-long-path-segment/' * 8}callback?tag={tag}"  # must wrap, not widen
+    register_client(ClientInput(name=f"Layout app {tag}", is_public=True, redirect_uris=[long_uri],
+                                scope="openid", grants=["authorization_code"]), by=admin)
+    db.session.commit()
 
     return {
         "patient": db.session.get(User, patient.user_id),
         "clinic staff": f.nurse(facility=clinic, email=f"layout-nurse-{tag}@test.example"),
         "doctor": doctor,
         "pharmacist": f.pharmacist(facility=clinic, email=f"layout-pharm-{tag}@test.example"),
-        "admin": f.admin(email=f"layout-admin-{tag}@test.example"),
+        "admin": admin,
     }
 
 
