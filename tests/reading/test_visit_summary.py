@@ -1,0 +1,42 @@
+"""The visit summary after a video consult: written by the doctor in the room, shown to the patient once the
+consult ended (not before), with the prescriptions made, printable, audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from app import db
+from app.audit.models import AuditEvent
+from app.notify.models import Notification
+from tests.consults.helpers import admitted_consult
+
+
+def test_doctor_writes_summary_patient_reads_it_after_the_consult(make_client: Any, factories: Any, login: Any,
+                                                                   app: Any) -> None:
+    doctor, patient, appt = admitted_consult(factories, app)
+    patient_user_id = patient.user_id
+    doctor_browser, patient_browser = make_client(), make_client()
+    login(doctor_browser, doctor)
+    room = doctor_browser.get(f"/consults/{appt.id}/room").get_data(as_text=True)
+    assert 'id="visit-summary-form"' in room
+    saved = doctor_browser.post(f"/consults/{appt.id}/summary", data={
+        "reason": "Cough", "findings": "Chest clear.", "diagnosis": "Viral bronchitis",
+        "plan": "Rest, fluids.", "follow_up": "Call if fever over 3 days", "back": "room"})
+    assert saved.status_code == 302 and saved.headers["Location"].endswith(f"/consults/{appt.id}/room")
+    login(patient_browser, patient.user)
+    assert "Viral bronchitis" not in patient_browser.get(f"/consults/{appt.id}/summary").get_data(as_text=True)
+    assert doctor_browser.post(f"/consults/{appt.id}/end", data={}).status_code == 302
+    assert db.session.scalar(sa.select(Notification).where(Notification.recipient_id == patient_user_id,
+                                                           Notification.subject == "Your visit summary"))
+    health = patient_browser.get("/me").get_data(as_text=True)
+    assert "Visit summaries" in health and "Viral bronchitis" in health
+    page = patient_browser.get(f"/consults/{appt.id}/summary").get_data(as_text=True)
+    assert "Rest, fluids." in page and "Call if fever over 3 days" in page and "Prescriptions" in page
+    assert db.session.scalar(sa.select(AuditEvent).where(AuditEvent.action == "visit_summary.read",
+                                                         AuditEvent.actor_id == patient_user_id))
+    stranger = make_client()
+    login(stranger, factories.doctor())
+    assert stranger.get(f"/consults/{appt.id}/summary").status_code == 404
+    assert stranger.post(f"/consults/{appt.id}/summary", data={"plan": "x"}).status_code == 404
