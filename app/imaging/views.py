@@ -37,8 +37,9 @@ def imaging_studies(patient: Any) -> list[Study]:
 
 
 def _summary_row(r: service.IngestResult) -> dict[str, Any]:
-    return {"file": r.filename, "status": r.status, "reason": r.reason,
-            "matched": r.patient_id is not None if r.ok else None}
+    matched = r.patient_id is not None if r.ok else None
+    return {"file": r.filename, "status": r.status, "reason": r.reason, "matched": matched,
+            "read_url": url_for("reading.new", study_uid=r.study_instance_uid) if matched else None}
 
 
 @bp.route("/scans/upload", methods=["GET", "POST"])
