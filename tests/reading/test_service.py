@@ -14,7 +14,7 @@ from app import db
 from app.audit.models import AuditEvent, Outcome
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.imaging import service as imaging
-from app.imaging.models import Instance
+from app.imaging.models import Instance, Series
 from app.notify.models import Notification
 from app.prescriptions import signing
 from app.reading import access, fhir, outputs, service
@@ -217,8 +217,8 @@ def test_signed_report_is_written_back_into_the_study_as_encapsulated_pdf(loop: 
     assert ds.SOPClassUID == outputs.ENCAPSULATED_PDF and ds.EncapsulatedDocument.startswith(b"%PDF")
     assert ds.PatientID == loop.patient.mrn
     assert outputs.write_back(report, by=loop.doctor) is True  # not twice
-    assert db.session.scalar(sa.select(sa.func.count()).select_from(Instance).where(
-        Instance.sop_class_uid == outputs.ENCAPSULATED_PDF)) == 1
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Instance).join(Instance.series).where(
+        Instance.sop_class_uid == outputs.ENCAPSULATED_PDF, Series.study_id == loop.study.id)) == 1
 
 
 def test_fhir_shapes_link_study_request_and_report(loop: Loop) -> None:
