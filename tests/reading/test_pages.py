@@ -112,3 +112,56 @@ def test_api_claim_conflict_names_the_holder(make_client: Any, factories: Any, l
     assert late.status_code == 409 and late.mimetype == "application/problem+json"
     assert late.get_json()["detail"].startswith("Dr Ada Reader took this request at ")
     assert late.get_json()["claimed_by"] == "Dr Ada Reader"
+
+
+def test_api_report_lifecycle_as_fhir(make_client: Any, factories: Any, login: Any, app: Any) -> None:
+    env = _setup(factories, app)
+    nurse_api, doctor_api = make_client(), make_client()
+    login(nurse_api, env["nurse"])
+    rid = int(nurse_api.post("/api/v1/reading-requests", json={
+        "study_instance_uid": env["study_uid"], "question": "Mass?", "priority": "routine",
+        "assigned_to_id": env["doctor"].id}).get_json()["id"])
+    login(doctor_api, env["doctor"])
+    with app.test_request_context("/"):
+        totp = enrol(env["doctor"])
+    assert doctor_api.get(f"/api/v1/reading-requests/{rid}/report").status_code == 404  # nothing written yet
+    assert doctor_api.put(f"/api/v1/reading-requests/{rid}/report", json={"findings": "x"}).status_code == 404
+    assert doctor_api.post(f"/api/v1/reading-requests/{rid}/claim").status_code == 200
+    draft = doctor_api.put(f"/api/v1/reading-requests/{rid}/report",
+                           json={"findings": "Clear lungs.", "impression": "1. Normal chest."})
+    assert draft.status_code == 200 and draft.get_json()["status"] == "preliminary"
+    no_code = doctor_api.post(f"/api/v1/reading-requests/{rid}/report/sign", json={})
+    assert no_code.status_code == 422 and "code" in no_code.get_json()["errors"]
+    held = doctor_api.post(f"/api/v1/reading-requests/{rid}/report/sign",
+                           json={"code": next_code(totp), "release": "after-consult"})
+    assert held.status_code == 422 and "release_appointment_id" in held.get_json()["errors"]
+    signed = doctor_api.post(f"/api/v1/reading-requests/{rid}/report/sign", json={"code": next_code(totp)})
+    assert signed.status_code == 200, signed.get_json()
+    report = signed.get_json()
+    assert report["resourceType"] == "DiagnosticReport" and report["status"] == "final"
+    assert report["basedOn"][0]["reference"] == f"ServiceRequest/{rid}"
+    again = doctor_api.put(f"/api/v1/reading-requests/{rid}/report", json={"findings": "changed"})
+    assert again.status_code == 409 and again.mimetype == "application/problem+json"
+    viewer = doctor_api.get(f"/scans/studies/{env['study_uid']}").get_data(as_text=True)
+    assert "Modality CT, DOC" in viewer and "Signed report" not in viewer  # in the study, not a slice
+    assert nurse_api.get(f"/api/v1/reading-requests/{rid}/report").get_json()["conclusion"] == "1. Normal chest."
+
+
+def test_doctor_without_authenticator_cannot_sign_where_one_is_required(loop: Any, app: Any) -> None:
+    from app.errors import Conflict
+    from app.reading import service
+
+    doctor = loop.other_doctor
+    req = loop.request(assigned_to_id=doctor.id)
+    service.claim(req, by=doctor)
+    app.config["MFA_REQUIRED_ROLES"] = ("doctor",)
+    try:
+        try:
+            service.sign(req, by=doctor, code=None,
+                         data=service.ReportInput(findings="Normal.", impression="1. Normal."))
+        except Conflict as exc:
+            assert "two-step sign-in" in exc.detail
+        else:
+            raise AssertionError("signed without a second factor")
+    finally:
+        app.config["MFA_REQUIRED_ROLES"] = ()
