@@ -243,3 +243,15 @@ def test_cancel_only_before_a_report(loop: Loop) -> None:
     with pytest.raises(Conflict):
         service.cancel(signed, by=loop.nurse)
     db.rollback()
+
+
+def test_priors_are_one_click_away(loop: Loop) -> None:
+    from tests.reading.conftest import store_study
+
+    first = loop.signed()
+    older_report = first.report
+    loop.study = store_study(loop.nurse, loop.patient, study_date="20250301")
+    req = loop.claimed()
+    priors = service.priors(req, by=loop.doctor)
+    assert [p["study"].id for p in priors] == [first.study_id]
+    assert priors[0]["report"].id == older_report.id  # type: ignore[union-attr]

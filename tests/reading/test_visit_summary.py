@@ -10,13 +10,19 @@ import sqlalchemy as sa
 from app import db
 from app.audit.models import AuditEvent
 from app.notify.models import Notification
+from app.prescriptions import service as rx_service
 from tests.consults.helpers import admitted_consult
+from tests.prescriptions.conftest import rx_input
 
 
 def test_doctor_writes_summary_patient_reads_it_after_the_consult(make_client: Any, factories: Any, login: Any,
                                                                    app: Any) -> None:
     doctor, patient, appt = admitted_consult(factories, app)
     patient_user_id = patient.user_id
+    with app.test_request_context("/"):  # prescribed during the consult
+        rx = rx_service.create_draft(patient, rx_input("PARA500"), by=doctor)
+        rx_service.sign(rx, by=doctor)
+        db.session.commit()
     doctor_browser, patient_browser = make_client(), make_client()
     login(doctor_browser, doctor)
     room = doctor_browser.get(f"/consults/{appt.id}/room").get_data(as_text=True)
@@ -33,7 +39,8 @@ def test_doctor_writes_summary_patient_reads_it_after_the_consult(make_client: A
     health = patient_browser.get("/me").get_data(as_text=True)
     assert "Visit summaries" in health and "Viral bronchitis" in health
     page = patient_browser.get(f"/consults/{appt.id}/summary").get_data(as_text=True)
-    assert "Rest, fluids." in page and "Call if fever over 3 days" in page and "Prescriptions" in page
+    assert "Rest, fluids." in page and "Call if fever over 3 days" in page
+    assert "1 tablet 3 times a day for 7 days" in page  # the prescription made in the consult
     assert db.session.scalar(sa.select(AuditEvent).where(AuditEvent.action == "visit_summary.read",
                                                          AuditEvent.actor_id == patient_user_id))
     stranger = make_client()
