@@ -84,11 +84,13 @@ def send_notifications(cfg: Config) -> int:
 def reading_tick(cfg: Config) -> dict[str, list[int]]:
     """Escalate critical results nobody acknowledged in time; release held reports past their deadline."""
     from app import db
+    from app.reading import outputs
     from app.reading import service as reading
 
     def run_job(_app: Flask) -> dict[str, list[int]]:
         done = {"escalated": reading.escalate_unacknowledged(), "released": reading.release_due()}
         db.session.commit()
+        done["stored"] = outputs.write_back_pending()
         return done
 
     return _with_app(cfg, run_job)  # type: ignore[return-value]
@@ -99,6 +101,7 @@ def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0)
     from app import create_app, db
     from app.notify.service import deliver_pending
     from app.pharmacy.service import expire_uncollected
+    from app.reading import outputs as reading_outputs
     from app.reading import service as reading
 
     app = create_app(cfg)
@@ -112,6 +115,7 @@ def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0)
             reading.escalate_unacknowledged()
             reading.release_due()
             db.session.commit()
+            reading_outputs.write_back_pending()
             deliver_pending(app.config)
             db.session.commit()
         time.sleep(interval)
@@ -385,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Sent {send_notifications(cfg)} notification(s)")
     elif args.cmd == "reading-tick":
         done = reading_tick(cfg)
-        print(f"Escalated {len(done['escalated'])} critical result(s); released {len(done['released'])} report(s)")
+        print(f"Escalated {len(done['escalated'])} critical result(s); released {len(done['released'])} report(s); "
+              f"stored {len(done['stored'])} report(s) in their studies")
     elif args.cmd == "worker":
         return worker(cfg)
     elif args.cmd == "run":

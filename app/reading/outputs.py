@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pydicom
 import qrcode
+import sqlalchemy as sa
 from fpdf import FPDF
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -159,3 +160,11 @@ def write_back(report: Report, *, by: User) -> bool:
                  resource_id=report.id, detail={"sop_instance_uid": result.sop_instance_uid})
     db.session.commit()
     return True
+
+
+def write_back_pending(*, limit: int = 50) -> list[int]:
+    """Store the signed reports whose DICOM copy is missing (a failed first attempt); periodic. Returns their ids."""
+    pending = db.session.scalars(sa.select(Report).where(Report.signed_at.is_not(None),
+                                                         Report.dicom_sop_instance_uid.is_(None))
+                                 .order_by(Report.id).limit(limit)).all()
+    return [r.id for r in pending if write_back(r, by=r.author)]

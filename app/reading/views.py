@@ -187,7 +187,7 @@ def save(request_id: int) -> BaseResponse:
     if req.report is not None and req.report.is_signed:
         written = outputs.write_back(req.report, by=current_user)
         return _after(request_id, None, "Report signed." + ("" if written else
-                      " It could not be added to the study yet; it will be retried."))
+                      " It could not be stored in the study yet; that is retried automatically."))
     return _after(request_id, None, "Saved as preliminary.")
 
 

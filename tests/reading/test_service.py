@@ -255,3 +255,19 @@ def test_priors_are_one_click_away(loop: Loop) -> None:
     priors = service.priors(req, by=loop.doctor)
     assert [p["study"].id for p in priors] == [first.study_id]
     assert priors[0]["report"].id == older_report.id  # type: ignore[union-attr]
+
+
+def test_a_failed_write_back_is_retried(loop: Loop, monkeypatch: Any) -> None:
+    req = loop.signed()
+    report = req.report
+    assert report is not None
+
+    def store_down(*_a: Any, **_k: Any) -> Any:
+        raise OSError("object store unreachable")
+
+    monkeypatch.setattr(outputs, "store_one", store_down)
+    assert outputs.write_back(report, by=loop.doctor) is False
+    assert report.is_signed and report.dicom_sop_instance_uid is None  # still signed, nothing half-written
+    monkeypatch.undo()
+    assert outputs.write_back_pending() == [report.id]
+    assert report.dicom_sop_instance_uid is not None
