@@ -625,6 +625,30 @@ def release_due(*, now: datetime | None = None) -> list[int]:
     return [r.id for r in due]
 
 
+def get_report(report_id: int, *, by: User, action: str = "reading.report.read") -> Report:
+    """A report by its own id (FHIR DiagnosticReport/<id>), under the same rules as its request.
+
+    :raises NotFound: unknown or not visible (same answer, audited).
+    """
+    report = db.session.get(Report, report_id)
+    if report is None or not access.can_read(by, report.request):
+        raise audit.deny(action, by=by, patient_id=report.request.patient_id if report else None,
+                         resource_type=REPORT_RT, resource_id=report_id)
+    audit.record(action, by=by, patient_id=report.request.patient_id, resource_type=REPORT_RT, resource_id=report.id)
+    return report
+
+
+def reports_for_patient(patient: Patient, *, by: User) -> list[Report]:
+    """A patient's reports visible to ``by`` (a patient: only released ones), newest first; audited."""
+    rows = db.session.scalars(sa.select(Report).join(Report.request).where(ReadingRequest.patient_id == patient.id)
+                              .order_by(Report.id.desc()))
+    visible = [r for r in rows if access.can_read(by, r.request)
+               and (by.role is not Role.PATIENT or r.released_at is not None)]
+    audit.record("reading.report.list", by=by, patient_id=patient.id, resource_type=REPORT_RT,
+                 detail={"ids": [r.id for r in visible]})
+    return visible
+
+
 def my_results(*, by: User) -> list[Report]:
     """The signed-in patient's released reports, newest first (held ones are not shown)."""
     patient = patients.get_own_record(by=by)

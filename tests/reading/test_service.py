@@ -271,3 +271,22 @@ def test_a_failed_write_back_is_retried(loop: Loop, monkeypatch: Any) -> None:
     monkeypatch.undo()
     assert outputs.write_back_pending() == [report.id]
     assert report.dicom_sop_instance_uid is not None
+
+
+def test_reports_by_id_and_per_patient_follow_the_request_rules(loop: Loop, factories: Any) -> None:
+    req = loop.signed()
+    report = req.report
+    assert report is not None
+    assert service.get_report(report.id, by=loop.nurse).id == report.id
+    assert [r.id for r in service.reports_for_patient(loop.patient, by=loop.doctor)] == [report.id]
+    with pytest.raises(NotFound):
+        service.get_report(report.id, by=factories.pharmacist())
+    db.rollback()
+    held = loop.claimed()
+    service.save_preliminary(held, service.ReportInput(findings="Draft."), by=loop.doctor)
+    db.session.commit()
+    patient_user = loop.patient.user
+    assert [r.id for r in service.reports_for_patient(loop.patient, by=patient_user)] == [report.id]
+    with pytest.raises(NotFound):
+        service.get_report(held.report.id, by=patient_user)  # type: ignore[union-attr]
+    db.rollback()
