@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app import db
+from app import db, text
 from app.audit import service as audit
 from app.auth.models import Role, User
 from app.consults.models import Appointment, AppointmentStatus, VisitSummary
@@ -37,8 +37,8 @@ def save(appointment: Appointment, *, by: User, **fields: str | None) -> VisitSu
         raise _deny(action, by, appointment)
     if appointment.status not in (AppointmentStatus.ARRIVED, AppointmentStatus.FULFILLED):
         raise Conflict("A visit summary is written once the consult has started.")
-    errors = {name: [f"Use at most {limit:,} characters."] for name, limit in LIMITS.items()
-              if len(fields.get(name) or "") > limit}
+    errors = {name: [message] for name, limit in LIMITS.items()
+              if (message := text.problem(fields.get(name) or "", limit))}
     if errors:
         raise ValidationFailed("Some fields need attention.", errors=errors)
     summary = db.session.scalar(sa.select(VisitSummary).where(VisitSummary.appointment_id == appointment.id))

@@ -160,7 +160,7 @@ class Addenda(MethodView):
     def post(self, data: dict[str, Any], request_id: int) -> dict[str, Any]:
         """Add a signed addendum (a final report is never edited)."""
         req = service.get_request(request_id, by=current_user, action="reading.report.addendum", audit_read=False)
-        service.add_addendum(req, by=current_user, **data)
+        service.add_addendum(req, by=current_user, body=data["text"], code=data["code"])
         body = _report_json(req)
         db.session.commit()
         return body

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from app import db
+from app import db, text
 from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth import mfa
@@ -114,8 +114,8 @@ def request_reading(study: Study, *, by: User, question: str, priority: str | Pr
     question = (question or "").strip()
     if not question:
         errors["question"] = ["Write the clinical question the doctor should answer."]
-    elif len(question) > QUESTION_MAX:
-        errors["question"] = [f"Use at most {QUESTION_MAX} characters."]
+    elif message := text.problem(question, QUESTION_MAX):
+        errors["question"] = [message]
     try:
         prio = Priority(priority)
     except ValueError:
@@ -285,7 +285,8 @@ def cancel(req: ReadingRequest, *, by: User, reason: str | None = None) -> Readi
                     req.status.value)
     req.status = ReadingStatus.CANCELLED
     req.cancelled_at = db.utcnow()
-    req.cancel_reason = (reason or "").strip()[:300] or None
+    reason = (reason or "").strip()
+    req.cancel_reason = reason[:300] if reason and not text.problem(reason, 300) else None
     if req.claimed_by is not None:
         notify.enqueue(recipient=req.claimed_by, subject="Reading request cancelled",
                        body=f"The clinic cancelled a {req.modality or 'scan'} reading you had claimed.")
@@ -330,8 +331,8 @@ def _apply(report: Report, data: ReportInput, study: Study) -> None:
     for name in ("findings", "impression", "patient_summary"):
         value = getattr(data, name)
         if value is not None:
-            if len(value) > TEXT_MAX:
-                errors[name] = [f"Keep this under {TEXT_MAX:,} characters."]
+            if message := text.problem(value, TEXT_MAX):
+                errors[name] = [message]
             else:
                 setattr(report, name, value.strip())
     if errors:
@@ -498,7 +499,7 @@ def _tell_clinic(report: Report) -> None:
         notify.enqueue(recipient=user, subject=subject, body=body)
 
 
-def add_addendum(req: ReadingRequest, *, by: User, text: str, code: str | None) -> ReportVersion:
+def add_addendum(req: ReadingRequest, *, by: User, body: str, code: str | None) -> ReportVersion:
     """Correct or complete a signed report: a new signed version attributed to its author; the report's
     signed text is never changed. :raises Conflict: not signed yet. :raises ValidationFailed: empty, wrong code."""
     action = "reading.report.addendum"
@@ -508,17 +509,18 @@ def add_addendum(req: ReadingRequest, *, by: User, text: str, code: str | None) 
     if report is None or not report.is_signed:
         raise _fail(action, by, req, Conflict("Only a signed report takes addenda; edit the draft instead."),
                     "not signed")
-    text = (text or "").strip()
-    if not text or len(text) > TEXT_MAX:
-        raise _fail(action, by, req, _invalid("text", "Write the addendum (at most 20,000 characters)."), "empty")
+    body = (body or "").strip()
+    if not body or text.problem(body, TEXT_MAX):
+        raise _fail(action, by, req, _invalid("text", text.problem(body, TEXT_MAX) or "Write the addendum."),
+                    "invalid")
     _second_factor(by, code, action, req)
     now = db.utcnow()
-    version = ReportVersion(report=report, kind=VersionKind.ADDENDUM, author_id=by.id, text=text, created_at=now)
+    version = ReportVersion(report=report, kind=VersionKind.ADDENDUM, author_id=by.id, text=body, created_at=now)
 
     def document(kid: str) -> dict[str, Any]:
         return {"v": 1, "type": "DiagnosticReport.addendum", "kid": kid, "report": report.id,
                 "report_hash": report.content_hash, "signed_at": now.isoformat(timespec="seconds"),
-                "author": {"id": by.id, "name": by.full_name}, "text": text}
+                "author": {"id": by.id, "name": by.full_name}, "text": body}
 
     for name, value in _sign_document(document).items():
         setattr(version, name, value)

@@ -196,7 +196,7 @@ def save(request_id: int) -> BaseResponse:
 def addendum(request_id: int) -> BaseResponse:
     req = service.get_request(request_id, by=current_user, action="reading.report.addendum", audit_read=False)
     try:
-        service.add_addendum(req, by=current_user, text=request.form.get("text", ""), code=request.form.get("code"))
+        service.add_addendum(req, by=current_user, body=request.form.get("text", ""), code=request.form.get("code"))
     except AppError as exc:
         return _after(request_id, exc, "")
     return _after(request_id, None, "Addendum signed.")

@@ -165,3 +165,34 @@ def test_doctor_without_authenticator_cannot_sign_where_one_is_required(loop: An
             raise AssertionError("signed without a second factor")
     finally:
         app.config["MFA_REQUIRED_ROLES"] = ()
+
+
+def test_bad_input_gets_a_clear_answer_never_a_500(make_client: Any, factories: Any, login: Any, app: Any) -> None:
+    env = _setup(factories, app)
+    nurse, doctor = make_client(), make_client()
+    login(nurse, env["nurse"])
+    login(doctor, env["doctor"])
+    nul = nurse.post("/api/v1/reading-requests", json={"study_instance_uid": env["study_uid"],
+                                                         "question": "Mass\x00?", "priority": "stat"})
+    assert nul.status_code == 422 and "question" in nul.get_json()["errors"]
+    assert nurse.post("/api/v1/reading-requests", json={"study_instance_uid": env["study_uid"], "question": "Q",
+                                                        "priority": "stat", "assigned_to_id": "x"}).status_code == 422
+    assert nurse.post("/api/v1/reading-requests", json={"study_instance_uid": "1.2.3", "question": "Q",
+                                                        "priority": "stat"}).status_code == 404
+    rid = int(nurse.post("/api/v1/reading-requests", json={"study_instance_uid": env["study_uid"], "question": "Q",
+                                                           "priority": "stat"}).get_json()["id"])
+    assert doctor.post(f"/api/v1/reading-requests/{rid}/claim").status_code == 200
+    for body in ({"findings": "a\x00b"}, {"key_images": [{"series": 1}]}, {"key_images": [{}] * 60},
+                 {"findings": "x" * 20_001}):
+        resp = doctor.put(f"/api/v1/reading-requests/{rid}/report", json=body)
+        assert resp.status_code == 422, (body, resp.status_code)
+    form = doctor.post(f"/reading/{rid}/report", data={"findings": "ok", "key_images": "not json", "action": "save"},
+                       follow_redirects=True)
+    assert form.status_code == 200 and "key image" in form.get_data(as_text=True)
+    assert doctor.get("/reading?facility=abc&status=lost").status_code == 200
+    nothing = doctor.post(f"/api/v1/reading-requests/{rid}/report/sign", json={})
+    assert nothing.status_code == 409 and nothing.get_json()["detail"] == "Write the report before signing it."
+    assert doctor.put(f"/api/v1/reading-requests/{rid}/report",
+                      json={"findings": "Fine.", "impression": "1. Fine."}).status_code == 200
+    assert doctor.post(f"/api/v1/reading-requests/{rid}/report/sign",
+                       json={"release": "someday"}).status_code == 422

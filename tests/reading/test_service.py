@@ -132,13 +132,13 @@ def test_addendum_by_another_doctor_is_attributed_and_signed(loop: Loop, factori
 
     req = loop.signed()
     with pytest.raises(NotFound):  # no care relationship yet
-        service.add_addendum(req, by=loop.other_doctor, text="Compare with old film.", code=None)
+        service.add_addendum(req, by=loop.other_doctor, body="Compare with old film.", code=None)
     db.rollback()
     from app.patients import service as patients
 
     patients.ensure_care_relationship(loop.patient, loop.other_doctor, by=loop.nurse)
     totp = enrol(loop.other_doctor)
-    version = service.add_addendum(req, by=loop.other_doctor, text="Compare with old film.", code=next_code(totp))
+    version = service.add_addendum(req, by=loop.other_doctor, body="Compare with old film.", code=next_code(totp))
     db.session.commit()
     assert version.author_id == loop.other_doctor.id and req.status is ReadingStatus.AMENDED and req.amended_at
     assert req.report is not None and req.report.findings == "2 cm nodule, right upper lobe."  # never edited
