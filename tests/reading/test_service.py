@@ -31,6 +31,7 @@ def _notes(user: Any) -> list[Notification]:
     return list(db.session.scalars(sa.select(Notification).where(Notification.recipient_id == user.id)))
 
 
+@pytest.mark.smoke
 def test_request_to_pool_then_claim_records_each_step(loop: Loop) -> None:
     req = loop.request(priority="stat")
     assert req.status is ReadingStatus.REQUESTED and req.assigned_to_id is None and req.requested_at
@@ -94,6 +95,7 @@ def test_named_request_gives_the_doctor_the_study(loop: Loop) -> None:
     assert _notes(loop.other_doctor)
 
 
+@pytest.mark.smoke
 def test_preliminary_then_signed_final_is_frozen(loop: Loop) -> None:
     req = loop.claimed()
     key = {"series": loop.study.series[0].series_instance_uid,
@@ -147,6 +149,7 @@ def test_addendum_by_another_doctor_is_attributed_and_signed(loop: Loop, factori
     assert [v.kind for v in req.report.versions][-1] is VersionKind.ADDENDUM
 
 
+@pytest.mark.smoke
 def test_critical_result_notifies_until_a_named_person_acknowledges(loop: Loop, factories: Any, app: Any) -> None:
     second_nurse = factories.nurse(facility=loop.nurse.facility)
     req = loop.signed(critical=True)
@@ -206,6 +209,7 @@ def test_held_report_is_released_at_the_deadline(loop: Loop, app: Any) -> None:
     assert service.release_due() == [report.id] and report.released_at is not None
 
 
+@pytest.mark.smoke
 def test_signed_report_is_written_back_into_the_study_as_encapsulated_pdf(loop: Loop) -> None:
     req = loop.signed()
     report = req.report
