@@ -90,6 +90,7 @@ def test_findings_loop_end_to_end(live_server: str, live_factories: Any, app: Fl
     doctor_page.fill("#patient_summary", "Air has collected around your right lung. It needs treatment today.")
     doctor_page.check("#critical")
     doctor_page.fill("#code", next_code(totp))
+    doctor_page.screenshot(path=str(artifacts_dir / "reading-editor.png"), full_page=True)
     doctor_page.click("#sign-report")
     doctor_page.wait_for_selector("#signed-report")
     assert "Report signed." in doctor_page.inner_text("main")
