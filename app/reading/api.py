@@ -50,10 +50,6 @@ class AddendumSchema(Schema):
     code = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=32))
 
 
-def _request_json(req: Any) -> dict[str, Any]:
-    return fhir.service_request(req)
-
-
 @blp.route("/reading-requests")
 class Requests(MethodView):
     decorators = [login_required]
@@ -64,9 +60,10 @@ class Requests(MethodView):
         """The doctor's reading worklist (ServiceRequest), most urgent first, then the longest waiting."""
         filters = service.WorklistFilters(modality=args["modality"], facility_id=args["facility"],
                                           status=args["status"])
-        rows = [_request_json(r) for r in service.worklist(by=current_user, filters=filters, limit=args["limit"])]
+        rows = service.worklist(by=current_user, filters=filters, limit=args["limit"])
+        body = [fhir.service_request(r) for r in rows]
         db.session.commit()
-        return rows
+        return body
 
     @blp.arguments(RequestSchema)
     @blp.response(201)
@@ -75,7 +72,7 @@ class Requests(MethodView):
         study = imaging.get_study(data["study_instance_uid"], by=current_user, action="reading.request")
         req = service.request_reading(study, by=current_user, question=data["question"], priority=data["priority"],
                                       assigned_to_id=data["assigned_to_id"])
-        body = _request_json(req)
+        body = fhir.service_request(req)
         db.session.commit()
         return body
 
@@ -87,7 +84,7 @@ class RequestItem(MethodView):
     @blp.response(200)
     def get(self, request_id: int) -> dict[str, Any]:
         req = service.get_request(request_id, by=current_user)
-        body = _request_json(req)
+        body = fhir.service_request(req)
         db.session.commit()
         return body
 
@@ -101,7 +98,7 @@ class Claim(MethodView):
         """Claim a request; 409 names who has it when another doctor was first."""
         req = service.get_for_claim(request_id, by=current_user)
         service.claim(req, by=current_user)
-        body = _request_json(req)
+        body = fhir.service_request(req)
         db.session.commit()
         return body
 

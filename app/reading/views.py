@@ -43,8 +43,7 @@ def _helpers() -> dict[str, object]:
             return []
         return service.my_results(by=current_user)
 
-    return {"chart_reading_requests": chart_reading_requests, "my_reading_results": my_results,
-            "reading_waiting": waiting, "reading_qr": service.qr_payload}
+    return {"chart_reading_requests": chart_reading_requests, "my_reading_results": my_results}
 
 
 def _int(raw: str | None) -> int | None:
