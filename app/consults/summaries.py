@@ -95,6 +95,15 @@ def prescriptions_made(summary: VisitSummary) -> list[Any]:
                                            encounter.ended_at or db.utcnow())
 
 
+def follow_up_booked(summary: VisitSummary) -> Appointment | None:
+    """The patient's next consult booked after this one, shown on the summary beside the advice."""
+    from app.consults import service as consults
+
+    later = [a for a in consults.open_consults_for(summary.appointment.patient)
+             if a.start_at > summary.appointment.start_at]
+    return later[0] if later else None
+
+
 def mine(*, by: User) -> Sequence[VisitSummary]:
     """The signed-in patient's summaries of ended consults, newest first ("My health")."""
     patient = patients.get_own_record(by=by)

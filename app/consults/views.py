@@ -240,7 +240,8 @@ def _summary_helpers() -> dict[str, object]:
             return []
         return list(summaries.mine(by=current_user))
 
-    return {"my_visit_summaries": my_visit_summaries, "visit_prescriptions": summaries.prescriptions_made}
+    return {"my_visit_summaries": my_visit_summaries, "visit_prescriptions": summaries.prescriptions_made,
+            "visit_follow_up_booked": summaries.follow_up_booked}
 
 
 @bp.route("/consults/<int:appointment_id>/summary", methods=["GET", "POST"])

@@ -9,9 +9,10 @@ import sqlalchemy as sa
 
 from app import db
 from app.audit.models import AuditEvent
+from app.consults import service as consults
 from app.notify.models import Notification
 from app.prescriptions import service as rx_service
-from tests.consults.helpers import admitted_consult
+from tests.consults.helpers import admitted_consult, next_slot_start, open_all_week
 from tests.prescriptions.conftest import rx_input
 
 
@@ -34,6 +35,12 @@ def test_doctor_writes_summary_patient_reads_it_after_the_consult(make_client: A
     login(patient_browser, patient.user)
     assert "Viral bronchitis" not in patient_browser.get(f"/consults/{appt.id}/summary").get_data(as_text=True)
     assert doctor_browser.post(f"/consults/{appt.id}/end", data={}).status_code == 302
+    with app.test_request_context("/"):  # the follow-up, booked in a later free slot
+        open_all_week(doctor)
+        follow_up = consults.book(patient=patient, doctor_id=doctor.id, start=next_slot_start(skip=4),
+                                  by=patient.user)
+        db.session.commit()
+        assert follow_up.id
     assert db.session.scalar(sa.select(Notification).where(Notification.recipient_id == patient_user_id,
                                                            Notification.subject == "Your visit summary"))
     health = patient_browser.get("/me").get_data(as_text=True)
@@ -41,6 +48,7 @@ def test_doctor_writes_summary_patient_reads_it_after_the_consult(make_client: A
     page = patient_browser.get(f"/consults/{appt.id}/summary").get_data(as_text=True)
     assert "Rest, fluids." in page and "Call if fever over 3 days" in page
     assert "1 tablet 3 times a day for 7 days" in page  # the prescription made in the consult
+    assert "Booked: video consult on " in page and " UTC with " in page  # the follow-up booked
     assert db.session.scalar(sa.select(AuditEvent).where(AuditEvent.action == "visit_summary.read",
                                                          AuditEvent.actor_id == patient_user_id))
     stranger = make_client()
