@@ -66,6 +66,9 @@ def test_nurse_sends_from_chart_doctor_claims_writes_and_signs(make_client: Any,
     assert req.report is not None and req.report.dicom_sop_instance_uid  # written back into the study
     pdf = doctor_browser.get(f"/reading/{req.id}/report.pdf")
     assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF")
+    printout = doctor_browser.get(f"/reading/{req.id}/print").get_data(as_text=True)
+    assert "Signed electronically by Dr Ada Reader on " in printout and " UTC" in printout
+    assert doctor_browser.get(f"/reading/{req.id}/qr.svg").mimetype == "image/svg+xml"
 
     clinic = nurse_browser.get("/reading/requests").get_data(as_text=True)
     assert "Critical: acknowledge" in clinic
