@@ -148,6 +148,10 @@ def test_api_report_lifecycle_as_fhir(make_client: Any, factories: Any, login: A
     viewer = doctor_api.get(f"/scans/studies/{env['study_uid']}").get_data(as_text=True)
     assert "Modality CT, DOC" in viewer and "Signed report" not in viewer  # in the study, not a slice
     assert nurse_api.get(f"/api/v1/reading-requests/{rid}/report").get_json()["conclusion"] == "1. Normal chest."
+    metadata = nurse_api.get(f"/dicomweb/studies/{env['study_uid']}/metadata",
+                             headers={"Accept": "application/dicom+json"})
+    assert metadata.status_code == 200  # what OHIF asks for, with the report object in the study
+    assert any(m["00080016"]["Value"] == ["1.2.840.10008.5.1.4.1.1.104.1"] for m in metadata.get_json())
 
 
 def test_doctor_without_authenticator_cannot_sign_where_one_is_required(loop: Any, app: Any) -> None:
