@@ -294,3 +294,29 @@ def test_reports_by_id_and_per_patient_follow_the_request_rules(loop: Loop, fact
     with pytest.raises(NotFound):
         service.get_report(held.report.id, by=patient_user)  # type: ignore[union-attr]
     db.rollback()
+
+
+def test_report_held_for_a_consult_is_released_when_that_consult_ends(app_ctx: Any, factories: Any, app: Any) -> None:
+    from app.auth.models import User
+    from app.consults import service as consults
+    from app.consults.models import Appointment
+    from app.patients.models import Patient
+    from tests.consults.helpers import admitted_consult
+    from tests.reading.conftest import enrol, store_study
+
+    ids = [x.id for x in admitted_consult(factories, app)]  # its own app context: load the rows again here
+    doctor, patient, appt = db.session.get(User, ids[0]), db.session.get(Patient, ids[1]), db.session.get(
+        Appointment, ids[2])
+    assert doctor is not None and patient is not None and appt is not None and patient.user is not None
+    nurse = factories.nurse(facility=patient.facility)
+    req = service.request_reading(store_study(nurse, patient), by=nurse, question="Mass?", priority="routine",
+                                  assigned_to_id=doctor.id)
+    service.claim(req, by=doctor)
+    service.sign(req, by=doctor, code=next_code(enrol(doctor)), release="after-consult",
+                 release_appointment_id=appt.id,
+                 data=service.ReportInput(findings="Mass.", impression="1. Mass.", patient_summary="We will talk."))
+    db.session.commit()
+    assert service.my_results(by=patient.user) == []
+    consults.end_consult(appt, by=doctor)
+    db.session.commit()
+    assert [r.request_id for r in service.my_results(by=patient.user)] == [req.id]
