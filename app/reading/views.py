@@ -173,21 +173,24 @@ def save(request_id: int) -> BaseResponse:
     """Save as preliminary, or (``action=sign``) sign as final with the second factor."""
     req = service.get_request(request_id, by=current_user, action="reading.report.save", audit_read=False)
     try:
-        if request.form.get("action") == "sign":
-            service.sign(req, by=current_user, code=request.form.get("code"), data=_report_input(),
-                         critical=request.form.get("critical") == "on",
-                         release=request.form.get("release", ReleaseMode.NOW.value),
-                         release_appointment_id=_int(request.form.get("release_appointment_id")))
-            db.session.commit()
-        else:
-            service.save_preliminary(req, _report_input(), by=current_user)
+        service.save_preliminary(req, _report_input(), by=current_user)
     except AppError as exc:
         return _after(request_id, exc, "")
-    if req.report is not None and req.report.is_signed:
-        written = outputs.write_back(req.report, by=current_user)
-        return _after(request_id, None, "Report signed." + ("" if written else
-                      " It could not be stored in the study yet; that is retried automatically."))
-    return _after(request_id, None, "Saved as preliminary.")
+    db.session.commit()  # what the doctor typed is kept even if signing is refused below
+    if request.form.get("action") != "sign":
+        return _after(request_id, None, "Saved as preliminary.")
+    try:
+        service.sign(req, by=current_user, code=request.form.get("code"),
+                     critical=request.form.get("critical") == "on",
+                     release=request.form.get("release", ReleaseMode.NOW.value),
+                     release_appointment_id=_int(request.form.get("release_appointment_id")))
+    except AppError as exc:
+        return _after(request_id, exc, "")
+    db.session.commit()
+    assert req.report is not None
+    written = outputs.write_back(req.report, by=current_user)
+    return _after(request_id, None, "Report signed." + ("" if written else
+                  " It could not be stored in the study yet; that is retried automatically."))
 
 
 @bp.post("/reading/<int:request_id>/addendum")

@@ -52,9 +52,10 @@ def test_nurse_sends_from_chart_doctor_claims_writes_and_signs(make_client: Any,
         "key_images": "[]", "action": "save"})
     assert saved.status_code == 302
     wrong = doctor_browser.post(f"/reading/{req.id}/report", data={
-        "findings": "Nodule 2 cm.", "impression": "1. Nodule.", "action": "sign", "code": "123456"},
+        "findings": "Nodule 2.5 cm.", "impression": "1. Nodule.", "action": "sign", "code": "123456"},
         follow_redirects=True)
     assert "That code is not correct." in wrong.get_data(as_text=True)
+    assert "Nodule 2.5 cm." in wrong.get_data(as_text=True)  # what was typed is kept as preliminary
     signed = doctor_browser.post(f"/reading/{req.id}/report", data={
         "findings": "Nodule 2 cm.", "impression": "1. Nodule.", "patient_summary": "A small spot.",
         "action": "sign", "code": next_code(totp), "critical": "on", "release": "now"},
