@@ -63,13 +63,16 @@ def create_app(config: Config | None = None) -> Flask:
     from app.pharmacy import views as pharmacy_views
     from app.prescriptions import api as prescriptions_api
     from app.prescriptions import views as prescriptions_views
+    from app.reading import api as reading_api
+    from app.reading import views as reading_views
 
     for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp,
                       oauth_views.bp, oauth_views.endpoints, prescriptions_views.bp, pharmacy_views.bp,
-                      consults_views.bp, notify_views.bp, imaging_views.bp, imaging_dicomweb.bp, objects.bp):
+                      consults_views.bp, notify_views.bp, imaging_views.bp, imaging_dicomweb.bp, objects.bp,
+                      reading_views.bp):
         app.register_blueprint(blueprint)
     for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp, prescriptions_api.blp, pharmacy_api.blp,
-                          consults_api.blp):
+                          consults_api.blp, reading_api.blp):
         api.register_blueprint(api_blueprint)
 
     register_error_handlers(app)

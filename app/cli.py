@@ -81,11 +81,28 @@ def send_notifications(cfg: Config) -> int:
     return _with_app(cfg, run_job)  # type: ignore[return-value]
 
 
+def reading_tick(cfg: Config) -> dict[str, list[int]]:
+    """Escalate critical results nobody acknowledged in time; release held reports past their deadline."""
+    from app import db
+    from app.reading import outputs
+    from app.reading import service as reading
+
+    def run_job(_app: Flask) -> dict[str, list[int]]:
+        done = {"escalated": reading.escalate_unacknowledged(), "released": reading.release_due()}
+        db.session.commit()
+        done["stored"] = outputs.write_back_pending()
+        return done
+
+    return _with_app(cfg, run_job)  # type: ignore[return-value]
+
+
 def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0) -> int:
     """Background loop for ``hospital run``: send queued notifications, expire uncollected medicine hourly."""
     from app import create_app, db
     from app.notify.service import deliver_pending
     from app.pharmacy.service import expire_uncollected
+    from app.reading import outputs as reading_outputs
+    from app.reading import service as reading
 
     app = create_app(cfg)
     last_expiry = 0.0
@@ -95,6 +112,10 @@ def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0)
                 expire_uncollected()
                 db.session.commit()
                 last_expiry = time.monotonic()
+            reading.escalate_unacknowledged()
+            reading.release_due()
+            db.session.commit()
+            reading_outputs.write_back_pending()
             deliver_pending(app.config)
             db.session.commit()
         time.sleep(interval)
@@ -336,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     p_client.add_argument("--jwks-file", help="public keys (JWK set) for private_key_jwt authentication")
     sub.add_parser("expire-dispenses", help="cancel medicine not collected by the pickup deadline")
     sub.add_parser("send-notifications", help="send queued notifications once")
-    sub.add_parser("worker", help="loop: send notifications, expire uncollected medicine")
+    sub.add_parser("reading-tick", help="escalate unacknowledged critical results, release held reports due")
+    sub.add_parser("worker", help="loop: send notifications, expire uncollected medicine, reading-tick")
     p_run = sub.add_parser("run", help="migrate, seed, and serve the whole platform")
     p_run.add_argument("--host", default=os.environ.get("HOSPITAL_HOST", "127.0.0.1"))
     p_run.add_argument("--port", type=int, default=int(os.environ.get("HOSPITAL_PORT", "5000")))
@@ -365,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Cancelled {len(ids)} uncollected dispense(s): {ids}")
     elif args.cmd == "send-notifications":
         print(f"Sent {send_notifications(cfg)} notification(s)")
+    elif args.cmd == "reading-tick":
+        done = reading_tick(cfg)
+        print(f"Escalated {len(done['escalated'])} critical result(s); released {len(done['released'])} report(s); "
+              f"stored {len(done['stored'])} report(s) in their studies")
     elif args.cmd == "worker":
         return worker(cfg)
     elif args.cmd == "run":

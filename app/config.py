@@ -114,6 +114,9 @@ class Config:
     # Prescriptions and pharmacy
     RX_SIGNING_KEY_FILE: Path | None = None
     PICKUP_DEADLINE_DAYS: int = 10
+    # Reading: unacknowledged critical results are escalated after this; held reports are released after this.
+    READING_CRITICAL_ESCALATE_MINUTES: int = 30
+    READING_RELEASE_MAX_DAYS: int = 7
 
     # Notifications: "log" (default) or "smtp"
     NOTIFY_SENDER: str = "log"
@@ -185,6 +188,9 @@ class Config:
         key_file = os.environ.get("HOSPITAL_RX_SIGNING_KEY_FILE")
         cfg.RX_SIGNING_KEY_FILE = Path(key_file) if key_file else None
         cfg.PICKUP_DEADLINE_DAYS = _env_int("HOSPITAL_PICKUP_DEADLINE_DAYS", cls.PICKUP_DEADLINE_DAYS)
+        cfg.READING_CRITICAL_ESCALATE_MINUTES = _env_int("HOSPITAL_READING_CRITICAL_ESCALATE_MINUTES",
+                                                         cls.READING_CRITICAL_ESCALATE_MINUTES)
+        cfg.READING_RELEASE_MAX_DAYS = _env_int("HOSPITAL_READING_RELEASE_MAX_DAYS", cls.READING_RELEASE_MAX_DAYS)
         cfg.NOTIFY_SENDER = _env("HOSPITAL_NOTIFY_SENDER", cls.NOTIFY_SENDER)
         cfg.SMTP_HOST = _env("SMTP_HOST", cls.SMTP_HOST)
         cfg.SMTP_PORT = _env_int("SMTP_PORT", cls.SMTP_PORT)

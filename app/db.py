@@ -143,6 +143,7 @@ def import_models() -> None:
     import app.patients.models  # noqa: F401
     import app.pharmacy.models  # noqa: F401
     import app.prescriptions.models  # noqa: F401
+    import app.reading.models  # noqa: F401
 
 
 View = TypeVar("View", bound=Callable[..., Any])

@@ -75,6 +75,15 @@ CHART_PANELS: list[str] = []
 """Templates included in the chart's main column; they receive ``patient`` and the current user."""
 
 
+MY_HEALTH_PANELS: list[str] = []
+"""Templates included in the patient's "My health" page (results, visit summaries...)."""
+
+
+def add_my_health_panel(template: str) -> None:
+    if template not in MY_HEALTH_PANELS:
+        MY_HEALTH_PANELS.append(template)
+
+
 def add_chart_links(provider: ChartLinks) -> None:
     if provider not in CHART_LINKS:
         CHART_LINKS.append(provider)
@@ -225,7 +234,8 @@ def init_request_hooks(app: Flask) -> None:
 
     @app.context_processor
     def _template_globals() -> dict[str, object]:
-        return {"Role": Role, "nav_items": nav_items, "chart_links": chart_links, "chart_panels": CHART_PANELS}
+        return {"Role": Role, "nav_items": nav_items, "chart_links": chart_links, "chart_panels": CHART_PANELS,
+                "my_health_panels": MY_HEALTH_PANELS}
 
 
 def render(template: str, status: int = 200, **context: object) -> tuple[str, int]:

@@ -131,6 +131,26 @@ class Encounter(TimestampMixin, Base):
     messages: so.Mapped[list[ChatMessage]] = so.relationship(order_by="ChatMessage.id")
 
 
+class VisitSummary(TimestampMixin, Base):
+    """What the patient takes home from a video consult, written by the doctor in the consult room (the
+    encounter note stays the clinician's own record)."""
+
+    __tablename__ = "visit_summary"
+
+    id: so.Mapped[IntPk]
+    appointment_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("appointment.id"), unique=True)
+    patient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("patient.id"), index=True)
+    author_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    reason: so.Mapped[str] = so.mapped_column(sa.String(500), default="")
+    findings: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+    diagnosis: so.Mapped[str] = so.mapped_column(sa.String(500), default="")
+    plan: so.Mapped[str] = so.mapped_column(sa.Text, default="")
+    follow_up: so.Mapped[str] = so.mapped_column(sa.String(500), default="")
+
+    appointment: so.Mapped[Appointment] = so.relationship(lazy="joined")
+    author: so.Mapped[User] = so.relationship(lazy="joined")
+
+
 class ConsultSession(Base):
     """The live part of a consult: who may join, when it opened and ended."""
 

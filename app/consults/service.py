@@ -13,7 +13,7 @@ import hmac
 import json
 import secrets
 import time as clock
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -293,6 +293,22 @@ def list_for(by: User, *, upcoming_only: bool = True) -> Sequence[Appointment]:
     return rows
 
 
+def _open_consults_query(patient: Patient) -> sa.Select[tuple[Appointment]]:
+    return sa.select(Appointment).where(
+        Appointment.patient_id == patient.id, Appointment.status.in_([s for s in AppointmentStatus if s.is_open]),
+        Appointment.end_at > db.utcnow()).order_by(Appointment.start_at)
+
+
+def open_consults_for(patient: Patient) -> Sequence[Appointment]:
+    """The patient's consults still to come, soonest first (e.g. to discuss results in)."""
+    return db.session.scalars(_open_consults_query(patient).limit(20)).all()
+
+
+def open_consult_of(patient: Patient, appointment_id: int | None) -> Appointment | None:
+    """That consult, if it is one of the patient's still to come."""
+    return db.session.scalar(_open_consults_query(patient).where(Appointment.id == appointment_id))
+
+
 def day_view(doctor: User, *, day: date | None = None) -> Sequence[Appointment]:
     """A doctor's appointments for one day, who is waiting first."""
     if doctor.role is not Role.DOCTOR:
@@ -448,6 +464,11 @@ def save_note(appointment: Appointment, *, by: User, notes: str | None, diagnosi
     return encounter
 
 
+CONSULT_ENDED: list[Callable[[Appointment, User], None]] = []
+"""Called in the same unit of work when a consult ends (e.g. results held for discussion are released); other
+domains register here so this module imports none of them."""
+
+
 def end_consult(appointment: Appointment, *, by: User, notes: str | None = None,
                 diagnosis: str | None = None) -> Encounter:
     """End the consult: appointment fulfilled, encounter finished, everyone leaves."""
@@ -470,6 +491,8 @@ def end_consult(appointment: Appointment, *, by: User, notes: str | None = None,
         _signal(session, by, "bye", {"reason": "ended"})
     audit.record("consult.end", by=by, patient_id=appointment.patient_id, resource_type="Encounter",
                  resource_id=encounter.id)
+    for hook in CONSULT_ENDED:
+        hook(appointment, by)
     return encounter
 
 

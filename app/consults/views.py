@@ -11,11 +11,11 @@ from werkzeug.wrappers import Response
 from app import db
 from app.auth.decorators import roles_required
 from app.auth.models import Role, User
-from app.consults import service
+from app.consults import service, summaries
 from app.consults.models import AppointmentStatus, ParticipantKind
 from app.errors import AppError
 from app.patients import service as patients
-from app.web import add_chart_links, add_nav
+from app.web import add_chart_links, add_my_health_panel, add_nav
 
 bp = Blueprint("consults", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/consults")
@@ -23,6 +23,7 @@ bp = Blueprint("consults", __name__, template_folder="templates", static_folder=
 add_nav("Consults", "consults.index", Role.PATIENT, Role.CLINIC_STAFF)
 add_nav("Today's consults", "consults.today", Role.DOCTOR)
 add_nav("Availability", "consults.availability", Role.DOCTOR)
+add_my_health_panel("consults/_my_visit_summaries.html")
 
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
@@ -212,7 +213,8 @@ def room(appointment_id: int) -> Response | str:
     db.session.commit()
     return render_template("consults/room.html", appt=appt, patient=patient, is_doctor=is_doctor,
                            role=participant.kind.value, chat=chat, encounter=appt.encounter,
-                           can_admit=is_doctor and not state["admitted"])
+                           can_admit=is_doctor and not state["admitted"],
+                           visit_summary=summaries.of(appt) if is_doctor else None)
 
 
 @bp.post("/consults/<int:appointment_id>/end")
@@ -229,6 +231,41 @@ def end(appointment_id: int) -> Response:
     db.session.commit()
     flash("Consult ended; the note is saved with the encounter.", "success")
     return redirect(url_for("consults.today"))
+
+
+@bp.app_context_processor
+def _summary_helpers() -> dict[str, object]:
+    def my_visit_summaries() -> list[object]:
+        if not current_user.is_authenticated or current_user.role is not Role.PATIENT:
+            return []
+        return list(summaries.mine(by=current_user))
+
+    return {"my_visit_summaries": my_visit_summaries, "visit_prescriptions": summaries.prescriptions_made,
+            "visit_follow_up_booked": summaries.follow_up_booked}
+
+
+@bp.route("/consults/<int:appointment_id>/summary", methods=["GET", "POST"])
+@login_required
+def visit_summary(appointment_id: int) -> Response | str:
+    """The visit summary: the doctor writes it (in the room or after); everyone involved reads and prints it."""
+    appt = service.get_appointment(appointment_id, by=current_user, action="visit_summary.read", audit_read=False)
+    if request.method == "POST":
+        try:
+            summaries.save(appt, by=current_user, **{k: request.form.get(k) for k in summaries.LIMITS})
+        except AppError as exc:
+            _flash_error(exc)
+        else:
+            db.session.commit()
+            flash("Visit summary saved. The patient sees it once the consult has ended.", "success")
+        back = request.form.get("back")
+        if back == "room" and appt.status is AppointmentStatus.ARRIVED:
+            return redirect(url_for("consults.room", appointment_id=appointment_id))
+        return redirect(url_for("consults.visit_summary", appointment_id=appointment_id))
+    summary = summaries.read(appt, by=current_user)
+    can_write = current_user.role is Role.DOCTOR and appt.doctor_id == current_user.id and appt.status in (
+        AppointmentStatus.ARRIVED, AppointmentStatus.FULFILLED)
+    db.session.commit()
+    return render_template("consults/visit_summary.html", appt=appt, summary=summary, can_write=can_write)
 
 
 from app.consults import broker_views as _broker_views  # noqa: E402,F401  (routes and the guest fence)

@@ -85,6 +85,13 @@ def _check_fragments(fh: BinaryIO, offset: int, size: int, big: bool) -> None:
     raise Rejected("too many pixel data fragments")
 
 
+DOCUMENT_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF Storage
+    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR Storage
+})
+"""Non-image objects accepted into a study (reports written back so PACS peers see them beside the images)."""
+
+
 def _is_uid(value: Any) -> bool:
     text = str(value or "")
     return 0 < len(text) <= 64 and all(c.isdigit() or c == "." for c in text) and ".." not in text
@@ -136,6 +143,8 @@ def _read_header(fh: BinaryIO, size: int | None) -> Header:
             raise Rejected(f"missing required {keyword}")
         if not _is_uid(value):
             raise Rejected(f"{keyword} is not a valid UID")
+    if str(ds.SOPClassUID) in DOCUMENT_SOP_CLASSES:  # a report stored beside the images: no pixels to check
+        return Header(dataset=ds, transfer_syntax_uid=ts, pixel_data_offset=None, pixel_data_length=None, size=size)
     offset = length = None
     if ts == str(DeflatedExplicitVRLittleEndian):
         fh.seek(0)

@@ -14,6 +14,7 @@ from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError, PayloadTooLarge
 from app.imaging import export, service
+from app.imaging.dicomfile import DOCUMENT_SOP_CLASSES
 from app.imaging.ingest import ingest_files
 from app.imaging.models import Study
 
@@ -36,8 +37,9 @@ def imaging_studies(patient: Any) -> list[Study]:
 
 
 def _summary_row(r: service.IngestResult) -> dict[str, Any]:
-    return {"file": r.filename, "status": r.status, "reason": r.reason,
-            "matched": r.patient_id is not None if r.ok else None}
+    matched = r.patient_id is not None if r.ok else None
+    return {"file": r.filename, "status": r.status, "reason": r.reason, "matched": matched,
+            "read_url": url_for("reading.new", study_uid=r.study_instance_uid) if matched else None}
 
 
 @bp.route("/scans/upload", methods=["GET", "POST"])
@@ -86,12 +88,19 @@ def link(study_id: int) -> BaseResponse:
 def viewer(study_uid: str) -> str:
     """The built-in viewer; pixels come from the DICOMweb rendered endpoint."""
     study = service.get_study(study_uid, by=current_user, action="imaging.study.view")
+    context = viewer_context(study)
+    db.session.commit()
+    return render_template("imaging/viewer.html", **context)
+
+
+def viewer_context(study: Study) -> dict[str, Any]:
+    """What ``imaging/viewer.html`` needs for a study already opened (and audited) by the caller; pages that
+    extend the viewer (the report editor) use it too. Reports stored in the study (no pixels) are not slices."""
     series = [{"uid": s.series_instance_uid, "description": s.series_description or "", "modality": s.modality or "",
                "number": s.series_number,
                "instances": [{"uid": i.sop_instance_uid, "frames": i.number_of_frames} for i in s.instances]}
-              for s in study.series]
-    db.session.commit()
-    return render_template("imaging/viewer.html", study=study, series=series, presets=W_L_PRESETS)
+              for s in study.series if not all(i.sop_class_uid in DOCUMENT_SOP_CLASSES for i in s.instances)]
+    return {"study": study, "series": series, "presets": W_L_PRESETS}
 
 
 @bp.get("/scans/studies/<study_uid>/export.zip")

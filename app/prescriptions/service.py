@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -171,6 +172,13 @@ def for_patient(patient: Patient, *, by: User) -> list[Prescription]:
     audit.record("prescription.list", by=by, patient_id=patient.id, resource_type=RT,
                  detail={"ids": [rx.id for rx in rows]})
     return rows
+
+
+def signed_by_between(patient_id: int, prescriber_id: int, start: datetime, end: datetime) -> list[Prescription]:
+    """What a doctor signed for a patient in a time window (a consult's visit summary lists them)."""
+    return list(db.session.scalars(sa.select(Prescription).where(
+        Prescription.patient_id == patient_id, Prescription.prescriber_id == prescriber_id,
+        Prescription.signed_at >= start, Prescription.signed_at <= end).order_by(Prescription.signed_at)))
 
 
 def mine(*, by: User) -> tuple[Patient | None, list[Prescription]]:

@@ -30,7 +30,7 @@
           `${c.stored} stored, ${c.duplicate} already stored, ${c.conflict} in conflict, ${c.rejected} rejected`;
         document.querySelector("#upload-results tbody").innerHTML = body.results.map((r) =>
           `<tr class="result-${esc(r.status)}"><td>${esc(r.file)}</td><td>${esc(r.status)}</td><td>${esc(r.reason)}</td>` +
-          `<td>${r.matched === null ? "" : (r.matched ? "matched" : "unmatched")}</td></tr>`).join("");
+          `<td>${r.matched === null ? "" : (r.matched ? `matched <a href="${esc(r.read_url)}">Send to be read</a>` : "unmatched")}</td></tr>`).join("");
         document.getElementById("upload-summary").hidden = false;
         form.reset();
       });
