@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 from pydicom.dataset import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from app import db
@@ -58,7 +58,10 @@ class Listener:
         cfg = app.config
         self.allowed = parse_allowed(cfg["DICOM_ALLOWED_AETS"])
         self.ae = AE(ae_title=cfg["DICOM_AE_TITLE"])
-        self.ae.supported_contexts = AllStoragePresentationContexts
+        # Every transfer syntax for every storage class: scanners send JPEG, JPEG-LS, JPEG 2000, RLE or deflate,
+        # and the object is stored as received (never decoded on the way in).
+        for cx in AllStoragePresentationContexts:
+            self.ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification)
         self.ae.require_calling_aet = list(self.allowed) or ["-NOBODY-ALLOWED-"]
         self.ae.maximum_pdu_size = 0

@@ -62,3 +62,21 @@ def stow_body(files: list[bytes], boundary: str = "dicomboundary") -> tuple[byte
     parts = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + f + b"\r\n"
                      for f in files)
     return parts + f"--{boundary}--\r\n".encode(), f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def testdata_copy(name: str, *, patient_id: str | None = None, study_uid: str | None = None) -> bytes:
+    """One of pydicom's bundled test files under fresh UIDs (pixel data and transfer syntax kept as they are)."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    assert path is not None, f"{name} is not bundled with pydicom"
+    ds = dcmread(path)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    if patient_id is not None:
+        ds.PatientID = patient_id
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

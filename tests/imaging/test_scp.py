@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import socket
 import subprocess
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from app import db
@@ -17,7 +19,7 @@ from app.audit.models import AuditEvent
 from app.imaging.models import Instance, Series, Study
 from app.imaging.scp import Listener
 from app.imaging.service import object_store
-from tests.imaging.dicomgen import ct_slice
+from tests.imaging.dicomgen import ct_slice, testdata_copy
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is installed by .ci/run")
 
@@ -153,3 +155,36 @@ def test_the_embedded_demo_listener_accepts_the_demo_scanner(tmp_path: Path,
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# storescu's proposal option, and a bundled file already in that transfer syntax (storescu does not compress).
+COMPRESSED = [
+    ("-xs", "SC_rgb_jpeg_gdcm.dcm", "1.2.840.10008.1.2.4.70"),  # JPEG lossless, first-order prediction (SV1)
+    ("-xy", "SC_rgb_jpeg_dcmtk.dcm", "1.2.840.10008.1.2.4.50"),  # JPEG baseline
+    ("-xx", "JPGExtended.dcm", "1.2.840.10008.1.2.4.51"),  # JPEG extended
+    ("-xt", "MR_small_jpeg_ls_lossless.dcm", "1.2.840.10008.1.2.4.80"),  # JPEG-LS lossless
+    ("-xu", "JPEGLSNearLossless_08.dcm", "1.2.840.10008.1.2.4.81"),  # JPEG-LS near-lossless
+    ("-xv", "MR_small_jp2klossless.dcm", "1.2.840.10008.1.2.4.90"),  # JPEG 2000 lossless
+    ("-xw", "JPEG2000.dcm", "1.2.840.10008.1.2.4.91"),  # JPEG 2000
+    ("-xr", "MR_small_RLE.dcm", "1.2.840.10008.1.2.5"),  # RLE lossless
+    ("-xd", "image_dfl.dcm", "1.2.840.10008.1.2.1.99"),  # deflated explicit VR little endian
+]
+
+
+@pytest.mark.parametrize(("option", "name", "syntax"), COMPRESSED, ids=[c[0] for c in COMPRESSED])
+def test_storescu_sends_compressed_transfer_syntaxes_stored_as_received(listener: Any, app: Any, tmp_path: Path,
+                                                                        option: str, name: str, syntax: str) -> None:
+    port, _ = listener
+    data = testdata_copy(name, patient_id="COMPRESSED-1")
+    path = tmp_path / "in.dcm"
+    path.write_bytes(data)
+    sent = dcmread(path)
+    out = _run("storescu", option, "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), str(path))
+    assert out.returncode == 0 and "E:" not in out.stderr, out.stderr
+    with app.app_context():
+        row = db.session.scalar(sa.select(Instance).where(Instance.sop_instance_uid == sent.SOPInstanceUID))
+        assert row is not None, out.stderr
+        assert row.transfer_syntax_uid == syntax
+        stored = dcmread(io.BytesIO(object_store().read(row.object_key)))
+    assert stored.file_meta.TransferSyntaxUID == syntax
+    assert stored.PixelData == sent.PixelData  # the compressed bytes as sent, not decoded and re-encoded
