@@ -11,6 +11,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from app.db import Base, IntPk, UtcTimestamp
+from app.imaging.documents import kind_of
 
 
 class Study(Base):
@@ -93,3 +94,8 @@ class Instance(Base):
     created_at: so.Mapped[UtcTimestamp]
 
     series: so.Mapped[Series] = so.relationship(back_populates="instances")
+
+    @property
+    def kind(self) -> str:
+        """``image``, ``pdf``, ``sr`` or ``other`` (objects without pixels have no Rows)."""
+        return kind_of(self.sop_class_uid, has_pixels=self.rows is not None)

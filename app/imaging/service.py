@@ -19,6 +19,7 @@ from datetime import date
 from types import SimpleNamespace
 from typing import Any, BinaryIO, cast
 
+import pydicom
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app
@@ -225,7 +226,8 @@ def _staged(header: Header, key: str, *, by: User | None, source: str) -> Staged
     instance = {"sop_instance_uid": str(ds.SOPInstanceUID), "sop_class_uid": str(ds.SOPClassUID),
                 "instance_number": header.get_int("InstanceNumber"), "transfer_syntax_uid": header.transfer_syntax_uid,
                 "rows": header.get_int("Rows"), "columns": header.get_int("Columns"),
-                "number_of_frames": header.get_int("NumberOfFrames") or 1, "object_key": key,
+                "number_of_frames": (header.get_int("NumberOfFrames") or 1) if header.has_pixels else 0,
+                "object_key": key,
                 "size": header.size, "sha256": "", "pixel_data_offset": header.pixel_data_offset,
                 "received_by_id": by.id if by else None, "source": source}
     return Staged(study=study, series=series, instance=instance)
@@ -480,6 +482,15 @@ def get_instance(study_uid: str, series_uid: str | None, sop_uid: str, *, by: Us
     if not rows:
         raise audit.deny(action, by=by, resource_type="ImagingInstance", resource_id=sop_uid[:64])
     return rows[0][0]
+
+
+def read_document(study_uid: str, sop_uid: str, *, by: User) -> tuple[Instance, pydicom.Dataset]:
+    """An object of a visible study, parsed whole, to show its PDF or report text (audited).
+
+    :raises NotFound: unknown or not visible (audited as denied).
+    """
+    inst = get_instance(study_uid, None, sop_uid, by=by, action="imaging.document.read")
+    return inst, pydicom.dcmread(io.BytesIO(object_store().read(inst.object_key)))
 
 
 def studies_for_patient(patient: Patient, *, by: User) -> list[Study]:

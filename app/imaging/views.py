@@ -13,8 +13,7 @@ from app import db, web
 from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError, PayloadTooLarge
-from app.imaging import export, service
-from app.imaging.dicomfile import DOCUMENT_SOP_CLASSES
+from app.imaging import documents, export, service
 from app.imaging.ingest import ingest_files
 from app.imaging.models import Study
 
@@ -25,6 +24,7 @@ web.add_nav("Upload scans", "imaging.upload", Role.CLINIC_STAFF)
 web.add_nav("Unmatched scans", "imaging.unmatched", Role.CLINIC_STAFF)
 web.add_chart_panel("imaging/_chart_panel.html")
 
+DOCUMENT_LABELS = {"pdf": "PDF", "sr": "Report", "other": "Object"}  # series thumbnails of objects without pixels
 W_L_PRESETS = {"Lung": (-600, 1500), "Bone": (400, 1800), "Brain": (40, 80), "Abdomen": (50, 400)}
 
 
@@ -95,12 +95,37 @@ def viewer(study_uid: str) -> str:
 
 def viewer_context(study: Study) -> dict[str, Any]:
     """What ``imaging/viewer.html`` needs for a study already opened (and audited) by the caller; pages that
-    extend the viewer (the report editor) use it too. Reports stored in the study (no pixels) are not slices."""
+    extend the viewer (the report editor) use it too. Objects without pixels (reports, PDFs) are not slices:
+    the viewer shows them in a frame (see :func:`document`)."""
     series = [{"uid": s.series_instance_uid, "description": s.series_description or "", "modality": s.modality or "",
-               "number": s.series_number,
-               "instances": [{"uid": i.sop_instance_uid, "frames": i.number_of_frames} for i in s.instances]}
-              for s in study.series if not all(i.sop_class_uid in DOCUMENT_SOP_CLASSES for i in s.instances)]
+               "number": s.series_number, "label": DOCUMENT_LABELS.get(s.instances[0].kind, "") if s.instances else "",
+               "instances": [{"uid": i.sop_instance_uid, "frames": i.number_of_frames, "kind": i.kind,
+                              "document": url_for("imaging.document", study_uid=study.study_instance_uid,
+                                                  sop_uid=i.sop_instance_uid)}
+                             for i in s.instances]}
+              for s in study.series]
     return {"study": study, "series": series, "presets": W_L_PRESETS}
+
+
+@bp.get("/scans/studies/<study_uid>/instances/<sop_uid>/document")
+@roles_required(Role.DOCTOR, Role.CLINIC_STAFF, Role.PATIENT)
+def document(study_uid: str, sop_uid: str) -> Response | str:
+    """An object without pixels, framed by the viewer: the PDF inline, a report as text, else a short note."""
+    inst, ds = service.read_document(study_uid, sop_uid, by=current_user)
+    db.session.commit()
+    kind = inst.kind
+    if kind == "pdf":
+        resp = Response(documents.pdf_bytes(ds), mimetype="application/pdf")
+        resp.headers["Content-Disposition"] = 'inline; filename="document.pdf"'
+    else:
+        lines = documents.sr_lines(ds) if kind == "sr" else []
+        resp = Response(render_template("imaging/document.html", kind=kind, lines=lines,
+                                        class_name=documents.class_name(inst.sop_class_uid)))
+    # Shown in a frame of the viewer page, and only there.
+    resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'self'; frame-ancestors 'self'"
+    resp.headers["X-Frame-Options"] = "SAMEORIGIN"
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 @bp.get("/scans/studies/<study_uid>/export.zip")

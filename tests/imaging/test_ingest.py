@@ -6,12 +6,11 @@ import io
 import json
 import warnings
 import zipfile
-from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 import sqlalchemy as sa
-from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from app import db
@@ -83,17 +82,20 @@ def test_bad_input_rejected_with_reasons_rest_goes_through(client: Any, factorie
     login(client, factories.nurse())
     good = ct_slice()
     truncated = good[: len(good) - 1000]
-    no_pixels = Path(get_testdata_file("rtstruct.dcm")).read_bytes()
+    no_pixels = pydicom.dcmread(io.BytesIO(good))
+    del no_pixels.PixelData  # a CT image without its pixels (reports, RT and PDF objects are fine without)
+    buf = io.BytesIO()
+    no_pixels.save_as(buf)
     unknown_ts = good.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.3.4.5.6.7.8.9\x00\x00", 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         missing_uid = ct_slice(study_uid="1.2..3")
     before = _stored_keys(app)
-    body = _upload(client, [(truncated, "cut.dcm"), (no_pixels, "sr.dcm"), (unknown_ts, "ts.dcm"),
+    body = _upload(client, [(truncated, "cut.dcm"), (buf.getvalue(), "sr.dcm"), (unknown_ts, "ts.dcm"),
                             (missing_uid, "uid.dcm"), (good, "ok.dcm")])
     reasons = {r["file"]: (r["status"], r["reason"]) for r in body["results"]}
     assert reasons["cut.dcm"] == ("rejected", "truncated pixel data")
-    assert reasons["sr.dcm"] == ("rejected", "no pixel data: not an image")
+    assert reasons["sr.dcm"] == ("rejected", "an image object without pixel data")
     assert reasons["ts.dcm"][1] in ("unsupported transfer syntax", "truncated or corrupt DICOM file")
     assert reasons["uid.dcm"] == ("rejected", "StudyInstanceUID is not a valid UID")
     assert reasons["ok.dcm"] == ("stored", "")

@@ -19,7 +19,7 @@ from app.audit.models import AuditEvent
 from app.imaging.models import Instance, Series, Study
 from app.imaging.scp import Listener
 from app.imaging.service import object_store
-from tests.imaging.dicomgen import ct_slice, testdata_copy
+from tests.imaging.dicomgen import bundled_copy, ct_slice, document
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is installed by .ci/run")
 
@@ -175,7 +175,7 @@ COMPRESSED = [
 def test_storescu_sends_compressed_transfer_syntaxes_stored_as_received(listener: Any, app: Any, tmp_path: Path,
                                                                         option: str, name: str, syntax: str) -> None:
     port, _ = listener
-    data = testdata_copy(name, patient_id="COMPRESSED-1")
+    data = bundled_copy(name, patient_id="COMPRESSED-1")
     path = tmp_path / "in.dcm"
     path.write_bytes(data)
     sent = dcmread(path)
@@ -188,3 +188,22 @@ def test_storescu_sends_compressed_transfer_syntaxes_stored_as_received(listener
         stored = dcmread(io.BytesIO(object_store().read(row.object_key)))
     assert stored.file_meta.TransferSyntaxUID == syntax
     assert stored.PixelData == sent.PixelData  # the compressed bytes as sent, not decoded and re-encoded
+
+
+def test_storescu_sends_reports_pdf_and_waveforms(listener: Any, app: Any, tmp_path: Path) -> None:
+    """What a CT scanner and a PACS send besides images: the dose report, a PDF, an ECG, an RT plan."""
+    port, _ = listener
+    study = generate_uid()
+    files = {"dose.dcm": document("dose-sr", study_uid=study), "letter.dcm": document("pdf", study_uid=study),
+             "ecg.dcm": bundled_copy("waveform_ecg.dcm", study_uid=study),
+             "plan.dcm": bundled_copy("rtplan.dcm", study_uid=study)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    out = _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port),
+               *(str(tmp_path / n) for n in files))
+    assert out.returncode == 0 and "E:" not in out.stderr, out.stderr
+    with app.app_context():
+        stored = set(db.session.scalars(sa.select(Instance.sop_class_uid).join(Instance.series).join(Series.study)
+                                        .where(Study.study_instance_uid == study)))
+    assert stored == {"1.2.840.10008.5.1.4.1.1.88.67", "1.2.840.10008.5.1.4.1.1.104.1",
+                      "1.2.840.10008.5.1.4.1.1.9.1.1", "1.2.840.10008.5.1.4.1.1.481.5"}
