@@ -26,6 +26,7 @@ from app.imaging.service import TRY_AGAIN
 
 logger = logging.getLogger(__name__)
 
+# C-STORE statuses (PS3.4 B.2.3). Every failure carries an Error Comment saying why (at most 64 characters).
 STATUS_OK = 0x0000
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_OUT_OF_RESOURCES = 0xA700

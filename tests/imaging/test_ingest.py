@@ -222,3 +222,33 @@ def test_stow_without_content_length_is_cut_off_at_the_upload_limit(client: Any,
     ok = client.post("/dicomweb/studies", input_stream=io.BytesIO(small), content_type=ctype,
                      environ_overrides={"wsgi.input_terminated": True})
     assert ok.status_code == 200
+
+
+def test_a_resend_in_other_bytes_is_already_stored_on_upload_and_stow(client: Any, factories: Any, login: Any,
+                                                                       app: Any) -> None:
+    """Judged on the dataset: another transfer syntax or file meta is the same instance; other pixels are not."""
+    from pydicom.uid import RLELossless
+
+    login(client, factories.nurse())
+    original = ct_slice(seed=3)
+    assert _upload(client, [(original, "ct.dcm")])["results"][0]["status"] == "stored"
+    ds = pydicom.dcmread(io.BytesIO(original))
+    ds.file_meta.ImplementationClassUID = "1.2.3.4.5.6"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    other_meta = buf.getvalue()
+    ds.compress(RLELossless, generate_instance_uid=False)
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    rle = buf.getvalue()
+    assert original not in (other_meta, rle)
+    before = _stored_keys(app)
+    body = _upload(client, [(other_meta, "meta.dcm"), (rle, "rle.dcm")])
+    assert [(r["status"], r["reason"]) for r in body["results"]] == [("duplicate", "already stored")] * 2
+    stow, ctype = stow_body([rle])
+    resp = client.post("/dicomweb/studies", data=stow, content_type=ctype)
+    assert resp.status_code == 200 and "00081198" not in resp.get_json()
+    assert _stored_keys(app) == before  # nothing new kept
+    inst = db.session.scalar(sa.select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID))
+    with app.app_context():
+        assert object_store().read(inst.object_key) == original

@@ -207,3 +207,81 @@ def test_storescu_sends_reports_pdf_and_waveforms(listener: Any, app: Any, tmp_p
                                         .where(Study.study_instance_uid == study)))
     assert stored == {"1.2.840.10008.5.1.4.1.1.88.67", "1.2.840.10008.5.1.4.1.1.104.1",
                       "1.2.840.10008.5.1.4.1.1.9.1.1", "1.2.840.10008.5.1.4.1.1.481.5"}
+
+
+def _c_store(port: int, data: bytes, syntax: str | None = None) -> Any:
+    """Send one file with pynetdicom's SCU and return the status dataset (to read the Error Comment)."""
+    from pynetdicom import AE
+
+    ds = dcmread(io.BytesIO(data))
+    ae = AE(ae_title="CLINICCT")
+    ae.add_requested_context(ds.SOPClassUID, syntax or ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title="TOWNHEALTH")
+    assert assoc.is_established
+    try:
+        return assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+
+
+def _stored_object(app: Any, sop_uid: str) -> tuple[str, bytes, int]:
+    with app.app_context():
+        rows = list(db.session.scalars(sa.select(Instance).where(Instance.sop_instance_uid == sop_uid)))
+        assert len(rows) == 1
+        return rows[0].transfer_syntax_uid, object_store().read(rows[0].object_key), len(rows)
+
+
+def test_the_same_instance_in_another_transfer_syntax_or_file_meta_is_already_stored(listener: Any, app: Any,
+                                                                                    tmp_path: Path) -> None:
+    from pydicom.uid import RLELossless
+
+    port, _ = listener
+    original = bundled_copy("MR_small.dcm", patient_id="RESEND-1")
+    first = tmp_path / "first.dcm"
+    first.write_bytes(original)
+    assert _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port),
+                str(first)).returncode == 0
+    ds = dcmread(io.BytesIO(original))
+    # what a PACS forwarding with compression sends: other bytes, the same instance
+    ds.compress(RLELossless, generate_instance_uid=False)
+    ds.file_meta.ImplementationClassUID = "1.2.3.4.5"
+    ds.file_meta.SourceApplicationEntityTitle = "OTHERPACS"
+    again = tmp_path / "again-rle.dcm"
+    ds.save_as(again)
+    out = _run("storescu", "-xr", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), str(again))
+    assert out.returncode == 0 and "E:" not in out.stderr, out.stderr
+    syntax, stored, _ = _stored_object(app, ds.SOPInstanceUID)
+    assert syntax == "1.2.840.10008.1.2.1"  # one instance, the first copy kept
+    assert dcmread(io.BytesIO(stored)).PixelData == dcmread(io.BytesIO(original)).PixelData
+
+
+def test_other_content_under_a_stored_uid_is_refused_with_a_reason(listener: Any, app: Any) -> None:
+    port, _ = listener
+    original = bundled_copy("MR_small.dcm", patient_id="RESEND-2")
+    assert _c_store(port, original).Status == 0x0000
+    renamed = dcmread(io.BytesIO(original))
+    renamed.PatientName = "Someone^Else"
+    edited_pixels = dcmread(io.BytesIO(original))
+    arr = edited_pixels.pixel_array.copy()
+    arr[0, 0] += 1
+    edited_pixels.PixelData = arr.tobytes()
+    for changed in (renamed, edited_pixels):
+        buf = io.BytesIO()
+        changed.save_as(buf)
+        status = _c_store(port, buf.getvalue())
+        assert status.Status == 0xC001
+        assert status.ErrorComment == "another object has this SOP Instance UID; kept the original"
+    kept = dcmread(io.BytesIO(_stored_object(app, renamed.SOPInstanceUID)[1]))
+    sent = dcmread(io.BytesIO(original))
+    assert kept.PatientName == sent.PatientName and kept.PixelData == sent.PixelData
+
+
+def test_every_c_store_failure_carries_an_error_comment(listener: Any) -> None:
+    port, _ = listener
+    ds = dcmread(io.BytesIO(ct_slice()))
+    del ds.Rows
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    status = _c_store(port, buf.getvalue())
+    assert status.Status == 0xC000
+    assert status.ErrorComment == "image size (Rows/Columns) is missing or out of range"
