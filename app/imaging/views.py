@@ -13,15 +13,19 @@ from app import db, web
 from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError, PayloadTooLarge
+from app.facilities import service as facilities
 from app.imaging import documents, export, service
+from app.imaging.dimse import peers
+from app.imaging.forms import PeerForm
 from app.imaging.ingest import ingest_files
-from app.imaging.models import Study
+from app.imaging.models import DicomPeer, Study
 
 bp = Blueprint("imaging", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/imaging")
 
 web.add_nav("Upload scans", "imaging.upload", Role.CLINIC_STAFF)
 web.add_nav("Unmatched scans", "imaging.unmatched", Role.CLINIC_STAFF)
+web.add_nav("DICOM peers", "imaging.dicom_peers", Role.ADMIN)
 web.add_chart_panel("imaging/_chart_panel.html")
 
 DOCUMENT_LABELS = {"pdf": "PDF", "sr": "Report", "other": "Object"}  # series thumbnails of objects without pixels
@@ -148,3 +152,64 @@ def export_study(study_uid: str) -> Response:
     resp.headers["Content-Disposition"] = 'attachment; filename="study-deidentified.zip"'
     resp.headers["Content-Length"] = str(size)
     return resp
+
+
+# ---------------------------------------------------------------- DICOM peers (admins)
+
+
+def _peer_form(peer: DicomPeer | None = None) -> PeerForm:
+    form = PeerForm(obj=peer)
+    form.facility_id.choices = [(f.id, f.name) for f in facilities.list_facilities()]
+    return form
+
+
+def _save_peer(form: PeerForm, peer: DicomPeer | None) -> DicomPeer | None:
+    """Save the submitted form; None (with the errors on the form) when the service refused it."""
+    try:
+        saved = peers.save_peer(peer, by=current_user, ae_title=form.ae_title.data or "", host=form.host.data or "",
+                                port=form.port.data, facility_id=form.facility_id.data or 0,
+                                description=form.description.data or "", active=bool(form.active.data),
+                                permissions={p for p in peers.PERMISSIONS if getattr(form, f"can_{p}").data})
+    except AppError as exc:
+        db.rollback()
+        form.apply_error(exc)
+        return None
+    db.session.commit()
+    return saved
+
+
+@bp.route("/admin/dicom-peers", methods=["GET", "POST"])
+@roles_required(Role.ADMIN)
+def dicom_peers() -> BaseResponse | tuple[str, int]:
+    """The known AE titles; a new one is added below the list."""
+    form = _peer_form()
+    status = 200
+    if form.validate_on_submit():
+        saved = _save_peer(form, None)
+        if saved is not None:
+            flash(f"DICOM peer {saved.ae_title} added.", "success")
+            return redirect(url_for("imaging.dicom_peers"))
+        status = 422
+    elif request.method == "POST":
+        status = 422
+    items = peers.list_peers(by=current_user)
+    db.session.commit()
+    return render_template("imaging/dicom_peers.html", peers=items, form=form,
+                           listener=current_app.config["DICOM_AE_TITLE"]), status
+
+
+@bp.route("/admin/dicom-peers/<int:peer_id>", methods=["GET", "POST"])
+@roles_required(Role.ADMIN)
+def dicom_peer(peer_id: int) -> BaseResponse | tuple[str, int]:
+    peer = peers.get_peer(peer_id, by=current_user)
+    form = _peer_form(peer)
+    status = 200
+    if form.validate_on_submit():
+        if _save_peer(form, peer) is not None:
+            flash(f"DICOM peer {peer.ae_title} saved; the listener uses the change within seconds.", "success")
+            return redirect(url_for("imaging.dicom_peers"))
+        status = 422
+    elif request.method == "POST":
+        status = 422
+    db.session.commit()
+    return render_template("imaging/dicom_peer.html", peer=peer, form=form), status

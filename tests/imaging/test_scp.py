@@ -17,33 +17,17 @@ from pydicom.uid import generate_uid
 from app import db
 from app.audit.models import AuditEvent
 from app.imaging.models import Instance, Series, Study
-from app.imaging.scp import Listener
 from app.imaging.service import object_store
 from tests.imaging.dicomgen import bundled_copy, ct_slice, document
+from tests.imaging.dimse import c_store, run
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is installed by .ci/run")
 
 
-@pytest.fixture
-def listener(app: Any, live_factories: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    clinic = live_factories.facility(name="Scanner clinic")
-    monkeypatch.setitem(app.config, "DICOM_ALLOWED_AETS", f"CLINICCT={clinic.code}")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = Listener(app).serve("127.0.0.1", port, block=False)
-    yield port, clinic
-    server.shutdown()
-
-
-def _run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
-
-
 def test_echo_from_allowed_ae_and_refusal_of_others(listener: Any) -> None:
     port, _ = listener
-    assert _run("echoscu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port)).returncode == 0
-    refused = _run("echoscu", "-aet", "INTRUDER", "-aec", "TOWNHEALTH", "127.0.0.1", str(port))
+    assert run("echoscu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port)).returncode == 0
+    refused = run("echoscu", "-aet", "INTRUDER", "-aec", "TOWNHEALTH", "127.0.0.1", str(port))
     assert refused.returncode != 0
 
 
@@ -57,7 +41,7 @@ def test_storescu_pushes_a_series(listener: Any, app: Any, tmp_path: Path) -> No
         files.append(str(path))
     bad = tmp_path / "bad.dcm"
     bad.write_bytes(b"not dicom at all")
-    out = _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), *files)
+    out = run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), *files)
     assert out.returncode == 0, out.stderr
     with app.app_context():
         row = db.session.scalar(sa.select(Study).where(Study.study_instance_uid == study))
@@ -75,7 +59,7 @@ def test_storescu_pushes_a_series(listener: Any, app: Any, tmp_path: Path) -> No
             AuditEvent.resource_id.in_(ids))))
         assert len(audits) == 3 and {a.actor_name for a in audits} == {"DICOM AE CLINICCT"}
     # pushing again is harmless: already stored
-    again = _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), files[0])
+    again = run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), files[0])
     assert again.returncode == 0
 
 
@@ -97,7 +81,7 @@ def test_failed_batch_write_leaves_no_orphan_object_and_no_row(listener: Any, ap
         conn.execute(sa.text("CREATE TRIGGER test_refuse_instance BEFORE INSERT ON imaging_instance "
                              "FOR EACH ROW EXECUTE FUNCTION test_refuse_instance()"))
     try:
-        refused = _run("storescu", "-d", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), *files)
+        refused = run("storescu", "-d", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), *files)
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TRIGGER test_refuse_instance ON imaging_instance"))
@@ -111,7 +95,7 @@ def test_failed_batch_write_leaves_no_orphan_object_and_no_row(listener: Any, ap
     assert "[could not be stored; try again]" in refused.stderr and "ErrorComment" in refused.stderr
     assert "0x0000: Success" not in refused.stderr
     # once the database is back, the scanner's retry is stored
-    again = _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), *files)
+    again = run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), *files)
     assert again.returncode == 0
     with app.app_context():
         assert len(set(object_store().list("dicom/")) - before) == 3
@@ -124,7 +108,7 @@ def test_the_embedded_demo_listener_accepts_the_demo_scanner(tmp_path: Path,
     import os
     import time
 
-    from app.cli import DEMO_SCANNER_AET, SERVICES, migrate
+    from app.cli import DEMO_SCANNER_AET, SERVICES, migrate, seed
     from app.config import Config
 
     for name in ("DICOM_ALLOWED_AETS", "DATABASE_URL"):
@@ -135,6 +119,7 @@ def test_the_embedded_demo_listener_accepts_the_demo_scanner(tmp_path: Path,
         sock.bind(("127.0.0.1", 0))
         cfg.DICOM_PORT = sock.getsockname()[1]
     migrate(cfg.DATABASE_URL)
+    seed(cfg)  # as `hospital run` does before it starts the services
     argv = SERVICES["dicom"](cfg)
     assert argv is not None
     proc = subprocess.Popen(argv, env=dict(os.environ), stdout=subprocess.DEVNULL,  # noqa: S603
@@ -148,9 +133,9 @@ def test_the_embedded_demo_listener_accepts_the_demo_scanner(tmp_path: Path,
             except OSError:
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.2)
-        echo = _run("echoscu", "-aet", DEMO_SCANNER_AET, "-aec", cfg.DICOM_AE_TITLE, "127.0.0.1", str(cfg.DICOM_PORT))
+        echo = run("echoscu", "-aet", DEMO_SCANNER_AET, "-aec", cfg.DICOM_AE_TITLE, "127.0.0.1", str(cfg.DICOM_PORT))
         assert echo.returncode == 0, echo.stderr
-        refused = _run("echoscu", "-aet", "INTRUDER", "-aec", cfg.DICOM_AE_TITLE, "127.0.0.1", str(cfg.DICOM_PORT))
+        refused = run("echoscu", "-aet", "INTRUDER", "-aec", cfg.DICOM_AE_TITLE, "127.0.0.1", str(cfg.DICOM_PORT))
         assert refused.returncode != 0
     finally:
         proc.terminate()
@@ -179,7 +164,7 @@ def test_storescu_sends_compressed_transfer_syntaxes_stored_as_received(listener
     path = tmp_path / "in.dcm"
     path.write_bytes(data)
     sent = dcmread(path)
-    out = _run("storescu", option, "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), str(path))
+    out = run("storescu", option, "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), str(path))
     assert out.returncode == 0 and "E:" not in out.stderr, out.stderr
     with app.app_context():
         row = db.session.scalar(sa.select(Instance).where(Instance.sop_instance_uid == sent.SOPInstanceUID))
@@ -199,7 +184,7 @@ def test_storescu_sends_reports_pdf_and_waveforms(listener: Any, app: Any, tmp_p
              "plan.dcm": bundled_copy("rtplan.dcm", study_uid=study)}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    out = _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port),
+    out = run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port),
                *(str(tmp_path / n) for n in files))
     assert out.returncode == 0 and "E:" not in out.stderr, out.stderr
     with app.app_context():
@@ -207,21 +192,6 @@ def test_storescu_sends_reports_pdf_and_waveforms(listener: Any, app: Any, tmp_p
                                         .where(Study.study_instance_uid == study)))
     assert stored == {"1.2.840.10008.5.1.4.1.1.88.67", "1.2.840.10008.5.1.4.1.1.104.1",
                       "1.2.840.10008.5.1.4.1.1.9.1.1", "1.2.840.10008.5.1.4.1.1.481.5"}
-
-
-def _c_store(port: int, data: bytes, syntax: str | None = None) -> Any:
-    """Send one file with pynetdicom's SCU and return the status dataset (to read the Error Comment)."""
-    from pynetdicom import AE
-
-    ds = dcmread(io.BytesIO(data))
-    ae = AE(ae_title="CLINICCT")
-    ae.add_requested_context(ds.SOPClassUID, syntax or ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", port, ae_title="TOWNHEALTH")
-    assert assoc.is_established
-    try:
-        return assoc.send_c_store(ds)
-    finally:
-        assoc.release()
 
 
 def _stored_object(app: Any, sop_uid: str) -> tuple[str, bytes, int]:
@@ -239,7 +209,7 @@ def test_the_same_instance_in_another_transfer_syntax_or_file_meta_is_already_st
     original = bundled_copy("MR_small.dcm", patient_id="RESEND-1")
     first = tmp_path / "first.dcm"
     first.write_bytes(original)
-    assert _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port),
+    assert run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port),
                 str(first)).returncode == 0
     ds = dcmread(io.BytesIO(original))
     # what a PACS forwarding with compression sends: other bytes, the same instance
@@ -248,7 +218,7 @@ def test_the_same_instance_in_another_transfer_syntax_or_file_meta_is_already_st
     ds.file_meta.SourceApplicationEntityTitle = "OTHERPACS"
     again = tmp_path / "again-rle.dcm"
     ds.save_as(again)
-    out = _run("storescu", "-xr", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), str(again))
+    out = run("storescu", "-xr", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), str(again))
     assert out.returncode == 0 and "E:" not in out.stderr, out.stderr
     syntax, stored, _ = _stored_object(app, ds.SOPInstanceUID)
     assert syntax == "1.2.840.10008.1.2.1"  # one instance, the first copy kept
@@ -258,7 +228,7 @@ def test_the_same_instance_in_another_transfer_syntax_or_file_meta_is_already_st
 def test_other_content_under_a_stored_uid_is_refused_with_a_reason(listener: Any, app: Any) -> None:
     port, _ = listener
     original = bundled_copy("MR_small.dcm", patient_id="RESEND-2")
-    assert _c_store(port, original).Status == 0x0000
+    assert c_store(port, original).Status == 0x0000
     renamed = dcmread(io.BytesIO(original))
     renamed.PatientName = "Someone^Else"
     edited_pixels = dcmread(io.BytesIO(original))
@@ -268,7 +238,7 @@ def test_other_content_under_a_stored_uid_is_refused_with_a_reason(listener: Any
     for changed in (renamed, edited_pixels):
         buf = io.BytesIO()
         changed.save_as(buf)
-        status = _c_store(port, buf.getvalue())
+        status = c_store(port, buf.getvalue())
         assert status.Status == 0xC001
         assert status.ErrorComment == "another object has this SOP Instance UID; kept the original"
     kept = dcmread(io.BytesIO(_stored_object(app, renamed.SOPInstanceUID)[1]))
@@ -282,6 +252,6 @@ def test_every_c_store_failure_carries_an_error_comment(listener: Any) -> None:
     del ds.Rows
     buf = io.BytesIO()
     ds.save_as(buf)
-    status = _c_store(port, buf.getvalue())
+    status = c_store(port, buf.getvalue())
     assert status.Status == 0xC000
     assert status.ErrorComment == "image size (Rows/Columns) is missing or out of range"
