@@ -458,6 +458,11 @@ def visible_to_viewer(role: Role) -> sa.ColumnElement[bool]:
     return visible_clause(viewer)
 
 
+def visible_to_facility(facility_id: int) -> sa.ColumnElement[bool]:
+    """Studies a DICOM peer of a clinic may query and retrieve: exactly what the clinic's staff see."""
+    return visible_clause(cast(User, SimpleNamespace(role=Role.CLINIC_STAFF, id=None, facility_id=facility_id)))
+
+
 def viewer_params(user: User) -> dict[str, Any]:
     return {"viewer_id": user.id, "viewer_facility_id": user.facility_id}
 
