@@ -4,6 +4,7 @@ from wtforms import BooleanField, DateTimeLocalField, IntegerField, SelectField,
 from wtforms.validators import DataRequired, Length, Optional
 
 from app.forms import AppForm
+from app.imaging.orders import MODALITIES
 
 
 class PeerForm(AppForm):
@@ -20,8 +21,6 @@ class PeerForm(AppForm):
 
 
 class ImagingOrderForm(AppForm):
-    modality = SelectField("Modality", choices=[("CT", "CT"), ("MR", "MR"), ("CR", "X-ray (CR)"),
-                                                ("DX", "X-ray (DX)"), ("US", "Ultrasound"), ("MG", "Mammography"),
-                                                ("NM", "Nuclear medicine"), ("XA", "Angiography")])
+    modality = SelectField("Modality", choices=[(m, m) for m in MODALITIES])
     description = StringField("Procedure", validators=[DataRequired(), Length(max=64)])
-    scheduled_at = DateTimeLocalField("Scheduled for", format="%Y-%m-%dT%H:%M", validators=[DataRequired()])
+    scheduled_at = DateTimeLocalField("Scheduled for (UTC)", format="%Y-%m-%dT%H:%M", validators=[DataRequired()])

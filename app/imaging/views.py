@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from datetime import UTC
 from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, render_template, request, url_for
@@ -14,11 +15,12 @@ from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError, PayloadTooLarge
 from app.facilities import service as facilities
-from app.imaging import documents, export, service
+from app.imaging import documents, export, orders, service
 from app.imaging.dimse import peers
-from app.imaging.forms import PeerForm
+from app.imaging.forms import ImagingOrderForm, PeerForm
 from app.imaging.ingest import ingest_files
-from app.imaging.models import DicomPeer, Study
+from app.imaging.models import DicomPeer, ImagingOrder, Study
+from app.patients import service as patients
 
 bp = Blueprint("imaging", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/imaging")
@@ -38,6 +40,42 @@ def imaging_studies(patient: Any) -> list[Study]:
     if not current_user.is_authenticated or current_user.role not in service.VIEW_ROLES:
         return []
     return service.studies_for_patient(patient, by=current_user)
+
+
+@bp.app_template_global()
+def imaging_orders(patient: Any) -> list[ImagingOrder]:
+    """Requested imaging procedures on a chart the viewer already opened."""
+    if not current_user.is_authenticated:
+        return []
+    return orders.orders_for_patient(patient, by=current_user)
+
+
+@bp.app_template_global()
+def imaging_order_form() -> ImagingOrderForm:
+    return ImagingOrderForm(formdata=None)
+
+
+@bp.post("/patients/<int:patient_id>/imaging-orders")
+@roles_required(Role.CLINIC_STAFF)
+def request_imaging(patient_id: int) -> BaseResponse:
+    """Request an imaging procedure: it appears on the clinic scanner's worklist."""
+    patient = patients.get_patient(patient_id, by=current_user, action="patient.read", audit_read=False)
+    form = ImagingOrderForm()
+    if not form.validate_on_submit() or form.scheduled_at.data is None:
+        flash("Choose a modality, describe the procedure and give the date and time (UTC).", "error")
+        return redirect(url_for("patients.chart", patient_id=patient.id))
+    try:
+        order = orders.create_order(patient, by=current_user, modality=form.modality.data or "",
+                                    description=form.description.data or "",
+                                    scheduled_at=form.scheduled_at.data.replace(tzinfo=UTC))
+        db.session.commit()
+    except AppError as exc:
+        db.rollback()
+        flash(exc.detail, "error")
+        return redirect(url_for("patients.chart", patient_id=patient.id))
+    flash(f"{order.modality} requested for {order.scheduled_at.strftime('%d %b %Y, %H:%M')} UTC, accession "
+          f"{order.accession_number}: it is on the scanner's worklist.", "success")
+    return redirect(url_for("patients.chart", patient_id=patient.id))
 
 
 def _summary_row(r: service.IngestResult) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def test_peer_changes_reach_the_running_listener(listener: Any, app: Any, live_f
         # store taken away: the next C-STORE is refused with a reason
         _save(admin, peer, clinic.id, permissions={"query"})
         status = c_store(port, ct_slice(), calling="NEWSCANNER")
-        assert status.Status == 0x0124 and status.ErrorComment == "AE title NEWSCANNER may not store here"
+        assert status.Status == 0x0124 and status.ErrorComment == "AE title NEWSCANNER may not send scans here"
         # disabled: the association itself is refused
         _save(admin, peer, clinic.id, active=False)
         assert not _echo(port, "NEWSCANNER")

@@ -110,7 +110,7 @@ def test_bad_queries_get_a_status_with_a_reason_and_the_listener_goes_on(archive
     assert "0xa700" in out.lower() and "more than 2 matches; narrow the query" in out, out
     _peer("QUERYLESS", archive["clinic"].id)  # may store, not query
     _, out = _find(port, tmp_path, "QueryRetrieveLevel=STUDY", calling="QUERYLESS")
-    assert "0x0124" in out.lower() and "may not query here" in out, out
+    assert "0x0124" in out.lower() and "may not search here" in out, out
     assert run("echoscu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port)).returncode == 0
 
 

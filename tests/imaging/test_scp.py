@@ -135,6 +135,19 @@ def test_the_embedded_demo_listener_accepts_the_demo_scanner(tmp_path: Path,
                 time.sleep(0.2)
         echo = run("echoscu", "-aet", DEMO_SCANNER_AET, "-aec", cfg.DICOM_AE_TITLE, "127.0.0.1", str(cfg.DICOM_PORT))
         assert echo.returncode == 0, echo.stderr
+        scan = tmp_path / "scan.dcm"
+        scan.write_bytes(ct_slice(patient_id="DEMO-1"))
+        stored = run("storescu", "-aet", DEMO_SCANNER_AET, "-aec", cfg.DICOM_AE_TITLE, "127.0.0.1",
+                     str(cfg.DICOM_PORT), str(scan))
+        assert stored.returncode == 0 and "E:" not in stored.stderr, stored.stderr
+        found = run("findscu", "-v", "-S", "-aet", DEMO_SCANNER_AET, "-aec", cfg.DICOM_AE_TITLE, "127.0.0.1",
+                    str(cfg.DICOM_PORT), "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=DEMO-1")
+        assert "Received Final Find Response (Success)" in found.stderr and "DEMO-1" in found.stderr, found.stderr
+        got = tmp_path / "got"
+        got.mkdir()
+        fetched = run("getscu", "-S", "-aet", DEMO_SCANNER_AET, "-aec", cfg.DICOM_AE_TITLE, "127.0.0.1",
+                      str(cfg.DICOM_PORT), "-od", str(got), "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=DEMO-1")
+        assert fetched.returncode == 0 and len(list(got.iterdir())) == 1, fetched.stderr
         refused = run("echoscu", "-aet", "INTRUDER", "-aec", cfg.DICOM_AE_TITLE, "127.0.0.1", str(cfg.DICOM_PORT))
         assert refused.returncode != 0
     finally:

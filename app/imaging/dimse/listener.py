@@ -44,6 +44,9 @@ QUERY_RETRIEVE = (PatientRootQueryRetrieveInformationModelFind, PatientRootQuery
                   ModalityWorklistInformationFind)
 
 
+DOING = {"store": "send scans", "query": "search", "retrieve": "retrieve", "worklist": "read the worklist"}
+
+
 def _title(value: str | bytes) -> str:
     return (value if isinstance(value, str) else value.decode(errors="replace")).strip()
 
@@ -100,7 +103,7 @@ class Listener:
         peer = self.peers.get(calling)
         if peer is not None and peer.may(permission):
             return peer, calling, None
-        return peer, calling, failure(NOT_AUTHORIZED, f"AE title {calling} may not {permission} here")
+        return peer, calling, failure(NOT_AUTHORIZED, f"AE title {calling} may not {DOING[permission]} here")
 
     def handle_store(self, event: Any) -> Any:
         with self.app.app_context():

@@ -45,7 +45,8 @@ def _text(value: Any) -> str:
     return str(value if value is not None else "").strip()
 
 
-def _like(column: Any, value: str, *, lower: bool = False) -> sa.ColumnElement[bool]:
+def like(column: Any, value: str, *, lower: bool = False) -> sa.ColumnElement[bool]:
+    """DICOM matching of one value: exact, or a LIKE pattern when it has wildcards (``*``, ``?``)."""
     if lower:
         value = value.lower()
     if "*" in value or "?" in value:
@@ -85,9 +86,9 @@ def parse(ds: Dataset, *, model: str) -> Query:
         raise QueryError(IDENTIFIER_MISMATCH, f"QueryRetrieveLevel {level[:16]} is not supported here")
     q = Query(level)
     if v := _text(_get(ds, "PatientID")):
-        q.clauses.append(_like(Study.dicom_patient_id, v))
+        q.clauses.append(like(Study.dicom_patient_id, v))
     if v := _text(_get(ds, "PatientName")):
-        q.clauses.append(_like(Study.patient_name_search, v, lower=True))
+        q.clauses.append(like(Study.patient_name_search, v, lower=True))
     if v := _text(_get(ds, "StudyDate")):
         try:
             start, end = service.parse_date_range(v)
@@ -98,9 +99,9 @@ def parse(ds: Dataset, *, model: str) -> Query:
         if end:
             q.clauses.append(Study.study_date <= end)
     if v := _text(_get(ds, "AccessionNumber")):
-        q.clauses.append(_like(Study.accession_number, v))
+        q.clauses.append(like(Study.accession_number, v))
     if v := _text(_get(ds, "StudyID")):
-        q.clauses.append(_like(Study.study_id, v))
+        q.clauses.append(like(Study.study_id, v))
     if (v := _get(ds, "StudyInstanceUID")) and (uids := _uids("StudyInstanceUID", v)):
         q.clauses.append(Study.study_instance_uid.in_(uids))
     if (v := _get(ds, "ModalitiesInStudy")) and (mods := [m.upper()[:16] for m in _values(v)][:MAX_LIST]):
@@ -109,7 +110,7 @@ def parse(ds: Dataset, *, model: str) -> Query:
         if (v := _get(ds, "SeriesInstanceUID")) and (uids := _uids("SeriesInstanceUID", v)):
             q.clauses.append(Series.series_instance_uid.in_(uids))
         if v := _text(_get(ds, "Modality")):
-            q.clauses.append(_like(Series.modality, v))
+            q.clauses.append(like(Series.modality, v))
     if level == "IMAGE":
         if (v := _get(ds, "SOPInstanceUID")) and (uids := _uids("SOPInstanceUID", v)):
             q.clauses.append(Instance.sop_instance_uid.in_(uids))
