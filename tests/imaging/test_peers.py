@@ -108,3 +108,34 @@ def test_allowed_aets_setting_still_lets_a_scanner_in(app: Any, live_factories: 
         assert legacy.can_store and legacy.can_query and legacy.can_retrieve and legacy.can_worklist
     finally:
         server.shutdown()
+
+
+@pytest.mark.browser
+def test_admin_adds_a_peer_in_the_browser_and_the_scanner_gets_in(listener: Any, live_server: str,
+                                                                   live_factories: Any, new_browser: Any,
+                                                                   browser_login: Any, artifacts_dir: Any) -> None:
+    port, clinic = listener
+    admin = live_factories.admin(email=f"peer-browser-{port}@test.example")
+    db.session.execute(sa.delete(DicomPeer).where(DicomPeer.ae_title == "ROOM3CT"))
+    db.session.commit()
+    page = new_browser().new_page()
+    browser_login(page, live_server, admin)
+    page.click("nav >> text=DICOM peers")
+    page.fill("#ae_title", "ROOM3CT")
+    page.select_option("#facility_id", str(clinic.id))
+    page.fill("#description", "CT room 3")
+    page.check("#can_query")
+    page.click("#peer-form button[type=submit]")
+    row = page.locator("#dicom-peers tr[data-peer='ROOM3CT']")
+    assert "store, query" in row.inner_text() and clinic.name in row.inner_text()
+    page.screenshot(path=str(artifacts_dir / "imaging-dicom-peers.png"))
+    try:
+        assert _echo(port, "ROOM3CT")
+        row.locator("a:has-text('Edit')").click()
+        page.uncheck("#active")
+        page.click("#peer-form button[type=submit]")
+        assert "Disabled" in page.locator("#dicom-peers tr[data-peer='ROOM3CT']").inner_text()
+        assert not _echo(port, "ROOM3CT")
+    finally:
+        db.session.execute(sa.delete(DicomPeer).where(DicomPeer.ae_title == "ROOM3CT"))
+        db.session.commit()
