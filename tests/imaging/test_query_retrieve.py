@@ -146,6 +146,9 @@ def test_movescu_sends_a_study_to_a_known_destination_only(archive: dict[str, An
     assert got == sorted(archive["sops"])
     unknown = run(*move, "-aem", "NOWHERE")
     assert "Refused: MoveDestinationUnknown" in unknown.stdout + unknown.stderr, unknown.stderr
+    _peer("STOREONLY", archive["clinic"].id)  # may send scans, not retrieve: told so, nothing sent
+    not_allowed = run("movescu", "-d", *move[2:4], "STOREONLY", *move[5:], "-aem", "RECEIVER")
+    assert "AE title STOREONLY may not retrieve here" in not_allowed.stdout + not_allowed.stderr
     other = live_factories.facility(name="Elsewhere")
     _peer("RECEIVER", other.id, host="127.0.0.1", port=dest_port)  # another clinic's machine: not a destination
     refused = run(*move, "-aem", "RECEIVER")

@@ -136,9 +136,14 @@ class Listener:
             event, facility_id=peer.facility_id, calling=calling, retrieve_ae=self.ae.ae_title), ())
 
     def handle_move(self, event: Any) -> Iterator[Any]:
-        # A refusal needs a destination first in pynetdicom's C-MOVE: the caller's own, if it has an address.
-        return self._service(event, "retrieve", lambda peer, calling: move.respond(
-            event, facility_id=peer.facility_id, calling=calling, peers=self.peers), ((None, None),))
+        """C-MOVE says even a refusal through its destination (see :func:`move.respond`)."""
+        with self.app.app_context():
+            try:
+                peer, calling, refused = self._peer(event, "retrieve")
+                yield from move.respond(event, facility_id=peer.facility_id if peer else None, calling=calling,
+                                        peers=self.peers, refused=refused)
+            finally:
+                db.session.remove()
 
     def handle_get(self, event: Any) -> Iterator[Any]:
         return self._service(event, "retrieve", lambda peer, calling: get.respond(
