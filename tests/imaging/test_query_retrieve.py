@@ -18,7 +18,7 @@ from app import db
 from app.audit.models import AuditEvent
 from app.imaging.dimse import query
 from app.imaging.models import DicomPeer
-from tests.imaging.dicomgen import ct_slice
+from tests.imaging.dicomgen import bundled_copy, ct_slice
 from tests.imaging.dimse import free_port, run
 
 pytestmark = pytest.mark.skipif(shutil.which("findscu") is None, reason="dcmtk is installed by .ci/run")
@@ -168,3 +168,23 @@ def test_getscu_retrieves_a_series_over_its_own_association(archive: dict[str, A
               "-od", str(out_dir), "-k", "QueryRetrieveLevel=SERIES", "-k", "SeriesInstanceUID=1.2.x")
     out = bad.stdout + bad.stderr
     assert "0xa900" in out and "ErrorComment" in out and "SeriesInstanceUID" in out, out[-2000:]
+
+
+def test_getscu_gets_a_compressed_instance_decoded_when_it_accepts_only_uncompressed(listener: Any,
+                                                                                   tmp_path: Path) -> None:
+    port, _ = listener
+    sent = tmp_path / "jls.dcm"
+    sent.write_bytes(bundled_copy("MR_small_jpeg_ls_lossless.dcm", patient_id="QR-JLS"))
+    assert run("storescu", "-xt", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port),
+               str(sent)).returncode == 0  # sent and stored as JPEG-LS
+    original = pydicom.dcmread(sent)
+    out_dir = tmp_path / "got"
+    out_dir.mkdir()
+    out = run("getscu", "-S", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), "-od", str(out_dir),
+              "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
+              "-k", f"SeriesInstanceUID={original.SeriesInstanceUID}",
+              "-k", f"SOPInstanceUID={original.SOPInstanceUID}")
+    assert out.returncode == 0, out.stderr
+    (got,) = [pydicom.dcmread(p) for p in out_dir.iterdir()]
+    assert got.file_meta.TransferSyntaxUID.is_compressed is False
+    assert (got.pixel_array == original.pixel_array).all()  # lossless: the same pixels

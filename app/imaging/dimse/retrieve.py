@@ -14,6 +14,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelMove,
 )
 
+from app.imaging.dicomfile import UNCOMPRESSED
 from app.imaging.dimse import query
 from app.imaging.dimse.status import CANCELLED, CANNOT_UNDERSTAND, PENDING, SUBOPERATIONS_FAILED, failure
 from app.imaging.models import Instance
@@ -53,6 +54,22 @@ def load(inst: Instance) -> Dataset:
     return pydicom.dcmread(io.BytesIO(object_store().read(inst.object_key)))
 
 
+def _decompressed_if_needed(event: Any, inst: Instance, ds: Dataset) -> Dataset:
+    """A compressed instance the receiving peer does not accept as stored, decoded to explicit VR little endian
+    when the peer accepts that (C-GET peers often propose uncompressed syntaxes only); otherwise as stored."""
+    if inst.transfer_syntax_uid in UNCOMPRESSED:
+        return ds
+    accepted = {str(cx.transfer_syntax[0]) for cx in event.assoc.accepted_contexts
+                if cx.abstract_syntax == inst.sop_class_uid}
+    if not accepted or inst.transfer_syntax_uid in accepted or not accepted & UNCOMPRESSED:
+        return ds
+    try:
+        ds.decompress()
+    except Exception:  # noqa: BLE001 - no decoder: the sub-operation fails as it would have
+        logger.warning("instance %s could not be decompressed for a retrieval", inst.id, exc_info=True)
+    return ds
+
+
 def send(event: Any, found: list[Instance]) -> Iterator[Response]:
     """The (status, dataset) pairs pynetdicom sends as C-STORE sub-operations, one per instance."""
     for inst in found:
@@ -60,7 +77,7 @@ def send(event: Any, found: list[Instance]) -> Iterator[Response]:
             yield CANCELLED, None
             return
         try:
-            ds = load(inst)
+            ds = _decompressed_if_needed(event, inst, load(inst))
         except Exception:
             logger.exception("instance %s could not be read for a retrieval", inst.id)
             yield failure(SUBOPERATIONS_FAILED, "a stored instance could not be read"), None
