@@ -65,6 +65,10 @@ def test_peer_changes_reach_the_running_listener(listener: Any, app: Any, live_f
                                          .order_by(AuditEvent.id)))
         assert [e.outcome.value for e in events] == ["denied", "success", "success", "success", "denied"]
         assert all(e.actor_name == "DICOM AE NEWSCANNER" and e.detail["address"] == "127.0.0.1" for e in events)
+        wrong_called = db.session.scalars(sa.select(AuditEvent).where(
+            AuditEvent.action == "dicom.association", AuditEvent.resource_id == "CLINICCT")
+            .order_by(AuditEvent.id.desc())).first()
+        assert wrong_called.outcome.value == "denied" and wrong_called.detail["called_ae"] == "SOMEONEELSE"
         assert db.session.scalar(sa.select(AuditEvent).where(AuditEvent.action == "dicom.peer.update",
                                                              AuditEvent.actor_id == admin.id)) is not None
     finally:

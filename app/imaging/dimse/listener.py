@@ -81,21 +81,23 @@ class Listener:
     def handle_requested(self, event: Any) -> None:
         """Accept an association only from an active known peer calling this listener's AE title; audit it."""
         rq = event.assoc.requestor.primitive
-        calling = _title(rq.calling_ae_title)
+        calling, called = _title(rq.calling_ae_title), _title(rq.called_ae_title)
         address = getattr(event.assoc.requestor, "address", "?")
         with self.app.app_context():
             try:
                 peer = self.peers.get(calling)
+                ours = called == self.ae.ae_title.strip()
                 audit.record("dicom.association", by=None, actor_name=f"DICOM AE {calling}",
-                             outcome=Outcome.SUCCESS if peer is not None else Outcome.DENIED,
+                             outcome=Outcome.SUCCESS if peer is not None and ours else Outcome.DENIED,
                              resource_type="DicomPeer", resource_id=calling,
-                             detail={"called_ae": _title(rq.called_ae_title), "address": address})
+                             detail={"called_ae": called, "address": address})
                 db.session.commit()
             finally:
                 db.session.remove()
-        if peer is None:
-            logger.info("association from unknown AE title %r at %s refused", calling, address)
-            event.assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, service user, calling AE unknown
+        # Rejected-permanent by the service user: calling AE title not recognised (3), called one not ours (7).
+        if peer is None or not ours:
+            logger.info("association from AE title %r at %s to %r refused", calling, address, called)
+            event.assoc.acse.send_reject(0x01, 0x01, 0x03 if peer is None else 0x07)
 
     def _peer(self, event: Any, permission: str) -> tuple[peers.Peer | None, str, Dataset | None]:
         """The calling peer, its AE title, and a failure when it may not use this service (or was disabled)."""
