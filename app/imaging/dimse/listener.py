@@ -60,7 +60,8 @@ class Listener:
         self.peers = peers.Directory(peer_cache_seconds)
         self.ae = AE(ae_title=cfg["DICOM_AE_TITLE"])
         # Every transfer syntax for every storage class: scanners send JPEG, JPEG-LS, JPEG 2000, RLE or deflate,
-        # and the object is stored as received (never decoded on the way in). The SCU role lets C-GET send back.
+        # and the object is stored as received (never decoded on the way in). Accepting a peer's proposal to be
+        # the storage SCP (role selection) lets C-GET send instances back on the peer's own association.
         for cx in AllStoragePresentationContexts:
             self.ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES, scp_role=True, scu_role=False)
         for sop_class in QUERY_RETRIEVE:
@@ -68,10 +69,6 @@ class Listener:
         self.ae.add_supported_context(Verification)
         self.ae.require_called_aet = True
         self.ae.maximum_pdu_size = 0
-
-    def facility_id(self, calling_ae: str) -> int | None:
-        peer = self.peers.get(calling_ae)
-        return peer.facility_id if peer is not None else None
 
     def handle_open(self, event: Any) -> None:
         sock = getattr(event.assoc.dul.socket, "socket", None)
