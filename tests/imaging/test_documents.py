@@ -58,7 +58,7 @@ def test_stow_stores_non_image_objects_and_qido_wado_serve_them(client: Any, sto
         assert data in resp.data  # the object byte for byte
 
 
-def test_upload_and_storescu_paths_store_non_image_objects(client: Any, factories: Any, login: Any) -> None:
+def test_upload_stores_non_image_objects(client: Any, factories: Any, login: Any) -> None:
     nurse = factories.nurse()
     login(client, nurse)
     study = generate_uid()
