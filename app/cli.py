@@ -23,6 +23,7 @@ from app.config import ROOT, Config
 
 ServiceArgv = Callable[[Config], list[str] | None]
 DEMO_SCANNER_AET = "DEMOSCANNER"
+DEMO_SCANNER_PORT = 11113  # where C-MOVE sends the demo scanner's retrievals
 SERVICES: dict[str, ServiceArgv] = {}
 """Background processes started by ``hospital run`` beside the web server, by name."""
 
@@ -121,16 +122,19 @@ def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0)
         time.sleep(interval)
 @service("dicom")
 def _dicom(cfg: Config) -> list[str] | None:
-    """The DICOM C-STORE/C-ECHO listener for clinic scanners (off when DICOM_PORT is 0)."""
+    """The DICOM listener for clinic scanners and PACS (off when DICOM_PORT is 0)."""
     if cfg.DICOM_PORT <= 0:
         return None
     argv = [sys.executable, "-m", "app.imaging.scp", "--host", cfg.DICOM_HOST, "--port", str(cfg.DICOM_PORT)]
     if not cfg.DICOM_ALLOWED_AETS and cfg.DATABASE_URL.startswith("sqlite"):
         # The embedded demo (production refuses SQLite): a scanner calling as DEMO_SCANNER_AET files its scans
         # under the demo town clinic, so `storescu` works against `make run` without configuration.
-        argv += ["--allow", f"{DEMO_SCANNER_AET}=TOWN"]
+        # It may also search, retrieve (C-GET, or C-MOVE to a storescp on port DEMO_SCANNER_PORT) and read the
+        # worklist; admins change that, or add peers, under Admin > DICOM peers.
+        argv += ["--allow", f"{DEMO_SCANNER_AET}=TOWN@127.0.0.1:{DEMO_SCANNER_PORT}"]
         print(f"DICOM listener on {cfg.DICOM_HOST}:{cfg.DICOM_PORT} (AE {cfg.DICOM_AE_TITLE}) accepts the demo "
-              f"scanner AE title {DEMO_SCANNER_AET}; set DICOM_ALLOWED_AETS to choose your own")
+              f"scanner AE title {DEMO_SCANNER_AET} (C-MOVE sends to 127.0.0.1:{DEMO_SCANNER_PORT}); manage "
+              "peers under DICOM peers as an admin")
     return argv
 
 

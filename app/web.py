@@ -221,7 +221,7 @@ def init_request_hooks(app: Flask) -> None:
     @app.after_request
     def _security_headers(resp: Response) -> Response:
         resp.headers.setdefault("Content-Security-Policy", CSP)
-        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers.setdefault("X-Frame-Options", "DENY")  # a page meant for a same-site frame says SAMEORIGIN
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "same-origin"
         resp.headers["Permissions-Policy"] = "camera=(self), microphone=(self), geolocation=()"

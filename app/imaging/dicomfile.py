@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import AllTransferSyntaxes, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, AllTransferSyntaxes, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 KNOWN_TRANSFER_SYNTAXES = frozenset(str(ts) for ts in AllTransferSyntaxes)
 UNCOMPRESSED = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
@@ -37,6 +37,7 @@ class Header:
     pixel_data_offset: int | None
     pixel_data_length: int | None
     size: int
+    has_pixels: bool = True
 
     def get(self, keyword: str, max_len: int | None = None) -> str | None:
         value = self.dataset.get(keyword)
@@ -85,11 +86,9 @@ def _check_fragments(fh: BinaryIO, offset: int, size: int, big: bool) -> None:
     raise Rejected("too many pixel data fragments")
 
 
-DOCUMENT_SOP_CLASSES = frozenset({
-    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF Storage
-    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR Storage
-})
-"""Non-image objects accepted into a study (reports written back so PACS peers see them beside the images)."""
+def is_image_class(sop_class_uid: str) -> bool:
+    """Whether objects of this storage class must carry pixel data (CT, MR, secondary capture, ...)."""
+    return "Image Storage" in UID(sop_class_uid).name
 
 
 def _is_uid(value: Any) -> bool:
@@ -143,22 +142,26 @@ def _read_header(fh: BinaryIO, size: int | None) -> Header:
             raise Rejected(f"missing required {keyword}")
         if not _is_uid(value):
             raise Rejected(f"{keyword} is not a valid UID")
-    if str(ds.SOPClassUID) in DOCUMENT_SOP_CLASSES:  # a report stored beside the images: no pixels to check
-        return Header(dataset=ds, transfer_syntax_uid=ts, pixel_data_offset=None, pixel_data_length=None, size=size)
     offset = length = None
+    has_pixels = True
     if ts == str(DeflatedExplicitVRLittleEndian):
         fh.seek(0)
         try:
             full = pydicom.dcmread(fh)
         except Exception:  # noqa: BLE001
             raise Rejected("truncated or corrupt DICOM file") from None
-        if "PixelData" not in full:
-            raise Rejected("no pixel data: not an image")
+        has_pixels = "PixelData" in full
     else:
         fh.seek(pos)
         head = fh.read(12)
-        if len(head) < 8 or head[:4] not in PIXEL_TAGS:
-            raise Rejected("no pixel data: not an image")
+        has_pixels = len(head) >= 8 and head[:4] in PIXEL_TAGS
+    if not has_pixels:
+        # Reports, key images, presentation states, RT plans, waveforms, PDFs: stored like images, shown apart.
+        if is_image_class(str(ds.SOPClassUID)):
+            raise Rejected("an image object without pixel data")
+        return Header(dataset=ds, transfer_syntax_uid=ts, pixel_data_offset=None, pixel_data_length=None,
+                      size=size, has_pixels=False)
+    if ts != str(DeflatedExplicitVRLittleEndian):
         big = ts == "1.2.840.10008.1.2.2"
         # Judge by the bytes: some writers encode implicit VR under an explicit transfer syntax, or vice versa.
         explicit = head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"UN")

@@ -5,12 +5,15 @@ Column names are snake_case forms of the DICOM keywords.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from app.db import Base, IntPk, UtcTimestamp
+from app.facilities.models import Facility
+from app.imaging.documents import kind_of
+from app.patients.models import Patient
 
 
 class Study(Base):
@@ -93,3 +96,63 @@ class Instance(Base):
     created_at: so.Mapped[UtcTimestamp]
 
     series: so.Mapped[Series] = so.relationship(back_populates="instances")
+
+    @property
+    def kind(self) -> str:
+        """``image``, ``pdf``, ``sr`` or ``other`` (objects without pixels have no Rows)."""
+        return kind_of(self.sop_class_uid, has_pixels=self.rows is not None)
+
+
+class DicomPeer(Base):
+    """A DICOM application entity the platform knows: a clinic's scanner, workstation or PACS.
+
+    The listener looks peers up per association (see :mod:`app.imaging.dimse.peers`): an unknown calling AE
+    title is refused, and each service needs its permission. Scans stored by a peer belong to its facility,
+    and its queries and retrievals see that facility's studies. ``host``/``port`` are where C-MOVE sends to.
+    """
+
+    __tablename__ = "dicom_peer"
+
+    id: so.Mapped[IntPk]
+    ae_title: so.Mapped[str] = so.mapped_column(sa.String(16), unique=True)
+    host: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    port: so.Mapped[int | None]
+    facility_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("facility.id"), index=True)
+    description: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    can_store: so.Mapped[bool] = so.mapped_column(default=True)
+    can_query: so.Mapped[bool] = so.mapped_column(default=False)
+    can_retrieve: so.Mapped[bool] = so.mapped_column(default=False)
+    can_worklist: so.Mapped[bool] = so.mapped_column(default=False)
+    active: so.Mapped[bool] = so.mapped_column(default=True)
+    created_at: so.Mapped[UtcTimestamp]
+
+    facility: so.Mapped[Facility] = so.relationship()
+
+    @property
+    def permission_labels(self) -> list[str]:
+        return [label for allowed, label in ((self.can_store, "store"), (self.can_query, "query"),
+                                             (self.can_retrieve, "retrieve"), (self.can_worklist, "worklist"))
+                if allowed]
+
+
+class ImagingOrder(Base):
+    """A requested imaging procedure for a patient at a clinic: what the scanner's modality worklist shows.
+
+    Created by clinic staff from the chart; the scanner copies the Accession Number into the images it sends,
+    so they land on the right chart.
+    """
+
+    __tablename__ = "imaging_order"
+
+    id: so.Mapped[IntPk]
+    accession_number: so.Mapped[str] = so.mapped_column(sa.String(16), unique=True)
+    patient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("patient.id"), index=True)
+    facility_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("facility.id"), index=True)
+    modality: so.Mapped[str] = so.mapped_column(sa.String(16))
+    description: so.Mapped[str] = so.mapped_column(sa.String(64))
+    scheduled_at: so.Mapped[datetime] = so.mapped_column(index=True)
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="scheduled")  # scheduled | cancelled
+    created_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    created_at: so.Mapped[UtcTimestamp]
+
+    patient: so.Mapped[Patient] = so.relationship()

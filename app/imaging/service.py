@@ -19,6 +19,7 @@ from datetime import date
 from types import SimpleNamespace
 from typing import Any, BinaryIO, cast
 
+import pydicom
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app
@@ -33,6 +34,7 @@ from app.auth.models import Role, User
 from app.db import utcnow
 from app.errors import Forbidden, ValidationFailed
 from app.imaging.dicomfile import Header, Rejected, read_header
+from app.imaging.fingerprint import same_instance
 from app.imaging.models import Instance, Series, Study
 from app.patients import access as patient_access
 from app.patients.models import Patient
@@ -178,21 +180,18 @@ def stage(fh: BinaryIO, *, filename: str, by: User | None, source: str,
     if earlier is not None:
         settle([earlier])
     if earlier is not None and earlier.staged is not None:
-        known: tuple[str, int | None] | None = (earlier.staged.instance["sha256"], None)
+        known: tuple[str, str | None, int | None] | None = (earlier.staged.instance["sha256"], earlier.object_key,
+                                                            None)
     elif background:
         known = None
     else:
-        query = sa.select(Instance.sha256, Series.study_id).join(Instance.series).where(
+        query = sa.select(Instance.sha256, Instance.object_key, Series.study_id).join(Instance.series).where(
             Instance.sop_instance_uid == sop_uid)
         row = (lookup or db.session).execute(query).first()
-        known = (row[0], row[1]) if row is not None else None
+        known = (row[0], row[1], row[2]) if row is not None else None
     if known is not None:
-        result.study_id = known[1]
-        if _sha256_of(fh) == known[0]:
-            result.status, result.reason = "duplicate", "already stored"
-        else:
-            result.status = "conflict"
-            result.reason = "a different file with this SOP Instance UID is stored; kept the original"
+        result.study_id = known[2]
+        _judge_resend(result, fh, stored_sha256=known[0], stored_key=known[1])
         return result
     fh.seek(0)
     key = new_key("dicom")
@@ -206,6 +205,19 @@ def stage(fh: BinaryIO, *, filename: str, by: User | None, source: str,
     if pending is not None:
         pending[sop_uid] = result
     return result
+
+
+RESEND_REASONS = {"duplicate": "already stored",
+                  "conflict": "another object has this SOP Instance UID; kept the original"}
+
+
+def _judge_resend(result: IngestResult, fh: BinaryIO, *, stored_sha256: str, stored_key: str | None) -> None:
+    """A file under a SOP Instance UID already stored: the same instance (equal bytes, or an equal dataset in
+    other bytes, see :mod:`app.imaging.fingerprint`) is a duplicate, anything else a conflict."""
+    same = _sha256_of(fh) == stored_sha256 or (
+        stored_key is not None and same_instance(fh, io.BytesIO(object_store().read(stored_key))))
+    result.status = "duplicate" if same else "conflict"
+    result.reason = RESEND_REASONS[result.status]
 
 
 def _staged(header: Header, key: str, *, by: User | None, source: str) -> Staged:
@@ -225,7 +237,8 @@ def _staged(header: Header, key: str, *, by: User | None, source: str) -> Staged
     instance = {"sop_instance_uid": str(ds.SOPInstanceUID), "sop_class_uid": str(ds.SOPClassUID),
                 "instance_number": header.get_int("InstanceNumber"), "transfer_syntax_uid": header.transfer_syntax_uid,
                 "rows": header.get_int("Rows"), "columns": header.get_int("Columns"),
-                "number_of_frames": header.get_int("NumberOfFrames") or 1, "object_key": key,
+                "number_of_frames": (header.get_int("NumberOfFrames") or 1) if header.has_pixels else 0,
+                "object_key": key,
                 "size": header.size, "sha256": "", "pixel_data_offset": header.pixel_data_offset,
                 "received_by_id": by.id if by else None, "source": source}
     return Staged(study=study, series=series, instance=instance)
@@ -352,19 +365,19 @@ def _check_stored(results: list[IngestResult]) -> None:
     by_uid = {r.sop_instance_uid: r for r in results}
     uids = list(by_uid)
     rows = [row for i in range(0, len(uids), 1000) for row in db.session.execute(
-        sa.select(Instance.sop_instance_uid, Instance.sha256, Series.study_id).join(Instance.series)
-        .where(Instance.sop_instance_uid.in_(uids[i:i + 1000])))]
-    for sop_uid, sha, study_id in rows:
+        sa.select(Instance.sop_instance_uid, Instance.sha256, Instance.object_key, Series.study_id)
+        .join(Instance.series).where(Instance.sop_instance_uid.in_(uids[i:i + 1000])))]
+    for sop_uid, sha, key, study_id in rows:
         r = by_uid[sop_uid]
-        assert r.staged is not None
-        same = r.staged.instance["sha256"] == sha
+        assert r.staged is not None and r.object_key is not None
+        if r.staged.instance["sha256"] == sha:
+            status = "duplicate"
+        else:
+            new = io.BytesIO(object_store().read(r.object_key))
+            status = "duplicate" if same_instance(new, io.BytesIO(object_store().read(key))) else "conflict"
         discard_objects([r])
         r.study_id = study_id
-        if same:
-            r.status, r.reason = "duplicate", "already stored"
-        else:
-            r.status = "conflict"
-            r.reason = "a different file with this SOP Instance UID is stored; kept the original"
+        r.status, r.reason = status, RESEND_REASONS[status]
     for r in results:
         r.unchecked = False
 
@@ -445,6 +458,11 @@ def visible_to_viewer(role: Role) -> sa.ColumnElement[bool]:
     return visible_clause(viewer)
 
 
+def visible_to_facility(facility_id: int) -> sa.ColumnElement[bool]:
+    """Studies a DICOM peer of a clinic may query and retrieve: exactly what the clinic's staff see."""
+    return visible_clause(cast(User, SimpleNamespace(role=Role.CLINIC_STAFF, id=None, facility_id=facility_id)))
+
+
 def viewer_params(user: User) -> dict[str, Any]:
     return {"viewer_id": user.id, "viewer_facility_id": user.facility_id}
 
@@ -480,6 +498,15 @@ def get_instance(study_uid: str, series_uid: str | None, sop_uid: str, *, by: Us
     if not rows:
         raise audit.deny(action, by=by, resource_type="ImagingInstance", resource_id=sop_uid[:64])
     return rows[0][0]
+
+
+def read_document(study_uid: str, sop_uid: str, *, by: User) -> tuple[Instance, pydicom.Dataset]:
+    """An object of a visible study, parsed whole, to show its PDF or report text (audited).
+
+    :raises NotFound: unknown or not visible (audited as denied).
+    """
+    inst = get_instance(study_uid, None, sop_uid, by=by, action="imaging.document.read")
+    return inst, pydicom.dcmread(io.BytesIO(object_store().read(inst.object_key)))
 
 
 def studies_for_patient(patient: Patient, *, by: User) -> list[Study]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from datetime import UTC
 from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, render_template, request, url_for
@@ -13,18 +14,23 @@ from app import db, web
 from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError, PayloadTooLarge
-from app.imaging import export, service
-from app.imaging.dicomfile import DOCUMENT_SOP_CLASSES
+from app.facilities import service as facilities
+from app.imaging import documents, export, orders, service
+from app.imaging.dimse import peers
+from app.imaging.forms import ImagingOrderForm, PeerForm
 from app.imaging.ingest import ingest_files
-from app.imaging.models import Study
+from app.imaging.models import DicomPeer, ImagingOrder, Study
+from app.patients import service as patients
 
 bp = Blueprint("imaging", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/imaging")
 
 web.add_nav("Upload scans", "imaging.upload", Role.CLINIC_STAFF)
 web.add_nav("Unmatched scans", "imaging.unmatched", Role.CLINIC_STAFF)
+web.add_nav("DICOM peers", "imaging.dicom_peers", Role.ADMIN)
 web.add_chart_panel("imaging/_chart_panel.html")
 
+DOCUMENT_LABELS = {"pdf": "PDF", "sr": "Report", "other": "Object"}  # series thumbnails of objects without pixels
 W_L_PRESETS = {"Lung": (-600, 1500), "Bone": (400, 1800), "Brain": (40, 80), "Abdomen": (50, 400)}
 
 
@@ -34,6 +40,42 @@ def imaging_studies(patient: Any) -> list[Study]:
     if not current_user.is_authenticated or current_user.role not in service.VIEW_ROLES:
         return []
     return service.studies_for_patient(patient, by=current_user)
+
+
+@bp.app_template_global()
+def imaging_orders(patient: Any) -> list[ImagingOrder]:
+    """Requested imaging procedures on a chart the viewer already opened."""
+    if not current_user.is_authenticated:
+        return []
+    return orders.orders_for_patient(patient, by=current_user)
+
+
+@bp.app_template_global()
+def imaging_order_form() -> ImagingOrderForm:
+    return ImagingOrderForm(formdata=None)
+
+
+@bp.post("/patients/<int:patient_id>/imaging-orders")
+@roles_required(Role.CLINIC_STAFF)
+def request_imaging(patient_id: int) -> BaseResponse:
+    """Request an imaging procedure: it appears on the clinic scanner's worklist."""
+    patient = patients.get_patient(patient_id, by=current_user, action="patient.read", audit_read=False)
+    form = ImagingOrderForm()
+    if not form.validate_on_submit() or form.scheduled_at.data is None:
+        flash("Choose a modality, describe the procedure and give the date and time (UTC).", "error")
+        return redirect(url_for("patients.chart", patient_id=patient.id))
+    try:
+        order = orders.create_order(patient, by=current_user, modality=form.modality.data or "",
+                                    description=form.description.data or "",
+                                    scheduled_at=form.scheduled_at.data.replace(tzinfo=UTC))
+        db.session.commit()
+    except AppError as exc:
+        db.rollback()
+        flash(exc.detail, "error")
+        return redirect(url_for("patients.chart", patient_id=patient.id))
+    flash(f"{order.modality} requested for {order.scheduled_at.strftime('%d %b %Y, %H:%M')} UTC, accession "
+          f"{order.accession_number}: it is on the scanner's worklist.", "success")
+    return redirect(url_for("patients.chart", patient_id=patient.id))
 
 
 def _summary_row(r: service.IngestResult) -> dict[str, Any]:
@@ -95,12 +137,37 @@ def viewer(study_uid: str) -> str:
 
 def viewer_context(study: Study) -> dict[str, Any]:
     """What ``imaging/viewer.html`` needs for a study already opened (and audited) by the caller; pages that
-    extend the viewer (the report editor) use it too. Reports stored in the study (no pixels) are not slices."""
+    extend the viewer (the report editor) use it too. Objects without pixels (reports, PDFs) are not slices:
+    the viewer shows them in a frame (see :func:`document`)."""
     series = [{"uid": s.series_instance_uid, "description": s.series_description or "", "modality": s.modality or "",
-               "number": s.series_number,
-               "instances": [{"uid": i.sop_instance_uid, "frames": i.number_of_frames} for i in s.instances]}
-              for s in study.series if not all(i.sop_class_uid in DOCUMENT_SOP_CLASSES for i in s.instances)]
+               "number": s.series_number, "label": DOCUMENT_LABELS.get(s.instances[0].kind, "") if s.instances else "",
+               "instances": [{"uid": i.sop_instance_uid, "frames": i.number_of_frames, "kind": i.kind,
+                              "document": url_for("imaging.document", study_uid=study.study_instance_uid,
+                                                  sop_uid=i.sop_instance_uid)}
+                             for i in s.instances]}
+              for s in study.series]
     return {"study": study, "series": series, "presets": W_L_PRESETS}
+
+
+@bp.get("/scans/studies/<study_uid>/instances/<sop_uid>/document")
+@roles_required(Role.DOCTOR, Role.CLINIC_STAFF, Role.PATIENT)
+def document(study_uid: str, sop_uid: str) -> Response | str:
+    """An object without pixels, framed by the viewer: the PDF inline, a report as text, else a short note."""
+    inst, ds = service.read_document(study_uid, sop_uid, by=current_user)
+    db.session.commit()
+    kind = inst.kind
+    if kind == "pdf":
+        resp = Response(documents.pdf_bytes(ds), mimetype="application/pdf")
+        resp.headers["Content-Disposition"] = 'inline; filename="document.pdf"'
+    else:
+        lines = documents.sr_lines(ds) if kind == "sr" else []
+        resp = Response(render_template("imaging/document.html", kind=kind, lines=lines,
+                                        class_name=documents.class_name(inst.sop_class_uid)))
+    # Shown in a frame of the viewer page, and only there.
+    resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'self'; frame-ancestors 'self'"
+    resp.headers["X-Frame-Options"] = "SAMEORIGIN"
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 @bp.get("/scans/studies/<study_uid>/export.zip")
@@ -123,3 +190,64 @@ def export_study(study_uid: str) -> Response:
     resp.headers["Content-Disposition"] = 'attachment; filename="study-deidentified.zip"'
     resp.headers["Content-Length"] = str(size)
     return resp
+
+
+# ---------------------------------------------------------------- DICOM peers (admins)
+
+
+def _peer_form(peer: DicomPeer | None = None) -> PeerForm:
+    form = PeerForm(obj=peer)
+    form.facility_id.choices = [(f.id, f.name) for f in facilities.list_facilities()]
+    return form
+
+
+def _save_peer(form: PeerForm, peer: DicomPeer | None) -> DicomPeer | None:
+    """Save the submitted form; None (with the errors on the form) when the service refused it."""
+    try:
+        saved = peers.save_peer(peer, by=current_user, ae_title=form.ae_title.data or "", host=form.host.data or "",
+                                port=form.port.data, facility_id=form.facility_id.data or 0,
+                                description=form.description.data or "", active=bool(form.active.data),
+                                permissions={p for p in peers.PERMISSIONS if getattr(form, f"can_{p}").data})
+    except AppError as exc:
+        db.rollback()
+        form.apply_error(exc)
+        return None
+    db.session.commit()
+    return saved
+
+
+@bp.route("/admin/dicom-peers", methods=["GET", "POST"])
+@roles_required(Role.ADMIN)
+def dicom_peers() -> BaseResponse | tuple[str, int]:
+    """The known AE titles; a new one is added below the list."""
+    form = _peer_form()
+    status = 200
+    if form.validate_on_submit():
+        saved = _save_peer(form, None)
+        if saved is not None:
+            flash(f"DICOM peer {saved.ae_title} added.", "success")
+            return redirect(url_for("imaging.dicom_peers"))
+        status = 422
+    elif request.method == "POST":
+        status = 422
+    items = peers.list_peers(by=current_user)
+    db.session.commit()
+    return render_template("imaging/dicom_peers.html", peers=items, form=form,
+                           listener=current_app.config["DICOM_AE_TITLE"]), status
+
+
+@bp.route("/admin/dicom-peers/<int:peer_id>", methods=["GET", "POST"])
+@roles_required(Role.ADMIN)
+def dicom_peer(peer_id: int) -> BaseResponse | tuple[str, int]:
+    peer = peers.get_peer(peer_id, by=current_user)
+    form = _peer_form(peer)
+    status = 200
+    if form.validate_on_submit():
+        if _save_peer(form, peer) is not None:
+            flash(f"DICOM peer {peer.ae_title} saved; the listener uses the change within seconds.", "success")
+            return redirect(url_for("imaging.dicom_peers"))
+        status = 422
+    elif request.method == "POST":
+        status = 422
+    db.session.commit()
+    return render_template("imaging/dicom_peer.html", peer=peer, form=form), status

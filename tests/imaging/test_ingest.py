@@ -6,12 +6,11 @@ import io
 import json
 import warnings
 import zipfile
-from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 import sqlalchemy as sa
-from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from app import db
@@ -83,17 +82,20 @@ def test_bad_input_rejected_with_reasons_rest_goes_through(client: Any, factorie
     login(client, factories.nurse())
     good = ct_slice()
     truncated = good[: len(good) - 1000]
-    no_pixels = Path(get_testdata_file("rtstruct.dcm")).read_bytes()
+    no_pixels = pydicom.dcmread(io.BytesIO(good))
+    del no_pixels.PixelData  # a CT image without its pixels (reports, RT and PDF objects are fine without)
+    buf = io.BytesIO()
+    no_pixels.save_as(buf)
     unknown_ts = good.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.3.4.5.6.7.8.9\x00\x00", 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         missing_uid = ct_slice(study_uid="1.2..3")
     before = _stored_keys(app)
-    body = _upload(client, [(truncated, "cut.dcm"), (no_pixels, "sr.dcm"), (unknown_ts, "ts.dcm"),
+    body = _upload(client, [(truncated, "cut.dcm"), (buf.getvalue(), "sr.dcm"), (unknown_ts, "ts.dcm"),
                             (missing_uid, "uid.dcm"), (good, "ok.dcm")])
     reasons = {r["file"]: (r["status"], r["reason"]) for r in body["results"]}
     assert reasons["cut.dcm"] == ("rejected", "truncated pixel data")
-    assert reasons["sr.dcm"] == ("rejected", "no pixel data: not an image")
+    assert reasons["sr.dcm"] == ("rejected", "an image object without pixel data")
     assert reasons["ts.dcm"][1] in ("unsupported transfer syntax", "truncated or corrupt DICOM file")
     assert reasons["uid.dcm"] == ("rejected", "StudyInstanceUID is not a valid UID")
     assert reasons["ok.dcm"] == ("stored", "")
@@ -220,3 +222,33 @@ def test_stow_without_content_length_is_cut_off_at_the_upload_limit(client: Any,
     ok = client.post("/dicomweb/studies", input_stream=io.BytesIO(small), content_type=ctype,
                      environ_overrides={"wsgi.input_terminated": True})
     assert ok.status_code == 200
+
+
+def test_a_resend_in_other_bytes_is_already_stored_on_upload_and_stow(client: Any, factories: Any, login: Any,
+                                                                       app: Any) -> None:
+    """Judged on the dataset: another transfer syntax or file meta is the same instance; other pixels are not."""
+    from pydicom.uid import RLELossless
+
+    login(client, factories.nurse())
+    original = ct_slice(seed=3)
+    assert _upload(client, [(original, "ct.dcm")])["results"][0]["status"] == "stored"
+    ds = pydicom.dcmread(io.BytesIO(original))
+    ds.file_meta.ImplementationClassUID = "1.2.3.4.5.6"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    other_meta = buf.getvalue()
+    ds.compress(RLELossless, generate_instance_uid=False)
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    rle = buf.getvalue()
+    assert original not in (other_meta, rle)
+    before = _stored_keys(app)
+    body = _upload(client, [(other_meta, "meta.dcm"), (rle, "rle.dcm")])
+    assert [(r["status"], r["reason"]) for r in body["results"]] == [("duplicate", "already stored")] * 2
+    stow, ctype = stow_body([rle])
+    resp = client.post("/dicomweb/studies", data=stow, content_type=ctype)
+    assert resp.status_code == 200 and "00081198" not in resp.get_json()
+    assert _stored_keys(app) == before  # nothing new kept
+    inst = db.session.scalar(sa.select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID))
+    with app.app_context():
+        assert object_store().read(inst.object_key) == original

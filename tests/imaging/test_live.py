@@ -11,7 +11,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from tests.http import signed_in
-from tests.imaging.dicomgen import ct_slice
+from tests.imaging.dicomgen import ct_slice, document
 
 pytestmark = pytest.mark.browser
 
@@ -110,3 +110,32 @@ def test_clinic_staff_upload_page_shows_progress_and_summary(live_server: str, s
     assert "1 stored" in page.inner_text("#upload-counts") and "1 rejected" in page.inner_text("#upload-counts")
     rows = page.inner_text("#upload-results tbody")
     assert "photo.jpg" in rows and "not a DICOM file" in rows and "matched" in rows
+
+
+def test_viewer_shows_a_dose_report_as_text_and_a_pdf_beside_the_images(live_server: str, study: dict[str, Any],
+                                                                        new_browser: Any, browser_login: Any,
+                                                                        artifacts_dir: Any) -> None:
+    from dicomweb_client.api import DICOMwebClient
+
+    mrn, uid = study["patient"].mrn, study["study"]
+    extra = [pydicom.dcmread(io.BytesIO(document(k, patient_id=mrn, study_uid=uid))) for k in ("dose-sr", "pdf")]
+    DICOMwebClient(url=f"{live_server}/dicomweb", session=signed_in(live_server, study["nurse"])).store_instances(
+        datasets=[*study["datasets"], *extra])
+    page = new_browser().new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    browser_login(page, live_server, study["doctor"])
+    page.goto(f"{live_server}/scans/studies/{uid}")
+    page.wait_for_function("() => document.getElementById('slice').naturalWidth === 128")  # images still first
+    page.click(".series-thumb:has-text('Dose Report')")
+    frame = page.frame_locator("#document")
+    assert "Mean CTDIvol: 12.5 mGy" in frame.locator("#sr-report").inner_text()
+    assert page.is_hidden("#slice")
+    page.screenshot(path=str(artifacts_dir / "imaging-viewer-dose-report.png"))
+    page.click(".series-thumb:has-text('Referral letter')")
+    page.wait_for_function("() => document.getElementById('document').src.endsWith('/document')"
+                           " && document.getElementById('document').src.includes('"
+                           f"{extra[1].SOPInstanceUID}')")
+    page.click(".series-thumb:has-text('Axial')")
+    page.wait_for_function("() => !document.getElementById('slice').hidden")
+    assert page.is_hidden("#document") and errors == []

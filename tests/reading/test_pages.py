@@ -147,7 +147,9 @@ def test_api_report_lifecycle_as_fhir(make_client: Any, factories: Any, login: A
     again = doctor_api.put(f"/api/v1/reading-requests/{rid}/report", json={"findings": "changed"})
     assert again.status_code == 409 and again.mimetype == "application/problem+json"
     viewer = doctor_api.get(f"/scans/studies/{env['study_uid']}").get_data(as_text=True)
-    assert "Modality CT, DOC" in viewer and "Signed report" not in viewer  # in the study, not a slice
+    # in the study, listed as a PDF document the viewer shows in a frame, not as an image slice
+    assert "Modality CT, DOC" in viewer and '<span class="series-doc">PDF</span>' in viewer
+    assert '"kind": "pdf"' in viewer and "/document" in viewer
     assert nurse_api.get(f"/api/v1/reading-requests/{rid}/report").get_json()["conclusion"] == "1. Normal chest."
     metadata = nurse_api.get(f"/dicomweb/studies/{env['study_uid']}/metadata",
                              headers={"Accept": "application/dicom+json"})

@@ -49,7 +49,10 @@
   const slices = () => {
     const s = series[state.series];
     const out = [];
-    (s ? s.instances : []).forEach((i) => { for (let f = 1; f <= i.frames; f += 1) { out.push({uid: i.uid, frame: f}); } });
+    (s ? s.instances : []).forEach((i) => {
+      if (i.kind !== "image") { out.push({uid: i.uid, frame: 0, document: i.document}); return; }
+      for (let f = 1; f <= i.frames; f += 1) { out.push({uid: i.uid, frame: f}); }
+    });
     return out;
   };
   let pending = false; let again = false;
@@ -59,6 +62,15 @@
     state.slice = Math.max(0, Math.min(state.slice, list.length - 1));
     const cur = list[state.slice];
     const s = series[state.series];
+    // Objects without pixels (PDF, reports, others) are shown by the server's document page in a frame.
+    const doc = document.getElementById("document");
+    img.hidden = Boolean(cur.document); doc.hidden = !cur.document;
+    if (cur.document) {
+      if (doc.getAttribute("src") !== cur.document) { doc.src = cur.document; }
+      document.getElementById("slice-label").textContent = `${state.slice + 1}/${list.length}`;
+      document.getElementById("series-description").textContent = `Series: ${s.description || s.modality}`;
+      return;
+    }
     let url = `${base}/series/${s.uid}/instances/${cur.uid}/frames/${cur.frame}/rendered`;
     if (state.window) { url += `?window=${Math.round(state.window[0])},${Math.round(state.window[1])},linear`; }
     document.getElementById("slice-label").textContent = `${state.slice + 1}/${list.length}`;

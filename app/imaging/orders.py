@@ -1,0 +1,78 @@
+"""Imaging orders: a requested imaging procedure for a patient of a clinic, made by its staff from the chart.
+
+The clinic's scanner reads them as its Modality Worklist (:mod:`app.imaging.dimse.worklist`), copies the
+patient's MRN and the Accession Number into what it sends back, and so the scans land on the chart rather than
+under "Unmatched scans". Times are UTC.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from app import db
+from app.audit import service as audit
+from app.audit.models import Outcome
+from app.auth.models import Role, User
+from app.errors import Forbidden, ValidationFailed
+from app.imaging.models import ImagingOrder
+from app.patients.models import Patient
+
+MODALITIES = ("CT", "MR", "CR", "DX", "US", "MG", "NM", "XA")
+
+
+def _accession_number() -> str:
+    """A new Accession Number (SH, at most 16 characters), unique among orders."""
+    while True:
+        number = f"TH{secrets.randbelow(10**10):010d}"
+        if db.session.scalar(sa.select(ImagingOrder.id).where(ImagingOrder.accession_number == number)) is None:
+            return number
+
+
+def create_order(patient: Patient, *, by: User, modality: str, description: str,
+                 scheduled_at: datetime) -> ImagingOrder:
+    """Request an imaging procedure for a patient of the actor's clinic; the caller opened the patient with
+    ``patients.service.get_patient`` and commits.
+
+    :raises Forbidden: not clinic staff of the patient's clinic (audited).
+    :raises ValidationFailed: unknown modality, empty description, or a time without a zone.
+    """
+    if by.role is not Role.CLINIC_STAFF or by.facility_id != patient.facility_id:
+        audit.record("imaging.order.create", by=by, outcome=Outcome.DENIED, patient_id=patient.id,
+                     resource_type="ImagingOrder")
+        raise Forbidden("Only staff of the patient's clinic request scans.")
+    errors: dict[str, list[str]] = {}
+    if modality not in MODALITIES:
+        errors["modality"] = ["Choose a modality from the list."]
+    if not description.strip():
+        errors["description"] = ["Say which procedure, e.g. CT chest without contrast."]
+    if scheduled_at.tzinfo is None:
+        errors["scheduled_at"] = ["The time needs its zone."]
+    if errors:
+        raise ValidationFailed("Some fields need attention.", errors=errors)
+    order = ImagingOrder(accession_number=_accession_number(), patient_id=patient.id,
+                         facility_id=patient.facility_id, modality=modality, description=description.strip()[:64],
+                         scheduled_at=scheduled_at, status="scheduled", created_by_id=by.id)
+    db.session.add(order)
+    db.session.flush()
+    audit.record("imaging.order.create", by=by, patient_id=patient.id, resource_type="ImagingOrder",
+                 resource_id=order.id, detail={"modality": modality, "accession_number": order.accession_number})
+    return order
+
+
+def orders_for_patient(patient: Patient, *, by: User) -> list[ImagingOrder]:
+    """The orders on a chart the viewer already opened (that read is audited there)."""
+    if by.role not in (Role.CLINIC_STAFF, Role.DOCTOR):
+        return []
+    return list(db.session.scalars(sa.select(ImagingOrder).where(ImagingOrder.patient_id == patient.id)
+                                   .order_by(ImagingOrder.scheduled_at.desc())))
+
+
+def worklist(*, facility_id: int, clauses: list[sa.ColumnElement[bool]], limit: int) -> list[ImagingOrder]:
+    """Scheduled orders of a clinic matching ``clauses`` (on :class:`ImagingOrder` and :class:`Patient`)."""
+    return list(db.session.scalars(
+        sa.select(ImagingOrder).join(ImagingOrder.patient)
+        .where(ImagingOrder.facility_id == facility_id, ImagingOrder.status == "scheduled", *clauses)
+        .order_by(ImagingOrder.scheduled_at, ImagingOrder.id).limit(limit)))
