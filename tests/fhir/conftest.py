@@ -1,0 +1,118 @@
+"""A small hospital with one of every FHIR resource, bearer tokens for its people, and an R4 validator."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import date, time
+from typing import Any
+
+import pytest
+from fhir.resources import get_fhir_model_class
+
+from app import db
+from app.auth import oauth_service
+from app.auth.models import User
+from app.auth.oauth_models import OAuthToken, digest
+from app.consults import recordings
+from app.consults import service as consults
+from app.consults.models import Encounter
+from app.imaging.models import Series, Study
+from app.patients import service as patients
+from app.pharmacy import service as pharmacy
+from app.prescriptions import service as rx_service
+from tests.prescriptions.conftest import add_stock, rx_input
+
+FHIR = "application/fhir+json"
+
+
+def validate(resource: dict[str, Any]) -> Any:
+    """Parse with fhir.resources (R4 4.0.1): unknown elements, wrong types and missing required ones fail."""
+    return get_fhir_model_class(resource["resourceType"]).parse_obj(resource)
+
+
+@dataclass
+class World:
+    nurse: User
+    doctor: User
+    other_doctor: User
+    pharmacist: User
+    admin: User
+    patient_user: User
+    other_patient_user: User
+    patient: Any
+    other_patient: Any
+    allergy: Any
+    condition: Any
+    statement: Any
+    rx: Any
+    dispense: Any
+    appointment: Any
+    encounter: Any
+    consent: Any
+    study: Any
+
+
+@pytest.fixture
+def world(app: Any, factories: Any) -> World:
+    """Maria (penicillin allergy, diabetes, metformin) with a signed prescription being dispensed, a booked video
+    consult with recording consent, its encounter and a CT study; and Tom, another clinic patient."""
+    with app.test_request_context("/"):
+        doctor = factories.doctor(name="Dr Ada Okafor")
+        other_doctor = factories.doctor(name="Dr Ben Other")
+        nurse = factories.nurse()
+        pharmacist = factories.pharmacist()
+        admin = factories.admin()
+        patient = factories.patient(with_account=True, doctor=doctor, given_name="Maria", family_name="Gonzalez")
+        other = factories.patient(with_account=True, given_name="Tom", family_name="Other")
+        allergy = patients.add_allergy(patient, by=nurse, substance="Penicillin", severity="severe",
+                                       reaction="Hives")
+        condition = patients.add_condition(patient, by=nurse, description="Type 2 diabetes mellitus", code="E11.9")
+        statement = patients.add_medication(patient, by=nurse, name="Metformin 500 mg", dosage="1 tablet twice a day")
+        rx = rx_service.create_draft(patient, rx_input("PARA500", dose_units=1, frequency_per_day=3, quantity=21),
+                                     by=doctor)
+        rx_service.sign(rx, by=doctor, overrides={})
+        add_stock(rx.dispensing_facility_id, "PARA500", 100)
+        dispense = pharmacy.start_dispense(rx, by=pharmacist)
+        for weekday in range(7):
+            consults.publish_availability(by=doctor, weekday=weekday, start_time=time(0, 0), end_time=time(23, 45))
+        slot = consults.open_slots(doctor)[0]
+        appointment = consults.book(patient=patient, doctor_id=doctor.id, start=slot.start,
+                                    by=db.session.get(User, patient.user_id), reason="Sugar levels")
+        consent = recordings.give_consent(appointment, by=db.session.get(User, patient.user_id))
+        encounter = Encounter(appointment_id=appointment.id, patient_id=patient.id, doctor_id=doctor.id,
+                              diagnosis="Diabetes review")
+        study = Study(study_instance_uid="1.2.826.0.1.3680043.8.498.1", patient_id=patient.id,
+                      facility_id=patient.facility_id, modalities="CT", study_description="Chest CT",
+                      study_date=date(2026, 11, 2), accession_number="ACC1")
+        db.session.add_all([encounter, study])
+        db.session.flush()
+        db.session.add(Series(series_instance_uid="1.2.826.0.1.3680043.8.498.2", study_id=study.id, modality="CT",
+                              series_number=1, series_description="Axial"))
+        db.session.commit()
+        assert patient.facility.code and rx.drug.code  # loaded now, for the tests that read them later
+        return World(nurse=nurse, doctor=doctor, other_doctor=other_doctor, pharmacist=pharmacist, admin=admin,
+                     patient_user=db.session.get(User, patient.user_id),
+                     other_patient_user=db.session.get(User, other.user_id), patient=patient, other_patient=other,
+                     allergy=allergy, condition=condition, statement=statement, rx=rx, dispense=dispense,
+                     appointment=appointment, encounter=encounter, consent=consent, study=study)
+
+
+@pytest.fixture
+def bearer(app: Any, factories: Any) -> Any:
+    """``bearer(user, scope)`` -> request headers with a live access token for a registered test app."""
+    admin = factories.admin()
+
+    def make(user: User, scope: str) -> dict[str, str]:
+        with app.test_request_context("/"):
+            client, _secret = oauth_service.register_client(oauth_service.ClientInput(
+                name="FHIR test app", is_public=False, redirect_uris=["https://app.example/callback"],
+                scope=f"openid fhirUser {scope}", grants=["authorization_code"]), by=admin)
+            token = secrets.token_urlsafe(24)
+            db.session.add(OAuthToken(client_id=client.client_id, user_id=user.id, grant_type="authorization_code",
+                                      scope=scope, access_token_hash=digest(token), family_id=secrets.token_hex(8),
+                                      user_epoch=user.session_epoch, expires_in=3600))
+            db.session.commit()
+        return {"Authorization": f"Bearer {token}", "Accept": FHIR}
+
+    return make
