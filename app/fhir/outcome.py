@@ -58,9 +58,8 @@ def render(status: int, body: dict[str, Any], headers: dict[str, str]) -> Respon
     for finding in body.get("findings") or []:
         issues.append(issue("error", "business-rule", str(finding.get("message", finding)), None))
     if body.get("possible_duplicate_id"):
-        issues.append(issue("information", "duplicate", "A possible duplicate is Patient/"
-                            f"{body['possible_duplicate_id']}; send the header X-Allow-Possible-Duplicate: true "
-                            "once a person has checked.", None))
+        issues.append(issue("information", "duplicate", "The patient already registered is Patient/"
+                            f"{body['possible_duplicate_id']}; update that record instead.", None))
     resp = Response(json.dumps(outcome(issues)), status=status, mimetype=FHIR_JSON)
     for key, value in headers.items():
         resp.headers[key] = value
