@@ -130,7 +130,8 @@ def everything(rid: str) -> Response:
         param = resource.param("patient")
         if name == "Patient" or param is None or not fs.token_allows(name, "s"):
             continue
-        rows = list(db.session.scalars(param.apply(resource.visible(by), [f"Patient/{patient.id}"], None)
+        visible = fs.confine(resource, resource.visible(by))
+        rows = list(db.session.scalars(param.apply(visible, [f"Patient/{patient.id}"], None)
                                        .order_by(resource.model.id).limit(fs.MAX_INCLUDED)).unique())  # type: ignore
         fs.audit_found(resource, rows, by, "everything")
         entries += [fs.entry(name, row, "match") for row in rows]
@@ -165,6 +166,7 @@ def metadata() -> Response:
 
 
 def capability_statement() -> dict[str, Any]:
+    root = fs.base_url().removesuffix("/fhir")
     resources = []
     for name, resource in sorted(fs.REGISTRY.items()):
         item: dict[str, Any] = {
@@ -199,6 +201,10 @@ def capability_statement() -> dict[str, Any]:
         "rest": [{
             "mode": "server",
             "security": {
+                "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                               "extension": [{"url": name, "valueUri": f"{root}/oauth/{path}"} for name, path in (
+                                   ("authorize", "authorize"), ("token", "token"), ("revoke", "revoke"),
+                                   ("introspect", "introspect"))]}],
                 "cors": False,
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                                          "code": "SMART-on-FHIR"}]}],

@@ -214,6 +214,21 @@ def date_param(column: Any, *, is_date: bool = False) -> Apply:
 # ---------------------------------------------------------------- scopes
 
 
+def confine(resource: ResourceType, query: Query) -> Query:
+    """Keep a patient-context token (SMART launch ``patient``) inside that patient's compartment, unless its
+    other scopes reach the resource anyway (a staff member's ``user/`` scopes)."""
+    token = getattr(g, "oauth_token", None)
+    patient_id = getattr(token, "patient_id", None)
+    if token is None or patient_id is None or not resource.audited:
+        return query  # directories (practitioners, facilities, the formulary) are not patient data
+    if smart.grants([s for s in token.scopes if not s.startswith("patient/")], resource.name, "s"):
+        return query
+    if resource.name == "Patient":
+        return query.where(resource.model.id == patient_id)  # type: ignore[attr-defined]
+    param = resource.param("patient")
+    return param.apply(query, [f"Patient/{patient_id}"], None) if param else query.where(sa.false())
+
+
 def token_allows(resource_type: str, permission: str) -> bool:
     """Whether the request's bearer token (if any) has a scope for this; cookie sessions are not scoped."""
     scopes = getattr(g, "oauth_scopes", None)
@@ -323,7 +338,7 @@ def run(search: Search, by: User) -> tuple[list[Any], int]:
     resource = search.resource
     if resource.rows is not None:
         return resource.rows(search, by)
-    query = resource.visible(by)
+    query = confine(resource, resource.visible(by))
     for name, modifier, values in search.filters:
         query = resource.params[name].apply(query, values, modifier)
     total = db.session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery())) or 0
@@ -363,7 +378,7 @@ def includes(search: Search, rows: list[Any], by: User) -> list[tuple[str, Any]]
         if not token_allows(target_name, "r"):
             continue
         wanted = sorted({i for row in rows for i in targets(row) if (target_name, i) not in seen})
-        found = target.visible(by).where(target.model.id.in_([int(i) for i in wanted]))  # type: ignore[attr-defined]
+        found = confine(target, target.visible(by)).where(target.model.id.in_([int(i) for i in wanted]))  # type: ignore[attr-defined]
         items = list(db.session.scalars(found.limit(MAX_INCLUDED)).unique())
         audit_found(target, items, by, "include")
         for item in items:
@@ -374,7 +389,7 @@ def includes(search: Search, rows: list[Any], by: User) -> list[tuple[str, Any]]
         if not rows or not token_allows(kind, "s"):
             continue
         refs = [f"{search.resource.name}/{row.id}" for row in rows]
-        query = other.params[name].apply(other.visible(by), refs, None)
+        query = other.params[name].apply(confine(other, other.visible(by)), refs, None)
         items = list(db.session.scalars(query.order_by(other.model.id).limit(MAX_INCLUDED)).unique())  # type: ignore
         audit_found(other, items, by, "revinclude")
         out += [(kind, item) for item in items if (kind, str(item.id)) not in seen]

@@ -108,3 +108,20 @@ def test_the_fhir_user_claim_is_a_resource_this_server_serves(world, client, bea
     doctor = bearer(world.doctor, "openid fhirUser user/*.rs")
     practitioner = urlsplit(client.get("/oauth/userinfo", headers=doctor).get_json()["fhirUser"]).path
     assert client.get(practitioner, headers=doctor).get_json()["name"][0]["text"] == world.doctor.full_name
+
+
+def test_a_launch_patient_token_stays_in_that_patients_compartment(world, client, bearer, monkeypatch):
+    """A staff member's app launched for one patient (SMART ``launch/patient``) sees only that patient's data
+    through its patient/ scopes; with user/ scopes it sees what the person may see."""
+    from app.auth.oauth_models import OAuthToken
+
+    monkeypatch.setattr(OAuthToken, "patient_id", world.patient.id, raising=False)
+    launched = bearer(world.nurse, "patient/*.rs")
+    patients = client.get("/fhir/Patient", headers=launched).get_json()
+    assert [e["resource"]["id"] for e in patients["entry"]] == [str(world.patient.id)]
+    appointments = client.get("/fhir/Appointment", headers=launched).get_json()
+    assert {e["resource"]["participant"][0]["actor"]["reference"] for e in appointments["entry"]} == {
+        f"Patient/{world.patient.id}"}
+    assert client.get("/fhir/Practitioner", headers=launched).get_json()["total"] >= 1
+    both = client.get("/fhir/Patient", headers=bearer(world.nurse, "user/*.rs patient/*.rs")).get_json()
+    assert {str(world.patient.id), str(world.other_patient.id)} <= {e["resource"]["id"] for e in both["entry"]}
