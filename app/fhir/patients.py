@@ -125,10 +125,13 @@ PATIENT = fs.register(ResourceType(
     params={
         "identifier": SearchParam("identifier", "token", fs.token(Patient.mrn, system=MRN_SYSTEM),
                                   f"Medical record number ({MRN_SYSTEM}|12345674)"),
-        "name": SearchParam("name", "string", fs.string(Patient.family_name, Patient.given_name),
+        "name": SearchParam("name", "string", fs.string(Patient.family_name, Patient.given_name, folded=(
+            Patient.family_name_search, Patient.given_name_search)),
                             "Start of the family or given name"),
-        "family": SearchParam("family", "string", fs.string(Patient.family_name), "Start of the family name"),
-        "given": SearchParam("given", "string", fs.string(Patient.given_name), "Start of the given name"),
+        "family": SearchParam("family", "string", fs.string(Patient.family_name, folded=(Patient.family_name_search,)),
+                              "Start of the family name"),
+        "given": SearchParam("given", "string", fs.string(Patient.given_name, folded=(Patient.given_name_search,)),
+                             "Start of the given name"),
         "birthdate": SearchParam("birthdate", "date", fs.date_param(Patient.birth_date, is_date=True),
                                  "Date of birth"),
         "gender": SearchParam("gender", "token", fs.token(Patient.sex, transform=Sex), "male, female, other, unknown"),

@@ -123,8 +123,11 @@ def token(column: Any, *, system: str | None = None, transform: Callable[[str], 
     return apply
 
 
-def string(*columns: Any) -> Apply:
-    """A string parameter: case-insensitive prefix of any of ``columns`` (``:exact``, ``:contains`` as FHIR says)."""
+def string(*columns: Any, folded: tuple[Any, ...] = ()) -> Apply:
+    """A string parameter: case-insensitive prefix of any of ``columns`` (``:exact``, ``:contains`` as FHIR says).
+
+    ``folded`` are lower-cased copies of ``columns`` (indexed), searched instead of ``lower(column)``.
+    """
 
     def apply(query: Query, values: list[str], modifier: str | None) -> Query:
         alternatives = []
@@ -134,8 +137,8 @@ def string(*columns: Any) -> Apply:
                 alternatives += [c == text for c in columns]
                 continue
             text = text.lower().replace("\\", "").replace("%", "").replace("_", "")
-            for column in columns:
-                lowered = sa.func.lower(column)
+            for column, copy in zip(columns, folded or (None,) * len(columns), strict=True):
+                lowered = copy if copy is not None else sa.func.lower(column)
                 alternatives.append(lowered.contains(text) if modifier == "contains" else lowered.startswith(text))
         return query.where(sa.or_(*alternatives) if alternatives else sa.false())
 
