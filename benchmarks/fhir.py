@@ -10,21 +10,13 @@ the patients in bulk (one clinic, each with one condition), and times requests t
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import secrets
 import statistics
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
-
-import psycopg
-
-PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def timed(fn: Callable[[int], Any], n: int) -> list[float]:
@@ -81,20 +73,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     args = parser.parse_args()
 
-    from app import create_app, db
-    from app.cli import migrate
-    from app.config import TestConfig
+    from app import db
+    from benchmarks.scratch import scratch_app
 
-    name = f"hospital_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
-    try:
-        migrate(url)
-        cfg = TestConfig()
-        cfg.DATABASE_URL = url
-        cfg.INSTANCE_PATH = Path(tempfile.mkdtemp())
-        app = create_app(cfg)
+    with scratch_app() as app:
         with app.app_context():
             _nurse, ids, token = seed(args.patients)
         db.session.remove()
@@ -126,10 +108,6 @@ def main() -> None:
                 fn(0)  # warm the statement cache
             row(f"FHIR  {label}", timed(fhir, args.n))
             row(f"/api  {label}", timed(api, args.n))
-    finally:
-        db.session.remove()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
