@@ -223,6 +223,9 @@ for _resource in fs.REGISTRY.values():
 
 
 def init_app(app: Flask) -> None:
-    """Serve /fhir, with errors under it written as OperationOutcome."""
+    """Serve /fhir, with errors under it written as OperationOutcome, and the demo SMART app."""
+    from app.fhir import demo_app
+
     register_renderer("/fhir", outcome.render)
     app.register_blueprint(bp)
+    app.register_blueprint(demo_app.bp)
