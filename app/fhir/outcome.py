@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, json
+from flask import Response, json, request
 
 from app.errors import AppError
 
@@ -48,6 +48,10 @@ def render(status: int, body: dict[str, Any], headers: dict[str, str]) -> Respon
     extra_code = body.get("issue_code")
     code = extra_code or ISSUE_CODES.get(status, "exception" if status >= 500 else "invalid")
     text = body.get("detail") or body.get("title") or "Request failed"
+    if status in (404, 405) and request.path.rstrip("/") == "/fhir" and request.method == "POST":
+        status, code = 405, "not-supported"
+        text = ("This server does not accept batch or transaction Bundles: send each resource to its own "
+                "endpoint (see /fhir/metadata).")
     if body.get("title") and body.get("title") != text and status < 500:
         text = f"{body['title']}: {text}"
     issues = [issue("fatal" if status >= 500 else "error", code, text, body.get("expression"))]

@@ -122,12 +122,14 @@ def read_notification(rid: str, by: User) -> Notification:
     notification = db.session.scalar(visible_notifications(by).where(Notification.id == record_id(rid)))
     if notification is None:
         raise audit.deny("fhir.communication.read", by=by, resource_type="Communication", resource_id=rid[:64])
+    audit.record("fhir.communication.read", by=by, patient_id=_own_patient_id(notification.recipient_id),
+                 resource_type="Communication", resource_id=notification.id)
     return notification
 
 
 fs.register(ResourceType(
     name="Communication", model=Notification, to_fhir=communication_to_fhir, read=read_notification,
-    visible=visible_notifications, audited=False,
+    visible=visible_notifications, patient_of=lambda n: _own_patient_id(n.recipient_id),
     documentation="The notifications sent to you (appointment confirmations, medicine ready for pickup).",
     params={
         "status": SearchParam("status", "token", fs.token(Notification.status, transform=lambda c: {

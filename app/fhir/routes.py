@@ -57,6 +57,16 @@ def body_of(resource: fs.ResourceType) -> dict[str, Any]:
     return body
 
 
+@bp.before_request
+def _json_only() -> None:
+    """This server speaks JSON only: asking for XML gets a clear 406 rather than JSON it did not ask for."""
+    wanted = request.args.get("_format", "")
+    if (wanted and "json" not in wanted) or (
+            request.headers.get("Accept") and request.accept_mimetypes.best_match(ACCEPTED_TYPES) is None):
+        raise FhirError("This server answers in JSON only (application/fhir+json).", status=406,
+                        code="not-supported", expression=["_format"] if wanted else None)
+
+
 # ---------------------------------------------------------------- interactions
 
 

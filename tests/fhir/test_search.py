@@ -94,3 +94,18 @@ def test_bad_search_values_get_a_clear_operation_outcome(world, client, bearer):
     assert client.get("/fhir/Patient", query_string={"_count": 100000},
                       headers=headers | {"Prefer": "handling=strict"}).status_code == 400
     assert client.get("/fhir/Nonsense", headers=headers).get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_xml_and_batch_bundles_are_refused_clearly(world, client, bearer):
+    headers = bearer(world.nurse, "user/*.cruds")
+    xml = client.get("/fhir/Patient", query_string={"_format": "xml"}, headers=headers)
+    assert xml.status_code == 406 and "JSON only" in xml.get_json()["issue"][0]["diagnostics"]
+    accept_xml = client.get("/fhir/Patient", headers=headers | {"Accept": "application/fhir+xml"})
+    assert accept_xml.status_code == 406
+    batch = client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction",
+                                       "entry": [{"resource": {"resourceType": "Patient"}}] * 5000},
+                        headers=headers)
+    assert batch.status_code == 405
+    outcome = batch.get_json()
+    validate(outcome)
+    assert "batch or transaction" in outcome["issue"][0]["diagnostics"]
