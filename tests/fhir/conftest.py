@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import date, time
 from typing import Any
@@ -82,12 +83,13 @@ def world(app: Any, factories: Any) -> World:
         consent = recordings.give_consent(appointment, by=db.session.get(User, patient.user_id))
         encounter = Encounter(appointment_id=appointment.id, patient_id=patient.id, doctor_id=doctor.id,
                               diagnosis="Diabetes review")
-        study = Study(study_instance_uid="1.2.826.0.1.3680043.8.498.1", patient_id=patient.id,
+        uid = f"1.2.826.0.1.3680043.8.498.{uuid.uuid4().int % 10**12}"
+        study = Study(study_instance_uid=uid, patient_id=patient.id,
                       facility_id=patient.facility_id, modalities="CT", study_description="Chest CT",
                       study_date=date(2026, 11, 2), accession_number="ACC1")
         db.session.add_all([encounter, study])
         db.session.flush()
-        db.session.add(Series(series_instance_uid="1.2.826.0.1.3680043.8.498.2", study_id=study.id, modality="CT",
+        db.session.add(Series(series_instance_uid=f"{uid}.1", study_id=study.id, modality="CT",
                               series_number=1, series_description="Axial"))
         db.session.commit()
         assert patient.facility.code and rx.drug.code  # loaded now, for the tests that read them later

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import pytest
 import sqlalchemy as sa
 
 from app import db
@@ -27,6 +28,7 @@ def test_without_a_token_fhir_asks_for_one_in_an_operation_outcome(client):
     assert bad.status_code == 401 and bad.get_json()["resourceType"] == "OperationOutcome"
 
 
+@pytest.mark.smoke
 def test_a_patient_token_reaches_only_that_patients_compartment(world, client, bearer):
     headers = bearer(world.patient_user, "patient/*.read")  # SMART v1
     found = client.get("/fhir/Patient", headers=headers).get_json()

@@ -14,7 +14,7 @@ MATCHING: dict[str, Any] = {
     "patient": lambda w, t: f"Patient/{w.patient.id}",
     "subject": lambda w, t: f"Patient/{w.patient.id}",
     "identifier": lambda w, t: {"Patient": f"urn:town-health:mrn|{w.patient.mrn}",
-                                "ImagingStudy": "urn:dicom:uid|urn:oid:1.2.826.0.1.3680043.8.498.1",
+                                "ImagingStudy": f"urn:dicom:uid|urn:oid:{w.study.study_instance_uid}",
                                 }.get(t, "urn:town-health:facility|" + w.patient.facility.code),
     "name": lambda w, t: {"Patient": "gonz", "Practitioner": "Dr Ada"}.get(t, w.patient.facility.name[:5]),
     "family": lambda w, t: "Gonzalez",
@@ -60,6 +60,7 @@ def who_searches(w: World, resource_type: str) -> Any:
         resource_type, w.patient_user)
 
 
+@pytest.mark.smoke
 def test_metadata_is_public_and_validates(client):
     resp = client.get("/fhir/metadata")
     assert resp.status_code == 200 and resp.mimetype == "application/fhir+json"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from app import db
@@ -29,6 +30,7 @@ def count(model: Any) -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(model)) or 0
 
 
+@pytest.mark.smoke
 def test_a_clinic_system_registers_and_updates_a_patient_with_provenance(world, client, bearer):
     headers = bearer(world.nurse, "user/Patient.cruds user/Provenance.rs")
     resp = post(client, "/fhir/Patient", NEW_PATIENT, headers)
