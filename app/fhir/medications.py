@@ -204,11 +204,33 @@ def create_request(body: dict[str, Any], by: User) -> Prescription:
     return prescriptions.create_draft(patient, data, by=by)
 
 
+def update_request(rx: Prescription, body: dict[str, Any], by: User) -> Prescription:
+    """Change a draft, or change the status (hold, resume, stop, cancel) as the prescriber can on the web; with a
+    new status only ``status`` and ``statusReason`` are read. Nothing here signs: a draft never becomes active."""
+    status = inputs.get(body, "status", str, required=True, resource="MedicationRequest")
+    if status != rx.status.value:
+        if rx.status is RequestStatus.DRAFT and status == RequestStatus.ACTIVE.value:
+            raise FhirError("A draft becomes active only when the prescriber signs it in Town Health.", status=422,
+                            code="business-rule", expression=["MedicationRequest.status"])
+        reason = inputs.get(body, "statusReason.text", str, resource="MedicationRequest")
+        return prescriptions.set_status(rx, status, by=by, reason=reason)
+    if rx.status is not RequestStatus.DRAFT:
+        raise FhirError("A signed prescription cannot be edited; stop it and write a new one.", status=409,
+                        code="conflict")
+    subject = inputs.get(body, "subject", dict, resource="MedicationRequest")
+    if subject is not None and inputs.reference_id(subject, "Patient", "MedicationRequest.subject") != rx.patient_id:
+        raise FhirError("MedicationRequest.subject cannot change; write a new prescription for another patient.",
+                        status=422, code="business-rule", expression=["MedicationRequest.subject"])
+    computed = ("subject", "requester", "contained", "detectedIssue", "statusReason")  # set by the server
+    return prescriptions.update_draft(rx, request_input({k: v for k, v in body.items() if k not in computed}), by=by)
+
+
 fs.register(ResourceType(
     name="MedicationRequest", model=Prescription, to_fhir=request_to_fhir, read=read_request,
-    visible=visible_requests, patient_of=lambda rx: rx.patient_id, create=create_request,
+    visible=visible_requests, patient_of=lambda rx: rx.patient_id, create=create_request, update=update_request,
     documentation="Prescriptions. Create writes a draft (status 'draft') with its safety findings as "
-                  "contained DetectedIssues; signing happens in Town Health.",
+                  "contained DetectedIssues; update changes a draft or the status (hold, resume, stop, cancel). "
+                  "Signing happens in Town Health.",
     params={
         **fs.patient_params(Prescription.patient_id, "patient", "subject"),
         "status": SearchParam("status", "token", fs.token(Prescription.status, transform=RequestStatus),

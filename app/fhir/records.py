@@ -145,7 +145,7 @@ fs.register(ResourceType(
 
 ACTIONS = {"create": "C", "read": "R", "search": "E", "list": "R", "update": "U", "delete": "D"}
 OUTCOMES = {Outcome.SUCCESS: "0", Outcome.DENIED: "4", Outcome.FAILURE: "8"}
-WRITES = ("create", "update", "sign", "status", "assign", "handover", "transition")
+WRITES = ("create", "update", "sign", "status", "assign", "handover", "transition", "cancel", "reschedule")
 
 
 def _entity(e: AuditEvent) -> list[dict[str, Any]]:

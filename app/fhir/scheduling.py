@@ -217,10 +217,31 @@ def create_appointment(body: dict[str, Any], by: User) -> Appointment:
                         status=403, code="forbidden") from None
 
 
+def update_appointment(appointment: Appointment, body: dict[str, Any], by: User) -> Appointment:
+    """Cancel (status 'cancelled', with an optional cancelationReason) or move to another free slot (a new start),
+    as the patient, their clinic or the doctor can on the web; the rest of the consult happens in the room."""
+    inputs.only(body, {"status", "participant", "start", "end", "slot", "description", "reasonCode", "serviceType",
+                       "appointmentType", "minutesDuration", "created", "cancelationReason"}, "Appointment")
+    status = inputs.get(body, "status", str, required=True, resource="Appointment")
+    start = inputs.fhir_instant(inputs.get(body, "start", str, resource="Appointment"), "Appointment.start")
+    if status == AppointmentStatus.CANCELLED.value and appointment.status is not AppointmentStatus.CANCELLED:
+        reason = inputs.get(body, "cancelationReason.text", str, resource="Appointment")
+        return consults.cancel(appointment, by=by, reason=reason)
+    if status != appointment.status.value:
+        raise FhirError("Through FHIR an appointment can be cancelled or moved to another free slot; check-in and "
+                        "the consult itself happen in Town Health.", status=422, code="business-rule",
+                        expression=["Appointment.status"])
+    if start is not None and start != appointment.start_at:
+        return consults.reschedule(appointment, start=start, by=by)
+    return appointment
+
+
 fs.register(ResourceType(
     name="Appointment", model=Appointment, to_fhir=appointment_to_fhir, read=read_appointment,
     visible=visible_appointments, patient_of=lambda a: a.patient_id, create=create_appointment,
-    documentation="Video consults. Create books a free Slot (status 'booked') for a patient, as on the web.",
+    update=update_appointment,
+    documentation="Video consults. Create books a free Slot (status 'booked') for a patient, as on the web; "
+                  "update cancels or moves it to another free slot.",
     params={
         **fs.patient_params(Appointment.patient_id),
         "practitioner": fs.ref_param("practitioner", Appointment.doctor_id, "Practitioner", "The doctor"),

@@ -157,3 +157,52 @@ def test_a_medication_request_is_a_draft_with_the_safety_checks(world, client, b
     nurse = post(client, "/fhir/MedicationRequest", _rx_body(world), bearer(world.nurse, "user/*.cruds"))
     assert nurse.status_code == 403
     assert count(Prescription) == before
+
+
+def test_an_appointment_is_cancelled_or_moved_through_update(world, client, bearer):
+    headers = bearer(world.patient_user, "patient/Appointment.cruds patient/Slot.rs")
+    current = client.get(f"/fhir/Appointment/{world.appointment.id}", headers=headers).get_json()
+    slots = client.get("/fhir/Slot", query_string={"schedule": f"Schedule/{world.doctor.id}", "_count": 2},
+                       headers=headers).get_json()
+    later = slots["entry"][1]["resource"]["start"]
+    moved = client.put(f"/fhir/Appointment/{current['id']}", data=json.dumps(dict(current, start=later)),
+                       headers=headers | {"Content-Type": FHIR})
+    assert moved.status_code == 200 and moved.get_json()["start"] == later
+    arrived = client.put(f"/fhir/Appointment/{current['id']}", data=json.dumps(dict(current, status="arrived")),
+                         headers=headers | {"Content-Type": FHIR})
+    assert arrived.status_code == 422
+    cancelled = client.put(f"/fhir/Appointment/{current['id']}", headers=headers | {"Content-Type": FHIR},
+                           data=json.dumps(dict(moved.get_json(), status="cancelled",
+                                                cancelationReason={"text": "Feeling better"})))
+    assert cancelled.status_code == 200
+    body = cancelled.get_json()
+    validate(body)
+    assert (body["status"], body["cancelationReason"]["text"]) == ("cancelled", "Feeling better")
+    stranger = bearer(world.other_patient_user, "patient/Appointment.cruds")
+    assert client.put(f"/fhir/Appointment/{current['id']}", data=json.dumps(body),
+                      headers=stranger | {"Content-Type": FHIR}).status_code == 404
+
+
+def test_a_draft_is_edited_and_a_prescription_held_but_never_signed_through_fhir(world, client, bearer):
+    headers = bearer(world.doctor, "user/MedicationRequest.cruds")
+    draft = post(client, "/fhir/MedicationRequest", _rx_body(world, "PARA500"), headers).get_json()
+    draft["dispenseRequest"]["quantity"]["value"] = 30
+    edited = client.put(f"/fhir/MedicationRequest/{draft['id']}", data=json.dumps(draft),
+                        headers=headers | {"Content-Type": FHIR})
+    assert edited.status_code == 200, edited.get_json()
+    assert edited.get_json()["dispenseRequest"]["quantity"]["value"] == 30
+    sign = client.put(f"/fhir/MedicationRequest/{draft['id']}", data=json.dumps(dict(draft, status="active")),
+                      headers=headers | {"Content-Type": FHIR})
+    assert sign.status_code == 422 and "signs it" in sign.get_json()["issue"][0]["diagnostics"]
+    assert db.session.get(Prescription, int(draft["id"])).signed_at is None
+
+    signed = client.get(f"/fhir/MedicationRequest/{world.rx.id}", headers=headers).get_json()
+    held = client.put(f"/fhir/MedicationRequest/{world.rx.id}", headers=headers | {"Content-Type": FHIR},
+                      data=json.dumps(dict(signed, status="on-hold", statusReason={"text": "Check kidney function"})))
+    assert held.status_code == 200 and held.get_json()["status"] == "on-hold"
+    changed = dict(held.get_json())
+    changed["dispenseRequest"]["quantity"]["value"] = 99
+    frozen = client.put(f"/fhir/MedicationRequest/{world.rx.id}", data=json.dumps(changed),
+                        headers=headers | {"Content-Type": FHIR})
+    assert frozen.status_code == 409
+    assert db.session.get(Prescription, world.rx.id).quantity == 21
