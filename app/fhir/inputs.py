@@ -35,7 +35,7 @@ def get(body: Any, path: str, kind: type | tuple[type, ...], *, required: bool =
             if not isinstance(value, list):
                 raise FhirError(f"{resource}.{path}: {name} must be a list.", status=422, code="structure",
                                 expression=[f"{resource}.{path}"])
-            position = int(index.rstrip("]"))
+            position = int(index.rstrip("]"))  # indexes come from this module's callers, not from clients
             value = value[position] if len(value) > position else None
         if value is None:
             break
@@ -82,7 +82,7 @@ def reference_id(value: Any, expected: str, path: str, *, required: bool = True)
     if ref is None and not required:
         return None
     kind, _, rid = str(ref or "").rpartition("/")
-    if kind.rsplit("/", 1)[-1] != expected or not rid.isdigit():
+    if kind.rsplit("/", 1)[-1] != expected or not rid.isdigit() or len(rid) > 11:
         raise FhirError(f"{path} must reference a {expected} (\"{expected}/<id>\").", status=422, code="value",
                         expression=[path])
     return int(rid)

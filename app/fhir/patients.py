@@ -26,7 +26,8 @@ V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 
 def record_id(rid: str) -> int:
     """A numeric id, or -1 (which matches nothing, so an odd id gets the same 404 as a missing one)."""
-    return int(rid) if rid.isdigit() and len(rid) < 12 else -1
+    found = fs.numeric_id(rid)
+    return -1 if found is None else found
 
 
 def patient_ref(patient_id: int) -> dict[str, str]:
@@ -90,8 +91,10 @@ def patient_input(body: dict[str, Any]) -> PatientInput:
     address = get(body, "address[0]", dict, resource="Patient")
     address_text = None
     if address:
-        address_text = address.get("text") or ", ".join(
-            str(x) for x in [*address.get("line", []), address.get("city"), address.get("postalCode")] if x)
+        lines = get(address, "line", list, resource="Patient.address[0]") or []
+        parts = [get(address, key, str, resource="Patient.address[0]") for key in ("city", "postalCode")]
+        address_text = get(address, "text", str, resource="Patient.address[0]") or ", ".join(
+            str(x) for x in [*lines, *parts] if x)
     assert birth is not None
     return PatientInput(given_name=given, family_name=family, birth_date=birth, sex=sex, phone=contact["phone"],
                         email=contact["email"], address=address_text or None, mrn=mrn)

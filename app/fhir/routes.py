@@ -49,7 +49,7 @@ def body_of(resource: fs.ResourceType) -> dict[str, Any]:
                         status=413, code="too-costly")
     try:
         body = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise FhirError("The body is not valid JSON.", code="structure") from None
     if not isinstance(body, dict) or body.get("resourceType") != resource.name:
         raise FhirError(f"Expected a {resource.name} resource (resourceType '{resource.name}').",

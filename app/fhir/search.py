@@ -86,9 +86,15 @@ def register(resource: ResourceType) -> ResourceType:
     return resource
 
 
+def numeric_id(text: str) -> int | None:
+    """A database id from a FHIR id, or None (not digits, or too large for any row)."""
+    return int(text) if text.isdigit() and len(text) < 12 else None
+
+
 def _id_filter(column: Any) -> Apply:
     def apply(query: Query, values: list[str], _modifier: str | None) -> Query:
-        return query.where(column.in_([int(v) for v in values if v.isdigit()] or [-1]))
+        ids = [i for i in map(numeric_id, values) if i is not None]
+        return query.where(column.in_(ids or [-1]))
 
     return apply
 
@@ -115,7 +121,7 @@ def token(column: Any, *, system: str | None = None, transform: Callable[[str], 
                 continue
             try:
                 codes.append(transform(code))
-            except ValueError:
+            except (ValueError, KeyError):
                 continue
         clause = column.in_(codes) if codes else sa.false()
         return query.where(sa.not_(clause) if modifier == "not" else clause)
@@ -153,7 +159,7 @@ def reference(column: Any, *types: str) -> Apply:
         for value in values:
             kind, _, rid = value.rpartition("/")
             kind = kind.rsplit("/", 1)[-1]
-            if (not kind or kind in types) and rid.isdigit():
+            if (not kind or kind in types) and numeric_id(rid) is not None:
                 ids.append(int(rid))
         return query.where(column.in_(ids) if ids else sa.false())
 
@@ -278,6 +284,9 @@ def parse(resource: ResourceType, args: Any) -> Search:
             ignored.append(key)
             continue
         for value in args.getlist(key):
+            if any(ord(c) < 32 for c in value) or len(value) > 2000:
+                raise FhirError(f"The value of {key} is too long or has control characters.", code="value",
+                                expression=[key])
             values = [v for v in value.split(",") if v.strip()]
             if not values:
                 ignored.append(key)
@@ -319,8 +328,8 @@ def parse(resource: ResourceType, args: Any) -> Search:
 def _int(value: str | None, name: str, default: int) -> int:
     if value is None or value == "":
         return default
-    if not value.isdigit():
-        raise FhirError(f"{name} must be a whole number.", code="value", expression=[name])
+    if not value.isdigit() or len(value) > 7:
+        raise FhirError(f"{name} must be a whole number below 10,000,000.", code="value", expression=[name])
     return int(value)
 
 

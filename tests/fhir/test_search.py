@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import pytest
+
 from app import db
 from app.auth.models import User
 from tests.fhir.conftest import validate
@@ -109,3 +111,39 @@ def test_xml_and_batch_bundles_are_refused_clearly(world, client, bearer):
     outcome = batch.get_json()
     validate(outcome)
     assert "batch or transaction" in outcome["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("path", [
+    "/fhir/Patient?_id=99999999999999999999999", "/fhir/Patient/99999999999999999999999",
+    "/fhir/Condition?patient=Patient/99999999999999999999", "/fhir/Patient?_offset=99999999999999999999",
+    "/fhir/Medication?status=maybe", "/fhir/Communication?status=sideways", "/fhir/AuditEvent?outcome=12",
+    "/fhir/Patient?name=%00abc", "/fhir/Patient?birthdate=ge", "/fhir/Patient?birthdate=9999",
+    "/fhir/Patient?birthdate=2024-13-45", "/fhir/Slot?start=ge2024-02-30", "/fhir/Slot/abc-nonsense",
+    "/fhir/Appointment?date=lt0000", "/fhir/Patient?_sort=,,,", "/fhir/Patient?_include=:",
+    "/fhir/Patient?_revinclude=Provenance", "/fhir/Patient/%20/$everything",
+])
+def test_odd_queries_never_fail_on_the_server(world, client, bearer, path):
+    resp = client.get(path, headers=bearer(world.admin, "user/*.rs"))
+    assert resp.status_code < 500, resp.get_json()
+    assert resp.get_json()["resourceType"] in ("Bundle", "OperationOutcome", "Patient")
+
+
+@pytest.mark.parametrize("body", [
+    "[" * 5000 + "]" * 5000, '{"resourceType": "Patient", "address": [{"line": 5}]}',
+    '{"resourceType": "Patient", "name": [{"family": "A", "given": ["B"]}], "gender": "male", '
+    '"birthDate": "1990-01-01", "address": [{"line": ["x"], "city": 3}]}',
+    '{"resourceType": "Patient", "name": [7]}', '{"resourceType": "Patient", "telecom": "phone"}',
+])
+def test_odd_resources_never_fail_on_the_server(world, client, bearer, body):
+    resp = client.post("/fhir/Patient", data=body,
+                       headers=bearer(world.nurse, "user/*.cruds") | {"Content-Type": "application/fhir+json"})
+    assert 400 <= resp.status_code < 500, resp.get_json()
+    assert resp.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_odd_references_in_writes_never_fail_on_the_server(world, client, bearer):
+    body = {"resourceType": "MedicationRequest", "status": "draft", "intent": "order",
+            "medicationReference": {"reference": "Medication/99999999999999999999"},
+            "subject": {"reference": "Patient/99999999999999999999"}}
+    resp = client.post("/fhir/MedicationRequest", json=body, headers=bearer(world.doctor, "user/*.cruds"))
+    assert resp.status_code == 422 and resp.get_json()["resourceType"] == "OperationOutcome"
