@@ -145,7 +145,16 @@ fs.register(ResourceType(
 
 ACTIONS = {"create": "C", "read": "R", "search": "E", "list": "R", "update": "U", "delete": "D"}
 OUTCOMES = {Outcome.SUCCESS: "0", Outcome.DENIED: "4", Outcome.FAILURE: "8"}
-WRITES = ("create", "update", "sign", "status", "assign", "handover", "transition", "cancel", "reschedule")
+WRITES = ("create", "update", "sign", "status", "assign", "handover", "transition", "cancel", "reschedule",
+          "recording_consent", "recording_revoke")
+CREATES = ("create", "recording_consent")
+ALIASES = {"RecordingConsent": "Consent"}
+"""Audit resource types that are a FHIR type under another name."""
+
+
+def fhir_type(resource_type: str | None) -> str | None:
+    name = ALIASES.get(resource_type or "", resource_type)
+    return name if name in fs.REGISTRY else None
 
 
 def _entity(e: AuditEvent) -> list[dict[str, Any]]:
@@ -154,8 +163,8 @@ def _entity(e: AuditEvent) -> list[dict[str, Any]]:
         out.append({"what": patient_ref(e.patient_id), "role": {
             "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}})
     if e.resource_type and e.resource_id and (e.resource_type, e.resource_id) != ("Patient", str(e.patient_id)):
-        what = ({"reference": f"{e.resource_type}/{e.resource_id}"} if e.resource_type in fs.REGISTRY
-                else {"display": f"{e.resource_type} {e.resource_id}"})
+        kind = fhir_type(e.resource_type)
+        what = ({"reference": f"{kind}/{e.resource_id}"} if kind else {"display": f"{e.resource_type} {e.resource_id}"})
         out.append({"what": what})
     return out
 
@@ -228,10 +237,10 @@ def provenance_to_fhir(e: AuditEvent) -> dict[str, Any]:
     return {
         "resourceType": "Provenance",
         "id": str(e.id),
-        "target": [{"reference": f"{e.resource_type}/{e.resource_id}"}],
+        "target": [{"reference": f"{fhir_type(e.resource_type)}/{e.resource_id}"}],
         "recorded": fs.instant(e.occurred_at),
         "activity": coded("http://terminology.hl7.org/CodeSystem/v3-DataOperation",
-                          "CREATE" if verb == "create" else "UPDATE"),
+                          "CREATE" if verb in CREATES else "UPDATE"),
         "agent": [{"type": coded("http://terminology.hl7.org/CodeSystem/provenance-participant-type", "author",
                                  "Author"), "who": _who(e)}],
     }
@@ -241,7 +250,7 @@ def visible_writes(by: User) -> fs.Query:
     """Successful writes to resources this server serves, about patients ``by`` may read."""
     writes = sa.or_(*[AuditEvent.action.endswith(f".{verb}") for verb in WRITES])
     query = sa.select(AuditEvent).where(AuditEvent.outcome == Outcome.SUCCESS, writes,
-                                        AuditEvent.resource_type.in_(list(fs.REGISTRY)),
+                                        AuditEvent.resource_type.in_([*fs.REGISTRY, *ALIASES]),
                                         AuditEvent.resource_id.is_not(None))
     if by.role is Role.ADMIN:
         return query
@@ -257,7 +266,8 @@ def _target(query: fs.Query, values: list[str], _modifier: str | None) -> fs.Que
         kind, _, rid = value.rpartition("/")
         kind = kind.rsplit("/", 1)[-1]
         if kind in fs.REGISTRY and rid:
-            pairs.append(sa.and_(AuditEvent.resource_type == kind, AuditEvent.resource_id == rid))
+            names = [kind, *(alias for alias, name in ALIASES.items() if name == kind)]
+            pairs.append(sa.and_(AuditEvent.resource_type.in_(names), AuditEvent.resource_id == rid))
     return query.where(sa.or_(*pairs) if pairs else sa.false())
 
 

@@ -43,7 +43,7 @@ def body_of(resource: fs.ResourceType) -> dict[str, Any]:
                         status=413, code="too-costly")
     if request.mimetype not in ACCEPTED_TYPES:
         raise FhirError("Send the resource as application/fhir+json.", status=415, code="not-supported")
-    data = request.get_data(cache=False)
+    data = request.stream.read(MAX_BODY + 1)  # a body without a length is read no further than the limit
     if len(data) > MAX_BODY:
         raise FhirError(f"The resource is larger than {MAX_BODY // 1024} KiB; this server does not accept it.",
                         status=413, code="too-costly")

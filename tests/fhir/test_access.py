@@ -127,3 +127,15 @@ def test_a_launch_patient_token_stays_in_that_patients_compartment(world, client
     assert client.get("/fhir/Practitioner", headers=launched).get_json()["total"] >= 1
     both = client.get("/fhir/Patient", headers=bearer(world.nurse, "user/*.rs patient/*.rs")).get_json()
     assert {str(world.patient.id), str(world.other_patient.id)} <= {e["resource"]["id"] for e in both["entry"]}
+
+
+def test_consent_to_recording_has_its_provenance(world, client, bearer):
+    headers = bearer(world.patient_user, "patient/*.rs")
+    consent = client.get(f"/fhir/Consent/{world.consent.id}", headers=headers).get_json()
+    assert consent["status"] == "active" and consent["patient"] == {"reference": f"Patient/{world.patient.id}"}
+    history = client.get("/fhir/Consent", headers=headers, query_string={
+        "_id": world.consent.id, "_revinclude": "Provenance:target"}).get_json()
+    provenance = [e["resource"] for e in history["entry"] if e["resource"]["resourceType"] == "Provenance"]
+    assert [(p["target"][0]["reference"], p["activity"]["coding"][0]["code"]) for p in provenance] == [
+        (f"Consent/{world.consent.id}", "CREATE")]
+    assert provenance[0]["agent"][0]["who"]["display"] == world.patient_user.full_name
