@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,6 +15,7 @@ from app.auth.models import User
 from app.errors import NotFound
 from app.fhir import inputs
 from app.fhir import search as fs
+from app.fhir.outcome import FhirError
 from app.fhir.search import ResourceType, SearchParam
 from app.patients import access
 from app.patients import service as patients
@@ -76,7 +79,7 @@ def patient_input(body: dict[str, Any]) -> PatientInput:
     try:
         sex = Sex(gender)
     except ValueError:
-        raise fs.FhirError("Patient.gender must be one of male, female, other, unknown.", status=422,
+        raise FhirError("Patient.gender must be one of male, female, other, unknown.", status=422,
                            code="value", expression=["Patient.gender"]) from None
     birth = inputs.fhir_date(get(body, "birthDate", str, required=True, resource="Patient"), "Patient.birthDate")
     mrn = None
@@ -107,7 +110,7 @@ def create_patient(body: dict[str, Any], by: User) -> Patient:
 def update_patient(patient: Patient, body: dict[str, Any], by: User) -> Patient:
     data = patient_input(body)
     if data.mrn is not None and data.mrn != patient.mrn:
-        raise fs.FhirError("The MRN identifier cannot be changed.", status=422, code="business-rule",
+        raise FhirError("The MRN identifier cannot be changed.", status=422, code="business-rule",
                            expression=["Patient.identifier"])
     data.mrn = None
     return patients.update_demographics(patient, data, by=by)
@@ -234,10 +237,126 @@ def _status_token(column: Any, mapping: dict[str, ClinicalStatus] | None = None)
     return fs.token(column, transform=transform)
 
 
+@dataclass(frozen=True)
+class EntryForm:
+    """How a FHIR list entry maps to the chart's "add" form: the service, its fields, and the status element."""
+
+    subject: str
+    elements: set[str]
+    fields: Callable[[dict[str, Any]], dict[str, Any]]
+    status: Callable[[dict[str, Any]], ClinicalStatus | None]
+    add: Callable[..., Any]
+    key: str
+    """The field that identifies the entry: entries are never edited (only their status), so it cannot change."""
+
+
+def _editing(name: str) -> FhirError:
+    return FhirError(f"You may not change this patient's {name} entries (the clinic that holds the record and the "
+                     "treating doctor can).", status=403, code="forbidden")
+
+
+def _entry_writers(name: str, form: EntryForm) -> tuple[Any, Any]:
+    def create(body: dict[str, Any], by: User) -> Any:
+        inputs.only(body, form.elements | {form.subject}, name)
+        path = f"{name}.{form.subject}"
+        patient = check_reference(inputs.reference_id(inputs.get(body, form.subject, dict, required=True,
+                                                                 resource=name), "Patient", path), by, path)
+        if form.status(body) not in (None, ClinicalStatus.ACTIVE):
+            raise FhirError(f"A new {name} is recorded as active; change its status afterwards.", status=422,
+                            code="business-rule", expression=[f"{name}.status"])
+        try:
+            return form.add(patient, by=by, **form.fields(body))
+        except NotFound:
+            raise _editing(name) from None
+
+    def update(item: Any, body: dict[str, Any], by: User) -> Any:
+        inputs.only(body, form.elements | {form.subject}, name)
+        if form.fields(body)[form.key] != getattr(item, form.key):
+            raise FhirError(f"Only the status of a {name} changes; record a new entry for anything else.",
+                            status=422, code="business-rule")
+        status = form.status(body)
+        if status is None:
+            raise FhirError(f"Give the {name}'s status.", status=422, code="required")
+        if status is not item.status:
+            try:
+                patients.set_clinical_status(item, status.value, by=by)
+            except NotFound:
+                raise _editing(name) from None
+        return item
+
+    return create, update
+
+
+def _clinical_status(name: str) -> Callable[[dict[str, Any]], ClinicalStatus | None]:
+    def status(body: dict[str, Any]) -> ClinicalStatus | None:
+        code = inputs.get(body, "clinicalStatus.coding[0].code", str, resource=name)
+        try:
+            return None if code is None else ClinicalStatus(code)
+        except ValueError:
+            raise FhirError(f"{name}.clinicalStatus must be active, inactive or resolved.", status=422,
+                            code="value", expression=[f"{name}.clinicalStatus"]) from None
+
+    return status
+
+
+def _statement_status(body: dict[str, Any]) -> ClinicalStatus | None:
+    code = inputs.get(body, "status", str, resource="MedicationStatement")
+    by_code = {v: k for k, v in STATEMENT_STATUS.items()}
+    if code is not None and code not in by_code:
+        raise FhirError("MedicationStatement.status must be active, stopped or completed.", status=422,
+                        code="value", expression=["MedicationStatement.status"])
+    return None if code is None else by_code[code]
+
+
+def _allergy_fields(body: dict[str, Any]) -> dict[str, Any]:
+    get = inputs.get
+    severity = get(body, "reaction[0].severity", str, resource="AllergyIntolerance") or {
+        "high": "severe", "low": "mild"}.get(get(body, "criticality", str, resource="AllergyIntolerance") or "")
+    if severity is None:
+        raise FhirError("Give AllergyIntolerance.reaction[0].severity (mild, moderate or severe).", status=422,
+                        code="required", expression=["AllergyIntolerance.reaction[0].severity"])
+    return {"substance": get(body, "code.text", str, required=True, resource="AllergyIntolerance"),
+            "severity": severity,
+            "reaction": get(body, "reaction[0].manifestation[0].text", str, resource="AllergyIntolerance")}
+
+
+def _condition_fields(body: dict[str, Any]) -> dict[str, Any]:
+    code = None
+    for coding in inputs.get(body, "code.coding", list, resource="Condition") or []:
+        if isinstance(coding, dict) and coding.get("system") == ICD10_SYSTEM:
+            code = inputs.get(coding, "code", str, resource="Condition.code.coding")
+    onset = inputs.get(body, "onsetDateTime", str, resource="Condition")
+    return {"description": inputs.get(body, "code.text", str, required=True, resource="Condition"), "code": code,
+            "onset_date": inputs.fhir_date(onset[:10] if onset else None, "Condition.onsetDateTime")}
+
+
+def _statement_fields(body: dict[str, Any]) -> dict[str, Any]:
+    return {"name": inputs.get(body, "medicationCodeableConcept.text", str, required=True,
+                               resource="MedicationStatement"),
+            "dosage": inputs.get(body, "dosage[0].text", str, resource="MedicationStatement")}
+
+
+FORMS = {
+    "AllergyIntolerance": EntryForm("patient", {"clinicalStatus", "verificationStatus", "criticality", "code",
+                                                "recordedDate", "recorder", "reaction"},
+                                    _allergy_fields, _clinical_status("AllergyIntolerance"), patients.add_allergy,
+                                    "substance"),
+    "Condition": EntryForm("subject", {"clinicalStatus", "verificationStatus", "category", "code", "onsetDateTime",
+                                       "recordedDate", "recorder"},
+                           _condition_fields, _clinical_status("Condition"), patients.add_condition, "description"),
+    "MedicationStatement": EntryForm("subject", {"status", "medicationCodeableConcept", "dateAsserted",
+                                                 "informationSource", "dosage"},
+                                     _statement_fields, _statement_status, patients.add_medication, "name"),
+}
+
+
 def _register_item(name: str, model: Any, to_fhir: Any, params: dict[str, SearchParam], subject: str) -> None:
+    create, update = _entry_writers(name, FORMS[name])
     fs.register(ResourceType(
         name=name, model=model, to_fhir=to_fhir, read=_item_reader(model, name), visible=_item_visible(model),
-        patient_of=lambda item: item.patient_id,
+        patient_of=lambda item: item.patient_id, create=create, update=update,
+        documentation="An entry on the patient's chart. Create adds one (clinic staff, the treating doctor); "
+                      "update changes only its status (entries are never edited or deleted).",
         params={**fs.patient_params(model.patient_id), **params},
         sorts={"date": model.recorded_at},
         includes={subject: ("Patient", lambda item: [str(item.patient_id)])},

@@ -206,3 +206,54 @@ def test_a_draft_is_edited_and_a_prescription_held_but_never_signed_through_fhir
                         headers=headers | {"Content-Type": FHIR})
     assert frozen.status_code == 409
     assert db.session.get(Prescription, world.rx.id).quantity == 21
+
+
+def test_chart_entries_are_added_and_resolved_but_never_rewritten(world, client, bearer):
+    doctor = bearer(world.doctor, "user/*.cruds")
+    allergy = post(client, "/fhir/AllergyIntolerance", {
+        "resourceType": "AllergyIntolerance", "patient": {"reference": f"Patient/{world.patient.id}"},
+        "code": {"text": "Latex"}, "reaction": [{"manifestation": [{"text": "Rash"}], "severity": "moderate"}]},
+        doctor)
+    assert allergy.status_code == 201, allergy.get_json()
+    body = allergy.get_json()
+    validate(body)
+    assert (body["code"]["text"], body["reaction"][0]["severity"]) == ("Latex", "moderate")
+    condition = post(client, "/fhir/Condition", {
+        "resourceType": "Condition", "subject": {"reference": f"Patient/{world.patient.id}"},
+        "code": {"text": "Essential hypertension", "coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm",
+                                                              "code": "I10"}]}, "onsetDateTime": "2020-03-01"},
+        doctor).get_json()
+    assert condition["code"]["coding"][0]["code"] == "I10" and condition["onsetDateTime"] == "2020-03-01"
+    resolved = dict(condition, clinicalStatus={"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "resolved"}]})
+    done = client.put(f"/fhir/Condition/{condition['id']}", data=json.dumps(resolved),
+                      headers=doctor | {"Content-Type": FHIR})
+    assert done.status_code == 200 and done.get_json()["clinicalStatus"]["coding"][0]["code"] == "resolved"
+    rewritten = client.put(f"/fhir/Condition/{condition['id']}", headers=doctor | {"Content-Type": FHIR},
+                           data=json.dumps(dict(resolved, code={"text": "Something else"})))
+    assert rewritten.status_code == 422 and "Only the status" in rewritten.get_json()["issue"][0]["diagnostics"]
+    stopped = post(client, "/fhir/MedicationStatement", {
+        "resourceType": "MedicationStatement", "status": "active",
+        "subject": {"reference": f"Patient/{world.patient.id}"},
+        "medicationCodeableConcept": {"text": "Lisinopril 10 mg"}}, doctor).get_json()
+    stop = client.put(f"/fhir/MedicationStatement/{stopped['id']}", headers=doctor | {"Content-Type": FHIR},
+                      data=json.dumps(dict(stopped, status="stopped")))
+    assert stop.get_json()["status"] == "stopped"
+
+    before = count(Patient)
+    pharmacist = post(client, "/fhir/AllergyIntolerance", {
+        "resourceType": "AllergyIntolerance", "patient": {"reference": f"Patient/{world.patient.id}"},
+        "code": {"text": "Nuts"}, "criticality": "high"}, bearer(world.pharmacist, "user/*.cruds"))
+    assert pharmacist.status_code == 403
+    stranger = post(client, "/fhir/AllergyIntolerance", {
+        "resourceType": "AllergyIntolerance", "patient": {"reference": f"Patient/{world.other_patient.id}"},
+        "code": {"text": "Nuts"}, "criticality": "high"}, doctor)
+    assert stranger.status_code == 422
+    no_severity = post(client, "/fhir/AllergyIntolerance", {
+        "resourceType": "AllergyIntolerance", "patient": {"reference": f"Patient/{world.patient.id}"},
+        "code": {"text": "Nuts"}}, doctor)
+    assert no_severity.status_code == 422 and "severity" in no_severity.get_json()["issue"][0]["diagnostics"]
+    names = [e["resource"]["code"]["text"] for e in client.get(
+        "/fhir/AllergyIntolerance", query_string={"patient": f"Patient/{world.patient.id}"},
+        headers=doctor).get_json()["entry"]]
+    assert sorted(names) == ["Latex", "Penicillin"] and count(Patient) == before
