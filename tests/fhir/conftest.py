@@ -9,17 +9,19 @@ from datetime import date, time
 from typing import Any
 
 import pytest
-from fhir.resources import get_fhir_model_class
+import sqlalchemy as sa
+from fhirclient.models.fhirelementfactory import FHIRElementFactory
 
 from app import db
-from app.auth import oauth_service
-from app.auth.models import User
+from app.auth import oauth2, oauth_service
+from app.auth.models import Role, User
 from app.auth.oauth_models import OAuthToken, digest
 from app.consults import recordings
 from app.consults import service as consults
 from app.consults.models import Encounter
 from app.imaging.models import Series, Study
 from app.patients import service as patients
+from app.patients.models import Patient
 from app.pharmacy import service as pharmacy
 from app.prescriptions import service as rx_service
 from tests.prescriptions.conftest import add_stock, rx_input
@@ -28,8 +30,11 @@ FHIR = "application/fhir+json"
 
 
 def validate(resource: dict[str, Any]) -> Any:
-    """Parse with fhir.resources (R4 4.0.1): unknown elements, wrong types and missing required ones fail."""
-    return get_fhir_model_class(resource["resourceType"]).parse_obj(resource)
+    """Parse strictly with the FHIR 4.0.1 models of SMART's ``fhirclient``: unknown elements, wrong types, bad
+    dates and missing required elements fail, in nested and contained resources and Bundle entries too."""
+    parsed = FHIRElementFactory.instantiate(resource["resourceType"], resource)
+    assert type(parsed).__name__ == resource["resourceType"], resource["resourceType"]  # not a generic fallback
+    return parsed
 
 
 @dataclass
@@ -102,18 +107,22 @@ def world(app: Any, factories: Any) -> World:
 
 @pytest.fixture
 def bearer(app: Any, factories: Any) -> Any:
-    """``bearer(user, scope)`` -> request headers with a live access token for a registered test app."""
+    """``bearer(user, scope)`` -> request headers with a live access token for a registered test app, issued for
+    the JSON API and FHIR; a patient's token carries their record as its launch patient, as the server's does."""
     admin = factories.admin()
 
-    def make(user: User, scope: str) -> dict[str, str]:
+    def make(user: User, scope: str, *, patient_id: int | None = None) -> dict[str, str]:
         with app.test_request_context("/"):
             client, _secret = oauth_service.register_client(oauth_service.ClientInput(
                 name="FHIR test app", is_public=False, redirect_uris=["https://app.example/callback"],
                 scope=f"openid fhirUser {scope}", grants=["authorization_code"]), by=admin)
             token = secrets.token_urlsafe(24)
+            if patient_id is None and user.role is Role.PATIENT and "patient/" in scope:
+                patient_id = db.session.scalar(sa.select(Patient.id).where(Patient.user_id == user.id))
             db.session.add(OAuthToken(client_id=client.client_id, user_id=user.id, grant_type="authorization_code",
                                       scope=scope, access_token_hash=digest(token), family_id=secrets.token_hex(8),
-                                      user_epoch=user.session_epoch, expires_in=3600))
+                                      user_epoch=user.session_epoch, expires_in=3600, patient_id=patient_id,
+                                      audience=" ".join(oauth2.resource_servers())))
             db.session.commit()
         return {"Authorization": f"Bearer {token}", "Accept": FHIR}
 

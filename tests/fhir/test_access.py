@@ -112,19 +112,20 @@ def test_the_fhir_user_claim_is_a_resource_this_server_serves(world, client, bea
     assert client.get(practitioner, headers=doctor).get_json()["name"][0]["text"] == world.doctor.full_name
 
 
-def test_a_launch_patient_token_stays_in_that_patients_compartment(world, client, bearer, monkeypatch):
+def test_a_launch_patient_token_stays_in_that_patients_compartment(world, client, bearer):
     """A staff member's app launched for one patient (SMART ``launch/patient``) sees only that patient's data
     through its patient/ scopes; with user/ scopes it sees what the person may see."""
-    from app.auth.oauth_models import OAuthToken
-
-    monkeypatch.setattr(OAuthToken, "patient_id", world.patient.id, raising=False)
-    launched = bearer(world.nurse, "patient/*.rs")
-    patients = client.get("/fhir/Patient", headers=launched).get_json()
-    assert [e["resource"]["id"] for e in patients["entry"]] == [str(world.patient.id)]
-    appointments = client.get("/fhir/Appointment", headers=launched).get_json()
-    assert {e["resource"]["participant"][0]["actor"]["reference"] for e in appointments["entry"]} == {
-        f"Patient/{world.patient.id}"}
-    assert client.get("/fhir/Practitioner", headers=launched).get_json()["total"] >= 1
+    launched = bearer(world.nurse, "patient/*.rs", patient_id=world.patient.id)
+    maria = {"patient": f"Patient/{world.patient.id}"}
+    # Patient has no "patient" parameter: ignored by the search, so only the compartment keeps Tom out.
+    patients = client.get("/fhir/Patient", query_string=maria, headers=launched).get_json()
+    assert [e["resource"]["id"] for e in patients["entry"] if e["search"]["mode"] == "match"] == [
+        str(world.patient.id)]
+    trail = client.get("/fhir/Appointment", query_string=maria | {"_include": "Appointment:patient"},
+                       headers=launched).get_json()
+    assert {e["resource"]["id"] for e in trail["entry"] if e["resource"]["resourceType"] == "Patient"} == {
+        str(world.patient.id)}
+    assert client.get(f"/fhir/Patient/{world.other_patient.id}", headers=launched).status_code == 403
     both = client.get("/fhir/Patient", headers=bearer(world.nurse, "user/*.rs patient/*.rs")).get_json()
     assert {str(world.patient.id), str(world.other_patient.id)} <= {e["resource"]["id"] for e in both["entry"]}
 
