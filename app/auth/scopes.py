@@ -50,6 +50,8 @@ RESOURCE_TYPES = {
     "Consent": "consents to record consults",
     "Communication": "the notifications sent to you",
     "Provenance": "who changed records and when",
+    "ServiceRequest": "requests to read scans",
+    "DiagnosticReport": "scan reports",
 }
 
 SCOPE_RE = re.compile(r"^(patient|user|system)/([A-Z][A-Za-z]{1,40}|\*)\.(c?r?u?d?s?|read|write|\*)$")

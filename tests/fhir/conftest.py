@@ -24,6 +24,7 @@ from app.patients import service as patients
 from app.patients.models import Patient
 from app.pharmacy import service as pharmacy
 from app.prescriptions import service as rx_service
+from app.reading import service as reading
 from tests.prescriptions.conftest import add_stock, rx_input
 
 FHIR = "application/fhir+json"
@@ -57,6 +58,8 @@ class World:
     encounter: Any
     consent: Any
     study: Any
+    reading_request: Any
+    report: Any
 
 
 @pytest.fixture
@@ -96,13 +99,19 @@ def world(app: Any, factories: Any) -> World:
         db.session.flush()
         db.session.add(Series(series_instance_uid=f"{uid}.1", study_id=study.id, modality="CT",
                               series_number=1, series_description="Axial"))
+        reading_request = reading.request_reading(study, by=nurse, question="Nodule?", priority="routine",
+                                                  assigned_to_id=doctor.id)
+        reading.claim(reading_request, by=doctor)
+        report = reading.save_preliminary(reading_request, reading.ReportInput(
+            findings="Clear lungs.", impression="No nodule."), by=doctor)
         db.session.commit()
         assert patient.facility.code and rx.drug.code  # loaded now, for the tests that read them later
         return World(nurse=nurse, doctor=doctor, other_doctor=other_doctor, pharmacist=pharmacist, admin=admin,
                      patient_user=db.session.get(User, patient.user_id),
                      other_patient_user=db.session.get(User, other.user_id), patient=patient, other_patient=other,
                      allergy=allergy, condition=condition, statement=statement, rx=rx, dispense=dispense,
-                     appointment=appointment, encounter=encounter, consent=consent, study=study)
+                     appointment=appointment, encounter=encounter, consent=consent, study=study,
+                     reading_request=reading_request, report=report)
 
 
 @pytest.fixture

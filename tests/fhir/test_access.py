@@ -140,3 +140,19 @@ def test_consent_to_recording_has_its_provenance(world, client, bearer):
     assert [(p["target"][0]["reference"], p["activity"]["coding"][0]["code"]) for p in provenance] == [
         (f"Consent/{world.consent.id}", "CREATE")]
     assert provenance[0]["agent"][0]["who"]["display"] == world.patient_user.full_name
+
+
+def test_a_report_reaches_the_patient_only_once_released(world, client, bearer):
+    patient = bearer(world.patient_user, "patient/*.rs")
+    assert client.get("/fhir/DiagnosticReport", headers=patient).get_json()["total"] == 0
+    assert client.get(f"/fhir/DiagnosticReport/{world.report.id}", headers=patient).status_code == 404
+    assert client.get(f"/fhir/ServiceRequest/{world.reading_request.id}", headers=patient).status_code == 404
+    doctor = bearer(world.doctor, "user/*.rs")
+    found = client.get("/fhir/DiagnosticReport", query_string={"_include": "DiagnosticReport:based-on"},
+                       headers=doctor).get_json()
+    assert {(e["resource"]["resourceType"], e["resource"]["id"]) for e in found["entry"]} == {
+        ("DiagnosticReport", str(world.report.id)), ("ServiceRequest", str(world.reading_request.id))}
+    assert found["entry"][0]["resource"]["status"] == "preliminary"
+    other = bearer(world.other_doctor, "user/*.rs")
+    assert client.get("/fhir/ServiceRequest", headers=other).get_json()["total"] == 0
+    assert client.get(f"/fhir/DiagnosticReport/{world.report.id}", headers=other).status_code == 404

@@ -50,13 +50,17 @@ MATCHING: dict[str, Any] = {
     "subtype": lambda w, t: "urn:town-health:audit-action|allergy.create",
     "outcome": lambda w, t: "0",
     "target": lambda w, t: f"Patient/{w.patient.id}",
+    "authored": lambda w, t: "ge2000-01-01",
+    "issued": lambda w, t: "ge2000-01-01",
+    "based-on": lambda w, t: f"ServiceRequest/{w.reading_request.id}",
 }
-NOT_YET = {("Communication", "sent"), ("MedicationDispense", "whenhandedover")}
+NOT_YET = {("Communication", "sent"), ("MedicationDispense", "whenhandedover"), ("DiagnosticReport", "issued")}
 
 
 def who_searches(w: World, resource_type: str) -> Any:
     """Who sees the world's resource of this type: the patient for their own record, the admin for audit."""
-    return {"AuditEvent": w.admin, "Provenance": w.admin, "MedicationDispense": w.pharmacist}.get(
+    return {"AuditEvent": w.admin, "Provenance": w.admin, "MedicationDispense": w.pharmacist,
+            "ServiceRequest": w.doctor, "DiagnosticReport": w.doctor}.get(
         resource_type, w.patient_user)
 
 
