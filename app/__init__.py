@@ -75,6 +75,9 @@ def create_app(config: Config | None = None) -> Flask:
                           consults_api.blp, reading_api.blp):
         api.register_blueprint(api_blueprint)
 
+    from app.fhir import routes as fhir_routes
+
+    fhir_routes.init_app(app)
     register_error_handlers(app)
     web.init_request_hooks(app)
     from app import cli

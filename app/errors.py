@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
@@ -17,6 +18,16 @@ from app import db
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+
+Renderer = Callable[[int, dict[str, Any], dict[str, str]], Response]
+RENDERERS: list[tuple[str, Renderer]] = []
+"""Path prefix -> how errors under it are written, for APIs with their own error format (FHIR's OperationOutcome)."""
+
+
+def register_renderer(prefix: str, renderer: Renderer) -> None:
+    """Write errors for paths under ``prefix`` with ``renderer(status, problem_body, headers)``."""
+    if all(p != prefix for p, _ in RENDERERS):
+        RENDERERS.append((prefix, renderer))
 
 
 class AppError(Exception):
@@ -71,7 +82,7 @@ def wants_problem_json() -> bool:
     """API paths and clients that prefer JSON get problem+json; browsers get HTML."""
     if request.path == "/oauth/authorize":  # the consent page is for people, in a browser
         return False
-    if request.path.startswith(("/api/", "/dicomweb/", "/oauth/", "/.well-known/")):
+    if request.path.startswith(("/api/", "/dicomweb/", "/oauth/", "/.well-known/", "/fhir/")):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json", PROBLEM_JSON])
     return best in ("application/json", PROBLEM_JSON)
@@ -91,6 +102,9 @@ def problem_response(status: int, slug: str, title: str, detail: str, *,
         body["errors"] = errors
     if extra:
         body.update(extra)
+    for prefix, renderer in RENDERERS:
+        if request.path == prefix or request.path.startswith(prefix + "/"):
+            return renderer(status, body, headers or {})
     if wants_problem_json():
         resp = jsonify(body)
         resp.mimetype = PROBLEM_JSON

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import date
@@ -88,7 +89,19 @@ def seed_demo() -> dict[str, str] | None:
     seed_pharmacy(clinic, doctor=users["dr.okafor@hospital.example"],
                   maria=db.session.scalar(sa.select(Patient).where(Patient.user_id == users[
                       "maria.gonzalez@mail.example"].id)))
+    seed_smart_app(users["admin@hospital.example"])
     return passwords
+
+
+def seed_smart_app(admin: User) -> None:
+    """Register the demo SMART app (/smart-demo/) for the address ``hospital run`` serves."""
+    from app.auth import oauth_service
+    from app.fhir import demo_app
+
+    oauth_service.register_client(oauth_service.ClientInput(
+        name=demo_app.APP_NAME, is_public=True,
+        redirect_uris=demo_app.redirect_uris(int(os.environ.get("HOSPITAL_PORT", "5000"))),
+        scope=demo_app.SCOPE, grants=["authorization_code", "refresh_token"]), by=admin)
 
 
 DEMO_STOCK = [  # drug code, lot, days to expiry, units; warfarin is deliberately out of stock

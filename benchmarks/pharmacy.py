@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import statistics
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import date, timedelta
-from pathlib import Path
 
-import psycopg
 import qrcode
 import qrcode.image.svg
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def timed(fn: Callable[[], object], n: int) -> list[float]:
@@ -69,74 +62,60 @@ def crypto_rows(n: int) -> None:
 
 
 def db_rows(n: int) -> None:
-    from app import create_app, db
-    from app.cli import migrate
-    from app.config import TestConfig
+    from app import db
     from app.pharmacy import service as pharmacy
     from app.pharmacy.models import DispenseStatus, StockBatch
     from app.prescriptions import service as rx
     from app.prescriptions.models import Drug
+    from benchmarks.scratch import scratch_app
     from tests.factories import Factories
 
-    name = f"hospital_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
-    try:
-        migrate(url)
-        cfg = TestConfig()
-        cfg.DATABASE_URL = url
-        cfg.INSTANCE_PATH = Path(tempfile.mkdtemp())
-        app = create_app(cfg)
-        with app.test_request_context("/"):
-            f = Factories()
-            doctor, pharmacist = f.doctor(), f.pharmacist()
-            amox = db.session.scalar(sa.select(Drug).where(Drug.code == "AMOX500"))
-            for days in range(30, 30 + 20):
-                db.session.add(StockBatch(facility_id=f.clinic.id, drug_id=amox.id, lot=f"B{days}",
-                                          expires_on=date.today() + timedelta(days=days), quantity=n * 2))
-            patients = [f.patient(doctor=doctor, with_account=True) for _ in range(n)]
-            db.session.commit()
-            results: dict[str, list[float]] = {k: [] for k in ("draft + checks", "sign", "prepare (FEFO pick)",
-                                                               "mark ready (+notify)", "pickup lookup", "handover")}
+    with scratch_app() as app, app.test_request_context("/"):
+        f = Factories()
+        doctor, pharmacist = f.doctor(), f.pharmacist()
+        amox = db.session.scalar(sa.select(Drug).where(Drug.code == "AMOX500"))
+        for days in range(30, 30 + 20):
+            db.session.add(StockBatch(facility_id=f.clinic.id, drug_id=amox.id, lot=f"B{days}",
+                                      expires_on=date.today() + timedelta(days=days), quantity=n * 2))
+        patients = [f.patient(doctor=doctor, with_account=True) for _ in range(n)]
+        db.session.commit()
+        results: dict[str, list[float]] = {k: [] for k in ("draft + checks", "sign", "prepare (FEFO pick)",
+                                                           "mark ready (+notify)", "pickup lookup", "handover")}
 
-            class Step:
-                """Time a block and commit it, like a request would."""
+        class Step:
+            """Time a block and commit it, like a request would."""
 
-                def __init__(self, name: str) -> None:
-                    self.name = name
+            def __init__(self, name: str) -> None:
+                self.name = name
 
-                def __enter__(self) -> None:
-                    self.t0 = time.perf_counter()
+            def __enter__(self) -> None:
+                self.t0 = time.perf_counter()
 
-                def __exit__(self, *exc: object) -> None:
-                    db.session.commit()
-                    results[self.name].append((time.perf_counter() - self.t0) * 1000)
+            def __exit__(self, *exc: object) -> None:
+                db.session.commit()
+                results[self.name].append((time.perf_counter() - self.t0) * 1000)
 
-            for p in patients:
-                data = rx.PrescriptionInput(drug_id=amox.id, dose_units=1, frequency_per_day=3, duration_days=7,
-                                            quantity=21)
-                with Step("draft + checks"):
-                    r = rx.create_draft(p, data, by=doctor)
-                    rx.findings(r)
-                with Step("sign"):
-                    rx.sign(r, by=doctor)
-                with Step("prepare (FEFO pick)"):
-                    d = pharmacy.start_dispense(r, by=pharmacist)
-                with Step("mark ready (+notify)"):
-                    pharmacy.transition(d, DispenseStatus.IN_PROGRESS, by=pharmacist)
-                code = pharmacy.pickup_code(d, by=p.user)
-                with Step("pickup lookup"):
-                    pharmacy.find_by_code(code, by=pharmacist)
-                with Step("handover"):
-                    pharmacy.hand_over(d.id, pharmacy.Handover(code=code, id_document="ID"), by=pharmacist)
-            for key, samples in results.items():
-                row(f"PostgreSQL: {key}", samples)
+        for p in patients:
+            data = rx.PrescriptionInput(drug_id=amox.id, dose_units=1, frequency_per_day=3, duration_days=7,
+                                        quantity=21)
+            with Step("draft + checks"):
+                r = rx.create_draft(p, data, by=doctor)
+                rx.findings(r)
+            with Step("sign"):
+                rx.sign(r, by=doctor)
+            with Step("prepare (FEFO pick)"):
+                d = pharmacy.start_dispense(r, by=pharmacist)
+            with Step("mark ready (+notify)"):
+                pharmacy.transition(d, DispenseStatus.IN_PROGRESS, by=pharmacist)
+            code = pharmacy.pickup_code(d, by=p.user)
+            with Step("pickup lookup"):
+                pharmacy.find_by_code(code, by=pharmacist)
+            with Step("handover"):
+                pharmacy.hand_over(d.id, pharmacy.Handover(code=code, id_document="ID"), by=pharmacist)
+        for key, samples in results.items():
+            row(f"PostgreSQL: {key}", samples)
         db.session.remove()
         app.extensions["db_engine"].dispose()
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main() -> None:

@@ -41,6 +41,17 @@ RESOURCE_TYPES = {
     "MedicationStatement": "current medicines",
     "Observation": "observations",
     "DocumentReference": "documents",
+    "PractitionerRole": "staff roles and where staff work",
+    "Organization": "the hospital and clinics",
+    "Location": "clinic and pharmacy locations",
+    "Schedule": "doctors' consult hours",
+    "Slot": "free consult times",
+    "Endpoint": "where scans are served (DICOMweb)",
+    "Consent": "consents to record consults",
+    "Communication": "the notifications sent to you",
+    "Provenance": "who changed records and when",
+    "ServiceRequest": "requests to read scans",
+    "DiagnosticReport": "scan reports",
 }
 
 SCOPE_RE = re.compile(r"^(patient|user|system)/([A-Z][A-Za-z]{1,40}|\*)\.(c?r?u?d?s?|read|write|\*)$")
@@ -68,6 +79,7 @@ ROUTE_SCOPES: list[tuple[str, str | None]] = [
     ("/api/v1/appointments", "Appointment"),
     ("/api/v1/encounters", "Encounter"),
     ("/api/v1/audit", "AuditEvent"),
+    ("/fhir/metadata", None),
 ]
 
 
@@ -153,7 +165,7 @@ def required_permission(method: str, path: str, prefix: str) -> str:
 
 def resource_for_path(path: str) -> tuple[str, str | None] | None:
     """(prefix, resource type) for an API path, or None when no bearer scope rule applies (not an API path)."""
-    if not path.startswith(("/api/", "/dicomweb")):
+    if not path.startswith(("/api/", "/dicomweb", "/fhir/")):
         return None
     best: tuple[str, str | None] | None = None
     for prefix, resource in ROUTE_SCOPES:

@@ -3,8 +3,11 @@ patient's clinic, the patient. A pharmacist of another clinic sees nothing."""
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from app.auth.models import Role, User
 from app.patients import access as patient_access
+from app.patients.models import Patient
 from app.prescriptions.models import Prescription, RequestStatus
 
 
@@ -29,3 +32,19 @@ def can_prescribe(user: User, patient: object) -> bool:
 def can_manage(user: User, rx: Prescription) -> bool:
     """Sign, hold, stop, cancel: a doctor who treats the patient."""
     return can_prescribe(user, rx.patient)
+
+
+def visible_clause(user: User) -> sa.ColumnElement[bool]:
+    """:func:`can_read` as a WHERE clause on :class:`Prescription` (joined to its :class:`Patient`), for searches."""
+    signed = Prescription.status != RequestStatus.DRAFT
+    match user.role:
+        case Role.DOCTOR:
+            return sa.or_(Prescription.prescriber_id == user.id, patient_access.visible_clause(user))
+        case Role.PHARMACIST:
+            return sa.and_(Prescription.dispensing_facility_id == user.facility_id, signed)
+        case Role.CLINIC_STAFF:
+            return sa.and_(Patient.facility_id == user.facility_id, signed)
+        case Role.PATIENT:
+            return sa.and_(Patient.user_id == user.id, signed)
+        case _:
+            return sa.false()

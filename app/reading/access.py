@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from app.auth.models import Role, User
 from app.patients import access as patient_access
 from app.reading.models import ReadingRequest, ReadingStatus
@@ -70,3 +72,20 @@ def can_cancel(user: User, req: ReadingRequest) -> bool:
 
 def can_acknowledge(user: User, req: ReadingRequest) -> bool:
     return user.role is Role.CLINIC_STAFF and req.facility_id == user.facility_id
+
+
+def visible_clause(user: User) -> sa.ColumnElement[bool]:
+    """:func:`can_read` as a WHERE clause on :class:`ReadingRequest` joined to its :class:`Patient` (searches);
+    for a patient, the released report's join is the caller's (``Report.released_at``)."""
+    match user.role:
+        case Role.CLINIC_STAFF:
+            return ReadingRequest.facility_id == user.facility_id
+        case Role.DOCTOR:
+            mine = sa.or_(ReadingRequest.claimed_by_id == user.id, sa.and_(
+                ReadingRequest.claimed_by_id.is_(None), sa.or_(ReadingRequest.assigned_to_id.is_(None),
+                                                               ReadingRequest.assigned_to_id == user.id)))
+            return sa.or_(mine, patient_access.visible_clause(user))
+        case Role.PATIENT:
+            return patient_access.visible_clause(user)
+        case _:
+            return sa.false()

@@ -1,0 +1,55 @@
+"""The demo SMART app a new user sees: the seed registers it, and in Chromium a patient connects it and it reads
+their record through FHIR with the token it was given."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from app import db
+from app.auth import oauth_service
+from app.auth.oauth_models import OAuthClient
+from app.fhir import demo_app
+from app.patients import service as patients
+from app.seed import seed_smart_app
+from tests.conftest import PASSWORD
+
+
+def test_the_demo_seed_registers_the_smart_app(app_ctx, factories):
+    seed_smart_app(factories.admin())
+    client = db.session.scalar(sa.select(OAuthClient).where(OAuthClient.name == demo_app.APP_NAME))
+    assert client.is_public and "http://127.0.0.1:5000/smart-demo/" in client.redirect_uris
+    assert "patient/MedicationRequest.rs" in client.allowed_scope.split()
+
+
+@pytest.mark.browser
+def test_a_patient_connects_the_demo_app_and_it_reads_their_record(live_server: str, live_factories: Any,
+                                                                   new_browser: Any) -> None:
+    family = f"Demo{uuid.uuid4().hex[:6]}"
+    clinic = live_factories.facility(name="Demo app clinic")
+    nurse = live_factories.nurse(facility=clinic)
+    patient = live_factories.patient(facility=clinic, with_account=True, given_name="Maria", family_name=family)
+    patients.add_allergy(patient, by=nurse, substance="Penicillin", severity="severe", reaction="Hives")
+    oauth_service.register_client(oauth_service.ClientInput(
+        name=demo_app.APP_NAME, is_public=True, redirect_uris=[f"{live_server}/smart-demo/"], scope=demo_app.SCOPE,
+        grants=["authorization_code"]), by=live_factories.admin())
+    db.session.commit()
+    account = patient.user_id
+    email = db.session.scalar(sa.text("SELECT email FROM user_account WHERE id = :id"), {"id": account})
+
+    page = new_browser().new_page()
+    page.goto(f"{live_server}/smart-demo/")
+    page.click("#demo-connect")
+    page.wait_for_url("**/sign-in**")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.click("button[value=allow]")
+    page.wait_for_selector("#demo-record:not([hidden])")
+    assert page.text_content("#demo-patient") == f"Maria {family}"
+    assert page.text_content("#demo-allergies") == "Penicillin (high risk)"
+    assert "read Patient/" in page.text_content("#demo-steps")
+    assert "Revoke" in page.text_content("#demo-status")
