@@ -268,6 +268,10 @@ def set_status(rx: Prescription, status: RequestStatus | str, *, by: User, reaso
             "Some fields need attention.", errors={"status": ["Choose a status."]})) from None
     from app.pharmacy import service as pharmacy
 
+    if rx.status is RequestStatus.DRAFT and target is RequestStatus.ACTIVE:  # the safety checks and signature
+        raise _fail("prescription.status", by, rx,
+                    Conflict("A draft becomes active only by signing it, after its safety checks."),
+                    {"from": rx.status.value, "to": target.value})
     if target not in DOCTOR_TARGETS or target not in TRANSITIONS.get(rx.status, set()):
         raise _fail("prescription.status", by, rx,
                     Conflict(f"A prescription cannot go from {rx.status.value} to {target.value}."),

@@ -285,6 +285,19 @@ def test_doctor_holds_and_resumes_from_the_page(client, factories, login):
     assert client.get(f"/api/v1/medication-requests/{rx['id']}").json["status"] == "on-hold"
 
 
+def test_a_draft_cannot_be_made_active_without_signing(client, factories, login):
+    """Activating a draft through the status endpoint would skip the safety checks and the signature."""
+    doctor = factories.doctor()
+    patient = factories.patient(doctor=doctor)
+    login(client, doctor)
+    rx = _draft(client, patient.id).json
+    resp = client.post(f"/api/v1/medication-requests/{rx['id']}/status", json={"status": "active"})
+    assert resp.status_code == 409 and "only by signing" in resp.json["detail"]
+    page = client.post(f"/prescriptions/{rx['id']}/status", data={"status": "active"}, follow_redirects=True)
+    assert "only by signing" in page.get_data(as_text=True)
+    assert client.get(f"/api/v1/medication-requests/{rx['id']}").json["status"] == "draft"
+
+
 @pytest.mark.parametrize("quantity", ["many", 0, -1, 22, 1.5, True, 10**12])
 def test_api_bad_dispense_quantity(make_client, factories, login, quantity):
     doctor = factories.doctor()
