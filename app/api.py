@@ -29,9 +29,24 @@ class MalformedBody(AppError):
     status, slug, title = 400, "malformed-body", "The request body could not be read"
 
 
+def digits_up_to(limit: int) -> str:
+    """A regex for the decimal numbers from 0 to ``limit``, so the router never matches a larger one."""
+    text = str(limit)
+    options = [rf"\d{{1,{len(text) - 1}}}"] if len(text) > 1 else []
+    for i, digit in enumerate(text):
+        if digit != "0":
+            rest = len(text) - i - 1
+            options.append(f"{text[:i]}[0-{int(digit) - 1}]" + (rf"\d{{{rest}}}" if rest else ""))
+    options.append(text)
+    return "(?:" + "|".join(options) + ")"
+
+
 class DatabaseId(IntegerConverter):
     """``<int:...>`` in every route: a non-negative id the database can hold, so a 30-digit id is a plain
-    404 instead of an overflow deep in the driver."""
+    404 instead of an overflow deep in the driver. The bound is in the regex: a value refused only after
+    matching would let the router answer 405 for a path another method's rule also fails to match."""
+
+    regex = digits_up_to(DB_ID_MAX)
 
     def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A002 - werkzeug's signature
         kwargs.setdefault("max", DB_ID_MAX)

@@ -45,7 +45,8 @@ def test_an_array_where_an_object_is_expected(client, login, factories):
 def test_ids_beyond_the_databases_range_are_not_found(client, login, factories):
     login(client, factories.nurse())
     for path in ("/api/v1/patients/744895992331289886720", "/api/v1/patients/2147483648/allergies",
-                 "/api/v1/consults/appointments/99999999999999999999/chat"):
+                 "/api/v1/consults/appointments/99999999999999999999/chat",
+                 "/api/v1/consults/appointments/3000000000/signals"):  # GET and POST rules: 404, not 405
         resp = client.get(path)
         assert resp.status_code == 404 and resp.mimetype == "application/problem+json", path
     assert client.get("/patients/744895992331289886720").status_code == 404
