@@ -16,7 +16,7 @@ SAME_FOR_EVERY_ROLE = ("/account/", "/sign-in", "/oauth/")
 
 def _form_routes(app):
     for rule in app.url_map.iter_rules():
-        if rule.rule.startswith(("/api/", "/dicomweb", "/static")) or "POST" not in rule.methods:
+        if rule.rule.startswith(("/api/", "/dicomweb", "/static", "/fhir")) or "POST" not in rule.methods:
             continue
         yield rule
 

@@ -15,7 +15,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from tests.imaging.dicomgen import ct_slice
-from tests.imaging.test_scp import _run, listener  # noqa: F401  (the listener fixture)
+from tests.imaging.dimse import run
 
 
 def _broken(change: Any) -> Dataset:
@@ -35,10 +35,10 @@ BROKEN = {
 
 
 def _echo_ok(port: int) -> bool:
-    return _run("echoscu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port)).returncode == 0
+    return run("echoscu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port)).returncode == 0
 
 
-def test_garbage_instead_of_an_association(listener: Any) -> None:  # noqa: F811
+def test_garbage_instead_of_an_association(listener: Any) -> None:
     port, _ = listener
     for junk in (b"\x01\x00\x00\x00\xff\xff" + b"A" * 64, b"\x00" * 10, b"GET / HTTP/1.1\r\n\r\n"):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -49,7 +49,7 @@ def test_garbage_instead_of_an_association(listener: Any) -> None:  # noqa: F811
     assert _echo_ok(port)
 
 
-def test_malformed_datasets_get_a_failure_status_and_the_listener_goes_on(listener: Any,  # noqa: F811
+def test_malformed_datasets_get_a_failure_status_and_the_listener_goes_on(listener: Any,
                                                                            tmp_path: Path) -> None:
     port, _ = listener
     ae = AE(ae_title="CLINICCT")
@@ -65,5 +65,5 @@ def test_malformed_datasets_get_a_failure_status_and_the_listener_goes_on(listen
     assert _echo_ok(port)
     good = tmp_path / "good.dcm"
     good.write_bytes(ct_slice(patient_id="AFTER-GARBAGE"))
-    out = _run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), str(good))
+    out = run("storescu", "-aet", "CLINICCT", "-aec", "TOWNHEALTH", "127.0.0.1", str(port), str(good))
     assert out.returncode == 0, out.stderr
