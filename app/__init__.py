@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask import Flask, request
-from flask_smorest import Api
 
 from app import db
+from app.api import make_api
 from app.config import Config
 from app.extensions import csrf, login_manager
 
@@ -40,8 +40,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     oauth2.init_app(app)
     cors.init_app(app)
-    api = Api(app, spec_kwargs={"info": {"description": "JSON API of the Internet hospital. "
-                                         "Errors are RFC 9457 problem details."}})
+    api = make_api(app)
     app.extensions["hospital_api"] = api
 
     from app import objects, web

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, Response, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -142,9 +143,11 @@ def register_error_handlers(app: Flask) -> None:
         if isinstance(data, dict) and "messages" in data:
             # webargs/flask-smorest validation: {"json": {"field": ["msg"]}} -> {"field": ["msg"]}
             errors = {}
-            for location in data["messages"].values():
-                for field, msgs in location.items():
-                    errors[str(field)] = msgs if isinstance(msgs, list) else [str(msgs)]
+            for location, messages in data["messages"].items():
+                if not isinstance(messages, dict):  # a message about the whole location, e.g. the body
+                    messages = {location: messages}
+                for field, msgs in messages.items():
+                    errors[str(field)] = [str(m) for m in msgs] if isinstance(msgs, list) else [str(msgs)]
         title = exc.name
         detail = exc.description or exc.name
         slug = title.lower().replace(" ", "-")
@@ -152,6 +155,14 @@ def register_error_handlers(app: Flask) -> None:
             title, slug, detail = ValidationFailed.title, ValidationFailed.slug, "Check the named fields."
         headers = {k: v for k, v in exc.get_headers() if k.lower() in ("allow", "www-authenticate", "retry-after")}
         return problem_response(status, slug, title, detail, errors=errors, headers=headers)
+
+    @app.errorhandler(sa.exc.DataError)
+    @app.errorhandler(OverflowError)
+    def _out_of_range(exc: Exception) -> Response:
+        """A number or text the database cannot hold (an id past its range, say) is the client's error."""
+        _rollback_keeping_audit()
+        return problem_response(422, "value-out-of-range", "A value is out of range",
+                                "A number or text in the request is larger than a record can hold.")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -29,7 +29,7 @@ from app import db
 from app.audit.context import client_ip
 from app.auth import service as auth_service
 from app.auth.models import Role, User
-from app.errors import PayloadTooLarge, Unauthorized, UnsupportedMediaType, problem_response, wants_problem_json
+from app.errors import Unauthorized, problem_response, wants_problem_json
 from app.extensions import login_manager
 
 bp = Blueprint("web", __name__)
@@ -116,7 +116,6 @@ CSP = "; ".join([
     "frame-ancestors 'none'",
 ])
 
-API_MAX_BODY = 256 * 1024
 LAST_SEEN_RESOLUTION = timedelta(seconds=30)
 """Activity is noted in the session cookie at most this often, so a burst of requests (a viewer loading
 slices) does not re-sign and re-send the cookie each time; the idle limit can only come earlier by this much."""
@@ -181,17 +180,6 @@ def idle_limit(user: User) -> timedelta:
 
 
 def init_request_hooks(app: Flask) -> None:
-    @app.before_request
-    def _api_body_rules() -> BaseResponse | None:
-        """JSON API writes must be JSON and small; the reason names the problem instead of a vague 422."""
-        if not request.path.startswith("/api/") or request.method in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            return None
-        if (request.content_length or 0) > API_MAX_BODY:
-            raise PayloadTooLarge(f"Request bodies on the API are limited to {API_MAX_BODY // 1024} KiB.")
-        if request.content_length and not request.is_json:
-            raise UnsupportedMediaType("Send the body as application/json.")
-        return None
-
     @app.before_request
     def _context() -> BaseResponse | None:
         client_ip.set(request.remote_addr)

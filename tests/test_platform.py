@@ -84,3 +84,26 @@ def test_openapi_describes_every_api_route(app, client):
             assert (path, method) in documented, (path, method)
     patient = spec["components"]["schemas"]["NewPatient"]
     assert set(patient["required"]) == {"given_name", "family_name", "birth_date", "sex"}
+
+
+def test_openapi_describes_every_problem_response(client):
+    """Every operation names the problem answers it can give, each as RFC 9457 problem+json; none says 500."""
+    spec = client.get("/api/v1/openapi.json").json
+    problem = {"$ref": "#/components/schemas/Problem"}
+    required = set(spec["components"]["schemas"]["Problem"]["required"])
+    assert {"type", "title", "status", "detail", "instance"} <= required
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            if method == "parameters":
+                continue
+            codes = set(op["responses"])
+            needed = {"400", "401", "403", "404", "422"}
+            if method in ("post", "put", "patch", "delete"):
+                needed |= {"409", "413", "415"}
+            assert needed <= codes, (method, path, needed - codes)
+            assert "default" not in codes and "500" not in codes, (method, path)
+            for code in needed:
+                assert op["responses"][code]["content"]["application/problem+json"]["schema"] == problem
+            assert any(c.startswith("2") for c in codes), (method, path)
+    ids = spec["paths"]["/api/v1/patients/{patient_id}"]["parameters"][0]["schema"]
+    assert ids == {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}

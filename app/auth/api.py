@@ -25,7 +25,7 @@ class UserSchema(Schema):
     facility_id = fields.Int(allow_none=True, load_default=None)
     active = fields.Bool(dump_only=True)
     must_change_password = fields.Bool(load_default=True)
-    last_sign_in_at = fields.DateTime(dump_only=True)
+    last_sign_in_at = fields.DateTime(dump_only=True, allow_none=True)
 
 
 class NewUserSchema(UserSchema):

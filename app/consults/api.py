@@ -18,6 +18,7 @@ from flask_login import current_user, login_required
 from flask_smorest import Blueprint
 
 from app import db
+from app.api import DB_ID_MAX
 from app.audit import service as audit
 from app.auth.models import Role, User
 from app.consults import media, service, wake
@@ -157,6 +158,7 @@ _action("end", service.end_consult, NoteSchema, EncounterSchema,
 
 
 @blp.route("/appointments/<int:appointment_id>/state")
+@blp.alt_response(200, description="Where the consult stands", success=True)
 @login_required
 def state(appointment_id: int) -> Response:
     """Where the consult stands: what the waiting room shows."""
@@ -167,6 +169,7 @@ def state(appointment_id: int) -> Response:
 
 
 @blp.route("/appointments/<int:appointment_id>/token", methods=["POST"])
+@blp.alt_response(200, description="A join token", success=True)
 @login_required
 def token(appointment_id: int) -> dict[str, str]:
     """A fresh join token (single use, short-lived, bound to this consult and you)."""
@@ -177,6 +180,7 @@ def token(appointment_id: int) -> dict[str, str]:
 
 
 @blp.route("/appointments/<int:appointment_id>/join", methods=["POST"])
+@blp.alt_response(200, description="Your ICE servers and who else is in", success=True)
 @blp.arguments(TokenSchema)
 @login_required
 def join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
@@ -196,6 +200,7 @@ def join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
 
 
 @blp.route("/appointments/<int:appointment_id>/relay", methods=["POST"])
+@blp.alt_response(200, description="The media service's SDP answer", success=True)
 @blp.arguments(RelayOfferSchema)
 @login_required
 def relay_join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
@@ -216,6 +221,7 @@ def relay_join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
 
 
 @blp.route("/appointments/<int:appointment_id>/relay/switch", methods=["POST"])
+@blp.alt_response(200, description="The consult is on the relay", success=True)
 @blp.arguments(RelaySwitchSchema)
 @login_required
 def relay_switch(data: dict[str, Any], appointment_id: int) -> dict[str, str]:
@@ -228,6 +234,7 @@ def relay_switch(data: dict[str, Any], appointment_id: int) -> dict[str, str]:
 
 
 @blp.route("/appointments/<int:appointment_id>/relay/leave", methods=["POST"])
+@blp.alt_response(204, description="Left the relay", success=True)
 @login_required
 def relay_leave(appointment_id: int) -> Response:
     """Leave relay mode: the media service drops your peer connection."""
@@ -244,6 +251,7 @@ def relay_leave(appointment_id: int) -> Response:
 
 
 @blp.route("/appointments/<int:appointment_id>/leave", methods=["POST"])
+@blp.alt_response(204, description="Left the consult", success=True)
 @login_required
 def leave(appointment_id: int) -> Response:
     """Leave the consult (you can rejoin while it lasts)."""
@@ -254,6 +262,7 @@ def leave(appointment_id: int) -> Response:
 
 
 @blp.route("/appointments/<int:appointment_id>/signals", methods=["POST"])
+@blp.alt_response(201, description="The message id", success=True)
 @blp.arguments(SignalSchema)
 @login_required
 def send_signal(data: dict[str, Any], appointment_id: int) -> tuple[dict[str, int], int]:
@@ -267,6 +276,7 @@ def send_signal(data: dict[str, Any], appointment_id: int) -> tuple[dict[str, in
 
 
 @blp.route("/appointments/<int:appointment_id>/signals", methods=["GET"])
+@blp.alt_response(200, description="Messages for you", success=True)
 @blp.arguments(SignalArgsSchema, location="query")
 @login_required
 def receive_signals(args: dict[str, Any], appointment_id: int) -> Response:
@@ -278,6 +288,7 @@ def receive_signals(args: dict[str, Any], appointment_id: int) -> Response:
 
 
 @blp.route("/appointments/<int:appointment_id>/events")
+@blp.alt_response(200, description="A stream of signaling messages", content_type="text/event-stream", success=True)
 @login_required
 def events(appointment_id: int) -> Response:
     """Server-Sent Events: signaling messages as they arrive (the browser reconnects with Last-Event-ID)."""
@@ -285,7 +296,7 @@ def events(appointment_id: int) -> Response:
     service.pending_signals(appointment, by=current_user, after=2**62)  # authorises; audited if refused
     user_id = current_user.id
     after = request.headers.get("Last-Event-ID", request.args.get("after", "0"))
-    after_id = int(after) if after.isdigit() else 0
+    after_id = min(int(after), DB_ID_MAX) if after.isascii() and after.isdigit() else 0
     db.session.commit()
     channel = current_app.config["REDIS_URL"] or str(db.session.get_bind().url.render_as_string(hide_password=False))
     session_id = appointment.session.id if appointment.session else 0
@@ -335,6 +346,7 @@ class Chat(MethodView):
 
 
 @blp.route("/appointments/<int:appointment_id>/invite", methods=["POST"])
+@blp.alt_response(201, description="The invited user", success=True)
 @blp.arguments(InviteSchema)
 @login_required
 def invite(data: dict[str, Any], appointment_id: int) -> tuple[dict[str, int], int]:
@@ -359,6 +371,7 @@ def encounter(encounter_id: int) -> Encounter:
 
 
 @blp.route("/echo/offer", methods=["POST"])
+@blp.alt_response(200, description="The media service's SDP answer", success=True)
 @blp.arguments(OfferSchema)
 @login_required
 def echo_offer(data: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 @blp.route("/appointments/<int:appointment_id>/recording", methods=["GET"])
+@blp.alt_response(200, description="Recording state and consent", success=True)
 @login_required
 def recording_status(appointment_id: int) -> Response:
     """Consent and recording state of a consult (and, for the doctor and the patient, its recordings)."""
@@ -47,6 +48,7 @@ def recording_status(appointment_id: int) -> Response:
 
 
 @blp.route("/appointments/<int:appointment_id>/recording/consent", methods=["POST"])
+@blp.alt_response(201, description="Consent recorded", success=True)
 @login_required
 def give_consent(appointment_id: int) -> Response:
     """The patient (or their clinic, on their behalf) consents to this consult being recorded."""
@@ -57,6 +59,7 @@ def give_consent(appointment_id: int) -> Response:
 
 
 @blp.route("/appointments/<int:appointment_id>/recording/consent/revoke", methods=["POST"])
+@blp.alt_response(200, description="Consent revoked (or none to revoke)", success=True)
 @login_required
 def revoke_consent(appointment_id: int) -> Response:
     """Withdraw consent; a running recording stops."""
@@ -67,6 +70,7 @@ def revoke_consent(appointment_id: int) -> Response:
 
 
 @blp.route("/appointments/<int:appointment_id>/recording/start", methods=["POST"])
+@blp.alt_response(201, description="Recording started", success=True)
 @login_required
 def recording_start(appointment_id: int) -> Response:
     """Start recording (the doctor; needs the patient's consent; moves the consult to the relay)."""
@@ -78,6 +82,7 @@ def recording_start(appointment_id: int) -> Response:
 
 
 @blp.route("/appointments/<int:appointment_id>/recording/stop", methods=["POST"])
+@blp.alt_response(200, description="Recording stopped", success=True)
 @login_required
 def recording_stop(appointment_id: int) -> Response:
     """Stop recording (the doctor): the encrypted file is stored and listed with the encounter."""
@@ -90,6 +95,7 @@ def recording_stop(appointment_id: int) -> Response:
 
 
 @blp.route("/appointments/<int:appointment_id>/recordings", methods=["GET"])
+@blp.alt_response(200, description="The consult's recordings", success=True)
 @login_required
 def recording_list(appointment_id: int) -> Response:
     """Stored recordings of a consult (the treating doctor and the patient only)."""
@@ -100,6 +106,9 @@ def recording_list(appointment_id: int) -> Response:
 
 
 @blp.route("/recordings/<int:recording_id>/media", methods=["GET"])
+@blp.alt_response(200, description="The whole recording", content_type="video/webm", success=True)
+@blp.alt_response(206, description="The byte range asked for", content_type="video/webm", success=True)
+@blp.alt_response(416, description="The byte range is outside the recording", success=True)
 @login_required
 def recording_media(recording_id: int) -> Response:
     """Play a recording: the decrypted WebM, streamed, with byte ranges for seeking (the treating doctor and the
@@ -114,6 +123,7 @@ def recording_media(recording_id: int) -> Response:
 
 
 @blp.route("/appointments/<int:appointment_id>/invite-links", methods=["POST"])
+@blp.alt_response(201, description="A single-use guest link", success=True)
 @blp.arguments(InviteLinkSchema)
 @login_required
 def invite_link(data: dict[str, Any], appointment_id: int) -> Response:
@@ -128,6 +138,7 @@ def invite_link(data: dict[str, Any], appointment_id: int) -> Response:
 
 
 @blp.route("/appointments/<int:appointment_id>/participants", methods=["GET"])
+@blp.alt_response(200, description="Who is in the consult", success=True)
 @login_required
 def participant_list(appointment_id: int) -> Response:
     """Who is in the consult, and the invite links (the doctor)."""
@@ -138,6 +149,7 @@ def participant_list(appointment_id: int) -> Response:
 
 
 @blp.route("/appointments/<int:appointment_id>/participants/<int:user_id>/remove", methods=["POST"])
+@blp.alt_response(204, description="Removed", success=True)
 @login_required
 def participant_remove(appointment_id: int, user_id: int) -> Response:
     """Remove someone from the consult (the doctor): they cannot rejoin, their relay connection is dropped."""

@@ -713,7 +713,7 @@ def validate_sdp(sdp: object, field: str = "sdp") -> str:
     return sdp
 
 
-def _validate_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+def validate_signal(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     if kind not in SIGNAL_KINDS:
         raise _invalid("kind", f"Use one of: {', '.join(sorted(SIGNAL_KINDS))}.")
     gen = payload.get("gen")
@@ -812,7 +812,7 @@ def post_signal(appointment: Appointment, *, by: User, kind: str, payload: dict[
     session, participant = _open_for(appointment, by, "consult.signal")
     if not participant.present:
         raise Conflict("Join the consult before sending media negotiation messages.")
-    clean = _validate_payload(kind, payload)
+    clean = validate_signal(kind, payload)
     if _rate_limited(session, by):
         audit.record("consult.signal", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
                      resource_type="ConsultSession", resource_id=session.id, detail={"why": "rate limit"})

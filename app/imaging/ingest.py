@@ -11,6 +11,7 @@ import contextlib
 import logging
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
@@ -120,14 +121,14 @@ def _index_alone(r: IngestResult, *, by: User | None, facility_id: int | None, a
     r.status, r.reason = "rejected", service.TRY_AGAIN
 
 
-def _zip_entries(fh: BinaryIO, name: str) -> Iterator[tuple[str, BinaryIO | None, str]]:
+def zip_entries(fh: BinaryIO, name: str) -> Iterator[tuple[str, BinaryIO | None, str]]:
     """Yield (entry name, temp file or None, rejection reason) for each file entry of a zip."""
     max_file = current_app.config["IMAGING_MAX_FILE_BYTES"]
     max_entries = current_app.config["IMAGING_MAX_ZIP_ENTRIES"]
     try:
         archive = zipfile.ZipFile(fh)
         infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):
         yield name, None, "not a readable zip file"
         return
     if len(infos) > max_entries:
@@ -135,6 +136,9 @@ def _zip_entries(fh: BinaryIO, name: str) -> Iterator[tuple[str, BinaryIO | None
         return
     for info in infos:
         entry = info.filename
+        if not entry:
+            yield f"{name}/(no name)", None, "zip entry without a name"
+            continue
         if info.is_dir():
             continue
         label = f"{name}/{entry}"
@@ -166,7 +170,7 @@ def _zip_entries(fh: BinaryIO, name: str) -> Iterator[tuple[str, BinaryIO | None
             except RuntimeError:  # zipfile's answer to an encrypted entry opened without a password
                 yield label, None, "encrypted zip entry"
                 continue
-            except (zipfile.BadZipFile, OSError, EOFError):
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error):  # zipfile wraps only some damage
                 yield label, None, "damaged zip entry"
                 continue
             tmp.seek(0)
@@ -205,7 +209,7 @@ def ingest_files(files: Iterable[tuple[str, BinaryIO]], *, by: User | None, faci
             size = fh.seek(0, 2)
             fh.seek(0)
             if is_zip(fh, name):
-                for label, entry, reason in _zip_entries(fh, name):
+                for label, entry, reason in zip_entries(fh, name):
                     if entry is None:
                         add(IngestResult(label, "rejected", reason))
                     else:

@@ -362,6 +362,12 @@ def cancel_open_dispenses(rx: Prescription, *, by: User, reason: str) -> None:
 # ------------------------------------------------------------------ pickup
 
 
+def normalise_code(code: str | None) -> str | None:
+    """A pickup code as typed or scanned (any case, spaces, dashes) in its stored form; None if it cannot be one."""
+    normal = "".join(c for c in (code or "").upper() if c.isascii() and c.isalnum())
+    return normal if len(normal) == 8 else None
+
+
 def find_by_code(code: str, *, by: User) -> Dispense:
     """The dispense waiting at this pharmacy for a pickup code.
 
@@ -370,9 +376,9 @@ def find_by_code(code: str, *, by: User) -> Dispense:
     if by.role is not Role.PHARMACIST:
         raise audit.deny("dispense.pickup_lookup", by=by, resource_type=RT)
     _throttle_code_guessing(by)
-    normal = "".join(c for c in (code or "").upper() if c.isalnum())
+    normal = normalise_code(code)
     dispense = None
-    if len(normal) == 8:
+    if normal is not None:
         dispense = db.session.scalar(sa.select(Dispense).where(Dispense.pickup_code_hash == _code_hash(normal),
                                                                Dispense.facility_id == by.facility_id))
     if dispense is None or dispense.status is not DispenseStatus.IN_PROGRESS:
