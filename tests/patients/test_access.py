@@ -72,7 +72,7 @@ def test_allergy_write_matrix(make_client, login, world, who, can_write):
 
 def test_only_clinic_staff_of_the_clinic_edit_demographics(make_client, login, world):
     patient = world["patient"]
-    body = {"given_name": "Renamed", "family_name": patient.family_name, "birth_date": "1980-01-02", "sex": "female"}
+    body = {"given_name": "Renamed", "family_name": patient.family_name, "birth_date": "1979-12-31", "sex": "female"}
     doctor = make_client()
     login(doctor, world["doctor"])
     assert doctor.put(f"/api/v1/patients/{patient.id}", json=body).status_code == 404
