@@ -164,14 +164,14 @@ def test_deidentified_export(client: Any, login: Any, scans: dict[str, Any]) -> 
 
 def test_rendered_cache_keys_and_access(client: Any, login: Any, factories: Any, scans: dict[str, Any]) -> None:
     """Cached renders differ per window/size/type, and a cached image is still refused to outsiders."""
-    from app.imaging import dicomweb
+    from app.imaging.dicomweb import retrieve
 
-    dicomweb.RENDERED_CACHE.clear()
+    retrieve.RENDERED_CACHE.clear()
     login(client, scans["doctor"])
     inst = _qido(client, f"/dicomweb/studies/{scans['a']}/series/{scans['series']}/instances")[0]
     base = f"/dicomweb/studies/{scans['a']}/series/{scans['series']}/instances/{inst['00080018']['Value'][0]}"
     first = client.get(f"{base}/rendered").data
-    assert dicomweb.RENDERED_CACHE.cost == len(first)
+    assert retrieve.RENDERED_CACHE.cost == len(first)
     assert client.get(f"{base}/rendered").data == first
     assert client.get(f"{base}/rendered?window=-600,1500").data != first
     small = Image.open(io.BytesIO(client.get(f"{base}/rendered?viewport=32,32").data))
@@ -183,9 +183,9 @@ def test_rendered_cache_keys_and_access(client: Any, login: Any, factories: Any,
 
 
 def test_lru_evicts_oldest_by_cost() -> None:
-    from app.imaging.dicomweb import _Lru
+    from app.imaging.dicomweb.headers import Lru
 
-    lru = _Lru(10)
+    lru = Lru(10)
     lru.put("a", b"aaaa", 4)
     lru.put("b", b"bbbb", 4)
     assert lru.get("a") == b"aaaa"  # a is now most recent

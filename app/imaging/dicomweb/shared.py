@@ -1,0 +1,96 @@
+"""What the DICOMweb services share: the blueprint, DICOM JSON building blocks, CORS and the URLs they hand out.
+
+URLs handed out (RetrieveURL, BulkDataURI) are built from the request's own host and scheme; behind a reverse
+proxy they follow ``X-Forwarded-Host``/``-Proto`` once ``TRUSTED_PROXIES`` is set (see :mod:`app`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request, url_for
+
+from app.extensions import csrf
+from app.imaging import service
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
+csrf.exempt(bp)  # multipart/related cannot be sent cross-site without a CORS preflight, which we control
+DICOM_JSON = "application/dicom+json"
+
+
+@bp.record_once
+def _open_store(state: Any) -> None:
+    """Open the S3 store while the process starts (SDK import, bucket check or creation) rather than in the first
+    upload. If S3 cannot be reached yet, the app still starts, and the first request that needs it tries again."""
+    if state.app.config.get("OBJECT_STORE") != "s3":
+        return
+    with state.app.app_context():
+        try:
+            service.object_store()
+        except Exception:  # noqa: BLE001 - logged; the store is opened again on first use
+            logger.warning("the object store is not reachable at start; it is tried again on first use",
+                           exc_info=True)
+
+
+def element(vr: str, *values: Any) -> dict[str, Any]:
+    """A DICOM JSON attribute; empty values are left out (an attribute present with no value)."""
+    vals = [v for v in values if v not in (None, "")]
+    return {"vr": vr, "Value": vals} if vals else {"vr": vr}
+
+
+def person_name(value: str | None) -> dict[str, Any]:
+    """A PN attribute with its component groups split (``Alphabetic=Ideographic=Phonetic``, PS3.18 F.2.2)."""
+    if not value:
+        return {"vr": "PN"}
+    groups = dict(zip(("Alphabetic", "Ideographic", "Phonetic"), value.split("="), strict=False))
+    return {"vr": "PN", "Value": [{k: v for k, v in groups.items() if v}]}
+
+
+def dicom_json(body: Any, status: int = 200, *, warnings: list[str] | None = None) -> Response:
+    """A DICOM JSON response, with a ``Warning: 299`` header per warning (PS3.18 §8.4.2)."""
+    resp = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype=DICOM_JSON)
+    for text in warnings or ():
+        resp.headers.add("Warning", warning_value(text))
+    return resp
+
+
+def warning_value(text: str) -> str:
+    """One RFC 7234 warning, ``299 <host> "<text>"``."""
+    return f'299 {request.host} "{text.replace(chr(34), chr(39))}"'
+
+
+def retrieve_url(study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> str:
+    """The absolute WADO-RS URL of a study, series or instance."""
+    url = url_for("dicomweb.study_retrieve", study_uid=study_uid, _external=True)
+    if series_uid:
+        url += f"/series/{series_uid}"
+    if sop_uid:
+        url += f"/instances/{sop_uid}"
+    return url
+
+
+# ---------------------------------------------------------------- CORS
+
+
+@bp.after_request
+def _cors(resp: Response) -> Response:
+    origins = [o.strip() for o in current_app.config["DICOMWEB_CORS_ORIGINS"].split(",") if o.strip()]
+    origin = request.headers.get("Origin")
+    if origin and (origin in origins or "*" in origins):
+        resp.headers["Access-Control-Allow-Origin"] = origin
+        resp.headers["Access-Control-Allow-Credentials"] = "true"
+        resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        resp.headers["Access-Control-Allow-Headers"] = "Accept, Content-Type, Authorization, X-CSRFToken"
+        resp.headers["Access-Control-Expose-Headers"] = "Content-Type, Content-Length, Warning"
+        resp.headers["Vary"] = "Origin"
+    return resp
+
+
+@bp.route("/<path:_any>", methods=["OPTIONS"])
+@bp.route("/studies", methods=["OPTIONS"])
+def _preflight(_any: str = "") -> Response:
+    return Response(status=204)
