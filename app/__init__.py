@@ -17,6 +17,12 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(config.INSTANCE_PATH), instance_relative_config=False)
     app.config.from_object(config)
     app.config["MAX_FORM_MEMORY_SIZE"] = 500_000
+    if config.TRUSTED_PROXIES:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = config.TRUSTED_PROXIES
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops,  # type: ignore[method-assign]
+                                x_prefix=hops)
 
     engine = db.make_engine(config.DATABASE_URL, echo=config.SQL_ECHO)
     app.extensions["db_engine"] = engine

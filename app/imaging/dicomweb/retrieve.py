@@ -5,7 +5,8 @@ Every read is authorised and audited by :mod:`app.imaging.service` before a byte
 
 from __future__ import annotations
 
-import re
+import io
+import logging
 import uuid
 from collections.abc import Iterator
 
@@ -17,8 +18,20 @@ from app import db
 from app.errors import NotFound, ValidationFailed
 from app.imaging import dicomfile, render, service
 from app.imaging.dicomweb.headers import Lru, full_dataset, header_of, shared_header
-from app.imaging.dicomweb.shared import bp, dicom_json, element, retrieve_url
+from app.imaging.dicomweb.shared import (
+    NotAcceptable,
+    accepted,
+    bp,
+    dicom_json,
+    element,
+    require_json_accepted,
+    retrieve_url,
+)
 from app.imaging.models import Instance
+
+logger = logging.getLogger(__name__)
+EXPLICIT_LE, IMPLICIT_LE, BIG_ENDIAN = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
+NATIVE_LE = frozenset({EXPLICIT_LE, IMPLICIT_LE})  # frame bytes are the same in both
 
 
 def _instances_of(study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[Instance]:
@@ -31,12 +44,45 @@ def _instances_of(study_uid: str, series_uid: str | None = None, sop_uid: str | 
     return [i for s in study.series for i in s.instances]
 
 
-def _check_accept_dicom() -> None:
-    accept = request.headers.get("Accept", "*/*")
-    if "transfer-syntax" in accept:
-        wanted = re.findall(r'transfer-syntax="?([0-9.*]+)"?', accept)
-        if wanted and "*" not in wanted and not all(w for w in wanted):
-            raise NotFound("Requested transfer syntax is not available.")
+def _instance_syntax(instances: list[Instance]) -> tuple[str, str | None]:
+    """How to send whole instances: (part media type, transfer syntax to transcode to, or None for as stored).
+
+    ``transfer-syntax=*`` or none given sends each instance as stored; an explicit syntax is honoured as stored
+    or by decompressing to Explicit VR Little Endian, and refused otherwise.
+
+    :raises NotAcceptable: nothing the client accepts can be sent.
+    """
+    for media, params in accepted():
+        if media in ("*/*", "multipart/*"):
+            return "multipart/related", None
+        single = media == "application/dicom" and len(instances) == 1  # one instance may come as a single part
+        if not single and (media != "multipart/related"
+                           or params.get("type", "application/dicom").lower() != "application/dicom"):
+            continue
+        wanted = params.get("transfer-syntax", "*")
+        if wanted == "*" or all(i.transfer_syntax_uid == wanted for i in instances):
+            return media, None
+        if wanted == EXPLICIT_LE and all(i.transfer_syntax_uid != BIG_ENDIAN for i in instances):
+            return media, EXPLICIT_LE
+    stored = sorted({i.transfer_syntax_uid for i in instances})
+    raise NotAcceptable(f"These instances are available as application/dicom in {', '.join(stored)} (as stored) "
+                        f"or {EXPLICIT_LE} (decompressed), with multipart/related.")
+
+
+def _transcoded(inst: Instance) -> bytes:
+    """The instance re-encoded in Explicit VR Little Endian (decompressed if need be)."""
+    ds = full_dataset(inst)
+    try:
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            ds.decompress()
+        else:
+            ds.file_meta.TransferSyntaxUID = EXPLICIT_LE
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+    except Exception:  # noqa: BLE001 - no decoder for this syntax: the part cannot be sent as asked
+        logger.warning("could not transcode instance %s", inst.id, exc_info=True)
+        raise NotAcceptable("An instance cannot be decompressed here; ask for transfer-syntax=*.") from None
+    return buf.getvalue()
 
 
 def _multipart(parts: Iterator[tuple[str, Iterator[bytes]]], part_type: str) -> Response:
@@ -67,12 +113,20 @@ def _multipart_in_memory(ctype: str, parts: list[bytes]) -> Response:
 
 
 def _retrieve(instances: list[Instance]) -> Response:
-    _check_accept_dicom()
     if not instances:
         raise NotFound("No instances.")
+    media, target = _instance_syntax(instances)
+    if target is not None:
+        data = [_transcoded(i) for i in instances]  # decoded up front: a failure is a clean 406
+        db.session.commit()
+        if media == "application/dicom":
+            return Response(data[0], mimetype="application/dicom")
+        return _multipart_in_memory(f"application/dicom; transfer-syntax={target}", data)
     store = service.object_store()
     keys = [(i.object_key, i.transfer_syntax_uid) for i in instances]
     db.session.commit()
+    if media == "application/dicom":
+        return Response(stream_with_context(store.get(keys[0][0])), mimetype="application/dicom")
     parts = ((f"application/dicom; transfer-syntax={ts}", store.get(key)) for key, ts in keys)
     return _multipart(parts, "application/dicom")
 
@@ -94,6 +148,7 @@ RENDERED_CACHE = Lru(64 * 1024 * 1024)  # cost = bytes
 
 def _metadata(instances: list[Instance]) -> Response:
     out = []
+    require_json_accepted()
     for inst in instances:
         ds = header_of(inst)
         ds.pop("PixelData", None)
@@ -156,27 +211,62 @@ COMPRESSED_MEDIA = {
     "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2",
     "1.2.840.10008.1.2.5": "image/dicom-rle",
 }
+# The transfer syntax a media type means when the Accept names none (PS3.18 table 8.7.3-5).
+DEFAULT_SYNTAX = {"application/octet-stream": EXPLICIT_LE, "image/jpeg": "1.2.840.10008.1.2.4.50",
+                  "image/jls": "1.2.840.10008.1.2.4.80", "image/jp2": "1.2.840.10008.1.2.4.90",
+                  "image/dicom-rle": "1.2.840.10008.1.2.5"}
+
+
+def _frame_syntax(stored: str) -> str | None:
+    """What to send frames of an instance stored in ``stored`` as: ``"stored"`` (as they are, native frames
+    labelled Explicit VR Little Endian), ``"decoded"`` (decompressed to Explicit VR Little Endian), or None when
+    nothing the client accepts can be sent."""
+    for media, params in accepted():
+        if media in ("*/*", "multipart/*"):
+            return "stored"
+        if media != "multipart/related":
+            continue
+        part = params.get("type", "application/octet-stream").lower()
+        wanted = params.get("transfer-syntax") or DEFAULT_SYNTAX.get(part)
+        if part in ("*/*", "*") or wanted == "*":
+            return "stored"
+        if part == "application/octet-stream" and wanted in (EXPLICIT_LE, IMPLICIT_LE):
+            return "stored" if stored in NATIVE_LE else "decoded"
+        if COMPRESSED_MEDIA.get(stored) == part and wanted == stored:
+            return "stored"
+    return None
 
 
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>")
 @db.autocommit_reads
 @login_required
 def frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Response:
-    """Frames in the stored transfer syntax (``transfer-syntax=*``); uncompressed ones are range-read."""
+    """Frames as the Accept asks: as stored (``transfer-syntax=*``; uncompressed ones are range-read), or
+    decompressed to Explicit VR Little Endian; never in a syntax other than the one the answer names."""
     inst = service.get_instance(study_uid, series_uid, sop_uid, by=current_user, action="imaging.frames.read")
     numbers = _frame_numbers(frame_list, inst.number_of_frames)
     ts = inst.transfer_syntax_uid
     db.session.commit()
-    if ts in dicomfile.UNCOMPRESSED and inst.pixel_data_offset:
+    how = _frame_syntax(ts)
+    if how is None:
+        media = COMPRESSED_MEDIA.get(ts, "application/octet-stream")
+        raise NotAcceptable(f"These frames are available as {media} in {ts} (as stored) or as "
+                            f"application/octet-stream in {EXPLICIT_LE} (decompressed), with multipart/related.")
+    if ts in NATIVE_LE and inst.pixel_data_offset:
         data = _native_frames(inst, numbers, shared_header(inst))
-        ctype = f"application/octet-stream; transfer-syntax={ts}"
-    elif ts in COMPRESSED_MEDIA:
+        ctype = f"application/octet-stream; transfer-syntax={EXPLICIT_LE}"
+    elif how == "stored" and ts in COMPRESSED_MEDIA:
         data = _encapsulated_frames(inst, numbers)
         ctype = f"{COMPRESSED_MEDIA[ts]}; transfer-syntax={ts}"
     else:
         ds = full_dataset(inst)
-        data = [render.decoded_frame(ds, n - 1).tobytes() for n in numbers]
-        ctype = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+        try:
+            arrays = [render.decoded_frame(ds, n - 1) for n in numbers]
+            data = [a.astype(a.dtype.newbyteorder("<")).tobytes() for a in arrays]
+        except Exception:  # noqa: BLE001 - no decoder for this syntax here
+            logger.warning("could not decode frames of instance %s", inst.id, exc_info=True)
+            raise NotAcceptable(f"These frames cannot be decompressed here; ask for transfer-syntax={ts}.") from None
+        ctype = f"application/octet-stream; transfer-syntax={EXPLICIT_LE}"
     return _multipart_in_memory(ctype, data)
 
 
@@ -213,7 +303,7 @@ def _rendered_type() -> str:
         return "image/jpeg"
     if "image/png" in wanted:
         return "image/png"
-    raise NotFound("Rendered images are image/jpeg or image/png.")
+    raise NotAcceptable("Rendered images are image/jpeg or image/png.")
 
 
 def render_instance(inst: Instance, frame: int, *, window: tuple[float, float] | None, media_type: str,

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request, url_for
 
+from app.errors import AppError
 from app.extensions import csrf
 from app.imaging import service
 
@@ -20,6 +21,10 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
 csrf.exempt(bp)  # multipart/related cannot be sent cross-site without a CORS preflight, which we control
 DICOM_JSON = "application/dicom+json"
+
+
+class NotAcceptable(AppError):
+    status, slug, title = 406, "not-acceptable", "The requested representation is not available"
 
 
 @bp.record_once
@@ -71,6 +76,52 @@ def retrieve_url(study_uid: str, series_uid: str | None = None, sop_uid: str | N
     if sop_uid:
         url += f"/instances/{sop_uid}"
     return url
+
+
+def accepted() -> list[tuple[str, dict[str, str]]]:
+    """The Accept header as (media type, parameters) in the client's order of preference; ``*/*`` if absent.
+
+    Parameters matter here (``multipart/related; type="application/octet-stream"; transfer-syntax=*``), which
+    werkzeug's parsed Accept drops.
+    """
+    header = request.headers.get("Accept", "").strip() or "*/*"
+    options: list[tuple[float, int, str, dict[str, str]]] = []
+    for index, item in enumerate(_split(header, ",")):
+        media, *raw = _split(item, ";")
+        params: dict[str, str] = {}
+        for param in raw:
+            name, _, value = param.partition("=")
+            params[name.strip().lower()] = value.strip().strip('"')
+        try:
+            quality = float(params.pop("q", "1"))
+        except ValueError:
+            quality = 1.0
+        if media.strip() and quality > 0:
+            options.append((-quality, index, media.strip().lower(), params))
+    return [(media, params) for _, _, media, params in sorted(options)]
+
+
+def _split(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside double quotes."""
+    parts, current, quoted = [], [], False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def require_json_accepted() -> None:
+    """:raises NotAcceptable: the client accepts neither DICOM JSON nor JSON (e.g. only DICOM XML)."""
+    for media, _params in accepted():
+        if media in (DICOM_JSON, "application/json", "application/*", "*/*"):
+            return
+    raise NotAcceptable("This resource is available as application/dicom+json only.")
 
 
 # ---------------------------------------------------------------- CORS

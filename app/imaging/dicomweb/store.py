@@ -8,15 +8,16 @@ and rows are committed.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, BinaryIO
 
+import pydicom
 from flask import Response, current_app, request
 from flask_login import current_user, login_required
 
 from app import db
 from app.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from app.imaging import service
-from app.imaging.dicomweb.shared import bp, dicom_json, element, retrieve_url
+from app.imaging.dicomweb.shared import bp, dicom_json, element, require_json_accepted, retrieve_url
 from app.imaging.ingest import index_and_commit, stage_one
 from app.imaging.multipart import MalformedMultipart, iter_parts
 
@@ -24,12 +25,15 @@ FAILURE_PROCESSING = 0x0110
 FAILURE_DUPLICATE = 0x0111
 FAILURE_OUT_OF_RESOURCES = 0xA700  # the sender should retry
 FAILURE_CANNOT_UNDERSTAND = 0xC000
+FAILURE_OTHER_STUDY = 0xC409  # the instance is not of the study in the URL (the code dcm4chee and others use)
 
 @bp.post("/studies")
 @bp.post("/studies/<study_uid>")
 @login_required
 def stow(study_uid: str | None = None) -> Response:
-    """Store instances sent as multipart/related; type="application/dicom"."""
+    """Store instances sent as multipart/related; type="application/dicom"; to ``/studies/{uid}`` only
+    instances of that study (the others are refused one by one, not stored)."""
+    require_json_accepted()
     ctype = request.headers.get("Content-Type", "")
     m = re.search(r'boundary="?([^";]+)"?', ctype)
     if not ctype.lower().startswith("multipart/related") or not m:
@@ -59,6 +63,9 @@ def stow(study_uid: str | None = None) -> Response:
             if ptype != "application/dicom":
                 outcomes.append({"00081197": element("US", FAILURE_CANNOT_UNDERSTAND),
                                  "00000902": element("LO", "part is not application/dicom")})
+                continue
+            if study_uid is not None and (other := _other_study(fh, study_uid)) is not None:
+                outcomes.append(other)
                 continue
             result = stage_one(fh, filename=f"part {n}", by=current_user, source="stow", pending=pending,
                                background=True)
@@ -98,6 +105,25 @@ def stow(study_uid: str | None = None) -> Response:
         body_out["00081198"] = {"vr": "SQ", "Value": failed}
     status = 200 if not failed else (202 if referenced else 409)
     return dicom_json(body_out, status)
+
+
+def _other_study(fh: BinaryIO, study_uid: str) -> dict[str, Any] | None:
+    """The failure item of a part whose instance belongs to another study than ``study_uid``, read before
+    anything is stored; None when it is of that study (or unreadable, which :func:`stage_one` reports)."""
+    try:
+        ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True,
+                             specific_tags=["StudyInstanceUID", "SOPInstanceUID", "SOPClassUID"])
+    except Exception:  # noqa: BLE001 - not for this check to judge
+        return None
+    finally:
+        fh.seek(0)
+    found = str(ds.get("StudyInstanceUID", "") or "")
+    if not found or found == study_uid:
+        return None
+    return {"00081150": element("UI", str(ds.get("SOPClassUID", "") or "")),
+            "00081155": element("UI", str(ds.get("SOPInstanceUID", "") or "")),
+            "00081197": element("US", FAILURE_OTHER_STUDY),
+            "00000902": element("LO", "the instance belongs to another study than the one in the URL; not stored")}
 
 
 class _LimitedStream:

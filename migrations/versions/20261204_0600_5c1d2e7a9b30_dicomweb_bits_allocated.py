@@ -1,0 +1,54 @@
+"""DICOMweb: BitsAllocated of each instance, a QIDO-RS return key; filled from the stored headers.
+
+Revision ID: 5c1d2e7a9b30
+Revises: 71913fcd0e5d
+Create Date: 2026-12-04 06:00:00
+"""
+
+import io
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "5c1d2e7a9b30"
+down_revision: str | Sequence[str] | None = "71913fcd0e5d"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("imaging_instance") as batch:
+        batch.add_column(sa.Column("bits_allocated", sa.Integer(), nullable=True))
+    _backfill()
+
+
+def _backfill() -> None:
+    """Existing instances: BitsAllocated from the header in the object store, when the store can be opened here."""
+    import pydicom
+    from flask import current_app
+
+    try:
+        import storage
+
+        store = storage.from_config(dict(current_app.config))
+    except Exception:  # noqa: BLE001 - no app here (plain alembic): the values stay empty, QIDO leaves them out
+        return
+    conn = op.get_bind()
+    table = sa.table("imaging_instance", sa.column("id", sa.Integer), sa.column("object_key", sa.String),
+                     sa.column("pixel_data_offset", sa.BigInteger), sa.column("bits_allocated", sa.Integer))
+    rows = conn.execute(sa.select(table.c.id, table.c.object_key, table.c.pixel_data_offset)).all()
+    for row_id, key, offset in rows:
+        try:
+            data = store.read(key, length=offset) if offset else store.read(key)
+            bits = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True,
+                                   specific_tags=["BitsAllocated"]).get("BitsAllocated")
+        except Exception:  # noqa: BLE001, S112 - an unreadable object keeps an empty value (QIDO leaves it out)
+            continue
+        if bits is not None:
+            conn.execute(table.update().where(table.c.id == row_id).values(bits_allocated=int(bits)))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("imaging_instance") as batch:
+        batch.drop_column("bits_allocated")
