@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request, url_for
 
+from app.auth import service_credentials
 from app.errors import AppError
 from app.extensions import csrf
 from app.imaging import service
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
 csrf.exempt(bp)  # multipart/related cannot be sent cross-site without a CORS preflight, which we control
+bp.before_request(service_credentials.authenticate_peer)  # PACS peers sign requests with HTTP Basic
 DICOM_JSON = "application/dicom+json"
 
 

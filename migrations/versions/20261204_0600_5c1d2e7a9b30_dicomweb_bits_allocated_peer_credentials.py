@@ -1,4 +1,5 @@
-"""DICOMweb: BitsAllocated of each instance, a QIDO-RS return key; filled from the stored headers.
+"""DICOMweb: BitsAllocated of each instance (a QIDO-RS return key, filled from the stored headers) and the
+service credentials of machine peers (PACS syncing over DICOMweb).
 
 Revision ID: 5c1d2e7a9b30
 Revises: 71913fcd0e5d
@@ -11,6 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+import app.db
+
 revision: str = "5c1d2e7a9b30"
 down_revision: str | Sequence[str] | None = "71913fcd0e5d"
 branch_labels: str | Sequence[str] | None = None
@@ -21,6 +24,25 @@ def upgrade() -> None:
     with op.batch_alter_table("imaging_instance") as batch:
         batch.add_column(sa.Column("bits_allocated", sa.Integer(), nullable=True))
     _backfill()
+    op.create_table(
+        "service_credential",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column("key_id", sa.String(length=40), nullable=False),
+        sa.Column("secret_hash", sa.String(length=64), nullable=False),
+        sa.Column("scope", sa.Text(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("created_by_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", app.db.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", app.db.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", app.db.UtcDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["created_by_id"], ["user_account.id"],
+                                name=op.f("fk_service_credential_created_by_id_user_account")),
+        sa.ForeignKeyConstraint(["user_id"], ["user_account.id"],
+                                name=op.f("fk_service_credential_user_id_user_account")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_service_credential")),
+        sa.UniqueConstraint("key_id", name=op.f("uq_service_credential_key_id")),
+    )
 
 
 def _backfill() -> None:
@@ -50,5 +72,6 @@ def _backfill() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("service_credential")
     with op.batch_alter_table("imaging_instance") as batch:
         batch.drop_column("bits_allocated")
