@@ -270,15 +270,10 @@ def test_dicomweb_client_as_a_strict_client(live_server: str, live_factories: An
     import requests
     from dicomweb_client.api import DICOMwebClient
 
-    from tests.conftest import PASSWORD
+    from tests.http import signed_in
 
     nurse = live_factories.nurse(email=f"strict-{generate_uid()[-8:]}@test.example")
-    session = requests.Session()
-    token = session.get(f"{live_server}/api/v1/auth/csrf", timeout=10).json()["csrf_token"]
-    assert session.post(f"{live_server}/sign-in", data={"email": nurse.email, "password": PASSWORD,
-                                                         "csrf_token": token}, allow_redirects=False,
-                        timeout=10).status_code == 302
-    dw = DICOMwebClient(url=f"{live_server}/dicomweb", session=session)
+    dw = DICOMwebClient(url=f"{live_server}/dicomweb", session=signed_in(live_server, nurse))
     j2k = pydicom.dcmread(get_testdata_file(J2K_FILE))
     patient = f"STRICT-{generate_uid()[-6:]}"
     j2k.PatientID, j2k.StudyInstanceUID, j2k.SOPInstanceUID = patient, generate_uid(), generate_uid()
