@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -50,3 +51,14 @@ def scans(client: Any, factories: Any, login: Any) -> dict[str, Any]:
     client.post("/sign-out")
     return {"nurse": nurse, "doctor": doctor, "mine": mine, "other": other, "a": study_a, "b": study_b,
             "series": series_a}
+
+
+@pytest.fixture
+def care_team(live_factories: Any) -> dict[str, Any]:
+    """Committed people for live-server tests: a nurse, a doctor, and a patient of the nurse's clinic in the
+    doctor's care; ``tag`` makes names and emails unique."""
+    tag = uuid.uuid4().hex[:6]
+    nurse = live_factories.nurse(email=f"img-nurse-{tag}@test.example")
+    doctor = live_factories.doctor(email=f"img-doc-{tag}@test.example")
+    patient = live_factories.patient(facility=nurse.facility, doctor=doctor)
+    return {"nurse": nurse, "doctor": doctor, "patient": patient, "tag": tag}
