@@ -114,6 +114,8 @@ def test_cors_for_configured_origin(client: Any, login: Any, app: Any, scans: di
     monkeypatch.setitem(app.config, "DICOMWEB_CORS_ORIGINS", "https://viewer.example")
     pre = client.options("/dicomweb/studies", headers={"Origin": "https://viewer.example"})
     assert pre.status_code == 204 and pre.headers["Access-Control-Allow-Origin"] == "https://viewer.example"
+    assert "Access-Control-Allow-Credentials" not in pre.headers  # bearer tokens only, never the session cookie
+    assert "Warning" in pre.headers["Access-Control-Expose-Headers"]  # QIDO warnings reach browser clients
     other = client.options("/dicomweb/studies", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
 

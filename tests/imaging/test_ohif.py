@@ -144,3 +144,67 @@ def test_ohif_lists_and_shows_a_study_from_the_platform(ohif_server: str, ohif_s
     centre = pixels[height * 2 // 5:height * 3 // 5, width * 2 // 5:width * 3 // 5]
     tissue = pixels[height * 4 // 5:height * 9 // 10, width // 5:width * 2 // 5]
     assert centre.mean() > 200 and 40 < tissue.mean() < 170, "the slice (a bright square on tissue) is not drawn"
+
+
+def _ohif_only(config: str) -> Any:
+    """OHIF alone on its own origin, with ``config`` as its app-config.js."""
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/app-config.js":
+            return Response(config, mimetype="application/javascript")(environ, start_response)
+        return _ohif_and_platform(lambda *_a: [])(environ, start_response)
+
+    return wsgi
+
+
+def _access_token(base: str, person: Any, redirect_uri: str) -> str:
+    """An access token for ``person`` from the platform's authorization server (code + PKCE), as OHIF's
+    OpenID Connect client would obtain it."""
+    from authlib.common.security import generate_token
+    from authlib.integrations.requests_client import OAuth2Session
+
+    from app import db
+    from app.auth import oauth_service
+    from tests.auth.conftest import browser_session, consent
+    from tests.factories import Factories
+
+    registered, _ = oauth_service.register_client(oauth_service.ClientInput(
+        name="OHIF viewer", is_public=True, redirect_uris=[redirect_uri], scope="openid user/ImagingStudy.rs",
+        grants=["authorization_code"]), by=Factories().admin())
+    db.session.commit()
+    client = OAuth2Session(registered.client_id, scope="openid user/ImagingStudy.rs", redirect_uri=redirect_uri,
+                           code_challenge_method="S256", token_endpoint_auth_method="none")
+    verifier = generate_token(48)
+    url, _state = client.create_authorization_url(f"{base}/oauth/authorize", code_verifier=verifier,
+                                                  nonce=generate_token(16))
+    answer = consent(browser_session(base, person), url)
+    token = client.fetch_token(f"{base}/oauth/token", authorization_response=answer.headers["Location"],
+                               code_verifier=verifier)
+    return token["access_token"]
+
+
+def test_ohif_on_its_own_origin_shows_a_study_with_a_bearer_token(
+        app: Flask, live_server: str, ohif_study: dict[str, Any], new_browser: Any, artifacts_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    root = f"'{live_server}/dicomweb'"
+    config = APP_CONFIG.replace("'/dicomweb'", root)
+    with serve_wsgi(_ohif_only(config)) as viewer_origin:
+        monkeypatch.setitem(app.config, "DICOMWEB_CORS_ORIGINS", viewer_origin)
+        token = _access_token(live_server, ohif_study["doctor"], f"{viewer_origin}/callback")
+        page = new_browser().new_page()
+        dicomweb: list[tuple[int, str]] = []
+        page.on("response", lambda r: dicomweb.append((r.status, r.url)) if "/dicomweb/" in r.url else None)
+        page.goto(f"{viewer_origin}/viewer?StudyInstanceUIDs={ohif_study['study']}&token={token}")
+        page.wait_for_function("() => document.body.innerText.includes('(1/5)')", timeout=60_000)
+        page.wait_for_function(
+            "() => performance.getEntriesByType('resource').some(e => e.name.includes('/frames/'))", timeout=60_000)
+        assert "token=" not in page.url  # OHIF takes the token out of the address bar
+        frames = [(status, url) for status, url in dicomweb if "/frames/" in url]
+        assert frames and all(status == 200 for status, _ in frames), frames[:5]
+        assert all(url.startswith(live_server) for _, url in dicomweb)
+        shot = artifacts_dir / "ohif-viewer-bearer.png"
+        page.locator("canvas").first.screenshot(path=str(shot))
+        pixels = np.asarray(Image.open(shot).convert("L")).astype(int)
+        height, width = pixels.shape
+        assert pixels[height * 2 // 5:height * 3 // 5, width * 2 // 5:width * 3 // 5].mean() > 200

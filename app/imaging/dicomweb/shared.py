@@ -131,15 +131,16 @@ def require_json_accepted() -> None:
 
 @bp.after_request
 def _cors(resp: Response) -> Response:
+    """Configured origins (a viewer such as OHIF on its own host) may call DICOMweb with bearer tokens; cookies
+    are not allowed cross-origin, so a page there cannot ride on a signed-in person's session."""
     origins = [o.strip() for o in current_app.config["DICOMWEB_CORS_ORIGINS"].split(",") if o.strip()]
     origin = request.headers.get("Origin")
     if origin and (origin in origins or "*" in origins):
         resp.headers["Access-Control-Allow-Origin"] = origin
-        resp.headers["Access-Control-Allow-Credentials"] = "true"
         resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
         resp.headers["Access-Control-Allow-Headers"] = "Accept, Content-Type, Authorization, X-CSRFToken"
         resp.headers["Access-Control-Expose-Headers"] = "Content-Type, Content-Length, Warning"
-        resp.headers["Vary"] = "Origin"
+    resp.vary.add("Origin")
     return resp
 
 
