@@ -46,20 +46,19 @@ def upgrade() -> None:
 
 
 def _backfill() -> None:
-    """Existing instances: BitsAllocated from the header in the object store, when the store can be opened here."""
+    """Existing instances: BitsAllocated from the header of each stored object (the store named by the app's
+    settings); an object that cannot be read keeps an empty value, which QIDO leaves out."""
     import pydicom
-    from flask import current_app
 
-    try:
-        import storage
-
-        store = storage.from_config(dict(current_app.config))
-    except Exception:  # noqa: BLE001 - no app here (plain alembic): the values stay empty, QIDO leaves them out
-        return
     conn = op.get_bind()
     table = sa.table("imaging_instance", sa.column("id", sa.Integer), sa.column("object_key", sa.String),
                      sa.column("pixel_data_offset", sa.BigInteger), sa.column("bits_allocated", sa.Integer))
     rows = conn.execute(sa.select(table.c.id, table.c.object_key, table.c.pixel_data_offset)).all()
+    if not rows:
+        return
+    store = _object_store()
+    if store is None:
+        return
     for row_id, key, offset in rows:
         try:
             data = store.read(key, length=offset) if offset else store.read(key)
@@ -69,6 +68,23 @@ def _backfill() -> None:
             continue
         if bits is not None:
             conn.execute(table.update().where(table.c.id == row_id).values(bits_allocated=int(bits)))
+
+
+def _object_store() -> object | None:
+    import storage
+
+    try:
+        from flask import current_app
+
+        settings: object = dict(current_app.config)
+    except RuntimeError:  # plain `alembic upgrade` or `hospital run`: the settings come from the environment
+        from app.config import Config
+
+        settings = Config.from_env()
+    try:
+        return storage.from_config(settings)
+    except Exception:  # noqa: BLE001 - the store cannot be opened here: the values stay empty
+        return None
 
 
 def downgrade() -> None:
