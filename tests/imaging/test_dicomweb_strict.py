@@ -142,6 +142,14 @@ def test_qido_answers_carry_the_required_return_keys(client: Any, named_study: d
     assert inst["00080056"]["Value"] == ["ONLINE"]
     assert inst["00280100"] == {"vr": "US", "Value": [16]}  # BitsAllocated
     assert {"00080016", "00080018", "00200013", "00280010", "00280011", "00280008", "00081190"} <= inst.keys()
+    # a search that names no study (or series) in its path returns their attributes too
+    across = _json(client.get(f"/dicomweb/series?StudyInstanceUID={study}&Modality=MR"))[0]
+    assert across["00100010"]["Value"][0]["Alphabetic"] == "Yamada^Tarou" and across["00200010"]["Value"] == ["S-77"]
+    assert across["00081190"]["Value"][0].endswith(f"/studies/{study}/series/{across['0020000E']['Value'][0]}")
+    anywhere = _json(client.get(f"/dicomweb/instances?StudyInstanceUID={study}&InstanceNumber=3"))[0]
+    assert anywhere["0008103E"]["Value"] == ["Axial"] and anywhere["00080020"]["Value"] == ["20240115"]
+    assert "00100010" not in series[0] and "00100010" not in inst  # the study is named in the path
+    assert inst["0008103E"]["Value"] == ["Axial"]  # /studies/{study}/instances names no series
 
 
 def test_unsatisfiable_accept_answers_406(client: Any, login: Any, scans: dict[str, Any]) -> None:
@@ -276,7 +284,9 @@ def test_dicomweb_client_as_a_strict_client(live_server: str, live_factories: An
     dw = DICOMwebClient(url=f"{live_server}/dicomweb", session=signed_in(live_server, nurse))
     j2k = pydicom.dcmread(get_testdata_file(J2K_FILE))
     patient = f"STRICT-{generate_uid()[-6:]}"
-    j2k.PatientID, j2k.StudyInstanceUID, j2k.SOPInstanceUID = patient, generate_uid(), generate_uid()
+    # new UIDs throughout: this data is committed, and other tests store the bundled file as it is
+    j2k.PatientID, j2k.StudyInstanceUID, j2k.SeriesInstanceUID = patient, generate_uid(), generate_uid()
+    j2k.SOPInstanceUID = j2k.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     second = pydicom.dcmread(io.BytesIO(ct_slice(patient_id=patient)))
     assert len(dw.store_instances(datasets=[j2k, second]).ReferencedSOPSequence) == 2
 

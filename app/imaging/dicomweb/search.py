@@ -115,7 +115,9 @@ def _parse(level: str) -> query.Query:
     return query.parse(level, request.args)
 
 
-def _study_json(study: Study, counts: tuple[int, int]) -> dict[str, Any]:
+def _study_attributes(study: Study) -> dict[str, Any]:
+    """The study's attributes; a series or instance search that names no study returns them too (PS3.18
+    table 10.6.3-3 and its notes)."""
     return {
         "00080020": element("DA", study.study_date.strftime("%Y%m%d") if study.study_date else None),
         "00080030": element("TM", study.study_time),
@@ -124,16 +126,18 @@ def _study_json(study: Study, counts: tuple[int, int]) -> dict[str, Any]:
         "00080061": element("CS", *study.modality_list),
         "00080090": person_name(study.referring_physician_name),
         "00081030": element("LO", study.study_description),
-        "00081190": element("UR", retrieve_url(study.study_instance_uid)),
         "00100010": person_name(study.patient_name),
         "00100020": element("LO", study.dicom_patient_id),
         "00100030": element("DA", study.patient_birth_date),
         "00100040": element("CS", study.patient_sex),
         "0020000D": element("UI", study.study_instance_uid),
         "00200010": element("SH", study.study_id),
-        "00201206": element("IS", counts[0]),
-        "00201208": element("IS", counts[1]),
     }
+
+
+def _study_json(study: Study, counts: tuple[int, int]) -> dict[str, Any]:
+    return _study_attributes(study) | {"00081190": element("UR", retrieve_url(study.study_instance_uid)),
+                                       "00201206": element("IS", counts[0]), "00201208": element("IS", counts[1])}
 
 
 def _study_query() -> sa.Select[Any]:
@@ -160,18 +164,23 @@ def search_studies() -> Response:
     return dicom_json(items, warnings=warnings)
 
 
-def _series_json(series: Series, count: int) -> dict[str, Any]:
-    study_uid = series.study.study_instance_uid
+def _series_attributes(series: Series) -> dict[str, Any]:
+    """The series' attributes; an instance search that names no series returns them too."""
     return {
         "00080056": element("CS", "ONLINE"),
         "00080060": element("CS", series.modality),
         "0008103E": element("LO", series.series_description),
-        "00081190": element("UR", retrieve_url(study_uid, series.series_instance_uid)),
-        "0020000D": element("UI", study_uid),
+        "0020000D": element("UI", series.study.study_instance_uid),
         "0020000E": element("UI", series.series_instance_uid),
         "00200011": element("IS", series.series_number),
-        "00201209": element("IS", count),
     }
+
+
+def _series_json(series: Series, count: int, *, with_study: bool) -> dict[str, Any]:
+    own = _series_attributes(series) | {
+        "00081190": element("UR", retrieve_url(series.study.study_instance_uid, series.series_instance_uid)),
+        "00201209": element("IS", count)}
+    return _study_attributes(series.study) | own if with_study else own
 
 
 @bp.get("/series")
@@ -193,7 +202,7 @@ def search_series(study_uid: str | None = None) -> Response:
     rows, warnings = _search("series", q, statement, "ImagingSeries")
     series = [row[0] for row in rows]
     counts = {row[0].id: row[1] for row in rows}
-    items = [_series_json(s, counts.get(s.id, 0)) for s in series]
+    items = [_series_json(s, counts.get(s.id, 0), with_study=study_uid is None) for s in series]
     if q.everything or q.included:
         firsts = _first_instances(Instance.series_id, [s.id for s in series])
         _add_included(q, items, [firsts.get(s.id) for s in series], "series")
@@ -201,9 +210,9 @@ def search_series(study_uid: str | None = None) -> Response:
     return dicom_json(items, warnings=warnings)
 
 
-def _instance_json(inst: Instance) -> dict[str, Any]:
+def _instance_json(inst: Instance, *, with_series: bool, with_study: bool) -> dict[str, Any]:
     series, study = inst.series, inst.series.study
-    return {
+    own = {
         "00080016": element("UI", inst.sop_class_uid),
         "00080018": element("UI", inst.sop_instance_uid),
         "00080056": element("CS", "ONLINE"),
@@ -219,6 +228,9 @@ def _instance_json(inst: Instance) -> dict[str, Any]:
         "00280011": element("US", inst.columns),
         "00280100": element("US", inst.bits_allocated),
     }
+    if with_series:
+        own = _series_attributes(series) | own
+    return _study_attributes(study) | own if with_study else own
 
 
 @bp.get("/instances")
@@ -241,7 +253,7 @@ def search_instances(study_uid: str | None = None, series_uid: str | None = None
 
     rows, warnings = _search("instance", q, statement, "ImagingInstance")
     instances = [row[0] for row in rows]
-    items = [_instance_json(i) for i in instances]
+    items = [_instance_json(i, with_series=series_uid is None, with_study=study_uid is None) for i in instances]
     if q.everything or q.included:
         _add_included(q, items, list(instances), "instance")
     db.session.commit()
