@@ -2,7 +2,7 @@
 service credentials of machine peers (PACS syncing over DICOMweb).
 
 Revision ID: 5c1d2e7a9b30
-Revises: 71913fcd0e5d
+Revises: 5c1e0a7b3d21
 Create Date: 2026-12-04 06:00:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import app.db
 
 revision: str = "5c1d2e7a9b30"
-down_revision: str | Sequence[str] | None = "71913fcd0e5d"
+down_revision: str | Sequence[str] | None = "5c1e0a7b3d21"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
