@@ -146,13 +146,16 @@ def test_ohif_lists_and_shows_a_study_from_the_platform(ohif_server: str, ohif_s
     assert centre.mean() > 200 and 40 < tissue.mean() < 170, "the slice (a bright square on tissue) is not drawn"
 
 
+served: dict[str, str] = {}
+
+
 def _ohif_only(config: str) -> Any:
-    """OHIF alone on its own origin, with ``config`` as its app-config.js."""
+    """OHIF alone on its own origin, with ``config`` (or, when empty, ``served["config"]``) as its app-config.js."""
 
     def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "/")
         if path == "/app-config.js":
-            return Response(config, mimetype="application/javascript")(environ, start_response)
+            return Response(config or served["config"], mimetype="application/javascript")(environ, start_response)
         return _ohif_and_platform(lambda *_a: [])(environ, start_response)
 
     return wsgi
@@ -208,3 +211,47 @@ def test_ohif_on_its_own_origin_shows_a_study_with_a_bearer_token(
         pixels = np.asarray(Image.open(shot).convert("L")).astype(int)
         height, width = pixels.shape
         assert pixels[height * 2 // 5:height * 3 // 5, width * 2 // 5:width * 3 // 5].mean() > 200
+
+
+def test_ohif_signs_in_through_the_platforms_openid_connect(
+        live_server: str, ohif_study: dict[str, Any], new_browser: Any, artifacts_dir: Path) -> None:
+    """OHIF on its own origin, registered as an OAuth app with that web origin: the person signs in on the
+    platform's own page, consents, and OHIF lists and shows the study with the token it obtained (CORS on
+    discovery, token and JWKS, and on DICOMweb, for the registered origin only)."""
+    from app import db
+    from app.auth import oauth_service
+    from tests.conftest import PASSWORD
+    from tests.factories import Factories
+
+    with serve_wsgi(_ohif_only("")) as viewer_origin:
+        registered, _ = oauth_service.register_client(oauth_service.ClientInput(
+            name="OHIF viewer", is_public=True, redirect_uris=[f"{viewer_origin}/callback"],
+            scope="openid user/ImagingStudy.rs", grants=["authorization_code"], web_origins=[viewer_origin]),
+            by=Factories().admin())
+        db.session.commit()
+        oidc = (f"oidc: [{{authority: '{live_server}', client_id: '{registered.client_id}', "
+                "redirect_uri: '/callback', response_type: 'code', scope: 'openid user/ImagingStudy.rs', "
+                "post_logout_redirect_uri: '/', automaticSilentRenew: false}],\n  routerBasename:")
+        config = APP_CONFIG.replace("'/dicomweb'", f"'{live_server}/dicomweb'").replace("routerBasename:", oidc, 1)
+        served["config"] = config
+        page = new_browser().new_page()
+        dicomweb: list[tuple[int, str]] = []
+        page.on("response", lambda r: dicomweb.append((r.status, r.url)) if "/dicomweb/" in r.url else None)
+        bearer: list[bool] = []
+        page.on("request", lambda r: bearer.append(r.headers.get("authorization", "").startswith("Bearer "))
+                if "/dicomweb/" in r.url and r.method == "GET" else None)
+        page.goto(f"{viewer_origin}/")
+        page.wait_for_url(f"{live_server}/sign-in**", timeout=30_000)  # the platform's own sign-in page
+        page.fill("#email", ohif_study["doctor"].email)
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.click("button[name=decision][value=allow]")
+        page.wait_for_url(f"{viewer_origin}/**", timeout=30_000)
+        page.locator("div").filter(has_text=f"CT HEAD {ohif_study['tag']}").last.wait_for(timeout=30_000)
+        page.goto(f"{viewer_origin}/viewer?StudyInstanceUIDs={ohif_study['study']}")
+        page.wait_for_function("() => document.body.innerText.includes('(1/5)')", timeout=60_000)
+        frames = [(status, url) for status, url in dicomweb if "/frames/" in url]
+        assert frames and all(status == 200 for status, _ in frames), frames[:5]
+        assert any("/dicomweb/studies?" in url and status == 200 for status, url in dicomweb)
+        assert bearer and all(bearer)  # every DICOMweb request carried the token OHIF got from the platform
+        page.screenshot(path=str(artifacts_dir / "ohif-oidc.png"))
