@@ -2,8 +2,8 @@
 service credentials of machine peers (PACS syncing over DICOMweb).
 
 Revision ID: 5c1d2e7a9b30
-Revises: 5c1e0a7b3d21
-Create Date: 2026-12-04 06:00:00
+Revises: 3e5d0cfe4b65
+Create Date: 2026-12-04 06:40:00
 """
 
 import io
@@ -15,7 +15,7 @@ from alembic import op
 import app.db
 
 revision: str = "5c1d2e7a9b30"
-down_revision: str | Sequence[str] | None = "5c1e0a7b3d21"
+down_revision: str | Sequence[str] | None = "3e5d0cfe4b65"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
