@@ -2,7 +2,7 @@
 service credentials of machine peers (PACS syncing over DICOMweb).
 
 Revision ID: 5c1d2e7a9b30
-Revises: 3e5d0cfe4b65
+Revises: c9da4f07064f
 Create Date: 2026-12-04 06:40:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import app.db
 
 revision: str = "5c1d2e7a9b30"
-down_revision: str | Sequence[str] | None = "3e5d0cfe4b65"
+down_revision: str | Sequence[str] | None = "c9da4f07064f"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -14,7 +14,7 @@ from app.cli import migrate
 from app.config import Config
 from tests.imaging.dicomgen import ct_slice
 
-BEFORE = "3e5d0cfe4b65"  # the revision before BitsAllocated
+BEFORE = "c9da4f07064f"  # the revision before BitsAllocated
 
 
 def test_upgrade_fills_bits_allocated_from_stored_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

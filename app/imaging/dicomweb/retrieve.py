@@ -158,7 +158,8 @@ def _metadata(instances: list[Instance]) -> Response:
                 del item[tag]
         series, study = inst.series, inst.series.study
         url = retrieve_url(study.study_instance_uid, series.series_instance_uid, inst.sop_instance_uid)
-        item["7FE00010"] = {"vr": "OW", "BulkDataURI": f"{url}/frames/1"}
+        if inst.number_of_frames:  # reports, PDFs and other objects without pixel data have no frames
+            item["7FE00010"] = {"vr": "OW", "BulkDataURI": f"{url}/frames/1"}
         item["00020010"] = element("UI", inst.transfer_syntax_uid)
         item["00083002"] = element("UI", inst.transfer_syntax_uid)
         out.append(item)
