@@ -17,6 +17,12 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(config.INSTANCE_PATH), instance_relative_config=False)
     app.config.from_object(config)
     app.config["MAX_FORM_MEMORY_SIZE"] = 500_000
+    if config.TRUSTED_PROXIES:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = config.TRUSTED_PROXIES
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops,  # type: ignore[method-assign]
+                                x_prefix=hops)
 
     engine = db.make_engine(config.DATABASE_URL, echo=config.SQL_ECHO)
     app.extensions["db_engine"] = engine
@@ -48,7 +54,7 @@ def create_app(config: Config | None = None) -> Flask:
     from app.audit import views as audit_views
     from app.auth import admin as auth_admin
     from app.auth import api as auth_api
-    from app.auth import oauth_views
+    from app.auth import oauth_views, service_credential_views
     from app.auth import views as auth_views
     from app.consults import api as consults_api
     from app.consults import views as consults_views
@@ -68,7 +74,7 @@ def create_app(config: Config | None = None) -> Flask:
     for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp,
                       oauth_views.bp, oauth_views.endpoints, prescriptions_views.bp, pharmacy_views.bp,
                       consults_views.bp, notify_views.bp, imaging_views.bp, imaging_dicomweb.bp, objects.bp,
-                      reading_views.bp):
+                      reading_views.bp, service_credential_views.bp):
         app.register_blueprint(blueprint)
     for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp, prescriptions_api.blp, pharmacy_api.blp,
                           consults_api.blp, reading_api.blp):

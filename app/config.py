@@ -77,6 +77,9 @@ class Config:
     DICOM_PORT: int = 11112
     DICOM_ALLOWED_AETS: str = ""
     DICOMWEB_CORS_ORIGINS: str = ""
+    # Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host/-Port/-Prefix are trusted (0: none).
+    # Links the app hands out (DICOMweb RetrieveURL, BulkDataURI) then name the proxy's host and scheme.
+    TRUSTED_PROXIES: int = 0
 
     # Media service and shared state
     MEDIA_URL: str = "http://127.0.0.1:8765"
@@ -166,6 +169,7 @@ class Config:
         cfg.DICOM_PORT = _env_int("DICOM_PORT", cls.DICOM_PORT)
         cfg.DICOM_ALLOWED_AETS = _env("DICOM_ALLOWED_AETS", cls.DICOM_ALLOWED_AETS)
         cfg.DICOMWEB_CORS_ORIGINS = _env("DICOMWEB_CORS_ORIGINS", cls.DICOMWEB_CORS_ORIGINS)
+        cfg.TRUSTED_PROXIES = _env_int("HOSPITAL_TRUSTED_PROXIES", cls.TRUSTED_PROXIES)
         cfg.MEDIA_URL = _env("HOSPITAL_MEDIA_URL", cls.MEDIA_URL)
         cfg.MEDIA_SECRET = _env("HOSPITAL_MEDIA_SECRET", cfg.SECRET_KEY)
         cfg.MEDIA_WORKERS = _env("HOSPITAL_MEDIA_WORKERS", cls.MEDIA_WORKERS)

@@ -136,6 +136,7 @@ def import_models() -> None:
     import app.audit.models  # noqa: F401
     import app.auth.models  # noqa: F401
     import app.auth.oauth_models  # noqa: F401
+    import app.auth.service_credentials  # noqa: F401
     import app.consults.models  # noqa: F401
     import app.facilities.models  # noqa: F401
     import app.imaging.models  # noqa: F401

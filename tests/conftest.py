@@ -6,6 +6,7 @@ transaction, a Flask client that sends CSRF tokens like a browser, and factories
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -199,11 +200,18 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="session")
 def live_server(app: Flask) -> Iterator[str]:
     """The app served over real HTTP in a background thread, on the real engine (data is committed)."""
+    with serve_wsgi(app) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_wsgi(wsgi: Any) -> Iterator[str]:
+    """Serve a WSGI app on a free loopback port in a background thread; yields its base URL."""
     import threading
 
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, wsgi, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

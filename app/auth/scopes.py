@@ -154,12 +154,16 @@ def describe(scope: str) -> str:
     return f"{verbs.capitalize()} {what} {whose}"
 
 
+# DICOMweb searches (QIDO-RS) end in a collection: /studies, /series, /instances, also below a study or series.
+DICOMWEB_SEARCH = re.compile(r"^/dicomweb(/studies/[^/]+(/series/[^/]+)?)?/(studies|series|instances)/?$")
+
+
 def required_permission(method: str, path: str, prefix: str) -> str:
     """GET on a collection is a search, GET below it a read; POST creates, PUT/PATCH update, DELETE deletes."""
     method = method.upper()
     if method in ("GET", "HEAD", "OPTIONS"):
         rest = path[len(prefix):].strip("/")
-        return "s" if not rest else "r"
+        return "s" if not rest or DICOMWEB_SEARCH.match(path) else "r"
     return {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}.get(method, "u")
 
 

@@ -51,7 +51,8 @@ class Study(Base):
         """DICOM's ``Family^Given^Middle`` shown the way the chart shows names: ``FAMILY, Given Middle``."""
         if not self.patient_name:
             return None
-        family, _, rest = self.patient_name.partition("^")
+        alphabetic = self.patient_name.split("=")[0]  # the Ideographic and Phonetic groups follow after "="
+        family, _, rest = alphabetic.partition("^")
         given = " ".join(part for part in rest.split("^")[:2] if part)
         return f"{family.upper()}, {given}" if given else family.upper()
 
@@ -86,6 +87,7 @@ class Instance(Base):
     rows: so.Mapped[int | None]
     columns: so.Mapped[int | None]
     number_of_frames: so.Mapped[int] = so.mapped_column(default=1)
+    bits_allocated: so.Mapped[int | None]  # a QIDO-RS return key (PS3.18 table 10.6.3-5)
     object_key: so.Mapped[str] = so.mapped_column(sa.String(128), unique=True)
     size: so.Mapped[int] = so.mapped_column(sa.BigInteger)
     sha256: so.Mapped[str] = so.mapped_column(sa.String(64))

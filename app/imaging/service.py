@@ -238,7 +238,7 @@ def _staged(header: Header, key: str, *, by: User | None, source: str) -> Staged
                 "instance_number": header.get_int("InstanceNumber"), "transfer_syntax_uid": header.transfer_syntax_uid,
                 "rows": header.get_int("Rows"), "columns": header.get_int("Columns"),
                 "number_of_frames": (header.get_int("NumberOfFrames") or 1) if header.has_pixels else 0,
-                "object_key": key,
+                "bits_allocated": header.get_int("BitsAllocated"), "object_key": key,
                 "size": header.size, "sha256": "", "pixel_data_offset": header.pixel_data_offset,
                 "received_by_id": by.id if by else None, "source": source}
     return Staged(study=study, series=series, instance=instance)

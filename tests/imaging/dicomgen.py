@@ -27,8 +27,10 @@ def new_dataset(sop_class: str, *, sop_uid: str | None = None, study_uid: str | 
 def ct_slice(*, patient_id: str = "UNKNOWN1", patient_name: str = "Doe^Jane", study_uid: str | None = None,
              series_uid: str | None = None, sop_uid: str | None = None, number: int = 1, size: int = 64,
              study_date: str = "20240115", accession: str = "ACC1", description: str = "CT CHEST",
-             series_description: str = "Axial", modality: str = "CT", seed: int = 0) -> bytes:
-    """One 16-bit CT slice; HU values with a bright square so windowing is visible."""
+             series_description: str = "Axial", modality: str = "CT", seed: int = 0,
+             extra: dict[str, object] | None = None) -> bytes:
+    """One 16-bit CT slice; HU values with a bright square so windowing is visible. ``extra`` sets more
+    attributes by keyword (or overrides these)."""
     ds = new_dataset(CTImageStorage, sop_uid=sop_uid, study_uid=study_uid, series_uid=series_uid)
     ds.PatientID = patient_id
     ds.PatientName = patient_name
@@ -59,6 +61,8 @@ def ct_slice(*, patient_id: str = "UNKNOWN1", patient_name: str = "Doe^Jane", st
     q = size // 4
     arr[q:3 * q, q:3 * q] = 2500
     ds.PixelData = arr.tobytes()
+    for keyword, value in (extra or {}).items():
+        setattr(ds, keyword, value)
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()

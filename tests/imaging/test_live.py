@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import uuid
 from typing import Any
 
 import pydicom
@@ -18,11 +17,8 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def study(live_server: str, live_factories: Any) -> dict[str, Any]:
-    tag = uuid.uuid4().hex[:6]
-    nurse = live_factories.nurse(email=f"img-nurse-{tag}@test.example")
-    doctor = live_factories.doctor(email=f"img-doc-{tag}@test.example")
-    patient = live_factories.patient(facility=nurse.facility, doctor=doctor)
+def study(live_server: str, care_team: dict[str, Any]) -> dict[str, Any]:
+    nurse, doctor, patient = care_team["nurse"], care_team["doctor"], care_team["patient"]
     study_uid, series_uid = generate_uid(), generate_uid()
     datasets = [pydicom.dcmread(io.BytesIO(ct_slice(patient_id=patient.mrn, study_uid=study_uid,
                                                     series_uid=series_uid, number=n, size=128)))
