@@ -313,6 +313,7 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
     """
     settle(results)  # rows only for objects that are in the store
     _check_stored([r for r in results if r.unchecked and r.staged is not None])
+    _refuse_series_of_other_studies([r for r in results if r.staged is not None])
     todo = [r for r in results if r.staged is not None]
     if not todo:
         return
@@ -324,6 +325,10 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
     series_rows = {st.series["series_instance_uid"]: st.series | {
         "study_id": studies[st.study["study_instance_uid"]].id} for st in reversed(staged)}
     known_series = _ensure_rows(Series, "series_instance_uid", series_rows)
+    misfiled = [uid for st in staged if known_series[uid := st.series["series_instance_uid"]].study_id
+                != studies[st.study["study_instance_uid"]].id]
+    if misfiled:  # created under another study meanwhile: fail the batch; one by one, each is refused
+        raise ValidationFailed(f"Series {misfiled[0]} belongs to another study.")
     _add_modalities(studies, staged)
     rows = sorted((st.instance | {"series_id": known_series[st.series["series_instance_uid"]].id,
                                   "created_at": utcnow()} for st in staged), key=lambda row: row["sop_instance_uid"])
@@ -356,6 +361,22 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
                          resource_type="ImagingStudy", resource_id=study_id,
                          detail={"source": source, "instances": len(ids), "instance_ids": ids})
     db.session.flush()
+
+
+def _refuse_series_of_other_studies(results: list[IngestResult]) -> None:
+    """An instance whose series is stored under another study would be filed there, out of reach under the study
+    it names: it is refused (its new object deleted), the sender told why."""
+    if not results:
+        return
+    declared = {r.staged.series["series_instance_uid"] for r in results if r.staged is not None}
+    owner = dict(db.session.execute(sa.select(Series.series_instance_uid, Study.study_instance_uid)
+                                    .join(Series.study).where(Series.series_instance_uid.in_(declared))).all())
+    for r in results:
+        assert r.staged is not None
+        known = owner.get(r.staged.series["series_instance_uid"])
+        if known is not None and known != r.staged.study["study_instance_uid"]:
+            discard_objects([r])
+            r.status, r.reason = "rejected", "its Series Instance UID belongs to another study"
 
 
 def _check_stored(results: list[IngestResult]) -> None:

@@ -252,3 +252,18 @@ def test_a_resend_in_other_bytes_is_already_stored_on_upload_and_stow(client: An
     inst = db.session.scalar(sa.select(Instance).where(Instance.sop_instance_uid == ds.SOPInstanceUID))
     with app.app_context():
         assert object_store().read(inst.object_key) == original
+
+
+def test_a_series_uid_of_another_study_is_refused_not_misfiled(client: Any, factories: Any, login: Any) -> None:
+    """Filing it under the other study would answer "stored" for an instance nobody finds under its own study."""
+    login(client, factories.nurse())
+    series = generate_uid()
+    first, stray = generate_uid(), generate_uid()
+    body, ctype = stow_body([ct_slice(study_uid=first, series_uid=series, number=1)])
+    assert client.post("/dicomweb/studies", data=body, content_type=ctype).status_code == 200
+    body, ctype = stow_body([ct_slice(study_uid=stray, series_uid=series, number=2)])
+    resp = client.post("/dicomweb/studies", data=body, content_type=ctype)
+    assert resp.status_code == 409
+    failed = resp.get_json()["00081198"]["Value"]
+    assert failed[0]["00000902"]["Value"] == ["its Series Instance UID belongs to another study"]
+    assert len(client.get(f"/dicomweb/studies/{first}/instances").get_json()) == 1
