@@ -313,6 +313,46 @@ def add_medication(patient: Patient, *, by: User, name: str, dosage: str | None 
     return med
 
 
+def _medicine_key(name: str) -> str:
+    """Entries for the same medicine share their first word ("Metformin" and "Metformin 500 mg tablet")."""
+    first = name.strip().split()[0] if name.strip() else ""
+    return "".join(ch for ch in first.lower() if ch.isalnum())
+
+
+def record_prescribed_medication(patient: Patient, *, by: User, prescription_id: int, name: str,
+                                 dosage: str) -> MedicationStatement:
+    """Put a signed prescription on the medication list in place of the entries for the same medicine.
+
+    The replaced entries become inactive (never deleted), so nobody reads the old dose beside the new one.
+    """
+    _check_clinical_write(patient, by, "medicationstatement.create", "MedicationStatement")
+    key = _medicine_key(name)
+    for old in patient.medications:
+        if old.status is ClinicalStatus.ACTIVE and _medicine_key(old.name) == key:
+            _deactivate(old, by=by, because={"replaced_by_prescription": prescription_id})
+    med = MedicationStatement(patient=patient, name=name[:120], dosage=dosage[:200], recorded_by_id=by.id,
+                              prescription_id=prescription_id)
+    db.session.add(med)
+    db.session.flush()
+    audit.record("medicationstatement.create", by=by, patient_id=patient.id, resource_type="MedicationStatement",
+                 resource_id=med.id, detail={"prescription_id": prescription_id})
+    return med
+
+
+def stop_prescribed_medication(patient: Patient, *, by: User, prescription_id: int) -> None:
+    """Take a stopped or cancelled prescription off the medication list."""
+    _check_clinical_write(patient, by, "medicationstatement.update", "MedicationStatement")
+    for med in patient.medications:
+        if med.prescription_id == prescription_id and med.status is ClinicalStatus.ACTIVE:
+            _deactivate(med, by=by, because={"prescription_ended": prescription_id})
+
+
+def _deactivate(med: MedicationStatement, *, by: User, because: dict[str, Any]) -> None:
+    med.status = ClinicalStatus.INACTIVE
+    audit.record("medicationstatement.update", by=by, patient_id=med.patient_id,
+                 resource_type="MedicationStatement", resource_id=med.id, detail={"status": "inactive", **because})
+
+
 def set_clinical_status(item: Allergy | Condition | MedicationStatement, status: str, *, by: User) -> None:
     """Resolve or deactivate a list entry; entries are never deleted, so the history stays readable."""
     resource_type = {Allergy: "AllergyIntolerance", Condition: "Condition",

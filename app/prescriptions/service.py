@@ -242,6 +242,8 @@ def sign(rx: Prescription, *, by: User, overrides: dict[str, str] | None = None)
     rx.key_id = kid
     rx.status = RequestStatus.ACTIVE
     db.session.flush()
+    patients.record_prescribed_medication(rx.patient, by=by, prescription_id=rx.id, name=rx.drug.display,
+                                          dosage=rx.sig)
     audit.record("prescription.sign", by=by, patient_id=rx.patient_id, resource_type=RT, resource_id=rx.id,
                  detail={"hash": rx.content_hash, "overridden": [f.code for f in found]})
     return rx
@@ -285,6 +287,7 @@ def set_status(rx: Prescription, status: RequestStatus | str, *, by: User, reaso
     rx.status_reason = (reason or "").strip()[:300] or None
     if target in (RequestStatus.CANCELLED, RequestStatus.STOPPED):
         pharmacy.cancel_open_dispenses(rx, by=by, reason=f"prescription {target.value}")
+        patients.stop_prescribed_medication(rx.patient, by=by, prescription_id=rx.id)
     db.session.flush()
     audit.record("prescription.status", by=by, patient_id=rx.patient_id, resource_type=RT, resource_id=rx.id,
                  detail={"from": previous.value, "to": target.value})
