@@ -73,6 +73,10 @@ class Patient(TimestampMixin, Base):
         return f"{self.family_name.upper()}, {self.given_name}"
 
     @property
+    def active_allergies(self) -> list[Allergy]:
+        return [a for a in self.allergies if a.status is ClinicalStatus.ACTIVE]
+
+    @property
     def age(self) -> int:
         today = date.today()
         b = self.birth_date

@@ -18,7 +18,7 @@ from app import db
 from app.audit import service as audit
 from app.audit.models import AuditEvent, Outcome
 from app.auth.models import Role, User
-from app.errors import Conflict, Forbidden, ValidationFailed
+from app.errors import AppError, Conflict, Forbidden, ValidationFailed
 from app.patients import access
 from app.patients.models import (
     Allergy,
@@ -47,6 +47,7 @@ class PatientInput:
     allergies: list[dict[str, Any]] = field(default_factory=list)
     conditions: list[dict[str, Any]] = field(default_factory=list)
     medications: list[dict[str, Any]] = field(default_factory=list)
+    no_known_allergies: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,12 +167,20 @@ def register(data: PatientInput, *, by: User, allow_possible_duplicate: bool = F
     )
     db.session.add(patient)
     db.session.flush()
-    for item in data.allergies:
-        add_allergy(patient, by=by, **item)
-    for item in data.conditions:
-        add_condition(patient, by=by, **item)
-    for item in data.medications:
-        add_medication(patient, by=by, **item)
+    if data.no_known_allergies and data.allergies:
+        raise ValidationFailed("Some fields need attention.", errors={
+            "no_known_allergies": ["Untick this, or remove the allergies listed."]})
+    for list_name, add in (("allergies", add_allergy), ("conditions", add_condition),
+                           ("medications", add_medication)):
+        for n, item in enumerate(getattr(data, list_name), 1):
+            try:
+                add(patient, by=by, **item)
+            except AppError as exc:  # name the list and the line, not a field the form does not have
+                messages = [m for msgs in (exc.errors or {}).values() for m in msgs] or [exc.detail]
+                raise ValidationFailed("Some fields need attention.", errors={
+                    list_name: [f"Line {n}: {m}" for m in messages]}) from None
+    if data.no_known_allergies:
+        record_no_known_allergies(patient, by=by)
     audit.record("patient.create", by=by, patient_id=patient.id, resource_type="Patient", resource_id=patient.id)
     return patient
 
@@ -270,11 +279,26 @@ def add_allergy(patient: Patient, *, by: User, substance: str, severity: str | A
         raise Conflict("This allergy is already recorded.", errors={"substance": ["Already recorded."]})
     allergy = Allergy(patient=patient, substance=substance_clean, reaction=reaction_clean,
                       severity=_enum(severity, AllergySeverity, "severity"), recorded_by_id=by.id)
+    patient.no_known_allergies_at = patient.no_known_allergies_by_id = None  # superseded by this allergy
     db.session.add(allergy)
     db.session.flush()
     audit.record("allergy.create", by=by, patient_id=patient.id, resource_type="AllergyIntolerance",
                  resource_id=allergy.id)
     return allergy
+
+
+def record_no_known_allergies(patient: Patient, *, by: User) -> None:
+    """Record that the patient was asked and has no known allergies (an empty list only means "not asked").
+
+    :raises Conflict: an active allergy is recorded.
+    """
+    _check_clinical_write(patient, by, "allergy.none_known", "AllergyIntolerance")
+    if patient.active_allergies:
+        raise Conflict("An allergy is recorded: mark it inactive first if it was entered by mistake.")
+    patient.no_known_allergies_at = db.utcnow()
+    patient.no_known_allergies_by_id = by.id
+    db.session.flush()
+    audit.record("allergy.none_known", by=by, patient_id=patient.id, resource_type="AllergyIntolerance")
 
 
 def add_condition(patient: Patient, *, by: User, description: str, code: str | None = None,

@@ -10,6 +10,7 @@ from app import db
 from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError, Conflict
+from app.forms import commit_or_flash_error
 from app.patients import access, service
 from app.patients.forms import (
     AllergyForm,
@@ -161,6 +162,16 @@ def add_medication(patient_id: int) -> Response | tuple[str, int]:
     return _add_to_list(patient_id, "medication")
 
 
+@bp.post("/patients/<int:patient_id>/no-known-allergies")
+@login_required
+def no_known_allergies(patient_id: int) -> Response:
+    """Record that the patient was asked and has no known allergies."""
+    patient = service.get_patient(patient_id, by=current_user, audit_read=False)
+    commit_or_flash_error(lambda: service.record_no_known_allergies(patient, by=current_user),
+                          "Recorded: no known allergies.")
+    return redirect(url_for("patients.chart", patient_id=patient_id) + "#allergy")
+
+
 @bp.post("/patients/<int:patient_id>/<kind>/<int:item_id>/status")
 @login_required
 def set_status(patient_id: int, kind: str, item_id: int) -> Response:
@@ -186,14 +197,9 @@ def assign_doctor(patient_id: int) -> Response:
     form = AssignDoctorForm()
     form.doctor_id.choices = [(d.id, d.full_name) for d in service.doctors_for_assignment()]
     if form.validate_on_submit():
-        try:
-            service.assign_doctor(patient, form.doctor_id.data, by=current_user, reason=form.reason.data)
-        except AppError as exc:
-            db.rollback()
-            flash(exc.detail, "error")
-        else:
-            db.session.commit()
-            flash("Doctor added to the care team.", "success")
+        commit_or_flash_error(lambda: service.assign_doctor(patient, form.doctor_id.data, by=current_user,
+                                                            reason=form.reason.data),
+                              "Doctor added to the care team.")
     else:
         flash("Choose a doctor.", "error")
     return redirect(url_for("patients.chart", patient_id=patient_id))
