@@ -72,8 +72,18 @@ def _fail(action: str, by: User, rx_or_patient: Prescription | Patient, exc: Exc
     return exc
 
 
+def suggested_quantity(dose_units: object, frequency_per_day: object, duration_days: object) -> int | None:
+    """Units for the whole course (dose x times a day x days, rounded up), or None if a part is missing."""
+    parts = (dose_units, frequency_per_day, duration_days)
+    if not all(isinstance(p, int | float) and not isinstance(p, bool) and math.isfinite(p) and p > 0 for p in parts):
+        return None
+    return math.ceil(float(dose_units) * float(frequency_per_day) * float(duration_days) - 1e-9)  # type: ignore[arg-type]
+
+
 def _validate(data: PrescriptionInput, patient: Patient) -> dict[str, Any]:
     errors: dict[str, list[str]] = {}
+    if data.quantity is None:  # the whole course unless the prescriber says otherwise
+        data.quantity = suggested_quantity(data.dose_units, data.frequency_per_day, data.duration_days)
     drug = (db.session.get(Drug, data.drug_id)
             if isinstance(data.drug_id, int) and not isinstance(data.drug_id, bool) else None)
     if drug is None or not drug.active:
