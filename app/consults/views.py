@@ -85,7 +85,7 @@ def book() -> Response | str:
             if start.tzinfo is None:
                 raise ValueError
         except ValueError:
-            flash("Choose a slot.", "error")
+            flash("Choose a time first, then press Book this time.", "error")
         else:
             try:
                 appt = service.book(patient=patient, doctor_id=doctor_id or 0, start=start, by=current_user,
@@ -158,8 +158,8 @@ def today() -> str:
     appointments = service.day_view(current_user)
     db.session.commit()
     now = db.utcnow()
-    return render_template("consults/today.html", appointments=appointments, now=now,
-                           AppointmentStatus=AppointmentStatus)
+    template = "consults/_day_table.html" if request.args.get("part") == "table" else "consults/today.html"
+    return render_template(template, appointments=appointments, now=now, AppointmentStatus=AppointmentStatus)
 
 
 @bp.post("/consults/<int:appointment_id>/admit")
