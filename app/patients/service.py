@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from app import db
 from app.audit import service as audit
+from app.audit import wording
 from app.audit.models import AuditEvent, Outcome
 from app.auth.models import Role, User
 from app.errors import AppError, Conflict, Forbidden, ValidationFailed
@@ -208,6 +209,14 @@ def get_own_record(*, by: User) -> Patient | None:
     return patient
 
 
+def _name_or_mrn(text: str) -> list[sa.ColumnElement[bool]]:
+    """Conditions for up to four typed words, each a case-insensitive prefix of either name or the MRN."""
+    terms = [t for t in (w.replace("\\", "").replace("%", "").replace("_", "")
+                         for w in text.lower().replace(",", " ").split()[:4]) if t]
+    return [sa.or_(Patient.family_name_search.startswith(t), Patient.given_name_search.startswith(t),
+                   Patient.mrn == t) for t in terms]
+
+
 def search(*, by: User, q: str | None = None, mrn: str | None = None, birth_date: date | None = None,
            page: int = 1, per_page: int = 20) -> Page:
     """Search the patients ``by`` may see; name matches are case-insensitive prefixes of either name."""
@@ -218,12 +227,7 @@ def search(*, by: User, q: str | None = None, mrn: str | None = None, birth_date
     per_page = min(max(per_page, 1), 100)
     query = sa.select(Patient).where(access.visible_clause(by))
     if q:
-        for term in q.lower().replace(",", " ").split()[:4]:
-            term = term.replace("\\", "").replace("%", "").replace("_", "")
-            if term:
-                query = query.where(sa.or_(Patient.family_name_search.startswith(term),
-                                           Patient.given_name_search.startswith(term),
-                                           Patient.mrn == term))
+        query = query.where(*_name_or_mrn(q))
     if mrn:
         query = query.where(Patient.mrn == mrn.strip())
     if birth_date:
@@ -458,10 +462,32 @@ def create_portal_account(patient: Patient, *, email: str, password: str, by: Us
     return user
 
 
-def access_log(patient: Patient, *, by: User) -> Sequence[AuditEvent]:
+def access_log(patient: Patient, *, by: User, limit: int = 200) -> Sequence[AuditEvent]:
     """"Who viewed my record": the patient (or their clinic) sees every successful access by others."""
     if not (by.role is Role.PATIENT and patient.user_id == by.id) and not access.can_edit_demographics(by, patient):
         raise _deny("patient.access_log", by, patient.id)
-    events = [e for e in audit.access_log_for_patient(patient.id) if e.actor_id != by.id]
+    events = [e for e in audit.access_log_for_patient(patient.id, limit=limit) if e.actor_id != by.id]
     audit.record("patient.access_log", by=by, patient_id=patient.id, resource_type="Patient", resource_id=patient.id)
     return events
+
+
+def ids_for_audit(text: str, *, by: User, limit: int = 50) -> list[int]:
+    """Patients an administrator names in the audit trail's filter (an MRN, or name prefixes), as ids.
+
+    Administrators have no chart access; this lookup only turns what they typed into the ids the trail
+    records, and is itself audited. :raises Forbidden: for anyone else.
+    """
+    if by.role is not Role.ADMIN:
+        audit.record("patient.audit_lookup", by=by, outcome=Outcome.DENIED)
+        raise Forbidden("Only administrators filter the audit trail.")
+    conditions = _name_or_mrn(text)
+    if not conditions:
+        return []
+    ids = list(db.session.scalars(sa.select(Patient.id).where(*conditions).order_by(Patient.id).limit(limit)))
+    audit.record("patient.audit_lookup", by=by, resource_type="Patient", detail={"results": len(ids)})
+    return ids
+
+
+def access_visits(patient: Patient, *, by: User) -> list[wording.Visit]:
+    """The same accesses for people to read: one line per visit of each person, in plain words."""
+    return wording.visits(access_log(patient, by=by, limit=5000))

@@ -7,6 +7,7 @@ from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from app import db
+from app.audit import views as audit_views
 from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError, Conflict
@@ -25,6 +26,7 @@ from app.patients.forms import (
 from app.patients.models import Allergy, Condition, MedicationStatement
 
 bp = Blueprint("patients", __name__, template_folder="templates")
+audit_views.set_patient_lookup(service.ids_for_audit)
 
 STAFF = (Role.CLINIC_STAFF, Role.DOCTOR, Role.PHARMACIST)
 
@@ -232,9 +234,9 @@ def portal_account(patient_id: int) -> Response:
 def access_log(patient_id: int) -> str:
     """Who viewed this record."""
     patient = service.get_patient(patient_id, by=current_user, audit_read=False)
-    events = service.access_log(patient, by=current_user)
+    visits = service.access_visits(patient, by=current_user)
     db.session.commit()
-    return render_template("patients/access_log.html", patient=patient, events=events)
+    return render_template("patients/access_log.html", patient=patient, visits=visits)
 
 
 @bp.get("/me")
@@ -251,6 +253,6 @@ def my_health() -> str:
 def my_access_log() -> str:
     """Who viewed my record."""
     patient = service.get_own_record(by=current_user)
-    events = service.access_log(patient, by=current_user) if patient else []
+    visits = service.access_visits(patient, by=current_user) if patient else []
     db.session.commit()
-    return render_template("patients/access_log.html", patient=patient, events=events, own=True)
+    return render_template("patients/access_log.html", patient=patient, visits=visits, own=True)
