@@ -526,6 +526,7 @@ def unmatched_studies(*, by: User) -> list[Study]:
 
 
 _DICOM_SEX = {"F": Sex.FEMALE, "M": Sex.MALE, "O": Sex.OTHER}
+NOT_IN_SCAN = "not in the scan"
 
 
 @dataclass(frozen=True)
@@ -551,6 +552,11 @@ class LinkPreview:
     def mismatches(self) -> list[str]:
         return [r.label for r in self.rows if r.differs]
 
+    @property
+    def unchecked(self) -> list[str]:
+        """Identity the scan does not carry, so nothing could be compared (not a mismatch, not a match)."""
+        return [r.label for r in self.rows if r.in_scan == NOT_IN_SCAN]
+
 
 def _name_key(text: str) -> str:
     """Names compared without case, accents, spaces or punctuation ("González" is "GONZALEZ")."""
@@ -566,7 +572,7 @@ def _identity_rows(study: Study, patient: Patient) -> list[IdentityRow]:
         or (bool(given) and _name_key(given) != _name_key(patient.given_name)))
     sex = _DICOM_SEX.get((study.patient_sex or "").strip().upper())
     born = parse_da(study.patient_birth_date)
-    missing = "not in the scan"
+    missing = NOT_IN_SCAN
     return [
         IdentityRow("Name", study.patient_name_display or missing, patient.display_name, name_differs),
         IdentityRow("Sex", sex.value.capitalize() if sex else missing, patient.sex.value.capitalize(),

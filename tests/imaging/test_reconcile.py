@@ -79,6 +79,16 @@ def test_matching_identity_is_filed_after_one_confirmation(client: Any, factorie
     assert resp.status_code == 302 and _patient_id(study.id) == jane.id
 
 
+def test_scan_without_identity_says_what_could_not_be_compared(client: Any, factories: Any, login: Any) -> None:
+    nurse = factories.nurse()
+    patient = factories.patient(facility=nurse.facility)
+    study = _study(nurse.facility_id, name="", sex="", born="")
+    login(client, nurse)
+    page = client.get(f"/scans/studies/{study.id}/link", query_string={"mrn": patient.mrn}).get_data(as_text=True)
+    assert "The scan carries no name, sex, birth date, so they could not be compared." in page
+    assert "identity-warning" not in page
+
+
 def test_unknown_mrn_is_named_next_to_the_field(client: Any, factories: Any, login: Any) -> None:
     nurse = factories.nurse()
     study = _study(nurse.facility_id)
