@@ -583,6 +583,27 @@ def _identity_rows(study: Study, patient: Patient) -> list[IdentityRow]:
     ]
 
 
+StudyRefiled = Callable[[Study, "int | None", "int | None", User], None]
+_refiled: list[StudyRefiled] = []
+
+
+def on_study_refiled(listener: StudyRefiled) -> Callable[[], None]:
+    """Call ``listener(study, from_patient_id, to_patient_id, by)`` whenever a study is filed, moved or unlinked,
+    inside the same transaction: whatever another domain keeps about a study's patient (reading requests,
+    reports) must follow the study to the right chart. Returns a function that removes the listener."""
+    if listener not in _refiled:
+        _refiled.append(listener)
+    return lambda: _refiled.remove(listener) if listener in _refiled else None
+
+
+def _refile(study: Study, to_patient_id: int | None, *, by: User) -> int | None:
+    previous, study.patient_id = study.patient_id, to_patient_id
+    db.session.flush()
+    for listener in _refiled:
+        listener(study, previous, to_patient_id, by)
+    return previous
+
+
 def _reconcilable_study(study_id: int, *, by: User, action: str) -> Study:
     """A study sent by the actor's clinic (linked or not). :raises NotFound: otherwise (audited as denied)."""
     study = db.session.get(Study, study_id)
@@ -644,9 +665,7 @@ def link_study(study_id: int, *, mrn: str, by: User, accept_mismatches: bool = F
         raise ValidationFailed(f"The scan's {differs} differ from the chart's.",
                                errors={"accept_mismatches": [
                                    f"Check the {differs} and tick this box if the scan is this patient's."]})
-    previous = study.patient_id
-    study.patient_id = patient.id
-    db.session.flush()
+    previous = _refile(study, patient.id, by=by)
     detail: dict[str, Any] = {"differences_accepted": [m.lower() for m in preview.mismatches]}
     if previous is not None:
         detail["from_patient_id"] = previous
@@ -666,8 +685,7 @@ def unlink_study(study_id: int, *, by: User) -> Study:
     study = _reconcilable_study(study_id, by=by, action="imaging.study.unlink")
     if study.patient_id is None:
         raise ValidationFailed("The scan is on no patient's chart.")
-    previous, study.patient_id = study.patient_id, None
-    db.session.flush()
+    previous = _refile(study, None, by=by)
     audit.record("imaging.study.unlink", by=by, patient_id=previous, resource_type="ImagingStudy",
                  resource_id=study.id)
     return study

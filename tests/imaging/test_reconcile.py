@@ -123,6 +123,27 @@ def test_misfiled_scan_is_moved_and_the_viewer_follows(make_client: Any, factori
     assert _actions(study.id) == [("imaging.study.unlink", wrong.id), ("imaging.study.move", right.id)]
 
 
+def test_other_domains_hear_when_a_study_changes_chart(app_ctx: Any, factories: Any) -> None:
+    """Reading requests and reports keep a patient id; they are told, in the same transaction, to follow."""
+    from app.imaging import service
+
+    nurse = factories.nurse()
+    first, second = factories.patient(facility=nurse.facility), factories.patient(facility=nurse.facility)
+    study = _study(nurse.facility_id, patient_id=first.id)
+    heard: list[tuple[int, int | None, int | None]] = []
+
+    def listener(s: Study, old: int | None, new: int | None, by: Any) -> None:
+        heard.append((s.id, old, new))
+
+    stop_listening = service.on_study_refiled(listener)
+    try:
+        service.link_study(study.id, mrn=second.mrn, by=nurse, accept_mismatches=True)
+        service.unlink_study(study.id, by=nurse)
+    finally:
+        stop_listening()
+    assert heard == [(study.id, first.id, second.id), (study.id, second.id, None)]
+
+
 def test_unlink_puts_the_scan_back_with_the_unmatched(client: Any, factories: Any, login: Any) -> None:
     nurse = factories.nurse()
     patient = factories.patient(facility=nurse.facility)
