@@ -16,6 +16,7 @@ from app.auth.models import Role
 from app.errors import AppError, PayloadTooLarge, ValidationFailed
 from app.facilities import service as facilities
 from app.imaging import documents, export, orders, service
+from app.imaging.dicomfile import parse_da
 from app.imaging.dimse import peers
 from app.imaging.forms import ImagingOrderForm, PeerForm
 from app.imaging.ingest import ingest_files
@@ -40,6 +41,13 @@ def imaging_studies(patient: Any) -> list[Study]:
     if not current_user.is_authenticated or current_user.role not in service.VIEW_ROLES:
         return []
     return service.studies_for_patient(patient, by=current_user)
+
+
+@bp.app_template_filter("dicom_date")
+def dicom_date(text: str | None) -> str:
+    """A DICOM date (``19480302``) the way every page shows dates (``1948-03-02``)."""
+    parsed = parse_da(text)
+    return parsed.isoformat() if parsed else (text or "—")
 
 
 @bp.app_template_global()

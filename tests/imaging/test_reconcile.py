@@ -178,7 +178,7 @@ def test_nurse_compares_and_confirms_before_filing(live_server: str, live_factor
     browser_login(page, live_server, nurse)
 
     page.goto(f"{live_server}/scans/unmatched")
-    row = page.locator("#unmatched tr", has_text="OUTSIDE-9").filter(has_text="1948")
+    row = page.locator("#unmatched tr", has_text="OUTSIDE-9").filter(has_text="1948-03-02")
     row.get_by_label("MRN").fill(man.mrn)
     row.get_by_role("button", name="Compare and file").click()
     assert "differ from the chart" in page.inner_text("#identity-warning")
