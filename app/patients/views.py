@@ -209,8 +209,8 @@ def assign_doctor(patient_id: int) -> Response:
 
 @bp.post("/patients/<int:patient_id>/portal-account")
 @roles_required(Role.CLINIC_STAFF)
-def portal_account(patient_id: int) -> Response:
-    """Create the patient's sign-in for "My health"."""
+def portal_account(patient_id: int) -> Response | tuple[str, int]:
+    """Create the patient's sign-in for "My health"; a wrong field is marked on the chart's form."""
     patient = service.get_patient(patient_id, by=current_user, audit_read=False)
     form = PortalAccountForm(prefix="portal")
     if form.validate_on_submit():
@@ -219,14 +219,18 @@ def portal_account(patient_id: int) -> Response:
                                           by=current_user)
         except AppError as exc:
             db.rollback()
-            messages = [m for msgs in (exc.errors or {}).values() for m in msgs] or [exc.detail]
-            flash("Portal account not created: " + " ".join(messages), "error")
+            if not exc.errors:  # nothing to correct in the form (e.g. the patient has an account already)
+                flash(f"Portal account not created: {exc.detail}", "error")
+                return redirect(url_for("patients.chart", patient_id=patient_id))
+            form.apply_error(exc)
         else:
             db.session.commit()
             flash("Portal account created. Give the patient the temporary password in person.", "success")
-    else:
-        flash("Enter an email and a temporary password.", "error")
-    return redirect(url_for("patients.chart", patient_id=patient_id))
+            return redirect(url_for("patients.chart", patient_id=patient_id))
+    context = _chart_context(patient_id)
+    context["portal_form"] = form
+    db.session.commit()
+    return render_template("patients/chart.html", **context), 422
 
 
 @bp.get("/patients/<int:patient_id>/access-log")

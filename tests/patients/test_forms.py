@@ -69,6 +69,19 @@ def test_chart_allergy_without_severity_is_refused_on_the_field(client: Any, fac
     assert db.session.scalar(sa.select(Allergy).where(Allergy.patient_id == patient.id)) is None
 
 
+def test_portal_account_errors_are_marked_on_their_fields(client: Any, factories: Any, login: Any) -> None:
+    nurse = factories.nurse()
+    patient = factories.patient(facility=nurse.facility)
+    login(client, nurse)
+    resp = client.post(f"/patients/{patient.id}/portal-account",
+                       data={"portal-email": "not an email", "portal-password": ""})
+    assert resp.status_code == 422
+    assert _field_errors(resp.get_data(as_text=True))["portal-password"] == ["This field is required."]
+    resp = client.post(f"/patients/{patient.id}/portal-account",
+                       data={"portal-email": "not an email", "portal-password": "first-time-pass"})
+    assert resp.status_code == 422 and "portal-email" in _field_errors(resp.get_data(as_text=True))
+
+
 def test_no_known_allergies_is_a_recorded_statement(client: Any, factories: Any, login: Any) -> None:
     nurse = factories.nurse()
     patient = factories.patient(facility=nurse.facility)
