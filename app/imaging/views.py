@@ -15,6 +15,7 @@ from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError, PayloadTooLarge, ValidationFailed
 from app.facilities import service as facilities
+from app.forms import commit_or_flash_error
 from app.imaging import documents, export, orders, service
 from app.imaging.dicomfile import parse_da
 from app.imaging.dimse import peers
@@ -164,10 +165,12 @@ def _link_page(study_id: int, mrn: str, *, errors: dict[str, list[str]] | None =
 @roles_required(Role.CLINIC_STAFF)
 def unlink(study_id: int) -> BaseResponse:
     """Take a misfiled scan off a chart; it waits again under Unmatched scans."""
-    service.unlink_study(study_id, by=current_user)
-    db.session.commit()
-    flash("Scan taken off the chart. It is back under Unmatched scans.", "success")
-    return redirect(url_for("imaging.unmatched"))
+    study = service.study_to_reconcile(study_id, by=current_user)
+    chart = study.patient_id
+    if commit_or_flash_error(lambda: service.unlink_study(study_id, by=current_user),
+                             "Scan taken off the chart. It is back under Unmatched scans."):
+        return redirect(url_for("imaging.unmatched"))
+    return redirect(url_for("patients.chart", patient_id=chart) if chart else url_for("imaging.unmatched"))
 
 
 @bp.get("/scans/studies/<study_uid>")
