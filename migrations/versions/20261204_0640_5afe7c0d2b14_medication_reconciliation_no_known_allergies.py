@@ -1,7 +1,7 @@
 """Medication list kept in step with prescriptions; "no known allergies" as a recorded statement.
 
 Revision ID: 5afe7c0d2b14
-Revises: 3e5d0cfe4b65
+Revises: c9da4f07064f
 Create Date: 2026-12-04 05:35:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import app.db
 
 revision: str = '5afe7c0d2b14'
-down_revision: str | Sequence[str] | None = '3e5d0cfe4b65'
+down_revision: str | Sequence[str] | None = 'c9da4f07064f'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
