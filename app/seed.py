@@ -47,6 +47,7 @@ DEMO_PATIENTS = {
         medications=[{"name": "Metformin", "dosage": "500 mg twice daily"}]),
     "tom.baker@mail.example": dict(
         given_name="Tom", family_name="Baker", birth_date=date(1984, 11, 2), sex=Sex.MALE, phone="+1 555 0102",
+        no_known_allergies=True,
         conditions=[{"description": "Asthma", "code": "J45.909"}],
         medications=[{"name": "Salbutamol inhaler", "dosage": "2 puffs as needed"}]),
     "amina.diallo@mail.example": dict(

@@ -166,8 +166,13 @@ def _durable_events_stored(session: so.Session) -> None:
 
 def search(*, by: User, actor_id: int | None = None, patient_id: int | None = None, action: str | None = None,
            outcome: Outcome | None = None, since: datetime | None = None, until: datetime | None = None,
+           actor_name: str | None = None, patient_ids: Sequence[int] | None = None,
            page: int = 1, per_page: int = 50) -> tuple[Sequence[AuditEvent], int]:
-    """Filter the trail for an admin. :raises Forbidden: for anyone else."""
+    """Filter the trail for an admin; ``actor_name`` matches part of the name as recorded, any case;
+    ``patient_ids`` (e.g. the patients a typed name matched) may be empty, which matches nothing.
+
+    :raises Forbidden: for anyone else.
+    """
     from app.auth.models import Role
 
     if by.role is not Role.ADMIN:
@@ -178,6 +183,11 @@ def search(*, by: User, actor_id: int | None = None, patient_id: int | None = No
         query = query.where(AuditEvent.actor_id == actor_id)
     if patient_id is not None:
         query = query.where(AuditEvent.patient_id == patient_id)
+    if actor_name:
+        pattern = "%" + actor_name.lower().replace("\\", "").replace("%", "").replace("_", "") + "%"
+        query = query.where(sa.func.lower(AuditEvent.actor_name).like(pattern))
+    if patient_ids is not None:
+        query = query.where(AuditEvent.patient_id.in_(list(patient_ids)))
     if action:
         query = query.where(AuditEvent.action.startswith(action))
     if outcome is not None:

@@ -853,6 +853,8 @@ def state(appointment: Appointment) -> dict[str, Any]:
         "ended": ended or (session is not None and session.ended_at is not None),
         "start": appointment.start_at.isoformat(),
         "check_in_opens": check_in_opens_at(appointment).isoformat(),
+        "can_check_in": appointment.status is AppointmentStatus.BOOKED
+        and db.utcnow() >= check_in_opens_at(appointment),
         "present": [p.user_id for p in session.participants if p.present] if session else [],
         "message": status_text(appointment),
     }
@@ -868,7 +870,7 @@ def status_text(appointment: Appointment) -> str:
         case AppointmentStatus.ARRIVED if appointment.admitted_at is None:
             return "You are checked in. The doctor will admit you; please keep this page open."
         case AppointmentStatus.ARRIVED:
-            return "The doctor has admitted you. Joining the consult..."
+            return "You are in the consult with the doctor."
         case AppointmentStatus.FULFILLED:
             return "The consult has ended."
         case _:

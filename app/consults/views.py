@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
+from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
@@ -11,11 +12,11 @@ from werkzeug.wrappers import Response
 from app import db
 from app.auth.decorators import roles_required
 from app.auth.models import Role, User
-from app.consults import service, summaries
+from app.consults import history, service, summaries
 from app.consults.models import AppointmentStatus, ParticipantKind
 from app.errors import AppError
 from app.patients import service as patients
-from app.web import add_chart_links, add_my_health_panel, add_nav
+from app.web import add_chart_links, add_chart_panel, add_my_health_panel, add_nav
 
 bp = Blueprint("consults", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/consults")
@@ -35,6 +36,20 @@ def _chart_links(patient: object, user: User) -> list[dict[str, str]]:
 
 
 add_chart_links(_chart_links)
+add_chart_panel("consults/_visit_history.html")
+
+
+@bp.app_template_global()
+def visit_history(patient: Any) -> list[history.VisitEntry]:
+    """The chart's visit history (the chart read itself is audited by the chart page)."""
+    if not current_user.is_authenticated:
+        return []
+    return history.visit_history(patient, by=current_user)
+
+
+@bp.app_template_global()
+def can_read_visit_history(patient: Any) -> bool:
+    return current_user.is_authenticated and history.visible_to(current_user, patient)
 
 
 def _flash_error(exc: AppError) -> None:
@@ -70,7 +85,7 @@ def book() -> Response | str:
             if start.tzinfo is None:
                 raise ValueError
         except ValueError:
-            flash("Choose a slot.", "error")
+            flash("Choose a time first, then press Book this time.", "error")
         else:
             try:
                 appt = service.book(patient=patient, doctor_id=doctor_id or 0, start=start, by=current_user,
@@ -143,8 +158,8 @@ def today() -> str:
     appointments = service.day_view(current_user)
     db.session.commit()
     now = db.utcnow()
-    return render_template("consults/today.html", appointments=appointments, now=now,
-                           AppointmentStatus=AppointmentStatus)
+    template = "consults/_day_table.html" if request.args.get("part") == "table" else "consults/today.html"
+    return render_template(template, appointments=appointments, now=now, AppointmentStatus=AppointmentStatus)
 
 
 @bp.post("/consults/<int:appointment_id>/admit")

@@ -57,13 +57,17 @@ class Header:
 
     @property
     def study_date(self) -> date | None:
-        text = self.get("StudyDate")
-        if not text or len(text) != 8 or not text.isdigit():
-            return None
-        try:
-            return date(int(text[:4]), int(text[4:6]), int(text[6:]))
-        except ValueError:
-            return None
+        return parse_da(self.get("StudyDate"))
+
+
+def parse_da(text: str | None) -> date | None:
+    """A DICOM DA value (``YYYYMMDD``) as a date; None when absent or malformed."""
+    if not text or len(text) != 8 or not text.isdigit():
+        return None
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
 
 
 def _check_fragments(fh: BinaryIO, offset: int, size: int, big: bool) -> None:

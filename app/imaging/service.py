@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 import threading
+import unicodedata
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,11 +34,11 @@ from app.audit.models import Outcome
 from app.auth.models import Role, User
 from app.db import utcnow
 from app.errors import Forbidden, ValidationFailed
-from app.imaging.dicomfile import Header, Rejected, read_header
+from app.imaging.dicomfile import Header, Rejected, parse_da, read_header
 from app.imaging.fingerprint import same_instance
 from app.imaging.models import Instance, Series, Study
 from app.patients import access as patient_access
-from app.patients.models import Patient
+from app.patients.models import Patient, Sex
 from storage.keys import new_key
 
 logger = logging.getLogger(__name__)
@@ -545,25 +546,175 @@ def unmatched_studies(*, by: User) -> list[Study]:
                                    .order_by(Study.id.desc()).limit(200)))
 
 
-def link_study(study_id: int, *, mrn: str, by: User) -> Study:
-    """Attach an unmatched study of the actor's clinic to a patient by MRN.
+_DICOM_SEX = {"F": Sex.FEMALE, "M": Sex.MALE, "O": Sex.OTHER}
+NOT_IN_SCAN = "not in the scan"
 
-    :raises NotFound: the study is not an unmatched one of this clinic.
-    :raises ValidationFailed: no patient the actor can see has that MRN.
-    """
+
+@dataclass(frozen=True)
+class IdentityRow:
+    """One line of the side-by-side comparison of a scan's identity with a chart's."""
+
+    label: str
+    in_scan: str
+    on_chart: str
+    differs: bool
+
+
+@dataclass(frozen=True)
+class LinkPreview:
+    """What the person filing a scan must see before it lands on a chart."""
+
+    study: Study
+    patient: Patient
+    rows: list[IdentityRow]
+    current_patient: Patient | None
+
+    @property
+    def mismatches(self) -> list[str]:
+        return [r.label for r in self.rows if r.differs]
+
+    @property
+    def unchecked(self) -> list[str]:
+        """Identity the scan does not carry, so nothing could be compared (not a mismatch, not a match)."""
+        return [r.label for r in self.rows if r.in_scan == NOT_IN_SCAN]
+
+
+def _name_key(text: str) -> str:
+    """Names compared without case, accents, spaces or punctuation ("González" is "GONZALEZ")."""
+    plain = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in plain if ch.isalnum()).lower()
+
+
+def _identity_rows(study: Study, patient: Patient) -> list[IdentityRow]:
+    family, _, rest = (study.patient_name or "").partition("^")
+    given = rest.split("^")[0] if rest else ""
+    name_differs = bool(study.patient_name) and (
+        _name_key(family) != _name_key(patient.family_name)
+        or (bool(given) and _name_key(given) != _name_key(patient.given_name)))
+    sex = _DICOM_SEX.get((study.patient_sex or "").strip().upper())
+    born = parse_da(study.patient_birth_date)
+    missing = NOT_IN_SCAN
+    return [
+        IdentityRow("Name", study.patient_name_display or missing, patient.display_name, name_differs),
+        IdentityRow("Sex", sex.value.capitalize() if sex else missing, patient.sex.value.capitalize(),
+                    sex is not None and patient.sex in _DICOM_SEX.values() and sex is not patient.sex),
+        IdentityRow("Birth date", born.isoformat() if born else missing, patient.birth_date.isoformat(),
+                    born is not None and born != patient.birth_date),
+        IdentityRow("Patient ID / MRN", study.dicom_patient_id or missing, patient.mrn, False),
+    ]
+
+
+StudyRefiled = Callable[[Study, "int | None", "int | None", User], None]
+_refiled: list[StudyRefiled] = []
+
+
+def on_study_refiled(listener: StudyRefiled) -> Callable[[], None]:
+    """Call ``listener(study, from_patient_id, to_patient_id, by)`` whenever a study is filed, moved or unlinked,
+    inside the same transaction: whatever another domain keeps about a study's patient (reading requests,
+    reports) must follow the study to the right chart. Returns a function that removes the listener."""
+    if listener not in _refiled:
+        _refiled.append(listener)
+    return lambda: _refiled.remove(listener) if listener in _refiled else None
+
+
+def _refile(study: Study, to_patient_id: int | None, *, by: User) -> int | None:
+    previous, study.patient_id = study.patient_id, to_patient_id
+    db.session.flush()
+    for listener in _refiled:
+        listener(study, previous, to_patient_id, by)
+    return previous
+
+
+def _reconcilable_study(study_id: int, *, by: User, action: str) -> Study:
+    """A study sent by the actor's clinic (linked or not). :raises NotFound: otherwise (audited as denied)."""
     study = db.session.get(Study, study_id)
-    if by.role is not Role.CLINIC_STAFF or study is None or study.facility_id != by.facility_id \
-            or study.patient_id is not None:
-        raise audit.deny("imaging.study.link", by=by, resource_type="ImagingStudy", resource_id=study_id)
+    if by.role is not Role.CLINIC_STAFF or study is None or study.facility_id != by.facility_id:
+        raise audit.deny(action, by=by, resource_type="ImagingStudy", resource_id=study_id)
+    return study
+
+
+def study_to_reconcile(study_id: int, *, by: User) -> Study:
+    """A study the actor may file, move or unlink, its opening audited.
+
+    :raises NotFound: the study was not sent by the actor's clinic (audited as denied).
+    """
+    study = _reconcilable_study(study_id, by=by, action="imaging.study.read")
+    audit.record("imaging.study.read", by=by, patient_id=study.patient_id, resource_type="ImagingStudy",
+                 resource_id=study.id)
+    return study
+
+
+def preview_link(study_id: int, *, mrn: str, by: User) -> LinkPreview:
+    """Both identities side by side, before a study is filed to (or moved to) the chart with ``mrn``.
+
+    :raises NotFound: the study was not sent by the actor's clinic.
+    :raises ValidationFailed: no patient the actor can see has that MRN, or it is the study's patient already.
+    """
+    preview = _preview(study_id, mrn=mrn, by=by)
+    audit.record("imaging.study.link.preview", by=by, patient_id=preview.patient.id, resource_type="ImagingStudy",
+                 resource_id=preview.study.id)
+    return preview
+
+
+def _preview(study_id: int, *, mrn: str, by: User) -> LinkPreview:
+    study = _reconcilable_study(study_id, by=by, action="imaging.study.link")
     patient = db.session.scalar(sa.select(Patient).where(Patient.mrn == mrn.strip(),
                                                          patient_access.visible_clause(by)))
     if patient is None:
-        raise ValidationFailed("No patient of your clinic has that MRN.", errors={"mrn": ["Unknown MRN."]})
-    study.patient_id = patient.id
-    db.session.flush()
-    audit.record("imaging.study.link", by=by, patient_id=patient.id, resource_type="ImagingStudy",
+        raise ValidationFailed("No patient of your clinic has that MRN.",
+                               errors={"mrn": ["No patient of your clinic has this MRN."]})
+    if patient.id == study.patient_id:
+        raise ValidationFailed("The scan is already on this patient's chart.",
+                               errors={"mrn": ["The scan is already on this patient's chart."]})
+    current = db.session.get(Patient, study.patient_id) if study.patient_id is not None else None
+    return LinkPreview(study, patient, _identity_rows(study, patient), current)
+
+
+def link_study(study_id: int, *, mrn: str, by: User, accept_mismatches: bool = False) -> Study:
+    """File a study of the actor's clinic to the chart with ``mrn``, or move it there from another chart.
+
+    A study whose name, sex or birth date differs from the chart's is linked only with ``accept_mismatches``
+    (the person saw the comparison and checked). Moving is audited on both charts.
+
+    :raises NotFound: the study was not sent by the actor's clinic.
+    :raises ValidationFailed: unknown MRN, or differences not accepted.
+    """
+    preview = _preview(study_id, mrn=mrn, by=by)
+    study, patient = preview.study, preview.patient
+    if preview.mismatches and not accept_mismatches:
+        differs = ", ".join(m.lower() for m in preview.mismatches)
+        raise ValidationFailed(f"The scan's {differs} differ from the chart's.",
+                               errors={"accept_mismatches": [
+                                   f"Check the {differs} and tick this box if the scan is this patient's."]})
+    previous = _refile(study, patient.id, by=by)
+    detail: dict[str, Any] = {"differences_accepted": [m.lower() for m in preview.mismatches]}
+    if previous is not None:
+        detail["from_patient_id"] = previous
+        audit.record("imaging.study.unlink", by=by, patient_id=previous, resource_type="ImagingStudy",
+                     resource_id=study.id, detail={"to_patient_id": patient.id})
+    audit.record("imaging.study.move" if previous is not None else "imaging.study.link", by=by,
+                 patient_id=patient.id, resource_type="ImagingStudy", resource_id=study.id, detail=detail)
+    return study
+
+
+def unlink_study(study_id: int, *, by: User) -> Study:
+    """Take a study off its chart; it goes back to the clinic's unmatched scans.
+
+    :raises NotFound: the study was not sent by the actor's clinic.
+    :raises ValidationFailed: the study is on no chart.
+    """
+    study = _reconcilable_study(study_id, by=by, action="imaging.study.unlink")
+    if study.patient_id is None:
+        raise ValidationFailed("The scan is on no patient's chart.")
+    previous = _refile(study, None, by=by)
+    audit.record("imaging.study.unlink", by=by, patient_id=previous, resource_type="ImagingStudy",
                  resource_id=study.id)
     return study
+
+
+def can_reconcile(study: Study, user: User) -> bool:
+    """Whether ``user`` may move or unlink ``study`` (staff of the clinic that sent it)."""
+    return user.role is Role.CLINIC_STAFF and study.facility_id == user.facility_id
 
 
 def parse_date_range(text: str) -> tuple[date | None, date | None]:

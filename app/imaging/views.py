@@ -13,9 +13,11 @@ from werkzeug.wrappers import Response as BaseResponse
 from app import db, web
 from app.auth.decorators import roles_required
 from app.auth.models import Role
-from app.errors import AppError, PayloadTooLarge
+from app.errors import AppError, PayloadTooLarge, ValidationFailed
 from app.facilities import service as facilities
+from app.forms import commit_or_flash_error
 from app.imaging import documents, export, orders, service
+from app.imaging.dicomfile import parse_da
 from app.imaging.dimse import peers
 from app.imaging.forms import ImagingOrderForm, PeerForm
 from app.imaging.ingest import ingest_files
@@ -40,6 +42,13 @@ def imaging_studies(patient: Any) -> list[Study]:
     if not current_user.is_authenticated or current_user.role not in service.VIEW_ROLES:
         return []
     return service.studies_for_patient(patient, by=current_user)
+
+
+@bp.app_template_filter("dicom_date")
+def dicom_date(text: str | None) -> str:
+    """A DICOM date (``19480302``) the way every page shows dates (``1948-03-02``)."""
+    parsed = parse_da(text)
+    return parsed.isoformat() if parsed else (text or "—")
 
 
 @bp.app_template_global()
@@ -78,6 +87,11 @@ def request_imaging(patient_id: int) -> BaseResponse:
     return redirect(url_for("patients.chart", patient_id=patient.id))
 
 
+@bp.app_template_global()
+def can_reconcile_study(study: Study) -> bool:
+    return current_user.is_authenticated and service.can_reconcile(study, current_user)
+
+
 def _summary_row(r: service.IngestResult) -> dict[str, Any]:
     matched = r.patient_id is not None if r.ok else None
     return {"file": r.filename, "status": r.status, "reason": r.reason, "matched": matched,
@@ -111,18 +125,52 @@ def unmatched() -> str:
     return render_template("imaging/unmatched.html", studies=studies)
 
 
-@bp.post("/scans/studies/<int:study_id>/link")
+@bp.route("/scans/studies/<int:study_id>/link", methods=["GET", "POST"])
 @roles_required(Role.CLINIC_STAFF)
-def link(study_id: int) -> BaseResponse:
-    try:
-        study = service.link_study(study_id, mrn=request.form.get("mrn", ""), by=current_user)
-        db.session.commit()
-    except AppError as exc:
-        db.rollback()
-        flash(exc.detail, "error")
+def link(study_id: int) -> str | BaseResponse:
+    """File (or move) a scan: both identities side by side, then an explicit confirmation."""
+    form = request.form if request.method == "POST" else request.args
+    mrn = form.get("mrn", "").strip()
+    if request.method == "POST" and form.get("confirmed") == "yes":
+        try:
+            study = service.link_study(study_id, mrn=mrn, by=current_user,
+                                       accept_mismatches=form.get("accept_mismatches") == "yes")
+            db.session.commit()
+        except ValidationFailed as exc:
+            db.rollback()
+            return _link_page(study_id, mrn, errors=exc.errors or {}, status=422)
+        flash("Scan filed to this patient's chart.", "success")
+        return redirect(url_for("patients.chart", patient_id=study.patient_id))
+    return _link_page(study_id, mrn)
+
+
+def _link_page(study_id: int, mrn: str, *, errors: dict[str, list[str]] | None = None,
+               status: int = 200) -> tuple[str, int]:
+    errors = dict(errors or {})
+    preview = study = None
+    if mrn:
+        try:
+            preview = service.preview_link(study_id, mrn=mrn, by=current_user)
+        except ValidationFailed as exc:
+            errors.update(exc.errors or {})
+            status = 422
+    if preview is None:
+        study = service.study_to_reconcile(study_id, by=current_user)
+    db.session.commit()
+    return render_template("imaging/link.html", preview=preview, study=preview.study if preview else study,
+                           mrn=mrn, errors=errors), status
+
+
+@bp.post("/scans/studies/<int:study_id>/unlink")
+@roles_required(Role.CLINIC_STAFF)
+def unlink(study_id: int) -> BaseResponse:
+    """Take a misfiled scan off a chart; it waits again under Unmatched scans."""
+    study = service.study_to_reconcile(study_id, by=current_user)
+    chart = study.patient_id
+    if commit_or_flash_error(lambda: service.unlink_study(study_id, by=current_user),
+                             "Scan taken off the chart. It is back under Unmatched scans."):
         return redirect(url_for("imaging.unmatched"))
-    flash("Study linked to the patient's chart.", "success")
-    return redirect(url_for("patients.chart", patient_id=study.patient_id))
+    return redirect(url_for("patients.chart", patient_id=chart) if chart else url_for("imaging.unmatched"))
 
 
 @bp.get("/scans/studies/<study_uid>")

@@ -1,27 +1,52 @@
 from __future__ import annotations
 
-from wtforms import BooleanField, DateField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms import BooleanField, DateField, Field, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from app.forms import AppForm
 from app.patients.models import AllergySeverity, Sex
 from app.patients.service import PatientInput
 
+CHOOSE = ("", "Choose…")
+"""First option of a clinical choice: nothing is preselected, so nobody saves a guess by not looking."""
+SEVERITIES = ", ".join(s.value for s in AllergySeverity)
+
 
 class PatientForm(AppForm):
     given_name = StringField("Given name", validators=[DataRequired(), Length(max=100)])
     family_name = StringField("Family name", validators=[DataRequired(), Length(max=100)])
-    birth_date = DateField("Birth date", validators=[DataRequired()])
-    sex = SelectField("Sex", choices=[(s.value, s.value.capitalize()) for s in Sex], validators=[DataRequired()])
+    birth_date = DateField("Birth date", validators=[DataRequired(message="Enter the birth date.")])
+    sex = SelectField("Sex", choices=[CHOOSE, *[(s.value, s.value.capitalize()) for s in Sex]],
+                      validators=[DataRequired(message="Choose the patient's sex.")])
     phone = StringField("Phone", validators=[Optional(), Length(max=32)])
     email = StringField("Email", validators=[Optional(), Length(max=254)])
     address = TextAreaField("Address", validators=[Optional(), Length(max=300)])
     allergies = TextAreaField("Allergies (one per line: substance; severity; reaction)",
                               validators=[Optional(), Length(max=2000)])
+    no_known_allergies = BooleanField("No known allergies (I asked the patient)")
     conditions = TextAreaField("Conditions (one per line)", validators=[Optional(), Length(max=2000)])
     medications = TextAreaField("Current medications (one per line: name; dosage)",
                                 validators=[Optional(), Length(max=2000)])
     confirm_not_duplicate = BooleanField("I checked: this is a different person")
+
+    def validate_allergies(self, field: Field) -> None:
+        """Each line needs a substance and one of the severities: a missing severity is never guessed."""
+        problems = []
+        for n, line in enumerate(_lines(field.data), 1):
+            item = _allergy_line(line)
+            if not item["substance"]:
+                problems.append(f"Line {n}: start with the substance.")
+            elif not item["severity"]:
+                problems.append(f"Line {n} ({item['substance']}): add the severity ({SEVERITIES}).")
+            elif item["severity"] not in {s.value for s in AllergySeverity}:
+                problems.append(f"Line {n} ({item['substance']}): the severity must be {SEVERITIES}, "
+                                f"not \"{item['severity']}\".")
+        if problems:
+            raise ValidationError(" ".join(problems))
+
+    def validate_no_known_allergies(self, field: Field) -> None:
+        if field.data and _lines(self.allergies.data):
+            raise ValidationError("Untick this, or remove the allergies listed above.")
 
     def to_input(self) -> PatientInput:
         assert self.birth_date.data is not None
@@ -29,6 +54,7 @@ class PatientForm(AppForm):
             given_name=self.given_name.data or "", family_name=self.family_name.data or "",
             birth_date=self.birth_date.data, sex=Sex(self.sex.data), phone=self.phone.data,
             email=self.email.data, address=self.address.data,
+            no_known_allergies=bool(self.no_known_allergies.data),
             allergies=[_allergy_line(line) for line in _lines(self.allergies.data)],
             conditions=[{"description": line} for line in _lines(self.conditions.data)],
             medications=[_medication_line(line) for line in _lines(self.medications.data)],
@@ -41,8 +67,8 @@ def _lines(text: str | None) -> list[str]:
 
 def _allergy_line(line: str) -> dict[str, str | None]:
     parts = [p.strip() for p in line.split(";")]
-    severity = parts[1].lower() if len(parts) > 1 and parts[1] else AllergySeverity.MODERATE.value
-    return {"substance": parts[0], "severity": severity, "reaction": parts[2] if len(parts) > 2 else None}
+    severity = parts[1].lower() if len(parts) > 1 else ""
+    return {"substance": parts[0], "severity": severity, "reaction": parts[2] if len(parts) > 2 and parts[2] else None}
 
 
 def _medication_line(line: str) -> dict[str, str | None]:
@@ -54,6 +80,7 @@ class DemographicsForm(PatientForm):
     """Editing keeps the clinical lists on the chart, so those fields are not part of this form."""
 
     allergies = None  # type: ignore[assignment]
+    no_known_allergies = None  # type: ignore[assignment]
     conditions = None  # type: ignore[assignment]
     medications = None  # type: ignore[assignment]
     confirm_not_duplicate = None  # type: ignore[assignment]
@@ -67,7 +94,8 @@ class DemographicsForm(PatientForm):
 
 class AllergyForm(AppForm):
     substance = StringField("Substance", validators=[DataRequired(), Length(max=120)])
-    severity = SelectField("Severity", choices=[(s.value, s.value.capitalize()) for s in AllergySeverity])
+    severity = SelectField("Severity", choices=[CHOOSE, *[(s.value, s.value.capitalize()) for s in AllergySeverity]],
+                           validators=[DataRequired(message="Choose how severe the reaction is.")])
     reaction = StringField("Reaction", validators=[Optional(), Length(max=300)])
 
 

@@ -54,9 +54,13 @@ class Patient(TimestampMixin, Base):
     facility_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("facility.id"), index=True)
     user_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"), unique=True)
     registered_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    # "No known allergies" is a statement someone made, not the absence of rows: who said it, and when.
+    no_known_allergies_at: so.Mapped[datetime | None]
+    no_known_allergies_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
 
     facility: so.Mapped[Facility] = so.relationship(lazy="joined")
     user: so.Mapped[User | None] = so.relationship(foreign_keys=[user_id])
+    no_known_allergies_by: so.Mapped[User | None] = so.relationship(foreign_keys=[no_known_allergies_by_id])
     allergies: so.Mapped[list[Allergy]] = so.relationship(
         back_populates="patient", order_by="Allergy.id", cascade="all, delete-orphan")
     conditions: so.Mapped[list[Condition]] = so.relationship(
@@ -67,6 +71,10 @@ class Patient(TimestampMixin, Base):
     @property
     def display_name(self) -> str:
         return f"{self.family_name.upper()}, {self.given_name}"
+
+    @property
+    def active_allergies(self) -> list[Allergy]:
+        return [a for a in self.allergies if a.status is ClinicalStatus.ACTIVE]
 
     @property
     def age(self) -> int:
@@ -127,6 +135,9 @@ class MedicationStatement(Base):
         str_enum(ClinicalStatus, 8), default=ClinicalStatus.ACTIVE)
     recorded_at: so.Mapped[UtcTimestamp]
     recorded_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    # The signed prescription this entry comes from (kept in step with it: a new dose replaces the entry,
+    # stopping the prescription stops it).
+    prescription_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("prescription.id"), index=True)
 
     patient: so.Mapped[Patient] = so.relationship(back_populates="medications")
 

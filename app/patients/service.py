@@ -16,9 +16,10 @@ import sqlalchemy as sa
 
 from app import db
 from app.audit import service as audit
+from app.audit import wording
 from app.audit.models import AuditEvent, Outcome
 from app.auth.models import Role, User
-from app.errors import Conflict, Forbidden, ValidationFailed
+from app.errors import AppError, Conflict, Forbidden, ValidationFailed
 from app.patients import access
 from app.patients.models import (
     Allergy,
@@ -47,6 +48,7 @@ class PatientInput:
     allergies: list[dict[str, Any]] = field(default_factory=list)
     conditions: list[dict[str, Any]] = field(default_factory=list)
     medications: list[dict[str, Any]] = field(default_factory=list)
+    no_known_allergies: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,12 +168,20 @@ def register(data: PatientInput, *, by: User, allow_possible_duplicate: bool = F
     )
     db.session.add(patient)
     db.session.flush()
-    for item in data.allergies:
-        add_allergy(patient, by=by, **item)
-    for item in data.conditions:
-        add_condition(patient, by=by, **item)
-    for item in data.medications:
-        add_medication(patient, by=by, **item)
+    if data.no_known_allergies and data.allergies:
+        raise ValidationFailed("Some fields need attention.", errors={
+            "no_known_allergies": ["Untick this, or remove the allergies listed."]})
+    for list_name, add in (("allergies", add_allergy), ("conditions", add_condition),
+                           ("medications", add_medication)):
+        for n, item in enumerate(getattr(data, list_name), 1):
+            try:
+                add(patient, by=by, **item)
+            except AppError as exc:  # name the list and the line, not a field the form does not have
+                messages = [m for msgs in (exc.errors or {}).values() for m in msgs] or [exc.detail]
+                raise ValidationFailed("Some fields need attention.", errors={
+                    list_name: [f"Line {n}: {m}" for m in messages]}) from None
+    if data.no_known_allergies:
+        record_no_known_allergies(patient, by=by)
     audit.record("patient.create", by=by, patient_id=patient.id, resource_type="Patient", resource_id=patient.id)
     return patient
 
@@ -199,6 +209,14 @@ def get_own_record(*, by: User) -> Patient | None:
     return patient
 
 
+def _name_or_mrn(text: str) -> list[sa.ColumnElement[bool]]:
+    """Conditions for up to four typed words, each a case-insensitive prefix of either name or the MRN."""
+    terms = [t for t in (w.replace("\\", "").replace("%", "").replace("_", "")
+                         for w in text.lower().replace(",", " ").split()[:4]) if t]
+    return [sa.or_(Patient.family_name_search.startswith(t), Patient.given_name_search.startswith(t),
+                   Patient.mrn == t) for t in terms]
+
+
 def search(*, by: User, q: str | None = None, mrn: str | None = None, birth_date: date | None = None,
            page: int = 1, per_page: int = 20) -> Page:
     """Search the patients ``by`` may see; name matches are case-insensitive prefixes of either name."""
@@ -209,12 +227,7 @@ def search(*, by: User, q: str | None = None, mrn: str | None = None, birth_date
     per_page = min(max(per_page, 1), 100)
     query = sa.select(Patient).where(access.visible_clause(by))
     if q:
-        for term in q.lower().replace(",", " ").split()[:4]:
-            term = term.replace("\\", "").replace("%", "").replace("_", "")
-            if term:
-                query = query.where(sa.or_(Patient.family_name_search.startswith(term),
-                                           Patient.given_name_search.startswith(term),
-                                           Patient.mrn == term))
+        query = query.where(*_name_or_mrn(q))
     if mrn:
         query = query.where(Patient.mrn == mrn.strip())
     if birth_date:
@@ -270,11 +283,26 @@ def add_allergy(patient: Patient, *, by: User, substance: str, severity: str | A
         raise Conflict("This allergy is already recorded.", errors={"substance": ["Already recorded."]})
     allergy = Allergy(patient=patient, substance=substance_clean, reaction=reaction_clean,
                       severity=_enum(severity, AllergySeverity, "severity"), recorded_by_id=by.id)
+    patient.no_known_allergies_at = patient.no_known_allergies_by_id = None  # superseded by this allergy
     db.session.add(allergy)
     db.session.flush()
     audit.record("allergy.create", by=by, patient_id=patient.id, resource_type="AllergyIntolerance",
                  resource_id=allergy.id)
     return allergy
+
+
+def record_no_known_allergies(patient: Patient, *, by: User) -> None:
+    """Record that the patient was asked and has no known allergies (an empty list only means "not asked").
+
+    :raises Conflict: an active allergy is recorded.
+    """
+    _check_clinical_write(patient, by, "allergy.none_known", "AllergyIntolerance")
+    if patient.active_allergies:
+        raise Conflict("An allergy is recorded: mark it inactive first if it was entered by mistake.")
+    patient.no_known_allergies_at = db.utcnow()
+    patient.no_known_allergies_by_id = by.id
+    db.session.flush()
+    audit.record("allergy.none_known", by=by, patient_id=patient.id, resource_type="AllergyIntolerance")
 
 
 def add_condition(patient: Patient, *, by: User, description: str, code: str | None = None,
@@ -311,6 +339,46 @@ def add_medication(patient: Patient, *, by: User, name: str, dosage: str | None 
     audit.record("medication.create", by=by, patient_id=patient.id, resource_type="MedicationStatement",
                  resource_id=med.id)
     return med
+
+
+def _medicine_key(name: str) -> str:
+    """Entries for the same medicine share their first word ("Metformin" and "Metformin 500 mg tablet")."""
+    first = name.strip().split()[0] if name.strip() else ""
+    return "".join(ch for ch in first.lower() if ch.isalnum())
+
+
+def record_prescribed_medication(patient: Patient, *, by: User, prescription_id: int, name: str,
+                                 dosage: str) -> MedicationStatement:
+    """Put a signed prescription on the medication list in place of the entries for the same medicine.
+
+    The replaced entries become inactive (never deleted), so nobody reads the old dose beside the new one.
+    """
+    _check_clinical_write(patient, by, "medicationstatement.create", "MedicationStatement")
+    key = _medicine_key(name)
+    for old in patient.medications:
+        if old.status is ClinicalStatus.ACTIVE and _medicine_key(old.name) == key:
+            _deactivate(old, by=by, because={"replaced_by_prescription": prescription_id})
+    med = MedicationStatement(patient=patient, name=name[:120], dosage=dosage[:200], recorded_by_id=by.id,
+                              prescription_id=prescription_id)
+    db.session.add(med)
+    db.session.flush()
+    audit.record("medicationstatement.create", by=by, patient_id=patient.id, resource_type="MedicationStatement",
+                 resource_id=med.id, detail={"prescription_id": prescription_id})
+    return med
+
+
+def stop_prescribed_medication(patient: Patient, *, by: User, prescription_id: int) -> None:
+    """Take a stopped or cancelled prescription off the medication list."""
+    _check_clinical_write(patient, by, "medicationstatement.update", "MedicationStatement")
+    for med in patient.medications:
+        if med.prescription_id == prescription_id and med.status is ClinicalStatus.ACTIVE:
+            _deactivate(med, by=by, because={"prescription_ended": prescription_id})
+
+
+def _deactivate(med: MedicationStatement, *, by: User, because: dict[str, Any]) -> None:
+    med.status = ClinicalStatus.INACTIVE
+    audit.record("medicationstatement.update", by=by, patient_id=med.patient_id,
+                 resource_type="MedicationStatement", resource_id=med.id, detail={"status": "inactive", **because})
 
 
 def set_clinical_status(item: Allergy | Condition | MedicationStatement, status: str, *, by: User) -> None:
@@ -394,10 +462,32 @@ def create_portal_account(patient: Patient, *, email: str, password: str, by: Us
     return user
 
 
-def access_log(patient: Patient, *, by: User) -> Sequence[AuditEvent]:
+def access_log(patient: Patient, *, by: User, limit: int = 200) -> Sequence[AuditEvent]:
     """"Who viewed my record": the patient (or their clinic) sees every successful access by others."""
     if not (by.role is Role.PATIENT and patient.user_id == by.id) and not access.can_edit_demographics(by, patient):
         raise _deny("patient.access_log", by, patient.id)
-    events = [e for e in audit.access_log_for_patient(patient.id) if e.actor_id != by.id]
+    events = [e for e in audit.access_log_for_patient(patient.id, limit=limit) if e.actor_id != by.id]
     audit.record("patient.access_log", by=by, patient_id=patient.id, resource_type="Patient", resource_id=patient.id)
     return events
+
+
+def ids_for_audit(text: str, *, by: User, limit: int = 50) -> list[int]:
+    """Patients an administrator names in the audit trail's filter (an MRN, or name prefixes), as ids.
+
+    Administrators have no chart access; this lookup only turns what they typed into the ids the trail
+    records, and is itself audited. :raises Forbidden: for anyone else.
+    """
+    if by.role is not Role.ADMIN:
+        audit.record("patient.audit_lookup", by=by, outcome=Outcome.DENIED)
+        raise Forbidden("Only administrators filter the audit trail.")
+    conditions = _name_or_mrn(text)
+    if not conditions:
+        return []
+    ids = list(db.session.scalars(sa.select(Patient.id).where(*conditions).order_by(Patient.id).limit(limit)))
+    audit.record("patient.audit_lookup", by=by, resource_type="Patient", detail={"results": len(ids)})
+    return ids
+
+
+def access_visits(patient: Patient, *, by: User) -> list[wording.Visit]:
+    """The same accesses for people to read: one line per visit of each person, in plain words."""
+    return wording.visits(access_log(patient, by=by, limit=5000))

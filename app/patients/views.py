@@ -7,9 +7,11 @@ from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from app import db
+from app.audit import views as audit_views
 from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError, Conflict
+from app.forms import commit_or_flash_error
 from app.patients import access, service
 from app.patients.forms import (
     AllergyForm,
@@ -24,6 +26,7 @@ from app.patients.forms import (
 from app.patients.models import Allergy, Condition, MedicationStatement
 
 bp = Blueprint("patients", __name__, template_folder="templates")
+audit_views.set_patient_lookup(service.ids_for_audit)
 
 STAFF = (Role.CLINIC_STAFF, Role.DOCTOR, Role.PHARMACIST)
 
@@ -161,6 +164,16 @@ def add_medication(patient_id: int) -> Response | tuple[str, int]:
     return _add_to_list(patient_id, "medication")
 
 
+@bp.post("/patients/<int:patient_id>/no-known-allergies")
+@login_required
+def no_known_allergies(patient_id: int) -> Response:
+    """Record that the patient was asked and has no known allergies."""
+    patient = service.get_patient(patient_id, by=current_user, audit_read=False)
+    commit_or_flash_error(lambda: service.record_no_known_allergies(patient, by=current_user),
+                          "Recorded: no known allergies.")
+    return redirect(url_for("patients.chart", patient_id=patient_id) + "#allergy")
+
+
 @bp.post("/patients/<int:patient_id>/<kind>/<int:item_id>/status")
 @login_required
 def set_status(patient_id: int, kind: str, item_id: int) -> Response:
@@ -186,14 +199,9 @@ def assign_doctor(patient_id: int) -> Response:
     form = AssignDoctorForm()
     form.doctor_id.choices = [(d.id, d.full_name) for d in service.doctors_for_assignment()]
     if form.validate_on_submit():
-        try:
-            service.assign_doctor(patient, form.doctor_id.data, by=current_user, reason=form.reason.data)
-        except AppError as exc:
-            db.rollback()
-            flash(exc.detail, "error")
-        else:
-            db.session.commit()
-            flash("Doctor added to the care team.", "success")
+        commit_or_flash_error(lambda: service.assign_doctor(patient, form.doctor_id.data, by=current_user,
+                                                            reason=form.reason.data),
+                              "Doctor added to the care team.")
     else:
         flash("Choose a doctor.", "error")
     return redirect(url_for("patients.chart", patient_id=patient_id))
@@ -201,8 +209,8 @@ def assign_doctor(patient_id: int) -> Response:
 
 @bp.post("/patients/<int:patient_id>/portal-account")
 @roles_required(Role.CLINIC_STAFF)
-def portal_account(patient_id: int) -> Response:
-    """Create the patient's sign-in for "My health"."""
+def portal_account(patient_id: int) -> Response | tuple[str, int]:
+    """Create the patient's sign-in for "My health"; a wrong field is marked on the chart's form."""
     patient = service.get_patient(patient_id, by=current_user, audit_read=False)
     form = PortalAccountForm(prefix="portal")
     if form.validate_on_submit():
@@ -211,14 +219,18 @@ def portal_account(patient_id: int) -> Response:
                                           by=current_user)
         except AppError as exc:
             db.rollback()
-            messages = [m for msgs in (exc.errors or {}).values() for m in msgs] or [exc.detail]
-            flash("Portal account not created: " + " ".join(messages), "error")
+            if not exc.errors:  # nothing to correct in the form (e.g. the patient has an account already)
+                flash(f"Portal account not created: {exc.detail}", "error")
+                return redirect(url_for("patients.chart", patient_id=patient_id))
+            form.apply_error(exc)
         else:
             db.session.commit()
             flash("Portal account created. Give the patient the temporary password in person.", "success")
-    else:
-        flash("Enter an email and a temporary password.", "error")
-    return redirect(url_for("patients.chart", patient_id=patient_id))
+            return redirect(url_for("patients.chart", patient_id=patient_id))
+    context = _chart_context(patient_id)
+    context["portal_form"] = form
+    db.session.commit()
+    return render_template("patients/chart.html", **context), 422
 
 
 @bp.get("/patients/<int:patient_id>/access-log")
@@ -226,9 +238,9 @@ def portal_account(patient_id: int) -> Response:
 def access_log(patient_id: int) -> str:
     """Who viewed this record."""
     patient = service.get_patient(patient_id, by=current_user, audit_read=False)
-    events = service.access_log(patient, by=current_user)
+    visits = service.access_visits(patient, by=current_user)
     db.session.commit()
-    return render_template("patients/access_log.html", patient=patient, events=events)
+    return render_template("patients/access_log.html", patient=patient, visits=visits)
 
 
 @bp.get("/me")
@@ -245,6 +257,6 @@ def my_health() -> str:
 def my_access_log() -> str:
     """Who viewed my record."""
     patient = service.get_own_record(by=current_user)
-    events = service.access_log(patient, by=current_user) if patient else []
+    visits = service.access_visits(patient, by=current_user) if patient else []
     db.session.commit()
-    return render_template("patients/access_log.html", patient=patient, events=events, own=True)
+    return render_template("patients/access_log.html", patient=patient, visits=visits, own=True)

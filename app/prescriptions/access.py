@@ -8,19 +8,20 @@ import sqlalchemy as sa
 from app.auth.models import Role, User
 from app.patients import access as patient_access
 from app.patients.models import Patient
-from app.prescriptions.models import Prescription, RequestStatus
+from app.prescriptions.models import Prescription
 
 
 def can_read(user: User, rx: Prescription) -> bool:
     match user.role:
         case Role.DOCTOR:
             return rx.prescriber_id == user.id or patient_access.has_care_relationship(user, rx.patient)
+        # Only what a doctor signed leaves the care team: a draft, even a cancelled one, was never an order.
         case Role.PHARMACIST:
-            return rx.dispensing_facility_id == user.facility_id and rx.status is not RequestStatus.DRAFT
+            return rx.dispensing_facility_id == user.facility_id and rx.is_signed
         case Role.CLINIC_STAFF:
-            return rx.patient.facility_id == user.facility_id and rx.status is not RequestStatus.DRAFT
+            return rx.patient.facility_id == user.facility_id and rx.is_signed
         case Role.PATIENT:
-            return rx.patient.user_id == user.id and rx.status is not RequestStatus.DRAFT
+            return rx.patient.user_id == user.id and rx.is_signed
         case _:
             return False
 
@@ -36,7 +37,7 @@ def can_manage(user: User, rx: Prescription) -> bool:
 
 def visible_clause(user: User) -> sa.ColumnElement[bool]:
     """:func:`can_read` as a WHERE clause on :class:`Prescription` (joined to its :class:`Patient`), for searches."""
-    signed = Prescription.status != RequestStatus.DRAFT
+    signed = Prescription.signed_at.is_not(None)  # a cancelled draft was never an order either
     match user.role:
         case Role.DOCTOR:
             return sa.or_(Prescription.prescriber_id == user.id, patient_access.visible_clause(user))

@@ -57,12 +57,14 @@ def _other_drugs(patient: Patient, *, exclude_id: int | None) -> list[tuple[Drug
         Prescription.patient_id == patient.id,
         Prescription.status.in_([RequestStatus.ACTIVE, RequestStatus.ON_HOLD]),
         Prescription.id != (exclude_id or 0)))
+    counted: set[int] = set()
     for rx in rows:
         found.append((rx.drug, f"prescription #{rx.id}"))
+        counted.add(rx.id)
     drugs = list(db.session.scalars(sa.select(Drug).where(Drug.active.is_(True))))
     for med in patient.medications:
-        if med.status is not ClinicalStatus.ACTIVE:
-            continue
+        if med.status is not ClinicalStatus.ACTIVE or med.prescription_id in counted:
+            continue  # an entry a prescription put on the list is that prescription, already counted
         for drug in drugs:
             if _contains(_words(med.name), _words(drug.name)):
                 found.append((drug, f"recorded medication {med.name}"))

@@ -72,8 +72,18 @@ def _fail(action: str, by: User, rx_or_patient: Prescription | Patient, exc: Exc
     return exc
 
 
+def suggested_quantity(dose_units: object, frequency_per_day: object, duration_days: object) -> int | None:
+    """Units for the whole course (dose x times a day x days, rounded up), or None if a part is missing."""
+    parts = (dose_units, frequency_per_day, duration_days)
+    if not all(isinstance(p, int | float) and not isinstance(p, bool) and math.isfinite(p) and p > 0 for p in parts):
+        return None
+    return math.ceil(float(dose_units) * float(frequency_per_day) * float(duration_days) - 1e-9)  # type: ignore[arg-type]
+
+
 def _validate(data: PrescriptionInput, patient: Patient) -> dict[str, Any]:
     errors: dict[str, list[str]] = {}
+    if data.quantity is None:  # the whole course unless the prescriber says otherwise
+        data.quantity = suggested_quantity(data.dose_units, data.frequency_per_day, data.duration_days)
     drug = (db.session.get(Drug, data.drug_id)
             if isinstance(data.drug_id, int) and not isinstance(data.drug_id, bool) else None)
     if drug is None or not drug.active:
@@ -242,6 +252,8 @@ def sign(rx: Prescription, *, by: User, overrides: dict[str, str] | None = None)
     rx.key_id = kid
     rx.status = RequestStatus.ACTIVE
     db.session.flush()
+    patients.record_prescribed_medication(rx.patient, by=by, prescription_id=rx.id, name=rx.drug.display,
+                                          dosage=rx.sig)
     audit.record("prescription.sign", by=by, patient_id=rx.patient_id, resource_type=RT, resource_id=rx.id,
                  detail={"hash": rx.content_hash, "overridden": [f.code for f in found]})
     return rx
@@ -285,6 +297,7 @@ def set_status(rx: Prescription, status: RequestStatus | str, *, by: User, reaso
     rx.status_reason = (reason or "").strip()[:300] or None
     if target in (RequestStatus.CANCELLED, RequestStatus.STOPPED):
         pharmacy.cancel_open_dispenses(rx, by=by, reason=f"prescription {target.value}")
+        patients.stop_prescribed_medication(rx.patient, by=by, prescription_id=rx.id)
     db.session.flush()
     audit.record("prescription.status", by=by, patient_id=rx.patient_id, resource_type=RT, resource_id=rx.id,
                  detail={"from": previous.value, "to": target.value})

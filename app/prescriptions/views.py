@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import qrcode
@@ -18,12 +19,13 @@ from app.errors import AppError, NotFound
 from app.notify import service as notify
 from app.patients import service as patients
 from app.pharmacy import service as pharmacy
-from app.prescriptions import access, service
+from app.prescriptions import access, rules, service
 from app.prescriptions.models import Prescription, RequestStatus
 from app.prescriptions.service import PrescriptionInput
 from app.web import add_chart_links, add_chart_panel, add_nav
 
-bp = Blueprint("prescriptions", __name__, template_folder="templates")
+bp = Blueprint("prescriptions", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/static/prescriptions")
 
 add_nav("My prescriptions", "prescriptions.mine", Role.PATIENT, after="patients.my_health")
 
@@ -85,25 +87,50 @@ def _input_from_form() -> PrescriptionInput:
         instructions=request.form.get("instructions"), dispensing_facility_id=_int("dispensing_facility_id"))
 
 
-@bp.route("/patients/<int:patient_id>/prescriptions/new", methods=["GET", "POST"])
-@roles_required(Role.DOCTOR)
-def new(patient_id: int) -> BaseResponse | tuple[str, int]:
-    """Write a prescription; it is saved as a draft and checked before signing."""
-    patient = patients.get_patient(patient_id, by=current_user, action="prescription.create", audit_read=False)
+DRAFT_FIELDS = ("drug_id", "dose_units", "frequency_per_day", "duration_days", "quantity", "refills",
+                "dispensing_facility_id", "instructions")
+
+
+def _draft_page(patient: Any, save: Callable[[PrescriptionInput], Prescription], *, rx: Prescription | None = None,
+                saved: str | None = None) -> BaseResponse | tuple[str, int]:
+    """The prescription form (new or draft): save and go to the checks, or show the errors on their fields."""
     errors: dict[str, list[str]] = {}
     status = 200
+    form: Any = request.form
     if request.method == "POST":
         try:
-            rx = service.create_draft(patient, _input_from_form(), by=current_user)
+            rx = save(_input_from_form())
         except AppError as exc:
             db.rollback()
             errors, status = exc.errors or {"": [exc.detail]}, exc.status
         else:
             db.session.commit()
+            if saved:
+                flash(saved, "success")
             return redirect(url_for("prescriptions.detail", rx_id=rx.id))
+    elif rx is not None:
+        values = {name: getattr(rx, name) for name in DRAFT_FIELDS}
+        form = {k: "" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for k, v in values.items()}
     db.session.commit()
     return render_template("prescriptions/new.html", patient=patient, drugs=service.formulary(),
-                           pharmacies=service.pharmacies(), errors=errors, form=request.form), status
+                           pharmacies=service.pharmacies(), errors=errors, form=form, rx=rx), status
+
+
+@bp.route("/patients/<int:patient_id>/prescriptions/new", methods=["GET", "POST"])
+@roles_required(Role.DOCTOR)
+def new(patient_id: int) -> BaseResponse | tuple[str, int]:
+    """Write a prescription; it is saved as a draft and checked before signing."""
+    patient = patients.get_patient(patient_id, by=current_user, action="prescription.create", audit_read=False)
+    return _draft_page(patient, lambda data: service.create_draft(patient, data, by=current_user))
+
+
+@bp.route("/prescriptions/<int:rx_id>/edit", methods=["GET", "POST"])
+@roles_required(Role.DOCTOR)
+def edit(rx_id: int) -> BaseResponse | tuple[str, int]:
+    """Change a draft before signing (a signed prescription is stopped and written again instead)."""
+    rx = service.get(rx_id, by=current_user, action="prescription.update", audit_read=False)
+    return _draft_page(rx.patient, lambda data: service.update_draft(rx, data, by=current_user), rx=rx,
+                       saved="Draft saved. Check it again before signing.")
 
 
 @bp.get("/prescriptions/<int:rx_id>")
@@ -111,9 +138,11 @@ def new(patient_id: int) -> BaseResponse | tuple[str, int]:
 def detail(rx_id: int) -> str:
     """A prescription: safety findings and signing (draft), QR and dispensing progress (signed)."""
     rx = service.get(rx_id, by=current_user)
+    found = service.findings(rx) if rx.status is RequestStatus.DRAFT else []
     context = {
         "rx": rx,
-        "findings": service.findings(rx) if rx.status is RequestStatus.DRAFT else [],
+        "findings": found,
+        "blocking": [f for f in found if f.level == rules.CONTRAINDICATION],
         "progress": pharmacy.progress(rx) if rx.is_signed else None,
         "dispenses": pharmacy.dispenses_for(rx),
         "can_manage": access.can_manage(current_user, rx),

@@ -672,3 +672,31 @@ def priors(req: ReadingRequest, *, by: User) -> list[dict[str, Any]]:
         sa.select(Report).join(Report.request).where(ReadingRequest.patient_id == req.patient_id,
                                                      Report.signed_at.is_not(None)))}
     return [{"study": s, "report": reports.get(s.id)} for s in studies]
+
+
+def _follow_study(study: Study, from_patient_id: int | None, to_patient_id: int | None, by: User) -> None:
+    """A study filed to the wrong chart takes its reading requests and reports along when it is moved.
+
+    :raises Conflict: the study would be taken off every chart while a request or report hangs on it (a report
+        must stay on some patient's chart; move the study to the right patient instead).
+    """
+    requests = list(db.session.scalars(sa.select(ReadingRequest).where(ReadingRequest.study_id == study.id)))
+    if not requests or from_patient_id == to_patient_id:
+        return
+    if to_patient_id is None:
+        audit.record("imaging.study.unlink", by=by, outcome=Outcome.FAILURE, patient_id=from_patient_id,
+                     resource_type="ImagingStudy", resource_id=study.id, detail={"error": "reading-requests"})
+        raise Conflict("This scan has a reading request or report. Move it to the right patient with "
+                       "\u201cMove to another patient\u201d instead of taking it off the chart.")
+    patient = db.session.get(Patient, to_patient_id)
+    assert patient is not None
+    for req in requests:
+        req.patient_id = to_patient_id
+        for doctor in {d for d in (req.assigned_to, req.claimed_by) if d is not None}:
+            patients.ensure_care_relationship(patient, doctor, by=by, reason="Reading request")
+        audit.record("reading.request.move", by=by, patient_id=to_patient_id, resource_type=RT, resource_id=req.id,
+                     detail={"from_patient_id": from_patient_id})
+    db.session.flush()
+
+
+imaging.on_study_refiled(_follow_study)

@@ -46,7 +46,7 @@ def test_consent_panel_invite_link_and_removal(live_server, live_factories, new_
     browser_login(pat, live_server, patient_user)
     pat.goto(f"{live_server}/consults/{appt_id}/room")
     pat.click("#rec-give")
-    pat.wait_for_selector("#rec-consent:has-text('The patient agreed to recording')")
+    pat.wait_for_selector("#rec-consent:has-text('You agreed to this consult being recorded')")
     assert pat.is_visible("#rec-revoke") and not pat.is_visible("#rec-start")
     assert _until(lambda: db.session.scalar(sa.select(RecordingConsent.given_by_id).where(
         RecordingConsent.appointment_id == appt_id))) == patient_user.id

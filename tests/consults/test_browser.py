@@ -35,8 +35,7 @@ def _checked_in(live_server, live_factories, new_browser, browser_login, app, *,
         appt_id = current_slot(doctor, patient, by=patient.user).id
     pat = new_browser().new_page()
     doc = new_browser().new_page()
-    for page in (pat, doc):
-        page.on("dialog", lambda d: d.accept())
+    doc.on("dialog", lambda d: d.accept())  # the patient's page answers its own questions in each test
     browser_login(pat, live_server, patient.user)
     pat.click("nav >> text=Consults")
     pat.click(f"tr[data-appointment='{appt_id}'] >> text=Waiting room")
@@ -52,6 +51,8 @@ def _end_and_check(doc, pat, appt_id: int, chat: list[str], diagnosis: str) -> N
     doc.click("#end-consult")
     doc.wait_for_url("**/consults/today")
     pat.wait_for_selector("#remote-status:has-text('The consult has ended')", timeout=10_000)
+    assert pat.is_hidden(".controls") and pat.is_hidden("#chat-form")  # no live controls after the end
+    assert pat.is_visible("#consult-over a")
 
     db.session.remove()
     status = db.session.scalar(sa.select(Appointment.status).where(Appointment.id == appt_id))
@@ -68,8 +69,11 @@ def test_prepared_room_admit_turns_the_waiting_room_into_the_consult(live_server
                                             doctor_name="Dr Prepared Room", given_name="Vera")
 
     # pre-call device test on the camera that stays on for the consult
+    pat.wait_for_selector("#rec-consent:has-text('It is recorded only if you agree')")  # spoken to as "you"
     pat.click("#echo-start")
-    pat.wait_for_selector("#echo-result:has-text('Your video came back')", timeout=20_000)
+    pat.wait_for_selector("#echo-result:has-text('Everything works: the doctor will see and hear you clearly.')",
+                          timeout=20_000)
+    assert "fps" not in pat.inner_text("#echo-result") and "loss" not in pat.inner_text("#echo-result")
     rtt = _until(pat, lambda: pat.get_attribute("#echo-result", "data-rtt"))
     assert 0 <= float(rtt) < 1000
     pat.click("#echo-stop")
@@ -95,6 +99,7 @@ def test_prepared_room_admit_turns_the_waiting_room_into_the_consult(live_server
     assert pat.is_hidden("#device-test")
     assert _wait_playing(doc) > 15 and _wait_playing(pat) > 15
     assert pat.url == waiting_url and loads == []  # the same page turned into the consult
+    assert pat.inner_text("#status-text") == "You are in the consult with the doctor."
     assert "RTT" in pat.inner_text("#quality")
 
     pat.fill("#chat-input", "I can see you clearly")
@@ -103,6 +108,11 @@ def test_prepared_room_admit_turns_the_waiting_room_into_the_consult(live_server
     doc.fill("#chat-input", "Good, let us start")
     doc.press("#chat-input", "Enter")
     pat.wait_for_selector("#chat-log li:has-text('Good, let us start')")
+    dialogs: list[str] = []
+    pat.once("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    pat.click("#leave")  # asks first; "Cancel" keeps the call going
+    assert dialogs and "Leave the consult?" in dialogs[0]
+    assert pat.is_visible("#leave") and pat.url == waiting_url
     doc.screenshot(path=str(artifacts_dir / "consult-doctor.png"))
     pat.screenshot(path=str(artifacts_dir / "consult-patient.png"))
     _end_and_check(doc, pat, appt_id, ["I can see you clearly", "Good, let us start"], "Seasonal allergy")

@@ -164,7 +164,7 @@ def test_starting_a_recording_moves_both_pages_to_the_relay(live_server, live_fa
     pat, doc = new_browser().new_page(), new_browser().new_page()
     _enter(pat, live_server, patient.user, appt_id, browser_login)
     pat.click("#rec-give")
-    pat.wait_for_selector("#rec-consent:has-text('The patient agreed to recording')")
+    pat.wait_for_selector("#rec-consent:has-text('You agreed to this consult being recorded')")
     _enter(doc, live_server, doctor, appt_id, browser_login)
     assert _until(doc, lambda: int(doc.get_attribute("#quality", "data-frames-decoded") or 0) > 5)
     assert _mode(doc) == _mode(pat) == "Direct (peer to peer)"

@@ -179,7 +179,8 @@ def test_unmatched_study_is_reconciled_by_clinic_staff(client: Any, factories: A
     page = client.get("/scans/unmatched").get_data(as_text=True)
     assert "OUTSIDE-77" in page
     row = db.session.scalar(sa.select(Study).where(Study.study_instance_uid == study))
-    resp = client.post(f"/scans/studies/{row.id}/link", data={"mrn": patient.mrn})
+    resp = client.post(f"/scans/studies/{row.id}/link",
+                       data={"mrn": patient.mrn, "confirmed": "yes", "accept_mismatches": "yes"})
     assert resp.status_code == 302
     assert db.session.scalar(sa.select(Study.patient_id).where(Study.id == row.id)) == patient.id
     assert "OUTSIDE-77" not in client.get("/scans/unmatched").get_data(as_text=True)

@@ -31,6 +31,7 @@ def _cleanup(engine: sa.Engine, rx_id: int, patient_id: int, user_ids: list[int]
         dispense_ids = sa.select(Dispense.id).where(Dispense.prescription_id == rx_id)
         conn.execute(sa.delete(DispensePick).where(DispensePick.dispense_id.in_(dispense_ids)))
         conn.execute(sa.delete(Dispense).where(Dispense.prescription_id == rx_id))
+        conn.execute(sa.text("DELETE FROM medication_statement WHERE patient_id = :p"), {"p": patient_id})
         conn.execute(sa.delete(Prescription).where(Prescription.id == rx_id))
         conn.execute(sa.delete(StockBatch).where(StockBatch.facility_id == facility_id))
         conn.execute(sa.delete(Notification).where(Notification.recipient_id.in_(user_ids)))

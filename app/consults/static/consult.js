@@ -270,7 +270,12 @@
     if (pc) pc.close();
     if (localStream) localStream.getTracks().forEach((t) => t.stop());
     setStatus(message);
+    // Nothing live is left on the page: no mute, camera, device or leave controls, no chat box.
+    root.dataset.ended = "yes";
+    document.querySelectorAll(".controls, #chat-form, #local-video, #admit-bar").forEach((el) => el.classList.add("hidden"));
     document.querySelectorAll(".controls button, #chat-form button").forEach((b) => { b.disabled = true; });
+    document.getElementById("consult-over")?.classList.remove("hidden");
+    document.dispatchEvent(new CustomEvent("hospital:consult-ended", { detail: { message } }));
   }
 
   async function stats() {
@@ -334,6 +339,9 @@
     e.currentTarget.textContent = track.enabled ? "Camera off" : "Camera on";
   });
   document.getElementById("leave").addEventListener("click", async () => {
+    const question = isDoctor ? "Leave the consult? The patient stays in the call until you end it or rejoin."
+      : "Leave the consult? The doctor will no longer see or hear you.";
+    if (!window.confirm(question)) return;
     await api("POST", "/leave").catch(() => {});
     finish("You left the consult.");
     window.location.assign(root.dataset.exitUrl);

@@ -19,9 +19,16 @@
     panel.classList.toggle("hidden", !(s.can_consent || s.can_record || s.consent || s.recording
                                        || s.recordings.length));
     const c = s.consent;
-    $("rec-consent").textContent = c
-      ? `The patient agreed to recording${c.on_behalf ? ` (recorded by ${c.given_by} on their behalf)` : ""}.`
-      : "The patient has not agreed to recording. Nothing is recorded without consent.";
+    const self = panel.dataset.self === "yes";  // the patient reads about their own consent as "you"
+    if (self) {
+      $("rec-consent").textContent = c
+        ? `You agreed to this consult being recorded${c.on_behalf ? ` (${c.given_by} recorded your agreement)` : ""}. You can withdraw at any time.`
+        : "This consult is not recorded. It is recorded only if you agree.";
+    } else {
+      $("rec-consent").textContent = c
+        ? `The patient agreed to recording${c.on_behalf ? ` (recorded by ${c.given_by} on their behalf)` : ""}.`
+        : "The patient has not agreed to recording. Nothing is recorded without consent.";
+    }
     show("rec-indicator", s.recording);
     show("rec-give", s.can_consent && !c);
     show("rec-revoke", s.can_consent && !!c);

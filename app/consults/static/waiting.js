@@ -27,6 +27,7 @@
     document.getElementById("device-test").classList.add("hidden");
     document.getElementById("camera-ready").classList.add("hidden");
     document.getElementById("page-title").textContent = "Video consult";
+    statusText.textContent = "You are in the consult with the doctor.";
     document.getElementById("consult").classList.remove("hidden");
     consult.start(since);
   }
@@ -48,6 +49,8 @@
         const state = await resp.json();
         if (started) return;
         statusText.textContent = state.message;
+        // Check-in opens while the page is open: the button appears without a reload.
+        document.getElementById("check-in-form")?.classList.toggle("hidden", !state.can_check_in);
         if (state.admitted && !state.ended) {
           // An open stream brings the admit event itself in a moment (and with it where to resume); the poll
           // takes over only if it has not by the next round.
@@ -70,6 +73,7 @@
     if (root.dataset.status === "arrived") { listen(); warmCamera(); }
     poll();
   }
+  document.addEventListener("hospital:consult-ended", (e) => { statusText.textContent = e.detail.message; });
 
   // ---- pre-call device and network test (echo through the media service)
   const start = document.getElementById("echo-start");
@@ -117,11 +121,21 @@
     const loss = received + lost > 0 ? (100 * lost) / (received + lost) : 0;
     result.dataset.rtt = rtt === null ? "" : String(rtt * 1000);
     result.dataset.loss = String(loss);
-    result.textContent = (received > 0 ? "Your video came back" : "Waiting for your video to come back…")
-      + (fps !== null ? ` at ${Math.round(fps)} fps` : "")
-      + (audio ? ", sound too" : "")
-      + (rtt !== null ? ` · round trip ${Math.round(rtt * 1000)} ms` : "")
-      + ` · loss ${loss.toFixed(1)} %`;
+    result.dataset.fps = fps === null ? "" : String(fps);
+    result.textContent = verdict({ video: received > 0 && fps !== null && fps > 0, audio, rtt, loss });
+  }
+
+  // What the test found, in words a patient can act on (the figures stay in data attributes for support).
+  function verdict({ video, audio, rtt, loss }) {
+    if (!video && !audio) return "Checking… your picture and sound have not come back yet.";
+    const problems = [];
+    if (!video) problems.push("your camera's picture did not come back: check that the camera is not covered or used by another program");
+    if (!audio) problems.push("no sound came back from your microphone: check that it is not muted");
+    if (rtt !== null && (rtt > 0.4 || loss > 5)) problems.push("your connection is slow, so the picture may freeze: move closer to your Wi-Fi or close other programs");
+    else if (rtt !== null && (rtt > 0.15 || loss > 1)) problems.push("your connection is a little slow, but the consult should work");
+    if (!problems.length) return "Everything works: the doctor will see and hear you clearly.";
+    const text = problems.join("; and ");
+    return text.charAt(0).toUpperCase() + text.slice(1) + ".";
   }
 
   start?.addEventListener("click", async () => {
@@ -158,7 +172,7 @@
     }
     await pc.setRemoteDescription(await resp.json());
     timer = setInterval(measure, 1000);
-    setTimeout(() => { if (pc) stopTest(result.textContent + " — test finished."); }, 30000);
+    setTimeout(() => { if (pc) stopTest(result.textContent + " The test has finished."); }, 30000);
   });
-  stop?.addEventListener("click", () => stopTest(result.textContent + " — test stopped."));
+  stop?.addEventListener("click", () => stopTest(result.textContent + " You stopped the test."));
 })();

@@ -1,0 +1,39 @@
+// Today's consults: the table is refreshed in place (no page reload, so focus, scroll and screen readers
+// are left alone); only rows that changed are replaced.
+"use strict";
+
+(() => {
+  const view = document.getElementById("day-view");
+  if (!view) return;
+  const updated = document.getElementById("day-updated");
+  const seconds = Number(view.dataset.refreshSeconds) || 15;
+
+  function rows(container) {
+    return new Map([...container.querySelectorAll("tr[data-appointment]")].map((tr) => [tr.dataset.appointment, tr]));
+  }
+
+  async function refresh() {
+    try {
+      const resp = await fetch(view.dataset.refreshUrl, { credentials: "same-origin" });
+      if (!resp.ok) throw new Error(String(resp.status));
+      const fresh = document.createElement("div");
+      fresh.innerHTML = await resp.text();
+      const before = rows(view);
+      const after = rows(fresh);
+      const sameRows = before.size === after.size && [...after.keys()].every((id) => before.has(id));
+      if (!sameRows) {
+        view.replaceChildren(...fresh.childNodes);
+      } else {
+        // Compare without the per-request CSRF token, which differs on every copy.
+        const text = (tr) => tr.outerHTML.replace(/name="csrf_token" value="[^"]*"/g, "");
+        after.forEach((tr, id) => { if (text(tr) !== text(before.get(id))) before.get(id).replaceWith(tr); });
+      }
+      const now = new Date();
+      updated.textContent = `Updated ${now.toISOString().slice(11, 16)} UTC; this list keeps itself up to date.`;
+    } catch (err) {
+      updated.textContent = "Could not update the list; trying again shortly.";
+    }
+    setTimeout(refresh, seconds * 1000);
+  }
+  setTimeout(refresh, seconds * 1000);
+})();
