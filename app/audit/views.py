@@ -43,3 +43,12 @@ def events() -> str:
     db.session.commit()
     return render_template("audit/events.html", rows=rows, total=total, page=page, per_page=50,
                            args=request.args, outcomes=list(Outcome))
+
+
+@bp.get("/audit/integrity")
+@roles_required(Role.ADMIN)
+def integrity() -> str:
+    """Recompute the trail's hash chain and show the first broken link, if any."""
+    result = service.verify_trail(by=current_user)
+    db.session.commit()
+    return render_template("audit/integrity.html", result=result)
