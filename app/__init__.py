@@ -17,6 +17,12 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(config.INSTANCE_PATH), instance_relative_config=False)
     app.config.from_object(config)
     app.config["MAX_FORM_MEMORY_SIZE"] = 500_000
+    if config.PROXY_HOPS:
+        # Behind nginx every request comes from the proxy: take the client's address (sign-in lockout by address,
+        # the audit trail) and scheme from the headers the proxy sets, and from no further back than it.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.PROXY_HOPS, x_proto=config.PROXY_HOPS)  # type: ignore[method-assign]
 
     engine = db.make_engine(config.DATABASE_URL, echo=config.SQL_ECHO)
     app.extensions["db_engine"] = engine

@@ -88,6 +88,8 @@ class Config:
     REDIS_URL: str = ""
     # Audit trail: where the worker forwards sealed events (udp://host:514 or tcp://host:601), empty: nowhere.
     AUDIT_SYSLOG_URL: str = ""
+    # Reverse proxies in front of the app that set X-Forwarded-For/-Proto (deploy/nginx.conf: 1); 0 trusts none.
+    PROXY_HOPS: int = 0
     # WebRTC: comma-separated ICE server URLs; TURN credentials follow coturn's TURN REST API scheme.
     STUN_URLS: str = ""
     TURN_URLS: str = ""
@@ -174,6 +176,7 @@ class Config:
         cfg.RECORDING_KEY = _env("HOSPITAL_RECORDING_KEY", cls.RECORDING_KEY)
         cfg.REDIS_URL = _env("REDIS_URL", cls.REDIS_URL)
         cfg.AUDIT_SYSLOG_URL = _env("HOSPITAL_AUDIT_SYSLOG_URL", cls.AUDIT_SYSLOG_URL)
+        cfg.PROXY_HOPS = _env_int("HOSPITAL_PROXY_HOPS", cls.PROXY_HOPS)
         roles = os.environ.get("HOSPITAL_MFA_REQUIRED_ROLES")
         if roles is not None:
             cfg.MFA_REQUIRED_ROLES = tuple(r.strip() for r in roles.split(",") if r.strip())
