@@ -4,6 +4,7 @@ the S3 server (moto). Only ports and scratch paths are changed."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -144,7 +146,7 @@ def cluster(database_url: str, test_config: Any, s3_server: str,
                S3_SECURE="0", HOSPITAL_MFA_REQUIRED_ROLES="", HOSPITAL_PROXY_HOPS="1",
                HOSPITAL_MEDIA_WORKERS=f"http://127.0.0.1:{ports['media_a']},http://127.0.0.1:{ports['media_b']}",
                HOSPITAL_MEDIA_URL=f"http://127.0.0.1:{ports['media_a']}", HOSPITAL_MEDIA_SECRET=SECRET,
-               HOSPITAL_MEDIA_LOOPBACK="1", DICOM_PORT="0")
+               HOSPITAL_MEDIA_LOOPBACK="1", DICOM_PORT="0", PGAPPNAME="townhealth-cluster")
     c = Cluster(env=env, tmp=tmp, ports=ports)
     try:
         c.start_redis()
@@ -192,3 +194,56 @@ def sign_in(base: str, email: str, password: str) -> requests.Session:
     resp = s.post(f"{base}/sign-in", data={"email": email, "password": password}, allow_redirects=False)
     assert resp.status_code == 302, resp.text[:300]
     return s
+
+
+OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n"
+
+
+def consult_across_servers(cluster: Cluster, app: Any, factories: Any) -> tuple[Any, Any, Browser, Browser]:
+    """An admitted consult: the doctor signed in and joined on server A, the patient on server B."""
+    from tests.conftest import PASSWORD
+    from tests.consults.helpers import admitted_consult
+
+    doctor, patient, appt = admitted_consult(factories, app)
+    sessions = []
+    for base, user in ((cluster.url("web_a"), doctor), (cluster.url("web_b"), patient.user)):
+        s = sign_in(base, user.email, PASSWORD)
+        token = s.post(f"{base}/api/v1/consults/appointments/{appt.id}/token")
+        assert token.status_code == 200, token.text[:300]
+        joined = s.post(f"{base}/api/v1/consults/appointments/{appt.id}/join", json={"token": token.json()["token"]})
+        assert joined.status_code == 200, joined.text[:300]
+        sessions.append(s)
+    return doctor, appt, sessions[0], sessions[1]
+
+
+class Stream:
+    """A participant's event stream in a thread, collecting signal ids until told which to expect."""
+
+    def __init__(self, s: Browser, url: str) -> None:
+        self.ids: list[int] = []
+        self.changed = threading.Condition()
+        self.opened, self.stopped = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(s, url), daemon=True)
+        self._thread.start()
+        assert self.opened.wait(10)
+
+    def _run(self, s: Browser, url: str) -> None:
+        after = 0
+        while not self.stopped.is_set():  # reconnect like a browser when the stream ends or breaks
+            try:
+                with s.get(url, params={"after": after}, stream=True, timeout=40) as resp:
+                    self.opened.set()
+                    for line in resp.iter_lines(decode_unicode=True):
+                        if self.stopped.is_set():
+                            return
+                        if line and line.startswith("data: "):
+                            after = json.loads(line.removeprefix("data: "))["id"]
+                            with self.changed:
+                                self.ids.append(after)
+                                self.changed.notify_all()
+            except requests.RequestException:
+                self.stopped.wait(0.25)  # the page's EventSource retry
+
+    def wait_for(self, ids: set[int], timeout: float) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: ids <= set(self.ids), timeout)

@@ -4,63 +4,29 @@ across servers, a study uploaded through one server is read through the other.""
 from __future__ import annotations
 
 import hashlib
-import json
-import threading
-import time
 import uuid
 
 import pytest
 
-from tests.cluster.conftest import Browser, sign_in
+from tests.cluster.conftest import OFFER, Browser, Stream, consult_across_servers, sign_in
 from tests.conftest import PASSWORD
-from tests.consults.helpers import admitted_consult
 from tests.imaging.dicomgen import ct_slice
 
 pytestmark = pytest.mark.cluster
 
-OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n"
-
-
-def _join(base: str, s: Browser, appt_id: int) -> None:
-    token = s.post(f"{base}/api/v1/consults/appointments/{appt_id}/token")
-    assert token.status_code == 200, token.text[:300]
-    joined = s.post(f"{base}/api/v1/consults/appointments/{appt_id}/join", json={"token": token.json()["token"]})
-    assert joined.status_code == 200, joined.text[:300]
-
 
 def test_patient_and_doctor_on_different_servers_exchange_signals(cluster, app, live_factories):
-    doctor, patient, appt = admitted_consult(live_factories, app)
-    a, b = cluster.url("web_a"), cluster.url("web_b")
-    doc, pat = sign_in(a, doctor.email, PASSWORD), sign_in(b, patient.user.email, PASSWORD)
-    _join(a, doc, appt.id)
-    _join(b, pat, appt.id)
-    received: list[tuple[float, dict]] = []
-    opened = threading.Event()
-
-    def listen() -> None:  # the patient's event stream, served by server B
-        with pat.get(f"{b}/api/v1/consults/appointments/{appt.id}/events", stream=True, timeout=30) as stream:
-            opened.set()
-            for line in stream.iter_lines(decode_unicode=True):
-                if line and line.startswith("data: "):
-                    item = json.loads(line.removeprefix("data: "))
-                    if item["kind"] == "offer":
-                        received.append((time.monotonic(), item))
-                        return
-
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    assert opened.wait(10)
-    sent_at = time.monotonic()
-    sent = doc.post(f"{a}/api/v1/consults/appointments/{appt.id}/signals",  # posted to server A
+    doctor, appt, doc, pat = consult_across_servers(cluster, app, live_factories)
+    stream = Stream(pat, f"{cluster.url('web_b')}/api/v1/consults/appointments/{appt.id}/events")
+    sent = doc.post(f"{cluster.url('web_a')}/api/v1/consults/appointments/{appt.id}/signals",
                     json={"kind": "offer", "sdp": OFFER, "gen": "g1"})
     assert sent.status_code == 201, sent.text[:300]
-    thread.join(timeout=10)
-    assert received, "the offer sent through server A never reached the stream on server B"
-    arrived_at, offer = received[0]
-    assert offer["sdp"] == OFFER and offer["from"] == doctor.id
-    assert arrived_at - sent_at < 5
+    # Woken through Redis: well before the streams' own database poll would find it.
+    assert stream.wait_for({sent.json()["id"]}, timeout=5), "the offer sent through server A never reached B"
+    stream.stopped.set()
     polled = pat.get(f"{cluster.front}/api/v1/consults/appointments/{appt.id}/signals").json()
-    assert any(m["kind"] == "offer" for m in polled)
+    assert [m["sdp"] for m in polled if m["kind"] == "offer"] == [OFFER]
+    assert [m["from"] for m in polled if m["kind"] == "offer"] == [doctor.id]
 
 
 def test_sign_in_lockout_counts_across_servers(cluster, live_factories):

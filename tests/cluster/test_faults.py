@@ -1,0 +1,88 @@
+"""Parts of the two-node deployment fail while it is used: Redis goes away, PostgreSQL ends the app servers'
+connections. Users notice at most a slower wake-up; nothing is lost and no server needs a restart."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from tests.cluster.conftest import OFFER, Browser, Stream, consult_across_servers, sign_in, wait_until
+from tests.conftest import PASSWORD
+
+pytestmark = [pytest.mark.cluster, pytest.mark.fault]
+
+def test_redis_going_away_loses_no_signal(cluster, app, live_factories):
+    doctor, appt, doc, pat = consult_across_servers(cluster, app, live_factories)
+    a, b = cluster.url("web_a"), cluster.url("web_b")
+    stream = Stream(pat, f"{b}/api/v1/consults/appointments/{appt.id}/events")
+    signals = f"{a}/api/v1/consults/appointments/{appt.id}/signals"
+    cand = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host", "sdpMid": "0", "sdpMLineIndex": 0}
+
+    cluster.stop("redis")
+    try:
+        sent = [doc.post(signals, json={"kind": "offer", "sdp": OFFER, "gen": "g1"})]
+        sent += [doc.post(signals, json={"kind": "candidate", "candidate": cand, "gen": "g1"}) for _ in range(3)]
+        assert [r.status_code for r in sent] == [201] * 4, [r.text[:200] for r in sent]
+        ids = {r.json()["id"] for r in sent}
+        # No wake-up crosses servers now: the stream on B finds them on its database poll.
+        assert stream.wait_for(ids, timeout=10), (ids, stream.ids)
+    finally:
+        cluster.start_redis()
+    late = doc.post(signals, json={"kind": "candidate", "candidate": cand, "gen": "g1"})
+    assert late.status_code == 201
+    assert stream.wait_for({late.json()["id"]}, timeout=10)
+    stream.stopped.set()
+    polled = pat.get(f"{cluster.front}/api/v1/consults/appointments/{appt.id}/signals").json()
+    assert ids | {late.json()["id"]} <= {m["id"] for m in polled}
+
+
+COUNT_APP_BACKENDS = ("SELECT count(*) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND application_name = 'townhealth-cluster'")
+END_APP_BACKENDS = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = 'townhealth-cluster'")
+
+
+def _app_backends(conn: psycopg.Connection) -> int:
+    return conn.execute(COUNT_APP_BACKENDS).fetchone()[0]
+
+
+def test_app_servers_recover_when_postgresql_ends_their_connections(cluster, database_url, live_factories):
+    nurse = live_factories.nurse()
+    live_factories.patient()
+    servers = [cluster.url("web_a"), cluster.url("web_b")]
+    browsers = [sign_in(base, nurse.email, PASSWORD) for base in servers]
+    for s, base in zip(browsers, servers, strict=True):
+        assert s.get(f"{base}/api/v1/patients", params={"q": "Family"}).status_code == 200
+
+    stop, failures, in_flight = threading.Event(), [], []
+
+    def keep_asking(s: Browser, base: str) -> None:
+        while not stop.is_set():
+            resp = s.get(f"{base}/api/v1/patients", params={"q": "Family"})
+            in_flight.append(resp.status_code)
+            if resp.status_code >= 500 and "problem+json" not in resp.headers.get("Content-Type", ""):
+                failures.append(resp.text[:200])
+
+    threads = [threading.Thread(target=keep_asking, args=(s, base)) for s, base in zip(browsers, servers,
+                                                                                       strict=True)]
+    for thread in threads:
+        thread.start()
+    libpq = database_url.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            for _ in range(3):  # each time the servers have reconnected, end their connections again
+                wait_until(lambda: _app_backends(conn) > 0, "the app servers' reconnection", timeout=20)
+                conn.execute(END_APP_BACKENDS)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert not failures  # a request caught mid-statement gets a clear error, never a bare crash
+    assert in_flight
+    for s, base in zip(browsers, servers, strict=True):  # and every request after that succeeds at once
+        for _ in range(5):
+            resp = s.get(f"{base}/api/v1/patients", params={"q": "Family"})
+            assert resp.status_code == 200, resp.text[:300]
+        assert s.get(f"{base}/api/v1/me").status_code == 200
