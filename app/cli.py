@@ -98,9 +98,10 @@ def reading_tick(cfg: Config) -> dict[str, list[int]]:
 
 
 def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0) -> int:
-    """Background loop for ``hospital run``: send queued notifications, seal (and forward) the audit trail,
-    expire uncollected medicine hourly."""
+    """Background loop for ``hospital run``: send queued notifications, delete objects left by uploads cut short,
+    seal (and forward) the audit trail, expire uncollected medicine hourly."""
     from app import create_app, db
+    from app.imaging import orphans
     from app.notify.service import deliver_pending
     from app.pharmacy.service import expire_uncollected
     from app.reading import outputs as reading_outputs
@@ -120,6 +121,7 @@ def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0)
             reading_outputs.write_back_pending()
             deliver_pending(app.config)
             db.session.commit()
+            orphans.purge()
             _seal_and_forward(cfg)
         time.sleep(interval)
 

@@ -1,4 +1,5 @@
-"""Tamper-evident audit trail: hash links per event, seals, export cursors.
+"""Tamper-evident audit trail: hash links per event, seals, export cursors; objects to delete once the store
+answers again.
 
 Revision ID: b7d1c4e2a9f3
 Revises: 71913fcd0e5d
@@ -43,6 +44,11 @@ def upgrade() -> None:
     sa.Column('updated_at', app.db.UtcDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('destination', name=op.f('pk_audit_export_cursor'))
     )
+    op.create_table('object_to_delete',
+    sa.Column('object_key', sa.String(length=128), nullable=False),
+    sa.Column('noted_at', app.db.UtcDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('object_key', name=op.f('pk_object_to_delete'))
+    )
     if op.get_bind().dialect.name == "postgresql":
         op.execute("""
             CREATE FUNCTION audit_chain_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -70,6 +76,7 @@ def downgrade() -> None:
         for table in APPEND_ONLY:
             for verb in ("update", "delete"):
                 op.execute(f"DROP TRIGGER IF EXISTS {table}_no_{verb}")
+    op.drop_table('object_to_delete')
     op.drop_table('audit_export_cursor')
     op.drop_table('audit_link')
     op.drop_table('audit_seal')

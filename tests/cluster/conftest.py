@@ -4,6 +4,7 @@ the S3 server (moto). Only ports and scratch paths are changed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -64,10 +65,78 @@ def answers(url: str) -> bool:
         return False
 
 
+class Cuttable:
+    """A TCP relay on loopback in front of a server (here S3), which a test can cut: after ``cut_after`` more
+    bytes towards the server every connection is dropped and new ones are refused, until :meth:`restore`."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._budget: int | None = None
+        self._conns: set[socket.socket] = set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def down(self) -> bool:
+        return self._budget is not None and self._budget <= 0
+
+    def cut_after(self, nbytes: int) -> None:
+        with self._lock:
+            self._budget = nbytes
+
+    def restore(self) -> None:
+        with self._lock:
+            self._budget = None
+
+    def _drop_all(self) -> None:
+        for conn in list(self._conns):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self._conns.clear()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            if self.down:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns |= {client, server}
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if counted:
+                    with self._lock:
+                        if self._budget is not None:
+                            self._budget -= len(data)
+                            if self._budget <= 0:
+                                self._drop_all()
+                                return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
 @dataclass
 class Cluster:
     env: dict[str, str]
     tmp: Path
+    s3: Cuttable
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -139,15 +208,17 @@ def cluster(database_url: str, test_config: Any, s3_server: str,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster")
     ports = {name: free_port() for name in ("web_a", "web_b", "media_a", "media_b", "redis", "nginx")}
+    host, port = s3_server.split(":")
+    s3 = Cuttable((host, int(port)))
     env = dict(os.environ, PYTHONUNBUFFERED="1", HOSPITAL_ENV="development", SECRET_KEY=SECRET,
                DATABASE_URL=database_url, REDIS_URL=f"redis://127.0.0.1:{ports['redis']}/0",
                HOSPITAL_INSTANCE_PATH=str(test_config.INSTANCE_PATH), HOSPITAL_OBJECT_STORE="s3",
-               S3_ENDPOINT=s3_server, S3_ACCESS_KEY="test", S3_SECRET_KEY="test", S3_BUCKET="cluster",
+               S3_ENDPOINT=f"127.0.0.1:{s3.port}", S3_ACCESS_KEY="test", S3_SECRET_KEY="test", S3_BUCKET="cluster",
                S3_SECURE="0", HOSPITAL_MFA_REQUIRED_ROLES="", HOSPITAL_PROXY_HOPS="1",
                HOSPITAL_MEDIA_WORKERS=f"http://127.0.0.1:{ports['media_a']},http://127.0.0.1:{ports['media_b']}",
                HOSPITAL_MEDIA_URL=f"http://127.0.0.1:{ports['media_a']}", HOSPITAL_MEDIA_SECRET=SECRET,
                HOSPITAL_MEDIA_LOOPBACK="1", DICOM_PORT="0", PGAPPNAME="townhealth-cluster")
-    c = Cluster(env=env, tmp=tmp, ports=ports)
+    c = Cluster(env=env, tmp=tmp, s3=s3, ports=ports)
     try:
         c.start_redis()
         for name in ("media_a", "media_b"):

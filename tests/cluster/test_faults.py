@@ -3,13 +3,18 @@ connections. Users notice at most a slower wake-up; nothing is lost and no serve
 
 from __future__ import annotations
 
+import io
 import threading
+import uuid
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
+from app.imaging.models import Instance, ObjectToDelete, Series, Study
 from tests.cluster.conftest import OFFER, Browser, Stream, consult_across_servers, sign_in, wait_until
 from tests.conftest import PASSWORD
+from tests.imaging.dicomgen import ct_slice
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fault]
 
@@ -86,3 +91,69 @@ def test_app_servers_recover_when_postgresql_ends_their_connections(cluster, dat
             resp = s.get(f"{base}/api/v1/patients", params={"q": "Family"})
             assert resp.status_code == 200, resp.text[:300]
         assert s.get(f"{base}/api/v1/me").status_code == 200
+
+
+def _study_zip(study_uid: str, mrn: str, count: int) -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
+        for n in range(1, count + 1):
+            zf.writestr(f"study/IM{n:04d}.dcm", ct_slice(patient_id=mrn, study_uid=study_uid, number=n, size=256,
+                                                       series_uid=f"{study_uid}.1", seed=n))
+    return buffer.getvalue()
+
+
+def _bucket_keys(s3_server: str) -> set[str]:
+    from minio import Minio
+
+    client = Minio(s3_server, access_key="test", secret_key="test", secure=False)
+    return {o.object_name for o in client.list_objects("cluster", prefix="dicom/", recursive=True)}
+
+
+def _instance_keys(engine: sa.Engine, study_uid: str | None = None) -> set[str]:
+    query = sa.select(Instance.object_key)
+    if study_uid:
+        query = query.join(Series).join(Study).where(Study.study_instance_uid == study_uid)
+    with engine.connect() as conn:
+        return set(conn.scalars(query))
+
+
+def test_s3_stopping_mid_zip_upload_leaves_no_orphan_and_no_row_and_the_retry_stores_all(
+        cluster, engine, s3_server, live_factories):
+    clinic = live_factories.facility()
+    nurse, patient = live_factories.nurse(facility=clinic), live_factories.patient(facility=clinic)
+    study_uid = f"2.25.{uuid.uuid4().int}"
+    archive = _study_zip(study_uid, patient.mrn, 24)
+    a = cluster.url("web_a")
+    s = sign_in(a, nurse.email, PASSWORD)
+
+    cluster.s3.cut_after(len(archive) // 3)  # S3 goes away a third of the way into the study
+    try:
+        first = s.post(f"{a}/scans/upload", files={"files": ("study.zip", archive, "application/zip")},
+                       headers={"Accept": "application/json"})
+    finally:
+        cluster.s3.restore()
+    if first.status_code == 200:
+        counts, rows = first.json()["counts"], first.json()["results"]
+        assert counts["rejected"] > 0 and counts["stored"] < 24
+        assert all(r["reason"] == "could not be stored; try again" for r in rows if r["status"] == "rejected")
+    else:  # the whole upload refused: a problem report, not a crash
+        assert first.status_code in (502, 503) and first.headers["Content-Type"] == "application/problem+json"
+        counts = {"stored": 0}
+    kept = _instance_keys(engine, study_uid)
+    assert len(kept) == counts["stored"]  # a row for every file reported stored, and for nothing else
+    bucket = _bucket_keys(s3_server)
+    assert kept <= bucket
+    # An object that reached S3 before the cut but has no row is written down for deletion once S3 is back ...
+    with engine.connect() as conn:
+        noted = set(conn.scalars(sa.select(ObjectToDelete.object_key)))
+    assert bucket - _instance_keys(engine) <= noted
+
+    retry = s.post(f"{a}/scans/upload", files={"files": ("study.zip", archive, "application/zip")},
+                   headers={"Accept": "application/json"})
+    assert retry.status_code == 200, retry.text[:300]
+    assert retry.json()["counts"]["stored"] + retry.json()["counts"]["duplicate"] == 24
+    assert len(_instance_keys(engine, study_uid)) == 24
+    # ... and is gone by the time the retry is stored.
+    assert _bucket_keys(s3_server) <= _instance_keys(engine), "objects without a row were left in the bucket"
