@@ -206,6 +206,9 @@ def _locust(host: str, accounts: Path, out: Path, *, users: int, seconds: int, f
     argv = [str(BIN / "locust"), "-f", __file__, "--headless", "-u", str(users), "-r", str(max(users // 4, 1)),
             "-t", f"{seconds}s", "--host", host, "--csv", str(out), "--only-summary", "--loglevel", "ERROR", *classes]
     subprocess.run(argv, env=env, cwd=ROOT, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    with (out.parent / f"{out.name}_failures.csv").open() as fh:
+        for row in sorted(csv.DictReader(fh), key=lambda r: -int(r["Occurrences"]))[:6]:
+            print(f"  failed {row['Occurrences']:>5} x {row['Method']} {row['Name']}: {row['Error'][:110]}")
     with (out.parent / f"{out.name}_stats.csv").open() as fh:
         return list(csv.DictReader(fh))
 
