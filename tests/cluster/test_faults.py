@@ -4,15 +4,27 @@ connections. Users notice at most a slower wake-up; nothing is lost and no serve
 from __future__ import annotations
 
 import io
+import os
+import signal
 import threading
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 import sqlalchemy as sa
 
 from app.imaging.models import Instance, ObjectToDelete, Series, Study
-from tests.cluster.conftest import OFFER, Browser, Stream, consult_across_servers, sign_in, wait_until
+from tests.cluster.conftest import (
+    OFFER,
+    Browser,
+    Stream,
+    answers,
+    consult_across_servers,
+    sign_in,
+    wait_until,
+)
 from tests.conftest import PASSWORD
 from tests.imaging.dicomgen import ct_slice
 
@@ -157,3 +169,77 @@ def test_s3_stopping_mid_zip_upload_leaves_no_orphan_and_no_row_and_the_retry_st
     assert len(_instance_keys(engine, study_uid)) == 24
     # ... and is gone by the time the retry is stored.
     assert _bucket_keys(s3_server) <= _instance_keys(engine), "objects without a row were left in the bucket"
+
+
+def _workers_of(master_pid: int) -> list[int]:
+    """gunicorn's worker processes: the master's children."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master_pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def test_a_web_worker_killed_while_signing_leaves_no_half_signed_prescription(cluster, app, engine, live_factories):
+    from app import db
+    from app.audit.models import AuditEvent
+    from app.prescriptions import service as rx_service
+    from app.prescriptions.models import Prescription, RequestStatus
+    from tests.prescriptions.conftest import rx_input
+
+    doctor = live_factories.doctor()
+    patient = live_factories.patient(with_account=True, doctor=doctor)
+    rx = rx_service.create_draft(patient, rx_input(), by=doctor)
+    db.session.commit()
+    a = cluster.url("web_a")
+    s = sign_in(a, doctor.email, PASSWORD)
+    sign_url = f"{a}/api/v1/medication-requests/{rx.id}/sign"
+    outcome: list[object] = []
+
+    def sign() -> None:
+        try:
+            outcome.append(s.post(sign_url, json={}).status_code)
+        except requests.RequestException as exc:
+            outcome.append(exc)
+
+    with engine.connect() as blocker, psycopg.connect(
+            str(engine.url.set(drivername="postgresql").render_as_string(hide_password=False)),
+            autocommit=True) as watch:
+        # Hold the prescription's row, so the signing request stops in the middle of its transaction.
+        blocker.execute(sa.select(Prescription.id).where(Prescription.id == rx.id).with_for_update())
+        thread = threading.Thread(target=sign)
+        thread.start()
+        waiting: list[int] = []
+
+        def signing_waits() -> bool:
+            waiting[:] = [row[0] for row in watch.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'townhealth-cluster' "
+                "AND wait_event_type = 'Lock'")]
+            return bool(waiting)
+
+        wait_until(signing_waits, "the signing request to reach the database", timeout=20)
+        [worker] = _workers_of(cluster.procs["web_a"].pid)
+        os.kill(worker, signal.SIGKILL)
+        thread.join(timeout=20)
+        blocker.rollback()  # the killed request's transaction may now go on, but can never commit
+        wait_until(lambda: not watch.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                             [waiting]).fetchone(), "the orphaned backend to end", timeout=20)
+    assert outcome and isinstance(outcome[0], requests.RequestException)  # the doctor sees it failed
+
+    db.session.expire_all()
+    left = db.session.get(Prescription, rx.id)
+    assert left.status is RequestStatus.DRAFT and left.signature is None and left.signed_at is None
+    assert not db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "prescription.sign",
+                                                              AuditEvent.resource_id == str(rx.id))).all()
+
+    wait_until(lambda: len(_workers_of(cluster.procs["web_a"].pid)) == 1, "gunicorn to replace the worker")
+    wait_until(lambda: answers(f"{a}/sign-in"), "the new worker", timeout=60)
+    again = s.post(sign_url, json={})  # the same session: the cookie holds it, not the worker
+    assert again.status_code == 200, again.text[:300]
+    db.session.expire_all()
+    signed = db.session.get(Prescription, rx.id)
+    assert signed.status is RequestStatus.ACTIVE and signed.signature
