@@ -2,7 +2,7 @@
 answers again.
 
 Revision ID: b7d1c4e2a9f3
-Revises: 71913fcd0e5d
+Revises: 5c1e0a7b3d21
 Create Date: 2026-12-04 05:40:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import app.db
 
 revision: str = 'b7d1c4e2a9f3'
-down_revision: str | Sequence[str] | None = '71913fcd0e5d'
+down_revision: str | Sequence[str] | None = '5c1e0a7b3d21'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
