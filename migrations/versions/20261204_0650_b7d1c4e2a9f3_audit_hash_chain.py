@@ -2,8 +2,8 @@
 answers again.
 
 Revision ID: b7d1c4e2a9f3
-Revises: 5c1e0a7b3d21
-Create Date: 2026-12-04 05:40:00
+Revises: 3e5d0cfe4b65
+Create Date: 2026-12-04 06:50:00
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ from alembic import op
 import app.db
 
 revision: str = 'b7d1c4e2a9f3'
-down_revision: str | Sequence[str] | None = '5c1e0a7b3d21'
+down_revision: str | Sequence[str] | None = '3e5d0cfe4b65'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
