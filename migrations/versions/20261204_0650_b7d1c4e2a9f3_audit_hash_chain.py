@@ -2,7 +2,7 @@
 answers again.
 
 Revision ID: b7d1c4e2a9f3
-Revises: 3e5d0cfe4b65
+Revises: c9da4f07064f
 Create Date: 2026-12-04 06:50:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import app.db
 
 revision: str = 'b7d1c4e2a9f3'
-down_revision: str | Sequence[str] | None = '3e5d0cfe4b65'
+down_revision: str | Sequence[str] | None = 'c9da4f07064f'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
