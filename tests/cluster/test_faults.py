@@ -148,13 +148,14 @@ def test_s3_stopping_mid_zip_upload_leaves_no_orphan_and_no_row_and_the_retry_st
         cluster.s3.restore()
     if first.status_code == 200:
         counts, rows = first.json()["counts"], first.json()["results"]
-        assert counts["rejected"] > 0 and counts["stored"] < 24
+        assert counts["rejected"] > 0 and counts["stored"] < 24, counts
         assert all(r["reason"] == "could not be stored; try again" for r in rows if r["status"] == "rejected")
     else:  # the whole upload refused: a problem report, not a crash
-        assert first.status_code in (502, 503) and first.headers["Content-Type"] == "application/problem+json"
+        assert first.status_code in (502, 503), first.text[:500]
+        assert first.headers["Content-Type"] == "application/problem+json"
         counts = {"stored": 0}
     kept = _instance_keys(engine, study_uid)
-    assert len(kept) == counts["stored"]  # a row for every file reported stored, and for nothing else
+    assert len(kept) == counts["stored"], counts  # a row for every file reported stored, and for nothing else
     bucket = _bucket_keys(s3_server)
     assert kept <= bucket
     # An object that reached S3 before the cut but has no row is written down for deletion once S3 is back ...
