@@ -18,6 +18,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.config.from_object(config)
     app.config["MAX_FORM_MEMORY_SIZE"] = 500_000
     if config.TRUSTED_PROXIES:
+        # Behind nginx every request comes from the proxy: take the client's address (sign-in lockout, the audit
+        # trail), scheme and host (links in answers) from the headers the proxies set, and from no further back.
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         hops = config.TRUSTED_PROXIES

@@ -98,8 +98,10 @@ def reading_tick(cfg: Config) -> dict[str, list[int]]:
 
 
 def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0) -> int:
-    """Background loop for ``hospital run``: send queued notifications, expire uncollected medicine hourly."""
+    """Background loop for ``hospital run``: send queued notifications, delete objects left by uploads cut short,
+    seal (and forward) the audit trail, expire uncollected medicine hourly."""
     from app import create_app, db
+    from app.imaging import orphans
     from app.notify.service import deliver_pending
     from app.pharmacy.service import expire_uncollected
     from app.reading import outputs as reading_outputs
@@ -119,7 +121,93 @@ def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0)
             reading_outputs.write_back_pending()
             deliver_pending(app.config)
             db.session.commit()
+            orphans.purge()
+            _seal_and_forward(cfg)
         time.sleep(interval)
+
+
+def _seal_and_forward(cfg: Config) -> None:
+    """One round of audit sealing and forwarding; a failure is reported and retried next round."""
+    from app import db
+    from app.audit import chain, export
+
+    try:
+        chain.seal(max_wait=5.0)
+        db.session.commit()
+        if cfg.AUDIT_SYSLOG_URL:
+            export.forward_to_syslog(cfg.AUDIT_SYSLOG_URL)
+            db.session.commit()
+    except (chain.SealWaitTimeout, export.SyslogUnreachable) as exc:
+        db.session.commit()  # what was sent before the collector went away stays marked as sent
+        print(f"audit: {exc}; trying again next round", file=sys.stderr)
+
+
+def audit_seal(cfg: Config) -> int:
+    from app import db
+    from app.audit import chain
+
+    def run_job(_app: Flask) -> int:
+        try:
+            report = chain.seal()
+        except chain.SealWaitTimeout as exc:
+            print(f"Not sealed: {exc}. Try again later.", file=sys.stderr)
+            return 1
+        db.session.commit()
+        print(f"Sealed {report.events} event(s) in {report.seals} seal(s); the trail is sealed through event "
+              f"#{report.sealed_through}.")
+        return 0
+
+    return _with_app(cfg, run_job)  # type: ignore[return-value]
+
+
+def audit_verify(cfg: Config) -> int:
+    """Recompute the trail's hash chain; exit status 1 and the first broken link if it does not match."""
+    from app.audit import chain
+
+    def run_job(_app: Flask) -> int:
+        result = chain.verify()
+        sealed = result.last_sealed_at.strftime("%Y-%m-%d %H:%M:%S UTC") if result.last_sealed_at else "never"
+        print(f"{result.events_checked} sealed event(s) checked in {result.seals} seal(s), sealed through event "
+              f"#{result.sealed_through} (last sealed {sealed}); {result.unsealed} newer event(s) not sealed yet.")
+        broken = result.first_break
+        if broken is None:
+            print("The audit trail is intact.")
+            return 0
+        when = f" (recorded {broken.occurred_at:%Y-%m-%d %H:%M:%S UTC})" if broken.occurred_at else ""
+        print(f"BROKEN: first broken link at event #{broken.event_id}{when}: {broken.reason}")
+        return 1
+
+    return _with_app(cfg, run_job)  # type: ignore[return-value]
+
+
+def audit_export(cfg: Config, *, fhir: str | None, syslog: str | None, after: int) -> int:
+    from app import db
+    from app.audit import export
+
+    def run_job(_app: Flask) -> int:
+        if fhir:
+            out = sys.stdout if fhir == "-" else open(fhir, "w", encoding="utf-8")  # noqa: SIM115
+            try:
+                lines = 0
+                for line in export.fhir_ndjson(after=after):
+                    out.write(line)
+                    lines += 1
+            finally:
+                if out is not sys.stdout:
+                    out.close()
+            print(f"Wrote {lines} FHIR AuditEvent(s)", file=sys.stderr)
+        if syslog:
+            try:
+                sent = export.forward_to_syslog(syslog)
+            except export.SyslogUnreachable as exc:
+                db.session.commit()
+                print(f"{exc}", file=sys.stderr)
+                return 1
+            db.session.commit()
+            print(f"Forwarded {sent} event(s) to {syslog}", file=sys.stderr)
+        return 0
+
+    return _with_app(cfg, run_job)  # type: ignore[return-value]
 @service("dicom")
 def _dicom(cfg: Config) -> list[str] | None:
     """The DICOM listener for clinic scanners and PACS (off when DICOM_PORT is 0)."""
@@ -332,6 +420,39 @@ def run(cfg: Config, *, host: str, port: int, workers: int) -> int:
     return code
 
 
+def backup(cfg: Config, target: str) -> int:
+    from app.backup import BackupError
+    from app.backup import backup as run_backup
+
+    try:
+        report = run_backup(cfg, target)
+    except BackupError as exc:
+        print(f"Backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"Backed up the database ({report.database_bytes} bytes) and {report.objects} object(s) "
+          f"({report.object_bytes} bytes) to {target}.")
+    return 0
+
+
+def restore(cfg: Config, source: str) -> int:
+    """Load a backup into an empty database and object store, then check every scan, recording and the audit chain."""
+    from app.backup import BackupError, Check, check_restored
+    from app.backup import restore as run_restore
+
+    try:
+        report = run_restore(cfg, source)
+    except BackupError as exc:
+        print(f"Restore failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"Restored the database and {report.objects} object(s) ({report.object_bytes} bytes) from {source}.")
+    check: Check = _with_app(cfg, lambda _app: check_restored())  # type: ignore[assignment]
+    for problem in check.problems:
+        print(f"  problem: {problem}", file=sys.stderr)
+    print(f"Checked {check.objects_checked} scan and recording object(s) against their SHA-256; "
+          f"audit trail {'intact' if check.audit_intact else 'BROKEN (run hospital audit-verify)'}.")
+    return 0 if check.audit_intact and not check.problems else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hospital", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -362,7 +483,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("expire-dispenses", help="cancel medicine not collected by the pickup deadline")
     sub.add_parser("send-notifications", help="send queued notifications once")
     sub.add_parser("reading-tick", help="escalate unacknowledged critical results, release held reports due")
-    sub.add_parser("worker", help="loop: send notifications, expire uncollected medicine, reading-tick")
+    sub.add_parser("worker", help="loop: send notifications, seal the audit trail, expire uncollected medicine, "
+                                  "reading-tick")
+    sub.add_parser("audit-seal", help="chain the audit events written since the last seal into the trail")
+    sub.add_parser("audit-verify", help="check the audit trail's hash chain; exit 1 at the first broken link")
+    p_export = sub.add_parser("audit-export", help="export sealed audit events as FHIR AuditEvent or to syslog")
+    p_export.add_argument("--fhir", metavar="FILE", help="write FHIR AuditEvent NDJSON to FILE ('-': stdout)")
+    p_export.add_argument("--syslog", metavar="URL",
+                          help="forward the events not yet sent to udp://host:port or tcp://host:port (RFC 5424)")
+    p_export.add_argument("--after", type=int, default=0, help="FHIR export: start after this event id")
+    p_backup = sub.add_parser("backup", help="dump the database and copy every object to a directory or s3://bucket")
+    p_backup.add_argument("target", help="a directory, or s3://bucket on the configured S3 endpoint")
+    p_restore = sub.add_parser("restore", help="load a backup into an empty database and object store, and check it")
+    p_restore.add_argument("source", help="the directory or s3://bucket the backup was written to")
     p_run = sub.add_parser("run", help="migrate, seed, and serve the whole platform")
     p_run.add_argument("--host", default=os.environ.get("HOSPITAL_HOST", "127.0.0.1"))
     p_run.add_argument("--port", type=int, default=int(os.environ.get("HOSPITAL_PORT", "5000")))
@@ -395,6 +528,18 @@ def main(argv: list[str] | None = None) -> int:
         done = reading_tick(cfg)
         print(f"Escalated {len(done['escalated'])} critical result(s); released {len(done['released'])} report(s); "
               f"stored {len(done['stored'])} report(s) in their studies")
+    elif args.cmd == "audit-seal":
+        return audit_seal(cfg)
+    elif args.cmd == "audit-verify":
+        return audit_verify(cfg)
+    elif args.cmd == "audit-export":
+        if not (args.fhir or args.syslog):
+            parser.error("audit-export needs --fhir FILE or --syslog URL")
+        return audit_export(cfg, fhir=args.fhir, syslog=args.syslog, after=args.after)
+    elif args.cmd == "backup":
+        return backup(cfg, args.target)
+    elif args.cmd == "restore":
+        return restore(cfg, args.source)
     elif args.cmd == "worker":
         return worker(cfg)
     elif args.cmd == "run":

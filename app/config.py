@@ -89,6 +89,8 @@ class Config:
     # Master key for encrypted consult recordings (hex of 32+ bytes); empty derives one from SECRET_KEY.
     RECORDING_KEY: str = ""
     REDIS_URL: str = ""
+    # Audit trail: where the worker forwards sealed events (udp://host:514 or tcp://host:601), empty: nowhere.
+    AUDIT_SYSLOG_URL: str = ""
     # WebRTC: comma-separated ICE server URLs; TURN credentials follow coturn's TURN REST API scheme.
     STUN_URLS: str = ""
     TURN_URLS: str = ""
@@ -175,6 +177,7 @@ class Config:
         cfg.MEDIA_WORKERS = _env("HOSPITAL_MEDIA_WORKERS", cls.MEDIA_WORKERS)
         cfg.RECORDING_KEY = _env("HOSPITAL_RECORDING_KEY", cls.RECORDING_KEY)
         cfg.REDIS_URL = _env("REDIS_URL", cls.REDIS_URL)
+        cfg.AUDIT_SYSLOG_URL = _env("HOSPITAL_AUDIT_SYSLOG_URL", cls.AUDIT_SYSLOG_URL)
         roles = os.environ.get("HOSPITAL_MFA_REQUIRED_ROLES")
         if roles is not None:
             cfg.MFA_REQUIRED_ROLES = tuple(r.strip() for r in roles.split(",") if r.strip())

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.base import NoSuchObject, ObjectInfo, ObjectStore, StoredObject
+from storage.base import ChunkReader, NoSuchObject, ObjectInfo, ObjectStore, StoredObject
 from storage.fs import FilesystemStore
 
-__all__ = ["FilesystemStore", "NoSuchObject", "ObjectInfo", "ObjectStore", "StoredObject", "from_config"]
+__all__ = ["ChunkReader", "FilesystemStore", "NoSuchObject", "ObjectInfo", "ObjectStore", "StoredObject", "from_config"]
 
 
 def from_config(cfg: Any) -> ObjectStore:

@@ -15,8 +15,10 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from app import db
+from app.audit import chain
+from app.audit.chain import Verification
 from app.audit.context import client_ip
-from app.audit.models import AuditEvent, Outcome
+from app.audit.models import AuditEvent, AuditLink, AuditSeal, Outcome
 from app.errors import Forbidden
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ class AuditImmutable(RuntimeError):
 @sa.event.listens_for(so.Session, "before_flush")
 def _refuse_audit_changes(session: so.Session, _ctx: Any, _instances: Any) -> None:
     for obj in (*session.dirty, *session.deleted):
-        if isinstance(obj, AuditEvent) and (obj in session.deleted or session.is_modified(obj)):
+        if isinstance(obj, AuditEvent | AuditLink | AuditSeal) and (obj in session.deleted or session.is_modified(obj)):
             raise AuditImmutable("audit events are append-only")
 
 
@@ -211,3 +213,17 @@ def access_log_for_patient(patient_id: int, *, limit: int = 200) -> Sequence[Aud
              .where(AuditEvent.patient_id == patient_id, AuditEvent.outcome == Outcome.SUCCESS)
              .order_by(AuditEvent.id.desc()).limit(limit))
     return list(db.session.scalars(query))
+
+
+def verify_trail(*, by: User) -> Verification:
+    """Check the trail's hash chain for an admin (see ``app.audit.chain``). :raises Forbidden: for anyone else."""
+    from app.auth.models import Role
+
+    if by.role is not Role.ADMIN:
+        record("audit.verify", by=by, outcome=Outcome.DENIED)
+        raise Forbidden("Only administrators can check the audit trail.")
+    result = chain.verify()
+    broken = result.first_break
+    record("audit.verify", by=by, detail={"intact": result.intact, "sealed_through": result.sealed_through,
+                                          "first_break": broken.event_id if broken else None})
+    return result

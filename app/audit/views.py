@@ -66,3 +66,12 @@ def events() -> str:
     return render_template("audit/events.html", rows=rows, total=total, page=page, per_page=50,
                            args=request.args, outcomes=list(Outcome), notes=notes, describe=wording.describe,
                            who=who, patient=patient)
+
+
+@bp.get("/audit/integrity")
+@roles_required(Role.ADMIN)
+def integrity() -> str:
+    """Recompute the trail's hash chain and show the first broken link, if any."""
+    result = service.verify_trail(by=current_user)
+    db.session.commit()
+    return render_template("audit/integrity.html", result=result)

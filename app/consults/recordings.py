@@ -367,28 +367,6 @@ def master_key() -> bytes:
                     hashlib.sha256).digest()
 
 
-class _ChunkReader(io.RawIOBase):
-    """A read-only file over an iterator of byte chunks (an object-store download), never all in memory."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        while not self._buffer:
-            try:
-                self._buffer = next(self._chunks)
-            except StopIteration:
-                return 0
-        n = min(len(target), len(self._buffer))
-        target[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        return n
-
-
 def _open(row: ConsultRecording) -> Any:
     from app.imaging.service import object_store
 
@@ -435,7 +413,7 @@ def plaintext_range(row: ConsultRecording, lay: Layout, start: int, stop: int) -
     first, last = start // chunk, (stop - 1) // chunk
     offset = lay.first + first * (chunk + 20)
     length = min(row.size - offset, (last - first + 1) * (chunk + 20))
-    reader = io.BufferedReader(_ChunkReader(store.get(row.object_key, start=offset, length=length)),
+    reader = io.BufferedReader(storage.ChunkReader(store.get(row.object_key, start=offset, length=length)),
                                buffer_size=chunk + 64)
     key = derive_key(master_key(), row.recording_id)
 
@@ -459,5 +437,5 @@ def plaintext(row: ConsultRecording) -> Iterator[bytes]:
 
     store = _open(row)
     assert row.object_key is not None
-    reader = io.BufferedReader(_ChunkReader(store.get(row.object_key)), buffer_size=1024 * 1024 + 64)
+    reader = io.BufferedReader(storage.ChunkReader(store.get(row.object_key)), buffer_size=1024 * 1024 + 64)
     return decrypt(reader, derive_key(master_key(), row.recording_id))

@@ -747,7 +747,9 @@ def _rate_limited(session: ConsultSession, by: User) -> bool:
     if redis_url:
         from app.consults import shared
 
-        return shared.hit(f"signal:{session.id}:{by.id}", window=RATE_WINDOW_SECONDS) > limit
+        count = shared.hit(f"signal:{session.id}:{by.id}", window=RATE_WINDOW_SECONDS)
+        if count is not None:
+            return count > limit
     since = db.utcnow() - timedelta(seconds=RATE_WINDOW_SECONDS)
     count = db.session.scalar(sa.select(sa.func.count()).where(
         SignalMessage.session_id == session.id, SignalMessage.sender_id == by.id,

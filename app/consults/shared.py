@@ -1,38 +1,52 @@
 """Cross-worker state in Redis (when ``REDIS_URL`` is set): rate-limit counters and signaling wake-ups.
 
 Signaling messages themselves live in the database, so every gunicorn worker sees them with or without Redis;
-Redis only makes waiting event streams wake at once instead of on their next database poll.
+Redis only makes waiting event streams wake at once instead of on their next database poll. So Redis going away
+costs speed, never a message: a wake-up that cannot be published is dropped (streams on other servers read the
+database on their safety poll), and a rate-limit count that cannot be kept is counted in the database instead.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 
 import redis
 from flask import current_app
 
+logger = logging.getLogger(__name__)
+
 
 @functools.cache
 def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=5)
+    # Short timeouts: a request must not hang on a Redis that is gone; the callers fall back.
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
 
 
 def client() -> redis.Redis:
     return _client(current_app.config["REDIS_URL"])
 
 
-def hit(key: str, *, window: int) -> int:
-    """Count one event in a fixed window; returns the count so far."""
-    r = client()
-    pipe = r.pipeline()
+def hit(key: str, *, window: int) -> int | None:
+    """Count one event in a fixed window; the count so far, or None when Redis cannot be reached."""
+    pipe = client().pipeline()
     pipe.incr(f"hospital:{key}")
     pipe.expire(f"hospital:{key}", window, nx=True)
-    count, _ = pipe.execute()
+    try:
+        count, _ = pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("Redis unreachable for rate limits, counting in the database: %s", exc)
+        return None
     return int(count)
 
 
 def wake(session_id: int) -> None:
-    client().publish(f"hospital:consult:{session_id}", b"1")
+    """Wake the consult's streams on every server; without Redis they find the news on their next poll."""
+    try:
+        client().publish(f"hospital:consult:{session_id}", b"1")
+    except redis.RedisError as exc:
+        logger.warning("Redis unreachable, consult %s wake-up left to the streams' database poll: %s",
+                       session_id, exc)
 
 
 def waiter(session_id: int) -> redis.client.PubSub:

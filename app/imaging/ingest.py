@@ -21,7 +21,7 @@ from flask import current_app
 from app import db
 from app.auth.models import User
 from app.errors import AppError
-from app.imaging import service
+from app.imaging import orphans, service
 from app.imaging.service import IngestResult
 
 logger = logging.getLogger(__name__)
@@ -188,6 +188,7 @@ def ingest_files(files: Iterable[tuple[str, BinaryIO]], *, by: User | None, faci
                  source: str) -> list[IngestResult]:
     """Ingest uploaded files (each a DICOM file or a zip of them), committing every :data:`BATCH` instances."""
     max_file = current_app.config["IMAGING_MAX_FILE_BYTES"]
+    orphans.purge()  # what an earlier upload left while the store was away (usually nothing: one query)
     results: list[IngestResult] = []
     batch: list[IngestResult] = []
     pending: dict[str, IngestResult] = {}

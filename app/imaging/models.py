@@ -158,3 +158,13 @@ class ImagingOrder(Base):
     created_at: so.Mapped[UtcTimestamp]
 
     patient: so.Mapped[Patient] = so.relationship()
+
+
+class ObjectToDelete(Base):
+    """An object that may have reached the store without a committed row (its upload or its deletion failed
+    while the store was unreachable), to delete once the store answers again (see ``app.imaging.orphans``)."""
+
+    __tablename__ = "object_to_delete"
+
+    object_key: so.Mapped[str] = so.mapped_column(sa.String(128), primary_key=True)
+    noted_at: so.Mapped[UtcTimestamp]

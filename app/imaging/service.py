@@ -34,6 +34,7 @@ from app.audit.models import Outcome
 from app.auth.models import Role, User
 from app.db import utcnow
 from app.errors import Forbidden, ValidationFailed
+from app.imaging import orphans
 from app.imaging.dicomfile import Header, Rejected, parse_da, read_header
 from app.imaging.fingerprint import same_instance
 from app.imaging.models import Instance, Series, Study
@@ -143,11 +144,8 @@ def settle(results: list[IngestResult]) -> None:
             stored = future.result()
         except Exception:
             logger.exception("storing an object failed")
-            if r.object_key:
-                try:
-                    object_store().delete(r.object_key)
-                except Exception:  # noqa: BLE001 - best effort; nothing was stored in the usual case
-                    logger.warning("could not remove a partly stored object", exc_info=True)
+            if r.object_key:  # the put may have stored it before failing (only the answer lost)
+                orphans.delete_or_remember(r.object_key)
             r.status, r.reason, r.staged, r.object_key = "rejected", TRY_AGAIN, None, None
             continue
         assert r.staged is not None
@@ -432,7 +430,7 @@ def discard_objects(results: list[IngestResult]) -> None:
                 r.upload.result()
             r.upload = None
         if r.staged is not None and r.object_key:
-            object_store().delete(r.object_key)
+            orphans.delete_or_remember(r.object_key)
             r.object_key = None
             r.staged = None
 
