@@ -37,6 +37,36 @@ def empty_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def source(engine: Any, test_config: Any, tmp_path: Path) -> Iterator[Any]:
+    """A hospital of its own (database, object store, keys), so the check of a restore sees only this test's data
+    and not rows other tests committed with objects kept elsewhere."""
+    from app.cli import migrate
+    from tests.factories import Factories
+
+    name = f"hospital_source_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    cfg = copy.copy(test_config)
+    cfg.DATABASE_URL = _pg_url(name)
+    cfg.INSTANCE_PATH = tmp_path / "source"
+    cfg.STORAGE_PATH = cfg.INSTANCE_PATH / "objects"
+    cfg.STORAGE_PATH.mkdir(parents=True)
+    try:
+        migrate(cfg.DATABASE_URL)
+        db.session.remove()
+        source_app = create_app(cfg)
+        with source_app.app_context():
+            yield SimpleNamespace(app=source_app, cfg=cfg, factories=Factories())
+        db.session.remove()
+        source_app.extensions["db_engine"].dispose()
+    finally:
+        db.session.remove()
+        db.session.configure(bind=engine)
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _s3(cfg: Any, endpoint: str) -> Any:
     cfg.S3_ENDPOINT, cfg.S3_ACCESS_KEY, cfg.S3_SECRET_KEY, cfg.S3_SECURE = endpoint, "test", "test", False
     return cfg
@@ -93,20 +123,19 @@ def _row_counts(url: str) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("target_kind", ["directory", "bucket"])
-def test_a_restore_into_an_empty_database_and_store_has_everything(target_kind, app, engine, test_config,
-                                                                   live_factories, s3_clean, empty_database,
-                                                                   tmp_path):
+def test_a_restore_into_an_empty_database_and_store_has_everything(target_kind, source, engine, s3_clean,
+                                                                   empty_database, tmp_path):
     from app.consults import recordings
     from app.imaging.service import object_store
     from app.prescriptions import service as rx_service
 
-    data = _hospital_with_data(app, live_factories)
-    source_cfg = _s3(copy.copy(test_config), s3_clean)
+    data = _hospital_with_data(source.app, source.factories)
+    source_cfg = _s3(copy.copy(source.cfg), s3_clean)
     target = str(tmp_path / "backup") if target_kind == "directory" else "s3://hospital-backups"
     report = backup.backup(source_cfg, target)
     assert report.objects >= 2 and report.database_bytes > 0
 
-    restored_cfg = _s3(copy.copy(test_config), s3_clean)
+    restored_cfg = _s3(copy.copy(source.cfg), s3_clean)  # the same keys (kept in a secrets store, not the backup)
     restored_cfg.DATABASE_URL = empty_database
     if target_kind == "directory":  # into S3, from a directory
         restored_cfg.OBJECT_STORE, restored_cfg.S3_BUCKET = "s3", "restored"
@@ -114,7 +143,7 @@ def test_a_restore_into_an_empty_database_and_store_has_everything(target_kind, 
         restored_cfg.STORAGE_PATH = tmp_path / "restored-objects"
     backup.restore(restored_cfg, target)
 
-    assert _row_counts(empty_database) == _row_counts(test_config.DATABASE_URL)
+    assert _row_counts(empty_database) == _row_counts(source.cfg.DATABASE_URL)
     db.session.remove()
     restored = create_app(restored_cfg)
     try:
@@ -134,11 +163,11 @@ def test_a_restore_into_an_empty_database_and_store_has_everything(target_kind, 
         db.session.configure(bind=engine)
 
 
-def test_a_damaged_backup_is_refused_and_nothing_is_loaded(app, engine, test_config, live_factories, empty_database,
-                                                           tmp_path, monkeypatch, capsys):
-    data = _hospital_with_data(app, live_factories)
+def test_a_damaged_backup_is_refused_and_nothing_is_loaded(source, engine, empty_database, tmp_path, monkeypatch,
+                                                           capsys):
+    data = _hospital_with_data(source.app, source.factories)
     target = tmp_path / "backup"
-    backup.backup(test_config, str(target))
+    backup.backup(source.cfg, str(target))
     damaged = target / "data" / data["instance_key"]
     damaged.write_bytes(damaged.read_bytes()[:-1] + b"\x00")
 
@@ -153,4 +182,4 @@ def test_a_damaged_backup_is_refused_and_nothing_is_loaded(app, engine, test_con
     assert "Restore failed" in err and "damaged" in err
     assert _row_counts(empty_database) == {}
     with pytest.raises(backup.BackupError, match="not a backup"):
-        backup.restore(test_config, str(tmp_path / "nothing-here"))
+        backup.restore(source.cfg, str(tmp_path / "nothing-here"))
