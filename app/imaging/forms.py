@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from wtforms import BooleanField, DateTimeLocalField, IntegerField, SelectField, StringField
+from wtforms import BooleanField, DateTimeLocalField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
 from app.forms import AppForm
@@ -24,3 +24,9 @@ class ImagingOrderForm(AppForm):
     modality = SelectField("Modality", choices=[(m, m) for m in MODALITIES])
     description = StringField("Procedure", validators=[DataRequired(), Length(max=64)])
     scheduled_at = DateTimeLocalField("Scheduled for (UTC)", format="%Y-%m-%dT%H:%M", validators=[DataRequired()])
+    read = BooleanField("Also send it to be read when the scan arrives")
+    read_priority = SelectField("Priority", choices=[("routine", "Routine"), ("urgent", "Urgent"), ("stat", "STAT")],
+                                default="routine")
+    read_question = TextAreaField("Clinical question", validators=[Optional(), Length(max=1000)])
+    read_assigned_to_id = SelectField("Send to", choices=[("", "The hospital's reading pool (first doctor free)")],
+                                      validate_choice=False)

@@ -85,6 +85,7 @@ def index_and_commit(results: list[IngestResult], *, by: User | None, facility_i
     try:
         service.index(results, by=by, facility_id=facility_id, actor_name=actor_name)
         db.session.commit()
+        service.announce_arrivals(results)
         return
     except Exception:
         logger.warning("indexing a batch of %d failed; retrying one by one", len(results), exc_info=True)
@@ -94,6 +95,7 @@ def index_and_commit(results: list[IngestResult], *, by: User | None, facility_i
         _index_alone(r, by=by, facility_id=facility_id, actor_name=actor_name)
     for r in results:
         r.staged = None
+    service.announce_arrivals(results)
 
 
 def _index_alone(r: IngestResult, *, by: User | None, facility_id: int | None, actor_name: str | None) -> None:

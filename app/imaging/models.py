@@ -141,7 +141,8 @@ class ImagingOrder(Base):
     """A requested imaging procedure for a patient at a clinic: what the scanner's modality worklist shows.
 
     Created by clinic staff from the chart; the scanner copies the Accession Number into the images it sends,
-    so they land on the right chart.
+    so they land on the right chart. An order may also ask for its scan to be read (``read_priority`` set): the
+    reading request is then made when the scan arrives (see :func:`app.imaging.service.on_studies_arrived`).
     """
 
     __tablename__ = "imaging_order"
@@ -156,8 +157,15 @@ class ImagingOrder(Base):
     status: so.Mapped[str] = so.mapped_column(sa.String(16), default="scheduled")  # scheduled | cancelled
     created_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
     created_at: so.Mapped[UtcTimestamp]
+    read_priority: so.Mapped[str | None] = so.mapped_column(sa.String(8))  # routine | urgent | stat; None: no read
+    read_question: so.Mapped[str | None] = so.mapped_column(sa.String(1000))
+    read_assigned_to_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))  # None: pool
 
     patient: so.Mapped[Patient] = so.relationship()
+
+    @property
+    def asks_to_be_read(self) -> bool:
+        return self.read_priority is not None
 
 
 class ObjectToDelete(Base):

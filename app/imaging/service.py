@@ -615,6 +615,35 @@ def on_study_refiled(listener: StudyRefiled) -> Callable[[], None]:
     return lambda: _refiled.remove(listener) if listener in _refiled else None
 
 
+StudiesArrived = Callable[[list[int]], None]
+_arrived: list[StudiesArrived] = []
+
+
+def on_studies_arrived(listener: StudiesArrived) -> Callable[[], None]:
+    """Call ``listener(study_ids)`` after new instances of these studies are committed, whatever the path
+    (C-STORE, STOW-RS, upload): what another domain starts when a scan arrives (the reading an order asked
+    for). Runs in its own transaction, committed after it; a failure is logged and rolled back and never
+    touches the stored scans. Returns a function that removes the listener."""
+    if listener not in _arrived:
+        _arrived.append(listener)
+    return lambda: _arrived.remove(listener) if listener in _arrived else None
+
+
+def announce_arrivals(results: list[IngestResult]) -> None:
+    """Tell the listeners of :func:`on_studies_arrived` which studies just got committed instances."""
+    study_ids = sorted({r.study_id for r in results if r.status == "stored" and r.study_id is not None})
+    if not study_ids:
+        return
+    for listener in list(_arrived):
+        try:
+            listener(study_ids)
+            db.session.commit()
+        except Exception:
+            logger.exception("a listener of arriving studies %s failed; the studies are stored", study_ids)
+            with contextlib.suppress(Exception):
+                db.rollback()
+
+
 def _refile(study: Study, to_patient_id: int | None, *, by: User) -> int | None:
     previous, study.patient_id = study.patient_id, to_patient_id
     db.session.flush()

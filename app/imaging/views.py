@@ -61,7 +61,18 @@ def imaging_orders(patient: Any) -> list[ImagingOrder]:
 
 @bp.app_template_global()
 def imaging_order_form() -> ImagingOrderForm:
-    return ImagingOrderForm(formdata=None)
+    form = ImagingOrderForm(formdata=None)
+    form.read_assigned_to_id.choices = [*form.read_assigned_to_id.choices,
+                                        *((str(d.id), d.full_name) for d in patients.doctors_for_assignment())]
+    return form
+
+
+def _reading_ask(form: ImagingOrderForm) -> orders.ReadingAsk | None:
+    if not form.read.data:
+        return None
+    doctor = form.read_assigned_to_id.data or ""
+    return orders.ReadingAsk(priority=form.read_priority.data or "", question=form.read_question.data or "",
+                             assigned_to_id=int(doctor) if doctor.isdigit() else None)
 
 
 @bp.post("/patients/<int:patient_id>/imaging-orders")
@@ -76,14 +87,15 @@ def request_imaging(patient_id: int) -> BaseResponse:
     try:
         order = orders.create_order(patient, by=current_user, modality=form.modality.data or "",
                                     description=form.description.data or "",
-                                    scheduled_at=form.scheduled_at.data.replace(tzinfo=UTC))
+                                    scheduled_at=form.scheduled_at.data.replace(tzinfo=UTC), read=_reading_ask(form))
         db.session.commit()
     except AppError as exc:
         db.rollback()
-        flash(exc.detail, "error")
+        flash(" ".join(m for msgs in (exc.errors or {}).values() for m in msgs) or exc.detail, "error")
         return redirect(url_for("patients.chart", patient_id=patient.id))
+    reading = " It will be sent to be read when the scan arrives." if order.asks_to_be_read else ""
     flash(f"{order.modality} requested for {order.scheduled_at.strftime('%d %b %Y, %H:%M')} UTC, accession "
-          f"{order.accession_number}: it is on the scanner's worklist.", "success")
+          f"{order.accession_number}: it is on the scanner's worklist.{reading}", "success")
     return redirect(url_for("patients.chart", patient_id=patient.id))
 
 

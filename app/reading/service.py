@@ -8,6 +8,7 @@ faces (HTML, JSON API, FHIR) map from.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from app.auth.models import Role, User
 from app.consults import service as consults
 from app.errors import AppError, Conflict, Forbidden, Unauthorized, ValidationFailed
 from app.facilities.models import Facility
+from app.imaging import orders
 from app.imaging import service as imaging
 from app.imaging.models import Study
 from app.notify import service as notify
@@ -42,6 +44,7 @@ from app.reading.models import (
     VersionKind,
 )
 
+logger = logging.getLogger(__name__)
 RT = "ServiceRequest"
 REPORT_RT = "DiagnosticReport"
 QUESTION_MAX = 1000
@@ -99,6 +102,28 @@ def readers() -> Sequence[User]:
     return patients.doctors_for_assignment()
 
 
+def _checked_fields(question: str, priority: str | Priority, assigned_to_id: int | None,
+                    ) -> tuple[dict[str, list[str]], Priority | None, str, User | None]:
+    """The field errors of a reading request, with its priority, trimmed question and named doctor."""
+    errors: dict[str, list[str]] = {}
+    question = (question or "").strip()
+    if not question:
+        errors["question"] = ["Write the clinical question the doctor should answer."]
+    elif message := text.problem(question, QUESTION_MAX):
+        errors["question"] = [message]
+    prio = None
+    try:
+        prio = Priority(priority)
+    except ValueError:
+        errors["priority"] = ["Choose routine, urgent or STAT."]
+    doctor = None
+    if assigned_to_id is not None:
+        doctor = db.session.get(User, assigned_to_id)
+        if doctor is None or doctor.role is not Role.DOCTOR or not doctor.active:
+            errors["assigned_to_id"] = ["Choose an active doctor, or the reading pool."]
+    return errors, prio, question, doctor
+
+
 def request_reading(study: Study, *, by: User, question: str, priority: str | Priority,
                     assigned_to_id: int | None = None) -> ReadingRequest:
     """Send a study of a patient of the actor's clinic to a named doctor, or to the reading pool.
@@ -110,25 +135,12 @@ def request_reading(study: Study, *, by: User, question: str, priority: str | Pr
     if patient is None or not access.can_request(by, patient):
         raise audit.deny("reading.request", by=by, patient_id=study.patient_id, resource_type="ImagingStudy",
                          resource_id=study.id)
-    errors: dict[str, list[str]] = {}
-    question = (question or "").strip()
-    if not question:
-        errors["question"] = ["Write the clinical question the doctor should answer."]
-    elif message := text.problem(question, QUESTION_MAX):
-        errors["question"] = [message]
-    try:
-        prio = Priority(priority)
-    except ValueError:
-        errors["priority"] = ["Choose routine, urgent or STAT."]
-    doctor = None
-    if assigned_to_id is not None:
-        doctor = db.session.get(User, assigned_to_id)
-        if doctor is None or doctor.role is not Role.DOCTOR or not doctor.active:
-            errors["assigned_to_id"] = ["Choose an active doctor, or the reading pool."]
+    errors, prio, question, doctor = _checked_fields(question, priority, assigned_to_id)
     if errors:
         audit.record("reading.request", by=by, outcome=Outcome.FAILURE, patient_id=patient.id,
                      resource_type="ImagingStudy", resource_id=study.id, detail={"fields": sorted(errors)})
         raise ValidationFailed("Some fields need attention.", errors=errors)
+    assert prio is not None
     req = ReadingRequest(study_id=study.id, patient_id=patient.id, facility_id=by.facility_id, requested_by_id=by.id,
                          assigned_to_id=doctor.id if doctor else None, priority=prio, priority_rank=prio.rank,
                          clinical_question=question, modality=study.modalities or "")
@@ -699,4 +711,33 @@ def _follow_study(study: Study, from_patient_id: int | None, to_patient_id: int 
     db.session.flush()
 
 
+def _check_order_ask(ask: orders.ReadingAsk) -> dict[str, list[str]]:
+    """An order asking to be read is judged as "Send to be read" would judge it."""
+    return _checked_fields(ask.question, ask.priority, ask.assigned_to_id)[0]
+
+
+def _read_ordered_studies(study_ids: list[int]) -> None:
+    """Send arriving studies to be read when their order asked for it (and no request exists yet), in the name
+    of the order's creator: the request reaches the doctors' worklist with no further click. A study or order
+    that no longer qualifies (the creator or the named doctor left, say) is logged and skipped."""
+    for study in db.session.scalars(sa.select(Study).where(Study.id.in_(study_ids), Study.patient_id.is_not(None),
+                                                           Study.accession_number.is_not(None))):
+        order = orders.order_for_study(accession_number=study.accession_number, facility_id=study.facility_id,
+                                       patient_id=study.patient_id, lock=True)
+        if order is None or not order.asks_to_be_read:
+            continue
+        if db.session.scalar(sa.select(ReadingRequest.id).where(ReadingRequest.study_id == study.id)) is not None:
+            continue
+        creator = db.session.get(User, order.created_by_id)
+        assert creator is not None and order.read_priority is not None
+        try:  # a refusal adds nothing but its audit event
+            request_reading(study, by=creator, question=order.read_question or "", priority=order.read_priority,
+                            assigned_to_id=order.read_assigned_to_id)
+        except AppError as exc:
+            logger.warning("order %s asked to read study %s, refused: %s %s", order.id, study.id, exc.detail,
+                           sorted(exc.errors or {}))
+
+
 imaging.on_study_refiled(_follow_study)
+imaging.on_studies_arrived(_read_ordered_studies)
+orders.on_reading_ask(_check_order_ask)

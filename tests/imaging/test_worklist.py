@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from app import db
 from app.imaging import orders
 from app.imaging.models import DicomPeer, ImagingOrder, Study
+from app.reading.models import ReadingRequest
 from tests.imaging.dicomgen import ct_slice
 from tests.imaging.dimse import run
 
@@ -64,7 +65,8 @@ def test_the_scanner_reads_its_worklist_and_its_scans_land_on_the_chart(listener
     other_clinic = live_factories.facility(name="Another clinic")
     stranger = live_factories.patient(facility=other_clinic, family_name=f"Worklist{tag}", given_name="Bob")
     when = datetime(2031, 3, 4, 14, 15, tzinfo=UTC)
-    order = orders.create_order(patient, by=nurse, modality="CT", description="CT chest", scheduled_at=when)
+    order = orders.create_order(patient, by=nurse, modality="CT", description="CT chest", scheduled_at=when,
+                                read=orders.ReadingAsk(priority="urgent", question="Cough for 3 weeks; mass?"))
     other_nurse = live_factories.nurse(facility=other_clinic, email=f"wl-other-{tag}@test.example")
     orders.create_order(stranger, by=other_nurse, modality="CT", description="CT head", scheduled_at=when)
     db.session.commit()
@@ -92,6 +94,10 @@ def test_the_scanner_reads_its_worklist_and_its_scans_land_on_the_chart(listener
     db.session.remove()
     study = db.session.scalar(sa.select(Study).where(Study.study_instance_uid == item.StudyInstanceUID))
     assert study.patient_id == patient.id and study.accession_number == order.accession_number
+    # the order asked for a reading: the request waits on the doctors' worklist
+    asked = db.session.scalars(sa.select(ReadingRequest).where(ReadingRequest.study_id == study.id)).all()
+    assert [(r.priority.value, r.clinical_question, r.requested_by_id) for r in asked] == [
+        ("urgent", "Cough for 3 weeks; mass?", nurse.id)]
     # a peer without the worklist permission is told so
     db.session.execute(sa.update(DicomPeer).where(DicomPeer.ae_title == "CLINICCT").values(can_worklist=False))
     db.session.commit()
