@@ -5,12 +5,17 @@ page is within the screen's width, and the navigation's touch targets are at lea
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from app import db
+from app.auth.models import User
+from app.consults import service as consults
+from app.consults.models import Appointment, AppointmentStatus
 from app.prescriptions import service as rx_service
+from tests.consults.helpers import next_slot_start
 from tests.prescriptions.conftest import add_stock, rx_input
 
 pytestmark = pytest.mark.browser
@@ -47,7 +52,6 @@ def people(live_server: str, live_factories: Any) -> dict[str, Any]:
     rx_service.sign(rx, by=doctor)
     db.session.commit()
     add_stock(clinic.id, "AMOX500", 100)
-    from app.auth.models import User
     from app.auth.oauth_service import ClientInput, register_client
 
     admin = f.admin(email=f"layout-admin-{tag}@test.example")
@@ -123,3 +127,46 @@ def test_pharmacy_queue_on_a_phone_keeps_prepare_on_screen(people: dict[str, Any
     assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] and box["height"] >= 44
     cell = page.locator("table.table td[data-label]").first
     assert cell.get_attribute("data-label")  # a card row says which column it shows
+
+
+def test_cancel_stands_apart_and_asks_first(live_server: str, live_factories: Any, new_browser: Any,
+                                            browser_login: Any) -> None:
+    tag = uuid.uuid4().hex[:6]
+    doctor = live_factories.doctor(email=f"cancel-doc-{tag}@test.example")
+    patient = live_factories.patient(with_account=True, doctor=doctor)
+    start = next_slot_start(skip=8)
+    appt = Appointment(doctor_id=doctor.id, patient_id=patient.id, booked_by_id=patient.user_id, start_at=start,
+                       end_at=start + timedelta(minutes=15), slot_key=consults.slot_key(doctor.id, start))
+    db.session.add(appt)
+    db.session.commit()
+    page = new_browser().new_page()
+    page.set_viewport_size(PHONE)
+    browser_login(page, live_server, db.session.get(User, patient.user_id))
+    page.goto(f"{live_server}/consults")
+    row = page.locator(f"tr[data-appointment='{appt.id}']")
+    waiting, cancel = row.get_by_role("link", name="Waiting room"), row.get_by_role("button", name="Cancel")
+    w, c = waiting.bounding_box(), cancel.bounding_box()
+    gap = c["x"] - (w["x"] + w["width"]) if abs(c["y"] - w["y"]) < 10 else c["y"] - (w["y"] + w["height"])
+    assert gap >= 24, f"Cancel is only {gap:.0f} px from Waiting room"
+    assert c["height"] >= 44
+    assert cancel.evaluate("b => getComputedStyle(b).color") == "rgb(179, 38, 30)"  # the danger colour
+
+    asked: list[str] = []
+
+    def answer(accept: bool) -> Any:
+        def handle(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+        return handle
+
+    page.once("dialog", answer(False))
+    cancel.click()
+    assert asked and doctor.full_name in asked[0]
+    page.reload()
+    db.session.expire_all()
+    assert db.session.get(Appointment, appt.id).status is AppointmentStatus.BOOKED  # "no" keeps the booking
+    page.once("dialog", answer(True))
+    with page.expect_navigation():
+        row.get_by_role("button", name="Cancel").click()
+    db.session.expire_all()
+    assert db.session.get(Appointment, appt.id).status is AppointmentStatus.CANCELLED

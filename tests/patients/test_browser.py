@@ -28,6 +28,18 @@ def test_nurse_registers_patient_and_finds_them(live_server, live_factories, new
     assert family.upper() in page.inner_text("h1")
     assert "Sulfonamides" in page.inner_text(".allergy-strip")
 
+    # Marking the allergy inactive asks first; "no" keeps it on the chart.
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click("#allergy button:has-text('Mark inactive')")
+    assert asked and "Sulfonamides" in asked[0]
+    page.reload()
+    assert "Sulfonamides" in page.inner_text(".allergy-strip")
+    page.once("dialog", lambda dialog: dialog.accept())
+    with page.expect_navigation():
+        page.click("#allergy button:has-text('Mark inactive')")
+    assert page.locator("#allergy button:has-text('Mark inactive')").count() == 0
+
     page.click("nav >> text=Patients")
     page.fill("#q", family[:8].lower())
     page.click("button:has-text('Search')")
