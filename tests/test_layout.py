@@ -15,7 +15,7 @@ from app.auth.models import User
 from app.consults import service as consults
 from app.consults.models import Appointment, AppointmentStatus
 from app.prescriptions import service as rx_service
-from tests.consults.helpers import next_slot_start
+from tests.consults.helpers import current_slot, next_slot_start, open_all_week
 from tests.prescriptions.conftest import add_stock, rx_input
 
 pytestmark = pytest.mark.browser
@@ -60,12 +60,15 @@ def people(live_server: str, live_factories: Any) -> dict[str, Any]:
                                 scope="openid", grants=["authorization_code"]), by=admin)
     db.session.commit()
 
+    open_all_week(doctor)
+    appt = current_slot(doctor, patient, by=patient.user)
     return {
         "patient": db.session.get(User, patient.user_id),
         "clinic staff": f.nurse(facility=clinic, email=f"layout-nurse-{tag}@test.example"),
         "doctor": doctor,
         "pharmacist": f.pharmacist(facility=clinic, email=f"layout-pharm-{tag}@test.example"),
         "admin": admin,
+        "record": patient, "appointment": appt,
     }
 
 
@@ -170,3 +173,31 @@ def test_cancel_stands_apart_and_asks_first(live_server: str, live_factories: An
         row.get_by_role("button", name="Cancel").click()
     db.session.expire_all()
     assert db.session.get(Appointment, appt.id).status is AppointmentStatus.CANCELLED
+
+
+def test_phone_views_show_their_main_action_on_the_first_screen(people: dict[str, Any], live_server: str,
+                                                                new_browser: Any, browser_login: Any,
+                                                                artifacts_dir: Any) -> None:
+    """The README's phone screenshots (docs/img/phone-*.png) come from here: each page's main action is on the
+    first screen of a 390x844 phone, without scrolling."""
+    record, appt = people["record"], people["appointment"]
+    views = [
+        ("patient", "/me", "phone-my-health", "#allergy"),
+        ("patient", f"/consults/book?doctor_id={people['doctor'].id}", "phone-booking", "#slots button[name=start]"),
+        ("patient", f"/consults/{appt.id}/waiting", "phone-waiting-room", "#check-in"),
+        ("pharmacist", "/pharmacy", "phone-pharmacy-queue", "button:has-text('Prepare')"),
+        ("clinic staff", f"/patients/{record.id}", "phone-chart", ".patient-banner"),
+    ]
+    pages: dict[str, Any] = {}
+    problems: list[str] = []
+    for role, url, name, action in views:
+        if role not in pages:
+            pages[role] = new_browser(viewport=PHONE, has_touch=True, is_mobile=True).new_page()
+            browser_login(pages[role], live_server, people[role])
+        page = pages[role]
+        page.goto(f"{live_server}{url}")
+        box = page.locator(action).first.bounding_box()
+        if not box or box["y"] + min(box["height"], 44) > PHONE["height"] or box["x"] + box["width"] > PHONE["width"]:
+            problems.append(f"{name}: {action} is not on the first screen ({box})")
+        page.screenshot(path=str(artifacts_dir / f"{name}.png"))
+    assert not problems, "\n".join(problems)
