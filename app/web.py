@@ -72,9 +72,9 @@ ChartLinks = Callable[[Any, User], list[dict[str, str]]]
 CHART_LINKS: list[ChartLinks] = []
 """Functions giving extra buttons on a patient's chart (scans, consults, prescriptions...)."""
 CHART_PANELS: list[str] = []
-# Every typed date is a native date input sent as YYYY-MM-DD, and pages show dates the same way; the hint says so
-# where the browser falls back to a text box.
-DATE_HINT = "Year-month-day, for example 1975-04-30"
+# Every typed date is a native date input sent as YYYY-MM-DD, and pages show dates the same way. The browser shows
+# the field in the device's own order (12/04/2026 or 04.12.2026), so the page reads the date back unambiguously.
+DATE_HINT = "Pick it from the calendar or type it in your device's date order; it is read back below"
 """Templates included in the chart's main column; they receive ``patient`` and the current user."""
 
 

@@ -111,7 +111,7 @@ def test_control_characters_rejected(client, login, factories):
 
 def test_every_typed_date_is_a_native_date_input_with_the_format_shown(make_client, login, factories):
     """A wrong birth date starts with a guessed format: every date field is <input type="date"> (sent as
-    YYYY-MM-DD, as pages show dates) and says which format a plain text box would expect."""
+    YYYY-MM-DD, as pages show dates) and says how the date is read back."""
 
 
     nurse, admin = make_client(), make_client()
@@ -126,4 +126,4 @@ def test_every_typed_date_is_a_native_date_input_with_the_format_shown(make_clie
         html = who.get(url).get_data(as_text=True)
         tag = re.search(rf'<input[^>]*name="{name}"[^>]*>', html)
         assert tag and 'type="date"' in tag.group(0), url
-        assert "Year-month-day, for example 1975-04-30" in html, url
+        assert "type it in your device&#39;s date order; it is read back below" in html, url

@@ -20,6 +20,9 @@ def test_nurse_registers_patient_and_finds_them(live_server, live_factories, new
     page.fill("#given_name", "Lena")
     page.fill("#family_name", family)
     page.fill("#birth_date", "1975-04-30")
+    # The field shows the device's order (04/30/1975 here); the page reads it back unambiguously.
+    echo = page.inner_text("#birth_date ~ .date-echo")
+    assert echo.startswith("1975-04-30") and "April" in echo and "Wednesday" in echo
     page.select_option("#sex", "female")
     page.fill("#allergies", "Sulfonamides; severe; rash")
     page.click("button:has-text('Register')")
