@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from app import db
 from app.auth.models import User
@@ -183,7 +184,7 @@ def test_phone_views_show_their_main_action_on_the_first_screen(people: dict[str
     record, appt = people["record"], people["appointment"]
     views = [
         ("patient", "/me", "phone-my-health", "#allergy"),
-        ("patient", f"/consults/book?doctor_id={people['doctor'].id}", "phone-booking", "#slots button[name=start]"),
+        ("patient", f"/consults/book?doctor_id={people['doctor'].id}", "phone-booking", "#slots .slot"),
         ("patient", f"/consults/{appt.id}/waiting", "phone-waiting-room", "#check-in"),
         ("pharmacist", "/pharmacy", "phone-pharmacy-queue", "button:has-text('Prepare')"),
         ("clinic staff", f"/patients/{record.id}", "phone-chart", ".patient-banner"),
@@ -201,3 +202,35 @@ def test_phone_views_show_their_main_action_on_the_first_screen(people: dict[str
             problems.append(f"{name}: {action} is not on the first screen ({box})")
         page.screenshot(path=str(artifacts_dir / f"{name}.png"))
     assert not problems, "\n".join(problems)
+
+
+def test_booking_on_a_phone_is_a_day_then_a_time_then_a_confirmation(people: dict[str, Any], live_server: str,
+                                                                      new_browser: Any, browser_login: Any,
+                                                                      artifacts_dir: Any) -> None:
+    doctor = people["doctor"]
+    page = new_browser(viewport=PHONE, has_touch=True, is_mobile=True).new_page()
+    browser_login(page, live_server, people["patient"])
+    page.goto(f"{live_server}/consults/book?doctor_id={doctor.id}")
+    day_start = next_slot_start().replace(hour=0, minute=0) + timedelta(days=2)
+    day = day_start.date()
+    page.fill("#day", day.isoformat())
+    page.press("#day", "Enter")  # Enter shows the day; it books nothing
+    page.wait_for_url(f"**day={day.isoformat()}**")
+    assert page.locator("#slot-picker h3", has_text="Morning").count() == 1
+    assert page.locator("#slot-picker h3", has_text="Afternoon").count() == 1
+    page.locator("label.slot", has_text="14:30").tap()
+    page.click("#choose-time")
+    page.wait_for_selector("#slot-confirm")
+    summary = page.inner_text(".confirm-list")
+    for expected in (doctor.full_name, day.isoformat(), "14:30–14:45", "UTC"):
+        assert expected in summary
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Appointment).where(
+        Appointment.doctor_id == doctor.id, Appointment.start_at >= day_start)) == 0  # nothing booked before confirming
+    page.screenshot(path=str(artifacts_dir / "phone-booking-confirm.png"))
+    page.click("#confirm-booking")
+    page.wait_for_selector("text=Booked: video consult")
+    db.session.expire_all()
+    booked = db.session.scalars(sa.select(Appointment).where(Appointment.doctor_id == doctor.id,
+                                                             Appointment.start_at >= day_start)).all()
+    assert [(a.start_at.date(), a.start_at.strftime("%H:%M")) for a in booked] == [(day, "14:30")]

@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response
 from app import db
 from app.auth.decorators import roles_required
 from app.auth.models import Role, User
-from app.consults import service, summaries
+from app.consults import picker, service, summaries
 from app.consults.models import AppointmentStatus, ParticipantKind
 from app.errors import AppError
 from app.patients import service as patients
@@ -64,13 +64,10 @@ def book() -> Response | str:
     else:
         patient = patients.get_patient(request.values.get("patient_id", 0, type=int), by=current_user)
     doctor_id = request.values.get("doctor_id", type=int)
+    start = picker.parse_start(request.values.get("start"))
     if request.method == "POST":
-        try:
-            start = datetime.fromisoformat(request.form.get("start", ""))
-            if start.tzinfo is None:
-                raise ValueError
-        except ValueError:
-            flash("Choose a slot.", "error")
+        if start is None:
+            flash("Choose a time first.", "error")
         else:
             try:
                 appt = service.book(patient=patient, doctor_id=doctor_id or 0, start=start, by=current_user,
@@ -86,7 +83,13 @@ def book() -> Response | str:
     doctor = next((d for d in doctors if d.id == doctor_id), None)
     slots = service.open_slots(doctor, days=14) if doctor else []
     db.session.commit()
-    return render_template("consults/book.html", patient=patient, doctors=doctors, doctor=doctor, slots=slots)
+    chosen = next((s for s in slots if s.start == start), None)
+    if start is not None and chosen is None and doctor is not None:
+        flash("That time is no longer free; choose another.", "error")
+    wanted = picker.parse_day(request.values.get("day")) or (start.date() if start else None)
+    return render_template("consults/book.html", patient=patient, doctors=doctors, doctor=doctor,
+                           choice=picker.choose_day(slots, wanted), chosen=chosen,
+                           today=db.utcnow().date())
 
 
 @bp.post("/consults/<int:appointment_id>/cancel")
