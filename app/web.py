@@ -72,6 +72,9 @@ ChartLinks = Callable[[Any, User], list[dict[str, str]]]
 CHART_LINKS: list[ChartLinks] = []
 """Functions giving extra buttons on a patient's chart (scans, consults, prescriptions...)."""
 CHART_PANELS: list[str] = []
+# Every typed date is a native date input sent as YYYY-MM-DD, and pages show dates the same way. The browser shows
+# the field in the device's own order (12/04/2026 or 04.12.2026), so the page reads the date back unambiguously.
+DATE_HINT = "Pick it from the calendar or type it in your device's date order; it is read back below"
 """Templates included in the chart's main column; they receive ``patient`` and the current user."""
 
 
@@ -224,6 +227,8 @@ def init_request_hooks(app: Flask) -> None:
     def _template_globals() -> dict[str, object]:
         return {"Role": Role, "nav_items": nav_items, "chart_links": chart_links, "chart_panels": CHART_PANELS,
                 "my_health_panels": MY_HEALTH_PANELS}
+
+    app.jinja_env.globals["date_hint"] = DATE_HINT  # a global, so imported form macros see it too
 
 
 def render(template: str, status: int = 200, **context: object) -> tuple[str, int]:

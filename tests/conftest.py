@@ -250,11 +250,12 @@ def new_browser(playwright_instance: Any, tmp_path: Path) -> Iterator[Any]:
     """Open a fresh Chromium profile (one per person in the test); all are closed afterwards."""
     contexts: list[Any] = []
 
-    def open_context() -> Any:
+    def open_context(**options: Any) -> Any:
+        """``options`` go to Playwright as they are, e.g. a phone: viewport=..., has_touch=True, is_mobile=True."""
         profile = tmp_path / f"profile{len(contexts)}"
         ctx = playwright_instance.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, headless=False, args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900})
+            **{"viewport": {"width": 1280, "height": 900}, **options})
         ctx.set_default_timeout(15_000)
         contexts.append(ctx)
         return ctx

@@ -5,12 +5,18 @@ page is within the screen's width, and the navigation's touch targets are at lea
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from app import db
+from app.auth.models import User
+from app.consults import service as consults
+from app.consults.models import Appointment, AppointmentStatus
 from app.prescriptions import service as rx_service
+from tests.consults.helpers import current_slot, next_slot_start, open_all_week
 from tests.prescriptions.conftest import add_stock, rx_input
 
 pytestmark = pytest.mark.browser
@@ -47,7 +53,6 @@ def people(live_server: str, live_factories: Any) -> dict[str, Any]:
     rx_service.sign(rx, by=doctor)
     db.session.commit()
     add_stock(clinic.id, "AMOX500", 100)
-    from app.auth.models import User
     from app.auth.oauth_service import ClientInput, register_client
 
     admin = f.admin(email=f"layout-admin-{tag}@test.example")
@@ -56,12 +61,15 @@ def people(live_server: str, live_factories: Any) -> dict[str, Any]:
                                 scope="openid", grants=["authorization_code"]), by=admin)
     db.session.commit()
 
+    open_all_week(doctor)
+    appt = current_slot(doctor, patient, by=patient.user)
     return {
         "patient": db.session.get(User, patient.user_id),
         "clinic staff": f.nurse(facility=clinic, email=f"layout-nurse-{tag}@test.example"),
         "doctor": doctor,
         "pharmacist": f.pharmacist(facility=clinic, email=f"layout-pharm-{tag}@test.example"),
         "admin": admin,
+        "record": patient, "appointment": appt,
     }
 
 
@@ -123,3 +131,109 @@ def test_pharmacy_queue_on_a_phone_keeps_prepare_on_screen(people: dict[str, Any
     assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] and box["height"] >= 44
     cell = page.locator("table.table td[data-label]").first
     assert cell.get_attribute("data-label")  # a card row says which column it shows
+
+
+def test_cancel_stands_apart_and_asks_first(live_server: str, live_factories: Any, new_browser: Any,
+                                            browser_login: Any) -> None:
+    tag = uuid.uuid4().hex[:6]
+    doctor = live_factories.doctor(email=f"cancel-doc-{tag}@test.example")
+    patient = live_factories.patient(with_account=True, doctor=doctor)
+    start = next_slot_start(skip=8)
+    appt = Appointment(doctor_id=doctor.id, patient_id=patient.id, booked_by_id=patient.user_id, start_at=start,
+                       end_at=start + timedelta(minutes=15), slot_key=consults.slot_key(doctor.id, start))
+    db.session.add(appt)
+    db.session.commit()
+    page = new_browser().new_page()
+    page.set_viewport_size(PHONE)
+    browser_login(page, live_server, db.session.get(User, patient.user_id))
+    page.goto(f"{live_server}/consults")
+    row = page.locator(f"tr[data-appointment='{appt.id}']")
+    cancel = row.get_by_role("button", name="Cancel")
+    c = cancel.bounding_box()
+    for other in ("Waiting room", "Change time"):
+        w = row.get_by_role("link", name=other).bounding_box()
+        gap = max(c["x"] - (w["x"] + w["width"]), w["x"] - (c["x"] + c["width"]),
+                  c["y"] - (w["y"] + w["height"]), w["y"] - (c["y"] + c["height"]))
+        assert gap >= 24, f"Cancel is only {gap:.0f} px from {other}"
+    assert c["height"] >= 44
+    assert cancel.evaluate("b => getComputedStyle(b).color") == "rgb(179, 38, 30)"  # the danger colour
+
+    asked: list[str] = []
+
+    def answer(accept: bool) -> Any:
+        def handle(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+        return handle
+
+    page.once("dialog", answer(False))
+    cancel.click()
+    assert asked and doctor.full_name in asked[0]
+    page.reload()
+    db.session.expire_all()
+    assert db.session.get(Appointment, appt.id).status is AppointmentStatus.BOOKED  # "no" keeps the booking
+    page.once("dialog", answer(True))
+    with page.expect_navigation():
+        row.get_by_role("button", name="Cancel").click()
+    db.session.expire_all()
+    assert db.session.get(Appointment, appt.id).status is AppointmentStatus.CANCELLED
+
+
+def test_phone_views_show_their_main_action_on_the_first_screen(people: dict[str, Any], live_server: str,
+                                                                new_browser: Any, browser_login: Any,
+                                                                artifacts_dir: Any) -> None:
+    """The README's phone screenshots (docs/img/phone-*.png) come from here: each page's main action is on the
+    first screen of a 390x844 phone, without scrolling."""
+    record, appt = people["record"], people["appointment"]
+    views = [
+        ("patient", "/me", "phone-my-health", "#allergy"),
+        ("patient", f"/consults/book?doctor_id={people['doctor'].id}", "phone-booking", "#slots .slot"),
+        ("patient", f"/consults/{appt.id}/waiting", "phone-waiting-room", "#check-in"),
+        ("pharmacist", "/pharmacy", "phone-pharmacy-queue", "button:has-text('Prepare')"),
+        ("clinic staff", f"/patients/{record.id}", "phone-chart", ".patient-banner"),
+    ]
+    pages: dict[str, Any] = {}
+    problems: list[str] = []
+    for role, url, name, action in views:
+        if role not in pages:
+            pages[role] = new_browser(viewport=PHONE, has_touch=True, is_mobile=True).new_page()
+            browser_login(pages[role], live_server, people[role])
+        page = pages[role]
+        page.goto(f"{live_server}{url}")
+        box = page.locator(action).first.bounding_box()
+        if not box or box["y"] + min(box["height"], 44) > PHONE["height"] or box["x"] + box["width"] > PHONE["width"]:
+            problems.append(f"{name}: {action} is not on the first screen ({box})")
+        page.screenshot(path=str(artifacts_dir / f"{name}.png"))
+    assert not problems, "\n".join(problems)
+
+
+def test_booking_on_a_phone_is_a_day_then_a_time_then_a_confirmation(people: dict[str, Any], live_server: str,
+                                                                      new_browser: Any, browser_login: Any,
+                                                                      artifacts_dir: Any) -> None:
+    doctor = people["doctor"]
+    page = new_browser(viewport=PHONE, has_touch=True, is_mobile=True).new_page()
+    browser_login(page, live_server, people["patient"])
+    page.goto(f"{live_server}/consults/book?doctor_id={doctor.id}")
+    day_start = next_slot_start().replace(hour=0, minute=0) + timedelta(days=2)
+    day = day_start.date()
+    page.fill("#day", day.isoformat())
+    page.press("#day", "Enter")  # Enter shows the day; it books nothing
+    page.wait_for_url(f"**day={day.isoformat()}**")
+    assert page.locator("#slot-picker h3", has_text="Morning").count() == 1
+    assert page.locator("#slot-picker h3", has_text="Afternoon").count() == 1
+    page.locator("label.slot", has_text="14:30").tap()
+    page.click("#choose-time")
+    page.wait_for_selector("#slot-confirm")
+    summary = page.inner_text(".confirm-list")
+    for expected in (doctor.full_name, day.isoformat(), "14:30–14:45", "UTC"):
+        assert expected in summary
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Appointment).where(
+        Appointment.doctor_id == doctor.id, Appointment.start_at >= day_start)) == 0  # nothing booked before confirming
+    page.screenshot(path=str(artifacts_dir / "phone-booking-confirm.png"))
+    page.click("#confirm-booking")
+    page.wait_for_selector("text=Booked: video consult")
+    db.session.expire_all()
+    booked = db.session.scalars(sa.select(Appointment).where(Appointment.doctor_id == doctor.id,
+                                                             Appointment.start_at >= day_start)).all()
+    assert [(a.start_at.date(), a.start_at.strftime("%H:%M")) for a in booked] == [(day, "14:30")]

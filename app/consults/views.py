@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -12,8 +13,8 @@ from werkzeug.wrappers import Response
 from app import db
 from app.auth.decorators import roles_required
 from app.auth.models import Role, User
-from app.consults import history, service, summaries
-from app.consults.models import AppointmentStatus, ParticipantKind
+from app.consults import history, picker, service, summaries
+from app.consults.models import Appointment, AppointmentStatus, ParticipantKind
 from app.errors import AppError
 from app.patients import service as patients
 from app.web import add_chart_links, add_chart_panel, add_my_health_panel, add_nav
@@ -79,29 +80,60 @@ def book() -> Response | str:
     else:
         patient = patients.get_patient(request.values.get("patient_id", 0, type=int), by=current_user)
     doctor_id = request.values.get("doctor_id", type=int)
+    start = picker.parse_start(request.values.get("start"))
     if request.method == "POST":
-        try:
-            start = datetime.fromisoformat(request.form.get("start", ""))
-            if start.tzinfo is None:
-                raise ValueError
-        except ValueError:
-            flash("Choose a time first, then press Book this time.", "error")
-        else:
-            try:
-                appt = service.book(patient=patient, doctor_id=doctor_id or 0, start=start, by=current_user,
-                                    reason=request.form.get("reason"))
-            except AppError as exc:
-                _flash_error(exc)
-            else:
-                db.session.commit()
-                flash(f"Booked: video consult on {appt.start_at.strftime('%a %d %b, %H:%M')} UTC with "
-                      f"{appt.doctor.full_name}. A confirmation is in your notifications.", "success")
-                return redirect(url_for("consults.index"))
+        done = _confirm_slot(start, lambda when: service.book(
+            patient=patient, doctor_id=doctor_id or 0, start=when, by=current_user,
+            reason=request.form.get("reason")), "Booked: video consult on {when} UTC with {doctor}. "
+            "A confirmation is in your notifications.")
+        if done:
+            return done
     doctors = service.bookable_doctors()
     doctor = next((d for d in doctors if d.id == doctor_id), None)
     slots = service.open_slots(doctor, days=14) if doctor else []
     db.session.commit()
-    return render_template("consults/book.html", patient=patient, doctors=doctors, doctor=doctor, slots=slots)
+    return render_template("consults/book.html", patient=patient, doctors=doctors, doctor=doctor,
+                           **_picker_state(slots, start, asked=doctor is not None))
+
+
+def _confirm_slot(start: datetime | None, act: Callable[[datetime], Appointment], message: str) -> Response | None:
+    """The confirmation step's POST: book or move, commit, say so; None (with the reason flashed) if it failed."""
+    if start is None:
+        flash("Choose a time first.", "error")
+        return None
+    try:
+        appt = act(start)
+    except AppError as exc:
+        _flash_error(exc)
+        return None
+    db.session.commit()
+    flash(message.format(when=appt.start_at.strftime("%a %d %b, %H:%M"), doctor=appt.doctor.full_name), "success")
+    return redirect(url_for("consults.index"))
+
+
+def _picker_state(slots: list[service.Slot], start: datetime | None, *, asked: bool = True) -> dict[str, object]:
+    """What the slot picker shows: the chosen slot (then the confirmation step) or the day's free times."""
+    chosen = next((s for s in slots if s.start == start), None)
+    if start is not None and chosen is None and asked:
+        flash("That time is no longer free; choose another.", "error")
+    wanted = picker.parse_day(request.values.get("day")) or (start.date() if start else None)
+    return {"choice": picker.choose_day(slots, wanted), "chosen": chosen, "today": db.utcnow().date()}
+
+
+@bp.route("/consults/<int:appointment_id>/reschedule", methods=["GET", "POST"])
+@login_required
+def reschedule(appointment_id: int) -> Response | str:
+    """Move a booking with the same picker and confirmation as booking it."""
+    appt = service.get_appointment(appointment_id, by=current_user)
+    start = picker.parse_start(request.values.get("start"))
+    if request.method == "POST":
+        done = _confirm_slot(start, lambda when: service.reschedule(appt, start=when, by=current_user),
+                             "Moved: video consult now on {when} UTC with {doctor}.")
+        if done:
+            return done
+    slots = service.open_slots(appt.doctor, days=14)
+    db.session.commit()
+    return render_template("consults/reschedule.html", appt=appt, **_picker_state(slots, start))
 
 
 @bp.post("/consults/<int:appointment_id>/cancel")

@@ -82,13 +82,30 @@ class Progress:
     dispensed: int
     in_hand: int
     remaining: int
+    unit: str = "unit"
+
+    def wording(self) -> str:
+        """The one sentence patient, doctor and pharmacist read, so a prescription never reads two ways."""
+        left = self.prescribed - self.dispensed
+        units = units_of(self.unit, self.prescribed)
+        if left <= 0:
+            return f"{'All ' if self.prescribed > 1 else ''}{self.prescribed} {units} collected"
+        text = f"{left} of {self.prescribed} {units} still to collect"
+        if self.in_hand:
+            text += f", {self.in_hand} of them ready or being prepared"
+        return text
+
+
+def units_of(form: str, count: int) -> str:
+    """"1 tablet", "2 tablets": the dose form counted in plain words."""
+    return form if count == 1 else f"{form}s"
 
 
 def progress(rx: Prescription) -> Progress:
     done = handed_over_quantity(rx)
     open_qty = _quantity(rx, OPEN)
     return Progress(prescribed=rx.total_authorised, dispensed=done, in_hand=open_qty,
-                    remaining=rx.total_authorised - done - open_qty)
+                    remaining=rx.total_authorised - done - open_qty, unit=rx.drug.form)
 
 
 def _next_fill(rx: Prescription) -> tuple[int, int]:

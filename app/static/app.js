@@ -52,3 +52,30 @@ document.addEventListener("DOMContentLoaded", () => {
   receiver.addEventListener("change", sync);
   sync();
 });
+
+// A date field shows the device's own order (12/04/2026 or 04.12.2026); read the date back as the pages show it,
+// year-month-day with the weekday and month in words, so a swapped day and month is caught while typing.
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll('input[type="date"]').forEach((input) => {
+    const echo = document.createElement("div");
+    echo.className = "date-echo";
+    echo.setAttribute("aria-live", "polite");
+    const hint = document.getElementById(input.getAttribute("aria-describedby") || "");
+    (hint || input).after(echo);
+    const update = () => {
+      const d = input.valueAsDate;
+      echo.textContent = d ? `${input.value} · ${d.toLocaleDateString(undefined, {
+        weekday: "long", day: "numeric", month: "long", year: "numeric", timeZone: "UTC"})}` : "";
+    };
+    input.addEventListener("input", update);
+    input.addEventListener("change", update);
+    update();
+  });
+});
+
+// A booking is confirmed with its button only: Enter in a text field of such a form (the reason) books nothing.
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && event.target.matches("form[data-enter-submits-nothing] input")) {
+    event.preventDefault();
+  }
+});

@@ -89,8 +89,11 @@ def test_patient_authorises_an_app_and_later_revokes_it(live_server, live_factor
 
     page.goto(f"{live_server}/account/apps")
     assert "MyMeds phone app" in page.inner_text(".app-grant")
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.click("button:has-text('Revoke access')")
     page.wait_for_selector("#no-apps")
+    assert asked and "MyMeds phone app" in asked[0]  # asked before revoking
     import requests
 
     resp = requests.get(f"{live_server}/api/v1/me/record", timeout=10,

@@ -30,13 +30,28 @@ def test_doctor_publishes_availability_and_patient_books_through_the_pages(make_
     login(pat, patient_user)
     slots = pat.get(f"/consults/book?doctor_id={doctor_id}").get_data(as_text=True)
     start = f"{tomorrow.isoformat()}T10:30:00+00:00"
-    assert start in slots
+    assert start in slots and "Afternoon" not in slots and "Morning" in slots  # one day, split at noon
+    confirm = pat.get(f"/consults/book?doctor_id={doctor_id}&start={start.replace('+', '%2B')}")
+    text = confirm.get_data(as_text=True)
+    assert "Check and confirm" in text and "Dr Page" in text and tomorrow.isoformat() in text
+    assert "10:30–11:00" in text and "<dd>UTC</dd>" in text and 'id="confirm-booking"' in text
+    gone = pat.get(f"/consults/book?doctor_id={doctor_id}&start={tomorrow.isoformat()}T03:00:00%2B00:00")
+    assert "That time is no longer free" in gone.get_data(as_text=True)
     booked = pat.post("/consults/book", data={"doctor_id": doctor_id, "start": start, "reason": "rash"},
                       follow_redirects=True)
     text = booked.get_data(as_text=True)
     assert "Booked: video consult" in text and "Dr Page" in text and "Booked" in text
     waiting = pat.get("/consults").get_data(as_text=True)
-    assert "Waiting room" in waiting
+    assert "Waiting room" in waiting and "Change time" in waiting
+    appt_id = int(waiting.split('data-appointment="')[1].split('"')[0])
+    # Rescheduling is the same picker and confirmation.
+    later = f"{tomorrow.isoformat()}T10:00:00+00:00"
+    picker_page = pat.get(f"/consults/{appt_id}/reschedule").get_data(as_text=True)
+    assert 'id="slot-picker"' in picker_page and later in picker_page and start not in picker_page
+    check = pat.get(f"/consults/{appt_id}/reschedule?start={later.replace('+', '%2B')}").get_data(as_text=True)
+    assert "Check and confirm" in check and "10:00–10:30" in check and "Move to this time" in check
+    moved = pat.post(f"/consults/{appt_id}/reschedule", data={"start": later}, follow_redirects=True)
+    assert "Moved: video consult now on" in moved.get_data(as_text=True) and "10:00" in moved.get_data(as_text=True)
     assert "Video consult booked" in pat.get("/notifications").get_data(as_text=True)
 
 

@@ -64,6 +64,8 @@ def test_enter_in_the_reason_books_nothing(live_server: str, live_factories: Any
     page = new_browser().new_page()
     browser_login(page, live_server, patient.user)
     page.goto(f"{live_server}/consults/book?doctor_id={doctor.id}")
+    page.locator("input[name=start]").nth(1).check()
+    page.click("#choose-time")
     page.fill("#reason", "Sore throat")
     page.press("#reason", "Enter")
     page.wait_for_timeout(300)  # give an (unwanted) submission the time to leave the page
@@ -71,8 +73,7 @@ def test_enter_in_the_reason_books_nothing(live_server: str, live_factories: Any
     db.session.remove()
     booked = sa.select(sa.func.count()).select_from(Appointment).where(Appointment.patient_id == patient.id)
     assert db.session.scalar(booked) == 0
-    page.locator("input[name=start]").nth(1).check()
-    page.click("#book")
+    page.click("#confirm-booking")
     page.wait_for_selector(".flash-success:has-text('Booked')")
     db.session.remove()
     assert db.session.scalar(booked) == 1

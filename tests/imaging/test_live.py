@@ -89,6 +89,53 @@ def test_doctor_views_the_study_from_the_chart(live_server: str, study: dict[str
     page.screenshot(path=str(artifacts_dir / "imaging-viewer.png"))
 
 
+def _touch(cdp: Any, kind: str, *points: tuple[float, float]) -> None:
+    cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
+        {"x": x, "y": y, "id": i} for i, (x, y) in enumerate(points)]})
+
+
+@pytest.mark.parametrize("size", [{"width": 390, "height": 844}, {"width": 1024, "height": 768}],
+                         ids=["phone", "tablet"])
+def test_viewer_on_a_touch_screen(size: dict[str, int], live_server: str, study: dict[str, Any],
+                                  new_browser: Any, browser_login: Any, artifacts_dir: Any) -> None:
+    """The image fills the width; the slider pages slices; one finger sets window/level; two fingers zoom."""
+    from dicomweb_client.api import DICOMwebClient
+
+    DICOMwebClient(url=f"{live_server}/dicomweb",
+                   session=signed_in(live_server, study["nurse"])).store_instances(datasets=study["datasets"])
+    page = new_browser(viewport=size, has_touch=True, is_mobile=size["width"] < 760).new_page()
+    browser_login(page, live_server, study["doctor"])
+    page.goto(f"{live_server}/patients/{study['patient'].id}")
+    page.click("#imaging-studies a:has-text('View')")
+    page.wait_for_function("() => document.getElementById('slice').naturalWidth === 128")
+    width = page.evaluate("() => document.documentElement.clientWidth")
+    canvas = page.locator("#canvas").bounding_box()
+    assert canvas["width"] >= 0.85 * width, f"the image area is {canvas['width']} of {width} px"
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+    toolbar = page.locator(".toolbar").bounding_box()
+    assert toolbar["height"] <= 60, "the presets take more than one compact row"
+    assert page.locator(".touch-help").is_visible() and not page.locator(".viewer-help").is_visible()
+
+    page.locator("#slice-slider").fill("3")
+    page.wait_for_function("() => document.getElementById('slice-label').textContent === '3/5'")
+
+    cdp = page.context.new_cdp_session(page)
+    page.locator("#canvas").scroll_into_view_if_needed()
+    canvas = page.locator("#canvas").bounding_box()
+    cx, cy = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
+    _touch(cdp, "touchStart", (cx, cy))
+    _touch(cdp, "touchMove", (cx + 40, cy + 30))
+    _touch(cdp, "touchEnd")
+    page.wait_for_function("() => document.getElementById('wl-label').textContent.startsWith('C ')")
+    assert "scale(1)" in page.get_attribute("#slice", "style")  # one finger does not zoom
+
+    _touch(cdp, "touchStart", (cx - 30, cy), (cx + 30, cy))
+    _touch(cdp, "touchMove", (cx - 60, cy), (cx + 60, cy))
+    _touch(cdp, "touchEnd")
+    page.wait_for_function("() => document.getElementById('slice').style.transform.includes('scale(2)')")
+    page.screenshot(path=str(artifacts_dir / f"imaging-viewer-touch-{size['width']}.png"))
+
+
 def test_clinic_staff_upload_page_shows_progress_and_summary(live_server: str, study: dict[str, Any],
                                                              new_browser: Any, browser_login: Any,
                                                              tmp_path: Any) -> None:

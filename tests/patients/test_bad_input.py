@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 
 from app import db
@@ -105,3 +107,23 @@ def test_control_characters_rejected(client, login, factories):
     login(client, factories.nurse())
     resp = client.post("/api/v1/patients", json={**GOOD, "given_name": "Gr\x00ace"})
     assert resp.status_code == 422 and "given_name" in resp.json["errors"]
+
+
+def test_every_typed_date_is_a_native_date_input_with_the_format_shown(make_client, login, factories):
+    """A wrong birth date starts with a guessed format: every date field is <input type="date"> (sent as
+    YYYY-MM-DD, as pages show dates) and says how the date is read back."""
+
+
+    nurse, admin = make_client(), make_client()
+    clinic = factories.clinic
+    login(nurse, factories.nurse(facility=clinic))
+    login(admin, factories.admin())
+    pharmacist = make_client()
+    login(pharmacist, factories.pharmacist(facility=clinic))
+    pages = {"/patients/new": (nurse, "birth_date"), "/patients": (nurse, "birth_date"),
+             "/pharmacy/stock": (pharmacist, "expires_on"), "/admin/audit": (admin, "until")}
+    for url, (who, name) in pages.items():
+        html = who.get(url).get_data(as_text=True)
+        tag = re.search(rf'<input[^>]*name="{name}"[^>]*>', html)
+        assert tag and 'type="date"' in tag.group(0), url
+        assert "type it in your device&#39;s date order; it is read back below" in html, url

@@ -52,7 +52,8 @@ def test_partial_dispense_then_top_up_then_refill(app_ctx, factories, signed_rx)
     add_stock(rx.dispensing_facility_id, "AMOX500", 12)
     first, code = _ready(rx, pharmacist)
     assert (first.quantity_requested, first.quantity, first.fill) == (20, 12, 0)
-    assert service.progress(rx) == service.Progress(prescribed=40, dispensed=0, in_hand=12, remaining=28)
+    assert service.progress(rx) == service.Progress(prescribed=40, dispensed=0, in_hand=12, remaining=28,
+                                                    unit="capsule")
     service.hand_over(first.id, service.Handover(code=code, id_document="ID card"), by=pharmacist)
     db.session.commit()
     with pytest.raises(Conflict):  # shelf is empty now
@@ -321,3 +322,13 @@ def test_guessing_pickup_codes_is_throttled(app_ctx, factories, signed_rx):
         service.find_by_code(code, by=pharmacist)  # even the right code waits
     db.rollback()
     assert service.find_by_code(code, by=factories.pharmacist(facility=rx.dispensing_facility))
+
+
+@pytest.mark.parametrize(("progress", "text"), [
+    (service.Progress(90, 30, 0, 60, "tablet"), "60 of 90 tablets still to collect"),
+    (service.Progress(90, 0, 30, 60, "tablet"),
+     "90 of 90 tablets still to collect, 30 of them ready or being prepared"),
+    (service.Progress(1, 1, 0, 0, "inhaler"), "1 inhaler collected"),
+])
+def test_one_wording_for_quantities(progress, text):
+    assert progress.wording() == text

@@ -217,6 +217,12 @@ def test_html_pages_doctor_pharmacist_patient(make_client, factories, login):
 
     mine = me.get("/me/prescriptions").get_data(as_text=True)
     assert "Ready for pickup" in mine and "pickup-code" in mine
+    # One wording for the same supply, whoever reads it.
+    same = "15 of 15 tablets still to collect, 5 of them ready or being prepared"
+    assert same in mine
+    assert same in doc.get(f"/patients/{patient.id}").get_data(as_text=True)
+    assert same in doc.get(detail_url).get_data(as_text=True)
+    assert same in pharm.get(f"/pharmacy/dispenses/{d.id}").get_data(as_text=True)
     assert "Your medicine is ready for pickup" in mine  # the notification, also listed on the page
     pickup = mine.split('class="pickup-code mono" data-dispense="')[1].split(">")[1].split("<")[0]
     assert me.get(f"/me/dispenses/{d.id}/pickup-qr.svg").mimetype == "image/svg+xml"
@@ -230,8 +236,8 @@ def test_html_pages_doctor_pharmacist_patient(make_client, factories, login):
                     follow_redirects=True)
     assert "Handed over 5 units" in ok.get_data(as_text=True)
     after = me.get("/me/prescriptions").get_data(as_text=True)
-    assert "Handed over" in after and "received 5 of 15" in after
-    assert "5 / 15" in doc.get(f"/patients/{patient.id}").get_data(as_text=True)
+    assert "Handed over" in after and "10 of 15 tablets still to collect" in after
+    assert "10 of 15 tablets still to collect" in doc.get(f"/patients/{patient.id}").get_data(as_text=True)
 
 
 def test_stock_page_books_in_and_rejects_nonsense(client, factories, login):

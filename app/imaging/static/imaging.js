@@ -45,6 +45,7 @@
   const base = viewer.dataset.base;
   const img = document.getElementById("slice");
   const canvas = document.getElementById("canvas");
+  const slider = document.getElementById("slice-slider");
   const state = {series: 0, slice: 0, window: null, zoom: 1, panX: 0, panY: 0};
   const slices = () => {
     const s = series[state.series];
@@ -74,6 +75,7 @@
     let url = `${base}/series/${s.uid}/instances/${cur.uid}/frames/${cur.frame}/rendered`;
     if (state.window) { url += `?window=${Math.round(state.window[0])},${Math.round(state.window[1])},linear`; }
     document.getElementById("slice-label").textContent = `${state.slice + 1}/${list.length}`;
+    slider.max = String(list.length); slider.value = String(state.slice + 1);
     document.getElementById("wl-label").textContent = state.window ? `C ${Math.round(state.window[0])} W ${Math.round(state.window[1])}` : "";
     document.getElementById("series-description").textContent = `Series: ${s.description || s.modality}`;
     if (pending) { again = true; return; }
@@ -108,19 +110,42 @@
     else if (k === "+" || k === "=") { state.zoom = Math.min(8, state.zoom * 1.2); transform(); }
     else if (k === "-") { state.zoom = Math.max(0.25, state.zoom / 1.2); transform(); }
   });
+  slider.addEventListener("input", () => { state.slice = Number(slider.value) - 1; show(); });
+  // Touch: one finger adjusts window/level like a mouse drag; two fingers pinch to zoom and move to pan.
+  const touches = new Map();
+  let pinch = null;
+  const spread = () => {
+    const [a, b] = [...touches.values()];
+    return {d: Math.hypot(a.x - b.x, a.y - b.y) || 1, x: (a.x + b.x) / 2, y: (a.y + b.y) / 2};
+  };
   let drag = null;
   canvas.addEventListener("pointerdown", (e) => {
-    drag = {x: e.clientX, y: e.clientY, shift: e.shiftKey, window: state.window || [40, 400], panX: state.panX, panY: state.panY};
     canvas.setPointerCapture(e.pointerId); canvas.focus();
+    touches.set(e.pointerId, {x: e.clientX, y: e.clientY});
+    if (touches.size === 2) {
+      drag = null;
+      pinch = {...spread(), zoom: state.zoom, panX: state.panX, panY: state.panY};
+      return;
+    }
+    drag = {x: e.clientX, y: e.clientY, shift: e.shiftKey, window: state.window || [40, 400], panX: state.panX, panY: state.panY};
   });
   canvas.addEventListener("pointermove", (e) => {
+    if (touches.has(e.pointerId)) { touches.set(e.pointerId, {x: e.clientX, y: e.clientY}); }
+    if (pinch && touches.size === 2) {
+      const now = spread();
+      state.zoom = Math.max(0.25, Math.min(8, pinch.zoom * (now.d / pinch.d)));
+      state.panX = pinch.panX + now.x - pinch.x; state.panY = pinch.panY + now.y - pinch.y;
+      transform(); return;
+    }
     if (!drag) { return; }
     const dx = e.clientX - drag.x; const dy = e.clientY - drag.y;
     if (drag.shift) { state.panX = drag.panX + dx; state.panY = drag.panY + dy; transform(); return; }
     state.window = [drag.window[0] + dy * 2, Math.max(1, drag.window[1] + dx * 4)];
     show();
   });
-  canvas.addEventListener("pointerup", () => { drag = null; });
+  const lift = (e) => { touches.delete(e.pointerId); drag = null; if (touches.size < 2) { pinch = null; } };
+  canvas.addEventListener("pointerup", lift);
+  canvas.addEventListener("pointercancel", lift);
   transform();
   if (series.length) { selectSeries(0); }
 })();
