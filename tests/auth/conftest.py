@@ -6,6 +6,8 @@ import http.server
 import json
 import re
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,15 @@ from tests.conftest import PASSWORD
 
 CSRF_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 CALLBACK = "https://app.example/callback"
+
+
+def client_assertion(key: Any, client_id: str, audience: str, **overrides: Any) -> str:
+    """A SMART Backend Services client assertion (private_key_jwt), signed with ``key`` (an RSA JWK)."""
+    from joserfc import jwt
+
+    claims = {"iss": client_id, "sub": client_id, "aud": audience, "exp": int(time.time()) + 120,
+              "jti": uuid.uuid4().hex, **overrides}
+    return jwt.encode({"alg": "RS384", "kid": key.kid, "typ": "JWT"}, claims, key, algorithms=["RS384"])
 
 
 def csrf_from(html: str) -> str:

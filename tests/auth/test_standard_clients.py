@@ -5,8 +5,6 @@ end-session, private_key_jwt with SMART Backend Services, and dynamic registrati
 
 from __future__ import annotations
 
-import time
-import uuid
 from datetime import timedelta
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
@@ -14,10 +12,9 @@ import pytest
 import requests
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
-from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from tests.auth.conftest import CALLBACK, browser_session, consent, csrf_from
+from tests.auth.conftest import CALLBACK, browser_session, client_assertion, consent, csrf_from
 from tests.conftest import PASSWORD
 
 APP_ORIGIN = "https://app.example"
@@ -420,12 +417,6 @@ def test_end_session_signs_out_and_returns_to_the_app(oauth_env):
 # ---------------------------------------------------------------- private_key_jwt and SMART Backend Services
 
 
-def _assertion(key: RSAKey, client_id: str, audience: str, **overrides) -> str:
-    claims = {"iss": client_id, "sub": client_id, "aud": audience, "exp": int(time.time()) + 120,
-              "jti": uuid.uuid4().hex, **overrides}
-    return jwt.encode({"alg": "RS384", "kid": key.kid, "typ": "JWT"}, claims, key, algorithms=["RS384"])
-
-
 @pytest.mark.smoke
 def test_backend_services_with_private_key_jwt(oauth_env):
     env = oauth_env
@@ -437,7 +428,7 @@ def test_backend_services_with_private_key_jwt(oauth_env):
     assert reg.client_secret is None  # it proves itself with its key, not with a shared secret
     smart = requests.get(f"{env.base}/fhir/.well-known/smart-configuration", timeout=10).json()
     token_url = smart["token_endpoint"]
-    assertion = _assertion(key, reg.client_id, token_url)
+    assertion = client_assertion(key, reg.client_id, token_url)
     form = {"grant_type": "client_credentials", "scope": "system/Patient.rs",
             "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
             "client_assertion": assertion}
@@ -450,27 +441,27 @@ def test_backend_services_with_private_key_jwt(oauth_env):
     assert _bearer(env, token["access_token"], "/api/v1/audit/events").status_code == 403
 
     foreign = requests.post(token_url, data={**form, "resource": "https://other.example/fhir",
-                                             "client_assertion": _assertion(key, reg.client_id, token_url)},
+                                             "client_assertion": client_assertion(key, reg.client_id, token_url)},
                             timeout=10)
     assert foreign.status_code == 400 and foreign.json()["error"] == "invalid_target"
     fhir_only = requests.post(token_url, data={**form, "resource": f"{env.base}/fhir",
-                                               "client_assertion": _assertion(key, reg.client_id, token_url)},
+                                               "client_assertion": client_assertion(key, reg.client_id, token_url)},
                               timeout=10).json()
     assert _bearer(env, fhir_only["access_token"], "/api/v1/patients").status_code == 401
     replay = requests.post(token_url, data=form, timeout=10)
     assert replay.json()["error"] == "invalid_client" and "used" in replay.json()["error_description"]
     stranger = RSAKey.generate_key(2048, parameters={"kid": "backend-1"}, private=True)
-    forged = requests.post(token_url, data={**form, "client_assertion": _assertion(stranger, reg.client_id,
+    forged = requests.post(token_url, data={**form, "client_assertion": client_assertion(stranger, reg.client_id,
                                                                                    token_url)}, timeout=10)
     assert forged.json()["error"] == "invalid_client"
-    wrong_aud = requests.post(token_url, data={**form, "client_assertion": _assertion(
+    wrong_aud = requests.post(token_url, data={**form, "client_assertion": client_assertion(
         key, reg.client_id, "https://other.example/token")}, timeout=10)
     assert wrong_aud.json()["error"] == "invalid_client"
     secret_style = requests.post(token_url, data={"grant_type": "client_credentials", "scope": "system/Patient.rs"},
                                  auth=(reg.client_id, "guess"), timeout=10)
     assert secret_style.status_code == 401
-    not_system = requests.post(token_url, data={**form, "client_assertion": _assertion(key, reg.client_id, token_url),
-                                                "scope": "user/Patient.rs"}, timeout=10)
+    not_system = requests.post(token_url, timeout=10, data={
+        **form, "client_assertion": client_assertion(key, reg.client_id, token_url), "scope": "user/Patient.rs"})
     assert not_system.status_code == 400 and not_system.json()["error"] == "invalid_scope"
 
 

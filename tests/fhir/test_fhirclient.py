@@ -44,3 +44,36 @@ def test_python_fhirclient_gets_a_system_token_and_searches(live_server: str, li
     assert [(c.code.coding[0].code, c.subject.reference) for c in conditions] == [("J45.909", f"Patient/{maria.id}")]
     again = Patient.read(found[1].id, smart.server)
     assert again.name[0].family == family
+
+
+def test_python_fhirclient_runs_a_backend_services_flow_and_searches(live_server: str, live_factories: Any) -> None:
+    """SMART Backend Services: the system proves itself with its own key (a signed JWT assertion), no shared
+    secret, and searches with `system/` scopes."""
+    import requests
+    from joserfc.jwk import KeySet, RSAKey
+
+    from tests.auth.conftest import client_assertion
+
+    family = f"Backend{uuid.uuid4().hex[:8]}"
+    clinic = live_factories.facility(name="Backend test clinic")
+    service_account = live_factories.nurse(facility=clinic)
+    live_factories.patient(facility=clinic, given_name="Ana", family_name=family)
+    key = RSAKey.generate_key(2048, parameters={"kid": "lab-1"}, private=True)
+    registered, secret = oauth_service.register_client(oauth_service.ClientInput(
+        name="Lab system with a key", is_public=False, redirect_uris=[], scope="system/Patient.rs",
+        grants=["client_credentials"], service_user_id=service_account.id, auth_method="private_key_jwt",
+        jwks=KeySet([key]).as_dict(private=False)), by=live_factories.admin())
+    db.session.commit()
+    assert secret is None
+    token_url = requests.get(f"{live_server}/fhir/.well-known/smart-configuration", timeout=10).json()[
+        "token_endpoint"]
+
+    smart = smart_client.FHIRClient(settings={
+        "app_id": registered.client_id, "api_base": f"{live_server}/fhir/", "scope": "system/Patient.rs",
+        "jwt_token": client_assertion(key, registered.client_id, token_url)})
+    smart.wants_patient = False
+    assert smart.server.capabilityStatement.fhirVersion == "4.0.1"  # where it learns the token endpoint
+    smart.server.authorize()
+    assert smart.server.auth.access_token
+    found = list(Patient.where(struct={"family": family}).perform_resources_iter(smart.server))
+    assert [p.name[0].given[0] for p in found] == ["Ana"]
