@@ -138,10 +138,19 @@ def test_fhirclient_launch_by_a_doctor_with_the_patient_picker(live_server, live
 
 @pytest.mark.skipif(importlib.util.find_spec("app.fhir") is None, reason="needs the FHIR server (app.fhir)")
 def test_fhirclient_reads_the_launch_patient_from_fhir(live_server, live_factories, new_browser, third_party_origin):
+    from app.patients import service as patients
+    from app.prescriptions import service as rx_service
+    from tests.prescriptions.conftest import rx_input
+
     origin = third_party_origin
-    me = live_factories.patient(with_account=True)
+    doctor = live_factories.doctor()
+    me = live_factories.patient(with_account=True, doctor=doctor)
+    patients.add_allergy(me, by=live_factories.nurse(), substance="Latex", severity="severe", reaction="rash")
+    rx_service.sign(rx_service.create_draft(me, rx_input("AMOX500"), by=doctor), by=doctor)
+    db.session.commit()
     origin.settings.update(fhir=f"{live_server}/fhir", scope=SMART_SCOPE, readPatient=True, clientId=_register(
         live_factories, origin, scope=SMART_SCOPE, redirect="smart-callback.html"))
     result, error = _smart_launch(new_browser().new_page(), origin, me.user)
     assert error is None and result is not None and "readError" not in result, result
     assert result["resourceType"] == "Patient" and result["resourceId"] == str(me.id)
+    assert result["allergies"] == ["Latex"] and result["medications"] == ["active"]
