@@ -9,7 +9,7 @@ PYTEST := .venv/bin/pytest
 run: install ## migrate, seed the demo on first run, serve everything at http://127.0.0.1:5000
 	.venv/bin/hospital run
 
-test: install tests/npm/node_modules/.installed ## the whole suite on PostgreSQL, then the smoke suite on SQLite
+test: install tests/npm/node_modules/.installed tests/npm/ohif/node_modules/.installed ## the whole suite on PostgreSQL, then the smoke suite on SQLite
 	$(PYTEST)
 	TEST_DB=sqlite $(PYTEST) -m smoke
 
@@ -21,6 +21,10 @@ install: .venv/.installed
 
 tests/npm/node_modules/.installed: tests/npm/package.json tests/npm/package-lock.json
 	npm ci --prefix tests/npm --no-audit --no-fund --ignore-scripts
+	@touch $@
+
+tests/npm/ohif/node_modules/.installed: tests/npm/ohif/package.json tests/npm/ohif/package-lock.json
+	npm ci --prefix tests/npm/ohif --no-audit --no-fund --ignore-scripts
 	@touch $@
 
 .tools/bin/uv:
