@@ -53,6 +53,23 @@ def people(live_server: str, live_factories: Any) -> dict[str, Any]:
     rx_service.sign(rx, by=doctor)
     db.session.commit()
     add_stock(clinic.id, "AMOX500", 100)
+    # a scan waiting on the doctor's reading worklist (named, so no other test's pool changes)
+    import io
+
+    from app.imaging.ingest import ingest_files
+    from app.reading import service as reading
+    from tests.imaging.dicomgen import ct_slice
+
+    nurse = f.nurse(facility=clinic, email=f"layout-nurse-{tag}@test.example")
+    [scan] = ingest_files([("ct.dcm", io.BytesIO(ct_slice(patient_id=patient.mrn, description="CT CHEST WITH "
+                                                          "CONTRAST, PULMONARY ANGIOGRAM PROTOCOL")))],
+                          by=nurse, facility_id=clinic.id, source="upload")
+    from app.imaging.models import Study
+
+    reading.request_reading(db.session.get(Study, scan.study_id), by=nurse, priority="urgent",
+                            question="Sudden breathlessness after a long journey: pulmonary embolism?",
+                            assigned_to_id=doctor.id)
+    db.session.commit()
     from app.auth.oauth_service import ClientInput, register_client
 
     admin = f.admin(email=f"layout-admin-{tag}@test.example")
@@ -65,7 +82,7 @@ def people(live_server: str, live_factories: Any) -> dict[str, Any]:
     appt = current_slot(doctor, patient, by=patient.user)
     return {
         "patient": db.session.get(User, patient.user_id),
-        "clinic staff": f.nurse(facility=clinic, email=f"layout-nurse-{tag}@test.example"),
+        "clinic staff": nurse,
         "doctor": doctor,
         "pharmacist": f.pharmacist(facility=clinic, email=f"layout-pharm-{tag}@test.example"),
         "admin": admin,

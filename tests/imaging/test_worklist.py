@@ -66,7 +66,8 @@ def test_the_scanner_reads_its_worklist_and_its_scans_land_on_the_chart(listener
     stranger = live_factories.patient(facility=other_clinic, family_name=f"Worklist{tag}", given_name="Bob")
     when = datetime(2031, 3, 4, 14, 15, tzinfo=UTC)
     order = orders.create_order(patient, by=nurse, modality="CT", description="CT chest", scheduled_at=when,
-                                read=orders.ReadingAsk(priority="urgent", question="Cough for 3 weeks; mass?"))
+                                read=orders.ReadingAsk(priority="urgent", question="Cough for 3 weeks; mass?",
+                                                       assigned_to_id=live_factories.doctor().id))  # not the pool
     other_nurse = live_factories.nurse(facility=other_clinic, email=f"wl-other-{tag}@test.example")
     orders.create_order(stranger, by=other_nurse, modality="CT", description="CT head", scheduled_at=when)
     db.session.commit()
