@@ -44,6 +44,9 @@ def create_app(config: Config | None = None) -> Flask:
 
     csrf.init_app(app)
     login_manager.init_app(app)
+    from app import i18n
+
+    i18n.init_app(app)
     from app.auth import cors, oauth2
 
     oauth2.init_app(app)

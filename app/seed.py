@@ -65,9 +65,9 @@ def seed_demo() -> dict[str, str] | None:
     if demo_exists():
         return None
     hospital = Facility(code="HOSP", name="Riverside Regional Hospital", kind=FacilityKind.HOSPITAL,
-                        address="1 Hospital Way, Riverside")
+                        address="1 Hospital Way, Riverside", timezone="Asia/Shanghai")
     clinic = Facility(code="TOWN", name="Millbrook Town Clinic", kind=FacilityKind.CLINIC, has_pharmacy=True,
-                      address="4 Market Square, Millbrook")
+                      address="4 Market Square, Millbrook", timezone="Asia/Shanghai")
     db.session.add_all([hospital, clinic])
     db.session.flush()
     facilities = {"HOSP": hospital.id, "TOWN": clinic.id}

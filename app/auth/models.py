@@ -46,6 +46,10 @@ class User(TimestampMixin, Base):
     last_sign_in_at: so.Mapped[datetime | None]
     # Bumped on password reset/deactivation so every existing browser session ends.
     session_epoch: so.Mapped[int] = so.mapped_column(default=0)
+    # The user's own language (a catalogue in app/translations, e.g. "zh_Hans") and IANA time zone; None follows
+    # the browser's language and the facility's zone.
+    locale: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    timezone: so.Mapped[str | None] = so.mapped_column(sa.String(64))
 
     facility: so.Mapped[Facility | None] = so.relationship(lazy="joined")
 

@@ -24,6 +24,9 @@ class Facility(Base):
     kind: so.Mapped[FacilityKind] = so.mapped_column(str_enum(FacilityKind, 16))
     has_pharmacy: so.Mapped[bool] = so.mapped_column(default=False)
     address: so.Mapped[str | None] = so.mapped_column(sa.String(300))
+    # Where the facility is: the IANA zone its times are shown and booked in, and the language its pages default to.
+    timezone: so.Mapped[str] = so.mapped_column(sa.String(64), default="UTC", server_default="UTC")
+    default_locale: so.Mapped[str] = so.mapped_column(sa.String(16), default="en", server_default="en")
     created_at: so.Mapped[UtcTimestamp]
 
     def __repr__(self) -> str:
