@@ -33,7 +33,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     @app.teardown_appcontext
     def _remove_session(_exc: BaseException | None) -> None:
-        db.session.remove()
+        db.discard_session()
 
     @app.before_request
     def _autocommit_reads() -> None:

@@ -6,6 +6,7 @@ Plain SQLAlchemy 2 (no Flask extension) so the DICOM listener and the CLI share 
 from __future__ import annotations
 
 import enum
+import logging
 import select
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from typing import Annotated, Any, TypeVar
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.engine import Engine
+
+logger = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -187,6 +190,17 @@ def _transaction_for_larger_flushes(sess: so.Session, _ctx: Any, _instances: Any
 def _autocommit_ends(sess: so.Session, transaction: so.SessionTransaction) -> None:
     if transaction.parent is None:
         sess.info.pop(_AUTOCOMMIT, None)
+
+
+def discard_session() -> None:
+    """End the request's session. If its connection died meanwhile (a database restart), the rollback on
+    close fails; the pool has then dropped that connection, so the session is simply forgotten and the next
+    request starts on a fresh one."""
+    try:
+        session.remove()
+    except sa.exc.DBAPIError as exc:
+        logger.warning("database connection lost while closing a session: %s", type(exc).__name__)
+        session.registry.clear()
 
 
 def rollback() -> None:

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, current_app, g, jsonify, render_template, request
+from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -163,6 +164,19 @@ def register_error_handlers(app: Flask) -> None:
         _rollback_keeping_audit()
         return problem_response(422, "value-out-of-range", "A value is out of range",
                                 "A number or text in the request is larger than a record can hold.")
+
+    @app.errorhandler(sa.exc.OperationalError)
+    @app.errorhandler(sa.exc.InterfaceError)
+    def _database_away(exc: Exception) -> Response:
+        """The database went away (restart, failover, a terminated connection): nothing was saved, and the
+        pool reconnects on the next request, so the user is told to try again rather than shown a crash."""
+        logger.warning("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
+        db.discard_session()
+        # Show the page as to a signed-out visitor: loading the account (and its language) needs the database.
+        g._login_user = current_app.login_manager.anonymous_user()  # type: ignore[attr-defined]
+        return problem_response(503, "database-unavailable", _("The service is briefly unavailable"),
+                                _("Nothing was saved from this request. Try again in a few seconds."),
+                                headers={"Retry-After": "5"})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
