@@ -70,6 +70,16 @@ def expire_dispenses(cfg: Config) -> list[int]:
     return _with_app(cfg, run_job)  # type: ignore[return-value]
 
 
+def sweep_objects(cfg: Config, *, grace_minutes: float | None) -> int:
+    """Delete DICOM objects left without a row by a process killed mid-upload (see ``app.imaging.orphans``)."""
+    from datetime import timedelta
+
+    from app.imaging import orphans
+
+    grace = orphans.SWEEP_GRACE if grace_minutes is None else timedelta(minutes=grace_minutes)
+    return _with_app(cfg, lambda _app: orphans.sweep(older_than=grace))  # type: ignore[return-value]
+
+
 def send_notifications(cfg: Config) -> int:
     from app import db
     from app.notify.service import deliver_pending
@@ -114,6 +124,7 @@ def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0)
             if time.monotonic() - last_expiry >= expiry_every:
                 expire_uncollected()
                 db.session.commit()
+                orphans.sweep()
                 last_expiry = time.monotonic()
             reading.escalate_unacknowledged()
             reading.release_due()
@@ -481,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     p_client.add_argument("--service-account", help="email of the staff account a machine client acts as")
     p_client.add_argument("--jwks-file", help="public keys (JWK set) for private_key_jwt authentication")
     sub.add_parser("expire-dispenses", help="cancel medicine not collected by the pickup deadline")
+    p_sweep = sub.add_parser("sweep-objects", help="delete DICOM objects that no row names (uploads cut short)")
+    p_sweep.add_argument("--grace-minutes", type=float, default=None,
+                         help="only objects older than this (default: 360; 0 only when no upload is running)")
     sub.add_parser("send-notifications", help="send queued notifications once")
     sub.add_parser("reading-tick", help="escalate unacknowledged critical results, release held reports due")
     sub.add_parser("worker", help="loop: send notifications, seal the audit trail, expire uncollected medicine, "
@@ -522,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "expire-dispenses":
         ids = expire_dispenses(cfg)
         print(f"Cancelled {len(ids)} uncollected dispense(s): {ids}")
+    elif args.cmd == "sweep-objects":
+        print(f"Deleted {sweep_objects(cfg, grace_minutes=args.grace_minutes)} object(s) that no row names")
     elif args.cmd == "send-notifications":
         print(f"Sent {send_notifications(cfg)} notification(s)")
     elif args.cmd == "reading-tick":

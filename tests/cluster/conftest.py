@@ -318,3 +318,62 @@ class Stream:
     def wait_for(self, ids: set[int], timeout: float) -> bool:
         with self.changed:
             return self.changed.wait_for(lambda: ids <= set(self.ids), timeout)
+
+
+def workers_of(master_pid: int) -> list[int]:
+    """gunicorn's worker processes: the master's children."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master_pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def kill_web_worker_while_it_waits(cluster: Cluster, engine: Any, hold: Callable[[Any], None],
+                                   send: Callable[[], requests.Response]) -> object:
+    """Kill server A's worker (SIGKILL) in the middle of a request's transaction; return what the client got.
+
+    ``hold(connection)`` takes row or table locks on a connection of the test, so that the request ``send``
+    makes stops inside its transaction, waiting for them; once PostgreSQL shows it waiting, the worker is
+    killed. Then the locks go, the killed request's backend ends (its transaction can never commit), and
+    gunicorn's replacement worker answers again.
+    """
+    import psycopg
+
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(send())
+        except requests.RequestException as exc:
+            outcome.append(exc)
+
+    dsn = str(engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
+    with engine.connect() as blocker, psycopg.connect(dsn, autocommit=True) as watch:
+        hold(blocker)
+        thread = threading.Thread(target=run)
+        thread.start()
+        waiting: list[int] = []
+
+        def request_waits() -> bool:
+            waiting[:] = [row[0] for row in watch.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'townhealth-cluster' "
+                "AND wait_event_type = 'Lock'")]
+            return bool(waiting)
+
+        wait_until(request_waits, "the request to wait inside its transaction", timeout=30)
+        [worker] = workers_of(cluster.procs["web_a"].pid)
+        os.kill(worker, signal.SIGKILL)
+        thread.join(timeout=30)
+        blocker.rollback()
+        wait_until(lambda: not watch.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                             [waiting]).fetchone(), "the killed request's backend to end",
+                   timeout=20)
+    wait_until(lambda: len(workers_of(cluster.procs["web_a"].pid)) == 1, "gunicorn to replace the worker")
+    wait_until(lambda: answers(f"{cluster.url('web_a')}/sign-in"), "the new worker", timeout=60)
+    assert outcome, "the request never returned"
+    return outcome[0]

@@ -8,7 +8,6 @@ import os
 import signal
 import threading
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -24,6 +23,7 @@ from tests.cluster.conftest import (
     consult_across_servers,
     sign_in,
     wait_until,
+    workers_of,
 )
 from tests.conftest import PASSWORD
 from tests.imaging.dicomgen import ct_slice
@@ -172,19 +172,6 @@ def test_s3_stopping_mid_zip_upload_leaves_no_orphan_and_no_row_and_the_retry_st
     assert _bucket_keys(s3_server) <= _instance_keys(engine), "objects without a row were left in the bucket"
 
 
-def _workers_of(master_pid: int) -> list[int]:
-    """gunicorn's worker processes: the master's children."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master_pid:
-            children.append(int(stat.parent.name))
-    return children
-
-
 def test_a_web_worker_killed_while_signing_leaves_no_half_signed_prescription(cluster, app, engine, live_factories):
     from app import db
     from app.audit.models import AuditEvent
@@ -223,7 +210,7 @@ def test_a_web_worker_killed_while_signing_leaves_no_half_signed_prescription(cl
             return bool(waiting)
 
         wait_until(signing_waits, "the signing request to reach the database", timeout=20)
-        [worker] = _workers_of(cluster.procs["web_a"].pid)
+        [worker] = workers_of(cluster.procs["web_a"].pid)
         os.kill(worker, signal.SIGKILL)
         thread.join(timeout=20)
         blocker.rollback()  # the killed request's transaction may now go on, but can never commit
@@ -237,7 +224,7 @@ def test_a_web_worker_killed_while_signing_leaves_no_half_signed_prescription(cl
     assert not db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "prescription.sign",
                                                               AuditEvent.resource_id == str(rx.id))).all()
 
-    wait_until(lambda: len(_workers_of(cluster.procs["web_a"].pid)) == 1, "gunicorn to replace the worker")
+    wait_until(lambda: len(workers_of(cluster.procs["web_a"].pid)) == 1, "gunicorn to replace the worker")
     wait_until(lambda: answers(f"{a}/sign-in"), "the new worker", timeout=60)
     again = s.post(sign_url, json={})  # the same session: the cookie holds it, not the worker
     assert again.status_code == 200, again.text[:300]
