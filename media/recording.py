@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -95,6 +96,8 @@ class RoomRecorder:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.path = workdir / f"{self.recording_id}.webm"
+        self.sidecar = workdir / f"{self.recording_id}.json"  # what salvage needs if this process dies
+        self._sidecar_fh: IO[str] | None = None
 
     async def _start(self) -> None:
         for participant in list(self.room.participants.values()):
@@ -107,6 +110,14 @@ class RoomRecorder:
         if not self._feeds:
             raise RecordingRefused("nothing to record yet")
         self._started_at = time.monotonic()
+        # Held locked while recording: a worker salvaging after a restart leaves a live recording alone (two
+        # workers on one host share the work directory); the kernel drops the lock when this process dies.
+        self._sidecar_fh = self.sidecar.open("w")
+        fcntl.flock(self._sidecar_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._sidecar_fh.write(json.dumps({
+            "recording_id": self.recording_id, "consult_id": self.room.consult_id, "consent_id": self.consent_id,
+            "participants": list(dict.fromkeys(f.participant_id for f in self._feeds))}))
+        self._sidecar_fh.flush()
         self._task = asyncio.ensure_future(self._run())
         logger.info("recording %s of relay %s started", self.recording_id, self.room.consult_id)
 
@@ -120,7 +131,10 @@ class RoomRecorder:
         self._feeds = [feed for feed in self._feeds if feed.first is not None]
 
     def _open(self) -> None:
-        self._container = av.open(str(self.path), "w", format="webm")
+        # Clusters of at most a second, written out as they close: a worker killed mid-recording leaves a file
+        # that :func:`salvage` can finish up to about a second before the fault.
+        self._container = av.open(str(self.path), "w", format="webm",
+                                  options={"cluster_time_limit": "1000", "flush_packets": "1"})
         for feed in self._feeds:
             if feed.source.kind == "video":
                 width, height = vp8_dimensions(bytes(feed.first)) or feed.source.dimensions or (640, 480)
@@ -178,6 +192,7 @@ class RoomRecorder:
             feed.track.stop()
         duration = time.monotonic() - self._started_at
         if self._container is None:
+            self._release_sidecar()
             return None
         self._container.close()
         encrypted = self.path.with_suffix(".enc")
@@ -195,8 +210,93 @@ class RoomRecorder:
                 await self._uploader(recording, fh)
         finally:
             encrypted.unlink(missing_ok=True)
+        self._release_sidecar()
         logger.info("recording %s of relay %s stored (%d bytes)", self.recording_id, self.room.consult_id, size)
         return recording
+
+    def _release_sidecar(self) -> None:
+        self.sidecar.unlink(missing_ok=True)
+        if self._sidecar_fh is not None:
+            self._sidecar_fh.close()
+            self._sidecar_fh = None
+
+
+def _remux_readable_part(src: Path, dst: Path) -> float:
+    """Copy every packet that can still be read from a WebM cut short into a complete WebM; its duration."""
+    last = 0.0
+    with av.open(str(src)) as cut, av.open(str(dst), "w", format="webm") as whole:
+        streams = {s.index: whole.add_stream_from_template(s) for s in cut.streams if s.type in ("audio", "video")}
+        for stream in cut.streams:
+            if stream.index in streams:
+                streams[stream.index].metadata["title"] = stream.metadata.get("title", "")
+        try:
+            for packet in cut.demux(*[cut.streams[i] for i in streams]):
+                if packet.dts is None or packet.size == 0:
+                    continue
+                if packet.pts is not None and packet.time_base is not None:
+                    last = max(last, float(packet.pts * packet.time_base))
+                packet.stream = streams[packet.stream.index]
+                whole.mux(packet)
+        except (av.FFmpegError, EOFError):
+            pass  # the cut: everything before it is kept
+    return last
+
+
+async def _salvage_one(workdir: Path, meta: dict[str, Any], *, master_key: bytes,
+                       uploader: Uploader) -> Recording | None:
+    """One left-over recording; its work files go once it is uploaded (kept for the next start otherwise)."""
+    recording_id = str(meta["recording_id"])
+    partial, whole = workdir / f"{recording_id}.webm", workdir / f"{recording_id}.salvaged.webm"
+    encrypted, sidecar = workdir / f"{recording_id}.enc", workdir / f"{recording_id}.json"
+    try:
+        if not partial.exists() or partial.stat().st_size == 0:
+            logger.warning("recording %s: nothing was written before the fault", recording_id)
+            partial.unlink(missing_ok=True)
+            sidecar.unlink(missing_ok=True)
+            return None
+        duration = await asyncio.to_thread(_remux_readable_part, partial, whole)
+        header = {"recording_id": recording_id, "consult_id": meta["consult_id"], "consent_id": meta["consent_id"],
+                  "format": "webm", "duration": round(duration, 3), "participants": meta["participants"],
+                  "ended_early": True}
+        key = derive_key(master_key, recording_id)
+        digest, size = await asyncio.to_thread(encrypt_file, whole, encrypted, key, header)
+        recording = Recording(recording_id, meta["consult_id"], meta["consent_id"], encrypted, size, digest,
+                              duration, meta["participants"])
+        with encrypted.open("rb") as fh:
+            await uploader(recording, fh)
+    except Exception:  # noqa: BLE001 - one damaged file must not keep the worker from starting
+        logger.exception("recording %s could not be salvaged; trying again at the next start", recording_id)
+        return None
+    finally:
+        whole.unlink(missing_ok=True)
+        encrypted.unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
+    sidecar.unlink(missing_ok=True)
+    logger.warning("recording %s of relay %s salvaged after a fault: %.1f s kept", recording_id, meta["consult_id"],
+                   duration)
+    return recording
+
+
+async def salvage(workdir: Path, *, master_key: bytes, uploader: Uploader) -> list[Recording]:
+    """Finish the recordings a killed worker left in ``workdir``: keep what was written up to the fault,
+    encrypt it and upload it like a recording stopped normally, with ``ended_early`` in its header."""
+    if not workdir.is_dir():
+        return []
+    saved = []
+    for sidecar in sorted(workdir.glob("*.json")):
+        with sidecar.open() as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # still being recorded by a live worker
+            try:
+                meta = json.loads(fh.read())
+            except ValueError:
+                continue  # a recording starting this very moment, before its sidecar is written
+            recording = await _salvage_one(workdir, meta, master_key=master_key, uploader=uploader)
+        if recording is not None:
+            saved.append(recording)
+    return saved
 
 
 async def start_recording(room: Room, *, consent_id: str | None, master_key: bytes, workdir: Path,
@@ -361,6 +461,10 @@ def setup_recording_routes(app: web.Application, *, master_key: bytes, workdir: 
             with contextlib.suppress(Exception):
                 await recorders.pop(consult_id).stop()
 
+    async def salvage_left_over(_app: web.Application) -> None:
+        await salvage(workdir, master_key=master_key, uploader=uploader)
+
     app.router.add_post("/relay/{consult_id}/recording", start)
     app.router.add_delete("/relay/{consult_id}/recording", stop)
+    app.on_startup.append(salvage_left_over)  # before the first request: a killed worker's recordings first
     app.on_shutdown.insert(0, finish_all)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import shutil
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +22,8 @@ from media.recording import (
     decrypt,
     derive_key,
     encrypt_file,
+    read_header,
+    salvage,
     setup_recording_routes,
     start_recording,
 )
@@ -44,8 +48,10 @@ class Store:
         self.objects[recording.recording_id] = (recording, fh.read())
 
 
-def call(workdir: Path, store: Store, *, consent: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """A two-party relayed call; asks the media service to record it with ``consent``; returns what happened."""
+def call(workdir: Path, store: Store, *, consent: dict[str, Any], seconds: float,
+         snapshot: Path | None = None) -> dict[str, Any]:
+    """A two-party relayed call; asks the media service to record it with ``consent``; returns what happened.
+    ``snapshot``: copy the work directory there just before the stop, as a worker killed then would leave it."""
     async def scenario() -> dict[str, Any]:
         def mount(app: web.Application) -> None:
             setup_recording_routes(app, master_key=MASTER, workdir=workdir, uploader=store.upload)
@@ -61,6 +67,8 @@ def call(workdir: Path, store: Store, *, consent: dict[str, Any], seconds: float
                     started = resp.status, await resp.json()
                 began = time.monotonic()
                 await asyncio.sleep(seconds)
+                if snapshot is not None:
+                    shutil.copytree(workdir, snapshot)
                 async with http.delete(f"{url}/recording") as resp:
                     stopped = resp.status, await resp.json()
                 length = time.monotonic() - began
@@ -133,3 +141,41 @@ def test_tampering_with_an_encrypted_recording_is_detected(tmp_path: Path, monke
         b"".join(decrypt(io.BytesIO(sealed[:-(64 + 16 + 4)]), key))
     with pytest.raises(InvalidTag):
         b"".join(decrypt(io.BytesIO(sealed), derive_key(MASTER, "rec-2")))
+
+
+def test_a_recording_cut_by_a_killed_worker_is_salvaged_up_to_the_fault(tmp_path: Path) -> None:
+    """The work files as a killed worker leaves them (a WebM without its end, the sidecar) are finished,
+    encrypted and uploaded at the next start: playable up to about a second before the fault."""
+    left = tmp_path / "left"
+    result = call(tmp_path / "work", Store(), consent={"consent_id": "consent-7"}, seconds=4.0, snapshot=left)
+    recording_id = result["started"][1]["recording_id"]
+    assert json.loads((left / f"{recording_id}.json").read_text())["consent_id"] == "consent-7"
+
+    store = Store()
+    saved = asyncio.run(salvage(left, master_key=MASTER, uploader=store.upload))
+    assert [r.recording_id for r in saved] == [recording_id]
+    assert list(left.iterdir()) == []  # nothing left on the media host once uploaded
+    _, ciphertext = store.objects[recording_id]
+    header, _raw = read_header(io.BytesIO(ciphertext))
+    assert header["ended_early"] is True and header["consent_id"] == "consent-7"
+    assert 4.0 - 1.5 <= header["duration"] <= 4.0 + 0.5, header["duration"]
+    plain = tmp_path / "played.webm"
+    plain.write_bytes(b"".join(decrypt(io.BytesIO(ciphertext), derive_key(MASTER, recording_id))))
+    with av.open(str(plain)) as container:
+        video = [s.index for s in container.streams.video]
+        assert len(video) == 2
+        frames = list(container.decode(container.streams[video[0]]))
+    assert len(frames) >= 0.6 * 30 * 4.0  # decodable, frame after frame, up to the cut
+
+
+def test_salvage_leaves_a_recording_that_is_still_running_alone(tmp_path: Path) -> None:
+    import fcntl
+
+    (tmp_path / "abc.webm").write_bytes(b"partial")
+    with (tmp_path / "abc.json").open("w") as live:
+        fcntl.flock(live, fcntl.LOCK_EX)
+        live.write(json.dumps({"recording_id": "abc", "consult_id": "c", "consent_id": "1", "participants": []}))
+        live.flush()
+        store = Store()
+        assert asyncio.run(salvage(tmp_path, master_key=MASTER, uploader=store.upload)) == []
+    assert store.objects == {} and (tmp_path / "abc.webm").exists()
