@@ -21,7 +21,7 @@ from app import db
 from app.api import DB_ID_MAX
 from app.audit import service as audit
 from app.auth.models import Role, User
-from app.consults import media, service, wake
+from app.consults import media, recordings, service, wake
 from app.consults.models import Appointment, AvailabilityException, ChatMessage, Encounter
 from app.consults.schemas import (
     AppointmentSchema,
@@ -215,7 +215,12 @@ def relay_join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
     db.session.commit()
     body = {"participant_id": str(current_user.id), "sdp": data["sdp"], "type": "offer",
             "restart": data["restart"]}
-    answer = media.relay_call(worker, f"/relay/consult-{session.id}/join", body)
+    try:
+        answer = media.relay_call(worker, f"/relay/consult-{session.id}/join", body)
+    except media.MediaUnreachable:  # the worker died: the consult moves to one that answers
+        worker = recordings.fail_over(session, failed=worker, by=current_user)
+        db.session.commit()
+        answer = media.relay_call(worker, f"/relay/consult-{session.id}/join", body)
     return {"sdp": answer.get("sdp"), "type": "answer", "tracks": answer.get("tracks", []),
             "missing": answer.get("missing", 0), "mode": "relay", "participants": names}
 

@@ -14,6 +14,10 @@ class MediaUnavailable(AppError):
     status, slug, title = 503, "media-unavailable", "The media service is not reachable"
 
 
+class MediaUnreachable(MediaUnavailable):
+    """No answer at all from a media worker (down, killed, network): the consult may move to another one."""
+
+
 def echo_offer(sdp: str) -> dict[str, Any]:
     """Send a browser's offer to the echo service and return its answer.
 
@@ -52,7 +56,15 @@ def relay_call(worker: str, path: str, body: dict[str, Any], *, ok: tuple[int, .
         resp = requests.post(worker + path, json=body, timeout=30,
                              headers={"Authorization": f"Bearer {current_app.config['MEDIA_SECRET']}"})
     except requests.RequestException:
-        raise MediaUnavailable("The consult cannot reach the media service. Try again shortly.") from None
+        raise MediaUnreachable("The consult cannot reach the media service. Try again shortly.") from None
     if resp.status_code not in ok:
         raise MediaUnavailable(f"The media service answered {resp.status_code}.")
     return resp.json() if resp.status_code == 200 else {}
+
+
+def answers(worker: str) -> bool:
+    """Whether ``worker`` answers its health check now (a short timeout: a consult is waiting)."""
+    try:
+        return requests.get(worker + "/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

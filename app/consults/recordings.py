@@ -64,6 +64,64 @@ def pin_worker(session_id: int) -> str:
     return pinned or choice
 
 
+#: ``stop_reason`` of a recording whose media worker died while it ran: it ended early.
+WORKER_FAILED = "media worker failed"
+
+
+def fail_over(session: ConsultSession, *, failed: str, by: User) -> str:
+    """The consult's media worker does not answer: pin the consult to another configured worker that does,
+    with a conditional UPDATE (racing app workers agree on one), and close the recording that ran on the dead
+    worker as ended early. Participants then reconnect to the new worker. Flushed, not committed.
+
+    :raises MediaUnreachable: no other worker answers either.
+    """
+    if media.answers(failed):  # back already (restarted): stay
+        return failed
+    for candidate in (w for w in _workers() if w != failed):
+        if not media.answers(candidate):
+            continue
+        db.session.execute(sa.update(ConsultSession).where(ConsultSession.id == session.id,
+                                                           ConsultSession.media_worker == failed)
+                           .values(media_worker=candidate).execution_options(synchronize_session=False))
+        db.session.refresh(session, ["media_worker"])
+        appointment = db.session.get(Appointment, session.appointment_id)
+        assert appointment is not None
+        lost = running_recording(appointment)
+        if lost is not None and lost.media_worker == failed:
+            lost.status, lost.stopped_at, lost.stop_reason = RecordingStatus.FAILED, db.utcnow(), WORKER_FAILED
+            consults._signal(session, by, "recording", {"state": "stopped", "reason": WORKER_FAILED})
+        audit.record("consult.media_fail_over", by=by, patient_id=appointment.patient_id,
+                     resource_type="ConsultSession", resource_id=session.id,
+                     detail={"from": failed, "to": session.media_worker})
+        return session.media_worker or candidate
+    raise media.MediaUnreachable("The consult cannot reach the media service. Try again shortly.")
+
+
+def settle_interrupted(appointment: Appointment) -> None:
+    """A recording cut short by its worker's death is finished by that worker when it starts again (the
+    file up to the fault, see ``media.recording.salvage``): once the file is in the store, the row becomes
+    playable, keeping its stop reason (it ended early)."""
+    from app.imaging.service import object_store
+    from media.recording import read_header
+
+    rows = db.session.scalars(sa.select(ConsultRecording).where(
+        ConsultRecording.appointment_id == appointment.id, ConsultRecording.status == RecordingStatus.FAILED,
+        ConsultRecording.stop_reason == WORKER_FAILED)).all()
+    for row in rows:
+        key = object_key(row.recording_id)
+        store = object_store()
+        try:
+            size = store.stat(key).size
+        except storage.NoSuchObject:
+            continue  # the worker has not started again yet
+        digest = hashlib.sha256()
+        for chunk in store.get(key):
+            digest.update(chunk)
+        header, _raw = read_header(io.BufferedReader(storage.ChunkReader(store.get(key))))
+        row.status, row.object_key, row.size, row.sha256 = RecordingStatus.STORED, key, size, digest.hexdigest()
+        row.duration = float(header["duration"])
+
+
 def worker_for(session: ConsultSession) -> str:
     """:func:`pin_worker` for a loaded session (kept in step with the row)."""
     worker = pin_worker(session.id)
@@ -82,7 +140,7 @@ def worker_call(worker: str, method: str, path: str, body: dict[str, Any] | None
         resp = requests.request(method, worker + path, json=body, timeout=timeout,
                                 headers={"Authorization": f"Bearer {current_app.config['MEDIA_SECRET']}"})
     except requests.RequestException:
-        raise media.MediaUnavailable("The consult cannot reach the media service. Try again shortly.") from None
+        raise media.MediaUnreachable("The consult cannot reach the media service. Try again shortly.") from None
     if resp.status_code not in ok:
         raise media.MediaUnavailable(f"The media service answered {resp.status_code}.")
     try:
@@ -165,6 +223,7 @@ def status(appointment: Appointment, *, by: User) -> dict[str, Any]:
     """What the recording panel shows: consent, whether recording runs, what the viewer may do."""
     consent = active_consent(appointment)
     running = running_recording(appointment)
+    settle_interrupted(appointment)
     return {
         "consent": None if consent is None else {
             "id": consent.id, "given_at": consent.given_at.isoformat(), "given_by": consent.given_by.full_name,
@@ -262,6 +321,8 @@ def _finish(appointment: Appointment, row: ConsultRecording, *, by: User, reason
         row.object_key = object_key(row.recording_id)
         row.size, row.sha256 = int(body["size"]), str(body["sha256"])
         row.duration = float(body["duration"])
+    elif answer["status"] == 404:  # the worker lost it (killed, restarted): what it salvaged comes later
+        row.status, row.stop_reason = RecordingStatus.FAILED, WORKER_FAILED
     else:
         row.status = RecordingStatus.FAILED
     consults._signal(session, by, "recording", {"state": "stopped"})
@@ -304,6 +365,7 @@ def list_recordings(appointment: Appointment, *, by: User, audit_read: bool = Tr
     """
     if not _may_play(appointment, by):
         raise consults._deny("consult.recording_list", by, appointment.id, appointment.patient_id)
+    settle_interrupted(appointment)
     rows = db.session.scalars(sa.select(ConsultRecording).where(
         ConsultRecording.appointment_id == appointment.id, ConsultRecording.status == RecordingStatus.STORED)
         .order_by(ConsultRecording.id)).all()

@@ -153,6 +153,8 @@ window.hospitalRelay = (() => {
         ctx.setStatus("Connection to the media server lost — reconnecting…");
         schedule(500);
       } else if (peer.connectionState === "disconnected") {
+        // Say so at once (the picture has stopped); a new connection follows unless this one recovers.
+        ctx.setStatus("Connection to the media server lost — reconnecting…");
         lostTimer = setTimeout(() => {
           if (peer !== pc || peer.connectionState === "connected") return;
           ctx.setStatus("Connection to the media server lost — reconnecting…");
