@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 VENV_BIN = Path(sys.executable).parent
 SECRET = "cluster-test-secret-" + "x" * 40
+STARTUP_SECONDS = 120.0
 
 
 def free_port() -> int:
@@ -151,8 +152,8 @@ class Cluster:
         log = (self.tmp / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
                                             start_new_session=True)
-        if ready:
-            wait_until(lambda: answers(ready), name, proc=self.procs[name])
+        if ready:  # generous: the app imports slowly on a loaded machine
+            wait_until(lambda: answers(ready), name, timeout=STARTUP_SECONDS, proc=self.procs[name])
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
         proc = self.procs.pop(name)
@@ -226,7 +227,8 @@ def cluster(database_url: str, test_config: Any, s3_server: str,
         for name in ("web_a", "web_b"):  # started together: each imports the app while the other does
             c.start(name, _web_argv(ports[name]), None)
         for name in ("web_a", "web_b"):
-            wait_until(lambda n=name: answers(f"{c.url(n)}/sign-in"), name, proc=c.procs[name])
+            wait_until(lambda n=name: answers(f"{c.url(n)}/sign-in"), name, timeout=STARTUP_SECONDS,
+                       proc=c.procs[name])
         c.start_nginx()
         yield c
     finally:
@@ -374,6 +376,6 @@ def kill_web_worker_while_it_waits(cluster: Cluster, engine: Any, hold: Callable
                                              [waiting]).fetchone(), "the killed request's backend to end",
                    timeout=20)
     wait_until(lambda: len(workers_of(cluster.procs["web_a"].pid)) == 1, "gunicorn to replace the worker")
-    wait_until(lambda: answers(f"{cluster.url('web_a')}/sign-in"), "the new worker", timeout=60)
+    wait_until(lambda: answers(f"{cluster.url('web_a')}/sign-in"), "the new worker", timeout=STARTUP_SECONDS)
     assert outcome, "the request never returned"
     return outcome[0]
