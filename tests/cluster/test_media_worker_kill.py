@@ -112,12 +112,15 @@ def _frames_grow(consult: AiortcConsult, by: int, timeout: float) -> bool:
     return False
 
 
-def _webm_frames(data: bytes) -> tuple[int, float]:
-    """Decoded video frames of the first video stream of a WebM, and its duration in seconds."""
+def _webm_frames(data: bytes) -> tuple[int, float, float]:
+    """Decoded video frames of the first video stream of a WebM, the time of the last one, and the duration."""
     with av.open(io.BytesIO(data)) as container:
         video = container.streams.video[0]
-        frames = sum(1 for _ in container.decode(video))
-        return frames, (container.duration or 0) / 1e6
+        frames, last = 0, 0.0
+        for frame in container.decode(video):
+            frames += 1
+            last = max(last, float(frame.time or 0.0))
+        return frames, last, (container.duration or 0) / 1e6
 
 
 def test_killing_a_media_worker_moves_its_consult_and_spares_the_other(
@@ -193,11 +196,13 @@ def test_killing_a_media_worker_moves_its_consult_and_spares_the_other(
         assert row.duration and row.duration >= 2.0
         played = viewer.get(f"{web_a}{listed['url']}")
         assert played.status_code == 200
-        frames, duration = _webm_frames(played.content)
-        assert frames >= 0.5 * 30 * row.duration and abs(duration - row.duration) < 1.5, (frames, duration)
+        frames, last, duration = _webm_frames(played.content)
+        # Decodable frame after frame up to the fault (a loaded machine's browsers send fewer than 30 a second).
+        assert abs(duration - row.duration) < 1.5 and last >= row.duration - 1.5, (last, duration, row.duration)
+        assert frames >= 2 * row.duration, frames
         print(f"pages said the connection was lost {told_after:.1f} s after the kill; "
               f"consult resumed on the other worker {resumed_after:.1f} s after it; "
-              f"recording kept {row.duration:.1f} s, {frames} frames")
+              f"recording kept {row.duration:.1f} s, {frames} frames, the last at {last:.1f} s")
     finally:
         other.close()
         if "media_a" not in cluster.procs or cluster.procs["media_a"].poll() is not None:
