@@ -76,6 +76,8 @@ class SignalSchema(Schema):
     gen = fields.Str(load_default=None, allow_none=True)
     to = fields.Int(load_default=None, allow_none=True)
     since = fields.Int(load_default=None, allow_none=True, validate=validate.Range(min=0))  # hello only
+    camera = fields.Bool(load_default=None, allow_none=True)  # media only: the sender's camera is on
+    audio_only = fields.Bool(load_default=None, allow_none=True)  # media only: cameras off for the whole call
 
 
 class SignalArgsSchema(Schema):

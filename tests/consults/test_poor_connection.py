@@ -1,0 +1,145 @@
+"""A consult on a poor connection, in two Chromium profiles with fake cameras: DevTools network emulation
+(packet loss, little bandwidth) on the patient's side makes the video step down and the page suggest audio only;
+the call goes on with sound, then returns to video when the network recovers; a short offline blip reconnects
+without anyone touching anything. Screen readers hear each change through the call's live region."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app import db
+from app.consults import service
+from app.consults.models import Appointment
+from tests.consults.helpers import current_slot, page_until
+
+pytestmark = pytest.mark.browser
+
+POOR = {"offline": False, "latency": 200, "downloadThroughput": 40_000, "uploadThroughput": 40_000,
+        "packetLoss": 20}
+GOOD = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1, "packetLoss": 0}
+
+# Every text the call's live region says, in order (installed through DevTools: the page's CSP forbids eval).
+RECORD_ANNOUNCEMENTS = """() => {
+  window.announced = [];
+  const region = document.getElementById("call-announcer");
+  new MutationObserver(() => window.announced.push(region.textContent))
+    .observe(region, { childList: true, characterData: true, subtree: true });
+}"""
+
+
+def frames(page: Any) -> int:
+    return int(page.get_attribute("#quality", "data-frames-decoded") or 0)
+
+
+def audio_packets(page: Any) -> int:
+    return int(page.get_attribute("#consult", "data-audio-packets") or 0)
+
+
+def playing(page: Any) -> int:
+    """The remote video is decoding frames, and the count keeps growing."""
+    first = page_until(page, lambda: frames(page) > 5 and frames(page))
+    return page_until(page, lambda: frames(page) > first + 10 and frames(page), timeout=15)
+
+
+def announced(page: Any) -> list[str]:
+    return page.evaluate("() => window.announced")
+
+
+@pytest.fixture
+def consult(live_server: str, live_factories: Any, new_browser: Any, browser_login: Any,
+            app: Any) -> tuple[Any, Any, int]:
+    """A doctor and a patient in the consult room, video flowing both ways. Returns (doctor page, patient page,
+    appointment id)."""
+    doctor = live_factories.doctor(name="Dr Thin Line")
+    patient = live_factories.patient(with_account=True, doctor=doctor, given_name="Liang")
+    with app.app_context():
+        appt = current_slot(doctor, patient, by=patient.user)
+        service.check_in(appt, by=patient.user)
+        service.admit(db.session.get(Appointment, appt.id), by=doctor)
+        db.session.commit()
+        appt_id = appt.id
+    doc = new_browser().new_page()
+    pat = new_browser().new_page()
+    for page, user in ((doc, doctor), (pat, patient.user)):
+        page.on("dialog", lambda d: d.accept())
+        page.on("console", lambda m: print("CONSOLE", m.text))
+        page.on("pageerror", lambda e: print("PAGEERROR", e))
+        browser_login(page, live_server, user)
+        page.goto(f"{live_server}/consults/{appt_id}/room")
+        page.evaluate(RECORD_ANNOUNCEMENTS)
+    assert playing(doc) and playing(pat)
+    return doc, pat, appt_id
+
+
+def test_a_poor_connection_goes_on_as_audio_then_returns_to_video(consult: tuple[Any, Any, int]) -> None:
+    doc, pat, _ = consult
+    assert pat.get_attribute("#consult", "data-video-level") == "0"
+    assert "Connected: you can see and hear each other." in announced(pat)
+    network = pat.context.new_cdp_session(pat)
+    network.send("Network.enable")
+    network.send("Network.emulateNetworkConditions", POOR)
+
+    # the video we send steps down first (smaller, fewer frames, fewer bits), then audio only is suggested
+    page_until(pat, lambda: pat.get_attribute("#consult", "data-video-level") == "1", timeout=30)
+    page_until(pat, lambda: pat.get_attribute("#consult", "data-video-level") == "2", timeout=30)
+    pat.wait_for_selector("#quality-suggestion:visible", timeout=30_000)
+    assert "Switch to audio only?" in pat.inner_text("#quality-suggestion")
+    assert pat.inner_text("#quality-accept") == "Audio only"
+    assert any("Switch to audio only?" in a for a in announced(pat))
+    pat.click("#quality-accept")
+
+    # both cameras stop; the doctor sees why; the call goes on with sound
+    for page in (pat, doc):
+        page_until(page, lambda p=page: p.get_attribute("#consult", "data-audio-only") == "yes")
+        assert page.get_attribute("#toggle-audio-only", "aria-pressed") == "true"
+    doc.wait_for_selector("#remote-camera-off:visible")
+    assert "Camera off, audio only" in doc.inner_text("#remote-camera-off")
+    assert any("Audio only" in a for a in announced(doc))
+    network.send("Network.emulateNetworkConditions", GOOD)
+    heard = audio_packets(doc)
+    page_until(doc, lambda: audio_packets(doc) > heard + 100)  # ~50 audio packets a second still arrive
+    still = frames(doc)
+    doc.wait_for_timeout(2000)
+    assert frames(doc) - still < 5  # and no video (what is left was in flight)
+
+    # the network is good again: the page offers video, and both cameras come back
+    pat.wait_for_selector("#quality-suggestion:visible", timeout=30_000)
+    assert "Turn the video back on?" in pat.inner_text("#quality-suggestion")
+    pat.click("#quality-accept")
+    for page in (pat, doc):
+        page_until(page, lambda p=page: p.get_attribute("#consult", "data-audio-only") == "no")
+    assert doc.is_hidden("#remote-camera-off")
+    before = frames(doc)
+    page_until(doc, lambda: frames(doc) > before + 20, timeout=15)
+    assert "Video is back on." in announced(doc)
+
+
+def test_either_side_turns_the_camera_off_and_the_other_sees_it(consult: tuple[Any, Any, int]) -> None:
+    doc, pat, _ = consult
+    doc.click("#toggle-cam")
+    assert doc.get_attribute("#toggle-cam", "aria-pressed") == "true"
+    pat.wait_for_selector("#remote-camera-off:visible")
+    assert pat.inner_text("#remote-camera-off") == "Camera off, audio only"
+    before = frames(pat)
+    pat.wait_for_timeout(2000)
+    assert frames(pat) - before < 5  # nothing is sent (not a black picture at full rate)
+    doc.click("#toggle-cam")
+    pat.wait_for_selector("#remote-camera-off", state="hidden")
+    page_until(pat, lambda: frames(pat) > before + 20, timeout=15)
+
+
+def test_a_short_offline_blip_reconnects_by_itself(consult: tuple[Any, Any, int]) -> None:
+    doc, pat, _ = consult
+    network = pat.context.new_cdp_session(pat)
+    network.send("Network.enable")
+    network.send("Network.emulateNetworkConditions", {**GOOD, "offline": True, "packetLoss": 100})
+    page_until(pat, lambda: "Connection lost: reconnecting." in announced(pat), timeout=30)
+    network.send("Network.emulateNetworkConditions", GOOD)
+    before = frames(pat)
+    page_until(pat, lambda: frames(pat) > before + 20, timeout=30)  # no click, no reload
+    log = announced(pat)
+    assert log.index("Connection lost: reconnecting.") < len(log) - 1 - log[::-1].index(
+        "Connected: you can see and hear each other.")
+    assert frames(doc) > 0 and pat.is_visible("#leave")
