@@ -1,7 +1,10 @@
 """A consult on a poor connection, in two Chromium profiles with fake cameras: DevTools network emulation
 (packet loss, little bandwidth) on the patient's side makes the video step down and the page suggest audio only;
 the call goes on with sound, then returns to video when the network recovers; a short offline blip reconnects
-without anyone touching anything. Screen readers hear each change through the call's live region."""
+without anyone touching anything. Screen readers hear each change through the call's live region.
+
+Chromium emulates the network for WebRTC only on peer connections made while an emulation rule exists, so the
+patient's browser gets a neutral rule before joining; changing that rule later acts on the call as it runs."""
 
 from __future__ import annotations
 
@@ -16,9 +19,14 @@ from tests.consults.helpers import current_slot, page_until
 
 pytestmark = pytest.mark.browser
 
-POOR = {"offline": False, "latency": 200, "downloadThroughput": 40_000, "uploadThroughput": 40_000,
-        "packetLoss": 20}
-GOOD = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1, "packetLoss": 0}
+GOOD = {"urlPattern": "", "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1, "packetLoss": 0}
+POOR = {**GOOD, "latency": 100, "downloadThroughput": 30_000, "uploadThroughput": 30_000, "packetLoss": 25}
+OFFLINE = {**GOOD, "offline": True, "packetLoss": 100}
+
+
+def emulate(network: Any, conditions: dict[str, Any]) -> None:
+    network.send("Network.emulateNetworkConditionsByRule", {"matchedNetworkConditions": [conditions]})
+
 
 # Every text the call's live region says, in order (installed through DevTools: the page's CSP forbids eval).
 RECORD_ANNOUNCEMENTS = """() => {
@@ -49,9 +57,9 @@ def announced(page: Any) -> list[str]:
 
 @pytest.fixture
 def consult(live_server: str, live_factories: Any, new_browser: Any, browser_login: Any,
-            app: Any) -> tuple[Any, Any, int]:
+            app: Any) -> tuple[Any, Any, Any]:
     """A doctor and a patient in the consult room, video flowing both ways. Returns (doctor page, patient page,
-    appointment id)."""
+    the patient's DevTools session for network emulation)."""
     doctor = live_factories.doctor(name="Dr Thin Line")
     patient = live_factories.patient(with_account=True, doctor=doctor, given_name="Liang")
     with app.app_context():
@@ -62,24 +70,23 @@ def consult(live_server: str, live_factories: Any, new_browser: Any, browser_log
         appt_id = appt.id
     doc = new_browser().new_page()
     pat = new_browser().new_page()
+    network = pat.context.new_cdp_session(pat)
+    network.send("Network.enable")
+    emulate(network, GOOD)
     for page, user in ((doc, doctor), (pat, patient.user)):
         page.on("dialog", lambda d: d.accept())
-        page.on("console", lambda m: print("CONSOLE", m.text))
-        page.on("pageerror", lambda e: print("PAGEERROR", e))
         browser_login(page, live_server, user)
         page.goto(f"{live_server}/consults/{appt_id}/room")
         page.evaluate(RECORD_ANNOUNCEMENTS)
     assert playing(doc) and playing(pat)
-    return doc, pat, appt_id
+    return doc, pat, network
 
 
-def test_a_poor_connection_goes_on_as_audio_then_returns_to_video(consult: tuple[Any, Any, int]) -> None:
-    doc, pat, _ = consult
+def test_a_poor_connection_goes_on_as_audio_then_returns_to_video(consult: tuple[Any, Any, Any]) -> None:
+    doc, pat, network = consult
     assert pat.get_attribute("#consult", "data-video-level") == "0"
     assert "Connected: you can see and hear each other." in announced(pat)
-    network = pat.context.new_cdp_session(pat)
-    network.send("Network.enable")
-    network.send("Network.emulateNetworkConditions", POOR)
+    emulate(network, POOR)
 
     # the video we send steps down first (smaller, fewer frames, fewer bits), then audio only is suggested
     page_until(pat, lambda: pat.get_attribute("#consult", "data-video-level") == "1", timeout=30)
@@ -97,7 +104,7 @@ def test_a_poor_connection_goes_on_as_audio_then_returns_to_video(consult: tuple
     doc.wait_for_selector("#remote-camera-off:visible")
     assert "Camera off, audio only" in doc.inner_text("#remote-camera-off")
     assert any("Audio only" in a for a in announced(doc))
-    network.send("Network.emulateNetworkConditions", GOOD)
+    emulate(network, GOOD)
     heard = audio_packets(doc)
     page_until(doc, lambda: audio_packets(doc) > heard + 100)  # ~50 audio packets a second still arrive
     still = frames(doc)
@@ -116,7 +123,7 @@ def test_a_poor_connection_goes_on_as_audio_then_returns_to_video(consult: tuple
     assert "Video is back on." in announced(doc)
 
 
-def test_either_side_turns_the_camera_off_and_the_other_sees_it(consult: tuple[Any, Any, int]) -> None:
+def test_either_side_turns_the_camera_off_and_the_other_sees_it(consult: tuple[Any, Any, Any]) -> None:
     doc, pat, _ = consult
     doc.click("#toggle-cam")
     assert doc.get_attribute("#toggle-cam", "aria-pressed") == "true"
@@ -130,13 +137,11 @@ def test_either_side_turns_the_camera_off_and_the_other_sees_it(consult: tuple[A
     page_until(pat, lambda: frames(pat) > before + 20, timeout=15)
 
 
-def test_a_short_offline_blip_reconnects_by_itself(consult: tuple[Any, Any, int]) -> None:
-    doc, pat, _ = consult
-    network = pat.context.new_cdp_session(pat)
-    network.send("Network.enable")
-    network.send("Network.emulateNetworkConditions", {**GOOD, "offline": True, "packetLoss": 100})
+def test_a_short_offline_blip_reconnects_by_itself(consult: tuple[Any, Any, Any]) -> None:
+    doc, pat, network = consult
+    emulate(network, OFFLINE)
     page_until(pat, lambda: "Connection lost: reconnecting." in announced(pat), timeout=30)
-    network.send("Network.emulateNetworkConditions", GOOD)
+    emulate(network, GOOD)
     before = frames(pat)
     page_until(pat, lambda: frames(pat) > before + 20, timeout=30)  # no click, no reload
     log = announced(pat)

@@ -33,7 +33,7 @@
       camera: document.getElementById("toggle-cam"),
     };
     const state = { level: 0, poor: 0, good: 0, camera: true, audioOnly: false, remoteCamera: true,
-                    suggested: null, dismissedAt: 0, last: null };
+                    suggested: null, dismissedAt: 0, history: [] };
 
     function videoSender(peer) {
       return peer ? peer.getSenders().find((s) => s.track && s.track.kind === "video") : null;
@@ -100,29 +100,32 @@
       if (fromUs) tell();
     }
 
-    // Loss in the last second (what we receive, and what the other side reports of what we send) and the
-    // bitrate the path allows for sending.
+    // Loss in the last seconds, either way: of what we receive (our inbound counters) and of what we send (the
+    // other side's receiver reports against our packets sent), and the bitrate the path allows for sending.
     function measure(report) {
-      const now = { lost: 0, received: 0, remoteLoss: 0, available: null, audioPackets: 0 };
+      const now = { inLost: 0, inReceived: 0, outLost: 0, outSent: 0, available: null, audioPackets: 0 };
       report.forEach((s) => {
         if (s.type === "inbound-rtp") {
-          now.lost += Math.max(0, s.packetsLost || 0);
-          now.received += s.packetsReceived || 0;
+          now.inLost += Math.max(0, s.packetsLost || 0);
+          now.inReceived += s.packetsReceived || 0;
           if (s.kind === "audio") now.audioPackets += s.packetsReceived || 0;
         }
-        if (s.type === "remote-inbound-rtp" && s.fractionLost !== undefined) {
-          now.remoteLoss = Math.max(now.remoteLoss, s.fractionLost);
-        }
+        if (s.type === "remote-inbound-rtp") now.outLost += Math.max(0, s.packetsLost || 0);
+        if (s.type === "outbound-rtp") now.outSent += s.packetsSent || 0;
         if (s.type === "candidate-pair" && s.nominated && s.availableOutgoingBitrate !== undefined) {
           now.available = s.availableOutgoingBitrate;
         }
       });
-      const last = state.last;
-      state.last = now;
-      if (!last) return null;
-      const lost = now.lost - last.lost;
-      const total = lost + now.received - last.received;
-      const loss = Math.max(total > 0 ? lost / total : 0, now.remoteLoss);
+      // Against the counters of up to three seconds ago: receiver reports come late and in bursts.
+      state.history.push(now);
+      if (state.history.length > 4) state.history.shift();
+      const last = state.history[0];
+      if (last === now) return null;
+      const inLost = now.inLost - last.inLost;
+      const inTotal = inLost + now.inReceived - last.inReceived;
+      const outSent = now.outSent - last.outSent;
+      const loss = Math.max(inTotal > 0 ? inLost / inTotal : 0,
+                            outSent > 0 ? Math.min(1, (now.outLost - last.outLost) / outSent) : 0);
       return { loss, available: now.available, audioPackets: now.audioPackets };
     }
 
@@ -179,9 +182,9 @@
         }
         return true;
       },
-      // A new connection (a reconnect): it starts from the top step; the other side hears our camera state.
+      // A new connection (a reconnect): fresh counters, the current step, and the other side hears our camera.
       connected() {
-        state.last = null;
+        state.history = [];
         applyTo(ctx.peer());
         if (!state.camera || state.audioOnly) tell();
       },
