@@ -12,74 +12,18 @@ from typing import Any
 
 import pytest
 
-from app import db
-from app.consults import service
-from app.consults.models import Appointment
-from tests.consults.helpers import current_slot, page_until
+from tests.consults.helpers import GOOD, OFFLINE, POOR, announced, audio_packets, emulate, frames, page_until
 
 pytestmark = pytest.mark.browser
 
-GOOD = {"urlPattern": "", "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1, "packetLoss": 0}
-POOR = {**GOOD, "latency": 100, "downloadThroughput": 30_000, "uploadThroughput": 30_000, "packetLoss": 25}
-OFFLINE = {**GOOD, "offline": True, "packetLoss": 100}
-
-
-def emulate(network: Any, conditions: dict[str, Any]) -> None:
-    network.send("Network.emulateNetworkConditionsByRule", {"matchedNetworkConditions": [conditions]})
-
-
-# Every text the call's live region says, in order (installed through DevTools: the page's CSP forbids eval).
-RECORD_ANNOUNCEMENTS = """() => {
-  window.announced = [];
-  const region = document.getElementById("call-announcer");
-  new MutationObserver(() => window.announced.push(region.textContent))
-    .observe(region, { childList: true, characterData: true, subtree: true });
-}"""
-
-
-def frames(page: Any) -> int:
-    return int(page.get_attribute("#quality", "data-frames-decoded") or 0)
-
-
-def audio_packets(page: Any) -> int:
-    return int(page.get_attribute("#consult", "data-audio-packets") or 0)
-
-
-def playing(page: Any) -> int:
-    """The remote video is decoding frames, and the count keeps growing."""
-    first = page_until(page, lambda: frames(page) > 5 and frames(page))
-    return page_until(page, lambda: frames(page) > first + 10 and frames(page), timeout=15)
-
-
-def announced(page: Any) -> list[str]:
-    return page.evaluate("() => window.announced")
+# What the patient's browser sends as video now (RTCRtpSender.getParameters of the call's connection).
+VIDEO_ENCODING = """() => window.hospitalConsultPc.getSenders().find((s) => s.track && s.track.kind === "video")
+  .getParameters().encodings[0]"""
 
 
 @pytest.fixture
-def consult(live_server: str, live_factories: Any, new_browser: Any, browser_login: Any,
-            app: Any) -> tuple[Any, Any, Any]:
-    """A doctor and a patient in the consult room, video flowing both ways. Returns (doctor page, patient page,
-    the patient's DevTools session for network emulation)."""
-    doctor = live_factories.doctor(name="Dr Thin Line")
-    patient = live_factories.patient(with_account=True, doctor=doctor, given_name="Liang")
-    with app.app_context():
-        appt = current_slot(doctor, patient, by=patient.user)
-        service.check_in(appt, by=patient.user)
-        service.admit(db.session.get(Appointment, appt.id), by=doctor)
-        db.session.commit()
-        appt_id = appt.id
-    doc = new_browser().new_page()
-    pat = new_browser().new_page()
-    network = pat.context.new_cdp_session(pat)
-    network.send("Network.enable")
-    emulate(network, GOOD)
-    for page, user in ((doc, doctor), (pat, patient.user)):
-        page.on("dialog", lambda d: d.accept())
-        browser_login(page, live_server, user)
-        page.goto(f"{live_server}/consults/{appt_id}/room")
-        page.evaluate(RECORD_ANNOUNCEMENTS)
-    assert playing(doc) and playing(pat)
-    return doc, pat, network
+def consult(consult_pages: Any) -> tuple[Any, Any, Any]:
+    return consult_pages()
 
 
 def test_a_poor_connection_goes_on_as_audio_then_returns_to_video(consult: tuple[Any, Any, Any]) -> None:
@@ -91,6 +35,8 @@ def test_a_poor_connection_goes_on_as_audio_then_returns_to_video(consult: tuple
     # the video we send steps down first (smaller, fewer frames, fewer bits), then audio only is suggested
     page_until(pat, lambda: pat.get_attribute("#consult", "data-video-level") == "1", timeout=30)
     page_until(pat, lambda: pat.get_attribute("#consult", "data-video-level") == "2", timeout=30)
+    encoding = pat.evaluate(VIDEO_ENCODING)
+    assert (encoding["scaleResolutionDownBy"], encoding["maxFramerate"], encoding["maxBitrate"]) == (4, 8, 100_000)
     pat.wait_for_selector("#quality-suggestion:visible", timeout=30_000)
     assert "Switch to audio only?" in pat.inner_text("#quality-suggestion")
     assert pat.inner_text("#quality-accept") == "Audio only"
