@@ -34,6 +34,10 @@ def test_on_a_phone_the_video_fills_the_screen_and_the_buttons_sit_at_the_bottom
     pat.tap("#toggle-mic")
     assert pat.get_attribute("#toggle-mic", "aria-pressed") == "true"
     assert "Your microphone is muted." in announced(pat)
+    pat.tap("#toggle-audio-only")  # the thumb's way to save bandwidth
+    page_until(doc, lambda: doc.is_visible("#remote-camera-off"))
+    assert pat.is_visible("#remote-camera-off") and pat.is_visible("#leave")
+    pat.screenshot(path=str(artifacts_dir / "phone-consult-audio-only.png"))
 
 
 def test_the_consult_room_works_by_keyboard_and_passes_axe(consult_pages: Any) -> None:
