@@ -29,7 +29,7 @@ SMALL_TARGETS = """() => {
 }"""
 
 
-def test_every_patient_page_fits_a_phone_with_touch_sized_targets(people: dict[str, Any], live_server: str,
+def test_every_patient_page_fits_a_phone_with_touch_sized_targets(people: dict[str, Any], live_server: str,  # noqa: F811
                                                                    new_browser: Any, browser_login: Any,
                                                                    artifacts_dir: Any) -> None:
     """The README's docs/img/phone-prescriptions.png comes from here."""

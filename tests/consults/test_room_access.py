@@ -29,7 +29,7 @@ def test_on_a_phone_the_video_fills_the_screen_and_the_buttons_sit_at_the_bottom
         box = pat.locator(selector).bounding_box()
         assert box["height"] >= 44 and box["width"] >= 44, (selector, box)
         assert box["y"] >= 844 * 0.8 and box["y"] + box["height"] <= 844, (selector, box)  # the bottom bar
-        assert 0 <= box["x"] and box["x"] + box["width"] <= 390, (selector, box)
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (selector, box)
     pat.screenshot(path=str(artifacts_dir / "phone-consult.png"))
     pat.tap("#toggle-mic")
     assert pat.get_attribute("#toggle-mic", "aria-pressed") == "true"
