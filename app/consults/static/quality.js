@@ -39,17 +39,26 @@
       return peer ? peer.getSenders().find((s) => s.track && s.track.kind === "video") : null;
     }
 
-    // The sender's encoding as the current step and camera state want it (set only when it differs).
+    // The sender's encoding as the current step and camera state want it (set only when it differs, one change
+    // at a time: a second setParameters before the first settles would be refused).
+    let applying = false;
     async function applyTo(peer) {
       const sender = videoSender(peer);
-      if (!sender) return;
+      if (!sender || applying) return;
       const params = sender.getParameters();
       if (!params.encodings || !params.encodings.length) return;  // not negotiated yet
       const want = { ...LEVELS[state.level], active: state.camera };
       const enc = params.encodings[0];
       if (Object.keys(want).every((k) => enc[k] === want[k])) return;
       Object.assign(enc, want);
-      await sender.setParameters(params).catch((err) => console.warn("setParameters", err));
+      applying = true;
+      try {
+        await sender.setParameters(params);
+      } catch (err) {
+        console.warn("setParameters", err);
+      } finally {
+        applying = false;
+      }
     }
 
     function render() {
