@@ -42,9 +42,11 @@
     // The sender's encoding as the current step and camera state want it (set only when it differs, one change
     // at a time: a second setParameters before the first settles would be refused).
     let applying = false;
+    let again = false;
     async function applyTo(peer) {
       const sender = videoSender(peer);
-      if (!sender || applying) return;
+      if (!sender) return;
+      if (applying) { again = true; return; }
       const params = sender.getParameters();
       if (!params.encodings || !params.encodings.length) return;  // not negotiated yet
       const want = { ...LEVELS[state.level], active: state.camera };
@@ -58,6 +60,7 @@
         console.warn("setParameters", err);
       } finally {
         applying = false;
+        if (again) { again = false; applyTo(ctx.peer()); }
       }
     }
 
