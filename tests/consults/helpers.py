@@ -97,9 +97,9 @@ def audio_packets(page: Any) -> int:
 
 
 def playing(page: Any) -> int:
-    """The remote video is decoding frames, and the count keeps growing."""
-    first = page_until(page, lambda: frames(page) > 5 and frames(page))
-    return page_until(page, lambda: frames(page) > first + 10 and frames(page), timeout=15)
+    """The remote video is decoding frames, and the count keeps growing (generous: CI machines are shared)."""
+    first = page_until(page, lambda: frames(page) > 5 and frames(page), timeout=40)
+    return page_until(page, lambda: frames(page) > first + 10 and frames(page), timeout=20)
 
 
 def announced(page: Any) -> list[str]:
