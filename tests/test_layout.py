@@ -90,7 +90,7 @@ def people(live_server: str, live_factories: Any) -> dict[str, Any]:
     }
 
 
-def _nav_links(page: Any) -> list[str]:
+def nav_links(page: Any) -> list[str]:
     return page.eval_on_selector_all("#site-menu a[href]", "els => els.map(a => a.href)")
 
 
@@ -99,7 +99,7 @@ def test_every_navigation_page_fits_a_phone_and_a_tablet(role: str, people: dict
                                                         new_browser: Any, browser_login: Any) -> None:
     page = new_browser().new_page()
     browser_login(page, live_server, people[role])
-    links = _nav_links(page)
+    links = nav_links(page)
     assert links, "the navigation has no links"
     problems: list[str] = []
     for size in (PHONE, TABLET):

@@ -76,6 +76,11 @@ class SignalSchema(Schema):
     gen = fields.Str(load_default=None, allow_none=True)
     to = fields.Int(load_default=None, allow_none=True)
     since = fields.Int(load_default=None, allow_none=True, validate=validate.Range(min=0))  # hello only
+    # media only, checked as true/false by the service (no "off" or 0 taken for false):
+    camera = fields.Raw(load_default=None, allow_none=True, metadata={"type": "boolean",
+                        "description": "media: the sender's camera is on"})
+    audio_only = fields.Raw(load_default=None, allow_none=True, metadata={"type": "boolean",
+                            "description": "media: the cameras are off for the whole call"})
 
 
 class SignalArgsSchema(Schema):

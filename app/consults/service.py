@@ -47,7 +47,8 @@ from app.notify import service as notify
 from app.patients import service as patients
 from app.patients.models import Patient
 
-SIGNAL_KINDS = {"hello", "offer", "answer", "candidate", "bye"}
+# "media": the sender's camera went off or on, or audio only was asked for the whole call (poor connections).
+SIGNAL_KINDS = {"hello", "offer", "answer", "candidate", "bye", "media"}
 MAX_SDP = 64_000
 MAX_CANDIDATE = 1_000
 MAX_CHAT = 2_000
@@ -725,6 +726,11 @@ def validate_signal(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
             raise _invalid("since", "A signal id.")
         clean["since"] = since
+    if kind == "media":
+        for flag in ("camera", "audio_only"):
+            if not isinstance(payload.get(flag), bool):
+                raise _invalid(flag, "true or false.")
+            clean[flag] = payload[flag]
     if kind in ("offer", "answer"):
         clean["sdp"] = validate_sdp(payload.get("sdp"))
     elif kind == "candidate":

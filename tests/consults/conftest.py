@@ -13,6 +13,11 @@ from typing import Any
 import pytest
 import requests
 
+from app import db
+from app.consults import service
+from app.consults.models import Appointment
+from tests.consults.helpers import GOOD, RECORD_ANNOUNCEMENTS, current_slot, emulate, playing
+
 MEDIA_SECRET = "media-test-secret"  # noqa: S105
 
 
@@ -65,3 +70,34 @@ def media_config(app: Any, media_service: str) -> Iterator[str]:
     app.config["MEDIA_URL"], app.config["MEDIA_SECRET"] = media_service, MEDIA_SECRET
     yield media_service
     app.config["MEDIA_URL"], app.config["MEDIA_SECRET"] = old
+
+
+@pytest.fixture
+def consult_pages(live_server: str, live_factories: Any, new_browser: Any, browser_login: Any, app: Any) -> Any:
+    """Open an admitted consult in two browsers, video flowing both ways: ``open(patient={...})`` passes Playwright
+    options for the patient's browser (e.g. a phone). Returns (doctor page, patient page, the patient's DevTools
+    session). Chromium emulates the network for WebRTC only on connections made while an emulation rule exists,
+    so the patient's browser gets a neutral rule before joining; changing it later acts on the running call."""
+    def open_consult(patient: dict[str, Any] | None = None) -> tuple[Any, Any, Any]:
+        doctor = live_factories.doctor(name="Dr Thin Line")
+        record = live_factories.patient(with_account=True, doctor=doctor, given_name="Liang")
+        with app.app_context():
+            appt = current_slot(doctor, record, by=record.user)
+            service.check_in(appt, by=record.user)
+            service.admit(db.session.get(Appointment, appt.id), by=doctor)
+            db.session.commit()
+            appt_id = appt.id
+        doc = new_browser().new_page()
+        pat = new_browser(**(patient or {})).new_page()
+        network = pat.context.new_cdp_session(pat)
+        network.send("Network.enable")
+        emulate(network, GOOD)
+        for page, user in ((doc, doctor), (pat, record.user)):
+            page.on("dialog", lambda d: d.accept())
+            browser_login(page, live_server, user)
+            page.goto(f"{live_server}/consults/{appt_id}/room")
+            page.evaluate(RECORD_ANNOUNCEMENTS)
+        assert playing(doc) and playing(pat)
+        return doc, pat, network
+
+    return open_consult

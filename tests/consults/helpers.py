@@ -65,3 +65,43 @@ def page_until(page: Any, predicate: Any, timeout: float = 20.0) -> Any:
             return value
         page.wait_for_timeout(200)
     raise AssertionError("condition not met in time")
+
+
+# ---- a consult in two browsers: network emulation, what is decoded, what the live region says
+
+GOOD = {"urlPattern": "", "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1, "packetLoss": 0}
+POOR = {**GOOD, "latency": 100, "downloadThroughput": 30_000, "uploadThroughput": 30_000, "packetLoss": 25}
+OFFLINE = {**GOOD, "offline": True, "packetLoss": 100}
+
+# Every text the call's live region says, in order (installed through DevTools: the page's CSP forbids eval).
+RECORD_ANNOUNCEMENTS = """() => {
+  window.announced = [];
+  const region = document.getElementById("call-announcer");
+  new MutationObserver(() => window.announced.push(region.textContent))
+    .observe(region, { childList: true, characterData: true, subtree: true });
+}"""
+
+
+def emulate(network: Any, conditions: dict[str, Any]) -> None:
+    """Chromium's DevTools network emulation (WebRTC too: packet loss, latency, bandwidth, offline)."""
+    network.send("Network.emulateNetworkConditionsByRule", {"matchedNetworkConditions": [conditions]})
+
+
+def frames(page: Any) -> int:
+    """Video frames decoded from the other side so far."""
+    return int(page.get_attribute("#quality", "data-frames-decoded") or 0)
+
+
+def audio_packets(page: Any) -> int:
+    return int(page.get_attribute("#consult", "data-audio-packets") or 0)
+
+
+def playing(page: Any) -> int:
+    """The remote video is decoding frames, and the count keeps growing (generous: CI machines are shared)."""
+    first = page_until(page, lambda: frames(page) > 5 and frames(page), timeout=40)
+    return page_until(page, lambda: frames(page) > first + 10 and frames(page), timeout=20)
+
+
+def announced(page: Any) -> list[str]:
+    """What the call's live region has said since the page joined."""
+    return page.evaluate("() => window.announced")

@@ -250,3 +250,20 @@ def test_a_consults_signals_become_visible_in_id_order(app, live_factories):
     second.join(10)
     (who1, id1, _), (who2, id2, after_first) = done
     assert (who1, who2) == ("patient", "doctor") and id2 > id1 and after_first
+
+
+def test_camera_and_audio_only_reach_the_other_side_and_bad_flags_are_refused(app, make_client, factories, login):
+    ids, doc, pat = _setup(app, factories, make_client, login)
+    a = ids["appt"]
+    _join(doc, a)
+    _join(pat, a)
+    seen = max(m["id"] for m in doc.get(f"/api/v1/consults/appointments/{a}/signals").json)
+    sent = pat.post(f"/api/v1/consults/appointments/{a}/signals",
+                    json={"kind": "media", "camera": False, "audio_only": True, "gen": "g1"})
+    assert sent.status_code == 201, sent.json
+    got = doc.get(f"/api/v1/consults/appointments/{a}/signals?after={seen}").json
+    assert [(m["kind"], m["camera"], m["audio_only"]) for m in got] == [("media", False, True)]
+    for bad in ({"camera": "off", "audio_only": False}, {"camera": False}, {"camera": 0, "audio_only": 1}):
+        resp = pat.post(f"/api/v1/consults/appointments/{a}/signals", json={"kind": "media", **bad})
+        assert resp.status_code == 422, (bad, resp.json)
+    assert doc.get(f"/api/v1/consults/appointments/{a}/signals?after={seen}").json == got  # nothing half-sent

@@ -13,6 +13,8 @@
   const remoteStatus = document.getElementById("remote-status");
   const quality = document.getElementById("quality");
   const chatLog = document.getElementById("chat-log");
+  const announcer = document.getElementById("call-announcer");
+  const text = JSON.parse(document.getElementById("consult-text").textContent);
   // Time to first picture (wall clock, ms), read by benchmarks/consults.py.
   remoteVideo.addEventListener("playing", () => {
     if (!remoteVideo.dataset.firstFrameAt) remoteVideo.dataset.firstFrameAt = String(Date.now());
@@ -37,6 +39,11 @@
     api, setStatus, finish: (message) => finish(message), ended: () => ended,
     localStream: () => localStream, iceServers: () => iceServers, timeout: () => Number(root.dataset.p2pTimeout) || 5,
     closePeer: () => { clearTimeout(reconnectTimer); if (pc) pc.close(); pc = null; },
+  });
+  // Poor connections (quality.js): the video steps down, audio only is suggested, either side can turn it on.
+  const network = window.hospitalQuality.init({
+    peer: () => relay.pc() || pc, localStream: () => localStream, announce, text,
+    send: (kind, extra) => send(kind, extra),
   });
 
   async function api(method, path, body) {
@@ -66,7 +73,16 @@
     return request;
   };
 
-  function setStatus(text) { remoteStatus.textContent = text; remoteStatus.classList.toggle("hidden", !text); }
+  function setStatus(message) {
+    remoteStatus.textContent = message;
+    remoteStatus.classList.toggle("hidden", !message);
+    if (message) announce(message);
+  }
+
+  // Screen readers hear each change of the call's state once, through one polite live region.
+  function announce(message) {
+    if (announcer.textContent !== message) announcer.textContent = message;
+  }
 
   function newPeer(generation) {
     if (pc) pc.close();
@@ -89,9 +105,15 @@
     pc.addEventListener("connectionstatechange", () => {
       if (relay.active || !pc) return;
       const state = pc.connectionState;
-      if (state === "connected") { setStatus(""); clearTimeout(reconnectTimer); }
+      if (state === "connected") {
+        setStatus("");
+        clearTimeout(reconnectTimer);
+        announce(text.connected);
+        network.connected();
+      }
       if (state === "disconnected" || state === "failed") {
         setStatus("Connection lost — reconnecting…");
+        announce(text.reconnecting);
         scheduleReconnect(state === "failed" ? 0 : 3000);
       }
     });
@@ -121,7 +143,7 @@
   }
 
   async function handle(msg) {
-    if (relay.handle(msg)) return;
+    if (network.handle(msg) || relay.handle(msg)) return;
     switch (msg.kind) {
       case "hello":
         if (isDoctor) {
@@ -272,7 +294,7 @@
     setStatus(message);
     // Nothing live is left on the page: no mute, camera, device or leave controls, no chat box.
     root.dataset.ended = "yes";
-    document.querySelectorAll(".controls, #chat-form, #local-video, #admit-bar").forEach((el) => el.classList.add("hidden"));
+    document.querySelectorAll(".controls, #chat-form, #local-video, #admit-bar, #quality-suggestion").forEach((el) => el.classList.add("hidden"));
     document.querySelectorAll(".controls button, #chat-form button").forEach((b) => { b.disabled = true; });
     document.getElementById("consult-over")?.classList.remove("hidden");
     document.dispatchEvent(new CustomEvent("hospital:consult-ended", { detail: { message } }));
@@ -283,6 +305,7 @@
     if (!peer || ended) return;
     const report = await peer.getStats();
     relay.tileStats(report);
+    network.sample(report);
     let rtt = null, lost = 0, received = 0, fps = null, decoded = 0;
     report.forEach((s) => {
       if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
@@ -331,13 +354,10 @@
     if (!track) return;
     track.enabled = !track.enabled;
     e.currentTarget.textContent = track.enabled ? "Mute" : "Unmute";
+    e.currentTarget.setAttribute("aria-pressed", String(!track.enabled));
+    announce(track.enabled ? text.unmuted : text.muted);
   });
-  document.getElementById("toggle-cam").addEventListener("click", (e) => {
-    const track = localStream?.getVideoTracks()[0];
-    if (!track) return;
-    track.enabled = !track.enabled;
-    e.currentTarget.textContent = track.enabled ? "Camera off" : "Camera on";
-  });
+  // The camera button and audio only: quality.js.
   document.getElementById("leave").addEventListener("click", async () => {
     const question = isDoctor ? "Leave the consult? The patient stays in the call until you end it or rejoin."
       : "Leave the consult? The doctor will no longer see or hear you.";
@@ -383,6 +403,8 @@
       return;
     }
     localVideo.srcObject = localStream;
+    // On a phone the call takes the whole screen, its buttons in the bar at the bottom.
+    if (window.matchMedia("(max-width: 760px)").matches) root.querySelector(".stage").scrollIntoView({ block: "start" });
     listDevices().catch(() => {});
     await join(since);
     setInterval(stats, 1000);
