@@ -68,6 +68,7 @@ def create_app(config: Config | None = None) -> Flask:
     from app.imaging import views as imaging_views
     from app.notify import views as notify_views
     from app.patients import api as patients_api
+    from app.patients import caregiver_views
     from app.patients import views as patients_views
     from app.pharmacy import api as pharmacy_api
     from app.pharmacy import views as pharmacy_views
@@ -79,7 +80,7 @@ def create_app(config: Config | None = None) -> Flask:
     for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp,
                       oauth_views.bp, oauth_views.endpoints, prescriptions_views.bp, pharmacy_views.bp,
                       consults_views.bp, notify_views.bp, imaging_views.bp, imaging_dicomweb.bp, objects.bp,
-                      reading_views.bp, service_credential_views.bp):
+                      reading_views.bp, service_credential_views.bp, caregiver_views.bp):
         app.register_blueprint(blueprint)
     for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp, prescriptions_api.blp, pharmacy_api.blp,
                           consults_api.blp, reading_api.blp):

@@ -44,6 +44,9 @@ BLOCK = 20_000
 _EVENTS = AuditEvent.__table__
 _LINKS = AuditLink.__table__
 _COLUMNS = [c.name for c in _EVENTS.columns]
+LATER_COLUMNS = frozenset({"on_behalf_of"})
+"""Columns added after events were first sealed: hashed only when they hold a value, so every earlier link (and
+every event that leaves them empty) keeps its hash, while a value set, changed or removed later breaks the link."""
 
 
 class SealWaitTimeout(RuntimeError):
@@ -59,8 +62,12 @@ def _plain(value: Any) -> Any:
 
 
 def canonical(event: Mapping[str, Any]) -> bytes:
-    """The bytes an event's link hashes: every column, in table order, as compact JSON with sorted keys."""
-    values = [_plain(event[name]) for name in _COLUMNS]
+    """The bytes an event's link hashes: every column, in table order, as compact JSON with sorted keys.
+
+    A set :data:`LATER_COLUMNS` value is appended as a ``[name, value]`` pair, so it cannot pass for another column.
+    """
+    values = [_plain(event[name]) for name in _COLUMNS if name not in LATER_COLUMNS]
+    values += [[name, _plain(event[name])] for name in _COLUMNS if name in LATER_COLUMNS and event[name] is not None]
     return json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

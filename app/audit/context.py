@@ -9,3 +9,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 
 client_ip: ContextVar[str | None] = ContextVar("client_ip", default=None)
+
+on_behalf_of: ContextVar[int | None] = ContextVar("on_behalf_of", default=None)
+"""The patient the signed-in caregiver is acting for in this request (set after the link is re-checked), or
+None. Every audit event written meanwhile records it; :mod:`app.patients.access` reads it to grant proxy rights."""

@@ -65,6 +65,9 @@ def to_fhir(event: Mapping[str, Any], *, chain_hash: bytes | None = None) -> dic
         agent["who"] = {"display": event["actor_name"] or "unknown"}
     if event["actor_role"]:
         agent["role"] = [{"text": event["actor_role"]}]
+    if event.get("on_behalf_of") is not None:  # R5's agent.onBehalfOf, as an extension in R4
+        agent["extension"] = [{"url": "urn:townhealth:audit-on-behalf-of",
+                               "valueReference": {"reference": f"Patient/{event['on_behalf_of']}"}}]
     if event["ip"]:
         agent["network"] = {"address": event["ip"], "type": "2"}
     entities: list[dict[str, Any]] = []

@@ -36,6 +36,9 @@ class AuditEvent(Base):
     resource_id: so.Mapped[str | None] = so.mapped_column(sa.String(128))
     ip: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     detail: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    # The patient the actor was acting for as their caregiver (proxy), when they were; FHIR AuditEvent's
+    # agent.onBehalfOf. Hashed into the chain only when set, so events sealed before it existed still verify.
+    on_behalf_of: so.Mapped[int | None] = so.mapped_column(index=True)
 
 
 class AuditSeal(Base):

@@ -17,7 +17,7 @@ import sqlalchemy.orm as so
 from app import db
 from app.audit import chain
 from app.audit.chain import Verification
-from app.audit.context import client_ip
+from app.audit.context import client_ip, on_behalf_of
 from app.audit.models import AuditEvent, AuditLink, AuditSeal, Outcome
 from app.errors import Forbidden
 
@@ -53,6 +53,7 @@ def _values(action: str, *, by: User | None, outcome: Outcome = Outcome.SUCCESS,
         "resource_id": None if resource_id is None else str(resource_id),
         "ip": client_ip.get(),
         "detail": detail,
+        "on_behalf_of": on_behalf_of.get(),
     }
 
 

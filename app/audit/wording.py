@@ -30,6 +30,13 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "medicationstatement.update": ("updated the medicine list", "updated the medicine list {n} times"),
     "care_team.assign": ("added a doctor to the care team", "added {n} doctors to the care team"),
     "care_team.end": ("took a doctor off the care team", "took {n} doctors off the care team"),
+    "caregiver.link": ("added a caregiver", "added {n} caregivers"),
+    "caregiver.revoke": ("ended a caregiver's access", "ended {n} caregivers' access"),
+    "caregiver.list": ("looked at the list of caregivers", "looked at the list of caregivers {n} times"),
+    "caregiver.act_for": ("started acting as caregiver", "started acting as caregiver {n} times"),
+    "caregiver.account": ("created a caregiver's sign-in", "created {n} caregivers' sign-ins"),
+    "consult.caregiver_seat": ("took the patient's seat in a video consult as caregiver",
+                               "took the patient's seat in video consults {n} times as caregiver"),
     "prescription.create": ("started a prescription", "started {n} prescriptions"),
     "prescription.update": ("changed a draft prescription", "changed draft prescriptions {n} times"),
     "prescription.sign": ("signed a prescription", "signed {n} prescriptions"),
@@ -103,6 +110,8 @@ class Visit:
     started_at: datetime
     ended_at: datetime
     counts: dict[str, int] = field(default_factory=dict)  # action -> events, in order of first use
+    as_caregiver: bool = False
+    """The person acted as the patient's caregiver (proxy) during this visit."""
 
     @property
     def what(self) -> list[str]:
@@ -121,10 +130,11 @@ def visits(events: Iterable[AuditEvent], *, gap: timedelta = VISIT_GAP) -> list[
     open_by_actor: dict[tuple[int | None, str], Visit] = {}
     done: list[Visit] = []
     for e in ordered:
-        key = (e.actor_id, e.actor_name or "system")
+        key = (e.actor_id, e.actor_name or "system", e.on_behalf_of is not None)
         current = open_by_actor.get(key)
         if current is None or e.occurred_at - current.ended_at > gap:
-            current = Visit(e.actor_id, e.actor_name or "The system", e.actor_role, e.occurred_at, e.occurred_at)
+            current = Visit(e.actor_id, e.actor_name or "The system", e.actor_role, e.occurred_at, e.occurred_at,
+                            as_caregiver=e.on_behalf_of is not None)
             open_by_actor[key] = current
             done.append(current)
         current.ended_at = e.occurred_at

@@ -44,8 +44,9 @@ from app.consults.models import (
 )
 from app.errors import Conflict, Forbidden, TooManyRequests, ValidationFailed
 from app.notify import service as notify
+from app.patients import access as patient_access
 from app.patients import service as patients
-from app.patients.models import Patient
+from app.patients.models import CaregiverRight, Patient
 
 # "media": the sender's camera went off or on, or audio only was asked for the whole call (poor connections).
 SIGNAL_KINDS = {"hello", "offer", "answer", "candidate", "bye", "media"}
@@ -54,6 +55,8 @@ MAX_CANDIDATE = 1_000
 MAX_CHAT = 2_000
 RATE_WINDOW_SECONDS = 10
 BOOKING_HORIZON_DAYS = 60
+PROXY_SEES = (CaregiverRight.BOOK, CaregiverRight.JOIN)
+"""A caregiver sees the appointments of the person they act for with either consult right."""
 
 
 def _cfg(name: str) -> Any:
@@ -198,7 +201,7 @@ def bookable_doctors() -> Sequence[User]:
 
 def _may_book_for(patient: Patient, by: User) -> bool:
     if by.role is Role.PATIENT:
-        return patient.user_id == by.id
+        return patient.user_id == by.id or patient_access.may_act_for(by, patient, CaregiverRight.BOOK)
     return by.role is Role.CLINIC_STAFF and patient.facility_id == by.facility_id
 
 
@@ -258,7 +261,8 @@ def _can_see(appointment: Appointment, by: User) -> bool:
     if by.id == appointment.doctor_id:
         return True
     if by.role is Role.PATIENT:
-        return appointment.patient.user_id == by.id
+        return appointment.patient.user_id == by.id or any(
+            patient_access.may_act_for(by, appointment.patient, right) for right in PROXY_SEES)
     if by.role is Role.CLINIC_STAFF and appointment.patient.facility_id == by.facility_id:
         return True
     return _participant(appointment, by) is not None
@@ -270,7 +274,7 @@ def visible_clause(user: User) -> sa.ColumnElement[bool]:
         ConsultParticipant, ConsultParticipant.session_id == ConsultSession.id).where(
         ConsultParticipant.user_id == user.id))
     if user.role is Role.PATIENT:
-        return Patient.user_id == user.id
+        return patient_access.acting_patient_clause(user, *PROXY_SEES)
     if user.role is Role.CLINIC_STAFF:
         return sa.or_(Patient.facility_id == user.facility_id, Appointment.doctor_id == user.id, invited)
     return sa.or_(Appointment.doctor_id == user.id, invited)
@@ -292,7 +296,7 @@ def list_for(by: User, *, upcoming_only: bool = True) -> Sequence[Appointment]:
     """Appointments the user is part of: a patient's own, a doctor's, a clinic's patients'."""
     query = sa.select(Appointment).join(Patient, Patient.id == Appointment.patient_id)
     if by.role is Role.PATIENT:
-        query = query.where(Patient.user_id == by.id)
+        query = query.where(patient_access.acting_patient_clause(by, *PROXY_SEES))
     elif by.role is Role.DOCTOR:
         query = query.where(Appointment.doctor_id == by.id)
     elif by.role is Role.CLINIC_STAFF:
@@ -340,8 +344,16 @@ def _transition(appointment: Appointment, allowed: tuple[AppointmentStatus, ...]
         raise Conflict(f"This appointment is {appointment.status.label.lower()}; it cannot be {action} now.")
 
 
+def _require_booking_right(appointment: Appointment, by: User, action: str) -> None:
+    """A caregiver who may only join consults sees the appointment but may not move or cancel it."""
+    patient = appointment.patient
+    if by.role is Role.PATIENT and patient.user_id != by.id and not _may_book_for(patient, by):
+        raise patients.caregiver_refusal(CaregiverRight.BOOK, patient, by=by, action=action)
+
+
 def cancel(appointment: Appointment, *, by: User, reason: str | None = None) -> Appointment:
-    """Cancel and free the slot (patient, their clinic, or the doctor)."""
+    """Cancel and free the slot (patient, their caregiver with the booking right, their clinic, or the doctor)."""
+    _require_booking_right(appointment, by, "appointment.cancel")
     _transition(appointment, (AppointmentStatus.PROPOSED, AppointmentStatus.BOOKED, AppointmentStatus.ARRIVED),
                 "cancelled")
     appointment.status = AppointmentStatus.CANCELLED
@@ -358,6 +370,7 @@ def cancel(appointment: Appointment, *, by: User, reason: str | None = None) -> 
 
 def reschedule(appointment: Appointment, *, start: datetime, by: User) -> Appointment:
     """Move a booked appointment to another open slot of the same doctor."""
+    _require_booking_right(appointment, by, "appointment.reschedule")
     _transition(appointment, (AppointmentStatus.PROPOSED, AppointmentStatus.BOOKED), "moved")
     doctor = db.session.get(User, appointment.doctor_id)
     assert doctor is not None
@@ -383,6 +396,10 @@ def check_in(appointment: Appointment, *, by: User) -> Appointment:
     """
     if by.role is Role.DOCTOR:
         raise Forbidden("The patient or their clinic checks in.")
+    if by.role is Role.PATIENT and appointment.patient.user_id != by.id \
+            and not patient_access.may_act_for(by, appointment.patient, CaregiverRight.JOIN):
+        raise patients.caregiver_refusal(CaregiverRight.JOIN, appointment.patient, by=by,
+                                         action="appointment.check_in")
     if appointment.status is AppointmentStatus.ARRIVED:
         return appointment
     _transition(appointment, (AppointmentStatus.BOOKED,), "checked in")
@@ -516,7 +533,22 @@ def _participant(appointment: Appointment, user: User) -> ConsultParticipant | N
     session = appointment.session
     if session is None:
         return None
-    return next((p for p in session.participants if p.user_id == user.id), None)
+    found = next((p for p in session.participants if p.user_id == user.id), None)
+    if found is None and user.role is Role.PATIENT \
+            and patient_access.may_act_for(user, appointment.patient, CaregiverRight.JOIN):
+        found = _seat_caregiver(session, appointment, user)
+    return found
+
+
+def _seat_caregiver(session: ConsultSession, appointment: Appointment, user: User) -> ConsultParticipant:
+    """A caregiver with the right to join takes a seat on the patient's side of the consult (often for a
+    patient who has no account or device of their own); the doctor admits them as they would the patient."""
+    participant = ConsultParticipant(user_id=user.id, kind=ParticipantKind.PATIENT)
+    session.participants.append(participant)
+    db.session.flush()
+    audit.record("consult.caregiver_seat", by=user, patient_id=appointment.patient_id,
+                 resource_type="ConsultSession", resource_id=session.id)
+    return participant
 
 
 participant_of = _participant

@@ -17,6 +17,7 @@ from app.consults import history, picker, service, summaries
 from app.consults.models import Appointment, AppointmentStatus, ParticipantKind
 from app.errors import AppError
 from app.patients import service as patients
+from app.patients.models import CaregiverRight
 from app.web import add_chart_links, add_chart_panel, add_my_health_panel, add_nav
 
 bp = Blueprint("consults", __name__, template_folder="templates", static_folder="static",
@@ -73,7 +74,7 @@ def index() -> str:
 def book() -> Response | str:
     """Choose a doctor, then a free slot."""
     if current_user.role is Role.PATIENT:
-        patient = patients.get_own_record(by=current_user)
+        patient = patients.get_own_record(by=current_user, right=CaregiverRight.BOOK, action="appointment.create")
         if patient is None:
             flash("No patient record is linked to your account yet; ask your clinic.", "error")
             return redirect(url_for("consults.index"))

@@ -1,10 +1,24 @@
 from __future__ import annotations
 
-from wtforms import BooleanField, DateField, Field, SelectField, StringField, TextAreaField
+from datetime import UTC, datetime, time
+
+from flask_babel import lazy_gettext as _l
+from wtforms import (
+    BooleanField,
+    DateField,
+    Field,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.forms import AppForm
-from app.patients.models import AllergySeverity, Sex
+from app.patients.caregivers import LinkInput
+from app.patients.models import AllergySeverity, CaregiverRelationship, CaregiverRight, ConsentMethod, Sex
 from app.patients.service import PatientInput
 
 CHOOSE = ("", "Choose…")
@@ -126,3 +140,59 @@ class SearchForm(AppForm):
 
     q = StringField("Name or MRN", validators=[Optional(), Length(max=100)])
     birth_date = DateField("Birth date", validators=[Optional()])
+
+
+class _Checkboxes(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+def _right_labels() -> list[tuple[str, str]]:
+    return [(CaregiverRight.RECORD.value, _l("See the health record, prescriptions and results")),
+            (CaregiverRight.BOOK.value, _l("Book, move and cancel video consults")),
+            (CaregiverRight.JOIN.value, _l("Check in and join video consults")),
+            (CaregiverRight.MEDICINE.value, _l("Collect medicine at the pharmacy"))]
+
+
+RELATIONSHIP_LABELS = {
+    CaregiverRelationship.SPOUSE: _l("Husband, wife or partner"), CaregiverRelationship.CHILD: _l("Son or daughter"),
+    CaregiverRelationship.GRANDCHILD: _l("Grandchild"), CaregiverRelationship.PARENT: _l("Parent"),
+    CaregiverRelationship.SIBLING: _l("Brother or sister"), CaregiverRelationship.OTHER_FAMILY: _l("Other family"),
+    CaregiverRelationship.FRIEND: _l("Friend"), CaregiverRelationship.NEIGHBOUR: _l("Neighbour"),
+}
+
+
+class CaregiverForm(AppForm):
+    """The patient (or their clinic's staff) links an existing account as caregiver."""
+
+    caregiver_email = StringField(_l("Caregiver's email (the one they sign in with)"),
+                                  validators=[DataRequired(), Length(max=254)])
+    relationship = SelectField(_l("Relationship to the patient"),
+                               choices=[("", _l("Choose…")), *[(r.value, label) for r, label in
+                                                               RELATIONSHIP_LABELS.items()]],
+                               validators=[DataRequired(message=_l("Choose the relationship."))])
+    rights = _Checkboxes(_l("What they may do"), choices=_right_labels)
+    valid_until = DateField(_l("Until (optional; empty: until revoked)"), validators=[Optional()])
+    consent_method = SelectField(_l("How the patient gave consent"), choices=[
+        ("", _l("Choose…")), (ConsentMethod.SIGNED_FORM.value, _l("Signed the clinic's proxy form")),
+        (ConsentMethod.SPOKEN_WITNESSED.value, _l("Said so at the desk, in front of me"))], validators=[Optional()])
+    consent_reference = StringField(_l("Form reference (for a signed form)"),
+                                    validators=[Optional(), Length(max=120)])
+
+    def to_input(self) -> LinkInput:
+        until = self.valid_until.data
+        return LinkInput(caregiver_email=self.caregiver_email.data or "", relationship=self.relationship.data or "",
+                         rights=list(self.rights.data or []),
+                         valid_until=datetime.combine(until, time(23, 59), tzinfo=UTC) if until else None,
+                         consent_method=self.consent_method.data or None,
+                         consent_reference=self.consent_reference.data)
+
+
+class NewCaregiverForm(CaregiverForm):
+    """Clinic staff create the caregiver's own account at the desk and link it."""
+
+    caregiver_email = StringField(_l("Caregiver's email (their new sign-in)"),
+                                  validators=[DataRequired(), Length(max=254)])
+    full_name = StringField(_l("Caregiver's full name"), validators=[DataRequired(), Length(max=200)])
+    password = PasswordField(_l("Temporary password (they change it at first sign-in)"),
+                             validators=[DataRequired()])

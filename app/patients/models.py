@@ -160,3 +160,95 @@ class CareAssignment(Base):
     __table_args__ = (
         sa.Index("ix_care_assignment_active", "patient_id", "practitioner_id"),
     )
+
+
+class CaregiverRight(enum.StrEnum):
+    """What a caregiver may do for the patient; each is granted on its own (FHIR Consent provision actions)."""
+
+    RECORD = "record"
+    BOOK = "book"
+    JOIN = "join"
+    MEDICINE = "medicine"
+
+    @property
+    def column(self) -> str:
+        return f"can_{self.value}"
+
+
+class CaregiverRelationship(enum.StrEnum):
+    """The caregiver's relationship to the patient; ``code`` is the HL7 v3 RoleCode FHIR RelatedPerson uses."""
+
+    SPOUSE = "spouse"
+    CHILD = "child"
+    GRANDCHILD = "grandchild"
+    PARENT = "parent"
+    SIBLING = "sibling"
+    OTHER_FAMILY = "other_family"
+    FRIEND = "friend"
+    NEIGHBOUR = "neighbour"
+
+    @property
+    def code(self) -> str:
+        return {"spouse": "SPS", "child": "CHILD", "grandchild": "GRNDCHILD", "parent": "PRN", "sibling": "SIB",
+                "other_family": "FAMMEMB", "friend": "FRND", "neighbour": "NBOR"}[self.value]
+
+
+class ConsentMethod(enum.StrEnum):
+    """How the patient's agreement to the link was given and recorded."""
+
+    IN_APP = "in_app"
+    """The patient linked the caregiver from their own account."""
+    SIGNED_FORM = "signed_form"
+    """The patient signed the clinic's proxy form (kept on paper or scanned; its reference is noted)."""
+    SPOKEN_WITNESSED = "spoken"
+    """The patient said so at the desk in front of the staff member recording it."""
+
+
+class CaregiverLink(TimestampMixin, Base):
+    """A family member's account acting as the patient's proxy, with the rights the patient chose.
+
+    Shaped like FHIR RelatedPerson (relationship, period) plus the granted scopes of a Consent: the link is
+    active from ``valid_from`` until ``valid_until`` or ``revoked_at``, whichever comes first. Never deleted,
+    so who could act for the patient at any moment stays readable beside the audit trail.
+    """
+
+    __tablename__ = "caregiver_link"
+
+    id: so.Mapped[IntPk]
+    patient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("patient.id", ondelete="CASCADE"), index=True)
+    caregiver_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    relationship: so.Mapped[CaregiverRelationship] = so.mapped_column(str_enum(CaregiverRelationship, 16))
+    can_record: so.Mapped[bool] = so.mapped_column(default=False)
+    can_book: so.Mapped[bool] = so.mapped_column(default=False)
+    can_join: so.Mapped[bool] = so.mapped_column(default=False)
+    can_medicine: so.Mapped[bool] = so.mapped_column(default=False)
+    granted_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    consent_method: so.Mapped[ConsentMethod] = so.mapped_column(str_enum(ConsentMethod, 16))
+    consent_recorded_by_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"))
+    consent_recorded_at: so.Mapped[UtcTimestamp]
+    consent_reference: so.Mapped[str | None] = so.mapped_column(sa.String(120))
+    valid_from: so.Mapped[UtcTimestamp]
+    valid_until: so.Mapped[datetime | None]
+    revoked_at: so.Mapped[datetime | None]
+    revoked_by_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"))
+
+    patient: so.Mapped[Patient] = so.relationship(lazy="joined")
+    caregiver: so.Mapped[User] = so.relationship(foreign_keys=[caregiver_id], lazy="joined")
+    granted_by: so.Mapped[User] = so.relationship(foreign_keys=[granted_by_id])
+
+    @property
+    def rights(self) -> list[CaregiverRight]:
+        return [r for r in CaregiverRight if getattr(self, r.column)]
+
+    def grants(self, right: CaregiverRight) -> bool:
+        return bool(getattr(self, right.column))
+
+    def is_active(self, now: datetime) -> bool:
+        return (self.revoked_at is None and self.valid_from <= now
+                and (self.valid_until is None or self.valid_until > now))
+
+    @classmethod
+    def active_clause(cls, now: datetime) -> sa.ColumnElement[bool]:
+        """:meth:`is_active` as a WHERE clause."""
+        return sa.and_(cls.revoked_at.is_(None), cls.valid_from <= now,
+                       sa.or_(cls.valid_until.is_(None), cls.valid_until > now))

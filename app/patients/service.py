@@ -20,11 +20,12 @@ from app.audit import wording
 from app.audit.models import AuditEvent, Outcome
 from app.auth.models import Role, User
 from app.errors import AppError, Conflict, Forbidden, ValidationFailed
-from app.patients import access
+from app.patients import access, caregivers
 from app.patients.models import (
     Allergy,
     AllergySeverity,
     CareAssignment,
+    CaregiverRight,
     ClinicalStatus,
     Condition,
     MedicationStatement,
@@ -199,14 +200,32 @@ def get_patient(patient_id: int, *, by: User, action: str = "patient.read", audi
     return patient
 
 
-def get_own_record(*, by: User) -> Patient | None:
-    """The signed-in patient's own record ("My health"), or None if no record is linked yet."""
+def get_own_record(*, by: User, right: CaregiverRight = CaregiverRight.RECORD,
+                   action: str = "patient.read") -> Patient | None:
+    """The record the patient pages show ("My health", my prescriptions, booking...): the signed-in patient's
+    own, or, while they act as a caregiver, the record of the person they act for. None if no record is linked.
+
+    :raises Forbidden: acting for someone who has not granted ``right`` (audited as ``action``, denied).
+    """
     if by.role is not Role.PATIENT:
         return None
-    patient = db.session.scalar(sa.select(Patient).where(Patient.user_id == by.id))
+    acting = access.acting_for_id()
+    if acting is not None:
+        patient = db.session.get(Patient, acting)
+        if patient is None:
+            raise _deny(action, by, acting)
+        if not access.may_act_for(by, patient, right):
+            raise caregivers.refuse(right, patient, by=by, action=action)
+    else:
+        patient = db.session.scalar(sa.select(Patient).where(Patient.user_id == by.id))
     if patient is not None:
         audit.record("patient.read", by=by, patient_id=patient.id, resource_type="Patient", resource_id=patient.id)
     return patient
+
+
+def caregiver_refusal(right: CaregiverRight, patient: Patient, *, by: User, action: str) -> Exception:
+    """The audited, friendly refusal for a caregiver acting beyond the rights the patient gave them."""
+    return caregivers.refuse(right, patient, by=by, action=action)
 
 
 def _name_or_mrn(text: str) -> list[sa.ColumnElement[bool]]:
@@ -464,7 +483,9 @@ def create_portal_account(patient: Patient, *, email: str, password: str, by: Us
 
 def access_log(patient: Patient, *, by: User, limit: int = 200) -> Sequence[AuditEvent]:
     """"Who viewed my record": the patient (or their clinic) sees every successful access by others."""
-    if not (by.role is Role.PATIENT and patient.user_id == by.id) and not access.can_edit_demographics(by, patient):
+    if not (by.role is Role.PATIENT and (patient.user_id == by.id
+                                         or access.may_act_for(by, patient, CaregiverRight.RECORD))) \
+            and not access.can_edit_demographics(by, patient):
         raise _deny("patient.access_log", by, patient.id)
     events = [e for e in audit.access_log_for_patient(patient.id, limit=limit) if e.actor_id != by.id]
     audit.record("patient.access_log", by=by, patient_id=patient.id, resource_type="Patient", resource_id=patient.id)

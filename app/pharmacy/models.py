@@ -76,6 +76,8 @@ class Dispense(TimestampMixin, Base):
     proxy_name: so.Mapped[str | None] = so.mapped_column(sa.String(120))
     proxy_relation: so.Mapped[str | None] = so.mapped_column(sa.String(60))
     id_document: so.Mapped[str | None] = so.mapped_column(sa.String(60))
+    # The registered caregiver who collected, when the proxy is one (their name and relation are copied above).
+    caregiver_link_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("caregiver_link.id"))
     status_reason: so.Mapped[str | None] = so.mapped_column(sa.String(300))
 
     prescription: so.Mapped[Prescription] = so.relationship(lazy="joined")

@@ -24,6 +24,9 @@ from app.audit.models import Outcome
 from app.auth.models import Role, User
 from app.errors import Conflict, Forbidden, TooManyRequests, ValidationFailed
 from app.notify import service as notify
+from app.patients import access as patient_access
+from app.patients import caregivers
+from app.patients.models import CaregiverRight
 from app.pharmacy.models import Dispense, DispensePick, DispenseStatus, Receiver, StockBatch
 from app.prescriptions import service as prescriptions
 from app.prescriptions.models import Drug, Prescription, RequestStatus
@@ -280,7 +283,8 @@ def _code_hash(code: str) -> str:
 
 
 def pickup_code(dispense: Dispense, *, by: User, through_app: bool = False) -> str | None:
-    """The one-time code, only for the patient and only while the medicine waits at the counter.
+    """The one-time code, only for the patient (or their caregiver acting for them with the right to collect
+    medicine) and only while the medicine waits at the counter.
 
     The database keeps a keyed hash; the code itself is derived with the server secret, so a database copy
     alone cannot produce a usable code. ``through_app``: the request came from a third-party app with an
@@ -288,7 +292,9 @@ def pickup_code(dispense: Dispense, *, by: User, through_app: bool = False) -> s
     """
     if through_app or dispense.status is not DispenseStatus.IN_PROGRESS or dispense.pickup_salt is None:
         return None
-    if not (by.role is Role.PATIENT and dispense.prescription.patient.user_id == by.id):
+    patient = dispense.prescription.patient
+    if not (by.role is Role.PATIENT and (patient.user_id == by.id
+                                         or patient_access.may_act_for(by, patient, CaregiverRight.MEDICINE))):
         return None
     return _pickup_code(dispense)
 
@@ -433,6 +439,8 @@ class Handover:
     receiver: str = "patient"
     proxy_name: str | None = None
     proxy_relation: str | None = None
+    caregiver_link_id: int | None = None
+    """A registered caregiver of the patient collects: their name and relationship come from the link."""
 
 
 def hand_over(dispense_id: int, data: Handover, *, by: User) -> Dispense:
@@ -458,6 +466,15 @@ def hand_over(dispense_id: int, data: Handover, *, by: User) -> Dispense:
         receiver = Receiver.PATIENT
     proxy_name = (data.proxy_name or "").strip() or None
     proxy_relation = (data.proxy_relation or "").strip() or None
+    link = None
+    if data.caregiver_link_id is not None:
+        link = caregivers.for_pickup(rx.patient, data.caregiver_link_id)
+        if link is None:
+            errors["receiver"] = ["This person is not, or no longer, a caregiver allowed to collect the patient's "
+                                  "medicine."]
+        else:
+            receiver = Receiver.PROXY
+            proxy_name, proxy_relation = link.caregiver.full_name, link.relationship.value.replace("_", " ")
     if receiver is Receiver.PROXY:
         if not proxy_name:
             errors["proxy_name"] = ["Name the person collecting."]
@@ -479,7 +496,7 @@ def hand_over(dispense_id: int, data: Handover, *, by: User) -> Dispense:
         sa.update(Dispense).where(Dispense.id == dispense.id, Dispense.status == DispenseStatus.IN_PROGRESS)
         .values(status=DispenseStatus.COMPLETED, handed_over_at=now, handed_over_by_id=by.id, receiver=receiver,
                 proxy_name=(proxy_name or "")[:120] or None, proxy_relation=(proxy_relation or "")[:60] or None,
-                id_document=id_document[:60], updated_at=now)
+                id_document=id_document[:60], caregiver_link_id=link.id if link else None, updated_at=now)
         .execution_options(synchronize_session=False)).rowcount
     if changed != 1:
         raise _fail("dispense.handover", by, rx, Conflict("This medicine has already been handed over."),
@@ -489,7 +506,8 @@ def hand_over(dispense_id: int, data: Handover, *, by: User) -> Dispense:
         prescriptions.mark_completed(rx)
     db.session.flush()
     audit.record("dispense.handover", by=by, patient_id=rx.patient_id, resource_type=RT, resource_id=dispense.id,
-                 detail={"receiver": receiver.value, "quantity": dispense.quantity})
+                 detail={"receiver": receiver.value, "quantity": dispense.quantity,
+                         **({"caregiver_link_id": link.id, "caregiver_id": link.caregiver_id} if link else {})})
     if rx.patient.user is not None:
         notify.enqueue(recipient=rx.patient.user, subject="Medicine collected",
                        body=f"{dispense.quantity} units were handed over at {dispense.facility.name} "

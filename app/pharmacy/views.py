@@ -13,6 +13,7 @@ from app import db
 from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError
+from app.patients import caregivers
 from app.pharmacy import service
 from app.pharmacy.models import Dispense, DispenseStatus
 from app.prescriptions import service as prescriptions
@@ -68,6 +69,7 @@ def _render_dispense(d: Dispense, *, code: str = "", errors: dict[str, list[str]
                      status: int = 200) -> tuple[str, int]:
     return render_template("pharmacy/dispense.html", d=d, rx=d.prescription, progress=service.progress(d.prescription),
                            code=code, errors=errors or {}, form=request.form,
+                           caregivers=caregivers.pickup_choices(d.prescription.patient),
                            transitions=sorted(t.value for t in service.TRANSITIONS.get(d.status, set())
                                               if t is not DispenseStatus.COMPLETED)), status
 
@@ -102,9 +104,12 @@ def set_status(dispense_id: int) -> Response:
 def handover(dispense_id: int) -> Response | tuple[str, int]:
     """Hand over after the code and ID check."""
     f = request.form
+    # "caregiver:<link id>": a registered caregiver of the patient, named by the link rather than typed in
+    receiver, _sep, link_id = f.get("receiver", "patient").partition(":")
+    link = int(link_id) if receiver == "caregiver" and link_id.isdigit() else None
     data = service.Handover(code=f.get("code", ""), id_document=f.get("id_document", ""),
-                            receiver=f.get("receiver", "patient"), proxy_name=f.get("proxy_name"),
-                            proxy_relation=f.get("proxy_relation"))
+                            receiver="proxy" if receiver == "caregiver" else receiver, proxy_name=f.get("proxy_name"),
+                            proxy_relation=f.get("proxy_relation"), caregiver_link_id=link)
     try:
         d = service.hand_over(dispense_id, data, by=current_user)
     except AppError as exc:

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from app.auth.models import Role, User
 from app.patients import access as patient_access
-from app.patients.models import Patient
+from app.patients.models import CaregiverRight, Patient
 from app.prescriptions.models import Prescription
 
 
@@ -20,8 +20,9 @@ def can_read(user: User, rx: Prescription) -> bool:
             return rx.dispensing_facility_id == user.facility_id and rx.is_signed
         case Role.CLINIC_STAFF:
             return rx.patient.facility_id == user.facility_id and rx.is_signed
-        case Role.PATIENT:
-            return rx.patient.user_id == user.id and rx.is_signed
+        case Role.PATIENT:  # or their caregiver, acting for them with the right to see the record
+            return rx.is_signed and (rx.patient.user_id == user.id
+                                     or patient_access.may_act_for(user, rx.patient, CaregiverRight.RECORD))
         case _:
             return False
 
@@ -46,6 +47,6 @@ def visible_clause(user: User) -> sa.ColumnElement[bool]:
         case Role.CLINIC_STAFF:
             return sa.and_(Patient.facility_id == user.facility_id, signed)
         case Role.PATIENT:
-            return sa.and_(Patient.user_id == user.id, signed)
+            return sa.and_(patient_access.acting_patient_clause(user, CaregiverRight.RECORD), signed)
         case _:
             return sa.false()

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from app.auth.models import Role, User
 from app.patients import access as patient_access
+from app.patients.models import CaregiverRight
 from app.reading.models import ReadingRequest, ReadingStatus
 
 
@@ -37,7 +38,9 @@ def can_read(user: User, req: ReadingRequest) -> bool:
             return is_reader(user, req) or patient_access.has_care_relationship(user, req.patient)
         case Role.PATIENT:
             report = req.report
-            return req.patient.user_id == user.id and report is not None and report.released_at is not None
+            mine = (req.patient.user_id == user.id
+                    or patient_access.may_act_for(user, req.patient, CaregiverRight.RECORD))
+            return mine and report is not None and report.released_at is not None
         case _:
             return False
 
@@ -86,6 +89,6 @@ def visible_clause(user: User) -> sa.ColumnElement[bool]:
                                                                ReadingRequest.assigned_to_id == user.id)))
             return sa.or_(mine, patient_access.visible_clause(user))
         case Role.PATIENT:
-            return patient_access.visible_clause(user)
+            return patient_access.acting_patient_clause(user, CaregiverRight.RECORD)
         case _:
             return sa.false()
