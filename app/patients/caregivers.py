@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
+from flask_babel import force_locale
 from flask_babel import gettext as _
 
 from app import db
@@ -141,9 +142,10 @@ def _create(patient: Patient, caregiver: User, data: LinkInput, *, by: User, met
     audit.record("caregiver.link", by=by, patient_id=patient.id, resource_type=RT, resource_id=row.id,
                  detail={"caregiver_id": caregiver.id, "rights": sorted(r.value for r in rights),
                          "consent": method.value})
-    notify.enqueue(recipient=caregiver, subject=_("You can now help %(name)s", name=patient.given_name),
-                   body=_("%(name)s made you their caregiver in Town Health. Choose them under \"Acting for\" at "
-                          "the top of the page.", name=f"{patient.given_name} {patient.family_name}"))
+    with force_locale(caregiver.locale or "en"):  # the recipient's language, also outside a request
+        notify.enqueue(recipient=caregiver, subject=_("You can now help %(name)s", name=patient.given_name),
+                       body=_("%(name)s made you their caregiver in Town Health. Choose them under \"Acting for\" "
+                              "at the top of the page.", name=f"{patient.given_name} {patient.family_name}"))
     return row
 
 
