@@ -52,6 +52,7 @@ RESOURCE_TYPES = {
     "Provenance": "who changed records and when",
     "ServiceRequest": "requests to read scans",
     "DiagnosticReport": "scan reports",
+    "RelatedPerson": "your caregivers (family members who act for you)",
 }
 
 SCOPE_RE = re.compile(r"^(patient|user|system)/([A-Z][A-Za-z]{1,40}|\*)\.(c?r?u?d?s?|read|write|\*)$")

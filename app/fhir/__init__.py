@@ -5,4 +5,4 @@ Each module maps one family of domain models to FHIR resources and registers the
 CapabilityStatement. Nothing here keeps a copy of the data.
 """
 
-from app.fhir import directory, imaging, medications, patients, reading, records, scheduling  # noqa: F401
+from app.fhir import directory, imaging, medications, patients, reading, records, related, scheduling  # noqa: F401

@@ -20,6 +20,7 @@ from app.consults import recordings
 from app.consults import service as consults
 from app.consults.models import Encounter
 from app.imaging.models import Series, Study
+from app.patients import caregivers
 from app.patients import service as patients
 from app.patients.models import Patient
 from app.pharmacy import service as pharmacy
@@ -65,7 +66,8 @@ class World:
 @pytest.fixture
 def world(app: Any, factories: Any) -> World:
     """Maria (penicillin allergy, diabetes, metformin) with a signed prescription being dispensed, a booked video
-    consult with recording consent, its encounter and a CT study; and Tom, another clinic patient."""
+    consult with recording consent, its encounter, a CT study and her son as caregiver; and Tom, another clinic
+    patient."""
     with app.test_request_context("/"):
         doctor = factories.doctor(name="Dr Ada Okafor")
         other_doctor = factories.doctor(name="Dr Ben Other")
@@ -89,6 +91,10 @@ def world(app: Any, factories: Any) -> World:
         appointment = consults.book(patient=patient, doctor_id=doctor.id, start=slot.start,
                                     by=db.session.get(User, patient.user_id), reason="Sugar levels")
         consent = recordings.give_consent(appointment, by=db.session.get(User, patient.user_id))
+        son = factories.user(Role.PATIENT, name="Luis Gonzalez")  # Maria's caregiver (a RelatedPerson)
+        caregivers.link(patient, caregivers.LinkInput(caregiver_email=son.email, relationship="child",
+                                                      rights=["record", "book"]),
+                        by=db.session.get(User, patient.user_id))
         encounter = Encounter(appointment_id=appointment.id, patient_id=patient.id, doctor_id=doctor.id,
                               diagnosis="Diabetes review")
         uid = f"1.2.826.0.1.3680043.8.498.{uuid.uuid4().int % 10**12}"
