@@ -358,3 +358,31 @@ def test_proxy_events_are_chained_and_verify(app_ctx, family):
     db.session.commit()
     broken = chain.verify().first_break
     assert broken is not None and broken.event_id == event.id
+
+
+def test_pharmacist_hands_medicine_to_a_registered_caregiver_from_the_counter_page(app, make_client, login,
+                                                                                    factories, family):
+    link = _link(family["grandma"], family["grandson"], ["medicine"], by=family["nurse"])
+    doctor = factories.doctor()
+    with app.app_context():
+        patients.ensure_care_relationship(family["grandma"], doctor, by=family["nurse"])
+        rx = rx_service.create_draft(family["grandma"], rx_input(), by=doctor)
+        rx_service.sign(rx, by=doctor)
+        db.session.commit()
+        add_stock(rx.dispensing_facility_id, "AMOX500", 100)
+        pharmacist = factories.pharmacist(facility=rx.dispensing_facility)
+        dispense = pharmacy.start_dispense(rx, by=pharmacist)
+        pharmacy.transition(dispense, DispenseStatus.IN_PROGRESS, by=pharmacist)
+        db.session.commit()
+        dispense_id = dispense.id
+        with access.acting_for(family["grandma"].id):
+            code = pharmacy.pickup_code(dispense, by=family["grandson"])
+    counter = make_client()
+    login(counter, pharmacist)
+    page = counter.get(f"/pharmacy/dispenses/{dispense_id}").get_data(as_text=True)
+    assert f'value="caregiver:{link.id}"' in page and "Wei Grandson" in page
+    done = counter.post(f"/pharmacy/dispenses/{dispense_id}/handover", data={
+        "code": code, "id_document": "National ID card", "receiver": f"caregiver:{link.id}"})
+    assert done.status_code == 302
+    page = counter.get(f"/pharmacy/dispenses/{dispense_id}").get_data(as_text=True)
+    assert 'id="registered-caregiver"' in page and "Wei Grandson (grandchild)" in page
