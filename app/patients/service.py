@@ -200,13 +200,14 @@ def get_patient(patient_id: int, *, by: User, action: str = "patient.read", audi
     return patient
 
 
-def get_own_record(*, by: User, right: CaregiverRight = CaregiverRight.RECORD,
+def get_own_record(*, by: User, right: CaregiverRight | tuple[CaregiverRight, ...] = CaregiverRight.RECORD,
                    action: str = "patient.read") -> Patient | None:
     """The record the patient pages show ("My health", my prescriptions, booking...): the signed-in patient's
     own, or, while they act as a caregiver, the record of the person they act for. None if no record is linked.
 
-    :raises Forbidden: acting for someone who has not granted ``right`` (audited as ``action``, denied).
+    :raises Forbidden: acting for someone who has granted none of ``right`` (audited as ``action``, denied).
     """
+    rights = right if isinstance(right, tuple) else (right,)
     if by.role is not Role.PATIENT:
         return None
     acting = access.acting_for_id()
@@ -214,8 +215,8 @@ def get_own_record(*, by: User, right: CaregiverRight = CaregiverRight.RECORD,
         patient = db.session.get(Patient, acting)
         if patient is None:
             raise _deny(action, by, acting)
-        if not access.may_act_for(by, patient, right):
-            raise caregivers.refuse(right, patient, by=by, action=action)
+        if not any(access.may_act_for(by, patient, r) for r in rights):
+            raise caregivers.refuse(rights[0], patient, by=by, action=action)
     else:
         patient = db.session.scalar(sa.select(Patient).where(Patient.user_id == by.id))
     if patient is not None:

@@ -10,6 +10,9 @@ from app.patients import access as patient_access
 from app.patients.models import CaregiverRight, Patient
 from app.prescriptions.models import Prescription
 
+CAREGIVER_READS = (CaregiverRight.RECORD, CaregiverRight.MEDICINE)
+"""A caregiver who may collect medicine reads the prescriptions too: what is ready, and its pickup code."""
+
 
 def can_read(user: User, rx: Prescription) -> bool:
     match user.role:
@@ -20,9 +23,9 @@ def can_read(user: User, rx: Prescription) -> bool:
             return rx.dispensing_facility_id == user.facility_id and rx.is_signed
         case Role.CLINIC_STAFF:
             return rx.patient.facility_id == user.facility_id and rx.is_signed
-        case Role.PATIENT:  # or their caregiver, acting for them with the right to see the record
-            return rx.is_signed and (rx.patient.user_id == user.id
-                                     or patient_access.may_act_for(user, rx.patient, CaregiverRight.RECORD))
+        case Role.PATIENT:  # or their caregiver, acting for them with the right to see the record or collect
+            return rx.is_signed and (rx.patient.user_id == user.id or any(
+                patient_access.may_act_for(user, rx.patient, right) for right in CAREGIVER_READS))
         case _:
             return False
 
@@ -47,6 +50,6 @@ def visible_clause(user: User) -> sa.ColumnElement[bool]:
         case Role.CLINIC_STAFF:
             return sa.and_(Patient.facility_id == user.facility_id, signed)
         case Role.PATIENT:
-            return sa.and_(patient_access.acting_patient_clause(user, CaregiverRight.RECORD), signed)
+            return sa.and_(patient_access.acting_patient_clause(user, *CAREGIVER_READS), signed)
         case _:
             return sa.false()

@@ -193,7 +193,7 @@ def signed_by_between(patient_id: int, prescriber_id: int, start: datetime, end:
 
 def mine(*, by: User) -> tuple[Patient | None, list[Prescription]]:
     """The signed-in patient's prescriptions ("My prescriptions")."""
-    patient = patients.get_own_record(by=by)
+    patient = patients.get_own_record(by=by, right=access.CAREGIVER_READS, action="prescription.list")
     if patient is None:
         return None, []
     return patient, for_patient(patient, by=by)
