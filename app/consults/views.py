@@ -16,6 +16,7 @@ from app.auth.models import Role, User
 from app.consults import history, picker, service, summaries
 from app.consults.models import Appointment, AppointmentStatus, ParticipantKind
 from app.errors import AppError
+from app.patients import access as patient_access
 from app.patients import service as patients
 from app.patients.models import CaregiverRight
 from app.web import add_chart_links, add_chart_panel, add_my_health_panel, add_nav
@@ -231,7 +232,8 @@ def waiting(appointment_id: int) -> Response | str:
     db.session.commit()
     return render_template("consults/waiting.html", appt=appt, state=state, stage=stage, chat=chat,
                            in_consult=stage and state["admitted"],
-                           own=appt.patient.user_id == current_user.id,
+                           own=appt.patient.user_id == current_user.id  # or their caregiver, in their seat
+                           or patient_access.may_act_for(current_user, appt.patient, CaregiverRight.JOIN),
                            can_check_in=appt.status is AppointmentStatus.BOOKED
                            and db.utcnow() >= service.check_in_opens_at(appt),
                            ice_servers=service.ice_servers(current_user))

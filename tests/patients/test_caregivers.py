@@ -171,7 +171,13 @@ def _probe_join(ctx: dict[str, Any]) -> bool:
     appt = current_slot(ctx["doctor"], ctx["grandma"], by=ctx["nurse"])
     ctx["client"].post(f"/consults/{appt.id}/waiting")
     db.session.expire_all()
-    return db.session.get(Appointment, appt.id).status is AppointmentStatus.ARRIVED
+    arrived = db.session.get(Appointment, appt.id).status is AppointmentStatus.ARRIVED
+    if arrived:  # the caregiver's waiting room is the patient's: it turns into the consult when admitted
+        page = ctx["client"].get(f"/consults/{appt.id}/waiting").get_data(as_text=True)
+        assert 'data-own="yes"' in page and 'id="check-in"' not in page
+        seat = _events(ctx["grandma"].id, "consult.caregiver_seat")[-1]
+        assert seat.actor_id == ctx["grandson"].id and seat.on_behalf_of == ctx["grandma"].id
+    return arrived
 
 
 def _probe_medicine(ctx: dict[str, Any]) -> bool:
