@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app
+from flask_babel import force_locale, gettext
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from app import db
@@ -241,6 +242,12 @@ def book(*, patient: Patient, doctor_id: int, start: datetime, by: User, reason:
     _notify_both(appointment, "Video consult booked",
                  f"Video consult with {doctor.full_name} on {_when(slot.start)}. "
                  "Check in from 15 minutes before in Town Health.")
+    if by.role is Role.PATIENT and patient.user_id != by.id:  # a caregiver booked: they get the confirmation too
+        with force_locale(by.locale or "en"):
+            notify.enqueue(recipient=by, subject=gettext("Video consult booked"), body=gettext(
+                "Video consult for %(patient)s with %(doctor)s on %(when)s. Check in from 15 minutes before, acting "
+                "for them.", patient=f"{patient.given_name} {patient.family_name}", doctor=doctor.full_name,
+                when=_when(slot.start)))
     return appointment
 
 

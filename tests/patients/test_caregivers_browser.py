@@ -11,6 +11,7 @@ from app import db
 from app.audit.models import AuditEvent
 from app.auth.models import Role
 from app.consults.models import Appointment
+from app.notify.models import Notification
 from app.patients import caregivers
 from tests.consults.helpers import open_all_week
 
@@ -54,3 +55,5 @@ def test_caregiver_switches_to_grandma_and_books_her_a_consult(live_server, live
     booked = db.session.scalar(sa.select(AuditEvent).where(AuditEvent.action == "appointment.create",
                                                            AuditEvent.resource_id == str(appt.id)))
     assert (booked.actor_id, booked.patient_id, booked.on_behalf_of) == (grandson.id, grandma.id, grandma.id)
+    told = db.session.scalars(sa.select(Notification.body).where(Notification.recipient_id == grandson.id)).all()
+    assert any(f"Grandma{tag}" in body and "Dr Proxy" in body for body in told)  # the confirmation he was promised
