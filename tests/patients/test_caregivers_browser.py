@@ -13,6 +13,7 @@ from app.auth.models import Role
 from app.consults.models import Appointment
 from app.notify.models import Notification
 from app.patients import caregivers
+from tests.a11y import axe_violations
 from tests.consults.helpers import open_all_week
 
 pytestmark = pytest.mark.browser
@@ -36,6 +37,7 @@ def test_caregiver_switches_to_grandma_and_books_her_a_consult(live_server, live
     page.click("#acting-for button[type=submit]")
     page.wait_for_selector("#acting-badge")
     assert f"Grandma{tag}" in page.inner_text("#acting-badge")
+    assert axe_violations(page) == []  # the switch and its badge in the header keep WCAG 2.1 AA
 
     page.click("nav >> text=Consults")
     page.click("text=Book a video consult")
@@ -48,6 +50,9 @@ def test_caregiver_switches_to_grandma_and_books_her_a_consult(live_server, live
     page.click("#confirm-booking")
     page.wait_for_selector(".flash-success:has-text('Booked')")
     page.screenshot(path=str(artifacts_dir / "caregiver-booked.png"))
+    page.click("text=Caregivers")  # his own page lists the people he cares for, and how to step down
+    assert f"Grandma{tag}" in page.inner_text("#cared-for")
+    assert axe_violations(page) == []
 
     db.session.remove()
     appt = db.session.scalar(sa.select(Appointment).where(Appointment.patient_id == grandma.id))
