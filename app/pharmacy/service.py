@@ -63,7 +63,7 @@ def _is_pharmacist_of(by: User, facility_id: int) -> bool:
 class Ledger:
     """What has been supplied against one prescription: units by (fill, dispense status), and when each fill was
     last handed over. :func:`ledgers` loads it for any number of prescriptions in one query, so a list (the
-    queue, a patient's prescriptions) costs one query rather than several per prescription."""
+    queue) costs one query rather than several per prescription."""
 
     units: dict[tuple[int, DispenseStatus], int]
     handed_over: dict[int, datetime]
@@ -133,12 +133,6 @@ def progress(rx: Prescription, book: Ledger | None = None) -> Progress:
     open_qty = book.quantity(OPEN)
     return Progress(prescribed=rx.total_authorised, dispensed=done, in_hand=open_qty,
                     remaining=rx.total_authorised - done - open_qty, unit=rx.drug.form)
-
-
-def progress_of(rxs: Sequence[Prescription]) -> dict[int, Progress]:
-    """The :class:`Progress` of each prescription (by id), from one query."""
-    books = ledgers([rx.id for rx in rxs])
-    return {rx.id: progress(rx, books[rx.id]) for rx in rxs}
 
 
 def _next_fill(rx: Prescription, book: Ledger | None = None) -> tuple[int, int]:
@@ -215,10 +209,9 @@ def queue(*, by: User) -> Queue:
         raise audit.deny("pharmacy.queue", by=by, resource_type=RT,
                          error=Forbidden("Only pharmacists see the dispensing queue."))
     open_rx = sa.select(Dispense.prescription_id).where(Dispense.status.in_(OPEN))
-    candidates = db.session.scalars(sa.select(Prescription).where(
+    candidates = list(db.session.scalars(sa.select(Prescription).where(
         Prescription.dispensing_facility_id == by.facility_id, Prescription.status == RequestStatus.ACTIVE,
-        Prescription.id.not_in(open_rx)).order_by(Prescription.signed_at))
-    candidates = list(candidates)
+        Prescription.id.not_in(open_rx)).order_by(Prescription.signed_at)))
     books = ledgers([rx.id for rx in candidates])
     to_prepare = [rx for rx in candidates if remaining(rx, books[rx.id]) > 0 and refill_due(rx, books[rx.id]) is None]
     by_status: dict[DispenseStatus, list[Dispense]] = {s: [] for s in DispenseStatus}
