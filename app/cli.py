@@ -400,8 +400,8 @@ def run(cfg: Config, *, host: str, port: int, workers: int) -> int:
         if argv:
             procs[name] = subprocess.Popen(argv, cwd=ROOT, env=env)  # noqa: S603 - our own module
     procs["web"] = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", "8", "--bind", f"{host}:{port}",
-         "--access-logfile", "-", "--graceful-timeout", "5", "wsgi:app"], cwd=ROOT, env=env)
+        [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py", "--workers", str(workers),
+         "--bind", f"{host}:{port}", "--access-logfile", "-", "wsgi:app"], cwd=ROOT, env=env)
     print(f"Town Health is running at http://{host}:{port}  (Ctrl+C to stop)")
 
     stopping = False

@@ -9,6 +9,11 @@ throughput, p50/p95/p99 and errors for
 2. the mix flat out (no pause): the most the app serves, and
 3. a bare Flask + SQLAlchemy one-query endpoint flat out under the same gunicorn settings: the ratio of 2 to 3.
 
+Both servers run with deploy/gunicorn.conf.py (the production settings) and the same worker count. locust runs on
+the same machine with its cheaper client (FastHttpUser), and each phase also prints the CPU time spent by the app
+server, by its PostgreSQL backends and by locust itself, so a load generator starving the server shows, and the
+ratio is also given per CPU second of server and database (which does not depend on what else the cores do).
+
 Runs against a throw-away PostgreSQL database (TEST_PG_ADMIN_URL, default local trust). This file is also the
 locustfile: locust imports it (with LOAD_ACCOUNTS set) for the user classes below.
 """
@@ -19,6 +24,7 @@ import csv
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -27,22 +33,24 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-GUNICORN = ["--workers", "2", "--threads", "8", "--graceful-timeout", "5"]
+GUNICORN = ["--config", "deploy/gunicorn.conf.py", "--workers", "2"]
 PASSWORD = "correct horse battery staple"  # noqa: S105 - throw-away accounts
 
 
 # ---------------------------------------------------------------- the virtual users (imported by locust)
 
 if os.environ.get("LOAD_ACCOUNTS"):
-    from locust import HttpUser, between, constant, task
+    from locust import between, constant, task
+    from locust.contrib.fasthttp import FastHttpUser
 
     ACCOUNTS: dict[str, Any] = json.loads(Path(os.environ["LOAD_ACCOUNTS"]).read_text())
     PACE = constant(0) if os.environ.get("LOAD_FLAT_OUT") else between(1, 3)
 
-    class Signed(HttpUser):
+    class Signed(FastHttpUser):
         abstract = True
         wait_time = PACE
         role = ""
@@ -50,8 +58,9 @@ if os.environ.get("LOAD_ACCOUNTS"):
         def on_start(self) -> None:
             self.me = random.choice(ACCOUNTS[self.role])  # noqa: S311 - load mix, not security
             token = self.client.get("/api/v1/auth/csrf", name="sign-in").json()["csrf_token"]
-            self.client.post("/sign-in", data={"email": self.me["email"], "password": PASSWORD},
-                             headers={"X-CSRFToken": token}, name="sign-in", allow_redirects=False)
+            self.client.post("/sign-in", data=urlencode({"email": self.me["email"], "password": PASSWORD}),
+                             headers={"X-CSRFToken": token, "Content-Type": "application/x-www-form-urlencoded"},
+                             name="sign-in", allow_redirects=False)
             self.csrf = self.client.get("/api/v1/auth/csrf", name="sign-in").json()["csrf_token"]
 
     class Patient(Signed):
@@ -75,7 +84,7 @@ if os.environ.get("LOAD_ACCOUNTS"):
 
         @task(3)
         def search(self) -> None:
-            self.client.get("/api/v1/patients", params={"q": random.choice(["Fam", "Giv", "Family1"])},  # noqa: S311
+            self.client.get("/api/v1/patients?" + urlencode({"q": random.choice(["Fam", "Giv", "Family1"])}),  # noqa: S311
                             name="staff: search")
 
         @task(3)
@@ -97,7 +106,7 @@ if os.environ.get("LOAD_ACCOUNTS"):
 
         @task(1)
         def qido(self) -> None:
-            self.client.get("/dicomweb/studies", params={"limit": "20"}, headers={"Accept": "application/dicom+json"},
+            self.client.get("/dicomweb/studies?limit=20", headers={"Accept": "application/dicom+json"},
                             name="doctor: QIDO studies")
 
         @task(2)
@@ -117,7 +126,7 @@ if os.environ.get("LOAD_ACCOUNTS"):
         def queue(self) -> None:
             self.client.get("/pharmacy", name="pharmacist: queue")
 
-    class Bare(HttpUser):
+    class Bare(FastHttpUser):
         """Only in the yardstick run (locust -u N Bare)."""
 
         wait_time = PACE
@@ -198,34 +207,82 @@ def _serve(argv: list[str], env: dict[str, str], probe: str) -> subprocess.Popen
             time.sleep(0.2)
 
 
+def _cpu_seconds(server_pid: int, database: str) -> tuple[float, float]:
+    """CPU seconds used so far by the app server (master and workers) and by the PostgreSQL backends of its
+    database; measured on the server side, so the figure does not depend on the load generator sharing the cores."""
+    import psutil
+
+    def used(proc: psutil.Process) -> float:
+        try:
+            times = proc.cpu_times()
+            return times.user + times.system
+        except psutil.Error:
+            return 0.0
+
+    master = psutil.Process(server_pid)
+    app = sum(used(p) for p in [master, *master.children(recursive=True)])
+    db = sum(used(p) for p in psutil.process_iter(["cmdline"])
+             if f" {database} " in " ".join(p.info["cmdline"] or []) + " ")
+    return app, db
+
+
 def _locust(host: str, accounts: Path, out: Path, *, users: int, seconds: int, flat_out: bool,
-            classes: list[str]) -> list[dict[str, str]]:
+            classes: list[str], server_pid: int, database: str) -> list[dict[str, str]]:
     env = dict(os.environ, LOAD_ACCOUNTS=str(accounts))
     if flat_out:
         env["LOAD_FLAT_OUT"] = "1"
-    argv = [str(BIN / "locust"), "-f", __file__, "--headless", "-u", str(users), "-r", str(max(users // 4, 1)),
-            "-t", f"{seconds}s", "--host", host, "--csv", str(out), "--only-summary", "--loglevel", "ERROR", *classes]
-    subprocess.run(argv, env=env, cwd=ROOT, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    rate = max(users // 4, 1)
+    spawning = users / rate
+    # Statistics and CPU time cover the run once every user has started (and signed in once, mostly): the steady
+    # state, not the sign-in burst of the first seconds.
+    argv = [str(BIN / "locust"), "-f", __file__, "--headless", "-u", str(users), "-r", str(rate), "--reset-stats",
+            "-t", f"{seconds + spawning:.0f}s", "--host", host, "--csv", str(out), "--only-summary",
+            "--loglevel", "ERROR", *classes]
+    own_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    time.sleep(spawning)
+    app_before, db_before = _cpu_seconds(server_pid, database)
+    proc.wait()
+    app_after, db_after = _cpu_seconds(server_pid, database)
+    own_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = {"app": app_after - app_before, "db": db_after - db_before,
+           "locust": own_after.ru_utime + own_after.ru_stime - own_before.ru_utime - own_before.ru_stime}
     with (out.parent / f"{out.name}_failures.csv").open() as fh:
-        for row in sorted(csv.DictReader(fh), key=lambda r: -int(r["Occurrences"]))[:6]:
-            print(f"  failed {row['Occurrences']:>5} x {row['Method']} {row['Name']}: {row['Error'][:110]}")
+        failures = [f"  failed {row['Occurrences']:>5} x {row['Method']} {row['Name']}: {row['Error'][:110]}"
+                    for row in sorted(csv.DictReader(fh), key=lambda r: -int(r["Occurrences"]))[:6]]
     with (out.parent / f"{out.name}_stats.csv").open() as fh:
-        return list(csv.DictReader(fh))
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        row.update({f"cpu_{k}": str(v) for k, v in cpu.items()}, failures="\n".join(failures))
+    return rows
 
 
-def _print(title: str, rows: list[dict[str, str]]) -> float:
-    """Print the table; return the throughput of the work itself (every group but the one-off sign-in)."""
+def _print(title: str, rows: list[dict[str, str]]) -> tuple[float, float, float]:
+    """Print the table; return the throughput of the work itself (every group but the one-off sign-in), per
+    second and per CPU second of app server and database, and that of every request (sign-ins included)."""
     print(f"\n{title}")
     print(f"  {'endpoint group':34} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'errors':>7} "
           f"{'requests':>9}")
-    work = 0.0
+    work, done, cpu, everything = 0.0, 0, 0.0, 0.0
     for row in rows:
         name = "all" if row["Name"] == "Aggregated" else f"{row['Type']} {row['Name']}"
         print(f"  {name:34} {float(row['Requests/s']):8.1f} {row['50%']:>7} {row['95%']:>7} {row['99%']:>7} "
               f"{row['Failure Count']:>7} {row['Request Count']:>9}")
-        if row["Name"] not in ("Aggregated", "sign-in"):
+        if row["Name"] == "Aggregated":
+            everything = float(row["Requests/s"])
+        elif row["Name"] != "sign-in":
             work += float(row["Requests/s"])
-    return work
+            done += int(row["Request Count"])
+        cpu = float(row["cpu_app"]) + float(row["cpu_db"])
+    per_cpu = done / cpu if cpu else 0.0
+    last = rows[-1]
+    print(f"  CPU seconds: app server {float(last['cpu_app']):.1f}, its PostgreSQL backends "
+          f"{float(last['cpu_db']):.1f}, locust {float(last['cpu_locust']):.1f} (sign-ins included); "
+          f"load average {os.getloadavg()[0]:.1f} after")
+    print(f"  requests (sign-in aside) per CPU second of app server + database: {per_cpu:.0f}")
+    if last["failures"]:
+        print(last["failures"])
+    return work, per_cpu, everything
 
 
 def main() -> int:
@@ -260,16 +317,20 @@ def main() -> int:
             mix = ["Patient", "Staff", "Doctor", "Pharmacist"]
             print(f"{args.users} users, {args.seconds} s per run, gunicorn {' '.join(GUNICORN)}, "
                   f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} before")
+            app_pid, bare_pid = procs[0].pid, procs[1].pid
             _print("1. the mix at a human pace (1-3 s between clicks)",
                    _locust(app_url, accounts, tmp / "paced", users=args.users, seconds=args.seconds, flat_out=False,
-                           classes=mix))
-            flat = _print("2. the mix flat out", _locust(app_url, accounts, tmp / "flat", users=args.users,
-                                                        seconds=args.seconds, flat_out=True, classes=mix))
-            bare = _print("3. bare Flask + SQLAlchemy, one query, flat out",
-                          _locust(bare_url, accounts, tmp / "bare", users=args.users, seconds=args.seconds,
-                                  flat_out=True, classes=["Bare"]))
-            if bare:
-                print(f"\nthe mix's throughput (sign-in aside) over the bare endpoint's: {flat / bare:.2f}")
+                           classes=mix, server_pid=app_pid, database=name))
+            flat, flat_cpu, flat_all = _print("2. the mix flat out", _locust(
+                app_url, accounts, tmp / "flat", users=args.users, seconds=args.seconds, flat_out=True, classes=mix,
+                server_pid=app_pid, database=name))
+            bare, bare_cpu, _ = _print("3. bare Flask + SQLAlchemy, one query, flat out", _locust(
+                bare_url, accounts, tmp / "bare", users=args.users, seconds=args.seconds, flat_out=True,
+                classes=["Bare"], server_pid=bare_pid, database=name))
+            if bare and bare_cpu:
+                print(f"\nthe mix over the bare endpoint (sign-in aside): throughput {flat / bare:.2f}, "
+                      f"requests per CPU second {flat_cpu / bare_cpu:.2f}; every request (sign-ins included) "
+                      f"{flat_all / bare:.2f}")
     finally:
         for proc in procs:
             proc.terminate()

@@ -58,7 +58,7 @@ class Queue(MethodView):
     def get(self) -> dict[str, Any]:
         """This pharmacy's work: prescriptions to prepare and dispenses by status."""
         q = service.queue(by=current_user)
-        body = {"toPrepare": [fhir.medication_request(rx, progress=service.progress(rx)) for rx in q.to_prepare],
+        body = {"toPrepare": [fhir.medication_request(rx, progress=q.progress[rx.id]) for rx in q.to_prepare],
                 "dispenses": {s.value: [fhir.medication_dispense(d) for d in rows] for s, rows in q.by_status.items()}}
         db.session.commit()
         return body

@@ -32,9 +32,8 @@ ROLE_HOME[Role.PHARMACIST] = "pharmacy.queue"
 def queue() -> str:
     """Prescriptions to prepare and dispenses by status."""
     q = service.queue(by=current_user)
-    progress = {rx.id: service.progress(rx) for rx in q.to_prepare}
     db.session.commit()
-    return render_template("pharmacy/queue.html", q=q, progress=progress, Status=DispenseStatus)
+    return render_template("pharmacy/queue.html", q=q, progress=q.progress, Status=DispenseStatus)
 
 
 @bp.post("/prescriptions/<int:rx_id>/dispenses")
