@@ -7,7 +7,7 @@ Catalogues live in ``app/translations/<locale>/LC_MESSAGES/messages.po``; adding
 
 from __future__ import annotations
 
-from flask import Flask, g, request, session
+from flask import Flask, g, has_request_context, request, session
 from flask_babel import Babel, get_locale
 from flask_login import current_user
 
@@ -22,14 +22,20 @@ babel = Babel()
 
 
 def select_locale() -> str:
-    """User setting, then the language chosen in this browser, then Accept-Language, then the facility default."""
+    """User setting, then the language chosen in this browser, then Accept-Language, then the facility default.
+
+    Outside a request (CLI, background jobs) there is no browser: callers pick the recipient's language with
+    ``flask_babel.force_locale``, else English.
+    """
+    if not has_request_context():
+        return "en"
     user = current_user if current_user and current_user.is_authenticated else None
     if user is not None and getattr(user, "locale", None) in LANGUAGES:
         return user.locale
     chosen = session.get("locale")
     if chosen in LANGUAGES:
         return chosen
-    best = request.accept_languages.best_match(list(_BROWSER_TAGS)) if request else None
+    best = request.accept_languages.best_match(list(_BROWSER_TAGS))
     if best:
         return _BROWSER_TAGS[best.lower()]
     facility = getattr(user, "facility", None) if user is not None else None
@@ -40,6 +46,8 @@ def select_locale() -> str:
 
 def select_timezone() -> str:
     """The user's zone, else their facility's, else UTC."""
+    if not has_request_context():
+        return DEFAULT_TIMEZONE
     user = current_user if current_user and current_user.is_authenticated else None
     if user is not None:
         if getattr(user, "timezone", None):
