@@ -121,8 +121,8 @@ def consult_reminders(cfg: Config) -> list[int]:
 
 
 def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0) -> int:
-    """Background loop for ``hospital run``: queue consult reminders, send queued notifications, delete objects left by uploads cut short,
-    seal (and forward) the audit trail, expire uncollected medicine hourly."""
+    """Background loop for ``hospital run``: queue consult reminders, send queued notifications, delete objects
+    left by uploads cut short, seal (and forward) the audit trail, expire uncollected medicine hourly."""
     from app import create_app, db
     from app.consults import reminders
     from app.imaging import orphans
@@ -514,8 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("send-notifications", help="send queued notifications once")
     sub.add_parser("reading-tick", help="escalate unacknowledged critical results, release held reports due")
     sub.add_parser("consult-reminders", help="queue the reminders due before consults (email, SMS)")
-    sub.add_parser("worker", help="loop: consult reminders, send notifications, seal the audit trail, expire uncollected medicine, "
-                                  "reading-tick")
+    sub.add_parser("worker", help="loop: consult reminders, send notifications, seal the audit trail, expire "
+                                  "uncollected medicine, reading-tick")
     sub.add_parser("audit-seal", help="chain the audit events written since the last seal into the trail")
     sub.add_parser("audit-verify", help="check the audit trail's hash chain; exit 1 at the first broken link")
     p_export = sub.add_parser("audit-export", help="export sealed audit events as FHIR AuditEvent or to syslog")
