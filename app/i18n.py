@@ -162,6 +162,11 @@ def _pattern(locale: Locale, style: str, zone: bool) -> str:
     return f"{pattern} zzzz" if zone else pattern
 
 
+def _utc_named(pattern: str, tz: str) -> str:
+    """UTC is named "UTC" in every language (CLDR's long name, "Coordinated Universal Time", says no more)."""
+    return pattern.replace("zzzz", "'UTC'") if tz in ("UTC", "Etc/UTC") else pattern
+
+
 def format_when(moment: datetime | None, style: str = "medium", *, zone: bool = True, tz: str | None = None,
                 locale: str | None = None) -> str:
     """A stored (UTC) time as the reader reads it: in their zone and language, with the zone's name.
@@ -177,8 +182,8 @@ def format_when(moment: datetime | None, style: str = "medium", *, zone: bool = 
         tz = str(get_timezone()) if has_request_context() else DEFAULT_TIMEZONE
     loc = Locale.parse(locale or (str(get_locale() or "en") if has_request_context() else "en"))
     zone_info = zoneinfo.ZoneInfo(tz)
-    return babel_dates.format_datetime(moment.astimezone(zone_info), _pattern(loc, style, zone), tzinfo=zone_info,
-                                       locale=loc)
+    return babel_dates.format_datetime(moment.astimezone(zone_info), _utc_named(_pattern(loc, style, zone), tz),
+                                       tzinfo=zone_info, locale=loc)
 
 
 def local_date(moment: datetime, tz: str | None = None) -> date:
@@ -193,6 +198,8 @@ def zone_label(tz: str | None = None, locale: str | None = None, *, at: datetime
     loc = Locale.parse(locale or (str(get_locale() or "en") if has_request_context() else "en"))
     zone_info = zoneinfo.ZoneInfo(name)
     moment = (at or datetime.now(UTC)).astimezone(zone_info)
+    if name in ("UTC", "Etc/UTC"):
+        return "UTC"
     return f"{babel_dates.format_datetime(moment, 'zzzz', tzinfo=zone_info, locale=loc)} ({name})"
 
 

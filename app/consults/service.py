@@ -361,14 +361,16 @@ def open_consult_of(patient: Patient, appointment_id: int | None) -> Appointment
 
 
 def day_view(doctor: User, *, day: date | None = None) -> Sequence[Appointment]:
-    """A doctor's appointments for one day, who is waiting first."""
+    """A doctor's appointments for one day of their own zone, who is waiting first."""
     if doctor.role is not Role.DOCTOR:
         raise Forbidden("Only doctors have a consult day view.")
-    day = day or db.utcnow().date()
-    start = datetime.combine(day, time(0), tzinfo=UTC)
+    zone = ZoneInfo(i18n.zone_of(doctor))  # the doctor's own day, 23 or 25 hours long on a clock change
+    day = day or db.utcnow().astimezone(zone).date()
+    start = datetime.combine(day, time(0), tzinfo=zone)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
     rows = db.session.scalars(sa.select(Appointment).where(
         Appointment.doctor_id == doctor.id, Appointment.start_at >= start,
-        Appointment.start_at < start + timedelta(days=1)).order_by(Appointment.start_at)).all()
+        Appointment.start_at < end).order_by(Appointment.start_at)).all()
     audit.record("appointment.list", by=doctor, resource_type="Appointment", detail={"ids": [a.id for a in rows]})
     return rows
 

@@ -25,6 +25,7 @@ from app.auth.models import Role, User
 from app.consults import service as consults
 from app.errors import AppError, Conflict, Forbidden, Unauthorized, ValidationFailed
 from app.facilities.models import Facility
+from app.i18n import format_when
 from app.imaging import orders
 from app.imaging import service as imaging
 from app.imaging.models import Study
@@ -91,7 +92,7 @@ def _deny(action: str, by: User, req: ReadingRequest | None, request_id: object 
 
 
 def _when(moment: datetime) -> str:
-    return f"{moment:%d %b %Y %H:%M} UTC"
+    return format_when(moment)
 
 
 # ---------------------------------------------------------------- requests
