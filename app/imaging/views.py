@@ -77,13 +77,13 @@ def _reading_ask(form: ImagingOrderForm) -> orders.ReadingAsk | None:
                              assigned_to_id=int(doctor) if doctor.isdigit() else None)
 
 
-@bp.post("/patients/<int:patient_id>/imaging-orders")
-@roles_required(Role.CLINIC_STAFF)
 def _in_own_zone(local: datetime) -> datetime:
     """A date and time typed into the form is the user's own wall-clock time."""
     return local.replace(tzinfo=ZoneInfo(zone_of(current_user))).astimezone(UTC)
 
 
+@bp.post("/patients/<int:patient_id>/imaging-orders")
+@roles_required(Role.CLINIC_STAFF)
 def request_imaging(patient_id: int) -> BaseResponse:
     """Request an imaging procedure: it appears on the clinic scanner's worklist."""
     patient = patients.get_patient(patient_id, by=current_user, action="patient.read", audit_read=False)
