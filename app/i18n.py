@@ -197,7 +197,7 @@ def zone_label(tz: str | None = None, locale: str | None = None, *, at: datetime
     name = tz or (str(get_timezone()) if has_request_context() else DEFAULT_TIMEZONE)
     loc = Locale.parse(locale or (str(get_locale() or "en") if has_request_context() else "en"))
     zone_info = zoneinfo.ZoneInfo(name)
-    moment = (at or datetime.now(UTC)).astimezone(zone_info)
+    moment = (at or db.utcnow()).astimezone(zone_info)
     if name in ("UTC", "Etc/UTC"):
         return "UTC"
     return f"{babel_dates.format_datetime(moment, 'zzzz', tzinfo=zone_info, locale=loc)} ({name})"

@@ -104,9 +104,9 @@ def send_due(*, now: datetime | None = None) -> list[int]:
         Appointment.start_at <= now + timedelta(minutes=leads[0])).order_by(Appointment.id)).all()
     if not appointments:
         return []
-    done = set(db.session.execute(sa.select(
+    done = set(tuple(row) for row in db.session.execute(sa.select(
         AppointmentReminder.appointment_id, AppointmentReminder.lead_minutes, AppointmentReminder.start_at).where(
-        AppointmentReminder.appointment_id.in_([a.id for a in appointments]))).tuples())
+        AppointmentReminder.appointment_id.in_([a.id for a in appointments]))).all())
     reminded: list[int] = []
     for appointment in appointments:
         due = [lead for lead in leads if appointment.start_at - timedelta(minutes=lead) <= now
