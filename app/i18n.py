@@ -49,7 +49,7 @@ def select_locale() -> str:
 
 
 def select_timezone() -> str:
-    """The user's zone, else their facility's (a patient: their clinic's), else the browser's, else UTC."""
+    """The user's zone, else their facility's (a patient: their clinic's), else UTC."""
     user = current_user if current_user and current_user.is_authenticated else None
     if user is not None:
         if valid_zone(getattr(user, "timezone", None)):
@@ -57,7 +57,7 @@ def select_timezone() -> str:
         inherited = inherited_zone(user)
         if valid_zone(inherited):
             return inherited
-    hint = g.get("timezone_hint") or session.get("timezone_hint")
+    hint = g.get("timezone_hint")
     return hint if valid_zone(hint) else DEFAULT_TIMEZONE
 
 
