@@ -203,7 +203,13 @@ def zone_label(tz: str | None = None, locale: str | None = None, *, at: datetime
     return f"{babel_dates.format_datetime(moment, 'zzzz', tzinfo=zone_info, locale=loc)} ({name})"
 
 
+def reader_zone() -> str:
+    """The IANA zone of this request's reader, for scripts that write times themselves."""
+    return str(get_timezone()) if has_request_context() else DEFAULT_TIMEZONE
+
+
 def init_time_filters(app: Flask) -> None:
+    app.add_template_global(reader_zone, "reader_zone")
     app.add_template_filter(format_when, "when")
     app.add_template_filter(local_date, "local_date")
     app.add_template_global(zone_label, "zone_label")
