@@ -238,7 +238,7 @@ def test_booking_on_a_phone_is_a_day_then_a_time_then_a_confirmation(people: dic
     page.wait_for_url(f"**day={day.isoformat()}**")
     assert page.locator("#slot-picker h3", has_text="Morning").count() == 1
     assert page.locator("#slot-picker h3", has_text="Afternoon").count() == 1
-    page.locator("label.slot", has_text="2:30\u202fPM").tap()
+    page.locator("label.slot").get_by_text("2:30\u202fPM", exact=True).tap()
     page.click("#choose-time")
     page.wait_for_selector("#slot-confirm")
     summary = page.inner_text(".confirm-list")
