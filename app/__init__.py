@@ -59,11 +59,12 @@ def create_app(config: Config | None = None) -> Flask:
     from app.audit import views as audit_views
     from app.auth import admin as auth_admin
     from app.auth import api as auth_api
-    from app.auth import oauth_views, service_credential_views
+    from app.auth import oauth_views, preferences_views, service_credential_views
     from app.auth import views as auth_views
     from app.consults import api as consults_api
     from app.consults import views as consults_views
     from app.errors import register_error_handlers
+    from app.facilities import views as facilities_views
     from app.imaging import dicomweb as imaging_dicomweb
     from app.imaging import views as imaging_views
     from app.notify import views as notify_views
@@ -80,7 +81,8 @@ def create_app(config: Config | None = None) -> Flask:
     for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp,
                       oauth_views.bp, oauth_views.endpoints, prescriptions_views.bp, pharmacy_views.bp,
                       consults_views.bp, notify_views.bp, imaging_views.bp, imaging_dicomweb.bp, objects.bp,
-                      reading_views.bp, service_credential_views.bp, caregiver_views.bp):
+                      reading_views.bp, service_credential_views.bp, caregiver_views.bp, preferences_views.bp,
+                      facilities_views.bp):
         app.register_blueprint(blueprint)
     for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp, prescriptions_api.blp, pharmacy_api.blp,
                           consults_api.blp, reading_api.blp):

@@ -107,10 +107,24 @@ def reading_tick(cfg: Config) -> dict[str, list[int]]:
     return _with_app(cfg, run_job)  # type: ignore[return-value]
 
 
+def consult_reminders(cfg: Config) -> list[int]:
+    """Queue the reminders now due before consults (each exactly once, even with several ticks at once)."""
+    from app import db
+    from app.consults import reminders
+
+    def run_job(_app: Flask) -> list[int]:
+        ids = reminders.send_due()
+        db.session.commit()
+        return ids
+
+    return _with_app(cfg, run_job)  # type: ignore[return-value]
+
+
 def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0) -> int:
-    """Background loop for ``hospital run``: send queued notifications, delete objects left by uploads cut short,
-    seal (and forward) the audit trail, expire uncollected medicine hourly."""
+    """Background loop for ``hospital run``: queue consult reminders, send queued notifications, delete objects
+    left by uploads cut short, seal (and forward) the audit trail, expire uncollected medicine hourly."""
     from app import create_app, db
+    from app.consults import reminders
     from app.imaging import orphans
     from app.notify.service import deliver_pending
     from app.pharmacy.service import expire_uncollected
@@ -130,6 +144,8 @@ def worker(cfg: Config, *, interval: float = 15.0, expiry_every: float = 3600.0)
             reading.release_due()
             db.session.commit()
             reading_outputs.write_back_pending()
+            reminders.send_due()
+            db.session.commit()
             deliver_pending(app.config)
             db.session.commit()
             orphans.purge()
@@ -497,8 +513,9 @@ def main(argv: list[str] | None = None) -> int:
                          help="only objects older than this (default: 360; 0 only when no upload is running)")
     sub.add_parser("send-notifications", help="send queued notifications once")
     sub.add_parser("reading-tick", help="escalate unacknowledged critical results, release held reports due")
-    sub.add_parser("worker", help="loop: send notifications, seal the audit trail, expire uncollected medicine, "
-                                  "reading-tick")
+    sub.add_parser("consult-reminders", help="queue the reminders due before consults (email, SMS)")
+    sub.add_parser("worker", help="loop: consult reminders, send notifications, seal the audit trail, expire "
+                                  "uncollected medicine, reading-tick")
     sub.add_parser("audit-seal", help="chain the audit events written since the last seal into the trail")
     sub.add_parser("audit-verify", help="check the audit trail's hash chain; exit 1 at the first broken link")
     p_export = sub.add_parser("audit-export", help="export sealed audit events as FHIR AuditEvent or to syslog")
@@ -544,6 +561,9 @@ def main(argv: list[str] | None = None) -> int:
         done = reading_tick(cfg)
         print(f"Escalated {len(done['escalated'])} critical result(s); released {len(done['released'])} report(s); "
               f"stored {len(done['stored'])} report(s) in their studies")
+    elif args.cmd == "consult-reminders":
+        ids = consult_reminders(cfg)
+        print(f"Reminded {len(ids)} consult(s): {ids}")
     elif args.cmd == "audit-seal":
         return audit_seal(cfg)
     elif args.cmd == "audit-verify":

@@ -98,6 +98,12 @@ class Config:
     TURN_TTL_SECONDS: int = 3600
     CONSULT_JOIN_TOKEN_SECONDS: int = 120
     CONSULT_CHECKIN_MINUTES: int = 15
+    # Reminders before each consult (minutes before it, comma-separated), and until when a patient may move or
+    # cancel it online (minutes before it).
+    CONSULT_REMINDER_MINUTES: str = "1440,60"
+    CONSULT_CHANGE_CUTOFF_MINUTES: int = 120
+    # The address people reach the platform at, for links in reminders (email, SMS).
+    PUBLIC_URL: str = "http://127.0.0.1:5000"
     # A consult page that has not connected peer to peer within this many seconds moves the consult to the relay.
     CONSULT_P2P_TIMEOUT_SECONDS: int = 5
     SIGNAL_RATE_LIMIT: int = 60
@@ -131,6 +137,10 @@ class Config:
     SMTP_PASSWORD: str = ""
     SMTP_FROM: str = "Town Health <no-reply@localhost>"
     SMTP_STARTTLS: bool = False
+    # Text messages: "log" (default; ids only) or "http" (an SMS gateway: JSON POST to the URL with the key)
+    SMS_SENDER: str = "log"
+    SMS_GATEWAY_URL: str = ""
+    SMS_GATEWAY_KEY: str = ""
 
     # API docs (flask-smorest)
     API_TITLE: str = "Internet hospital API"
@@ -205,6 +215,13 @@ class Config:
         cfg.SMTP_PASSWORD = _env("SMTP_PASSWORD", cls.SMTP_PASSWORD)
         cfg.SMTP_FROM = _env("SMTP_FROM", cls.SMTP_FROM)
         cfg.SMTP_STARTTLS = _env_bool("SMTP_STARTTLS", cls.SMTP_STARTTLS)
+        cfg.SMS_SENDER = _env("HOSPITAL_SMS_SENDER", cls.SMS_SENDER)
+        cfg.SMS_GATEWAY_URL = _env("HOSPITAL_SMS_GATEWAY_URL", cls.SMS_GATEWAY_URL)
+        cfg.SMS_GATEWAY_KEY = _env("HOSPITAL_SMS_GATEWAY_KEY", cls.SMS_GATEWAY_KEY)
+        cfg.PUBLIC_URL = _env("HOSPITAL_PUBLIC_URL", cls.PUBLIC_URL).rstrip("/")
+        cfg.CONSULT_REMINDER_MINUTES = _env("HOSPITAL_CONSULT_REMINDER_MINUTES", cls.CONSULT_REMINDER_MINUTES)
+        cfg.CONSULT_CHANGE_CUTOFF_MINUTES = _env_int("HOSPITAL_CONSULT_CHANGE_CUTOFF_MINUTES",
+                                                     cls.CONSULT_CHANGE_CUTOFF_MINUTES)
         cfg.STUN_URLS = _env("HOSPITAL_STUN_URLS", cls.STUN_URLS)
         cfg.TURN_URLS = _env("HOSPITAL_TURN_URLS", cls.TURN_URLS)
         cfg.TURN_SECRET = _env("HOSPITAL_TURN_SECRET", cls.TURN_SECRET)
@@ -229,6 +246,10 @@ class Config:
                 raise ConfigError("production needs DATABASE_URL pointing at PostgreSQL")
             if self.NOTIFY_SENDER not in ("log", "smtp"):
                 raise ConfigError("HOSPITAL_NOTIFY_SENDER must be log or smtp")
+            if self.SMS_SENDER not in ("log", "http"):
+                raise ConfigError("HOSPITAL_SMS_SENDER must be log or http")
+            if self.SMS_SENDER == "http" and not (self.SMS_GATEWAY_URL and self.SMS_GATEWAY_KEY):
+                raise ConfigError("the http SMS sender needs HOSPITAL_SMS_GATEWAY_URL and HOSPITAL_SMS_GATEWAY_KEY")
 
 
 class TestConfig(Config):
@@ -237,5 +258,8 @@ class TestConfig(Config):
     TESTING = True
     # Other domains' tests sign staff in with a password only; the MFA tests switch this on themselves.
     MFA_REQUIRED_ROLES: tuple[str, ...] = ()
+    # Other domains' tests book the next free slot and move or cancel it as the patient; the cutoff tests set
+    # their own.
+    CONSULT_CHANGE_CUTOFF_MINUTES = 0
     ARGON2_TIME_COST = 1
     ARGON2_MEMORY_COST = 1024

@@ -238,11 +238,11 @@ def test_booking_on_a_phone_is_a_day_then_a_time_then_a_confirmation(people: dic
     page.wait_for_url(f"**day={day.isoformat()}**")
     assert page.locator("#slot-picker h3", has_text="Morning").count() == 1
     assert page.locator("#slot-picker h3", has_text="Afternoon").count() == 1
-    page.locator("label.slot", has_text="14:30").tap()
+    page.locator("label.slot").get_by_text("2:30\u202fPM", exact=True).tap()
     page.click("#choose-time")
     page.wait_for_selector("#slot-confirm")
     summary = page.inner_text(".confirm-list")
-    for expected in (doctor.full_name, day.isoformat(), "14:30–14:45", "UTC"):
+    for expected in (doctor.full_name, day.isoformat(), "2:30\u202fPM–2:45\u202fPM", "UTC"):
         assert expected in summary
     db.session.expire_all()
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Appointment).where(

@@ -29,6 +29,7 @@ from app.audit.models import Outcome
 from app.auth.models import User
 from app.auth.oauth_models import MfaFactor, MfaRecoveryCode, digest
 from app.errors import Conflict, TooManyRequests, Unauthorized, ValidationFailed
+from app.i18n import format_when
 
 ISSUER = "Town Health"
 RECOVERY_CODES = 10
@@ -111,7 +112,7 @@ def _check_lock(user: User, f: MfaFactor) -> None:
     now = db.utcnow()
     if f.locked_until is not None and f.locked_until > now:
         audit.record("auth.mfa.verify", by=user, outcome=Outcome.DENIED, detail={"reason": "locked"})
-        raise MfaLocked(f"Too many wrong codes. Try again after {f.locked_until:%H:%M} UTC.",
+        raise MfaLocked(f"Too many wrong codes. Try again after {format_when(f.locked_until, 'time')}.",
                         headers={"Retry-After": str(int((f.locked_until - now).total_seconds()) + 1)})
 
 

@@ -23,6 +23,7 @@ from app.auth.models import Role, SignInAttempt, User
 from app.auth.passwords import burn_time, hash_password, verify_password
 from app.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized, ValidationFailed
 from app.facilities.models import Facility, FacilityKind
+from app.i18n import format_when
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 GENERIC_FAILURE = "The email or password is not correct."
@@ -37,7 +38,7 @@ class Lockout:
     until: datetime
 
     def message(self) -> str:
-        return (f"Too many failed sign-ins. Try again after {self.until:%H:%M} UTC, "
+        return (f"Too many failed sign-ins. Try again after {format_when(self.until, 'time')}, "
                 "or ask an administrator to reset your password.")
 
 

@@ -75,7 +75,7 @@ class AvailabilityList(MethodView):
     @blp.arguments(AvailabilitySchema)
     @blp.response(201, AvailabilitySchema)
     def post(self, data: dict[str, Any]) -> Any:
-        """Publish a weekly window of consult slots (UTC)."""
+        """Publish a weekly window of consult slots, in wall-clock times of its zone."""
         window = service.publish_availability(by=current_user, **data)
         db.session.commit()
         return window

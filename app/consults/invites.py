@@ -237,4 +237,6 @@ def remove(appointment: Appointment, *, user_id: int, by: User) -> ConsultPartic
 
 
 def expires_label(moment: datetime) -> str:
-    return moment.strftime("%H:%M UTC")
+    from app.i18n import format_when
+
+    return format_when(moment, "time")

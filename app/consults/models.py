@@ -44,7 +44,11 @@ class ParticipantKind(enum.StrEnum):
 
 
 class Availability(Base):
-    """A weekly window in which a doctor takes video consults, cut into slots of ``slot_minutes`` (UTC)."""
+    """A weekly window in which a doctor takes video consults, cut into slots of ``slot_minutes``.
+
+    Weekday and times are wall-clock times in ``timezone`` (the doctor's zone when they published it), so a
+    09:00 window stays at 09:00 for the doctor across daylight-saving changes; slots are computed in UTC from it.
+    """
 
     __tablename__ = "availability"
 
@@ -55,6 +59,7 @@ class Availability(Base):
     start_time: so.Mapped[time]
     end_time: so.Mapped[time]
     slot_minutes: so.Mapped[int] = so.mapped_column(default=15)
+    timezone: so.Mapped[str] = so.mapped_column(sa.String(64), default="UTC", server_default="UTC")
     created_at: so.Mapped[UtcTimestamp]
 
     __table_args__ = (
@@ -314,3 +319,21 @@ class ConsultInvite(Base):
     expires_at: so.Mapped[datetime]
     used_at: so.Mapped[datetime | None]
     guest_user_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("user_account.id"), unique=True)
+
+
+class AppointmentReminder(Base):
+    """One reminder of one appointment time, sent once: the unique key makes a second (concurrent) tick's insert
+    fail, so only one sender queues the messages. A moved appointment gets reminders for its new time."""
+
+    __tablename__ = "appointment_reminder"
+
+    id: so.Mapped[IntPk]
+    appointment_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("appointment.id"), index=True)
+    lead_minutes: so.Mapped[int]
+    start_at: so.Mapped[datetime]
+    """The appointment time this reminder was for."""
+    sent_at: so.Mapped[UtcTimestamp]
+    notified: so.Mapped[bool] = so.mapped_column(default=True)
+    """False when the reminder was passed over (a nearer one went instead, or nobody could be reached)."""
+
+    __table_args__ = (sa.UniqueConstraint("appointment_id", "lead_minutes", "start_at"),)

@@ -6,7 +6,7 @@ A long list of every free time in two weeks is unusable on a phone; one day at a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 
 from app.consults.service import Slot
 
@@ -21,12 +21,14 @@ class DayChoice:
     afternoon: list[Slot]
 
 
-def choose_day(slots: list[Slot], wanted: date | None) -> DayChoice:
-    days = sorted({s.start.date() for s in slots})
+def choose_day(slots: list[Slot], wanted: date | None, zone: tzinfo) -> DayChoice:
+    """Days, and morning and afternoon, as the reader lives them: in their zone ``zone``."""
+    local = [(s, s.start.astimezone(zone)) for s in slots]
+    days = sorted({at.date() for _s, at in local})
     day = wanted if wanted is not None else (days[0] if days else None)
-    of_day = [s for s in slots if s.start.date() == day]
-    return DayChoice(days=days, day=day, morning=[s for s in of_day if s.start.hour < NOON],
-                     afternoon=[s for s in of_day if s.start.hour >= NOON])
+    of_day = [(s, at) for s, at in local if at.date() == day]
+    return DayChoice(days=days, day=day, morning=[s for s, at in of_day if at.hour < NOON],
+                     afternoon=[s for s, at in of_day if at.hour >= NOON])
 
 
 def parse_day(raw: str | None) -> date | None:

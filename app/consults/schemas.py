@@ -19,6 +19,8 @@ class AvailabilitySchema(Schema):
     start_time = fields.Time(required=True)
     end_time = fields.Time(required=True)
     slot_minutes = fields.Int(load_default=15, validate=validate.Range(5, 240))
+    timezone = fields.Str(load_default=None, validate=validate.Length(max=64),
+                          metadata={"description": "IANA zone of the times (default: the doctor's own zone)"})
 
 
 class ExceptionSchema(Schema):

@@ -17,14 +17,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app
-from flask_babel import force_locale, gettext
+from flask_babel import force_locale
+from flask_babel import gettext as _
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from app import db
+from app import db, i18n
 from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth.models import Role, User
@@ -76,11 +78,13 @@ def _deny(action: str, by: User, appointment_id: object, patient_id: int | None 
 
 
 def publish_availability(*, by: User, weekday: int, start_time: time, end_time: time,
-                         slot_minutes: int = 15) -> Availability:
-    """Add a weekly window of consult slots for the acting doctor (times in UTC).
+                         slot_minutes: int = 15, timezone: str | None = None) -> Availability:
+    """Add a weekly window of consult slots for the acting doctor, in wall-clock times of ``timezone`` (default:
+    the doctor's own zone).
 
     :raises Forbidden: not a doctor. :raises ValidationFailed: bad window. :raises Conflict: overlaps a window.
     """
+    zone = timezone or i18n.zone_of(by)
     if by.role is not Role.DOCTOR:
         audit.record("availability.create", by=by, outcome=Outcome.DENIED, resource_type="Availability")
         raise Forbidden("Only doctors publish availability.")
@@ -90,13 +94,15 @@ def publish_availability(*, by: User, weekday: int, start_time: time, end_time: 
         raise _invalid("end_time", "The window must end after it starts.")
     if not 5 <= slot_minutes <= 240:
         raise _invalid("slot_minutes", "Slots last between 5 and 240 minutes.")
+    if not i18n.valid_zone(zone):
+        raise _invalid("timezone", "Choose a time zone from the list.")
     overlap = db.session.scalar(sa.select(Availability.id).where(
         Availability.doctor_id == by.id, Availability.weekday == weekday,
         Availability.start_time < end_time, Availability.end_time > start_time))
     if overlap is not None:
         raise Conflict("This window overlaps one you already published.")
     window = Availability(doctor_id=by.id, weekday=weekday, start_time=start_time, end_time=end_time,
-                          slot_minutes=slot_minutes)
+                          slot_minutes=slot_minutes, timezone=zone)
     db.session.add(window)
     db.session.flush()
     audit.record("availability.create", by=by, resource_type="Availability", resource_id=window.id)
@@ -144,28 +150,46 @@ class Slot:
     end: datetime
 
 
-def _published_slots(doctor_id: int, day_from: date, days: int) -> list[Slot]:
-    windows = db.session.scalars(sa.select(Availability).where(Availability.doctor_id == doctor_id)).all()
+def window_slots(window: Availability, since: datetime, until: datetime) -> list[Slot]:
+    """The slots of one weekly window that start in [since, until), in UTC.
+
+    Each day's window runs between two instants: its start and end wall-clock times in the window's zone. On a
+    daylight-saving change the doctor's 09:00 stays 09:00 (the UTC time moves instead); a window that spans the
+    change is as long as the night really is, its slots back to back. A start in the skipped hour moves forward
+    by the gap (as Python and Java do).
+    """
+    zone = ZoneInfo(window.timezone)
+    first = since.astimezone(zone).date()
+    last = until.astimezone(zone).date()
+    step = timedelta(minutes=window.slot_minutes)
     slots: list[Slot] = []
-    for offset in range(days):
-        day = day_from + timedelta(days=offset)
-        for w in windows:
-            if w.weekday != day.weekday():
-                continue
-            start = datetime.combine(day, w.start_time, tzinfo=UTC)
-            window_end = datetime.combine(day, w.end_time, tzinfo=UTC)
-            step = timedelta(minutes=w.slot_minutes)
-            while start + step <= window_end:
-                slots.append(Slot(doctor_id, start, start + step))
-                start += step
-    return sorted(slots, key=lambda s: s.start)
+    for offset in range((last - first).days + 1):
+        day = first + timedelta(days=offset)
+        if day.weekday() != window.weekday:
+            continue
+        start = datetime.combine(day, window.start_time, tzinfo=zone).astimezone(UTC)
+        window_end = datetime.combine(day, window.end_time, tzinfo=zone).astimezone(UTC)
+        while start + step <= window_end:
+            if since <= start < until:
+                slots.append(Slot(window.doctor_id, start, start + step))
+            start += step
+    return slots
+
+
+def _published_slots(doctor_id: int, since: datetime, until: datetime) -> list[Slot]:
+    windows = db.session.scalars(sa.select(Availability).where(Availability.doctor_id == doctor_id)).all()
+    # Two windows published in different zones may cover the same moment: offer it once.
+    unique = {s.start: s for w in windows for s in window_slots(w, since, until)}
+    return sorted(unique.values(), key=lambda s: s.start)
 
 
 def open_slots(doctor: User, *, day_from: date | None = None, days: int = 7) -> list[Slot]:
-    """Free future slots of ``doctor``: published windows minus exceptions minus booked appointments."""
+    """Free future slots of ``doctor`` starting within ``days`` UTC days from ``day_from`` (default: from now):
+    published windows minus exceptions minus booked appointments."""
     now = db.utcnow()
-    day_from = day_from or now.date()
-    slots = [s for s in _published_slots(doctor.id, day_from, min(days, BOOKING_HORIZON_DAYS)) if s.start > now]
+    since = datetime.combine(day_from, time(0), tzinfo=UTC) if day_from else now
+    until = since + timedelta(days=min(days, BOOKING_HORIZON_DAYS))
+    slots = [s for s in _published_slots(doctor.id, since, until) if s.start > now]
     if not slots:
         return []
     lo, hi = slots[0].start, slots[-1].end
@@ -185,7 +209,7 @@ def slot_key(doctor_id: int, start: datetime) -> str:
 
 def _find_open_slot(doctor: User, start: datetime) -> Slot:
     if start.tzinfo is None:
-        raise _invalid("start", "Give the time with its time zone (UTC).")
+        raise _invalid("start", "Give the time with its time zone (ISO 8601 offset).")
     slots = open_slots(doctor, day_from=start.astimezone(UTC).date(), days=1)
     for slot in slots:
         if slot.start == start:
@@ -239,29 +263,42 @@ def book(*, patient: Patient, doctor_id: int, start: datetime, by: User, reason:
     patients.ensure_care_relationship(patient, doctor, by=by, reason="Video consult booked")
     audit.record("appointment.create", by=by, patient_id=patient.id, resource_type="Appointment",
                  resource_id=appointment.id)
-    _notify_both(appointment, "Video consult booked",
-                 f"Video consult with {doctor.full_name} on {_when(slot.start)}. "
-                 "Check in from 15 minutes before in Town Health.")
+    minutes = _cfg("CONSULT_CHECKIN_MINUTES")
+    _notify_both(appointment, lambda when: (
+        _("Video consult booked"),
+        _("Video consult with %(doctor)s on %(when)s. Check in from %(minutes)d minutes before in Town Health.",
+          doctor=doctor.full_name, when=when(slot.start), minutes=minutes)))
     if by.role is Role.PATIENT and patient.user_id != by.id:  # a caregiver booked: they get the confirmation too
         with force_locale(by.locale or "en"):
-            notify.enqueue(recipient=by, subject=gettext("Video consult booked"), body=gettext(
-                "Video consult for %(patient)s with %(doctor)s on %(when)s. Check in from 15 minutes before, acting "
-                "for them.", patient=f"{patient.given_name} {patient.family_name}", doctor=doctor.full_name,
-                when=_when(slot.start)))
+            notify.enqueue(recipient=by, subject=_("Video consult booked"), body=_(
+                "Video consult for %(patient)s with %(doctor)s on %(when)s. Check in from %(minutes)d minutes "
+                "before, acting for them.", patient=f"{patient.given_name} {patient.family_name}",
+                doctor=doctor.full_name, when=_when(slot.start), minutes=minutes))
     return appointment
 
 
 def _when(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%a %d %b %Y, %H:%M UTC")
+    """A time for the person making this request, in their zone, with the zone's name."""
+    return i18n.format_when(moment, "weekday")
 
 
-def _notify_both(appointment: Appointment, subject: str, body: str) -> None:
+Compose = Callable[[Callable[[datetime], str]], tuple[str, str]]
+
+
+def _notify_both(appointment: Appointment, compose: Compose) -> None:
+    """Tell the patient and the doctor, each in their own language with times in their own zone."""
     patient = db.session.get(Patient, appointment.patient_id)
-    if patient is not None and patient.user is not None:
-        notify.enqueue(recipient=patient.user, subject=subject, body=body)
     doctor = db.session.get(User, appointment.doctor_id)
-    if doctor is not None:
-        notify.enqueue(recipient=doctor, subject=subject, body=f"{body} Appointment #{appointment.id}.")
+    for recipient in (patient.user if patient is not None else None, doctor):
+        if recipient is None:
+            continue
+        zone, locale = i18n.zone_of(recipient), i18n.locale_of(recipient)
+        with force_locale(locale):
+            subject, body = compose(lambda m, zone=zone, locale=locale: i18n.format_when(
+                m, "weekday", tz=zone, locale=locale))
+            if recipient is doctor:
+                body = f"{body} {_('Appointment #%(id)d.', id=appointment.id)}"
+        notify.enqueue(recipient=recipient, subject=subject, body=body)
 
 
 def _can_see(appointment: Appointment, by: User) -> bool:
@@ -334,14 +371,16 @@ def open_consult_of(patient: Patient, appointment_id: int | None) -> Appointment
 
 
 def day_view(doctor: User, *, day: date | None = None) -> Sequence[Appointment]:
-    """A doctor's appointments for one day, who is waiting first."""
+    """A doctor's appointments for one day of their own zone, who is waiting first."""
     if doctor.role is not Role.DOCTOR:
         raise Forbidden("Only doctors have a consult day view.")
-    day = day or db.utcnow().date()
-    start = datetime.combine(day, time(0), tzinfo=UTC)
+    zone = ZoneInfo(i18n.zone_of(doctor))  # the doctor's own day, 23 or 25 hours long on a clock change
+    day = day or db.utcnow().astimezone(zone).date()
+    start = datetime.combine(day, time(0), tzinfo=zone)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
     rows = db.session.scalars(sa.select(Appointment).where(
         Appointment.doctor_id == doctor.id, Appointment.start_at >= start,
-        Appointment.start_at < start + timedelta(days=1)).order_by(Appointment.start_at)).all()
+        Appointment.start_at < end).order_by(Appointment.start_at)).all()
     audit.record("appointment.list", by=doctor, resource_type="Appointment", detail={"ids": [a.id for a in rows]})
     return rows
 
@@ -358,11 +397,39 @@ def _require_booking_right(appointment: Appointment, by: User, action: str) -> N
         raise patients.caregiver_refusal(CaregiverRight.BOOK, patient, by=by, action=action)
 
 
+def change_cutoff(appointment: Appointment) -> datetime:
+    """Until when the patient may move or cancel the consult themself (``CONSULT_CHANGE_CUTOFF_MINUTES``)."""
+    return appointment.start_at - timedelta(minutes=_cfg("CONSULT_CHANGE_CUTOFF_MINUTES"))
+
+
+def patient_may_change(appointment: Appointment) -> bool:
+    return appointment.status.is_open and db.utcnow() < change_cutoff(appointment)
+
+
+def _check_cutoff(appointment: Appointment, by: User, action: str) -> None:
+    """Patients change their own booking online only until the cutoff; after it the clinic does (audited).
+
+    :raises Conflict: past the cutoff.
+    """
+    if by.role is not Role.PATIENT or db.utcnow() < change_cutoff(appointment):
+        return
+    audit.record(action, by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
+                 resource_type="Appointment", resource_id=appointment.id, detail={"why": "after cutoff"})
+    raise Conflict(_("Online changes close %(minutes)d minutes before the consult (at %(when)s). "
+                     "To change or cancel it now, please call your clinic.",
+                     minutes=_cfg("CONSULT_CHANGE_CUTOFF_MINUTES"), when=_when(change_cutoff(appointment))))
+
+
 def cancel(appointment: Appointment, *, by: User, reason: str | None = None) -> Appointment:
-    """Cancel and free the slot (patient, their caregiver with the booking right, their clinic, or the doctor)."""
+    """Cancel and free the slot (patient, their caregiver with the booking right, their clinic, or the doctor);
+    a patient only until the cutoff.
+
+    :raises Conflict: not open, or a patient past the cutoff (audited).
+    """
     _require_booking_right(appointment, by, "appointment.cancel")
     _transition(appointment, (AppointmentStatus.PROPOSED, AppointmentStatus.BOOKED, AppointmentStatus.ARRIVED),
                 "cancelled")
+    _check_cutoff(appointment, by, "appointment.cancel")
     appointment.status = AppointmentStatus.CANCELLED
     appointment.slot_key = None
     appointment.cancelled_at = db.utcnow()
@@ -370,15 +437,20 @@ def cancel(appointment: Appointment, *, by: User, reason: str | None = None) -> 
     _end_session(appointment)
     audit.record("appointment.cancel", by=by, patient_id=appointment.patient_id, resource_type="Appointment",
                  resource_id=appointment.id)
-    _notify_both(appointment, "Video consult cancelled",
-                 f"The video consult on {_when(appointment.start_at)} was cancelled.")
+    _notify_both(appointment, lambda when: (
+        _("Video consult cancelled"),
+        _("The video consult on %(when)s was cancelled.", when=when(appointment.start_at))))
     return appointment
 
 
 def reschedule(appointment: Appointment, *, start: datetime, by: User) -> Appointment:
-    """Move a booked appointment to another open slot of the same doctor."""
+    """Move a booked appointment to another open slot of the same doctor; a patient only until the cutoff.
+
+    :raises Conflict: not booked, the slot is not free, or a patient past the cutoff (audited).
+    """
     _require_booking_right(appointment, by, "appointment.reschedule")
     _transition(appointment, (AppointmentStatus.PROPOSED, AppointmentStatus.BOOKED), "moved")
+    _check_cutoff(appointment, by, "appointment.reschedule")
     doctor = db.session.get(User, appointment.doctor_id)
     assert doctor is not None
     slot = _find_open_slot(doctor, start)
@@ -387,8 +459,9 @@ def reschedule(appointment: Appointment, *, start: datetime, by: User) -> Appoin
     _claim_slot(appointment, slot_key(doctor.id, slot.start))
     audit.record("appointment.reschedule", by=by, patient_id=appointment.patient_id, resource_type="Appointment",
                  resource_id=appointment.id, detail={"from": old.isoformat(), "to": slot.start.isoformat()})
-    _notify_both(appointment, "Video consult moved",
-                 f"Your video consult moved from {_when(old)} to {_when(slot.start)}.")
+    _notify_both(appointment, lambda when: (
+        _("Video consult moved"),
+        _("The video consult moved from %(old)s to %(new)s.", old=when(old), new=when(slot.start))))
     return appointment
 
 

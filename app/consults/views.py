@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import get_timezone
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
-from app import db
+from app import db, i18n
 from app.auth.decorators import roles_required
 from app.auth.models import Role, User
 from app.consults import history, picker, service, summaries
@@ -86,8 +89,8 @@ def book() -> Response | str:
     if request.method == "POST":
         done = _confirm_slot(start, lambda when: service.book(
             patient=patient, doctor_id=doctor_id or 0, start=when, by=current_user,
-            reason=request.form.get("reason")), "Booked: video consult on {when} UTC with {doctor}. "
-            "A confirmation is in your notifications.")
+            reason=request.form.get("reason")), _("Booked: video consult on %(when)s with %(doctor)s. "
+                                                   "A confirmation is in your notifications."))
         if done:
             return done
     doctors = service.bookable_doctors()
@@ -109,7 +112,7 @@ def _confirm_slot(start: datetime | None, act: Callable[[datetime], Appointment]
         _flash_error(exc)
         return None
     db.session.commit()
-    flash(message.format(when=appt.start_at.strftime("%a %d %b, %H:%M"), doctor=appt.doctor.full_name), "success")
+    flash(message % {"when": i18n.format_when(appt.start_at, "weekday"), "doctor": appt.doctor.full_name}, "success")
     return redirect(url_for("consults.index"))
 
 
@@ -118,24 +121,32 @@ def _picker_state(slots: list[service.Slot], start: datetime | None, *, asked: b
     chosen = next((s for s in slots if s.start == start), None)
     if start is not None and chosen is None and asked:
         flash("That time is no longer free; choose another.", "error")
-    wanted = picker.parse_day(request.values.get("day")) or (start.date() if start else None)
-    return {"choice": picker.choose_day(slots, wanted), "chosen": chosen, "today": db.utcnow().date()}
+    zone = ZoneInfo(str(get_timezone()))
+    wanted = picker.parse_day(request.values.get("day")) or (start.astimezone(zone).date() if start else None)
+    return {"choice": picker.choose_day(slots, wanted, zone), "chosen": chosen,
+            "today": db.utcnow().astimezone(zone).date()}
 
 
 @bp.route("/consults/<int:appointment_id>/reschedule", methods=["GET", "POST"])
 @login_required
 def reschedule(appointment_id: int) -> Response | str:
-    """Move a booking with the same picker and confirmation as booking it."""
+    """Move a booking with the same picker and confirmation as booking it, or cancel it (the reminder links here;
+    a patient may do either online until the cutoff, then is told to call the clinic)."""
     appt = service.get_appointment(appointment_id, by=current_user)
     start = picker.parse_start(request.values.get("start"))
     if request.method == "POST":
         done = _confirm_slot(start, lambda when: service.reschedule(appt, start=when, by=current_user),
-                             "Moved: video consult now on {when} UTC with {doctor}.")
+                             _("Moved: video consult now on %(when)s with %(doctor)s."))
         if done:
             return done
-    slots = service.open_slots(appt.doctor, days=14)
+    may_change = appt.status in (AppointmentStatus.PROPOSED, AppointmentStatus.BOOKED) and (
+        current_user.role is not Role.PATIENT or service.patient_may_change(appt))
+    slots = service.open_slots(appt.doctor, days=14) if may_change else []
     db.session.commit()
-    return render_template("consults/reschedule.html", appt=appt, **_picker_state(slots, start))
+    return render_template("consults/reschedule.html", appt=appt, may_change=may_change,
+                           change_cutoff=service.change_cutoff(appt),
+                           cutoff_minutes=current_app.config["CONSULT_CHANGE_CUTOFF_MINUTES"],
+                           **_picker_state(slots, start, asked=may_change))
 
 
 @bp.post("/consults/<int:appointment_id>/cancel")
@@ -160,8 +171,10 @@ def availability() -> Response | str:
     if request.method == "POST":
         try:
             if request.form.get("form") == "exception":
-                starts = datetime.fromisoformat(request.form["starts_at"]).replace(tzinfo=UTC)
-                ends = datetime.fromisoformat(request.form["ends_at"]).replace(tzinfo=UTC)
+                # The form's times are the doctor's own wall-clock times.
+                zone = ZoneInfo(i18n.zone_of(current_user))
+                starts = datetime.fromisoformat(request.form["starts_at"]).replace(tzinfo=zone).astimezone(UTC)
+                ends = datetime.fromisoformat(request.form["ends_at"]).replace(tzinfo=zone).astimezone(UTC)
                 service.add_exception(by=current_user, starts_at=starts, ends_at=ends,
                                       reason=request.form.get("reason"))
             elif request.form.get("form") == "remove":

@@ -23,7 +23,7 @@ class PeerForm(AppForm):
 class ImagingOrderForm(AppForm):
     modality = SelectField("Modality", choices=[(m, m) for m in MODALITIES])
     description = StringField("Procedure", validators=[DataRequired(), Length(max=64)])
-    scheduled_at = DateTimeLocalField("Scheduled for (UTC)", format="%Y-%m-%dT%H:%M", validators=[DataRequired()])
+    scheduled_at = DateTimeLocalField("Scheduled for", format="%Y-%m-%dT%H:%M", validators=[DataRequired()])
     read = BooleanField("Also send it to be read when the scan arrives")
     read_priority = SelectField("Priority", choices=[("routine", "Routine"), ("urgent", "Urgent"), ("stat", "STAT")],
                                 default="routine")

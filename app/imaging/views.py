@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -16,6 +17,7 @@ from app.auth.models import Role
 from app.errors import AppError, PayloadTooLarge, ValidationFailed
 from app.facilities import service as facilities
 from app.forms import commit_or_flash_error
+from app.i18n import format_when, zone_of
 from app.imaging import documents, export, orders, service
 from app.imaging.dicomfile import parse_da
 from app.imaging.dimse import peers
@@ -75,6 +77,11 @@ def _reading_ask(form: ImagingOrderForm) -> orders.ReadingAsk | None:
                              assigned_to_id=int(doctor) if doctor.isdigit() else None)
 
 
+def _in_own_zone(local: datetime) -> datetime:
+    """A date and time typed into the form is the user's own wall-clock time."""
+    return local.replace(tzinfo=ZoneInfo(zone_of(current_user))).astimezone(UTC)
+
+
 @bp.post("/patients/<int:patient_id>/imaging-orders")
 @roles_required(Role.CLINIC_STAFF)
 def request_imaging(patient_id: int) -> BaseResponse:
@@ -82,19 +89,20 @@ def request_imaging(patient_id: int) -> BaseResponse:
     patient = patients.get_patient(patient_id, by=current_user, action="patient.read", audit_read=False)
     form = ImagingOrderForm()
     if not form.validate_on_submit() or form.scheduled_at.data is None:
-        flash("Choose a modality, describe the procedure and give the date and time (UTC).", "error")
+        flash("Choose a modality, describe the procedure and give the date and time.", "error")
         return redirect(url_for("patients.chart", patient_id=patient.id))
     try:
         order = orders.create_order(patient, by=current_user, modality=form.modality.data or "",
                                     description=form.description.data or "",
-                                    scheduled_at=form.scheduled_at.data.replace(tzinfo=UTC), read=_reading_ask(form))
+                                    scheduled_at=_in_own_zone(form.scheduled_at.data),
+                                    read=_reading_ask(form))
         db.session.commit()
     except AppError as exc:
         db.rollback()
         flash(" ".join(m for msgs in (exc.errors or {}).values() for m in msgs) or exc.detail, "error")
         return redirect(url_for("patients.chart", patient_id=patient.id))
     reading = " It will be sent to be read when the scan arrives." if order.asks_to_be_read else ""
-    flash(f"{order.modality} requested for {order.scheduled_at.strftime('%d %b %Y, %H:%M')} UTC, accession "
+    flash(f"{order.modality} requested for {format_when(order.scheduled_at)}, accession "
           f"{order.accession_number}: it is on the scanner's worklist.{reading}", "success")
     return redirect(url_for("patients.chart", patient_id=patient.id))
 

@@ -24,6 +24,9 @@ class Notification(Base):
     id: so.Mapped[IntPk]
     recipient_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("user_account.id"), index=True)
     channel: so.Mapped[str] = so.mapped_column(sa.String(16), default="email")
+    """"email" (also shown in the app) or "sms" (a copy sent to ``address``, not listed in the app)."""
+    address: so.Mapped[str | None] = so.mapped_column(sa.String(254))
+    """Where an SMS goes (the phone number at the time it was queued); email goes to the account's address."""
     subject: so.Mapped[str] = so.mapped_column(sa.String(200))
     body: so.Mapped[str] = so.mapped_column(sa.Text)
     status: so.Mapped[NotificationStatus] = so.mapped_column(

@@ -2,8 +2,9 @@
 sends queued messages outside requests (the ``worker`` service, or ``hospital send-notifications``).
 
 A message is visible in the app at once but only sent after the change it announces is committed; a failed send
-is retried up to :data:`MAX_ATTEMPTS` times. Senders are pluggable by name (``HOSPITAL_NOTIFY_SENDER``):
-``log`` (default; ids only in the application log) or ``smtp``; an SMS gateway registers itself in :data:`SENDERS`.
+is retried up to :data:`MAX_ATTEMPTS` times. Senders are pluggable by name: email (``HOSPITAL_NOTIFY_SENDER``)
+``log`` (default; ids only in the application log) or ``smtp``; text messages (``HOSPITAL_SMS_SENDER``) ``log`` or
+``http`` (a gateway: a JSON POST to ``HOSPITAL_SMS_GATEWAY_URL`` with ``HOSPITAL_SMS_GATEWAY_KEY`` as bearer).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any
 
+import requests
 import sqlalchemy as sa
 
 from app import db
@@ -26,9 +28,15 @@ Sender = Callable[[Notification, Mapping[str, Any]], None]
 MAX_ATTEMPTS = 5
 
 
-def enqueue(*, recipient: User, subject: str, body: str) -> Notification:
-    """Queue a message for ``recipient``; a rolled-back change therefore notifies nobody."""
-    notification = Notification(recipient_id=recipient.id, subject=subject[:200], body=body)
+SMS = "sms"
+
+
+def enqueue(*, recipient: User, subject: str, body: str, channel: str = "email",
+            address: str | None = None) -> Notification:
+    """Queue a message for ``recipient``; a rolled-back change therefore notifies nobody. An ``sms`` goes to
+    ``address`` (a phone number) and is a copy: the app lists the email one."""
+    notification = Notification(recipient_id=recipient.id, subject=subject[:200], body=body, channel=channel,
+                                address=address)
     db.session.add(notification)
     db.session.flush()
     return notification
@@ -36,12 +44,14 @@ def enqueue(*, recipient: User, subject: str, body: str) -> Notification:
 
 def for_user(user: User, *, limit: int = 50) -> Sequence[Notification]:
     """The user's in-app notifications, newest first."""
-    return db.session.scalars(sa.select(Notification).where(Notification.recipient_id == user.id)
+    return db.session.scalars(sa.select(Notification).where(Notification.recipient_id == user.id,
+                                                            Notification.channel != SMS)
                               .order_by(Notification.id.desc()).limit(limit)).all()
 
 
 def unread_count(user: User) -> int:
     return db.session.scalar(sa.select(sa.func.count()).where(Notification.recipient_id == user.id,
+                                                              Notification.channel != SMS,
                                                               Notification.read_at.is_(None))) or 0
 
 
@@ -69,7 +79,30 @@ def smtp_sender(notification: Notification, config: Mapping[str, Any]) -> None:
         smtp.send_message(msg)
 
 
+class GatewayError(RuntimeError):
+    """The SMS gateway did not accept the message (the outbox retries it)."""
+
+
+def http_sms_sender(notification: Notification, config: Mapping[str, Any]) -> None:
+    """POST ``{"to", "text", "reference"}`` as JSON to the gateway with its key as bearer token; any 2xx is sent."""
+    if not notification.address:
+        raise GatewayError("no phone number")
+    resp = requests.post(config["SMS_GATEWAY_URL"], timeout=20, json={
+        "to": notification.address, "text": notification.body, "reference": f"notification-{notification.id}"},
+        headers={"Authorization": f"Bearer {config['SMS_GATEWAY_KEY']}"})
+    if not 200 <= resp.status_code < 300:
+        raise GatewayError(f"gateway answered {resp.status_code}")
+
+
 SENDERS: dict[str, Sender] = {"log": log_sender, "smtp": smtp_sender}
+SMS_SENDERS: dict[str, Sender] = {"log": log_sender, "http": http_sms_sender}
+
+
+def sender_for(notification: Notification, config: Mapping[str, Any]) -> Sender:
+    """The configured sender of the notification's channel."""
+    if notification.channel == SMS:
+        return SMS_SENDERS[config.get("SMS_SENDER", "log")]
+    return SENDERS[config.get("NOTIFY_SENDER", "log")]
 
 
 def deliver_pending(config: Mapping[str, Any] | None = None, *, sender: Sender | None = None,
@@ -77,7 +110,6 @@ def deliver_pending(config: Mapping[str, Any] | None = None, *, sender: Sender |
     """Send queued messages; returns how many went out. Rows are locked (skip-locked) so two workers never send
     the same message; the caller commits."""
     config = config or {}
-    send = sender or SENDERS[config.get("NOTIFY_SENDER", "log")]
     query = (sa.select(Notification).where(Notification.status == NotificationStatus.PENDING)
              .order_by(Notification.id).limit(limit))
     if db.session.get_bind().dialect.name == "postgresql":
@@ -86,7 +118,7 @@ def deliver_pending(config: Mapping[str, Any] | None = None, *, sender: Sender |
     for notification in db.session.scalars(query).all():
         notification.attempts += 1
         try:
-            send(notification, config)
+            (sender or sender_for(notification, config))(notification, config)
         except Exception as exc:  # noqa: BLE001 - one bad message must not block the outbox; the row says why
             notification.last_error = f"{type(exc).__name__}: {exc}"[:300]
             if notification.attempts >= MAX_ATTEMPTS:

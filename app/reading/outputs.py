@@ -17,6 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from app import db
 from app.audit import service as audit
 from app.auth.models import User
+from app.i18n import format_when
 from app.imaging.ingest import store_one
 from app.reading import service
 from app.reading.models import Report
@@ -82,10 +83,12 @@ def pdf_bytes(report: Report) -> bytes:
         pdf.para(f"Key images: {len(report.key_images)} (SOP Instance UIDs: "
                  + ", ".join(k["instance"] for k in report.key_images) + ")", size=8)
     assert report.signed_at is not None
-    pdf.para(f"Signed electronically by {report.author.full_name} on {report.signed_at:%Y-%m-%d %H:%M} UTC · "
+    zone = req.facility.timezone  # the printout is read at the clinic that asked for the report
+    pdf.para(f"Signed electronically by {report.author.full_name} on {format_when(report.signed_at, tz=zone)} · "
              f"SHA-256 {report.content_hash} · key {report.key_id}", size=8)
     for version in report.addenda:
-        pdf.para(f"Addendum by {version.author.full_name}, signed {version.created_at:%Y-%m-%d %H:%M} UTC", bold=True)
+        pdf.para(f"Addendum by {version.author.full_name}, signed {format_when(version.created_at, tz=zone)}",
+                 bold=True)
         pdf.para(version.text)
     payload = service.qr_payload(report)
     if payload:

@@ -25,6 +25,7 @@ from app.auth.models import Role, User
 from app.consults import service as consults
 from app.errors import AppError, Conflict, Forbidden, Unauthorized, ValidationFailed
 from app.facilities.models import Facility
+from app.i18n import format_when, zone_of
 from app.imaging import orders
 from app.imaging import service as imaging
 from app.imaging.models import Study
@@ -91,7 +92,7 @@ def _deny(action: str, by: User, req: ReadingRequest | None, request_id: object 
 
 
 def _when(moment: datetime) -> str:
-    return f"{moment:%d %b %Y %H:%M} UTC"
+    return format_when(moment)
 
 
 # ---------------------------------------------------------------- requests
@@ -572,7 +573,7 @@ def acknowledge_critical(req: ReadingRequest, *, by: User) -> Report:
     report.critical_acked_by_id = by.id
     notify.enqueue(recipient=report.author, subject="Critical result acknowledged",
                    body=f"{by.full_name} at {req.facility.name} acknowledged your critical result "
-                        f"at {_when(report.critical_acked_at)}.")
+                        f"at {format_when(report.critical_acked_at, tz=zone_of(report.author))}.")
     db.session.flush()
     audit.record(action, by=by, patient_id=req.patient_id, resource_type=REPORT_RT, resource_id=report.id)
     return report

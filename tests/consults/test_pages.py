@@ -34,7 +34,8 @@ def test_doctor_publishes_availability_and_patient_books_through_the_pages(make_
     confirm = pat.get(f"/consults/book?doctor_id={doctor_id}&start={start.replace('+', '%2B')}")
     text = confirm.get_data(as_text=True)
     assert "Check and confirm" in text and "Dr Page" in text and tomorrow.isoformat() in text
-    assert "10:30–11:00" in text and "<dd>UTC</dd>" in text and 'id="confirm-booking"' in text
+    assert "10:30\u202fAM–11:00\u202fAM" in text and '<dd id="confirm-zone">UTC</dd>' in text
+    assert 'id="confirm-booking"' in text
     gone = pat.get(f"/consults/book?doctor_id={doctor_id}&start={tomorrow.isoformat()}T03:00:00%2B00:00")
     assert "That time is no longer free" in gone.get_data(as_text=True)
     booked = pat.post("/consults/book", data={"doctor_id": doctor_id, "start": start, "reason": "rash"},
@@ -49,7 +50,7 @@ def test_doctor_publishes_availability_and_patient_books_through_the_pages(make_
     picker_page = pat.get(f"/consults/{appt_id}/reschedule").get_data(as_text=True)
     assert 'id="slot-picker"' in picker_page and later in picker_page and start not in picker_page
     check = pat.get(f"/consults/{appt_id}/reschedule?start={later.replace('+', '%2B')}").get_data(as_text=True)
-    assert "Check and confirm" in check and "10:00–10:30" in check and "Move to this time" in check
+    assert "Check and confirm" in check and "10:00\u202fAM–10:30\u202fAM" in check and "Move to this time" in check
     moved = pat.post(f"/consults/{appt_id}/reschedule", data={"start": later}, follow_redirects=True)
     assert "Moved: video consult now on" in moved.get_data(as_text=True) and "10:00" in moved.get_data(as_text=True)
     assert "Video consult booked" in pat.get("/notifications").get_data(as_text=True)

@@ -58,7 +58,7 @@ def test_two_doctors_claim_at_once_one_wins_the_other_is_told_who(app: Flask, li
     loser = next(d for d in doctor_ids if d != winner)
     winner_name = "Dr Race One" if winner == doctor_ids[0] else "Dr Race Two"
     assert outcomes[loser].startswith(f"{winner_name} took this request at ")
-    assert outcomes[loser].endswith("UTC.")
+    assert outcomes[loser].endswith(" UTC.")  # the zone is named
     with app.app_context():
         stored = db.session.get(ReadingRequest, request_id)
         assert stored is not None and stored.claimed_by_id == winner

@@ -41,7 +41,8 @@
     });
     const body = await resp.json().catch(() => ({}));
     document.getElementById("invite-link").textContent = resp.ok
-      ? `Send this link (works once, until ${body.expires_at.slice(11, 16)} UTC): ${body.url}`
+      ? `Send this link (works once, until ${new Date(body.expires_at).toLocaleTimeString(undefined, {
+        hour: "numeric", minute: "2-digit", timeZoneName: "short"})}): ${body.url}`
       : body.detail || `HTTP ${resp.status}`;
     refresh();
   });

@@ -29,7 +29,10 @@
         after.forEach((tr, id) => { if (text(tr) !== text(before.get(id))) before.get(id).replaceWith(tr); });
       }
       const now = new Date();
-      updated.textContent = `Updated ${now.toISOString().slice(11, 16)} UTC; this list keeps itself up to date.`;
+      // In the doctor's zone, named, as the page itself writes times.
+      const clock = now.toLocaleTimeString(updated.dataset.lang || undefined, {
+        timeZone: updated.dataset.zone || "UTC", hour: "numeric", minute: "2-digit", timeZoneName: "long"});
+      updated.textContent = `Updated ${clock}; this list keeps itself up to date.`;
     } catch (err) {
       updated.textContent = "Could not update the list; trying again shortly.";
     }

@@ -1,0 +1,41 @@
+"""The person's own settings page: the time zone every time is shown in."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+from werkzeug.wrappers import Response
+
+from app import db, i18n
+from app.auth import preferences
+from app.auth.models import Role
+from app.errors import AppError
+from app.web import add_nav
+
+bp = Blueprint("account", __name__, template_folder="templates")
+
+add_nav("Time zone", "account.time_zone", *(r for r in Role if r is not Role.GUEST), account=True)
+
+
+@bp.route("/account/time-zone", methods=["GET", "POST"])
+@login_required
+def time_zone() -> Response | tuple[str, int]:
+    """Choose the zone times are shown in (or follow the facility's / the clinic's)."""
+    status = 200
+    error = None
+    if request.method == "POST":
+        try:
+            preferences.set_own_timezone(current_user._get_current_object(), request.form.get("timezone"))
+        except AppError as exc:
+            db.rollback()
+            error = " ".join(m for msgs in (exc.errors or {}).values() for m in msgs) or exc.detail
+            status = exc.status
+        else:
+            db.session.commit()
+            flash(_("Times are now shown in %(zone)s.", zone=i18n.zone_of(current_user)), "success")
+            return redirect(url_for("account.time_zone"))
+    inherited = i18n.inherited_zone(current_user) or i18n.DEFAULT_TIMEZONE
+    return render_template("auth/time_zone.html", own=current_user.timezone, inherited=inherited,
+                           current=i18n.zone_of(current_user), groups=i18n.zone_groups(), error=error,
+                           typed=request.form.get("timezone", "")), status
