@@ -210,7 +210,7 @@ def relay_join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
     appointment = _appointment(appointment_id)
     session = service.relay_join(appointment, by=current_user)
     service.validate_sdp(data["sdp"])
-    worker = media.relay_worker(session.id)
+    worker = media.pin_worker(session.id)
     names = service.relay_names(appointment, by=current_user)
     db.session.commit()
     body = {"participant_id": str(current_user.id), "sdp": data["sdp"], "type": "offer",
@@ -247,7 +247,7 @@ def relay_leave(appointment_id: int) -> Response:
     participant = service.participant_of(appointment, current_user)
     if participant is None or appointment.session is None:
         raise service._deny("consult.relay_leave", current_user, appointment.id, appointment.patient_id)
-    media.relay_call(media.relay_worker(appointment.session.id), f"/relay/consult-{appointment.session.id}/leave",
+    media.relay_call(media.pin_worker(appointment.session.id), f"/relay/consult-{appointment.session.id}/leave",
                      {"participant_id": str(current_user.id)}, ok=(200, 404))  # 404: already gone
     audit.record("consult.relay_leave", by=current_user, patient_id=appointment.patient_id,
                  resource_type="ConsultSession", resource_id=appointment.session.id)

@@ -20,7 +20,7 @@ from app import db
 from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth.models import Role, User
-from app.consults import recordings
+from app.consults import media
 from app.consults import service as consults
 from app.consults.models import (
     Appointment,
@@ -229,8 +229,8 @@ def remove(appointment: Appointment, *, user_id: int, by: User) -> ConsultPartic
         consults._signal(session, by, "removed", {"reason": "removed"}, recipient_id=target.id)
         consults._signal(session, target, "bye", {"reason": "removed", "user_id": target.id})
         if session.media_mode == "relay" and session.media_worker:
-            recordings.worker_call(session.media_worker, "POST", f"/relay/{recordings.relay_room(session)}/leave",
-                                {"participant_id": str(target.id)}, ok=(200, 404))
+            media.call(session.media_worker, "POST", f"/relay/{media.relay_room(session)}/leave",
+                       {"participant_id": str(target.id)}, ok=(200, 404))
         audit.record("consult.remove", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
                      resource_id=session.id, detail={"user_id": target.id})
     return participant

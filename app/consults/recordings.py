@@ -1,7 +1,6 @@
-"""Media broker rules: the consult's pinned media worker, recording consent, recording start/stop, playback.
+"""Recording rules: consent, recording start/stop on the consult's pinned media worker
+(:mod:`app.consults.media`), playback.
 
-- A consult is pinned to one media worker the first time it needs one (``ConsultSession.media_worker``);
-  every later relay and recording call goes there, whatever ``HOSPITAL_MEDIA_WORKERS`` says afterwards.
 - Nothing is recorded without the patient's active :class:`RecordingConsent`; its id goes to the media worker,
   which writes it into the encrypted file. Revoking consent while recording stops the recording.
 - Only the treating doctor and the patient may play a recording; everyone else gets an audited 404.
@@ -10,13 +9,11 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 import sqlalchemy as sa
 from flask import current_app
 
@@ -36,33 +33,7 @@ from app.consults.models import (
     RecordingStatus,
 )
 from app.errors import Conflict, Forbidden, NotFound
-
-
-def _workers() -> list[str]:
-    workers = [w.strip().rstrip("/") for w in current_app.config.get("MEDIA_WORKERS", "").split(",") if w.strip()]
-    return workers or [current_app.config["MEDIA_URL"].rstrip("/")]
-
-
-def pin_worker(session_id: int) -> str:
-    """The consult's media worker: the stored one, else pin the least-loaded configured worker (open consults
-    pinned to it; ties by session id) with a conditional UPDATE, so two app workers racing for a new consult
-    agree. Flushed in the caller's transaction."""
-    stored = db.session.scalar(sa.select(ConsultSession.media_worker).where(ConsultSession.id == session_id))
-    if stored:
-        return stored
-    workers = _workers()
-    load = dict(db.session.execute(
-        sa.select(ConsultSession.media_worker, sa.func.count()).where(
-            ConsultSession.ended_at.is_(None), ConsultSession.media_worker.in_(workers))
-        .group_by(ConsultSession.media_worker)).all())
-    ordered = workers[session_id % len(workers):] + workers[:session_id % len(workers)]
-    choice = min(ordered, key=lambda w: load.get(w, 0))
-    db.session.execute(sa.update(ConsultSession).where(ConsultSession.id == session_id,
-                                                       ConsultSession.media_worker.is_(None))
-                       .values(media_worker=choice).execution_options(synchronize_session=False))
-    pinned = db.session.scalar(sa.select(ConsultSession.media_worker).where(ConsultSession.id == session_id))
-    return pinned or choice
-
+from storage import recording_format
 
 #: ``stop_reason`` of a recording whose media worker died while it ran: it ended early.
 WORKER_FAILED = "media worker failed"
@@ -77,7 +48,7 @@ def fail_over(session: ConsultSession, *, failed: str, by: User) -> str:
     """
     if media.answers(failed):  # back already (restarted): stay
         return failed
-    for candidate in (w for w in _workers() if w != failed):
+    for candidate in (w for w in media.configured_workers() if w != failed):
         if not media.answers(candidate):
             continue
         db.session.execute(sa.update(ConsultSession).where(ConsultSession.id == session.id,
@@ -102,7 +73,6 @@ def settle_interrupted(appointment: Appointment) -> None:
     file up to the fault, see ``media.recording.salvage``): once the file is in the store, the row becomes
     playable, keeping its stop reason (it ended early)."""
     from app.imaging.service import object_store
-    from media.recording import read_header
 
     rows = db.session.scalars(sa.select(ConsultRecording).where(
         ConsultRecording.appointment_id == appointment.id, ConsultRecording.status == RecordingStatus.FAILED,
@@ -117,41 +87,9 @@ def settle_interrupted(appointment: Appointment) -> None:
         digest = hashlib.sha256()
         for chunk in store.get(key):
             digest.update(chunk)
-        header, _raw = read_header(io.BufferedReader(storage.ChunkReader(store.get(key))))
+        header, _raw = recording_format.read_header(io.BufferedReader(storage.ChunkReader(store.get(key))))
         row.status, row.object_key, row.size, row.sha256 = RecordingStatus.STORED, key, size, digest.hexdigest()
         row.duration = float(header["duration"])
-
-
-def worker_for(session: ConsultSession) -> str:
-    """:func:`pin_worker` for a loaded session (kept in step with the row)."""
-    worker = pin_worker(session.id)
-    if session.media_worker != worker:
-        db.session.refresh(session, ["media_worker"])
-    return worker
-
-
-def worker_call(worker: str, method: str, path: str, body: dict[str, Any] | None, *,
-                ok: tuple[int, ...] = (200,), timeout: float = 60) -> dict[str, Any]:
-    """Call ``worker``'s internal API with the shared secret; returns ``{"status", "body"}`` for ``ok`` answers.
-
-    :raises MediaUnavailable: the worker is down or gave another status.
-    """
-    try:
-        resp = requests.request(method, worker + path, json=body, timeout=timeout,
-                                headers={"Authorization": f"Bearer {current_app.config['MEDIA_SECRET']}"})
-    except requests.RequestException:
-        raise media.MediaUnreachable("The consult cannot reach the media service. Try again shortly.") from None
-    if resp.status_code not in ok:
-        raise media.MediaUnavailable(f"The media service answered {resp.status_code}.")
-    try:
-        parsed = resp.json()
-    except ValueError:
-        parsed = {}
-    return {"status": resp.status_code, "body": parsed if isinstance(parsed, dict) else {}}
-
-
-def relay_room(session: ConsultSession) -> str:
-    return f"consult-{session.id}"
 
 
 # ---------------------------------------------------------------- consent
@@ -269,11 +207,11 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
         raise Conflict("The patient has not consented to recording.")
     if running_recording(appointment) is not None:
         raise Conflict("This consult is already being recorded.")
-    worker = worker_for(session)
+    worker = media.worker_for(session)
     consults.move_to_relay(session, by=by, reason="recording")
     consent_id = consent.id
     db.session.commit()  # the mode switch stands even if the worker is not ready yet
-    answer = worker_call(worker, "POST", f"/relay/{relay_room(session)}/recording",
+    answer = media.call(worker, "POST", f"/relay/{media.relay_room(session)}/recording",
                                  {"consent_id": str(consent_id)}, ok=(201, 403, 404, 409))
     if answer["status"] == 409 and answer["body"].get("title") == "already recording":
         raise Conflict("This consult is already being recorded.")
@@ -281,7 +219,7 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
         raise Conflict("The consult is moving to the media relay; recording can start once everyone is "
                        "connected. Try again in a few seconds.", headers={"Retry-After": "3"})
     if active_consent(appointment) is None:  # revoked while we were starting: stop again at once
-        worker_call(worker, "DELETE", f"/relay/{relay_room(session)}/recording", None, ok=(200, 404, 409))
+        media.call(worker, "DELETE", f"/relay/{media.relay_room(session)}/recording", None, ok=(200, 404, 409))
         raise Conflict("The patient withdrew consent.")
     assert appointment.encounter is not None
     row = ConsultRecording(recording_id=str(answer["body"]["recording_id"]), appointment_id=appointment.id,
@@ -310,7 +248,7 @@ def _finish(appointment: Appointment, row: ConsultRecording, *, by: User, reason
     """Stop the worker's recording and write what it stored (also used by consent revocation and the end)."""
     session = appointment.session
     assert session is not None
-    answer = worker_call(row.media_worker, "DELETE", f"/relay/{relay_room(session)}/recording", None,
+    answer = media.call(row.media_worker, "DELETE", f"/relay/{media.relay_room(session)}/recording", None,
                                  ok=(200, 404, 409))
     row.stopped_at = db.utcnow()
     row.stopped_by_id = by.id
@@ -345,10 +283,8 @@ def stop_if_running(appointment: Appointment, *, by: User, reason: str) -> None:
 
 
 def object_key(recording_id: str) -> str:
-    """Where the media worker stores the file (``media.server.recording_object_key``)."""
-    from media.server import recording_object_key
-
-    return recording_object_key(recording_id)
+    """Where the media worker stores the file."""
+    return recording_format.object_key(recording_id)
 
 
 # ---------------------------------------------------------------- listing and playback
@@ -417,16 +353,9 @@ def get_for_playback(recording_id: int, *, by: User) -> ConsultRecording:
 
 
 def master_key() -> bytes:
-    """The recording master key, derived exactly as the media service does (``media.server``)."""
-    configured = current_app.config.get("RECORDING_KEY", "")
-    if configured:
-        try:
-            key = bytes.fromhex(configured)
-        except ValueError:
-            key = configured.encode()
-        return key
-    return hmac.new(str(current_app.config["SECRET_KEY"]).encode(), b"town-health recording master key",
-                    hashlib.sha256).digest()
+    """The recording master key, derived as the media service derives it (one function for both)."""
+    return recording_format.master_key(current_app.config.get("RECORDING_KEY", ""),
+                                       str(current_app.config["SECRET_KEY"]))
 
 
 def _open(row: ConsultRecording) -> Any:
@@ -453,22 +382,18 @@ class Layout:
 
 def layout(row: ConsultRecording) -> Layout:
     """Read the small authenticated header to learn the plaintext size and where each chunk sits."""
-    from media.recording import MAGIC, read_header
-    from media.recording import layout as file_layout
-
     store = _open(row)
     assert row.object_key is not None and row.size is not None
-    head = store.read(row.object_key, start=0, length=len(MAGIC) + 4)
+    head = store.read(row.object_key, start=0, length=len(recording_format.MAGIC) + 4)
     length = int.from_bytes(head[-4:], "big")
-    header, raw = read_header(io.BytesIO(head + store.read(row.object_key, start=len(head), length=length)))
-    first, chunks, size = file_layout(row.size, raw, int(header["chunk"]))
+    rest = store.read(row.object_key, start=len(head), length=length)
+    header, raw = recording_format.read_header(io.BytesIO(head + rest))
+    first, chunks, size = recording_format.layout(row.size, raw, int(header["chunk"]))
     return Layout(header, raw, first, chunks, size)
 
 
 def plaintext_range(row: ConsultRecording, lay: Layout, start: int, stop: int) -> Iterator[bytes]:
     """Plaintext bytes ``[start, stop)``: only the chunks that hold them are read and decrypted."""
-    from media.recording import decrypt_chunk, derive_key
-
     store = _open(row)
     assert row.object_key is not None and row.size is not None
     chunk = int(lay.header["chunk"])
@@ -477,12 +402,13 @@ def plaintext_range(row: ConsultRecording, lay: Layout, start: int, stop: int) -
     length = min(row.size - offset, (last - first + 1) * (chunk + 20))
     reader = io.BufferedReader(storage.ChunkReader(store.get(row.object_key, start=offset, length=length)),
                                buffer_size=chunk + 64)
-    key = derive_key(master_key(), row.recording_id)
+    key = recording_format.derive_key(master_key(), row.recording_id)
 
     def chunks() -> Iterator[bytes]:
         for counter in range(first, last + 1):
             sealed = reader.read(int.from_bytes(reader.read(4), "big"))
-            plain = decrypt_chunk(sealed, key, lay.header, lay.header_raw, counter, counter == lay.chunks - 1)
+            plain = recording_format.decrypt_chunk(sealed, key, lay.header, lay.header_raw, counter,
+                                                   counter == lay.chunks - 1)
             lo = start - counter * chunk if counter == first else 0
             hi = stop - counter * chunk if counter == last else len(plain)
             yield plain[lo:hi]
@@ -495,9 +421,7 @@ def plaintext(row: ConsultRecording) -> Iterator[bytes]:
 
     :raises NotFound: the object is gone from the store.
     """
-    from media.recording import decrypt, derive_key
-
     store = _open(row)
     assert row.object_key is not None
     reader = io.BufferedReader(storage.ChunkReader(store.get(row.object_key)), buffer_size=1024 * 1024 + 64)
-    return decrypt(reader, derive_key(master_key(), row.recording_id))
+    return recording_format.decrypt(reader, recording_format.derive_key(master_key(), row.recording_id))
