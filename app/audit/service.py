@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -143,13 +143,25 @@ class AuditedSearch:
 
 
 def deny(action: str, *, by: User | None, patient_id: int | None = None, resource_type: str | None = None,
-         resource_id: object = None, error: Exception | None = None) -> Exception:
+         resource_id: object = None, error: Exception | None = None,
+         detail: dict[str, Any] | None = None) -> Exception:
     """Record a denied access and return the error to raise (404 by default, so ids leak nothing)."""
     from app.errors import NotFound
 
     record(action, by=by, outcome=Outcome.DENIED, patient_id=patient_id, resource_type=resource_type,
-           resource_id=resource_id)
+           resource_id=resource_id, detail=detail)
     return error or NotFound(f"No {resource_type or 'record'} with that id, or you do not have access to it.")
+
+
+def forbid(action: str, *, by: User | None, patient_id: int | None = None, resource_type: str | None = None,
+           resource_id: object = None, error: Exception | None = None,
+           detail: dict[str, Any] | None = None) -> NoReturn:
+    """Record a refusal (a durable DENIED event) and raise ``error`` (404 by default, so ids leak nothing).
+
+    The one way a domain's access rules refuse: nothing is refused without an audit row.
+    """
+    raise deny(action, by=by, patient_id=patient_id, resource_type=resource_type, resource_id=resource_id,
+               error=error, detail=detail)
 
 
 def rollback_keeping_durable(session: so.Session) -> None:

@@ -21,7 +21,7 @@ from app import db
 from app.api import DB_ID_MAX
 from app.audit import service as audit
 from app.auth.models import Role, User
-from app.consults import media, recordings, service, wake
+from app.consults import access, media, recordings, service, wake
 from app.consults.models import Appointment, AvailabilityException, ChatMessage, Encounter
 from app.consults.schemas import (
     AppointmentSchema,
@@ -246,7 +246,7 @@ def relay_leave(appointment_id: int) -> Response:
     appointment = _appointment(appointment_id)
     participant = service.participant_of(appointment, current_user)
     if participant is None or appointment.session is None:
-        raise service._deny("consult.relay_leave", current_user, appointment.id, appointment.patient_id)
+        access.refuse("consult.relay_leave", current_user, appointment.id, appointment.patient_id)
     media.relay_call(media.pin_worker(appointment.session.id), f"/relay/consult-{appointment.session.id}/leave",
                      {"participant_id": str(current_user.id)}, ok=(200, 404))  # 404: already gone
     audit.record("consult.relay_leave", by=current_user, patient_id=appointment.patient_id,

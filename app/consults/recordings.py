@@ -22,8 +22,7 @@ from app import db
 from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth.models import Role, User
-from app.consults import media
-from app.consults import service as consults
+from app.consults import access, media, signals
 from app.consults.models import (
     Appointment,
     AppointmentStatus,
@@ -60,7 +59,7 @@ def fail_over(session: ConsultSession, *, failed: str, by: User) -> str:
         lost = running_recording(appointment)
         if lost is not None and lost.media_worker == failed:
             lost.status, lost.stopped_at, lost.stop_reason = RecordingStatus.FAILED, db.utcnow(), WORKER_FAILED
-            consults._signal(session, by, "recording", {"state": "stopped", "reason": WORKER_FAILED})
+            signals.send(session, by, "recording", {"state": "stopped", "reason": WORKER_FAILED})
         audit.record("consult.media_fail_over", by=by, patient_id=appointment.patient_id,
                      resource_type="ConsultSession", resource_id=session.id,
                      detail={"from": failed, "to": session.media_worker})
@@ -95,12 +94,6 @@ def settle_interrupted(appointment: Appointment) -> None:
 # ---------------------------------------------------------------- consent
 
 
-def _may_consent_for(appointment: Appointment, by: User) -> bool:
-    if by.role is Role.PATIENT:
-        return appointment.patient.user_id == by.id
-    return by.role is Role.CLINIC_STAFF and appointment.patient.facility_id == by.facility_id
-
-
 def active_consent(appointment: Appointment) -> RecordingConsent | None:
     return db.session.scalar(sa.select(RecordingConsent).where(
         RecordingConsent.appointment_id == appointment.id, RecordingConsent.revoked_at.is_(None))
@@ -117,10 +110,10 @@ def give_consent(appointment: Appointment, *, by: User) -> RecordingConsent:
 
     :raises Forbidden: anyone else who can see the appointment (audited). :raises Conflict: consult over.
     """
-    if not _may_consent_for(appointment, by):
-        audit.record("consult.recording_consent", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="Appointment", resource_id=appointment.id)
-        raise Forbidden("Only the patient, or their clinic on their behalf, can consent to recording.")
+    if not access.acts_for(appointment.patient, by):
+        audit.forbid("consult.recording_consent", by=by, patient_id=appointment.patient_id, resource_type="Appointment",
+                     resource_id=appointment.id,
+                     error=Forbidden("Only the patient, or their clinic on their behalf, can consent to recording."))
     if not appointment.status.is_open:
         raise Conflict("This consult is over; there is nothing to consent to.")
     consent = active_consent(appointment)
@@ -140,10 +133,10 @@ def revoke_consent(appointment: Appointment, *, by: User) -> RecordingConsent | 
 
     :raises Forbidden: not the patient or their clinic (audited).
     """
-    if not _may_consent_for(appointment, by):
-        audit.record("consult.recording_revoke", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="Appointment", resource_id=appointment.id)
-        raise Forbidden("Only the patient, or their clinic on their behalf, can withdraw consent.")
+    if not access.acts_for(appointment.patient, by):
+        audit.forbid("consult.recording_revoke", by=by, patient_id=appointment.patient_id, resource_type="Appointment",
+                     resource_id=appointment.id,
+                     error=Forbidden("Only the patient, or their clinic on their behalf, can withdraw consent."))
     consent = active_consent(appointment)
     if consent is None:
         return None
@@ -167,19 +160,14 @@ def status(appointment: Appointment, *, by: User) -> dict[str, Any]:
             "id": consent.id, "given_at": consent.given_at.isoformat(), "given_by": consent.given_by.full_name,
             "on_behalf": consent.given_by_id != appointment.patient.user_id},
         "recording": running is not None,
-        "can_consent": _may_consent_for(appointment, by) and appointment.status.is_open,
+        "can_consent": access.acts_for(appointment.patient, by) and appointment.status.is_open,
         "can_record": by.id == appointment.doctor_id and appointment.status is AppointmentStatus.ARRIVED,
         "recordings": [recording_json(r) for r in list_recordings(appointment, by=by, audit_read=False)]
-        if _may_play(appointment, by) else [],
+        if access.may_play(appointment, by) else [],
     }
 
 
 # ---------------------------------------------------------------- recording
-
-
-def _doctor_only(appointment: Appointment, by: User, action: str) -> None:
-    if by.id != appointment.doctor_id:
-        raise consults._deny(action, by, appointment.id, appointment.patient_id)
 
 
 def _open_session(appointment: Appointment) -> ConsultSession:
@@ -198,7 +186,7 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
 
     :raises NotFound: not the doctor (audited). :raises Conflict: no consent, already recording, no media yet.
     """
-    _doctor_only(appointment, by, "consult.recording_start")
+    access.require_doctor(appointment, by, "consult.recording_start")
     session = _open_session(appointment)
     consent = active_consent(appointment)
     if consent is None:
@@ -208,7 +196,7 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
     if running_recording(appointment) is not None:
         raise Conflict("This consult is already being recorded.")
     worker = media.worker_for(session)
-    consults.move_to_relay(session, by=by, reason="recording")
+    signals.move_to_relay(session, by=by, reason="recording")
     consent_id = consent.id
     db.session.commit()  # the mode switch stands even if the worker is not ready yet
     answer = media.call(worker, "POST", f"/relay/{media.relay_room(session)}/recording",
@@ -227,7 +215,7 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
                            consent_id=consent_id, media_worker=worker, started_by_id=by.id)
     db.session.add(row)
     db.session.flush()
-    consults._signal(session, by, "recording", {"state": "started"})
+    signals.send(session, by, "recording", {"state": "started"})
     audit.record("consult.recording_start", by=by, patient_id=appointment.patient_id,
                  resource_type="ConsultRecording", resource_id=row.id, detail={"consent_id": consent_id})
     return row
@@ -237,7 +225,7 @@ def stop(appointment: Appointment, *, by: User) -> ConsultRecording:
     """Stop recording (the doctor): the media worker finishes, encrypts and stores the file; its metadata lands
     here. :raises NotFound: not the doctor (audited). :raises Conflict: not recording.
     """
-    _doctor_only(appointment, by, "consult.recording_stop")
+    access.require_doctor(appointment, by, "consult.recording_stop")
     row = running_recording(appointment)
     if row is None:
         raise Conflict("This consult is not being recorded.")
@@ -263,7 +251,7 @@ def _finish(appointment: Appointment, row: ConsultRecording, *, by: User, reason
         row.status, row.stop_reason = RecordingStatus.FAILED, WORKER_FAILED
     else:
         row.status = RecordingStatus.FAILED
-    consults._signal(session, by, "recording", {"state": "stopped"})
+    signals.send(session, by, "recording", {"state": "stopped"})
     audit.record("consult.recording_stop", by=by, patient_id=appointment.patient_id,
                  resource_type="ConsultRecording", resource_id=row.id,
                  detail={"reason": reason, "status": row.status.value})
@@ -290,17 +278,13 @@ def object_key(recording_id: str) -> str:
 # ---------------------------------------------------------------- listing and playback
 
 
-def _may_play(appointment: Appointment, by: User) -> bool:
-    return by.id == appointment.doctor_id or (by.role is Role.PATIENT and appointment.patient.user_id == by.id)
-
-
 def list_recordings(appointment: Appointment, *, by: User, audit_read: bool = True) -> Sequence[ConsultRecording]:
     """Stored recordings of a consult, for the treating doctor and the patient.
 
     :raises NotFound: anyone else (audited).
     """
-    if not _may_play(appointment, by):
-        raise consults._deny("consult.recording_list", by, appointment.id, appointment.patient_id)
+    if not access.may_play(appointment, by):
+        access.refuse("consult.recording_list", by, appointment.id, appointment.patient_id)
     settle_interrupted(appointment)
     rows = db.session.scalars(sa.select(ConsultRecording).where(
         ConsultRecording.appointment_id == appointment.id, ConsultRecording.status == RecordingStatus.STORED)
@@ -344,7 +328,7 @@ def get_for_playback(recording_id: int, *, by: User) -> ConsultRecording:
     row = db.session.get(ConsultRecording, recording_id)
     appointment = db.session.get(Appointment, row.appointment_id) if row is not None else None
     if row is None or appointment is None or row.status is not RecordingStatus.STORED \
-            or not _may_play(appointment, by):
+            or not access.may_play(appointment, by):
         raise audit.deny("consult.recording_play", by=by, patient_id=row.patient_id if row else None,
                          resource_type="ConsultRecording", resource_id=recording_id)
     audit.record("consult.recording_play", by=by, patient_id=row.patient_id, resource_type="ConsultRecording",

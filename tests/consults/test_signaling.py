@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from app import db
 from app.audit.models import AuditEvent, Outcome
 from app.auth.models import User
-from app.consults import service
+from app.consults import signals
 from app.consults.models import Appointment, ConsultSession
 from tests.consults.helpers import admitted_consult
 
@@ -231,7 +231,7 @@ def test_a_consults_signals_become_visible_in_id_order(app, live_factories):
             try:
                 appointment = db.session.get(Appointment, appt_id)
                 session = db.session.get(ConsultSession, appointment.session.id)
-                message = service._signal(session, db.session.get(User, ids[who]), "candidate", {})
+                message = signals.send(session, db.session.get(User, ids[who]), "candidate", {})
                 if hold:
                     held.set()
                     time.sleep(0.5)  # an answer still being written while its candidates are posted
