@@ -369,7 +369,7 @@ def encounter(encounter_id: int) -> Encounter:
     """A consult's encounter record (notes, diagnosis)."""
     row = db.session.get(Encounter, encounter_id)
     if row is None:
-        raise audit.deny("encounter.read", by=current_user, resource_type="Encounter", resource_id=encounter_id)
+        audit.forbid("encounter.read", by=current_user, resource_type="Encounter", resource_id=encounter_id)
     _appointment(row.appointment_id, audit_read=True)
     db.session.commit()
     return row

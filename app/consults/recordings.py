@@ -20,7 +20,6 @@ from flask import current_app
 import storage
 from app import db
 from app.audit import service as audit
-from app.audit.models import Outcome
 from app.auth.models import Role, User
 from app.consults import access, media, signals
 from app.consults.models import (
@@ -190,9 +189,9 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
     session = _open_session(appointment)
     consent = active_consent(appointment)
     if consent is None:
-        audit.record("consult.recording_start", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "no consent"})
-        raise Conflict("The patient has not consented to recording.")
+        audit.forbid("consult.recording_start", by=by, patient_id=appointment.patient_id,
+                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "no consent"},
+                     error=Conflict("The patient has not consented to recording."))
     if running_recording(appointment) is not None:
         raise Conflict("This consult is already being recorded.")
     worker = media.worker_for(session)
@@ -329,8 +328,8 @@ def get_for_playback(recording_id: int, *, by: User) -> ConsultRecording:
     appointment = db.session.get(Appointment, row.appointment_id) if row is not None else None
     if row is None or appointment is None or row.status is not RecordingStatus.STORED \
             or not access.may_play(appointment, by):
-        raise audit.deny("consult.recording_play", by=by, patient_id=row.patient_id if row else None,
-                         resource_type="ConsultRecording", resource_id=recording_id)
+        audit.forbid("consult.recording_play", by=by, patient_id=row.patient_id if row else None,
+                     resource_type="ConsultRecording", resource_id=recording_id)
     audit.record("consult.recording_play", by=by, patient_id=row.patient_id, resource_type="ConsultRecording",
                  resource_id=row.id)
     return row

@@ -16,7 +16,7 @@ import time as clock
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from flask import current_app
@@ -24,7 +24,6 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from app import db
 from app.audit import service as audit
-from app.audit.models import Outcome
 from app.auth.models import Role, User
 from app.consults import access, recordings, signals
 from app.consults.models import (
@@ -507,15 +506,15 @@ def _open_for(appointment: Appointment, by: User, action: str) -> tuple[ConsultS
     if participant is None:
         access.refuse(action, by, appointment.id, appointment.patient_id)
     if participant.removed_at is not None:
-        audit.record(action, by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="Appointment", resource_id=appointment.id, detail={"why": "removed"})
-        raise Forbidden("The doctor removed you from this consult.")
+        audit.forbid(action, by=by, patient_id=appointment.patient_id,
+                     resource_type="Appointment", resource_id=appointment.id, detail={"why": "removed"},
+                     error=Forbidden("The doctor removed you from this consult."))
     session = appointment.session
     assert session is not None
     if session.ended_at is not None or appointment.status is not AppointmentStatus.ARRIVED:
-        audit.record(action, by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "finished"})
-        raise Conflict("This consult has ended.")
+        audit.forbid(action, by=by, patient_id=appointment.patient_id,
+                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "finished"},
+                     error=Conflict("This consult has ended."))
     if appointment.admitted_at is None and participant.kind is not ParticipantKind.DOCTOR:
         raise Conflict("The doctor has not admitted you yet. Please wait in the waiting room.")
     return session, participant
@@ -527,10 +526,10 @@ def issue_join_token(appointment: Appointment, *, by: User) -> str:
     return _serializer().dumps({"c": session.id, "u": by.id, "j": secrets.token_hex(16)})
 
 
-def _bad_token(appointment: Appointment, by: User, why: str) -> Exception:
-    audit.record("consult.join", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                 resource_type="Appointment", resource_id=appointment.id, detail={"why": why})
-    return Forbidden("This join link is not valid any more. Reload the page to get a new one.")
+def _bad_token(appointment: Appointment, by: User, why: str) -> NoReturn:
+    audit.forbid("consult.join", by=by, patient_id=appointment.patient_id, resource_type="Appointment",
+                 resource_id=appointment.id, detail={"why": why},
+                 error=Forbidden("This join link is not valid any more. Reload the page to get a new one."))
 
 
 def join(appointment: Appointment, *, token: str, by: User, since: int | None = None) -> ConsultParticipant:
@@ -547,17 +546,17 @@ def join(appointment: Appointment, *, token: str, by: User, since: int | None = 
     try:
         data = _serializer().loads(token, max_age=_cfg("CONSULT_JOIN_TOKEN_SECONDS"))
     except SignatureExpired:
-        raise _bad_token(appointment, by, "expired") from None
+        _bad_token(appointment, by, "expired")
     except BadSignature:
-        raise _bad_token(appointment, by, "bad signature") from None
+        _bad_token(appointment, by, "bad signature")
     if not isinstance(data, dict) or data.get("c") != session.id or data.get("u") != by.id:
-        raise _bad_token(appointment, by, "other consult or user")
+        _bad_token(appointment, by, "other consult or user")
     try:
         with db.session.begin_nested():
             db.session.add(JoinTokenUse(jti=str(data.get("j"))[:32], session_id=session.id, user_id=by.id))
             db.session.flush()
     except sa.exc.IntegrityError:
-        raise _bad_token(appointment, by, "replayed") from None
+        _bad_token(appointment, by, "replayed")
     participant.joined_at = db.utcnow()
     participant.left_at = None
     hello = signals.send(session, by, "hello", {"role": participant.kind.value, "since": since})
@@ -724,10 +723,10 @@ def post_signal(appointment: Appointment, *, by: User, kind: str, payload: dict[
         raise Conflict("Join the consult before sending media negotiation messages.")
     clean = validate_signal(kind, payload)
     if _rate_limited(session, by):
-        audit.record("consult.signal", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "rate limit"})
-        raise TooManyRequests("Too many signaling messages; slow down.",
-                              headers={"Retry-After": str(RATE_WINDOW_SECONDS)})
+        audit.forbid("consult.signal", by=by, patient_id=appointment.patient_id,
+                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "rate limit"},
+                     error=TooManyRequests("Too many signaling messages; slow down.",
+                                           headers={"Retry-After": str(RATE_WINDOW_SECONDS)}))
     if to is not None and not any(p.user_id == to for p in session.participants):
         raise _invalid("to", "Not a participant of this consult.")
     return signals.send(session, by, kind, clean, recipient_id=to)
@@ -801,9 +800,10 @@ def post_chat(appointment: Appointment, *, by: User, body: str) -> ChatMessage:
     if any(ord(c) < 32 and c not in "\n\t" for c in text):
         raise _invalid("body", "Remove control characters.")
     if _rate_limited(session, by):
-        audit.record("consult.chat", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "rate limit"})
-        raise TooManyRequests("Too many messages; slow down.", headers={"Retry-After": str(RATE_WINDOW_SECONDS)})
+        audit.forbid("consult.chat", by=by, patient_id=appointment.patient_id,
+                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "rate limit"},
+                     error=TooManyRequests("Too many messages; slow down.",
+                                           headers={"Retry-After": str(RATE_WINDOW_SECONDS)}))
     encounter = appointment.encounter
     if encounter is None:
         raise Conflict("The consult has not started.")

@@ -16,7 +16,7 @@ from app.auth.models import Role
 from app.errors import AppError, PayloadTooLarge, ValidationFailed
 from app.facilities import service as facilities
 from app.forms import commit_or_flash_error
-from app.imaging import documents, export, orders, service
+from app.imaging import access, documents, export, orders, service
 from app.imaging.dicomfile import parse_da
 from app.imaging.dimse import peers
 from app.imaging.forms import ImagingOrderForm, PeerForm
@@ -101,7 +101,7 @@ def request_imaging(patient_id: int) -> BaseResponse:
 
 @bp.app_template_global()
 def can_reconcile_study(study: Study) -> bool:
-    return current_user.is_authenticated and service.can_reconcile(study, current_user)
+    return current_user.is_authenticated and access.can_reconcile(study, current_user)
 
 
 def _summary_row(r: service.IngestResult) -> dict[str, Any]:

@@ -9,9 +9,12 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import sqlalchemy as sa
 
 from app import db
+from app.audit import service as audit
 from app.auth.models import Role, User
 from app.patients.models import CareAssignment, Patient
 
@@ -61,3 +64,10 @@ def has_care_relationship(user: User, patient: Patient) -> bool:
         sa.select(sa.literal(True)).where(CareAssignment.patient_id == patient.id,
                                           CareAssignment.practitioner_id == user.id,
                                           CareAssignment.ended_at.is_(None)).limit(1)) is not None
+
+
+def refuse(action: str, by: User, patient_id: int | None, resource_type: str = "Patient",
+           resource_id: object = None) -> NoReturn:
+    """Audit the refusal and answer 404, so a patient id tells a stranger nothing."""
+    audit.forbid(action, by=by, patient_id=patient_id, resource_type=resource_type,
+                 resource_id=resource_id if resource_id is not None else patient_id)

@@ -108,7 +108,7 @@ def seed(text: str) -> None:
 
 def _admin(by: User, action: str) -> None:
     if by.role is not Role.ADMIN:
-        raise audit.deny(action, by=by, resource_type="DicomPeer")
+        audit.forbid(action, by=by, resource_type="DicomPeer")
 
 
 def list_peers(*, by: User) -> list[DicomPeer]:
@@ -132,7 +132,8 @@ def save_peer(peer: DicomPeer | None, *, by: User, ae_title: str, host: str, por
     :raises ValidationFailed: a field is wrong (names the field).
     """
     if by.role is not Role.ADMIN:
-        raise Forbidden("Only administrators manage DICOM peers.")
+        audit.forbid("dicom.peer.create" if peer is None else "dicom.peer.update", by=by, resource_type="DicomPeer",
+                     error=Forbidden("Only administrators manage DICOM peers."))
     ae_title, host = ae_title.strip(), host.strip()
     errors: dict[str, list[str]] = {}
     if not AE_TITLE.match(ae_title):
