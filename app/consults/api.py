@@ -388,4 +388,3 @@ def echo_offer(data: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-from app.consults import broker_api as _broker_api  # noqa: E402,F401  (routes on this blueprint)

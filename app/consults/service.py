@@ -448,6 +448,12 @@ CONSULT_ENDED: list[Callable[[Appointment, User], None]] = []
 domains register here so this module imports none of them."""
 
 
+def on_consult_ended(hook: Callable[[Appointment, User], None]) -> None:
+    """Register a :data:`CONSULT_ENDED` hook (from a domain's ``init_app``); registering twice is harmless."""
+    if hook not in CONSULT_ENDED:
+        CONSULT_ENDED.append(hook)
+
+
 def end_consult(appointment: Appointment, *, by: User, notes: str | None = None,
                 diagnosis: str | None = None) -> Encounter:
     """End the consult: appointment fulfilled, encounter finished, everyone leaves."""

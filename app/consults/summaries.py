@@ -114,13 +114,3 @@ def mine(*, by: User) -> Sequence[VisitSummary]:
     for summary in rows:
         audit.record("visit_summary.read", by=by, patient_id=patient.id, resource_type=RT, resource_id=summary.id)
     return rows
-
-
-def _register() -> None:
-    from app.consults import service as consults
-
-    if tell_patient not in consults.CONSULT_ENDED:
-        consults.CONSULT_ENDED.append(tell_patient)
-
-
-_register()

@@ -17,27 +17,20 @@ from app.consults import history, picker, service, summaries
 from app.consults.models import Appointment, AppointmentStatus, ParticipantKind
 from app.errors import AppError
 from app.patients import service as patients
-from app.web import add_chart_links, add_chart_panel, add_my_health_panel, add_nav
 
 bp = Blueprint("consults", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/consults")
 
-add_nav("Consults", "consults.index", Role.PATIENT, Role.CLINIC_STAFF)
-add_nav("Today's consults", "consults.today", Role.DOCTOR)
-add_nav("Availability", "consults.availability", Role.DOCTOR)
-add_my_health_panel("consults/_my_visit_summaries.html")
 
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
 
-def _chart_links(patient: object, user: User) -> list[dict[str, str]]:
+def chart_links(patient: object, user: User) -> list[dict[str, str]]:
     if user.role is Role.CLINIC_STAFF:
         return [{"label": "Book video consult", "url": url_for("consults.book", patient_id=patient.id)}]
     return []
 
 
-add_chart_links(_chart_links)
-add_chart_panel("consults/_visit_history.html")
 
 
 @bp.app_template_global()
@@ -315,4 +308,3 @@ def visit_summary(appointment_id: int) -> Response | str:
     return render_template("consults/visit_summary.html", appt=appt, summary=summary, can_write=can_write)
 
 
-from app.consults import broker_views as _broker_views  # noqa: E402,F401  (routes and the guest fence)

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, flash, jsonify, redirect, re
 from flask_login import current_user
 from werkzeug.wrappers import Response as BaseResponse
 
-from app import db, web
+from app import db
 from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError, PayloadTooLarge, ValidationFailed
@@ -27,10 +27,6 @@ from app.patients import service as patients
 bp = Blueprint("imaging", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/imaging")
 
-web.add_nav("Upload scans", "imaging.upload", Role.CLINIC_STAFF)
-web.add_nav("Unmatched scans", "imaging.unmatched", Role.CLINIC_STAFF)
-web.add_nav("DICOM peers", "imaging.dicom_peers", Role.ADMIN)
-web.add_chart_panel("imaging/_chart_panel.html")
 
 DOCUMENT_LABELS = {"pdf": "PDF", "sr": "Report", "other": "Object"}  # series thumbnails of objects without pixels
 W_L_PRESETS = {"Lung": (-600, 1500), "Bone": (400, 1800), "Brain": (40, 80), "Abdomen": (50, 400)}

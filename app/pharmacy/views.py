@@ -17,15 +17,10 @@ from app.pharmacy import service
 from app.pharmacy.models import Dispense, DispenseStatus
 from app.prescriptions import service as prescriptions
 from app.transactions import commit_at_request_end, error_message, flash_outcome
-from app.web import ROLE_HOME, add_nav
 
 bp = Blueprint("pharmacy", __name__, template_folder="templates", url_prefix="/pharmacy")
 commit_at_request_end(bp)
 
-add_nav("Pharmacy", "pharmacy.queue", Role.PHARMACIST, position=0)
-add_nav("Pickup", "pharmacy.pickup", Role.PHARMACIST, position=1)
-add_nav("Stock", "pharmacy.stock", Role.PHARMACIST, position=2)
-ROLE_HOME[Role.PHARMACIST] = "pharmacy.queue"
 
 
 @bp.get("")

@@ -23,16 +23,14 @@ from app.prescriptions import access, rules, service
 from app.prescriptions.models import Prescription, RequestStatus
 from app.prescriptions.service import PrescriptionInput
 from app.transactions import commit_at_request_end, flash_outcome
-from app.web import add_chart_links, add_chart_panel, add_nav
 
 bp = Blueprint("prescriptions", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/prescriptions")
 commit_at_request_end(bp)
 
-add_nav("My prescriptions", "prescriptions.mine", Role.PATIENT, after="patients.my_health")
 
 
-def _chart_links(patient: Any, user: User) -> list[dict[str, str]]:
+def chart_links(patient: Any, user: User) -> list[dict[str, str]]:
     if user.role is Role.PATIENT:
         return [{"label": "My prescriptions", "url": url_for("prescriptions.mine")}]
     links = [{"label": "Prescriptions", "url": url_for("patients.chart", patient_id=patient.id) + "#prescriptions"}]
@@ -42,8 +40,6 @@ def _chart_links(patient: Any, user: User) -> list[dict[str, str]]:
     return links
 
 
-add_chart_links(_chart_links)
-add_chart_panel("prescriptions/_chart_panel.html")
 
 
 @bp.app_context_processor

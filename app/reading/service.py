@@ -617,8 +617,6 @@ def release_after_consult(appointment: Any, by: User) -> None:
                      resource_type=REPORT_RT, resource_id=report.id, detail={"after": "consult"})
 
 
-if release_after_consult not in consults.CONSULT_ENDED:
-    consults.CONSULT_ENDED.append(release_after_consult)
 
 
 def release_due(*, now: datetime | None = None) -> list[int]:

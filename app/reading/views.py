@@ -10,7 +10,7 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response as BaseResponse
 
-from app import db, web
+from app import db
 from app.auth.decorators import roles_required
 from app.auth.models import Role, User
 from app.consults import service as consults
@@ -27,10 +27,6 @@ bp = Blueprint("reading", __name__, template_folder="templates", static_folder="
                static_url_path="/static/reading")
 commit_at_request_end(bp)
 
-web.add_nav("Reading worklist", "reading.worklist", Role.DOCTOR, after="patients.search")
-web.add_nav("Reading requests", "reading.clinic", Role.CLINIC_STAFF, after="imaging.unmatched")
-web.add_chart_panel("reading/_chart_panel.html")
-web.add_my_health_panel("reading/_my_results.html")
 
 
 @bp.app_context_processor
