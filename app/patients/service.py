@@ -13,13 +13,14 @@ from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app import db
 from app.audit import service as audit
 from app.audit import wording
 from app.audit.models import AuditEvent
 from app.auth.models import Role, User
-from app.errors import AppError, Conflict, Forbidden, ValidationFailed
+from app.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.patients import access
 from app.patients.models import (
     Allergy,
@@ -428,13 +429,21 @@ def ensure_care_relationship(patient: Patient, doctor: User, *, by: User, reason
     return assignment
 
 
-def end_care_relationship(assignment: CareAssignment, *, by: User) -> None:
-    patient = db.session.get(Patient, assignment.patient_id)
-    assert patient is not None
+def end_care_relationship(patient: Patient, assignment_id: int, *, by: User) -> CareAssignment:
+    """End a doctor's care relationship with the patient (clinic staff of the patient's clinic): the doctor no
+    longer opens the chart through it. The row is kept, with when it ended.
+
+    :raises NotFound: not clinic staff of the patient's clinic (audited), or no such current relationship.
+    """
     if not access.can_edit_demographics(by, patient):
-        access.refuse("care_team.end", by, patient.id, "CareTeam")
+        access.refuse("care_team.end", by, patient.id, "CareTeam", assignment_id)
+    assignment = db.session.get(CareAssignment, assignment_id)
+    if assignment is None or assignment.patient_id != patient.id or assignment.ended_at is not None:
+        raise NotFound(_("This doctor is not on the patient's care team."))
     assignment.ended_at = db.utcnow()
-    audit.record("care_team.end", by=by, patient_id=patient.id, resource_type="CareTeam", resource_id=assignment.id)
+    audit.record("care_team.end", by=by, patient_id=patient.id, resource_type="CareTeam", resource_id=assignment.id,
+                 detail={"practitioner_id": assignment.practitioner_id})
+    return assignment
 
 
 def create_portal_account(patient: Patient, *, email: str, password: str, by: User) -> User:
