@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -234,7 +234,3 @@ def remove(appointment: Appointment, *, user_id: int, by: User) -> ConsultPartic
         audit.record("consult.remove", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
                      resource_id=session.id, detail={"user_id": target.id})
     return participant
-
-
-def expires_label(moment: datetime) -> str:
-    return moment.strftime("%H:%M UTC")

@@ -230,12 +230,6 @@ def for_clinic(*, by: User, limit: int = 200) -> list[ReadingRequest]:
     return rows
 
 
-def for_study(study: Study, *, by: User) -> list[ReadingRequest]:
-    """The requests of a study the caller has opened (viewer, chart), visible to ``by``."""
-    rows = db.session.scalars(sa.select(ReadingRequest).where(ReadingRequest.study_id == study.id)
-                              .order_by(ReadingRequest.id.desc()))
-    return [r for r in rows if access.can_read(by, r)]
-
 
 def for_patient(patient: Patient, *, by: User) -> list[ReadingRequest]:
     """The requests on a chart the caller already opened (the chart read is audited there)."""
