@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from cachetools import TTLCache
 
 from app import db
 from app.audit import service as audit
@@ -54,24 +54,28 @@ def lookup(ae_title: str) -> Peer | None:
     return Peer(row.ae_title, row.facility_id, row.host, row.port, _permissions(row))
 
 
+#: AE titles remembered at once; unknown callers are cached too, so a scan of made-up titles stays bounded.
+CACHE_ENTRIES = 1024
+_MISS = object()
+
+
 class Directory:
-    """:func:`lookup` with a short cache, for the listener (one query per AE title every few seconds)."""
+    """:func:`lookup` with a short, bounded cache, for the listener (one query per AE title every few seconds)."""
 
     def __init__(self, ttl: float = CACHE_SECONDS) -> None:
         self.ttl = ttl
-        self._cache: dict[str, tuple[float, Peer | None]] = {}
+        self._cache: TTLCache[str, Peer | None] = TTLCache(maxsize=CACHE_ENTRIES, ttl=ttl)
         self._lock = threading.Lock()
 
     def get(self, ae_title: str) -> Peer | None:
         """Call inside an app context."""
-        now = time.monotonic()
         with self._lock:
-            hit = self._cache.get(ae_title)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
+            hit = self._cache.get(ae_title, _MISS)
+        if hit is not _MISS:
+            return hit  # type: ignore[return-value]
         peer = lookup(ae_title)
         with self._lock:
-            self._cache[ae_title] = (now, peer)
+            self._cache[ae_title] = peer
         return peer
 
 
