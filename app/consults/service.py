@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import time as clock
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -20,9 +19,9 @@ from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from flask import current_app
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
-from app import db
+from app import clock, db
 from app.audit import service as audit
 from app.auth.models import Role, User
 from app.consults import access, recordings, signals
@@ -503,8 +502,15 @@ def invite(appointment: Appointment, *, user_id: int, by: User) -> ConsultPartic
     return participant
 
 
+class _ClockSigner(TimestampSigner):
+    """Join tokens age by :mod:`app.clock`, like everything else."""
+
+    def get_timestamp(self) -> int:
+        return int(clock.timestamp())
+
+
 def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(_cfg("SECRET_KEY"), salt="consult-join")
+    return URLSafeTimedSerializer(_cfg("SECRET_KEY"), salt="consult-join", signer=_ClockSigner)
 
 
 def _open_for(appointment: Appointment, by: User, action: str) -> tuple[ConsultSession, ConsultParticipant]:
@@ -631,7 +637,7 @@ def leave(appointment: Appointment, *, by: User) -> None:
 
 def turn_credentials(user: User, *, now: float | None = None) -> tuple[str, str]:
     """coturn "TURN REST API": username ``<expiry>:<user id>``, password base64(HMAC-SHA1(secret, username))."""
-    expiry = int((now or clock.time()) + _cfg("TURN_TTL_SECONDS"))
+    expiry = int((now or clock.timestamp()) + _cfg("TURN_TTL_SECONDS"))
     username = f"{expiry}:{user.id}"
     digest = hmac.new(_cfg("TURN_SECRET").encode(), username.encode(), hashlib.sha1).digest()
     return username, base64.b64encode(digest).decode()
