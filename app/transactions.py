@@ -25,8 +25,10 @@ def _commit(response: Response) -> Response:
 
 
 def commit_at_request_end(bp: Blueprint) -> Blueprint:
-    """Commit the unit of work of every request to ``bp`` whose view returned normally."""
-    bp.after_request(_commit)
+    """Commit the unit of work of every request to ``bp`` whose view returned normally (once per blueprint, so
+    a second app built in the same process finds it in place)."""
+    if _commit not in bp.after_request_funcs.get(None, []):
+        bp.after_request(_commit)
     return bp
 
 

@@ -11,8 +11,11 @@ def init_app(app: Flask) -> None:
     from app import web
     from app.auth.models import Role
     from app.consults import api, broker_api, broker_views, service, summaries, views
+    from app.transactions import commit_at_request_end
 
     assert broker_api.blp is api.blp and broker_views.bp is views.bp  # their routes are on these blueprints
+    for blueprint in (views.bp, api.blp):
+        commit_at_request_end(blueprint)
     app.register_blueprint(views.bp)
     app.extensions["hospital_api"].register_blueprint(api.blp)
     web.add_nav(app, "Consults", "consults.index", Role.PATIENT, Role.CLINIC_STAFF)

@@ -57,7 +57,6 @@ def _flash_error(exc: AppError) -> None:
 def index() -> str:
     """Upcoming video consults of the patient, or of the clinic's patients."""
     appointments = service.list_for(current_user)
-    db.session.commit()
     return render_template("consults/index.html", appointments=appointments, AppointmentStatus=AppointmentStatus)
 
 
@@ -84,7 +83,6 @@ def book() -> Response | str:
     doctors = service.bookable_doctors()
     doctor = next((d for d in doctors if d.id == doctor_id), None)
     slots = service.open_slots(doctor, days=14) if doctor else []
-    db.session.commit()
     return render_template("consults/book.html", patient=patient, doctors=doctors, doctor=doctor,
                            **_picker_state(slots, start, asked=doctor is not None))
 
@@ -99,7 +97,6 @@ def _confirm_slot(start: datetime | None, act: Callable[[datetime], Appointment]
     except AppError as exc:
         _flash_error(exc)
         return None
-    db.session.commit()
     flash(message.format(when=appt.start_at.strftime("%a %d %b, %H:%M"), doctor=appt.doctor.full_name), "success")
     return redirect(url_for("consults.index"))
 
@@ -125,7 +122,6 @@ def reschedule(appointment_id: int) -> Response | str:
         if done:
             return done
     slots = service.open_slots(appt.doctor, days=14)
-    db.session.commit()
     return render_template("consults/reschedule.html", appt=appt, **_picker_state(slots, start))
 
 
@@ -139,7 +135,6 @@ def cancel(appointment_id: int) -> Response:
     except AppError as exc:
         _flash_error(exc)
     else:
-        db.session.commit()
         flash("Appointment cancelled.", "success")
     return redirect(request.referrer or url_for("consults.index"))
 
@@ -168,7 +163,6 @@ def availability() -> Response | str:
         except AppError as exc:
             _flash_error(exc)
         else:
-            db.session.commit()
             flash("Availability saved.", "success")
             return redirect(url_for("consults.availability"))
     windows = service.windows_for(current_user)
@@ -197,7 +191,6 @@ def admit(appointment_id: int) -> Response:
     except AppError as exc:
         _flash_error(exc)
         return redirect(url_for("consults.today"))
-    db.session.commit()
     return redirect(url_for("consults.room", appointment_id=appointment_id))
 
 
@@ -212,7 +205,6 @@ def waiting(appointment_id: int) -> Response | str:
         except AppError as exc:
             _flash_error(exc)
         else:
-            db.session.commit()
             flash("You are checked in.", "success")
         return redirect(url_for("consults.waiting", appointment_id=appointment_id))
     state = service.state(appt)
@@ -220,7 +212,6 @@ def waiting(appointment_id: int) -> Response | str:
     # The booked patient's waiting room carries the consult stage and turns into the consult when admitted.
     stage = participant is not None and participant.kind is ParticipantKind.PATIENT and not state["ended"]
     chat = service.chat_history(appt) if stage else []
-    db.session.commit()
     return render_template("consults/waiting.html", appt=appt, state=state, stage=stage, chat=chat,
                            in_consult=stage and state["admitted"],
                            own=appt.patient.user_id == current_user.id,
@@ -241,16 +232,13 @@ def room(appointment_id: int) -> Response | str:
     state = service.state(appt)
     participant = service.participant_of(appt, current_user)
     if state["ended"]:
-        db.session.commit()
         flash("This consult has ended.", "info")
         return redirect(url_for("consults.today" if current_user.role is Role.DOCTOR else "consults.index"))
     if participant is None or (participant.kind is not ParticipantKind.DOCTOR and not state["admitted"]):
-        db.session.commit()
         return redirect(url_for("consults.waiting", appointment_id=appointment_id))
     is_doctor = participant.kind is ParticipantKind.DOCTOR
     patient = patients.get_patient(appt.patient_id, by=current_user, action="patient.read") if is_doctor else None
     chat = service.chat_history(appt)
-    db.session.commit()
     return render_template("consults/room.html", appt=appt, patient=patient, is_doctor=is_doctor,
                            role=participant.kind.value, chat=chat, encounter=appt.encounter,
                            can_admit=is_doctor and not state["admitted"],
@@ -268,7 +256,6 @@ def end(appointment_id: int) -> Response:
     except AppError as exc:
         _flash_error(exc)
         return redirect(url_for("consults.room", appointment_id=appointment_id))
-    db.session.commit()
     flash("Consult ended; the note is saved with the encounter.", "success")
     return redirect(url_for("consults.today"))
 
@@ -295,7 +282,6 @@ def visit_summary(appointment_id: int) -> Response | str:
         except AppError as exc:
             _flash_error(exc)
         else:
-            db.session.commit()
             flash("Visit summary saved. The patient sees it once the consult has ended.", "success")
         back = request.form.get("back")
         if back == "room" and appt.status is AppointmentStatus.ARRIVED:
@@ -304,7 +290,6 @@ def visit_summary(appointment_id: int) -> Response | str:
     summary = summaries.read(appt, by=current_user)
     can_write = current_user.role is Role.DOCTOR and appt.doctor_id == current_user.id and appt.status in (
         AppointmentStatus.ARRIVED, AppointmentStatus.FULFILLED)
-    db.session.commit()
     return render_template("consults/visit_summary.html", appt=appt, summary=summary, can_write=can_write)
 
 

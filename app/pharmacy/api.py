@@ -12,10 +12,8 @@ from marshmallow import Schema, fields, validate
 from app.pharmacy import service
 from app.prescriptions import fhir
 from app.prescriptions import service as prescriptions
-from app.transactions import commit_at_request_end
 
 blp = Blueprint("pharmacy_api", __name__, url_prefix="/api/v1", description="Pharmacy")
-commit_at_request_end(blp)
 
 
 class DispenseStartSchema(Schema):

@@ -16,10 +16,9 @@ from app.errors import AppError
 from app.pharmacy import service
 from app.pharmacy.models import Dispense, DispenseStatus
 from app.prescriptions import service as prescriptions
-from app.transactions import commit_at_request_end, error_message, flash_outcome
+from app.transactions import error_message, flash_outcome
 
 bp = Blueprint("pharmacy", __name__, template_folder="templates", url_prefix="/pharmacy")
-commit_at_request_end(bp)
 
 
 

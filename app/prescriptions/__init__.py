@@ -10,7 +10,10 @@ def init_app(app: Flask) -> None:
     from app import web
     from app.auth.models import Role
     from app.prescriptions import api, views
+    from app.transactions import commit_at_request_end
 
+    for blueprint in (views.bp, api.blp):
+        commit_at_request_end(blueprint)
     app.register_blueprint(views.bp)
     app.extensions["hospital_api"].register_blueprint(api.blp)
     web.add_nav(app, "My prescriptions", "prescriptions.mine", Role.PATIENT, after="patients.my_health")

@@ -15,10 +15,8 @@ from app.patients import service as patients
 from app.pharmacy import service as pharmacy
 from app.prescriptions import fhir, service, signing
 from app.prescriptions.service import PrescriptionInput
-from app.transactions import commit_at_request_end
 
 blp = Blueprint("prescriptions_api", __name__, url_prefix="/api/v1", description="Prescriptions")
-commit_at_request_end(blp)
 
 
 class RxDraftSchema(Schema):

@@ -22,11 +22,10 @@ from app.pharmacy import service as pharmacy
 from app.prescriptions import access, rules, service
 from app.prescriptions.models import Prescription, RequestStatus
 from app.prescriptions.service import PrescriptionInput
-from app.transactions import commit_at_request_end, flash_outcome
+from app.transactions import flash_outcome
 
 bp = Blueprint("prescriptions", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/prescriptions")
-commit_at_request_end(bp)
 
 
 

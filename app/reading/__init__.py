@@ -13,7 +13,10 @@ def init_app(app: Flask) -> None:
     from app.auth.models import Role
     from app.consults import service as consults
     from app.reading import api, service, views
+    from app.transactions import commit_at_request_end
 
+    for blueprint in (views.bp, api.blp):
+        commit_at_request_end(blueprint)
     app.register_blueprint(views.bp)
     app.extensions["hospital_api"].register_blueprint(api.blp)
     web.add_nav(app, "Reading worklist", "reading.worklist", Role.DOCTOR, after="patients.search")

@@ -13,10 +13,8 @@ from app import db
 from app.errors import NotFound
 from app.imaging import service as imaging
 from app.reading import fhir, outputs, service
-from app.transactions import commit_at_request_end
 
 blp = Blueprint("reading_api", __name__, url_prefix="/api/v1", description="Reading requests and reports")
-commit_at_request_end(blp)
 
 
 class RequestSchema(Schema):

@@ -21,11 +21,10 @@ from app.prescriptions.views import svg_qr
 from app.reading import access, outputs, service
 from app.reading.models import Priority, ReadingRequest, ReadingStatus, ReleaseMode
 from app.reading.presenters import age_sex, waiting
-from app.transactions import commit_at_request_end, error_message, flash_outcome
+from app.transactions import error_message, flash_outcome
 
 bp = Blueprint("reading", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/reading")
-commit_at_request_end(bp)
 
 
 
