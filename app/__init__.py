@@ -54,40 +54,29 @@ def create_app(config: Config | None = None) -> Flask:
     api = make_api(app)
     app.extensions["hospital_api"] = api
 
-    from app import objects, web
-    from app.audit import api as audit_api
-    from app.audit import views as audit_views
-    from app.auth import admin as auth_admin
-    from app.auth import api as auth_api
-    from app.auth import oauth_views, preferences_views, service_credential_views
-    from app.auth import views as auth_views
-    from app.consults import api as consults_api
-    from app.consults import views as consults_views
+    from app import (
+        audit,
+        auth,
+        consults,
+        facilities,
+        imaging,
+        notify,
+        objects,
+        patients,
+        pharmacy,
+        prescriptions,
+        reading,
+        web,
+    )
+
+    app.register_blueprint(web.bp)
+    app.register_blueprint(objects.bp)
+    # Each domain registers its blueprints, navigation, chart panels and home page; the order places the
+    # navigation entries (a domain may put its entry after another's).
+    for domain in (auth, facilities, patients, audit, consults, imaging, notify, prescriptions, pharmacy, reading):
+        domain.init_app(app)
+
     from app.errors import register_error_handlers
-    from app.facilities import views as facilities_views
-    from app.imaging import dicomweb as imaging_dicomweb
-    from app.imaging import views as imaging_views
-    from app.notify import views as notify_views
-    from app.patients import api as patients_api
-    from app.patients import caregiver_views
-    from app.patients import views as patients_views
-    from app.pharmacy import api as pharmacy_api
-    from app.pharmacy import views as pharmacy_views
-    from app.prescriptions import api as prescriptions_api
-    from app.prescriptions import views as prescriptions_views
-    from app.reading import api as reading_api
-    from app.reading import views as reading_views
-
-    for blueprint in (web.bp, auth_views.bp, auth_admin.bp, patients_views.bp, audit_views.bp,
-                      oauth_views.bp, oauth_views.endpoints, prescriptions_views.bp, pharmacy_views.bp,
-                      consults_views.bp, notify_views.bp, imaging_views.bp, imaging_dicomweb.bp, objects.bp,
-                      reading_views.bp, service_credential_views.bp, caregiver_views.bp, preferences_views.bp,
-                      facilities_views.bp):
-        app.register_blueprint(blueprint)
-    for api_blueprint in (auth_api.blp, patients_api.blp, audit_api.blp, prescriptions_api.blp, pharmacy_api.blp,
-                          consults_api.blp, reading_api.blp):
-        api.register_blueprint(api_blueprint)
-
     from app.fhir import routes as fhir_routes
 
     fhir_routes.init_app(app)

@@ -99,13 +99,6 @@ def _dump_database(url: str, out: Path) -> None:
           f"--file={out}", *args], env)
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(storage.base.CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def _open(store: storage.ObjectStore, key: str) -> BinaryIO:
     return io.BufferedReader(storage.ChunkReader(store.get(key)), buffer_size=storage.base.CHUNK)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import storage
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECRET_KEY = "dev-only-secret-change-me"  # noqa: S105 - refused in production, see validate()
 
@@ -165,14 +167,8 @@ class Config:
         cfg.LOCKOUT_THRESHOLD = _env_int("HOSPITAL_LOCKOUT_THRESHOLD", cls.LOCKOUT_THRESHOLD)
         cfg.LOCKOUT_MINUTES = _env_int("HOSPITAL_LOCKOUT_MINUTES", cls.LOCKOUT_MINUTES)
         cfg.IP_LOCKOUT_THRESHOLD = _env_int("HOSPITAL_IP_LOCKOUT_THRESHOLD", cls.IP_LOCKOUT_THRESHOLD)
-        cfg.OBJECT_STORE = _env("HOSPITAL_OBJECT_STORE", cls.OBJECT_STORE)
-        cfg.STORAGE_PATH = Path(_env("HOSPITAL_STORAGE_PATH", str(cfg.INSTANCE_PATH / "objects")))
-        cfg.S3_ENDPOINT = _env("S3_ENDPOINT", cls.S3_ENDPOINT)
-        cfg.S3_ACCESS_KEY = _env("S3_ACCESS_KEY", cls.S3_ACCESS_KEY)
-        cfg.S3_SECRET_KEY = _env("S3_SECRET_KEY", cls.S3_SECRET_KEY)
-        cfg.S3_BUCKET = _env("S3_BUCKET", cls.S3_BUCKET)
-        cfg.S3_REGION = _env("S3_REGION", cls.S3_REGION)
-        cfg.S3_SECURE = _env_bool("S3_SECURE", cls.S3_SECURE)
+        for name, value in storage.settings_from_env(cfg.INSTANCE_PATH).items():
+            setattr(cfg, name, value)
         cfg.IMAGING_MAX_UPLOAD_BYTES = _env_int("IMAGING_MAX_UPLOAD_BYTES", cls.IMAGING_MAX_UPLOAD_BYTES)
         cfg.IMAGING_MAX_FILE_BYTES = _env_int("IMAGING_MAX_FILE_BYTES", cls.IMAGING_MAX_FILE_BYTES)
         cfg.IMAGING_MAX_ZIP_ENTRIES = _env_int("IMAGING_MAX_ZIP_ENTRIES", cls.IMAGING_MAX_ZIP_ENTRIES)

@@ -17,6 +17,8 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.engine import Engine
 
+from app import clock
+
 logger = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
@@ -29,8 +31,8 @@ NAMING_CONVENTION = {
 
 
 def utcnow() -> datetime:
-    """Timezone-aware now; every stored timestamp is UTC."""
-    return datetime.now(UTC)
+    """Timezone-aware now (from :mod:`app.clock`, which tests can move); every stored timestamp is UTC."""
+    return clock.now()
 
 
 class UtcDateTime(sa.types.TypeDecorator[datetime]):

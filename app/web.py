@@ -4,7 +4,7 @@ change), security headers, and Flask-Login wiring."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,7 +44,7 @@ class NavItem:
     """Shown beside the user's name (personal settings) rather than in the main navigation."""
 
 
-NAV: list[NavItem] = [
+CORE_NAV = (
     NavItem("My health", "patients.my_health", (Role.PATIENT,)),
     NavItem("Who viewed my record", "patients.my_access_log", (Role.PATIENT,)),
     NavItem("Patients", "patients.search", (Role.CLINIC_STAFF, Role.DOCTOR, Role.PHARMACIST)),
@@ -53,57 +53,86 @@ NAV: list[NavItem] = [
     NavItem("Audit trail", "audit.events", (Role.ADMIN,)),
     NavItem("Password", "auth.change_password", tuple(r for r in Role if r is not Role.GUEST), account=True),
     NavItem("Two-step sign-in", "auth.mfa_settings", tuple(r for r in Role if r is not Role.GUEST), account=True),
-]
-"""Main navigation; each domain adds its entries with :func:`add_nav`."""
-
-
-def add_nav(label: str, endpoint: str, *roles: Role, position: int | None = None, after: str | None = None,
-            account: bool = False) -> None:
-    """Add a navigation entry; ``after`` (an endpoint) places it independently of blueprint import order."""
-    item = NavItem(label, endpoint, roles, account)
-    if item in NAV:
-        return
-    if after is not None:
-        position = next((i + 1 for i, n in enumerate(NAV) if n.endpoint == after), None)
-    NAV.insert(len(NAV) if position is None else position, item)
-
+)
+"""The navigation every deployment has; each domain's ``init_app`` adds its entries with :func:`add_nav`."""
 
 ChartLinks = Callable[[Any, User], list[dict[str, str]]]
-CHART_LINKS: list[ChartLinks] = []
-"""Functions giving extra buttons on a patient's chart (scans, consults, prescriptions...)."""
-CHART_PANELS: list[str] = []
+
 # Every typed date is a native date input sent as YYYY-MM-DD, and pages show dates the same way. The browser shows
 # the field in the device's own order (12/04/2026 or 04.12.2026), so the page reads the date back unambiguously.
 DATE_HINT = "Pick it from the calendar or type it in your device's date order; it is read back below"
-"""Templates included in the chart's main column; they receive ``patient`` and the current user."""
 
 
-MY_HEALTH_PANELS: list[str] = []
-"""Templates included in the patient's "My health" page (results, visit summaries...)."""
+@dataclass
+class Registry:
+    """What the domains add to the shared pages of one app, filled by their ``init_app`` (never by import)."""
+
+    nav: list[NavItem] = field(default_factory=lambda: list(CORE_NAV))
+    chart_links: list[ChartLinks] = field(default_factory=list)
+    """Functions giving extra buttons on a patient's chart (scans, consults, prescriptions...)."""
+    chart_panels: list[str] = field(default_factory=list)
+    """Templates included in the chart's main column; they receive ``patient`` and the current user."""
+    my_health_panels: list[str] = field(default_factory=list)
+    """Templates included in the patient's "My health" page (results, visit summaries...)."""
+    role_home: dict[Role, str] = field(default_factory=lambda: {
+        Role.PATIENT: "patients.my_health",
+        Role.DOCTOR: "patients.search",
+        Role.CLINIC_STAFF: "patients.search",
+        Role.PHARMACIST: "patients.search",
+        Role.ADMIN: "auth_admin.users",
+    })
+    """Where each role's work starts (the home page redirects there)."""
 
 
-def add_my_health_panel(template: str) -> None:
-    if template not in MY_HEALTH_PANELS:
-        MY_HEALTH_PANELS.append(template)
+def registry(app: Flask | None = None) -> Registry:
+    """The app's :class:`Registry` (the current app's by default)."""
+    target = app if app is not None else current_app
+    return target.extensions.setdefault("web_registry", Registry())
 
 
-def add_chart_links(provider: ChartLinks) -> None:
-    if provider not in CHART_LINKS:
-        CHART_LINKS.append(provider)
+def add_nav(app: Flask, label: str, endpoint: str, *roles: Role, position: int | None = None,
+            after: str | None = None, account: bool = False) -> None:
+    """Add a navigation entry; ``after`` (an endpoint) places it beside another domain's entry."""
+    nav = registry(app).nav
+    item = NavItem(label, endpoint, roles, account)
+    if item in nav:
+        return
+    if after is not None:
+        position = next((i + 1 for i, n in enumerate(nav) if n.endpoint == after), None)
+    nav.insert(len(nav) if position is None else position, item)
 
 
-def add_chart_panel(template: str) -> None:
-    if template not in CHART_PANELS:
-        CHART_PANELS.append(template)
+def add_my_health_panel(app: Flask, template: str) -> None:
+    panels = registry(app).my_health_panels
+    if template not in panels:
+        panels.append(template)
+
+
+def add_chart_links(app: Flask, provider: ChartLinks) -> None:
+    links = registry(app).chart_links
+    if provider not in links:
+        links.append(provider)
+
+
+def add_chart_panel(app: Flask, template: str) -> None:
+    panels = registry(app).chart_panels
+    if template not in panels:
+        panels.append(template)
+
+
+def set_home(app: Flask, role: Role, endpoint: str) -> None:
+    """Where ``role``'s work starts in this app (the domain that does that work says so)."""
+    registry(app).role_home[role] = endpoint
 
 
 def chart_links(patient: Any) -> list[dict[str, str]]:
-    return [link for provider in CHART_LINKS for link in provider(patient, current_user)]
+    return [link for provider in registry().chart_links for link in provider(patient, current_user)]
 
 
 def nav_items(user: User, account: bool = False) -> list[dict[str, object]]:
     return [{"label": i.label, "url": url_for(i.endpoint), "endpoints": (i.endpoint,)}
-            for i in NAV if user.role in i.roles and i.account is account]
+            for i in registry().nav if user.role in i.roles and i.account is account]
+
 
 CSP = "; ".join([
     "default-src 'self'",
@@ -122,15 +151,6 @@ CSP = "; ".join([
 LAST_SEEN_RESOLUTION = timedelta(seconds=30)
 """Activity is noted in the session cookie at most this often, so a burst of requests (a viewer loading
 slices) does not re-sign and re-send the cookie each time; the idle limit can only come earlier by this much."""
-
-ROLE_HOME = {
-    Role.PATIENT: "patients.my_health",
-    Role.DOCTOR: "patients.search",
-    Role.CLINIC_STAFF: "patients.search",
-    Role.PHARMACIST: "patients.search",
-    Role.ADMIN: "auth_admin.users",
-}
-
 
 def byte_range_response(size: int, whole: Callable[[], Iterable[bytes]], part: Callable[[int, int], Iterable[bytes]],
                         *, mimetype: str, headers: dict[str, str]) -> Response:
@@ -155,7 +175,7 @@ def home() -> BaseResponse:
     """Send each role to where their work starts."""
     if not current_user.is_authenticated:
         return redirect(url_for("auth.sign_in"))
-    return redirect(url_for(ROLE_HOME[current_user.role]))
+    return redirect(url_for(registry().role_home[current_user.role]))
 
 
 @bp.get("/healthz")
@@ -225,8 +245,9 @@ def init_request_hooks(app: Flask) -> None:
 
     @app.context_processor
     def _template_globals() -> dict[str, object]:
-        return {"Role": Role, "nav_items": nav_items, "chart_links": chart_links, "chart_panels": CHART_PANELS,
-                "my_health_panels": MY_HEALTH_PANELS}
+        shared = registry(app)
+        return {"Role": Role, "nav_items": nav_items, "chart_links": chart_links,
+                "chart_panels": shared.chart_panels, "my_health_panels": shared.my_health_panels}
 
     app.jinja_env.globals["date_hint"] = DATE_HINT  # a global, so imported form macros see it too
 

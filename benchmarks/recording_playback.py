@@ -44,7 +44,7 @@ def _measure(app: Any, tmp: Path, mib: int) -> None:
     with app.test_request_context("/"):
         from app.consults import recordings
         from app.imaging.service import object_store
-        from media.recording import derive_key, encrypt_file
+        from storage.recording_format import derive_key, encrypt_file
 
         plain = tmp / "plain.webm"
         with plain.open("wb") as fh:

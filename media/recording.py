@@ -9,7 +9,7 @@ WebM file, encrypt it with AES-GCM in chunks, and hand the ciphertext to an uplo
 - The plaintext file lives only in ``workdir`` while recording, is encrypted to ``<name>.enc`` and removed.
   Encrypted format: ``MAGIC | header length (4) | header JSON | chunks``; each chunk is
   ``length (4) | AES-256-GCM(chunk)`` with nonce ``prefix (8) | counter (4)`` and AAD ``header | counter |
-  last-flag``, so reordering, truncation and header edits fail to decrypt. :func:`decrypt` reverses it.
+  last-flag`` (:mod:`storage.recording_format`, which the app reads for playback).
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
-import os
 import secrets
-import struct
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -32,17 +29,13 @@ from typing import IO, Any
 import av
 from aiohttp import web
 from aiortc.mediastreams import MediaStreamError
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from media.forwarding import EncodedSource, ForwardedTrack, vp8_dimensions
 from media.relay import RELAY, Room
+from storage.recording_format import derive_key, encrypt_file
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"THREC1\n"
-CHUNK = 1024 * 1024
 #: How long to wait for each participant's first video keyframe before starting the file without it.
 FIRST_KEYFRAME_TIMEOUT = 3.0
 
@@ -313,99 +306,6 @@ async def start_recording(room: Room, *, consent_id: str | None, master_key: byt
     recorder = RoomRecorder(room, consent_id=consent_id, master_key=master_key, workdir=workdir, uploader=uploader)
     await recorder._start()
     return recorder
-
-
-# --------------------------------------------------------------------------- encryption
-def derive_key(master_key: bytes, recording_id: str) -> bytes:
-    """The AES-256 key of one recording: HKDF-SHA256 of the master key, bound to the recording id."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=b"town-health recording " + recording_id.encode()).derive(master_key)
-
-
-def _aad(header: bytes, counter: int, last: bool) -> bytes:
-    return header + struct.pack(">I?", counter, last)
-
-
-def encrypt_file(src: Path, dst: Path, key: bytes, header: dict[str, Any]) -> tuple[str, int]:
-    """Encrypt ``src`` to ``dst`` chunk by chunk; return the ciphertext's SHA-256 and size."""
-    aes = AESGCM(key)
-    prefix = os.urandom(8)
-    header_bytes = json.dumps({**header, "nonce_prefix": prefix.hex(), "chunk": CHUNK}, sort_keys=True).encode()
-    digest = hashlib.sha256()
-    size = 0
-    with src.open("rb") as fin, dst.open("wb") as fout:
-        def write(data: bytes) -> None:
-            nonlocal size
-            fout.write(data)
-            digest.update(data)
-            size += len(data)
-
-        write(MAGIC + struct.pack(">I", len(header_bytes)) + header_bytes)
-        counter = 0
-        chunk = fin.read(CHUNK)
-        while True:
-            following = fin.read(CHUNK)
-            last = not following
-            sealed = aes.encrypt(prefix + struct.pack(">I", counter), chunk, _aad(header_bytes, counter, last))
-            write(struct.pack(">I", len(sealed)) + sealed)
-            if last:
-                break
-            chunk, counter = following, counter + 1
-    return digest.hexdigest(), size
-
-
-def read_header(stream: IO[bytes]) -> tuple[dict[str, Any], bytes]:
-    if stream.read(len(MAGIC)) != MAGIC:
-        raise ValueError("not an encrypted recording")
-    (length,) = struct.unpack(">I", stream.read(4))
-    raw = stream.read(length)
-    return json.loads(raw), raw
-
-
-def decrypt(stream: IO[bytes], key: bytes) -> Iterator[bytes]:
-    """Yield the plaintext of an encrypted recording chunk by chunk (for playback); raises on any tampering."""
-    header, raw = read_header(stream)
-    aes = AESGCM(key)
-    prefix = bytes.fromhex(header["nonce_prefix"])
-    counter = 0
-    while True:
-        length_bytes = stream.read(4)
-        if len(length_bytes) != 4:
-            raise ValueError("recording is truncated")
-        (length,) = struct.unpack(">I", length_bytes)
-        sealed = stream.read(length)
-        last = stream.peek(1) == b"" if hasattr(stream, "peek") else _at_end(stream)
-        yield aes.decrypt(prefix + struct.pack(">I", counter), sealed, _aad(raw, counter, last))
-        if last:
-            return
-        counter += 1
-
-
-def layout(size: int, header_raw: bytes, chunk: int = CHUNK) -> tuple[int, int, int]:
-    """For an encrypted file of ``size`` bytes: (offset of chunk 0, number of chunks, plaintext size).
-
-    Every chunk but the last holds ``chunk`` plaintext bytes and takes ``4 + chunk + 16`` bytes on disk, so a
-    player's byte range maps to whole chunks without reading the rest of the file.
-    """
-    start = len(MAGIC) + 4 + len(header_raw)
-    body = size - start
-    count = max(1, -(-body // (chunk + 20)))
-    return start, count, body - 20 * count
-
-
-def decrypt_chunk(sealed: bytes, key: bytes, header: dict[str, Any], header_raw: bytes, counter: int,
-                  last: bool) -> bytes:
-    """Decrypt chunk number ``counter`` on its own (ranged playback); raises on tampering like :func:`decrypt`."""
-    prefix = bytes.fromhex(header["nonce_prefix"])
-    return AESGCM(key).decrypt(prefix + struct.pack(">I", counter), sealed, _aad(header_raw, counter, last))
-
-
-def _at_end(stream: IO[bytes]) -> bool:
-    position = stream.tell()
-    at_end = stream.read(1) == b""
-    stream.seek(position)
-    return at_end
-
 
 
 # --------------------------------------------------------------------------- HTTP

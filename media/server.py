@@ -23,8 +23,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+import storage
 from media.recording import Recording, Uploader, setup_recording_routes
 from media.relay import setup_relay_routes
+from storage import recording_format
 
 logger = logging.getLogger("media")
 
@@ -35,8 +37,12 @@ SECRET = web.AppKey("secret", str)
 SETTINGS = web.AppKey("settings", dict)
 
 
+#: The app's embedded default (``app.config.DEFAULT_SECRET_KEY``), which it refuses in production.
+DEFAULT_SECRET_KEY = "dev-only-secret-change-me"  # noqa: S105
+
+
 def shared_secret() -> str:
-    return os.environ.get("HOSPITAL_MEDIA_SECRET") or os.environ.get("SECRET_KEY") or "dev-only-secret-change-me"
+    return os.environ.get("HOSPITAL_MEDIA_SECRET") or os.environ.get("SECRET_KEY") or DEFAULT_SECRET_KEY
 
 
 def allow_loopback_candidates() -> None:
@@ -175,15 +181,10 @@ class RecordingSettings:
     uploader: Uploader
 
 
-def recording_object_key(recording_id: str) -> str:
-    """Object key of an encrypted recording: opaque (the id is random), sharded like :func:`storage.keys.new_key`."""
-    return f"recordings/{recording_id[:2]}/{recording_id[2:4]}/{recording_id}"
-
-
 def object_store_uploader(store: Any) -> Uploader:
     """An uploader that puts the encrypted file into ``store`` (a :class:`storage.base.ObjectStore`)."""
     async def upload(recording: Recording, fh: IO[bytes]) -> None:
-        await asyncio.to_thread(store.put, recording_object_key(recording.recording_id), fh,
+        await asyncio.to_thread(store.put, recording_format.object_key(recording.recording_id), fh,
                                 content_type="application/octet-stream", length=recording.size)
         logger.info("recording %s stored (%d bytes)", recording.recording_id, recording.size)
 
@@ -191,29 +192,20 @@ def object_store_uploader(store: Any) -> Uploader:
 
 
 def recording_master_key(secret_key: str | None = None) -> bytes:
-    """``HOSPITAL_RECORDING_KEY`` (hex of 32+ bytes or any 32+ character string), else derived from SECRET_KEY."""
-    configured = os.environ.get("HOSPITAL_RECORDING_KEY", "")
-    if configured:
-        try:
-            key = bytes.fromhex(configured)
-        except ValueError:
-            key = configured.encode()
-        if len(key) < 32:
-            raise ValueError("HOSPITAL_RECORDING_KEY must hold at least 32 bytes")
-        return key
-    base = secret_key or os.environ.get("SECRET_KEY") or "dev-only-secret-change-me"
-    return hmac.new(base.encode(), b"town-health recording master key", "sha256").digest()
+    """``HOSPITAL_RECORDING_KEY`` (hex of 32+ bytes or any 32+ character string), else derived from SECRET_KEY,
+    as the app derives it for playback (:func:`storage.recording_format.master_key`)."""
+    base = secret_key or os.environ.get("SECRET_KEY") or DEFAULT_SECRET_KEY
+    return recording_format.master_key(os.environ.get("HOSPITAL_RECORDING_KEY", ""), base)
 
 
 def recording_settings_from_env() -> RecordingSettings:
-    """Recording as configured for the app: same object store, workdir under the instance path."""
-    import storage
-    from app.config import Config
-
-    cfg = Config.from_env()
-    return RecordingSettings(master_key=recording_master_key(cfg.SECRET_KEY),
-                             workdir=Path(cfg.INSTANCE_PATH) / "recordings-work",
-                             uploader=object_store_uploader(storage.from_config(cfg)))
+    """Recording as configured for the app (the same environment): same object store, workdir under the
+    instance path."""
+    instance = Path(os.environ.get("HOSPITAL_INSTANCE_PATH", str(Path(__file__).resolve().parent.parent / "instance")))
+    secret_key = os.environ.get("SECRET_KEY") or DEFAULT_SECRET_KEY
+    store = storage.from_config({**storage.settings_from_env(instance), "SECRET_KEY": secret_key})
+    return RecordingSettings(master_key=recording_master_key(secret_key), workdir=instance / "recordings-work",
+                             uploader=object_store_uploader(store))
 
 
 def create_app(secret: str | None = None, *, echo_seconds: float = 120, max_sessions: int = 50,

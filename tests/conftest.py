@@ -325,3 +325,13 @@ def s3_clean(s3_server: str) -> str:
     req = urllib.request.Request(f"http://{s3_server}/moto-api/reset", method="POST")
     urllib.request.urlopen(req, timeout=10).read()  # noqa: S310
     return s3_server
+
+
+@pytest.fixture
+def clock() -> Iterator[Any]:
+    """The platform clock (``app.clock``), for moving time instead of waiting; back to real time afterwards."""
+    from app import clock as app_clock
+
+    app_clock.reset()
+    yield app_clock
+    app_clock.reset()

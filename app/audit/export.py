@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from rfc5424logging import FRAMING_OCTET_COUNTING, Rfc5424SysLogHandler
 
 from app import db
-from app.audit.models import AuditEvent, AuditExportCursor, AuditLink, AuditSeal, Outcome
+from app.audit.models import AuditEvent, AuditExportCursor, AuditLink, Outcome
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition"
@@ -194,10 +194,3 @@ def fhir_ndjson(*, after: int = 0) -> Iterator[str]:
     """Sealed events as FHIR AuditEvent resources, one JSON document per line (FHIR bulk data's NDJSON)."""
     for event, chain_hash in sealed_events(after=after):
         yield json.dumps(to_fhir(event, chain_hash=chain_hash), separators=(",", ":")) + "\n"
-
-
-def seal_heads() -> list[dict[str, Any]]:
-    """Every seal's range and head hash: what a collector keeps to check the trail later."""
-    seals = db.session.scalars(sa.select(AuditSeal).order_by(AuditSeal.id))
-    return [{"seal": s.id, "after_event_id": s.after_event_id, "last_event_id": s.last_event_id,
-             "head": s.head_hash.hex(), "sealed_at": s.sealed_at.isoformat()} for s in seals]

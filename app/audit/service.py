@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -143,14 +143,18 @@ class AuditedSearch:
         return result
 
 
-def deny(action: str, *, by: User | None, patient_id: int | None = None, resource_type: str | None = None,
-         resource_id: object = None, error: Exception | None = None) -> Exception:
-    """Record a denied access and return the error to raise (404 by default, so ids leak nothing)."""
+def forbid(action: str, *, by: User | None, patient_id: int | None = None, resource_type: str | None = None,
+           resource_id: object = None, error: Exception | None = None, detail: dict[str, Any] | None = None,
+           actor_name: str | None = None) -> NoReturn:
+    """Record a refusal (a durable DENIED event) and raise ``error`` (404 by default, so ids leak nothing).
+
+    The one way a domain's access rules refuse: nothing is refused without an audit row.
+    """
     from app.errors import NotFound
 
     record(action, by=by, outcome=Outcome.DENIED, patient_id=patient_id, resource_type=resource_type,
-           resource_id=resource_id)
-    return error or NotFound(f"No {resource_type or 'record'} with that id, or you do not have access to it.")
+           resource_id=resource_id, detail=detail, actor_name=actor_name)
+    raise error or NotFound(f"No {resource_type or 'record'} with that id, or you do not have access to it.")
 
 
 def rollback_keeping_durable(session: so.Session) -> None:
@@ -179,8 +183,7 @@ def search(*, by: User, actor_id: int | None = None, patient_id: int | None = No
     from app.auth.models import Role
 
     if by.role is not Role.ADMIN:
-        record("audit.search", by=by, outcome=Outcome.DENIED)
-        raise Forbidden("Only administrators can read the audit trail.")
+        forbid("audit.search", by=by, error=Forbidden("Only administrators can read the audit trail."))
     query = sa.select(AuditEvent)
     if actor_id is not None:
         query = query.where(AuditEvent.actor_id == actor_id)
@@ -221,8 +224,7 @@ def verify_trail(*, by: User) -> Verification:
     from app.auth.models import Role
 
     if by.role is not Role.ADMIN:
-        record("audit.verify", by=by, outcome=Outcome.DENIED)
-        raise Forbidden("Only administrators can check the audit trail.")
+        forbid("audit.verify", by=by, error=Forbidden("Only administrators can check the audit trail."))
     result = chain.verify()
     broken = result.first_break
     record("audit.verify", by=by, detail={"intact": result.intact, "sealed_through": result.sealed_through,

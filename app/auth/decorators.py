@@ -10,7 +10,6 @@ from flask import request
 from flask_login import current_user, login_required
 
 from app.audit import service as audit
-from app.audit.models import Outcome
 from app.auth.models import Role
 from app.errors import Forbidden
 
@@ -23,8 +22,8 @@ def roles_required(*roles: Role) -> Callable[[F], F]:
         @login_required
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             if current_user.role not in roles:
-                audit.record(f"view.{request.endpoint}", by=current_user, outcome=Outcome.DENIED)
-                raise Forbidden("Your role does not give access to this page.")
+                audit.forbid(f"view.{request.endpoint}", by=current_user,
+                             error=Forbidden("Your role does not give access to this page."))
             return view(*args, **kwargs)
 
         return wrapped  # type: ignore[return-value]

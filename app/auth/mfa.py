@@ -111,9 +111,9 @@ def _new_recovery_codes(user: User) -> list[str]:
 def _check_lock(user: User, f: MfaFactor) -> None:
     now = db.utcnow()
     if f.locked_until is not None and f.locked_until > now:
-        audit.record("auth.mfa.verify", by=user, outcome=Outcome.DENIED, detail={"reason": "locked"})
-        raise MfaLocked(f"Too many wrong codes. Try again after {format_when(f.locked_until, 'time')}.",
-                        headers={"Retry-After": str(int((f.locked_until - now).total_seconds()) + 1)})
+        audit.forbid("auth.mfa.verify", by=user, detail={"reason": "locked"},
+                     error=MfaLocked(f"Too many wrong codes. Try again after {format_when(f.locked_until, 'time')}.",
+                                     headers={"Retry-After": str(int((f.locked_until - now).total_seconds()) + 1)}))
 
 
 def _fail(user: User, f: MfaFactor, action: str) -> None:
@@ -209,11 +209,11 @@ def remove(user: User, *, by: User) -> None:
     from app.auth.models import Role
 
     if by.id == user.id and is_required(user):
-        audit.record("auth.mfa.remove", by=by, outcome=Outcome.DENIED, resource_type="User", resource_id=user.id)
-        raise Conflict("Your role requires an authenticator; it cannot be removed.")
+        audit.forbid("auth.mfa.remove", by=by, resource_type="User", resource_id=user.id,
+                     error=Conflict("Your role requires an authenticator; it cannot be removed."))
     if by.id != user.id and by.role is not Role.ADMIN:
-        audit.record("auth.mfa.remove", by=by, outcome=Outcome.DENIED, resource_type="User", resource_id=user.id)
-        raise Unauthorized("Only administrators can reset another person's authenticator.")
+        audit.forbid("auth.mfa.remove", by=by, resource_type="User", resource_id=user.id,
+                     error=Unauthorized("Only administrators can reset another person's authenticator."))
     db.session.execute(sa.delete(MfaRecoveryCode).where(MfaRecoveryCode.user_id == user.id))
     db.session.execute(sa.delete(MfaFactor).where(MfaFactor.user_id == user.id))
     audit.record("auth.mfa.remove", by=by, resource_type="User", resource_id=user.id)

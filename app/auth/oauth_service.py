@@ -14,7 +14,6 @@ from joserfc.jwk import KeySet
 
 from app import db
 from app.audit import service as audit
-from app.audit.models import Outcome
 from app.auth import scopes as smart
 from app.auth.models import Role, User
 from app.auth.oauth_models import OAuthClient, OAuthConsent, OAuthToken, digest
@@ -27,8 +26,8 @@ LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 def _require_admin(by: User, action: str) -> None:
     if by.role is not Role.ADMIN:
-        audit.record(action, by=by, outcome=Outcome.DENIED, resource_type="OAuthClient")
-        raise Forbidden("Only administrators can manage OAuth clients.")
+        audit.forbid(action, by=by, resource_type="OAuthClient",
+                     error=Forbidden("Only administrators can manage OAuth clients."))
 
 
 def redirect_uri_problem(uri: str, *, is_public: bool) -> str | None:
@@ -315,7 +314,7 @@ def revoke_app(user: User, client_id: str) -> int:
                                                               OAuthConsent.client_id == client_id,
                                                               OAuthConsent.revoked_at.is_(None)))
     if consent is None:
-        raise audit.deny("oauth.consent.revoke", by=user, resource_type="OAuthClient", resource_id=client_id)
+        audit.forbid("oauth.consent.revoke", by=user, resource_type="OAuthClient", resource_id=client_id)
     now = db.utcnow()
     consent.revoked_at = now
     result = db.session.execute(

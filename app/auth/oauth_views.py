@@ -55,7 +55,6 @@ from app.errors import AppError, ValidationFailed
 from app.extensions import csrf
 from app.forms import AppForm
 from app.patients import service as patients_service
-from app.web import add_nav
 
 bp = Blueprint("oauth", __name__, template_folder="templates")
 endpoints = Blueprint("oauth_endpoints", __name__)
@@ -588,5 +587,3 @@ def set_client_active(client_pk: int) -> Response:
     return redirect(url_for("oauth.clients"))
 
 
-add_nav("Connected apps", "oauth.connected_apps", *Role, account=True)
-add_nav("OAuth apps", "oauth.clients", Role.ADMIN)

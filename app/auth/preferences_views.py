@@ -9,13 +9,9 @@ from werkzeug.wrappers import Response
 
 from app import db, i18n
 from app.auth import preferences
-from app.auth.models import Role
 from app.errors import AppError
-from app.web import add_nav
 
 bp = Blueprint("account", __name__, template_folder="templates")
-
-add_nav("Time zone", "account.time_zone", *(r for r in Role if r is not Role.GUEST), account=True)
 
 
 @bp.route("/account/time-zone", methods=["GET", "POST"])

@@ -75,9 +75,10 @@ def authenticate(email: str, password: str) -> User:
     ip = client_ip.get()
     blocked = _ip_lockout(ip, now)
     if blocked:
-        audit.record("auth.sign_in", by=None, outcome=Outcome.DENIED, actor_name=email[:200],
-                     detail={"reason": "address locked out"})
-        raise AccountLocked(blocked.message(), headers={"Retry-After": str(int((blocked.until - now).total_seconds()))})
+        audit.forbid("auth.sign_in", by=None, actor_name=email[:200],
+                     detail={"reason": "address locked out"},
+                     error=AccountLocked(blocked.message(),
+                                         headers={"Retry-After": str(int((blocked.until - now).total_seconds()))}))
 
     user = db.session.scalar(sa.select(User).where(User.email == email))
     if user is not None and user.is_locked(now):
@@ -147,8 +148,8 @@ def validate_password(password: str) -> list[str]:
 
 def _require_admin(by: User, action: str) -> None:
     if by.role is not Role.ADMIN:
-        audit.record(action, by=by, outcome=Outcome.DENIED, resource_type="User")
-        raise Forbidden("Only administrators can manage accounts.")
+        audit.forbid(action, by=by, resource_type="User",
+                     error=Forbidden("Only administrators can manage accounts."))
 
 
 def create_user(*, email: str, full_name: str, password: str, role: Role, facility_id: int | None,

@@ -17,7 +17,6 @@ from app.errors import AppError
 from app.facilities import service as facilities
 from app.facilities.models import FacilityKind
 from app.forms import AppForm
-from app.web import add_nav
 
 bp = Blueprint("service_credentials", __name__, url_prefix="/admin/dicomweb-peers", template_folder="templates")
 
@@ -69,4 +68,3 @@ def revoke(credential_id: int) -> Response:
     return redirect(url_for("service_credentials.peers"))
 
 
-add_nav("DICOMweb peers", "service_credentials.peers", Role.ADMIN)

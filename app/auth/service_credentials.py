@@ -74,8 +74,8 @@ class Issued:
 
 def _require_admin(by: User, action: str) -> None:
     if by.role is not Role.ADMIN:
-        audit.record(action, by=by, outcome=Outcome.DENIED, resource_type="ServiceCredential")
-        raise Forbidden("Only administrators manage peer credentials.")
+        audit.forbid(action, by=by, resource_type="ServiceCredential",
+                     error=Forbidden("Only administrators manage peer credentials."))
 
 
 def issue(*, name: str, facility_id: int | None, access: list[str], by: User) -> Issued:

@@ -21,7 +21,7 @@ from app import db
 from app.api import DB_ID_MAX
 from app.audit import service as audit
 from app.auth.models import Role, User
-from app.consults import media, recordings, service, wake
+from app.consults import access, media, recordings, service, wake
 from app.consults.models import Appointment, AvailabilityException, ChatMessage, Encounter
 from app.consults.schemas import (
     AppointmentSchema,
@@ -77,7 +77,6 @@ class AvailabilityList(MethodView):
     def post(self, data: dict[str, Any]) -> Any:
         """Publish a weekly window of consult slots, in wall-clock times of its zone."""
         window = service.publish_availability(by=current_user, **data)
-        db.session.commit()
         return window
 
 
@@ -88,7 +87,6 @@ class AvailabilityList(MethodView):
 def add_exception(data: dict[str, Any]) -> AvailabilityException:
     """Block a period in which you take no consults."""
     exc = service.add_exception(by=current_user, **data)
-    db.session.commit()
     return exc
 
 
@@ -100,7 +98,6 @@ class Appointments(MethodView):
     def get(self) -> list[Appointment]:
         """Your upcoming appointments."""
         rows = list(service.list_for(current_user))
-        db.session.commit()
         return rows
 
     @blp.arguments(AppointmentSchema)
@@ -111,7 +108,6 @@ class Appointments(MethodView):
                                        audit_read=False)
         appointment = service.book(patient=patient, doctor_id=data["doctor_id"], start=data["start_at"],
                                    by=current_user, reason=data["reason"])
-        db.session.commit()
         return appointment
 
 
@@ -125,7 +121,6 @@ def _appointment(appointment_id: int, *, audit_read: bool = False) -> Appointmen
 def get_appointment(appointment_id: int) -> Appointment:
     """One appointment."""
     appointment = _appointment(appointment_id, audit_read=True)
-    db.session.commit()
     return appointment
 
 
@@ -135,7 +130,6 @@ def _action(name: str, fn: Any, schema: type | None = None, response: type = App
         data = args[0] if args else {}
         appointment = _appointment(appointment_id)
         result = fn(appointment, by=current_user, **data)
-        db.session.commit()
         return result
 
     view.__name__ = name.replace("-", "_")
@@ -163,7 +157,6 @@ _action("end", service.end_consult, NoteSchema, EncounterSchema,
 def state(appointment_id: int) -> Response:
     """Where the consult stands: what the waiting room shows."""
     appointment = _appointment(appointment_id)
-    db.session.commit()
     return Response(json.dumps(service.state(appointment)), mimetype="application/json",
                     headers={"Cache-Control": "no-store"})
 
@@ -175,7 +168,6 @@ def token(appointment_id: int) -> dict[str, str]:
     """A fresh join token (single use, short-lived, bound to this consult and you)."""
     appointment = _appointment(appointment_id)
     value = service.issue_join_token(appointment, by=current_user)
-    db.session.commit()
     return {"token": value}
 
 
@@ -210,7 +202,7 @@ def relay_join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
     appointment = _appointment(appointment_id)
     session = service.relay_join(appointment, by=current_user)
     service.validate_sdp(data["sdp"])
-    worker = media.relay_worker(session.id)
+    worker = media.pin_worker(session.id)
     names = service.relay_names(appointment, by=current_user)
     db.session.commit()
     body = {"participant_id": str(current_user.id), "sdp": data["sdp"], "type": "offer",
@@ -234,7 +226,6 @@ def relay_switch(data: dict[str, Any], appointment_id: int) -> dict[str, str]:
     signal and follow."""
     appointment = _appointment(appointment_id)
     service.switch_to_relay(appointment, by=current_user, reason=data["reason"])
-    db.session.commit()
     return {"mode": "relay", "reason": data["reason"]}
 
 
@@ -246,12 +237,11 @@ def relay_leave(appointment_id: int) -> Response:
     appointment = _appointment(appointment_id)
     participant = service.participant_of(appointment, current_user)
     if participant is None or appointment.session is None:
-        raise service._deny("consult.relay_leave", current_user, appointment.id, appointment.patient_id)
-    media.relay_call(media.relay_worker(appointment.session.id), f"/relay/consult-{appointment.session.id}/leave",
+        access.refuse("consult.relay_leave", current_user, appointment.id, appointment.patient_id)
+    media.relay_call(media.pin_worker(appointment.session.id), f"/relay/consult-{appointment.session.id}/leave",
                      {"participant_id": str(current_user.id)}, ok=(200, 404))  # 404: already gone
     audit.record("consult.relay_leave", by=current_user, patient_id=appointment.patient_id,
                  resource_type="ConsultSession", resource_id=appointment.session.id)
-    db.session.commit()
     return Response(status=204)
 
 
@@ -262,7 +252,6 @@ def leave(appointment_id: int) -> Response:
     """Leave the consult (you can rejoin while it lasts)."""
     appointment = _appointment(appointment_id)
     service.leave(appointment, by=current_user)
-    db.session.commit()
     return Response(status=204)
 
 
@@ -276,7 +265,6 @@ def send_signal(data: dict[str, Any], appointment_id: int) -> tuple[dict[str, in
     to = data.pop("to")
     kind = data.pop("kind")
     message = service.post_signal(appointment, by=current_user, kind=kind, payload=data, to=to)
-    db.session.commit()
     return {"id": message.id}, 201
 
 
@@ -288,7 +276,6 @@ def receive_signals(args: dict[str, Any], appointment_id: int) -> Response:
     """Messages for you newer than ``after`` (polling)."""
     appointment = _appointment(appointment_id)
     items = service.pending_signals(appointment, by=current_user, after=args["after"])
-    db.session.commit()
     return Response(json.dumps(items), mimetype="application/json", headers={"Cache-Control": "no-store"})
 
 
@@ -337,7 +324,6 @@ class Chat(MethodView):
     def get(self, appointment_id: int) -> list[ChatMessage]:
         """The consult's chat so far."""
         appointment = _appointment(appointment_id, audit_read=True)
-        db.session.commit()
         return list(service.chat_history(appointment))
 
     @blp.arguments(ChatSchema)
@@ -346,7 +332,6 @@ class Chat(MethodView):
         """Send a chat message (kept with the encounter)."""
         appointment = _appointment(appointment_id)
         message = service.post_chat(appointment, by=current_user, body=data["body"])
-        db.session.commit()
         return message
 
 
@@ -358,7 +343,6 @@ def invite(data: dict[str, Any], appointment_id: int) -> tuple[dict[str, int], i
     """Invite a staff colleague into the consult (the doctor)."""
     appointment = _appointment(appointment_id)
     participant = service.invite(appointment, user_id=data["user_id"], by=current_user)
-    db.session.commit()
     return {"user_id": participant.user_id}, 201
 
 
@@ -369,9 +353,8 @@ def encounter(encounter_id: int) -> Encounter:
     """A consult's encounter record (notes, diagnosis)."""
     row = db.session.get(Encounter, encounter_id)
     if row is None:
-        raise audit.deny("encounter.read", by=current_user, resource_type="Encounter", resource_id=encounter_id)
+        audit.forbid("encounter.read", by=current_user, resource_type="Encounter", resource_id=encounter_id)
     _appointment(row.appointment_id, audit_read=True)
-    db.session.commit()
     return row
 
 
@@ -384,8 +367,6 @@ def echo_offer(data: dict[str, Any]) -> dict[str, Any]:
     service.validate_sdp(data["sdp"])
     answer = media.echo_offer(data["sdp"])
     audit.record("consult.echo_test", by=current_user, resource_type="EchoTest")
-    db.session.commit()
     return answer
 
 
-from app.consults import broker_api as _broker_api  # noqa: E402,F401  (routes on this blueprint)

@@ -17,9 +17,6 @@ from app.consults import invites, recordings
 from app.consults import service as consults
 from app.consults.views import bp
 from app.errors import problem_response, wants_problem_json
-from app.web import add_chart_panel
-
-add_chart_panel("consults/_chart_recordings.html")
 
 
 @bp.app_template_global()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +20,7 @@ from app import db
 from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth.models import Role, User
-from app.consults import recordings
+from app.consults import access, media, signals
 from app.consults import service as consults
 from app.consults.models import (
     Appointment,
@@ -59,7 +59,7 @@ def create_invite(appointment: Appointment, *, by: User, kind: str, display_name
     :raises Conflict: the consult is over.
     """
     if by.id != appointment.doctor_id:
-        raise consults._deny("consult.invite_link", by, appointment.id, appointment.patient_id)
+        access.refuse("consult.invite_link", by, appointment.id, appointment.patient_id)
     if kind not in InviteKind._value2member_map_:
         raise ValidationFailed("Some fields need attention.", errors={"kind": ["Interpreter or family."]})
     name = (display_name or "").strip()
@@ -193,7 +193,7 @@ def participants(appointment: Appointment, *, by: User) -> dict[str, Any]:
     :raises NotFound: not the doctor (audited).
     """
     if by.id != appointment.doctor_id:
-        raise consults._deny("consult.participants", by, appointment.id, appointment.patient_id)
+        access.refuse("consult.participants", by, appointment.id, appointment.patient_id)
     session = appointment.session
     people = [] if session is None else [
         {"user_id": p.user_id, "name": p.user.full_name, "kind": p.kind.value, "present": p.present,
@@ -214,7 +214,7 @@ def remove(appointment: Appointment, *, user_id: int, by: User) -> ConsultPartic
     :raises NotFound: not the doctor (audited). :raises ValidationFailed: not a removable participant.
     """
     if by.id != appointment.doctor_id:
-        raise consults._deny("consult.remove", by, appointment.id, appointment.patient_id)
+        access.refuse("consult.remove", by, appointment.id, appointment.patient_id)
     session = appointment.session
     target = db.session.get(User, user_id)
     participant = consults.participant_of(appointment, target) if target is not None else None
@@ -226,17 +226,11 @@ def remove(appointment: Appointment, *, user_id: int, by: User) -> ConsultPartic
         participant.removed_at = now
         if participant.joined_at is not None and participant.left_at is None:
             participant.left_at = now
-        consults._signal(session, by, "removed", {"reason": "removed"}, recipient_id=target.id)
-        consults._signal(session, target, "bye", {"reason": "removed", "user_id": target.id})
+        signals.send(session, by, "removed", {"reason": "removed"}, recipient_id=target.id)
+        signals.send(session, target, "bye", {"reason": "removed", "user_id": target.id})
         if session.media_mode == "relay" and session.media_worker:
-            recordings.worker_call(session.media_worker, "POST", f"/relay/{recordings.relay_room(session)}/leave",
-                                {"participant_id": str(target.id)}, ok=(200, 404))
+            media.call(session.media_worker, "POST", f"/relay/{media.relay_room(session)}/leave",
+                       {"participant_id": str(target.id)}, ok=(200, 404))
         audit.record("consult.remove", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
                      resource_id=session.id, detail={"user_id": target.id})
     return participant
-
-
-def expires_label(moment: datetime) -> str:
-    from app.i18n import format_when
-
-    return format_when(moment, "time")

@@ -1,7 +1,6 @@
-"""Media broker rules: the consult's pinned media worker, recording consent, recording start/stop, playback.
+"""Recording rules: consent, recording start/stop on the consult's pinned media worker
+(:mod:`app.consults.media`), playback.
 
-- A consult is pinned to one media worker the first time it needs one (``ConsultSession.media_worker``);
-  every later relay and recording call goes there, whatever ``HOSPITAL_MEDIA_WORKERS`` says afterwards.
 - Nothing is recorded without the patient's active :class:`RecordingConsent`; its id goes to the media worker,
   which writes it into the encrypted file. Revoking consent while recording stops the recording.
 - Only the treating doctor and the patient may play a recording; everyone else gets an audited 404.
@@ -10,23 +9,19 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 import sqlalchemy as sa
 from flask import current_app
 
 import storage
 from app import db
 from app.audit import service as audit
-from app.audit.models import Outcome
 from app.auth.models import Role, User
-from app.consults import media
-from app.consults import service as consults
+from app.consults import access, media, signals
 from app.consults.models import (
     Appointment,
     AppointmentStatus,
@@ -36,33 +31,7 @@ from app.consults.models import (
     RecordingStatus,
 )
 from app.errors import Conflict, Forbidden, NotFound
-
-
-def _workers() -> list[str]:
-    workers = [w.strip().rstrip("/") for w in current_app.config.get("MEDIA_WORKERS", "").split(",") if w.strip()]
-    return workers or [current_app.config["MEDIA_URL"].rstrip("/")]
-
-
-def pin_worker(session_id: int) -> str:
-    """The consult's media worker: the stored one, else pin the least-loaded configured worker (open consults
-    pinned to it; ties by session id) with a conditional UPDATE, so two app workers racing for a new consult
-    agree. Flushed in the caller's transaction."""
-    stored = db.session.scalar(sa.select(ConsultSession.media_worker).where(ConsultSession.id == session_id))
-    if stored:
-        return stored
-    workers = _workers()
-    load = dict(db.session.execute(
-        sa.select(ConsultSession.media_worker, sa.func.count()).where(
-            ConsultSession.ended_at.is_(None), ConsultSession.media_worker.in_(workers))
-        .group_by(ConsultSession.media_worker)).all())
-    ordered = workers[session_id % len(workers):] + workers[:session_id % len(workers)]
-    choice = min(ordered, key=lambda w: load.get(w, 0))
-    db.session.execute(sa.update(ConsultSession).where(ConsultSession.id == session_id,
-                                                       ConsultSession.media_worker.is_(None))
-                       .values(media_worker=choice).execution_options(synchronize_session=False))
-    pinned = db.session.scalar(sa.select(ConsultSession.media_worker).where(ConsultSession.id == session_id))
-    return pinned or choice
-
+from storage import recording_format
 
 #: ``stop_reason`` of a recording whose media worker died while it ran: it ended early.
 WORKER_FAILED = "media worker failed"
@@ -77,7 +46,7 @@ def fail_over(session: ConsultSession, *, failed: str, by: User) -> str:
     """
     if media.answers(failed):  # back already (restarted): stay
         return failed
-    for candidate in (w for w in _workers() if w != failed):
+    for candidate in (w for w in media.configured_workers() if w != failed):
         if not media.answers(candidate):
             continue
         db.session.execute(sa.update(ConsultSession).where(ConsultSession.id == session.id,
@@ -89,7 +58,7 @@ def fail_over(session: ConsultSession, *, failed: str, by: User) -> str:
         lost = running_recording(appointment)
         if lost is not None and lost.media_worker == failed:
             lost.status, lost.stopped_at, lost.stop_reason = RecordingStatus.FAILED, db.utcnow(), WORKER_FAILED
-            consults._signal(session, by, "recording", {"state": "stopped", "reason": WORKER_FAILED})
+            signals.send(session, by, "recording", {"state": "stopped", "reason": WORKER_FAILED})
         audit.record("consult.media_fail_over", by=by, patient_id=appointment.patient_id,
                      resource_type="ConsultSession", resource_id=session.id,
                      detail={"from": failed, "to": session.media_worker})
@@ -102,7 +71,6 @@ def settle_interrupted(appointment: Appointment) -> None:
     file up to the fault, see ``media.recording.salvage``): once the file is in the store, the row becomes
     playable, keeping its stop reason (it ended early)."""
     from app.imaging.service import object_store
-    from media.recording import read_header
 
     rows = db.session.scalars(sa.select(ConsultRecording).where(
         ConsultRecording.appointment_id == appointment.id, ConsultRecording.status == RecordingStatus.FAILED,
@@ -117,50 +85,12 @@ def settle_interrupted(appointment: Appointment) -> None:
         digest = hashlib.sha256()
         for chunk in store.get(key):
             digest.update(chunk)
-        header, _raw = read_header(io.BufferedReader(storage.ChunkReader(store.get(key))))
+        header, _raw = recording_format.read_header(io.BufferedReader(storage.ChunkReader(store.get(key))))
         row.status, row.object_key, row.size, row.sha256 = RecordingStatus.STORED, key, size, digest.hexdigest()
         row.duration = float(header["duration"])
 
 
-def worker_for(session: ConsultSession) -> str:
-    """:func:`pin_worker` for a loaded session (kept in step with the row)."""
-    worker = pin_worker(session.id)
-    if session.media_worker != worker:
-        db.session.refresh(session, ["media_worker"])
-    return worker
-
-
-def worker_call(worker: str, method: str, path: str, body: dict[str, Any] | None, *,
-                ok: tuple[int, ...] = (200,), timeout: float = 60) -> dict[str, Any]:
-    """Call ``worker``'s internal API with the shared secret; returns ``{"status", "body"}`` for ``ok`` answers.
-
-    :raises MediaUnavailable: the worker is down or gave another status.
-    """
-    try:
-        resp = requests.request(method, worker + path, json=body, timeout=timeout,
-                                headers={"Authorization": f"Bearer {current_app.config['MEDIA_SECRET']}"})
-    except requests.RequestException:
-        raise media.MediaUnreachable("The consult cannot reach the media service. Try again shortly.") from None
-    if resp.status_code not in ok:
-        raise media.MediaUnavailable(f"The media service answered {resp.status_code}.")
-    try:
-        parsed = resp.json()
-    except ValueError:
-        parsed = {}
-    return {"status": resp.status_code, "body": parsed if isinstance(parsed, dict) else {}}
-
-
-def relay_room(session: ConsultSession) -> str:
-    return f"consult-{session.id}"
-
-
 # ---------------------------------------------------------------- consent
-
-
-def _may_consent_for(appointment: Appointment, by: User) -> bool:
-    if by.role is Role.PATIENT:
-        return appointment.patient.user_id == by.id
-    return by.role is Role.CLINIC_STAFF and appointment.patient.facility_id == by.facility_id
 
 
 def active_consent(appointment: Appointment) -> RecordingConsent | None:
@@ -179,10 +109,10 @@ def give_consent(appointment: Appointment, *, by: User) -> RecordingConsent:
 
     :raises Forbidden: anyone else who can see the appointment (audited). :raises Conflict: consult over.
     """
-    if not _may_consent_for(appointment, by):
-        audit.record("consult.recording_consent", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="Appointment", resource_id=appointment.id)
-        raise Forbidden("Only the patient, or their clinic on their behalf, can consent to recording.")
+    if not access.acts_for(appointment.patient, by):
+        audit.forbid("consult.recording_consent", by=by, patient_id=appointment.patient_id, resource_type="Appointment",
+                     resource_id=appointment.id,
+                     error=Forbidden("Only the patient, or their clinic on their behalf, can consent to recording."))
     if not appointment.status.is_open:
         raise Conflict("This consult is over; there is nothing to consent to.")
     consent = active_consent(appointment)
@@ -202,10 +132,10 @@ def revoke_consent(appointment: Appointment, *, by: User) -> RecordingConsent | 
 
     :raises Forbidden: not the patient or their clinic (audited).
     """
-    if not _may_consent_for(appointment, by):
-        audit.record("consult.recording_revoke", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="Appointment", resource_id=appointment.id)
-        raise Forbidden("Only the patient, or their clinic on their behalf, can withdraw consent.")
+    if not access.acts_for(appointment.patient, by):
+        audit.forbid("consult.recording_revoke", by=by, patient_id=appointment.patient_id, resource_type="Appointment",
+                     resource_id=appointment.id,
+                     error=Forbidden("Only the patient, or their clinic on their behalf, can withdraw consent."))
     consent = active_consent(appointment)
     if consent is None:
         return None
@@ -229,19 +159,14 @@ def status(appointment: Appointment, *, by: User) -> dict[str, Any]:
             "id": consent.id, "given_at": consent.given_at.isoformat(), "given_by": consent.given_by.full_name,
             "on_behalf": consent.given_by_id != appointment.patient.user_id},
         "recording": running is not None,
-        "can_consent": _may_consent_for(appointment, by) and appointment.status.is_open,
+        "can_consent": access.acts_for(appointment.patient, by) and appointment.status.is_open,
         "can_record": by.id == appointment.doctor_id and appointment.status is AppointmentStatus.ARRIVED,
         "recordings": [recording_json(r) for r in list_recordings(appointment, by=by, audit_read=False)]
-        if _may_play(appointment, by) else [],
+        if access.may_play(appointment, by) else [],
     }
 
 
 # ---------------------------------------------------------------- recording
-
-
-def _doctor_only(appointment: Appointment, by: User, action: str) -> None:
-    if by.id != appointment.doctor_id:
-        raise consults._deny(action, by, appointment.id, appointment.patient_id)
 
 
 def _open_session(appointment: Appointment) -> ConsultSession:
@@ -260,20 +185,20 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
 
     :raises NotFound: not the doctor (audited). :raises Conflict: no consent, already recording, no media yet.
     """
-    _doctor_only(appointment, by, "consult.recording_start")
+    access.require_doctor(appointment, by, "consult.recording_start")
     session = _open_session(appointment)
     consent = active_consent(appointment)
     if consent is None:
-        audit.record("consult.recording_start", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "no consent"})
-        raise Conflict("The patient has not consented to recording.")
+        audit.forbid("consult.recording_start", by=by, patient_id=appointment.patient_id,
+                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "no consent"},
+                     error=Conflict("The patient has not consented to recording."))
     if running_recording(appointment) is not None:
         raise Conflict("This consult is already being recorded.")
-    worker = worker_for(session)
-    consults.move_to_relay(session, by=by, reason="recording")
+    worker = media.worker_for(session)
+    signals.move_to_relay(session, by=by, reason="recording")
     consent_id = consent.id
     db.session.commit()  # the mode switch stands even if the worker is not ready yet
-    answer = worker_call(worker, "POST", f"/relay/{relay_room(session)}/recording",
+    answer = media.call(worker, "POST", f"/relay/{media.relay_room(session)}/recording",
                                  {"consent_id": str(consent_id)}, ok=(201, 403, 404, 409))
     if answer["status"] == 409 and answer["body"].get("title") == "already recording":
         raise Conflict("This consult is already being recorded.")
@@ -281,7 +206,7 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
         raise Conflict("The consult is moving to the media relay; recording can start once everyone is "
                        "connected. Try again in a few seconds.", headers={"Retry-After": "3"})
     if active_consent(appointment) is None:  # revoked while we were starting: stop again at once
-        worker_call(worker, "DELETE", f"/relay/{relay_room(session)}/recording", None, ok=(200, 404, 409))
+        media.call(worker, "DELETE", f"/relay/{media.relay_room(session)}/recording", None, ok=(200, 404, 409))
         raise Conflict("The patient withdrew consent.")
     assert appointment.encounter is not None
     row = ConsultRecording(recording_id=str(answer["body"]["recording_id"]), appointment_id=appointment.id,
@@ -289,7 +214,7 @@ def start(appointment: Appointment, *, by: User) -> ConsultRecording:
                            consent_id=consent_id, media_worker=worker, started_by_id=by.id)
     db.session.add(row)
     db.session.flush()
-    consults._signal(session, by, "recording", {"state": "started"})
+    signals.send(session, by, "recording", {"state": "started"})
     audit.record("consult.recording_start", by=by, patient_id=appointment.patient_id,
                  resource_type="ConsultRecording", resource_id=row.id, detail={"consent_id": consent_id})
     return row
@@ -299,7 +224,7 @@ def stop(appointment: Appointment, *, by: User) -> ConsultRecording:
     """Stop recording (the doctor): the media worker finishes, encrypts and stores the file; its metadata lands
     here. :raises NotFound: not the doctor (audited). :raises Conflict: not recording.
     """
-    _doctor_only(appointment, by, "consult.recording_stop")
+    access.require_doctor(appointment, by, "consult.recording_stop")
     row = running_recording(appointment)
     if row is None:
         raise Conflict("This consult is not being recorded.")
@@ -310,7 +235,7 @@ def _finish(appointment: Appointment, row: ConsultRecording, *, by: User, reason
     """Stop the worker's recording and write what it stored (also used by consent revocation and the end)."""
     session = appointment.session
     assert session is not None
-    answer = worker_call(row.media_worker, "DELETE", f"/relay/{relay_room(session)}/recording", None,
+    answer = media.call(row.media_worker, "DELETE", f"/relay/{media.relay_room(session)}/recording", None,
                                  ok=(200, 404, 409))
     row.stopped_at = db.utcnow()
     row.stopped_by_id = by.id
@@ -325,7 +250,7 @@ def _finish(appointment: Appointment, row: ConsultRecording, *, by: User, reason
         row.status, row.stop_reason = RecordingStatus.FAILED, WORKER_FAILED
     else:
         row.status = RecordingStatus.FAILED
-    consults._signal(session, by, "recording", {"state": "stopped"})
+    signals.send(session, by, "recording", {"state": "stopped"})
     audit.record("consult.recording_stop", by=by, patient_id=appointment.patient_id,
                  resource_type="ConsultRecording", resource_id=row.id,
                  detail={"reason": reason, "status": row.status.value})
@@ -345,17 +270,11 @@ def stop_if_running(appointment: Appointment, *, by: User, reason: str) -> None:
 
 
 def object_key(recording_id: str) -> str:
-    """Where the media worker stores the file (``media.server.recording_object_key``)."""
-    from media.server import recording_object_key
-
-    return recording_object_key(recording_id)
+    """Where the media worker stores the file."""
+    return recording_format.object_key(recording_id)
 
 
 # ---------------------------------------------------------------- listing and playback
-
-
-def _may_play(appointment: Appointment, by: User) -> bool:
-    return by.id == appointment.doctor_id or (by.role is Role.PATIENT and appointment.patient.user_id == by.id)
 
 
 def list_recordings(appointment: Appointment, *, by: User, audit_read: bool = True) -> Sequence[ConsultRecording]:
@@ -363,8 +282,8 @@ def list_recordings(appointment: Appointment, *, by: User, audit_read: bool = Tr
 
     :raises NotFound: anyone else (audited).
     """
-    if not _may_play(appointment, by):
-        raise consults._deny("consult.recording_list", by, appointment.id, appointment.patient_id)
+    if not access.may_play(appointment, by):
+        access.refuse("consult.recording_list", by, appointment.id, appointment.patient_id)
     settle_interrupted(appointment)
     rows = db.session.scalars(sa.select(ConsultRecording).where(
         ConsultRecording.appointment_id == appointment.id, ConsultRecording.status == RecordingStatus.STORED)
@@ -408,25 +327,18 @@ def get_for_playback(recording_id: int, *, by: User) -> ConsultRecording:
     row = db.session.get(ConsultRecording, recording_id)
     appointment = db.session.get(Appointment, row.appointment_id) if row is not None else None
     if row is None or appointment is None or row.status is not RecordingStatus.STORED \
-            or not _may_play(appointment, by):
-        raise audit.deny("consult.recording_play", by=by, patient_id=row.patient_id if row else None,
-                         resource_type="ConsultRecording", resource_id=recording_id)
+            or not access.may_play(appointment, by):
+        audit.forbid("consult.recording_play", by=by, patient_id=row.patient_id if row else None,
+                     resource_type="ConsultRecording", resource_id=recording_id)
     audit.record("consult.recording_play", by=by, patient_id=row.patient_id, resource_type="ConsultRecording",
                  resource_id=row.id)
     return row
 
 
 def master_key() -> bytes:
-    """The recording master key, derived exactly as the media service does (``media.server``)."""
-    configured = current_app.config.get("RECORDING_KEY", "")
-    if configured:
-        try:
-            key = bytes.fromhex(configured)
-        except ValueError:
-            key = configured.encode()
-        return key
-    return hmac.new(str(current_app.config["SECRET_KEY"]).encode(), b"town-health recording master key",
-                    hashlib.sha256).digest()
+    """The recording master key, derived as the media service derives it (one function for both)."""
+    return recording_format.master_key(current_app.config.get("RECORDING_KEY", ""),
+                                       str(current_app.config["SECRET_KEY"]))
 
 
 def _open(row: ConsultRecording) -> Any:
@@ -453,22 +365,18 @@ class Layout:
 
 def layout(row: ConsultRecording) -> Layout:
     """Read the small authenticated header to learn the plaintext size and where each chunk sits."""
-    from media.recording import MAGIC, read_header
-    from media.recording import layout as file_layout
-
     store = _open(row)
     assert row.object_key is not None and row.size is not None
-    head = store.read(row.object_key, start=0, length=len(MAGIC) + 4)
+    head = store.read(row.object_key, start=0, length=len(recording_format.MAGIC) + 4)
     length = int.from_bytes(head[-4:], "big")
-    header, raw = read_header(io.BytesIO(head + store.read(row.object_key, start=len(head), length=length)))
-    first, chunks, size = file_layout(row.size, raw, int(header["chunk"]))
+    rest = store.read(row.object_key, start=len(head), length=length)
+    header, raw = recording_format.read_header(io.BytesIO(head + rest))
+    first, chunks, size = recording_format.layout(row.size, raw, int(header["chunk"]))
     return Layout(header, raw, first, chunks, size)
 
 
 def plaintext_range(row: ConsultRecording, lay: Layout, start: int, stop: int) -> Iterator[bytes]:
     """Plaintext bytes ``[start, stop)``: only the chunks that hold them are read and decrypted."""
-    from media.recording import decrypt_chunk, derive_key
-
     store = _open(row)
     assert row.object_key is not None and row.size is not None
     chunk = int(lay.header["chunk"])
@@ -477,12 +385,13 @@ def plaintext_range(row: ConsultRecording, lay: Layout, start: int, stop: int) -
     length = min(row.size - offset, (last - first + 1) * (chunk + 20))
     reader = io.BufferedReader(storage.ChunkReader(store.get(row.object_key, start=offset, length=length)),
                                buffer_size=chunk + 64)
-    key = derive_key(master_key(), row.recording_id)
+    key = recording_format.derive_key(master_key(), row.recording_id)
 
     def chunks() -> Iterator[bytes]:
         for counter in range(first, last + 1):
             sealed = reader.read(int.from_bytes(reader.read(4), "big"))
-            plain = decrypt_chunk(sealed, key, lay.header, lay.header_raw, counter, counter == lay.chunks - 1)
+            plain = recording_format.decrypt_chunk(sealed, key, lay.header, lay.header_raw, counter,
+                                                   counter == lay.chunks - 1)
             lo = start - counter * chunk if counter == first else 0
             hi = stop - counter * chunk if counter == last else len(plain)
             yield plain[lo:hi]
@@ -495,9 +404,7 @@ def plaintext(row: ConsultRecording) -> Iterator[bytes]:
 
     :raises NotFound: the object is gone from the store.
     """
-    from media.recording import decrypt, derive_key
-
     store = _open(row)
     assert row.object_key is not None
     reader = io.BufferedReader(storage.ChunkReader(store.get(row.object_key)), buffer_size=1024 * 1024 + 64)
-    return decrypt(reader, derive_key(master_key(), row.recording_id))
+    return recording_format.decrypt(reader, recording_format.derive_key(master_key(), row.recording_id))

@@ -12,25 +12,22 @@ import hashlib
 import hmac
 import json
 import secrets
-import time as clock
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-import sqlalchemy.orm as so
 from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
-from app import db, i18n
+from app import clock, db, i18n
 from app.audit import service as audit
-from app.audit.models import Outcome
 from app.auth.models import Role, User
-from app.consults import wake
+from app.consults import access, recordings, signals
 from app.consults.models import (
     Appointment,
     AppointmentStatus,
@@ -58,7 +55,7 @@ MAX_CANDIDATE = 1_000
 MAX_CHAT = 2_000
 RATE_WINDOW_SECONDS = 10
 BOOKING_HORIZON_DAYS = 60
-PROXY_SEES = (CaregiverRight.BOOK, CaregiverRight.JOIN)
+PROXY_SEES = access.PROXY_SEES
 """A caregiver sees the appointments of the person they act for with either consult right."""
 
 
@@ -68,10 +65,6 @@ def _cfg(name: str) -> Any:
 
 def _invalid(field: str, message: str) -> ValidationFailed:
     return ValidationFailed("Some fields need attention.", errors={field: [message]})
-
-
-def _deny(action: str, by: User, appointment_id: object, patient_id: int | None = None) -> Exception:
-    return audit.deny(action, by=by, patient_id=patient_id, resource_type="Appointment", resource_id=appointment_id)
 
 
 # ---------------------------------------------------------------- availability and slots
@@ -84,10 +77,9 @@ def publish_availability(*, by: User, weekday: int, start_time: time, end_time: 
 
     :raises Forbidden: not a doctor. :raises ValidationFailed: bad window. :raises Conflict: overlaps a window.
     """
+    access.require_role(by, Role.DOCTOR, "availability.create", "Only doctors publish availability.",
+                        "Availability")
     zone = timezone or i18n.zone_of(by)
-    if by.role is not Role.DOCTOR:
-        audit.record("availability.create", by=by, outcome=Outcome.DENIED, resource_type="Availability")
-        raise Forbidden("Only doctors publish availability.")
     if not 0 <= weekday <= 6:
         raise _invalid("weekday", "Choose a day of the week.")
     if start_time >= end_time:
@@ -112,7 +104,7 @@ def publish_availability(*, by: User, weekday: int, start_time: time, end_time: 
 def remove_availability(window_id: int, *, by: User) -> None:
     window = db.session.get(Availability, window_id)
     if window is None or window.doctor_id != by.id:
-        raise audit.deny("availability.delete", by=by, resource_type="Availability", resource_id=window_id)
+        audit.forbid("availability.delete", by=by, resource_type="Availability", resource_id=window_id)
     db.session.delete(window)
     audit.record("availability.delete", by=by, resource_type="Availability", resource_id=window_id)
 
@@ -120,8 +112,8 @@ def remove_availability(window_id: int, *, by: User) -> None:
 def add_exception(*, by: User, starts_at: datetime, ends_at: datetime, reason: str | None = None
                   ) -> AvailabilityException:
     """Block a period (holiday, ward round); booked appointments in it are left for the doctor to move."""
-    if by.role is not Role.DOCTOR:
-        raise Forbidden("Only doctors manage their availability.")
+    access.require_role(by, Role.DOCTOR, "availability.exception", "Only doctors manage their availability.",
+                        "AvailabilityException")
     if starts_at >= ends_at:
         raise _invalid("ends_at", "The period must end after it starts.")
     exc = AvailabilityException(doctor_id=by.id, starts_at=starts_at, ends_at=ends_at,
@@ -224,12 +216,6 @@ def bookable_doctors() -> Sequence[User]:
 # ---------------------------------------------------------------- booking
 
 
-def _may_book_for(patient: Patient, by: User) -> bool:
-    if by.role is Role.PATIENT:
-        return patient.user_id == by.id or patient_access.may_act_for(by, patient, CaregiverRight.BOOK)
-    return by.role is Role.CLINIC_STAFF and patient.facility_id == by.facility_id
-
-
 def _claim_slot(appointment: Appointment, key: str) -> None:
     """Take the slot inside a savepoint so a lost race becomes a clean 409, not a broken transaction."""
     try:
@@ -250,8 +236,8 @@ def book(*, patient: Patient, doctor_id: int, start: datetime, by: User, reason:
     :raises NotFound: no access to the patient (audited). :raises ValidationFailed: not an active doctor.
     :raises Conflict: the slot is not offered or was just taken.
     """
-    if not _may_book_for(patient, by):
-        raise _deny("appointment.create", by, None, patient.id)
+    if not access.acts_for(patient, by, CaregiverRight.BOOK):
+        access.refuse("appointment.create", by, None, patient.id)
     doctor = db.session.get(User, doctor_id)
     if doctor is None or doctor.role is not Role.DOCTOR or not doctor.active:
         raise _invalid("doctor_id", "Choose an active doctor.")
@@ -301,35 +287,17 @@ def _notify_both(appointment: Appointment, compose: Compose) -> None:
         notify.enqueue(recipient=recipient, subject=subject, body=body)
 
 
-def _can_see(appointment: Appointment, by: User) -> bool:
-    if by.id == appointment.doctor_id:
-        return True
-    if by.role is Role.PATIENT:
-        return appointment.patient.user_id == by.id or any(
-            patient_access.may_act_for(by, appointment.patient, right) for right in PROXY_SEES)
-    if by.role is Role.CLINIC_STAFF and appointment.patient.facility_id == by.facility_id:
-        return True
-    return _participant(appointment, by) is not None
-
-
 def visible_clause(user: User) -> sa.ColumnElement[bool]:
-    """:func:`_can_see` as a WHERE clause on :class:`Appointment` joined to its :class:`Patient`, for searches."""
-    invited = Appointment.id.in_(sa.select(ConsultSession.appointment_id).join(
-        ConsultParticipant, ConsultParticipant.session_id == ConsultSession.id).where(
-        ConsultParticipant.user_id == user.id))
-    if user.role is Role.PATIENT:
-        return patient_access.acting_patient_clause(user, *PROXY_SEES)
-    if user.role is Role.CLINIC_STAFF:
-        return sa.or_(Patient.facility_id == user.facility_id, Appointment.doctor_id == user.id, invited)
-    return sa.or_(Appointment.doctor_id == user.id, invited)
+    """Appointments ``user`` may see, as a WHERE clause (:func:`app.consults.access.visible_clause`)."""
+    return access.visible_clause(user)
 
 
 def get_appointment(appointment_id: int, *, by: User, action: str = "appointment.read",
                     audit_read: bool = True) -> Appointment:
     """:raises NotFound: no such appointment or no access (audited, same answer)."""
     appointment = db.session.get(Appointment, appointment_id)
-    if appointment is None or not _can_see(appointment, by):
-        raise _deny(action, by, appointment_id, appointment.patient_id if appointment else None)
+    if appointment is None or not access.can_see(appointment, by):
+        access.refuse(action, by, appointment_id, appointment.patient_id if appointment else None)
     if audit_read:
         audit.record(action, by=by, patient_id=appointment.patient_id, resource_type="Appointment",
                      resource_id=appointment.id)
@@ -372,8 +340,8 @@ def open_consult_of(patient: Patient, appointment_id: int | None) -> Appointment
 
 def day_view(doctor: User, *, day: date | None = None) -> Sequence[Appointment]:
     """A doctor's appointments for one day of their own zone, who is waiting first."""
-    if doctor.role is not Role.DOCTOR:
-        raise Forbidden("Only doctors have a consult day view.")
+    access.require_role(doctor, Role.DOCTOR, "appointment.list", "Only doctors have a consult day view.",
+                        "Appointment")
     zone = ZoneInfo(i18n.zone_of(doctor))  # the doctor's own day, 23 or 25 hours long on a clock change
     day = day or db.utcnow().astimezone(zone).date()
     start = datetime.combine(day, time(0), tzinfo=zone)
@@ -393,8 +361,8 @@ def _transition(appointment: Appointment, allowed: tuple[AppointmentStatus, ...]
 def _require_booking_right(appointment: Appointment, by: User, action: str) -> None:
     """A caregiver who may only join consults sees the appointment but may not move or cancel it."""
     patient = appointment.patient
-    if by.role is Role.PATIENT and patient.user_id != by.id and not _may_book_for(patient, by):
-        raise patients.caregiver_refusal(CaregiverRight.BOOK, patient, by=by, action=action)
+    if by.role is Role.PATIENT and not access.acts_for(patient, by, CaregiverRight.BOOK):
+        patients.caregiver_refusal(CaregiverRight.BOOK, patient, by=by, action=action)
 
 
 def change_cutoff(appointment: Appointment) -> datetime:
@@ -413,11 +381,12 @@ def _check_cutoff(appointment: Appointment, by: User, action: str) -> None:
     """
     if by.role is not Role.PATIENT or db.utcnow() < change_cutoff(appointment):
         return
-    audit.record(action, by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                 resource_type="Appointment", resource_id=appointment.id, detail={"why": "after cutoff"})
-    raise Conflict(_("Online changes close %(minutes)d minutes before the consult (at %(when)s). "
-                     "To change or cancel it now, please call your clinic.",
-                     minutes=_cfg("CONSULT_CHANGE_CUTOFF_MINUTES"), when=_when(change_cutoff(appointment))))
+    audit.forbid(action, by=by, patient_id=appointment.patient_id, resource_type="Appointment",
+                 resource_id=appointment.id, detail={"why": "after cutoff"},
+                 error=Conflict(_("Online changes close %(minutes)d minutes before the consult (at %(when)s). "
+                                  "To change or cancel it now, please call your clinic.",
+                                  minutes=_cfg("CONSULT_CHANGE_CUTOFF_MINUTES"),
+                                  when=_when(change_cutoff(appointment)))))
 
 
 def cancel(appointment: Appointment, *, by: User, reason: str | None = None) -> Appointment:
@@ -475,11 +444,11 @@ def check_in(appointment: Appointment, *, by: User) -> Appointment:
     :raises Conflict: too early, too late, or not booked.
     """
     if by.role is Role.DOCTOR:
-        raise Forbidden("The patient or their clinic checks in.")
+        audit.forbid("appointment.check_in", by=by, patient_id=appointment.patient_id, resource_type="Appointment",
+                     resource_id=appointment.id, error=Forbidden("The patient or their clinic checks in."))
     if by.role is Role.PATIENT and appointment.patient.user_id != by.id \
             and not patient_access.may_act_for(by, appointment.patient, CaregiverRight.JOIN):
-        raise patients.caregiver_refusal(CaregiverRight.JOIN, appointment.patient, by=by,
-                                         action="appointment.check_in")
+        patients.caregiver_refusal(CaregiverRight.JOIN, appointment.patient, by=by, action="appointment.check_in")
     if appointment.status is AppointmentStatus.ARRIVED:
         return appointment
     _transition(appointment, (AppointmentStatus.BOOKED,), "checked in")
@@ -509,19 +478,14 @@ def _ensure_session(appointment: Appointment) -> ConsultSession:
     return session
 
 
-def _require_doctor(appointment: Appointment, by: User, action: str) -> None:
-    if by.id != appointment.doctor_id:
-        raise _deny(action, by, appointment.id, appointment.patient_id)
-
-
 def admit(appointment: Appointment, *, by: User) -> Encounter:
     """The doctor lets a checked-in patient into the consult; the encounter starts."""
-    _require_doctor(appointment, by, "consult.admit")
+    access.require_doctor(appointment, by, "consult.admit")
     _transition(appointment, (AppointmentStatus.ARRIVED,), "admitted")
     session = _ensure_session(appointment)
     if appointment.admitted_at is None:
         appointment.admitted_at = db.utcnow()
-        _signal(session, by, "admit", {})  # wakes the waiting room at once
+        signals.send(session, by, "admit", {})  # wakes the waiting room at once
     encounter = appointment.encounter
     if encounter is None:
         encounter = Encounter(appointment=appointment, patient_id=appointment.patient_id,
@@ -534,7 +498,7 @@ def admit(appointment: Appointment, *, by: User) -> Encounter:
 
 
 def mark_noshow(appointment: Appointment, *, by: User) -> Appointment:
-    _require_doctor(appointment, by, "appointment.noshow")
+    access.require_doctor(appointment, by, "appointment.noshow")
     _transition(appointment, (AppointmentStatus.BOOKED,), "marked as no-show")
     if db.utcnow() < appointment.start_at:
         raise Conflict("The appointment has not started yet.")
@@ -557,7 +521,7 @@ def _end_session(appointment: Appointment) -> None:
 
 def save_note(appointment: Appointment, *, by: User, notes: str | None, diagnosis: str | None) -> Encounter:
     """Save the consult note while the consult runs (the doctor only)."""
-    _require_doctor(appointment, by, "encounter.update")
+    access.require_doctor(appointment, by, "encounter.update")
     encounter = appointment.encounter
     if encounter is None:
         raise Conflict("Admit the patient first.")
@@ -579,10 +543,16 @@ CONSULT_ENDED: list[Callable[[Appointment, User], None]] = []
 domains register here so this module imports none of them."""
 
 
+def on_consult_ended(hook: Callable[[Appointment, User], None]) -> None:
+    """Register a :data:`CONSULT_ENDED` hook (from a domain's ``init_app``); registering twice is harmless."""
+    if hook not in CONSULT_ENDED:
+        CONSULT_ENDED.append(hook)
+
+
 def end_consult(appointment: Appointment, *, by: User, notes: str | None = None,
                 diagnosis: str | None = None) -> Encounter:
     """End the consult: appointment fulfilled, encounter finished, everyone leaves."""
-    _require_doctor(appointment, by, "consult.end")
+    access.require_doctor(appointment, by, "consult.end")
     _transition(appointment, (AppointmentStatus.ARRIVED,), "ended")
     encounter = appointment.encounter or admit(appointment, by=by)
     if notes is not None or diagnosis is not None:
@@ -593,12 +563,10 @@ def end_consult(appointment: Appointment, *, by: User, notes: str | None = None,
     encounter.ended_at = now
     session = appointment.session
     if session is not None:
-        from app.consults import recordings  # imports this module
-
         recordings.stop_if_running(appointment, by=by, reason="consult ended")
-    _end_session(appointment)  # participant rows before the signal lock (see _signal)
+    _end_session(appointment)  # participant rows before the signal lock (see signals.send)
     if session is not None:
-        _signal(session, by, "bye", {"reason": "ended"})
+        signals.send(session, by, "bye", {"reason": "ended"})
     audit.record("consult.end", by=by, patient_id=appointment.patient_id, resource_type="Encounter",
                  resource_id=encounter.id)
     for hook in CONSULT_ENDED:
@@ -609,39 +577,30 @@ def end_consult(appointment: Appointment, *, by: User, notes: str | None = None,
 # ---------------------------------------------------------------- participants, join tokens, ICE servers
 
 
-def _participant(appointment: Appointment, user: User) -> ConsultParticipant | None:
+def participant_of(appointment: Appointment, user: User) -> ConsultParticipant | None:
+    """The user's seat in the consult. A caregiver with the right to join takes a seat on the patient's side on
+    first use (often for a patient who has no account or device of their own); the doctor admits them as they
+    would the patient."""
+    found = access.participant_of(appointment, user)
     session = appointment.session
-    if session is None:
-        return None
-    found = next((p for p in session.participants if p.user_id == user.id), None)
-    if found is None and user.role is Role.PATIENT \
+    if found is None and session is not None and user.role is Role.PATIENT \
             and patient_access.may_act_for(user, appointment.patient, CaregiverRight.JOIN):
-        found = _seat_caregiver(session, appointment, user)
+        found = ConsultParticipant(user_id=user.id, kind=ParticipantKind.PATIENT)
+        session.participants.append(found)
+        db.session.flush()
+        audit.record("consult.caregiver_seat", by=user, patient_id=appointment.patient_id,
+                     resource_type="ConsultSession", resource_id=session.id)
     return found
-
-
-def _seat_caregiver(session: ConsultSession, appointment: Appointment, user: User) -> ConsultParticipant:
-    """A caregiver with the right to join takes a seat on the patient's side of the consult (often for a
-    patient who has no account or device of their own); the doctor admits them as they would the patient."""
-    participant = ConsultParticipant(user_id=user.id, kind=ParticipantKind.PATIENT)
-    session.participants.append(participant)
-    db.session.flush()
-    audit.record("consult.caregiver_seat", by=user, patient_id=appointment.patient_id,
-                 resource_type="ConsultSession", resource_id=session.id)
-    return participant
-
-
-participant_of = _participant
 
 
 def invite(appointment: Appointment, *, user_id: int, by: User) -> ConsultParticipant:
     """The doctor brings a colleague (staff) into the consult."""
-    _require_doctor(appointment, by, "consult.invite")
+    access.require_doctor(appointment, by, "consult.invite")
     guest = db.session.get(User, user_id)
     if guest is None or not guest.active or guest.role in (Role.PATIENT, Role.ADMIN):
         raise _invalid("user_id", "Choose an active staff member.")
     session = _ensure_session(appointment)
-    existing = _participant(appointment, guest)
+    existing = access.participant_of(appointment, guest)
     if existing is not None:
         return existing
     participant = ConsultParticipant(user_id=guest.id, kind=ParticipantKind.GUEST, invited_by_id=by.id)
@@ -652,24 +611,31 @@ def invite(appointment: Appointment, *, user_id: int, by: User) -> ConsultPartic
     return participant
 
 
+class _ClockSigner(TimestampSigner):
+    """Join tokens age by :mod:`app.clock`, like everything else."""
+
+    def get_timestamp(self) -> int:
+        return int(clock.timestamp())
+
+
 def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(_cfg("SECRET_KEY"), salt="consult-join")
+    return URLSafeTimedSerializer(_cfg("SECRET_KEY"), salt="consult-join", signer=_ClockSigner)
 
 
 def _open_for(appointment: Appointment, by: User, action: str) -> tuple[ConsultSession, ConsultParticipant]:
-    participant = _participant(appointment, by)
+    participant = participant_of(appointment, by)
     if participant is None:
-        raise _deny(action, by, appointment.id, appointment.patient_id)
+        access.refuse(action, by, appointment.id, appointment.patient_id)
     if participant.removed_at is not None:
-        audit.record(action, by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="Appointment", resource_id=appointment.id, detail={"why": "removed"})
-        raise Forbidden("The doctor removed you from this consult.")
+        audit.forbid(action, by=by, patient_id=appointment.patient_id,
+                     resource_type="Appointment", resource_id=appointment.id, detail={"why": "removed"},
+                     error=Forbidden("The doctor removed you from this consult."))
     session = appointment.session
     assert session is not None
     if session.ended_at is not None or appointment.status is not AppointmentStatus.ARRIVED:
-        audit.record(action, by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "finished"})
-        raise Conflict("This consult has ended.")
+        audit.forbid(action, by=by, patient_id=appointment.patient_id,
+                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "finished"},
+                     error=Conflict("This consult has ended."))
     if appointment.admitted_at is None and participant.kind is not ParticipantKind.DOCTOR:
         raise Conflict("The doctor has not admitted you yet. Please wait in the waiting room.")
     return session, participant
@@ -681,10 +647,10 @@ def issue_join_token(appointment: Appointment, *, by: User) -> str:
     return _serializer().dumps({"c": session.id, "u": by.id, "j": secrets.token_hex(16)})
 
 
-def _bad_token(appointment: Appointment, by: User, why: str) -> Exception:
-    audit.record("consult.join", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                 resource_type="Appointment", resource_id=appointment.id, detail={"why": why})
-    return Forbidden("This join link is not valid any more. Reload the page to get a new one.")
+def _bad_token(appointment: Appointment, by: User, why: str) -> NoReturn:
+    audit.forbid("consult.join", by=by, patient_id=appointment.patient_id, resource_type="Appointment",
+                 resource_id=appointment.id, detail={"why": why},
+                 error=Forbidden("This join link is not valid any more. Reload the page to get a new one."))
 
 
 def join(appointment: Appointment, *, token: str, by: User, since: int | None = None) -> ConsultParticipant:
@@ -701,20 +667,20 @@ def join(appointment: Appointment, *, token: str, by: User, since: int | None = 
     try:
         data = _serializer().loads(token, max_age=_cfg("CONSULT_JOIN_TOKEN_SECONDS"))
     except SignatureExpired:
-        raise _bad_token(appointment, by, "expired") from None
+        _bad_token(appointment, by, "expired")
     except BadSignature:
-        raise _bad_token(appointment, by, "bad signature") from None
+        _bad_token(appointment, by, "bad signature")
     if not isinstance(data, dict) or data.get("c") != session.id or data.get("u") != by.id:
-        raise _bad_token(appointment, by, "other consult or user")
+        _bad_token(appointment, by, "other consult or user")
     try:
         with db.session.begin_nested():
             db.session.add(JoinTokenUse(jti=str(data.get("j"))[:32], session_id=session.id, user_id=by.id))
             db.session.flush()
     except sa.exc.IntegrityError:
-        raise _bad_token(appointment, by, "replayed") from None
+        _bad_token(appointment, by, "replayed")
     participant.joined_at = db.utcnow()
     participant.left_at = None
-    hello = _signal(session, by, "hello", {"role": participant.kind.value, "since": since})
+    hello = signals.send(session, by, "hello", {"role": participant.kind.value, "since": since})
     participant.joined_signal_id = hello.id
     audit.record("consult.join", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
                  resource_id=session.id)
@@ -737,15 +703,6 @@ def relay_join(appointment: Appointment, *, by: User) -> ConsultSession:
 RELAY_REASONS = ("p2p-failed",)
 
 
-def move_to_relay(session: ConsultSession, *, by: User, reason: str) -> bool:
-    """Put the consult in relay mode and tell the pages (signal ``mode``, once); True if it was peer to peer."""
-    if session.media_mode == "relay":
-        return False
-    session.media_mode = "relay"
-    _signal(session, by, "mode", {"mode": "relay", "reason": reason})
-    return True
-
-
 def switch_to_relay(appointment: Appointment, *, by: User, reason: str) -> ConsultSession:
     """A participant's page could not connect peer to peer in time: move the whole consult to the relay.
 
@@ -758,7 +715,7 @@ def switch_to_relay(appointment: Appointment, *, by: User, reason: str) -> Consu
     session, _participant_row = _open_for(appointment, by, "consult.relay_switch")
     if reason not in RELAY_REASONS:
         raise _invalid("reason", f"Use one of: {', '.join(RELAY_REASONS)}.")
-    switched = move_to_relay(session, by=by, reason=reason)
+    switched = signals.move_to_relay(session, by=by, reason=reason)
     audit.record("consult.relay_switch", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
                  resource_id=session.id, detail={"reason": reason, "switched": switched})
     return session
@@ -776,20 +733,20 @@ def relay_names(appointment: Appointment, *, by: User) -> list[dict[str, Any]]:
 
 
 def leave(appointment: Appointment, *, by: User) -> None:
-    participant = _participant(appointment, by)
+    participant = participant_of(appointment, by)
     if participant is None:
-        raise _deny("consult.leave", by, appointment.id, appointment.patient_id)
+        access.refuse("consult.leave", by, appointment.id, appointment.patient_id)
     if participant.present:
         participant.left_at = db.utcnow()
         assert appointment.session is not None
-        _signal(appointment.session, by, "bye", {"reason": "left"})
+        signals.send(appointment.session, by, "bye", {"reason": "left"})
     audit.record("consult.leave", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
                  resource_id=participant.session_id)
 
 
 def turn_credentials(user: User, *, now: float | None = None) -> tuple[str, str]:
     """coturn "TURN REST API": username ``<expiry>:<user id>``, password base64(HMAC-SHA1(secret, username))."""
-    expiry = int((now or clock.time()) + _cfg("TURN_TTL_SECONDS"))
+    expiry = int((now or clock.timestamp()) + _cfg("TURN_TTL_SECONDS"))
     username = f"{expiry}:{user.id}"
     digest = hmac.new(_cfg("TURN_SECRET").encode(), username.encode(), hashlib.sha1).digest()
     return username, base64.b64encode(digest).decode()
@@ -875,53 +832,6 @@ def _rate_limited(session: ConsultSession, by: User) -> bool:
     return count >= limit
 
 
-def _signal(session: ConsultSession, by: User, kind: str, payload: dict[str, Any],
-            recipient_id: int | None = None) -> SignalMessage:
-    """Queue a message for the consult's other participants (visible, and their streams woken, at commit).
-
-    The first signal of a transaction locks the consult's row until commit, after the transaction's other
-    writes (rows first, this lock last, so it cannot deadlock with joins and leaves). A consult's signals thus
-    commit in id order, and a stream that has read id N can never miss a smaller id committed later (an
-    answer overtaken by its own ICE candidates, say). SQLite serialises all writers anyway.
-    """
-    wakes = db.session().info.setdefault(_WAKE_KEY, set())
-    if session.id not in wakes:
-        db.session.flush()
-        db.session.execute(sa.select(ConsultSession.id).where(ConsultSession.id == session.id)
-                           .with_for_update(key_share=True))
-        if not _cfg("REDIS_URL") and db.session.get_bind().dialect.name == "postgresql":
-            wake.pg_notify(db.session, session.id)  # other workers' streams, delivered on commit
-    message = SignalMessage(session_id=session.id, sender_id=by.id, recipient_id=recipient_id, kind=kind,
-                            payload=json.dumps(payload, separators=(",", ":")))
-    db.session.add(message)
-    db.session.flush()
-    wakes.add(session.id)
-    return message
-
-
-_WAKE_KEY = "consult_wake"
-
-
-@sa.event.listens_for(so.Session, "after_commit")
-def _wake_streams(session: so.Session) -> None:
-    """Wake the consult's event streams (after the rows are visible): this worker's at once, the other
-    workers' through Redis when configured (PostgreSQL's NOTIFY was queued in the transaction itself)."""
-    ids = session.info.pop(_WAKE_KEY, None)
-    if ids:
-        redis_url = _cfg("REDIS_URL")
-        for session_id in ids:
-            wake.notify(session_id)
-            if redis_url:
-                from app.consults import shared
-
-                shared.wake(session_id)
-
-
-@sa.event.listens_for(so.Session, "after_rollback")
-def _forget_wakes(session: so.Session) -> None:
-    session.info.pop(_WAKE_KEY, None)
-
-
 def post_signal(appointment: Appointment, *, by: User, kind: str, payload: dict[str, Any],
                 to: int | None = None) -> SignalMessage:
     """Relay an offer, answer, ICE candidate or bye to the other participants of this consult.
@@ -934,13 +844,13 @@ def post_signal(appointment: Appointment, *, by: User, kind: str, payload: dict[
         raise Conflict("Join the consult before sending media negotiation messages.")
     clean = validate_signal(kind, payload)
     if _rate_limited(session, by):
-        audit.record("consult.signal", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "rate limit"})
-        raise TooManyRequests("Too many signaling messages; slow down.",
-                              headers={"Retry-After": str(RATE_WINDOW_SECONDS)})
+        audit.forbid("consult.signal", by=by, patient_id=appointment.patient_id,
+                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "rate limit"},
+                     error=TooManyRequests("Too many signaling messages; slow down.",
+                                           headers={"Retry-After": str(RATE_WINDOW_SECONDS)}))
     if to is not None and not any(p.user_id == to for p in session.participants):
         raise _invalid("to", "Not a participant of this consult.")
-    return _signal(session, by, kind, clean, recipient_id=to)
+    return signals.send(session, by, kind, clean, recipient_id=to)
 
 
 def pending_signals(appointment: Appointment, *, by: User, after: int = 0, limit: int = 200
@@ -949,9 +859,9 @@ def pending_signals(appointment: Appointment, *, by: User, after: int = 0, limit
 
     Readable after the end too, so a page learns the consult ended.
     """
-    participant = _participant(appointment, by)
+    participant = participant_of(appointment, by)
     if participant is None:
-        raise _deny("consult.signal", by, appointment.id, appointment.patient_id)
+        access.refuse("consult.signal", by, appointment.id, appointment.patient_id)
     session = appointment.session
     assert session is not None
     rows = db.session.scalars(sa.select(SignalMessage).where(
@@ -1011,16 +921,17 @@ def post_chat(appointment: Appointment, *, by: User, body: str) -> ChatMessage:
     if any(ord(c) < 32 and c not in "\n\t" for c in text):
         raise _invalid("body", "Remove control characters.")
     if _rate_limited(session, by):
-        audit.record("consult.chat", by=by, outcome=Outcome.DENIED, patient_id=appointment.patient_id,
-                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "rate limit"})
-        raise TooManyRequests("Too many messages; slow down.", headers={"Retry-After": str(RATE_WINDOW_SECONDS)})
+        audit.forbid("consult.chat", by=by, patient_id=appointment.patient_id,
+                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "rate limit"},
+                     error=TooManyRequests("Too many messages; slow down.",
+                                           headers={"Retry-After": str(RATE_WINDOW_SECONDS)}))
     encounter = appointment.encounter
     if encounter is None:
         raise Conflict("The consult has not started.")
     message = ChatMessage(sender_id=by.id, body=text)
     encounter.messages.append(message)
     db.session.flush()
-    _signal(session, by, "chat", {"chat_id": message.id, "body": text, "name": by.full_name,
+    signals.send(session, by, "chat", {"chat_id": message.id, "body": text, "name": by.full_name,
                                   "at": message.created_at.isoformat()})
     audit.record("consult.chat", by=by, patient_id=appointment.patient_id, resource_type="ChatMessage",
                  resource_id=message.id)

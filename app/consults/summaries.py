@@ -5,7 +5,7 @@ once the consult has ended, printable. The encounter note stays the clinician's 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
@@ -21,9 +21,8 @@ RT = "VisitSummary"
 LIMITS = {"reason": 500, "findings": 10_000, "diagnosis": 500, "plan": 10_000, "follow_up": 500}
 
 
-def _deny(action: str, by: User, appointment: Appointment) -> Exception:
-    return audit.deny(action, by=by, patient_id=appointment.patient_id, resource_type=RT,
-                      resource_id=appointment.id)
+def _refuse(action: str, by: User, appointment: Appointment) -> NoReturn:
+    audit.forbid(action, by=by, patient_id=appointment.patient_id, resource_type=RT, resource_id=appointment.id)
 
 
 def save(appointment: Appointment, *, by: User, **fields: str | None) -> VisitSummary:
@@ -34,7 +33,7 @@ def save(appointment: Appointment, *, by: User, **fields: str | None) -> VisitSu
     """
     action = "visit_summary.write"
     if by.role is not Role.DOCTOR or appointment.doctor_id != by.id:
-        raise _deny(action, by, appointment)
+        _refuse(action, by, appointment)
     if appointment.status not in (AppointmentStatus.ARRIVED, AppointmentStatus.FULFILLED):
         raise Conflict("A visit summary is written once the consult has started.")
     errors = {name: [message] for name, limit in LIMITS.items()
@@ -115,13 +114,3 @@ def mine(*, by: User) -> Sequence[VisitSummary]:
     for summary in rows:
         audit.record("visit_summary.read", by=by, patient_id=patient.id, resource_type=RT, resource_id=summary.id)
     return rows
-
-
-def _register() -> None:
-    from app.consults import service as consults
-
-    if tell_patient not in consults.CONSULT_ENDED:
-        consults.CONSULT_ENDED.append(tell_patient)
-
-
-_register()

@@ -22,27 +22,20 @@ from app.errors import AppError
 from app.patients import access as patient_access
 from app.patients import service as patients
 from app.patients.models import CaregiverRight
-from app.web import add_chart_links, add_chart_panel, add_my_health_panel, add_nav
 
 bp = Blueprint("consults", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/consults")
 
-add_nav("Consults", "consults.index", Role.PATIENT, Role.CLINIC_STAFF)
-add_nav("Today's consults", "consults.today", Role.DOCTOR)
-add_nav("Availability", "consults.availability", Role.DOCTOR)
-add_my_health_panel("consults/_my_visit_summaries.html")
 
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
 
-def _chart_links(patient: object, user: User) -> list[dict[str, str]]:
+def chart_links(patient: object, user: User) -> list[dict[str, str]]:
     if user.role is Role.CLINIC_STAFF:
         return [{"label": "Book video consult", "url": url_for("consults.book", patient_id=patient.id)}]
     return []
 
 
-add_chart_links(_chart_links)
-add_chart_panel("consults/_visit_history.html")
 
 
 @bp.app_template_global()
@@ -69,7 +62,6 @@ def _flash_error(exc: AppError) -> None:
 def index() -> str:
     """Upcoming video consults of the patient, or of the clinic's patients."""
     appointments = service.list_for(current_user)
-    db.session.commit()
     return render_template("consults/index.html", appointments=appointments, AppointmentStatus=AppointmentStatus)
 
 
@@ -96,7 +88,6 @@ def book() -> Response | str:
     doctors = service.bookable_doctors()
     doctor = next((d for d in doctors if d.id == doctor_id), None)
     slots = service.open_slots(doctor, days=14) if doctor else []
-    db.session.commit()
     return render_template("consults/book.html", patient=patient, doctors=doctors, doctor=doctor,
                            **_picker_state(slots, start, asked=doctor is not None))
 
@@ -111,7 +102,6 @@ def _confirm_slot(start: datetime | None, act: Callable[[datetime], Appointment]
     except AppError as exc:
         _flash_error(exc)
         return None
-    db.session.commit()
     flash(message % {"when": i18n.format_when(appt.start_at, "weekday"), "doctor": appt.doctor.full_name}, "success")
     return redirect(url_for("consults.index"))
 
@@ -142,7 +132,6 @@ def reschedule(appointment_id: int) -> Response | str:
     may_change = appt.status in (AppointmentStatus.PROPOSED, AppointmentStatus.BOOKED) and (
         current_user.role is not Role.PATIENT or service.patient_may_change(appt))
     slots = service.open_slots(appt.doctor, days=14) if may_change else []
-    db.session.commit()
     return render_template("consults/reschedule.html", appt=appt, may_change=may_change,
                            change_cutoff=service.change_cutoff(appt),
                            cutoff_minutes=current_app.config["CONSULT_CHANGE_CUTOFF_MINUTES"],
@@ -159,7 +148,6 @@ def cancel(appointment_id: int) -> Response:
     except AppError as exc:
         _flash_error(exc)
     else:
-        db.session.commit()
         flash("Appointment cancelled.", "success")
     return redirect(request.referrer or url_for("consults.index"))
 
@@ -190,7 +178,6 @@ def availability() -> Response | str:
         except AppError as exc:
             _flash_error(exc)
         else:
-            db.session.commit()
             flash("Availability saved.", "success")
             return redirect(url_for("consults.availability"))
     windows = service.windows_for(current_user)
@@ -219,7 +206,6 @@ def admit(appointment_id: int) -> Response:
     except AppError as exc:
         _flash_error(exc)
         return redirect(url_for("consults.today"))
-    db.session.commit()
     return redirect(url_for("consults.room", appointment_id=appointment_id))
 
 
@@ -234,7 +220,6 @@ def waiting(appointment_id: int) -> Response | str:
         except AppError as exc:
             _flash_error(exc)
         else:
-            db.session.commit()
             flash("You are checked in.", "success")
         return redirect(url_for("consults.waiting", appointment_id=appointment_id))
     state = service.state(appt)
@@ -242,7 +227,6 @@ def waiting(appointment_id: int) -> Response | str:
     # The booked patient's waiting room carries the consult stage and turns into the consult when admitted.
     stage = participant is not None and participant.kind is ParticipantKind.PATIENT and not state["ended"]
     chat = service.chat_history(appt) if stage else []
-    db.session.commit()
     return render_template("consults/waiting.html", appt=appt, state=state, stage=stage, chat=chat,
                            in_consult=stage and state["admitted"],
                            own=appt.patient.user_id == current_user.id  # or their caregiver, in their seat
@@ -264,16 +248,13 @@ def room(appointment_id: int) -> Response | str:
     state = service.state(appt)
     participant = service.participant_of(appt, current_user)
     if state["ended"]:
-        db.session.commit()
         flash("This consult has ended.", "info")
         return redirect(url_for("consults.today" if current_user.role is Role.DOCTOR else "consults.index"))
     if participant is None or (participant.kind is not ParticipantKind.DOCTOR and not state["admitted"]):
-        db.session.commit()
         return redirect(url_for("consults.waiting", appointment_id=appointment_id))
     is_doctor = participant.kind is ParticipantKind.DOCTOR
     patient = patients.get_patient(appt.patient_id, by=current_user, action="patient.read") if is_doctor else None
     chat = service.chat_history(appt)
-    db.session.commit()
     return render_template("consults/room.html", appt=appt, patient=patient, is_doctor=is_doctor,
                            role=participant.kind.value, chat=chat, encounter=appt.encounter,
                            can_admit=is_doctor and not state["admitted"],
@@ -291,7 +272,6 @@ def end(appointment_id: int) -> Response:
     except AppError as exc:
         _flash_error(exc)
         return redirect(url_for("consults.room", appointment_id=appointment_id))
-    db.session.commit()
     flash("Consult ended; the note is saved with the encounter.", "success")
     return redirect(url_for("consults.today"))
 
@@ -318,7 +298,6 @@ def visit_summary(appointment_id: int) -> Response | str:
         except AppError as exc:
             _flash_error(exc)
         else:
-            db.session.commit()
             flash("Visit summary saved. The patient sees it once the consult has ended.", "success")
         back = request.form.get("back")
         if back == "room" and appt.status is AppointmentStatus.ARRIVED:
@@ -327,8 +306,6 @@ def visit_summary(appointment_id: int) -> Response | str:
     summary = summaries.read(appt, by=current_user)
     can_write = current_user.role is Role.DOCTOR and appt.doctor_id == current_user.id and appt.status in (
         AppointmentStatus.ARRIVED, AppointmentStatus.FULFILLED)
-    db.session.commit()
     return render_template("consults/visit_summary.html", appt=appt, summary=summary, can_write=can_write)
 
 
-from app.consults import broker_views as _broker_views  # noqa: E402,F401  (routes and the guest fence)

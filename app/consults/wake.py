@@ -32,6 +32,7 @@ _listeners: dict[int, int] = {}
 _channel_started: str | None = None
 _channel_lock = threading.Lock()
 _stop = threading.Event()
+_subscribed = threading.Event()  # the listener thread receives other workers' wake-ups
 _thread: threading.Thread | None = None
 
 
@@ -98,10 +99,16 @@ def _ensure_channel(url: str) -> bool:
         if _channel_started != url:
             target = _redis_loop if url.startswith("redis") else _postgres_loop
             _stop.clear()
+            _subscribed.clear()
             _thread = threading.Thread(target=target, args=(url,), name="consult-wake", daemon=True)
             _thread.start()
             _channel_started = url
     return True
+
+
+def subscribed(timeout: float) -> bool:
+    """Wait until this worker's listener thread receives other workers' wake-ups; False after ``timeout``."""
+    return _subscribed.wait(timeout)
 
 
 def stop() -> None:
@@ -112,6 +119,7 @@ def stop() -> None:
         if _thread is not None:
             _thread.join(5)
         _thread, _channel_started = None, None
+        _subscribed.clear()
 
 
 def _lost(what: str, failures: int) -> None:
@@ -130,12 +138,14 @@ def _postgres_loop(url: str) -> None:
         try:
             with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f"LISTEN {CHANNEL}")
+                _subscribed.set()
                 failures = 0
                 while not _stop.is_set():
                     for note in conn.notifies(timeout=1.0):
                         if note.payload.isdigit():
                             notify(int(note.payload))
         except Exception:  # noqa: BLE001  (a database restart must not end the worker's wake-ups)
+            _subscribed.clear()
             failures += 1
             _lost("its database connection", failures)
 
@@ -148,6 +158,7 @@ def _redis_loop(url: str) -> None:
         try:
             pubsub = redis.Redis.from_url(url, health_check_interval=30).pubsub(ignore_subscribe_messages=True)
             pubsub.psubscribe(REDIS_PATTERN)
+            _subscribed.set()
             failures = 0
             while not _stop.is_set():
                 message = pubsub.get_message(timeout=1.0)
@@ -157,5 +168,6 @@ def _redis_loop(url: str) -> None:
                         notify(int(tail))
             pubsub.close()
         except Exception:  # noqa: BLE001
+            _subscribed.clear()
             failures += 1
             _lost("Redis", failures)

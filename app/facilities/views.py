@@ -12,11 +12,8 @@ from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError
 from app.facilities import service
-from app.web import add_nav
 
 bp = Blueprint("facilities", __name__, url_prefix="/admin", template_folder="templates")
-
-add_nav("Facilities", "facilities.index", Role.ADMIN, after="auth_admin.users")
 
 
 @bp.route("/facilities", methods=["GET", "POST"])

@@ -157,9 +157,9 @@ def _item_reader(model: type, resource_type: str) -> Any:
     def read(rid: str, by: User) -> Any:
         item = db.session.get(model, record_id(rid))
         if item is None or not access.can_read(by, item.patient):
-            raise audit.deny(f"fhir.{resource_type.lower()}.read", by=by,
-                             patient_id=item.patient_id if item else None, resource_type=resource_type,
-                             resource_id=rid[:64])
+            audit.forbid(f"fhir.{resource_type.lower()}.read", by=by,
+                         patient_id=item.patient_id if item else None, resource_type=resource_type,
+                         resource_id=rid[:64])
         audit.record(f"fhir.{resource_type.lower()}.read", by=by, patient_id=item.patient_id,
                      resource_type=resource_type, resource_id=item.id)
         return item

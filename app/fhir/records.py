@@ -58,7 +58,7 @@ def reader(resource_type: str, model: Any, visible: Any) -> Any:
     def read(rid: str, by: User) -> Any:
         row = db.session.scalar(visible(by).where(model.id == record_id(rid)))
         if row is None:
-            raise audit.deny(action, by=by, resource_type=resource_type, resource_id=rid[:64])
+            audit.forbid(action, by=by, resource_type=resource_type, resource_id=rid[:64])
         audit.record(action, by=by, patient_id=row.patient_id, resource_type=resource_type, resource_id=row.id)
         return row
 
@@ -121,7 +121,7 @@ def visible_notifications(by: User) -> fs.Query:
 def read_notification(rid: str, by: User) -> Notification:
     notification = db.session.scalar(visible_notifications(by).where(Notification.id == record_id(rid)))
     if notification is None:
-        raise audit.deny("fhir.communication.read", by=by, resource_type="Communication", resource_id=rid[:64])
+        audit.forbid("fhir.communication.read", by=by, resource_type="Communication", resource_id=rid[:64])
     audit.record("fhir.communication.read", by=by, patient_id=_own_patient_id(notification.recipient_id),
                  resource_type="Communication", resource_id=notification.id)
     return notification
@@ -207,8 +207,8 @@ def visible_events(by: User) -> fs.Query:
 
 def read_event(rid: str, by: User) -> AuditEvent:
     if by.role not in (Role.ADMIN, Role.PATIENT):
-        audit.record("fhir.auditevent.read", by=by, outcome=Outcome.DENIED, resource_type="AuditEvent")
-        raise Forbidden("Only administrators, and patients for their own record, read the audit trail.")
+        audit.forbid("fhir.auditevent.read", by=by, resource_type="AuditEvent",
+                     error=Forbidden("Only administrators, and patients for their own record, read the audit trail."))
     return reader("AuditEvent", AuditEvent, visible_events)(rid, by)
 
 

@@ -45,8 +45,8 @@ def _may_read(by: User, link: CaregiverLink) -> bool:
 def read_related_person(rid: str, by: User) -> CaregiverLink:
     link = db.session.get(CaregiverLink, record_id(rid))
     if link is None or not _may_read(by, link):
-        raise audit.deny("fhir.relatedperson.read", by=by, patient_id=link.patient_id if link else None,
-                         resource_type="RelatedPerson", resource_id=rid[:64])
+        audit.forbid("fhir.relatedperson.read", by=by, patient_id=link.patient_id if link else None,
+                     resource_type="RelatedPerson", resource_id=rid[:64])
     audit.record("fhir.relatedperson.read", by=by, patient_id=link.patient_id, resource_type="RelatedPerson",
                  resource_id=link.id)
     return link

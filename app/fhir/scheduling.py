@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from app import db
 from app.audit import service as audit
 from app.auth.models import Role, User
+from app.consults import access as consult_access
 from app.consults import service as consults
 from app.consults.models import Appointment, AppointmentStatus, Availability, Encounter, EncounterStatus
 from app.errors import NotFound
@@ -275,12 +276,12 @@ def encounter_to_fhir(e: Encounter) -> dict[str, Any]:
 
 def read_encounter(rid: str, by: User) -> Encounter:
     encounter = db.session.get(Encounter, record_id(rid))
-    if encounter is not None:
-        consults.get_appointment(encounter.appointment_id, by=by, action="fhir.encounter.read", audit_read=False)
-        audit.record("fhir.encounter.read", by=by, patient_id=encounter.patient_id, resource_type="Encounter",
-                     resource_id=encounter.id)
-        return encounter
-    raise audit.deny("fhir.encounter.read", by=by, resource_type="Encounter", resource_id=rid[:64])
+    if encounter is None or not consult_access.can_see(encounter.appointment, by):
+        audit.forbid("fhir.encounter.read", by=by, patient_id=encounter.patient_id if encounter else None,
+                     resource_type="Encounter", resource_id=rid[:64])
+    audit.record("fhir.encounter.read", by=by, patient_id=encounter.patient_id, resource_type="Encounter",
+                 resource_id=encounter.id)
+    return encounter
 
 
 fs.register(ResourceType(

@@ -230,16 +230,5 @@ def ingest_files(files: Iterable[tuple[str, BinaryIO]], *, by: User | None, faci
     return results
 
 
-def spool(stream: BinaryIO, limit: int) -> BinaryIO:
-    """Copy a request stream to a temp file on disk (bounded), for parsers that need to seek."""
-    tmp = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
-    try:
-        copy_limited(stream, tmp, limit)
-    except BaseException:
-        tmp.close()
-        raise
-    tmp.seek(0)
-    return tmp
-
 
 

@@ -16,7 +16,6 @@ import sqlalchemy as sa
 
 from app import db
 from app.audit import service as audit
-from app.audit.models import Outcome
 from app.auth.models import Role, User
 from app.errors import Forbidden, ValidationFailed
 from app.imaging.models import ImagingOrder
@@ -65,9 +64,9 @@ def create_order(patient: Patient, *, by: User, modality: str, description: str,
         "Send to be read" would refuse.
     """
     if by.role is not Role.CLINIC_STAFF or by.facility_id != patient.facility_id:
-        audit.record("imaging.order.create", by=by, outcome=Outcome.DENIED, patient_id=patient.id,
-                     resource_type="ImagingOrder")
-        raise Forbidden("Only staff of the patient's clinic request scans.")
+        audit.forbid("imaging.order.create", by=by, patient_id=patient.id,
+                     resource_type="ImagingOrder",
+                     error=Forbidden("Only staff of the patient's clinic request scans."))
     errors: dict[str, list[str]] = {}
     if modality not in MODALITIES:
         errors["modality"] = ["Choose a modality from the list."]

@@ -30,11 +30,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 import storage
 from app import db
 from app.audit import service as audit
-from app.audit.models import Outcome
 from app.auth.models import Role, User
 from app.db import utcnow
 from app.errors import Forbidden, ValidationFailed
-from app.imaging import orphans
+from app.imaging import access, orphans
+from app.imaging.access import can_ingest  # noqa: F401  (app.imaging.dicomweb asks the service)
 from app.imaging.dicomfile import Header, Rejected, parse_da, read_header
 from app.imaging.fingerprint import same_instance
 from app.imaging.models import Instance, Series, Study
@@ -43,7 +43,6 @@ from app.patients.models import Patient, Sex
 from storage.keys import new_key
 
 logger = logging.getLogger(__name__)
-INGEST_ROLES = (Role.CLINIC_STAFF,)
 # Background uploads (STOW-RS, upload page): a file up to this size is read into memory and put by a worker
 # thread while the next one is parsed; at most UPLOAD_THREADS run at once per process, which bounds the memory.
 BACKGROUND_MAX_BYTES = 16 * 1024 * 1024
@@ -109,10 +108,6 @@ def _sha256_of(fh: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-def can_ingest(user: User | None) -> bool:
-    return user is None or user.role in INGEST_ROLES
-
-
 def _uploader() -> ThreadPoolExecutor:
     ext = current_app.extensions
     with _uploads_lock:
@@ -164,9 +159,9 @@ def stage(fh: BinaryIO, *, filename: str, by: User | None, source: str,
     stored instances is left to :func:`index`, one query for the whole batch (callers that answer per file,
     like the DICOM listener, do not use it).
     """
-    if by is not None and by.role not in INGEST_ROLES:
-        audit.record("imaging.instance.store", by=by, outcome=Outcome.DENIED, resource_type="ImagingInstance")
-        raise Forbidden("Only clinic staff can send scans.")
+    if not access.can_ingest(by):
+        audit.forbid("imaging.instance.store", by=by, resource_type="ImagingInstance",
+                     error=Forbidden("Only clinic staff can send scans."))
     try:
         header = read_header(fh, size)
     except Rejected as exc:
@@ -452,7 +447,7 @@ def get_study(study_uid: str, *, by: User, action: str = "imaging.study.read") -
     """:raises NotFound: unknown or not visible (audited as denied)."""
     study = db.session.scalar(sa.select(Study).where(Study.study_instance_uid == study_uid, visible_clause(by)))
     if study is None:
-        raise audit.deny(action, by=by, resource_type="ImagingStudy", resource_id=study_uid[:64])
+        audit.forbid(action, by=by, resource_type="ImagingStudy", resource_id=study_uid[:64])
     audit.record(action, by=by, patient_id=study.patient_id, resource_type="ImagingStudy", resource_id=study.id)
     return study
 
@@ -461,7 +456,7 @@ def get_series(study_uid: str, series_uid: str, *, by: User, action: str = "imag
     series = db.session.scalar(sa.select(Series).join(Series.study).options(so.contains_eager(Series.study)).where(
         Study.study_instance_uid == study_uid, Series.series_instance_uid == series_uid, visible_clause(by)))
     if series is None:
-        raise audit.deny(action, by=by, resource_type="ImagingSeries", resource_id=series_uid[:64])
+        audit.forbid(action, by=by, resource_type="ImagingSeries", resource_id=series_uid[:64])
     audit.record(action, by=by, patient_id=series.study.patient_id, resource_type="ImagingSeries",
                  resource_id=series.id)
     return series
@@ -516,7 +511,7 @@ def get_instance(study_uid: str, series_uid: str | None, sop_uid: str, *, by: Us
     rows = read.run({"study_uid": study_uid, "series_uid": series_uid, "sop_uid": sop_uid} | viewer_params(by),
                     action, by=by)
     if not rows:
-        raise audit.deny(action, by=by, resource_type="ImagingInstance", resource_id=sop_uid[:64])
+        audit.forbid(action, by=by, resource_type="ImagingInstance", resource_id=sop_uid[:64])
     return rows[0][0]
 
 
@@ -536,8 +531,9 @@ def studies_for_patient(patient: Patient, *, by: User) -> list[Study]:
 
 
 def unmatched_studies(*, by: User) -> list[Study]:
-    if by.role is not Role.CLINIC_STAFF:
-        raise Forbidden("Only clinic staff reconcile scans.")
+    if not access.reconciles_scans(by):
+        audit.forbid("imaging.unmatched.list", by=by, resource_type="ImagingStudy",
+                     error=Forbidden("Only clinic staff reconcile scans."))
     audit.record("imaging.unmatched.list", by=by, resource_type="ImagingStudy")
     return list(db.session.scalars(sa.select(Study).where(Study.patient_id.is_(None),
                                                           Study.facility_id == by.facility_id)
@@ -655,8 +651,8 @@ def _refile(study: Study, to_patient_id: int | None, *, by: User) -> int | None:
 def _reconcilable_study(study_id: int, *, by: User, action: str) -> Study:
     """A study sent by the actor's clinic (linked or not). :raises NotFound: otherwise (audited as denied)."""
     study = db.session.get(Study, study_id)
-    if by.role is not Role.CLINIC_STAFF or study is None or study.facility_id != by.facility_id:
-        raise audit.deny(action, by=by, resource_type="ImagingStudy", resource_id=study_id)
+    if study is None or not access.can_reconcile(study, by):
+        audit.forbid(action, by=by, resource_type="ImagingStudy", resource_id=study_id)
     return study
 
 
@@ -737,11 +733,6 @@ def unlink_study(study_id: int, *, by: User) -> Study:
     audit.record("imaging.study.unlink", by=by, patient_id=previous, resource_type="ImagingStudy",
                  resource_id=study.id)
     return study
-
-
-def can_reconcile(study: Study, user: User) -> bool:
-    """Whether ``user`` may move or unlink ``study`` (staff of the clinic that sent it)."""
-    return user.role is Role.CLINIC_STAFF and study.facility_id == user.facility_id
 
 
 def parse_date_range(text: str) -> tuple[date | None, date | None]:

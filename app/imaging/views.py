@@ -11,14 +11,14 @@ from flask import Blueprint, Response, current_app, flash, jsonify, redirect, re
 from flask_login import current_user
 from werkzeug.wrappers import Response as BaseResponse
 
-from app import db, web
+from app import db
 from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError, PayloadTooLarge, ValidationFailed
 from app.facilities import service as facilities
 from app.forms import commit_or_flash_error
 from app.i18n import format_when, zone_of
-from app.imaging import documents, export, orders, service
+from app.imaging import access, documents, export, orders, service
 from app.imaging.dicomfile import parse_da
 from app.imaging.dimse import peers
 from app.imaging.forms import ImagingOrderForm, PeerForm
@@ -29,10 +29,6 @@ from app.patients import service as patients
 bp = Blueprint("imaging", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/imaging")
 
-web.add_nav("Upload scans", "imaging.upload", Role.CLINIC_STAFF)
-web.add_nav("Unmatched scans", "imaging.unmatched", Role.CLINIC_STAFF)
-web.add_nav("DICOM peers", "imaging.dicom_peers", Role.ADMIN)
-web.add_chart_panel("imaging/_chart_panel.html")
 
 DOCUMENT_LABELS = {"pdf": "PDF", "sr": "Report", "other": "Object"}  # series thumbnails of objects without pixels
 W_L_PRESETS = {"Lung": (-600, 1500), "Bone": (400, 1800), "Brain": (40, 80), "Abdomen": (50, 400)}
@@ -109,7 +105,7 @@ def request_imaging(patient_id: int) -> BaseResponse:
 
 @bp.app_template_global()
 def can_reconcile_study(study: Study) -> bool:
-    return current_user.is_authenticated and service.can_reconcile(study, current_user)
+    return current_user.is_authenticated and access.can_reconcile(study, current_user)
 
 
 def _summary_row(r: service.IngestResult) -> dict[str, Any]:

@@ -49,11 +49,6 @@ def for_user(user: User, *, limit: int = 50) -> Sequence[Notification]:
                               .order_by(Notification.id.desc()).limit(limit)).all()
 
 
-def unread_count(user: User) -> int:
-    return db.session.scalar(sa.select(sa.func.count()).where(Notification.recipient_id == user.id,
-                                                              Notification.channel != SMS,
-                                                              Notification.read_at.is_(None))) or 0
-
 
 def mark_all_read(user: User) -> None:
     db.session.execute(sa.update(Notification).where(Notification.recipient_id == user.id,

@@ -6,13 +6,10 @@ from flask import Blueprint, render_template
 from flask_login import current_user, login_required
 
 from app import db
-from app.auth.models import Role
 from app.notify import service
-from app.web import add_nav
 
 bp = Blueprint("notify", __name__, template_folder="templates")
 
-add_nav("Notifications", "notify.inbox", Role.PATIENT, Role.DOCTOR, Role.CLINIC_STAFF, Role.PHARMACIST)
 
 
 @bp.get("/notifications")

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import sqlalchemy as sa
 
 from app import db
+from app.audit import service as audit
 from app.audit.context import on_behalf_of
 from app.auth.models import Role, User
 from app.patients.models import CareAssignment, CaregiverLink, CaregiverRight, Patient
@@ -119,3 +121,8 @@ def acting_for(patient_id: int | None) -> Iterator[None]:
         yield
     finally:
         on_behalf_of.reset(token)
+def refuse(action: str, by: User, patient_id: int | None, resource_type: str = "Patient",
+           resource_id: object = None) -> NoReturn:
+    """Audit the refusal and answer 404, so a patient id tells a stranger nothing."""
+    audit.forbid(action, by=by, patient_id=patient_id, resource_type=resource_type,
+                 resource_id=resource_id if resource_id is not None else patient_id)

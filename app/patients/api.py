@@ -39,7 +39,6 @@ class Patients(MethodView):
     def get(self, args: dict[str, Any]) -> Page:
         """Search patients you may see (name prefix, MRN, birth date), paginated."""
         page = service.search(by=current_user, **args)
-        db.session.commit()
         return page
 
     @blp.arguments(NewPatientSchema)
@@ -48,7 +47,6 @@ class Patients(MethodView):
         """Register a patient at your clinic (clinic staff)."""
         allow = data.pop("allow_possible_duplicate")
         patient = service.register(PatientInput(**data), by=current_user, allow_possible_duplicate=allow)
-        db.session.commit()
         return patient
 
 
@@ -60,7 +58,6 @@ class PatientItem(MethodView):
     def get(self, patient_id: int) -> Patient:
         """A patient's chart."""
         patient = service.get_patient(patient_id, by=current_user)
-        db.session.commit()
         return patient
 
     @blp.arguments(PatientUpdateSchema)
@@ -70,7 +67,6 @@ class PatientItem(MethodView):
         patient = service.get_patient(patient_id, by=current_user, audit_read=False)
         data.pop("mrn", None)
         service.update_demographics(patient, PatientInput(**data), by=current_user)
-        db.session.commit()
         return patient
 
 
@@ -83,7 +79,6 @@ def _list_endpoint(kind: str, schema: type, model: type) -> None:
         @blp.response(200, schema(many=True))
         def get(self, patient_id: int) -> list[Any]:
             patient = service.get_patient(patient_id, by=current_user)
-            db.session.commit()
             return list(getattr(patient, plural))
 
         @blp.arguments(schema)
@@ -91,7 +86,6 @@ def _list_endpoint(kind: str, schema: type, model: type) -> None:
         def post(self, data: dict[str, Any], patient_id: int) -> Any:
             patient = service.get_patient(patient_id, by=current_user, audit_read=False)
             item = getattr(service, f"add_{kind}")(patient, by=current_user, **data)
-            db.session.commit()
             return item
 
     ListResource.get.__doc__ = f"List the patient's {plural}."
@@ -110,7 +104,6 @@ def _list_endpoint(kind: str, schema: type, model: type) -> None:
             if item is None or item.patient_id != patient.id:
                 raise NotFound(f"No {kind} with that id on this record.")
             service.set_clinical_status(item, data["status"], by=current_user)
-            db.session.commit()
             return item
 
     StatusResource.put.__doc__ = f"Change a {kind}'s clinical status (active, resolved, inactive)."
@@ -131,7 +124,6 @@ class CareTeam(MethodView):
     def get(self, patient_id: int) -> list[CareAssignment]:
         """Doctors with a care relationship to the patient."""
         patient = service.get_patient(patient_id, by=current_user)
-        db.session.commit()
         return list(service.care_team(patient))
 
     @blp.arguments(CareAssignmentSchema)
@@ -140,7 +132,6 @@ class CareTeam(MethodView):
         """Assign a doctor (clinic staff of the patient's clinic)."""
         patient = service.get_patient(patient_id, by=current_user, audit_read=False)
         assignment = service.assign_doctor(patient, data["practitioner_id"], by=current_user, reason=data["reason"])
-        db.session.commit()
         return assignment
 
 
@@ -169,5 +160,4 @@ class MyAccessLog(MethodView):
         if patient is None:
             raise NotFound("No patient record is linked to this account.")
         events = service.access_log(patient, by=current_user)
-        db.session.commit()
         return list(events)

@@ -19,21 +19,14 @@ from app.forms import commit_or_flash_error
 from app.patients import access, caregivers, service
 from app.patients.forms import RELATIONSHIP_LABELS, CaregiverForm, NewCaregiverForm
 from app.patients.models import CaregiverLink, CaregiverRight, ConsentMethod, Patient
-from app.web import add_chart_links, add_nav
 
 bp = Blueprint("caregivers", __name__, template_folder="templates")
 SESSION_KEY = "acting_for"
 
-add_nav("Caregivers", "caregivers.mine", Role.PATIENT, account=True)
-
-
-def _chart_links(patient: Any, user: User) -> list[dict[str, str]]:
+def chart_links(patient: Any, user: User) -> list[dict[str, str]]:
     if user.role is Role.CLINIC_STAFF:
         return [{"label": _("Caregivers"), "url": url_for("caregivers.desk", patient_id=patient.id)}]
     return []
-
-
-add_chart_links(_chart_links)
 
 
 @bp.before_app_request

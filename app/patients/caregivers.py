@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NoReturn
 
 import sqlalchemy as sa
 from flask_babel import force_locale
@@ -45,8 +46,8 @@ def _is_own(patient: Patient, by: User) -> bool:
     return by.role is Role.PATIENT and patient.user_id == by.id
 
 
-def _deny(action: str, by: User, patient: Patient, resource_id: object = None) -> Exception:
-    return audit.deny(action, by=by, patient_id=patient.id, resource_type=RT, resource_id=resource_id)
+def _deny(action: str, by: User, patient: Patient, resource_id: object = None) -> NoReturn:
+    audit.forbid(action, by=by, patient_id=patient.id, resource_type=RT, resource_id=resource_id)
 
 
 def _invalid(name: str, message: str) -> ValidationFailed:
@@ -89,7 +90,7 @@ def link(patient: Patient, data: LinkInput, *, by: User) -> CaregiverLink:
     :raises Conflict: this person is already the patient's caregiver.
     """
     if not (_is_own(patient, by) or access.can_edit_demographics(by, patient)):
-        raise _deny("caregiver.link", by, patient)
+        _deny("caregiver.link", by, patient)
     method, reference = _consent(patient, data, by)
     from app.auth.service import normalise_email
 
@@ -109,7 +110,7 @@ def link_new_account(patient: Patient, data: LinkInput, *, full_name: str, passw
     from app.auth import service as auth
 
     if not access.can_edit_demographics(by, patient):
-        raise _deny("caregiver.link", by, patient)
+        _deny("caregiver.link", by, patient)
     method, reference = _consent(patient, data, by)
     rights = _clean_rights(data.rights)  # before the account exists, so a wrong form leaves nothing behind
     caregiver = auth.create_user(email=data.caregiver_email, full_name=full_name, password=password,
@@ -153,9 +154,9 @@ def get_link(link_id: int, *, by: User, action: str = "caregiver.read") -> Careg
     """A link, for the patient, their clinic's staff, or the caregiver. :raises NotFound: otherwise (audited)."""
     row = db.session.get(CaregiverLink, link_id)
     if row is None:
-        raise audit.deny(action, by=by, resource_type=RT, resource_id=link_id)
+        audit.forbid(action, by=by, resource_type=RT, resource_id=link_id)
     if not (_is_own(row.patient, by) or row.caregiver_id == by.id or access.can_edit_demographics(by, row.patient)):
-        raise _deny(action, by, row.patient, link_id)
+        _deny(action, by, row.patient, link_id)
     return row
 
 
@@ -165,7 +166,7 @@ def revoke(row: CaregiverLink, *, by: User) -> CaregiverLink:
     Takes effect on the caregiver's very next request (the link is re-checked on each one).
     """
     if not (_is_own(row.patient, by) or row.caregiver_id == by.id or access.can_edit_demographics(by, row.patient)):
-        raise _deny("caregiver.revoke", by, row.patient, row.id)
+        _deny("caregiver.revoke", by, row.patient, row.id)
     if row.revoked_at is None:
         row.revoked_at = db.utcnow()
         row.revoked_by_id = by.id
@@ -178,7 +179,7 @@ def revoke(row: CaregiverLink, *, by: User) -> CaregiverLink:
 def links_of(patient: Patient, *, by: User) -> Sequence[CaregiverLink]:
     """The patient's caregivers, current first, then ended ones (for the patient and their clinic)."""
     if not (_is_own(patient, by) or access.can_edit_demographics(by, patient)):
-        raise _deny("caregiver.list", by, patient)
+        _deny("caregiver.list", by, patient)
     rows = db.session.scalars(sa.select(CaregiverLink).where(CaregiverLink.patient_id == patient.id)
                               .order_by(CaregiverLink.revoked_at.is_not(None), CaregiverLink.id.desc())).all()
     audit.record("caregiver.list", by=by, patient_id=patient.id, resource_type=RT)
@@ -202,22 +203,22 @@ def start_acting_for(patient_id: int, *, by: User) -> CaregiverLink:
     """
     row = access.active_link(by, patient_id)
     if row is None:
-        raise audit.deny("caregiver.act_for", by=by, patient_id=patient_id, resource_type=RT)
+        audit.forbid("caregiver.act_for", by=by, patient_id=patient_id, resource_type=RT)
     with access.acting_for(patient_id):
         audit.record("caregiver.act_for", by=by, patient_id=patient_id, resource_type=RT, resource_id=row.id)
     return row
 
 
-def refuse(right: CaregiverRight, patient: Patient, *, by: User, action: str) -> Forbidden:
-    """Audit a caregiver's attempt beyond their rights and return the friendly error to raise."""
-    audit.record(action, by=by, outcome=Outcome.DENIED, patient_id=patient.id, resource_type="Patient",
-                 resource_id=patient.id, detail={"caregiver_right": right.value})
+def refuse(right: CaregiverRight, patient: Patient, *, by: User, action: str) -> NoReturn:
+    """Audit a caregiver's attempt beyond their rights and refuse it with a friendly explanation."""
     what = {CaregiverRight.RECORD: _("see their health record"), CaregiverRight.BOOK: _("book consults for them"),
             CaregiverRight.JOIN: _("join their video consults"),
             CaregiverRight.MEDICINE: _("collect their medicine")}[right]
-    return Forbidden(_("%(name)s has not given you the right to %(what)s. They (or their clinic) can change "
-                       "this; until then, switch \"Acting for\" back to yourself.", name=patient.given_name,
-                       what=what))
+    audit.forbid(action, by=by, patient_id=patient.id, resource_type="Patient", resource_id=patient.id,
+                 detail={"caregiver_right": right.value},
+                 error=Forbidden(_("%(name)s has not given you the right to %(what)s. They (or their clinic) can "
+                                   "change this; until then, switch \"Acting for\" back to yourself.",
+                                   name=patient.given_name, what=what)))
 
 
 def for_pickup(patient: Patient, link_id: int) -> CaregiverLink | None:

@@ -10,16 +10,17 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 
 from app import db
 from app.audit import service as audit
 from app.audit import wording
-from app.audit.models import AuditEvent, Outcome
+from app.audit.models import AuditEvent
 from app.auth.models import Role, User
-from app.errors import AppError, Conflict, Forbidden, ValidationFailed
+from app.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.patients import access, caregivers
 from app.patients.models import (
     Allergy,
@@ -129,12 +130,6 @@ def _validate(data: PatientInput) -> dict[str, Any]:
     return clean
 
 
-def _deny(action: str, by: User, patient_id: int | None, resource_type: str = "Patient",
-          resource_id: object = None) -> Exception:
-    return audit.deny(action, by=by, patient_id=patient_id, resource_type=resource_type,
-                      resource_id=resource_id if resource_id is not None else patient_id)
-
-
 def register(data: PatientInput, *, by: User, allow_possible_duplicate: bool = False) -> Patient:
     """Register a patient at the acting clinic-staff member's clinic.
 
@@ -144,8 +139,8 @@ def register(data: PatientInput, *, by: User, allow_possible_duplicate: bool = F
         (pass ``allow_possible_duplicate`` once a person has checked).
     """
     if by.role is not Role.CLINIC_STAFF:
-        audit.record("patient.create", by=by, outcome=Outcome.DENIED, resource_type="Patient")
-        raise Forbidden("Only clinic staff can register patients.")
+        audit.forbid("patient.create", by=by, resource_type="Patient",
+                     error=Forbidden("Only clinic staff can register patients."))
     clean = _validate(data)
     mrn = data.mrn.strip() if data.mrn else None
     if mrn and db.session.scalar(sa.select(Patient.id).where(Patient.mrn == mrn)) is not None:
@@ -194,7 +189,7 @@ def get_patient(patient_id: int, *, by: User, action: str = "patient.read", audi
     """
     patient = db.session.get(Patient, patient_id)
     if patient is None or not access.can_read(by, patient):
-        raise _deny(action, by, patient_id)
+        access.refuse(action, by, patient_id)
     if audit_read:
         audit.record(action, by=by, patient_id=patient.id, resource_type="Patient", resource_id=patient.id)
     return patient
@@ -214,9 +209,9 @@ def get_own_record(*, by: User, right: CaregiverRight | tuple[CaregiverRight, ..
     if acting is not None:
         patient = db.session.get(Patient, acting)
         if patient is None:
-            raise _deny(action, by, acting)
+            access.refuse(action, by, acting)
         if not any(access.may_act_for(by, patient, r) for r in rights):
-            raise caregivers.refuse(rights[0], patient, by=by, action=action)
+            caregivers.refuse(rights[0], patient, by=by, action=action)
     else:
         patient = db.session.scalar(sa.select(Patient).where(Patient.user_id == by.id))
     if patient is not None:
@@ -224,9 +219,9 @@ def get_own_record(*, by: User, right: CaregiverRight | tuple[CaregiverRight, ..
     return patient
 
 
-def caregiver_refusal(right: CaregiverRight, patient: Patient, *, by: User, action: str) -> Exception:
+def caregiver_refusal(right: CaregiverRight, patient: Patient, *, by: User, action: str) -> NoReturn:
     """The audited, friendly refusal for a caregiver acting beyond the rights the patient gave them."""
-    return caregivers.refuse(right, patient, by=by, action=action)
+    caregivers.refuse(right, patient, by=by, action=action)
 
 
 def _name_or_mrn(text: str) -> list[sa.ColumnElement[bool]]:
@@ -241,8 +236,8 @@ def search(*, by: User, q: str | None = None, mrn: str | None = None, birth_date
            page: int = 1, per_page: int = 20) -> Page:
     """Search the patients ``by`` may see; name matches are case-insensitive prefixes of either name."""
     if by.role in (Role.ADMIN,):
-        audit.record("patient.search", by=by, outcome=Outcome.DENIED)
-        raise Forbidden("Administrators do not have access to patient records.")
+        audit.forbid("patient.search", by=by,
+                     error=Forbidden("Administrators do not have access to patient records."))
     page = max(page, 1)
     per_page = min(max(per_page, 1), 100)
     query = sa.select(Patient).where(access.visible_clause(by))
@@ -263,7 +258,7 @@ def search(*, by: User, q: str | None = None, mrn: str | None = None, birth_date
 def update_demographics(patient: Patient, data: PatientInput, *, by: User) -> Patient:
     """:raises NotFound: no write access (audited)."""
     if not access.can_edit_demographics(by, patient):
-        raise _deny("patient.update", by, patient.id)
+        access.refuse("patient.update", by, patient.id)
     clean = _validate(data)
     changed = sorted(k for k, v in clean.items() if getattr(patient, k) != v)
     for key, value in clean.items():
@@ -277,7 +272,7 @@ def update_demographics(patient: Patient, data: PatientInput, *, by: User) -> Pa
 
 def _check_clinical_write(patient: Patient, by: User, action: str, resource_type: str) -> None:
     if not access.can_edit_clinical(by, patient):
-        raise _deny(action, by, patient.id, resource_type)
+        access.refuse(action, by, patient.id, resource_type)
 
 
 def _enum(value: Any, enum_type: type, name: str) -> Any:
@@ -428,7 +423,7 @@ def assign_doctor(patient: Patient, doctor_id: int, *, by: User, reason: str | N
     :raises ValidationFailed: not an active doctor. :raises Conflict: already assigned.
     """
     if not access.can_edit_demographics(by, patient):
-        raise _deny("care_team.assign", by, patient.id, "CareTeam")
+        access.refuse("care_team.assign", by, patient.id, "CareTeam")
     doctor = db.session.get(User, doctor_id)
     if doctor is None or doctor.role is not Role.DOCTOR or not doctor.active:
         raise ValidationFailed("Some fields need attention.", errors={"doctor_id": ["Choose an active doctor."]})
@@ -454,13 +449,21 @@ def ensure_care_relationship(patient: Patient, doctor: User, *, by: User, reason
     return assignment
 
 
-def end_care_relationship(assignment: CareAssignment, *, by: User) -> None:
-    patient = db.session.get(Patient, assignment.patient_id)
-    assert patient is not None
+def end_care_relationship(patient: Patient, assignment_id: int, *, by: User) -> CareAssignment:
+    """End a doctor's care relationship with the patient (clinic staff of the patient's clinic): the doctor no
+    longer opens the chart through it. The row is kept, with when it ended.
+
+    :raises NotFound: not clinic staff of the patient's clinic (audited), or no such current relationship.
+    """
     if not access.can_edit_demographics(by, patient):
-        raise _deny("care_team.end", by, patient.id, "CareTeam")
+        access.refuse("care_team.end", by, patient.id, "CareTeam", assignment_id)
+    assignment = db.session.get(CareAssignment, assignment_id)
+    if assignment is None or assignment.patient_id != patient.id or assignment.ended_at is not None:
+        raise NotFound(_("This doctor is not on the patient's care team."))
     assignment.ended_at = db.utcnow()
-    audit.record("care_team.end", by=by, patient_id=patient.id, resource_type="CareTeam", resource_id=assignment.id)
+    audit.record("care_team.end", by=by, patient_id=patient.id, resource_type="CareTeam", resource_id=assignment.id,
+                 detail={"practitioner_id": assignment.practitioner_id})
+    return assignment
 
 
 def create_portal_account(patient: Patient, *, email: str, password: str, by: User) -> User:
@@ -472,7 +475,7 @@ def create_portal_account(patient: Patient, *, email: str, password: str, by: Us
     from app.auth import service as auth
 
     if not access.can_edit_demographics(by, patient):
-        raise _deny("patient.portal_account", by, patient.id)
+        access.refuse("patient.portal_account", by, patient.id)
     if patient.user_id is not None:
         raise Conflict("This patient already has a portal account.")
     user = auth.create_user(email=email, full_name=f"{patient.given_name} {patient.family_name}", password=password,
@@ -487,7 +490,7 @@ def access_log(patient: Patient, *, by: User, limit: int = 200) -> Sequence[Audi
     if not (by.role is Role.PATIENT and (patient.user_id == by.id
                                          or access.may_act_for(by, patient, CaregiverRight.RECORD))) \
             and not access.can_edit_demographics(by, patient):
-        raise _deny("patient.access_log", by, patient.id)
+        access.refuse("patient.access_log", by, patient.id)
     events = [e for e in audit.access_log_for_patient(patient.id, limit=limit) if e.actor_id != by.id]
     audit.record("patient.access_log", by=by, patient_id=patient.id, resource_type="Patient", resource_id=patient.id)
     return events
@@ -500,8 +503,8 @@ def ids_for_audit(text: str, *, by: User, limit: int = 50) -> list[int]:
     records, and is itself audited. :raises Forbidden: for anyone else.
     """
     if by.role is not Role.ADMIN:
-        audit.record("patient.audit_lookup", by=by, outcome=Outcome.DENIED)
-        raise Forbidden("Only administrators filter the audit trail.")
+        audit.forbid("patient.audit_lookup", by=by,
+                     error=Forbidden("Only administrators filter the audit trail."))
     conditions = _name_or_mrn(text)
     if not conditions:
         return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
@@ -205,6 +206,16 @@ def assign_doctor(patient_id: int) -> Response:
     else:
         flash("Choose a doctor.", "error")
     return redirect(url_for("patients.chart", patient_id=patient_id))
+
+
+@bp.post("/patients/<int:patient_id>/care-team/<int:assignment_id>/end")
+@roles_required(Role.CLINIC_STAFF)
+def end_care(patient_id: int, assignment_id: int) -> Response:
+    """End a doctor's care relationship (the chart's button asks to confirm first)."""
+    patient = service.get_patient(patient_id, by=current_user, audit_read=False)
+    commit_or_flash_error(lambda: service.end_care_relationship(patient, assignment_id, by=current_user),
+                          _("Care relationship ended; that doctor no longer has this patient in their care."))
+    return redirect(url_for("patients.chart", patient_id=patient_id) + "#care-team")
 
 
 @bp.post("/patients/<int:patient_id>/portal-account")

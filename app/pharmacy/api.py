@@ -9,7 +9,6 @@ from flask_login import current_user, login_required
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from app import db
 from app.pharmacy import service
 from app.prescriptions import fhir
 from app.prescriptions import service as prescriptions
@@ -60,7 +59,6 @@ class Queue(MethodView):
         q = service.queue(by=current_user)
         body = {"toPrepare": [fhir.medication_request(rx, progress=q.progress[rx.id]) for rx in q.to_prepare],
                 "dispenses": {s.value: [fhir.medication_dispense(d) for d in rows] for s, rows in q.by_status.items()}}
-        db.session.commit()
         return body
 
 
@@ -75,7 +73,6 @@ class Start(MethodView):
         rx = prescriptions.get(rx_id, by=current_user, action="dispense.create", audit_read=False)
         d = service.start_dispense(rx, by=current_user, quantity=data["quantity"])
         body = fhir.medication_dispense(d)
-        db.session.commit()
         return body
 
 
@@ -88,7 +85,6 @@ class Item(MethodView):
         """One dispense (the patient also gets the pickup code while it waits)."""
         d = service.get_dispense(dispense_id, by=current_user)
         body = fhir.medication_dispense(d, pickup_code=service.pickup_code(d, by=current_user))
-        db.session.commit()
         return body
 
 
@@ -103,7 +99,6 @@ class Status(MethodView):
         d = service.get_dispense(dispense_id, by=current_user, action="dispense.status", audit_read=False)
         service.transition(d, data["status"], by=current_user, reason=data["reason"])
         body = fhir.medication_dispense(d)
-        db.session.commit()
         return body
 
 
@@ -117,7 +112,6 @@ class HandOver(MethodView):
         """Hand over after checking the pickup code and an ID document; 409 if already handed over."""
         d = service.hand_over(dispense_id, service.Handover(**data), by=current_user)
         body = fhir.medication_dispense(d)
-        db.session.commit()
         return body
 
 
@@ -131,7 +125,6 @@ class Lookup(MethodView):
         """Find the medicine waiting here for a pickup code."""
         d = service.find_by_code(data["code"], by=current_user)
         body = fhir.medication_dispense(d)
-        db.session.commit()
         return body
 
 
@@ -143,7 +136,6 @@ class Stock(MethodView):
     def get(self) -> list[dict[str, Any]]:
         """Batches on this pharmacy's shelf."""
         rows = [_stock_json(b) for b in service.stock(by=current_user)]
-        db.session.commit()
         return rows
 
     @blp.arguments(StockBatchSchema)
@@ -152,5 +144,4 @@ class Stock(MethodView):
         """Book in a delivered batch."""
         batch = service.receive_stock(by=current_user, **data)
         body = _stock_json(batch)
-        db.session.commit()
         return body

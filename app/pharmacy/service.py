@@ -27,6 +27,7 @@ from app.notify import service as notify
 from app.patients import access as patient_access
 from app.patients import caregivers
 from app.patients.models import CaregiverRight
+from app.pharmacy import access
 from app.pharmacy.models import Dispense, DispensePick, DispenseStatus, Receiver, StockBatch
 from app.prescriptions import service as prescriptions
 from app.prescriptions.models import Drug, Prescription, RequestStatus
@@ -53,10 +54,6 @@ def _fail(action: str, by: User | None, rx: Prescription, exc: Exception, resour
     audit.record(action, by=by, outcome=Outcome.FAILURE, patient_id=rx.patient_id, resource_type=RT,
                  resource_id=resource_id, detail=detail or {"error": type(exc).__name__})
     return exc
-
-
-def _is_pharmacist_of(by: User, facility_id: int) -> bool:
-    return by.role is Role.PHARMACIST and by.facility_id == facility_id
 
 
 # ------------------------------------------------------------------ quantities
@@ -185,12 +182,9 @@ def get_dispense(dispense_id: int, *, by: User, action: str = "dispense.read", a
     :raises NotFound: unknown or not visible (audited).
     """
     dispense = db.session.get(Dispense, dispense_id)
-    visible = dispense is not None and (
-        _is_pharmacist_of(by, dispense.facility_id)
-        or (by.role is not Role.PHARMACIST and prescriptions.access.can_read(by, dispense.prescription)))
-    if not visible:
-        raise audit.deny(action, by=by, patient_id=dispense.prescription.patient_id if dispense else None,
-                         resource_type=RT, resource_id=dispense_id)
+    if dispense is None or not access.can_see_dispense(by, dispense):
+        audit.forbid(action, by=by, patient_id=dispense.prescription.patient_id if dispense else None,
+                     resource_type=RT, resource_id=dispense_id)
     assert dispense is not None
     if audit_read:
         audit.record(action, by=by, patient_id=dispense.prescription.patient_id, resource_type=RT,
@@ -208,9 +202,9 @@ class Queue:
 
 def queue(*, by: User) -> Queue:
     """The pharmacy's work: signed prescriptions with units left, and dispenses by status."""
-    if by.role is not Role.PHARMACIST:
-        raise audit.deny("pharmacy.queue", by=by, resource_type=RT,
-                         error=Forbidden("Only pharmacists see the dispensing queue."))
+    if not access.is_pharmacist(by):
+        audit.forbid("pharmacy.queue", by=by, resource_type=RT,
+                     error=Forbidden("Only pharmacists see the dispensing queue."))
     open_rx = sa.select(Dispense.prescription_id).where(Dispense.status.in_(OPEN))
     candidates = list(db.session.scalars(sa.select(Prescription).where(
         Prescription.dispensing_facility_id == by.facility_id, Prescription.status == RequestStatus.ACTIVE,
@@ -241,8 +235,8 @@ def start_dispense(rx: Prescription, *, by: User, quantity: int | None = None) -
         fully dispensed, a refill before it is due, or out of stock.
     :raises ValidationFailed: a quantity outside 1..what is owed.
     """
-    if not _is_pharmacist_of(by, rx.dispensing_facility_id) or rx.status is RequestStatus.DRAFT:
-        raise audit.deny("dispense.create", by=by, patient_id=rx.patient_id, resource_type=RT)
+    if not access.is_pharmacist_of(by, rx.dispensing_facility_id) or rx.status is RequestStatus.DRAFT:
+        audit.forbid("dispense.create", by=by, patient_id=rx.patient_id, resource_type=RT)
     # Lock the prescription row: two pharmacists starting at once create one dispense.
     db.session.execute(sa.select(Prescription.id).where(Prescription.id == rx.id).with_for_update())
     if rx.status is not RequestStatus.ACTIVE:
@@ -339,9 +333,9 @@ def transition(dispense: Dispense, target: DispenseStatus | str, *, by: User | N
     :raises ValidationFailed: declining or cancelling without a reason.
     """
     rx = dispense.prescription
-    if by is not None and not _is_pharmacist_of(by, dispense.facility_id):
-        raise audit.deny("dispense.status", by=by, patient_id=rx.patient_id, resource_type=RT,
-                         resource_id=dispense.id)
+    if by is not None and not access.is_pharmacist_of(by, dispense.facility_id):
+        audit.forbid("dispense.status", by=by, patient_id=rx.patient_id, resource_type=RT,
+                     resource_id=dispense.id)
     try:
         target = DispenseStatus(target)
     except ValueError:
@@ -428,8 +422,8 @@ def find_by_code(code: str, *, by: User) -> Dispense:
 
     :raises ValidationFailed: unknown, forged, other pharmacy's, or already used code (audited; one answer).
     """
-    if by.role is not Role.PHARMACIST:
-        raise audit.deny("dispense.pickup_lookup", by=by, resource_type=RT)
+    if not access.is_pharmacist(by):
+        audit.forbid("dispense.pickup_lookup", by=by, resource_type=RT)
     _throttle_code_guessing(by)
     normal = normalise_code(code)
     dispense = None
@@ -458,10 +452,10 @@ def _throttle_code_guessing(by: User) -> None:
         AuditEvent.action.in_(["dispense.pickup_lookup", "dispense.handover"]),
         AuditEvent.occurred_at >= db.utcnow() - CODE_FAILURE_WINDOW)) or 0
     if failures >= MAX_CODE_FAILURES:
-        audit.record("dispense.pickup_lookup", by=by, outcome=Outcome.DENIED, resource_type=RT,
-                     detail={"error": "throttled"})
-        raise TooManyRequests("Too many wrong pickup codes; wait a few minutes.",
-                              headers={"Retry-After": str(int(CODE_FAILURE_WINDOW.total_seconds()))})
+        audit.forbid("dispense.pickup_lookup", by=by, resource_type=RT,
+                     detail={"error": "throttled"},
+                     error=TooManyRequests("Too many wrong pickup codes; wait a few minutes.",
+                                           headers={"Retry-After": str(int(CODE_FAILURE_WINDOW.total_seconds()))}))
 
 
 @dataclass
@@ -483,9 +477,9 @@ def hand_over(dispense_id: int, data: Handover, *, by: User) -> Dispense:
     """
     dispense = get_dispense(dispense_id, by=by, action="dispense.handover", audit_read=False)
     rx = dispense.prescription
-    if not _is_pharmacist_of(by, dispense.facility_id):
-        raise audit.deny("dispense.handover", by=by, patient_id=rx.patient_id, resource_type=RT,
-                         resource_id=dispense.id)
+    if not access.is_pharmacist_of(by, dispense.facility_id):
+        audit.forbid("dispense.handover", by=by, patient_id=rx.patient_id, resource_type=RT,
+                     resource_id=dispense.id)
     _throttle_code_guessing(by)
     errors: dict[str, list[str]] = {}
     id_document = (data.id_document or "").strip()
@@ -551,16 +545,16 @@ def hand_over(dispense_id: int, data: Handover, *, by: User) -> Dispense:
 
 
 def stock(*, by: User) -> list[StockBatch]:
-    if by.role is not Role.PHARMACIST:
-        raise audit.deny("pharmacy.stock", by=by, resource_type="StockBatch")
+    if not access.is_pharmacist(by):
+        audit.forbid("pharmacy.stock", by=by, resource_type="StockBatch")
     return list(db.session.scalars(sa.select(StockBatch).where(StockBatch.facility_id == by.facility_id)
                                    .join(Drug).order_by(Drug.name, StockBatch.expires_on, StockBatch.id)))
 
 
 def receive_stock(*, by: User, drug_id: int, lot: str, expires_on: date, quantity: int) -> StockBatch:
     """Book a delivered batch into this pharmacy. :raises ValidationFailed: unknown drug, bad lot/expiry/quantity."""
-    if by.role is not Role.PHARMACIST:
-        raise audit.deny("pharmacy.stock", by=by, resource_type="StockBatch")
+    if not access.is_pharmacist(by):
+        audit.forbid("pharmacy.stock", by=by, resource_type="StockBatch")
     errors: dict[str, list[str]] = {}
     drug = db.session.get(Drug, drug_id) if isinstance(drug_id, int) and not isinstance(drug_id, bool) else None
     if drug is None:

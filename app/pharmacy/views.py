@@ -17,14 +17,10 @@ from app.patients import caregivers
 from app.pharmacy import service
 from app.pharmacy.models import Dispense, DispenseStatus
 from app.prescriptions import service as prescriptions
-from app.web import ROLE_HOME, add_nav
+from app.transactions import error_message, flash_outcome
 
 bp = Blueprint("pharmacy", __name__, template_folder="templates", url_prefix="/pharmacy")
 
-add_nav("Pharmacy", "pharmacy.queue", Role.PHARMACIST, position=0)
-add_nav("Pickup", "pharmacy.pickup", Role.PHARMACIST, position=1)
-add_nav("Stock", "pharmacy.stock", Role.PHARMACIST, position=2)
-ROLE_HOME[Role.PHARMACIST] = "pharmacy.queue"
 
 
 @bp.get("")
@@ -32,7 +28,6 @@ ROLE_HOME[Role.PHARMACIST] = "pharmacy.queue"
 def queue() -> str:
     """Prescriptions to prepare and dispenses by status."""
     q = service.queue(by=current_user)
-    db.session.commit()
     return render_template("pharmacy/queue.html", q=q, progress=q.progress, Status=DispenseStatus)
 
 
@@ -50,18 +45,12 @@ def start(rx_id: int) -> Response:
         dispense = service.start_dispense(rx, by=current_user, quantity=quantity)
     except AppError as exc:
         db.rollback()
-        flash(_message(exc), "error")
+        flash(error_message(exc), "error")
         return redirect(url_for("pharmacy.queue"))
     db.session.commit()
     if dispense.quantity < dispense.quantity_requested:
         flash(f"Partial dispense: {dispense.quantity} of {dispense.quantity_requested} in stock.", "warn")
     return redirect(url_for("pharmacy.dispense", dispense_id=dispense.id))
-
-
-def _message(exc: AppError) -> str:
-    if exc.errors:
-        return " ".join(m for msgs in exc.errors.values() for m in msgs)
-    return exc.detail
 
 
 def _render_dispense(d: Dispense, *, code: str = "", errors: dict[str, list[str]] | None = None,
@@ -78,7 +67,6 @@ def _render_dispense(d: Dispense, *, code: str = "", errors: dict[str, list[str]
 def dispense(dispense_id: int) -> tuple[str, int]:
     """One dispense: batches picked, actions, handover form."""
     d = service.get_dispense(dispense_id, by=current_user)
-    db.session.commit()
     return _render_dispense(d)
 
 
@@ -87,14 +75,9 @@ def dispense(dispense_id: int) -> tuple[str, int]:
 def set_status(dispense_id: int) -> Response:
     """Mark ready, hold, resume, decline or cancel."""
     d = service.get_dispense(dispense_id, by=current_user, action="dispense.status", audit_read=False)
-    try:
-        service.transition(d, request.form.get("status", ""), by=current_user, reason=request.form.get("reason"))
-    except AppError as exc:
-        db.rollback()
-        flash(_message(exc), "error")
-    else:
-        db.session.commit()
-        flash(f"Dispense is now: {d.status.label}.", "success")
+    flash_outcome(lambda: service.transition(d, request.form.get("status", ""), by=current_user,
+                                             reason=request.form.get("reason")),
+                  lambda: f"Dispense is now: {d.status.label}.")
     return redirect(url_for("pharmacy.dispense", dispense_id=dispense_id))
 
 
@@ -119,7 +102,6 @@ def handover(dispense_id: int) -> Response | tuple[str, int]:
             return _render_dispense(d, code=data.code, errors=exc.errors, status=exc.status)
         flash(exc.detail, "error")
         return redirect(url_for("pharmacy.dispense", dispense_id=dispense_id))
-    db.session.commit()
     flash(f"Handed over {d.quantity} units.", "success")
     return redirect(url_for("pharmacy.dispense", dispense_id=dispense_id))
 
@@ -135,9 +117,8 @@ def pickup() -> tuple[str, int] | Response:
             d = service.find_by_code(code, by=current_user)
         except AppError as exc:
             db.rollback()
-            error = _message(exc)
+            error = error_message(exc)
         else:
-            db.session.commit()
             return _render_dispense(d, code=code)
     return render_template("pharmacy/pickup.html", error=error), 422 if error else 200
 
@@ -152,9 +133,7 @@ def verify() -> tuple[str, int]:
             result = prescriptions.verify(request.form.get("payload", ""), by=current_user)
         except AppError as exc:
             db.rollback()
-            error = _message(exc)
-        else:
-            db.session.commit()
+            error = error_message(exc)
     return render_template("pharmacy/verify.html", result=result, error=error), 422 if error else 200
 
 
@@ -163,7 +142,6 @@ def verify() -> tuple[str, int]:
 def label(dispense_id: int) -> str:
     """Printable drug label."""
     d = service.get_dispense(dispense_id, by=current_user, action="dispense.label")
-    db.session.commit()
     return render_template("pharmacy/label.html", d=d, rx=d.prescription)
 
 
@@ -189,13 +167,11 @@ def stock() -> tuple[str, int] | Response:
             db.rollback()
             errors = exc.errors or {"": [exc.detail]}
         else:
-            db.session.commit()
             flash("Batch booked in.", "success")
             return redirect(url_for("pharmacy.stock"))
     batches = service.stock(by=current_user)
     today = date.today()
     flags = {b.id: "expired" if b.expires_on <= today else "soon" if (b.expires_on - today).days <= 60 else ""
              for b in batches}
-    db.session.commit()
     return render_template("pharmacy/stock.html", batches=batches, flags=flags, drugs=prescriptions.formulary(),
                            errors=errors, form=request.form), 422 if errors else 200

@@ -10,7 +10,6 @@ from flask_login import current_user, login_required
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from app import db
 from app.auth import oauth2
 from app.patients import service as patients
 from app.pharmacy import service as pharmacy
@@ -86,7 +85,6 @@ class Verify(MethodView):
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
         """Verify a scanned prescription QR payload (pharmacists): signature, unaltered, not yet dispensed."""
         result = service.verify(data["payload"], by=current_user)
-        db.session.commit()
         return {"valid": result.valid, "checks": result.checks, "document": result.document,
                 "medicationRequest": fhir.medication_request(result.prescription) if result.prescription else None}
 
@@ -100,7 +98,6 @@ class PatientRequests(MethodView):
         """A patient's prescriptions (with what was dispensed)."""
         patient = patients.get_patient(patient_id, by=current_user)
         rows = [_rx_json(rx) for rx in service.for_patient(patient, by=current_user)]
-        db.session.commit()
         return rows
 
     @blp.arguments(RxDraftSchema)
@@ -110,7 +107,6 @@ class PatientRequests(MethodView):
         patient = patients.get_patient(patient_id, by=current_user, audit_read=False)
         rx = service.create_draft(patient, PrescriptionInput(**data), by=current_user)
         body = _rx_json(rx, with_findings=True)
-        db.session.commit()
         return body
 
 
@@ -123,7 +119,6 @@ class RequestItem(MethodView):
         """One prescription."""
         rx = service.get(rx_id, by=current_user)
         body = _rx_json(rx, with_findings=not rx.is_signed)
-        db.session.commit()
         return body
 
     @blp.arguments(RxDraftSchema)
@@ -133,7 +128,6 @@ class RequestItem(MethodView):
         rx = service.get(rx_id, by=current_user, action="prescription.update", audit_read=False)
         service.update_draft(rx, PrescriptionInput(**data), by=current_user)
         body = _rx_json(rx, with_findings=True)
-        db.session.commit()
         return body
 
 
@@ -148,7 +142,6 @@ class Sign(MethodView):
         rx = service.get(rx_id, by=current_user, action="prescription.sign", audit_read=False)
         service.sign(rx, by=current_user, overrides=data["overrides"])
         body = _rx_json(rx)
-        db.session.commit()
         return body
 
 
@@ -163,7 +156,6 @@ class Status(MethodView):
         rx = service.get(rx_id, by=current_user, action="prescription.status", audit_read=False)
         service.set_status(rx, data["status"], by=current_user, reason=data["reason"])
         body = _rx_json(rx)
-        db.session.commit()
         return body
 
 
@@ -182,5 +174,4 @@ class MyRequests(MethodView):
             body["dispenses"] = [fhir.medication_dispense(d, pickup_code=pharmacy.pickup_code(
                 d, by=current_user, through_app=through_app)) for d in pharmacy.dispenses_for(rx)]
             out.append(body)
-        db.session.commit()
         return out

@@ -129,7 +129,7 @@ def create_draft(patient: Patient, data: PrescriptionInput, *, by: User) -> Pres
     :raises NotFound: no care relationship (audited). :raises ValidationFailed: bad field (audited).
     """
     if not access.can_prescribe(by, patient):
-        raise audit.deny("prescription.create", by=by, patient_id=patient.id, resource_type=RT)
+        audit.forbid("prescription.create", by=by, patient_id=patient.id, resource_type=RT)
     try:
         clean = _validate(data, patient)
     except ValidationFailed as exc:
@@ -145,8 +145,8 @@ def create_draft(patient: Patient, data: PrescriptionInput, *, by: User) -> Pres
 def update_draft(rx: Prescription, data: PrescriptionInput, *, by: User) -> Prescription:
     """Change a draft. :raises Conflict: the prescription is signed (frozen); audited."""
     if not access.can_manage(by, rx):
-        raise audit.deny("prescription.update", by=by, patient_id=rx.patient_id, resource_type=RT,
-                         resource_id=rx.id)
+        audit.forbid("prescription.update", by=by, patient_id=rx.patient_id, resource_type=RT,
+                     resource_id=rx.id)
     if rx.status is not RequestStatus.DRAFT:
         raise _fail("prescription.update", by, rx,
                     Conflict("A signed prescription cannot be edited; stop it and write a new one."),
@@ -168,8 +168,8 @@ def get(rx_id: int, *, by: User, action: str = "prescription.read", audit_read: 
     """:raises NotFound: unknown id or no access (same answer, audited)."""
     rx = db.session.get(Prescription, rx_id)
     if rx is None or not access.can_read(by, rx):
-        raise audit.deny(action, by=by, patient_id=rx.patient_id if rx else None, resource_type=RT,
-                         resource_id=rx_id)
+        audit.forbid(action, by=by, patient_id=rx.patient_id if rx else None, resource_type=RT,
+                     resource_id=rx_id)
     if audit_read:
         audit.record(action, by=by, patient_id=rx.patient_id, resource_type=RT, resource_id=rx.id)
     return rx
@@ -227,7 +227,7 @@ def sign(rx: Prescription, *, by: User, overrides: dict[str, str] | None = None)
         ``findings`` lists them).
     """
     if not access.can_manage(by, rx):
-        raise audit.deny("prescription.sign", by=by, patient_id=rx.patient_id, resource_type=RT, resource_id=rx.id)
+        audit.forbid("prescription.sign", by=by, patient_id=rx.patient_id, resource_type=RT, resource_id=rx.id)
     if rx.status is not RequestStatus.DRAFT:
         raise _fail("prescription.sign", by, rx, Conflict("This prescription is already signed or closed."),
                     {"error": "not-draft"})
@@ -271,8 +271,8 @@ def set_status(rx: Prescription, status: RequestStatus | str, *, by: User, reaso
     :raises Conflict: a transition MedicationRequest does not allow from the current status (audited).
     """
     if not access.can_manage(by, rx):
-        raise audit.deny("prescription.status", by=by, patient_id=rx.patient_id, resource_type=RT,
-                         resource_id=rx.id)
+        audit.forbid("prescription.status", by=by, patient_id=rx.patient_id, resource_type=RT,
+                     resource_id=rx.id)
     try:
         target = RequestStatus(status)
     except ValueError:
@@ -324,8 +324,8 @@ def verify(payload: str, *, by: User) -> Verification:
     :raises Forbidden: not a pharmacist. :raises ValidationFailed: damaged or forged payload (audited).
     """
     if by.role is not Role.PHARMACIST:
-        audit.record("prescription.verify", by=by, outcome=Outcome.DENIED, resource_type=RT)
-        raise Forbidden("Only pharmacists verify prescription codes.")
+        audit.forbid("prescription.verify", by=by, resource_type=RT,
+                     error=Forbidden("Only pharmacists verify prescription codes."))
     try:
         document = signing.verify_payload(payload[:8000], signing.app_private_key().public_key())
     except signing.InvalidPayload as exc:

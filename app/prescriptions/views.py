@@ -22,15 +22,14 @@ from app.pharmacy import service as pharmacy
 from app.prescriptions import access, rules, service
 from app.prescriptions.models import Prescription, RequestStatus
 from app.prescriptions.service import PrescriptionInput
-from app.web import add_chart_links, add_chart_panel, add_nav
+from app.transactions import flash_outcome
 
 bp = Blueprint("prescriptions", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/prescriptions")
 
-add_nav("My prescriptions", "prescriptions.mine", Role.PATIENT, after="patients.my_health")
 
 
-def _chart_links(patient: Any, user: User) -> list[dict[str, str]]:
+def chart_links(patient: Any, user: User) -> list[dict[str, str]]:
     if user.role is Role.PATIENT:
         return [{"label": "My prescriptions", "url": url_for("prescriptions.mine")}]
     links = [{"label": "Prescriptions", "url": url_for("patients.chart", patient_id=patient.id) + "#prescriptions"}]
@@ -40,8 +39,6 @@ def _chart_links(patient: Any, user: User) -> list[dict[str, str]]:
     return links
 
 
-add_chart_links(_chart_links)
-add_chart_panel("prescriptions/_chart_panel.html")
 
 
 @bp.app_context_processor
@@ -111,7 +108,6 @@ def _draft_page(patient: Any, save: Callable[[PrescriptionInput], Prescription],
     elif rx is not None:
         values = {name: getattr(rx, name) for name in DRAFT_FIELDS}
         form = {k: "" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for k, v in values.items()}
-    db.session.commit()
     return render_template("prescriptions/new.html", patient=patient, drugs=service.formulary(),
                            pharmacies=service.pharmacies(), errors=errors, form=form, rx=rx), status
 
@@ -150,7 +146,6 @@ def detail(rx_id: int) -> str:
         "can_prepare": (current_user.role is Role.PHARMACIST and current_user.facility_id == rx.dispensing_facility_id
                         and rx.status is RequestStatus.ACTIVE and pharmacy.remaining(rx) > 0),
     }
-    db.session.commit()
     return render_template("prescriptions/detail.html", **context)
 
 
@@ -166,7 +161,6 @@ def sign(rx_id: int) -> BaseResponse | tuple[str, int]:
         db.rollback()
         flash(exc.detail, "error")
         return redirect(url_for("prescriptions.detail", rx_id=rx_id))
-    db.session.commit()
     flash("Prescription signed. The pharmacy can now dispense it.", "success")
     return redirect(url_for("prescriptions.detail", rx_id=rx_id))
 
@@ -176,14 +170,9 @@ def sign(rx_id: int) -> BaseResponse | tuple[str, int]:
 def set_status(rx_id: int) -> BaseResponse:
     """Hold, resume, stop or cancel."""
     rx = service.get(rx_id, by=current_user, action="prescription.status", audit_read=False)
-    try:
-        service.set_status(rx, request.form.get("status", ""), by=current_user, reason=request.form.get("reason"))
-    except AppError as exc:
-        db.rollback()
-        flash(" ".join(m for msgs in (exc.errors or {}).values() for m in msgs) or exc.detail, "error")
-    else:
-        db.session.commit()
-        flash(f"Prescription is now {rx.status.value}.", "success")
+    flash_outcome(lambda: service.set_status(rx, request.form.get("status", ""), by=current_user,
+                                             reason=request.form.get("reason")),
+                  lambda: f"Prescription is now {rx.status.value}.")
     return redirect(url_for("prescriptions.detail", rx_id=rx_id))
 
 
@@ -194,7 +183,6 @@ def print_view(rx_id: int) -> str:
     rx = service.get(rx_id, by=current_user, action="prescription.print")
     if not rx.is_signed:
         raise NotFound("Only signed prescriptions can be printed.")
-    db.session.commit()
     return render_template("prescriptions/print.html", rx=rx)
 
 
@@ -206,7 +194,6 @@ def qr(rx_id: int) -> Response:
     payload = service.qr_payload(rx)
     if payload is None:
         raise NotFound("This prescription is not signed yet.")
-    db.session.commit()
     return svg_qr(payload)
 
 
@@ -221,7 +208,6 @@ def mine() -> str:
         deadlines.update({d.id: pharmacy.pickup_deadline(d) for d, _code in dispenses})
         items.append({"rx": rx, "progress": pharmacy.progress(rx), "dispenses": dispenses})
     messages = notify.for_user(current_user, limit=5)
-    db.session.commit()
     return render_template("prescriptions/mine.html", patient=patient, items=items, messages=messages,
                            deadlines=deadlines)
 
@@ -234,5 +220,4 @@ def pickup_qr(dispense_id: int) -> Response:
     code = pharmacy.pickup_code(dispense, by=current_user)
     if code is None:
         raise NotFound("No medicine is waiting for pickup under this id.")
-    db.session.commit()
     return svg_qr(code)

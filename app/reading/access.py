@@ -9,8 +9,11 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import sqlalchemy as sa
 
+from app.audit import service as audit
 from app.auth.models import Role, User
 from app.patients import access as patient_access
 from app.patients.models import CaregiverRight
@@ -92,3 +95,9 @@ def visible_clause(user: User) -> sa.ColumnElement[bool]:
             return patient_access.acting_patient_clause(user, CaregiverRight.RECORD)
         case _:
             return sa.false()
+
+
+def refuse(action: str, by: User, req: ReadingRequest | None, request_id: object = None) -> NoReturn:
+    """Audit the refusal and answer 404, so a request id tells a stranger nothing."""
+    audit.forbid(action, by=by, patient_id=req.patient_id if req else None, resource_type="ServiceRequest",
+                 resource_id=req.id if req else request_id)

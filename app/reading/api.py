@@ -62,7 +62,6 @@ class Requests(MethodView):
                                           status=args["status"])
         rows = service.worklist(by=current_user, filters=filters, limit=args["limit"])
         body = [fhir.service_request(r) for r in rows]
-        db.session.commit()
         return body
 
     @blp.arguments(RequestSchema)
@@ -73,7 +72,6 @@ class Requests(MethodView):
         req = service.request_reading(study, by=current_user, question=data["question"], priority=data["priority"],
                                       assigned_to_id=data["assigned_to_id"])
         body = fhir.service_request(req)
-        db.session.commit()
         return body
 
 
@@ -85,7 +83,6 @@ class RequestItem(MethodView):
     def get(self, request_id: int) -> dict[str, Any]:
         req = service.get_request(request_id, by=current_user)
         body = fhir.service_request(req)
-        db.session.commit()
         return body
 
 
@@ -99,7 +96,6 @@ class Claim(MethodView):
         req = service.get_for_claim(request_id, by=current_user)
         service.claim(req, by=current_user)
         body = fhir.service_request(req)
-        db.session.commit()
         return body
 
 
@@ -118,7 +114,6 @@ class ReportItem(MethodView):
         """The report as a FHIR DiagnosticReport (linked to the ImagingStudy and the ServiceRequest)."""
         req = service.get_request(request_id, by=current_user, action="reading.report.read")
         body = _report_json(req)
-        db.session.commit()
         return body
 
     @blp.arguments(ReportSchema)
@@ -128,7 +123,6 @@ class ReportItem(MethodView):
         req = service.get_request(request_id, by=current_user, action="reading.report.save", audit_read=False)
         service.save_preliminary(req, service.ReportInput(**data), by=current_user)
         body = _report_json(req)
-        db.session.commit()
         return body
 
 
@@ -159,7 +153,6 @@ class Addenda(MethodView):
         req = service.get_request(request_id, by=current_user, action="reading.report.addendum", audit_read=False)
         service.add_addendum(req, by=current_user, body=data["text"], code=data["code"])
         body = _report_json(req)
-        db.session.commit()
         return body
 
 
@@ -174,5 +167,4 @@ class Acknowledge(MethodView):
         report = service.acknowledge_critical(req, by=current_user)
         body = {"acknowledged_by": report.critical_acked_by_id,
                 "acknowledged_at": report.critical_acked_at.isoformat() if report.critical_acked_at else None}
-        db.session.commit()
         return body

@@ -86,11 +86,6 @@ def _fail(action: str, by: User, req: ReadingRequest, exc: AppError, reason: str
     return exc
 
 
-def _deny(action: str, by: User, req: ReadingRequest | None, request_id: object = None) -> Exception:
-    return audit.deny(action, by=by, patient_id=req.patient_id if req else None, resource_type=RT,
-                      resource_id=req.id if req else request_id)
-
-
 def _when(moment: datetime) -> str:
     return format_when(moment)
 
@@ -134,8 +129,8 @@ def request_reading(study: Study, *, by: User, question: str, priority: str | Pr
     """
     patient = db.session.get(Patient, study.patient_id) if study.patient_id else None
     if patient is None or not access.can_request(by, patient):
-        raise audit.deny("reading.request", by=by, patient_id=study.patient_id, resource_type="ImagingStudy",
-                         resource_id=study.id)
+        audit.forbid("reading.request", by=by, patient_id=study.patient_id, resource_type="ImagingStudy",
+                     resource_id=study.id)
     errors, prio, question, doctor = _checked_fields(question, priority, assigned_to_id)
     if errors:
         audit.record("reading.request", by=by, outcome=Outcome.FAILURE, patient_id=patient.id,
@@ -161,7 +156,7 @@ def get_request(request_id: int, *, by: User, action: str = "reading.request.rea
     """:raises NotFound: unknown or not visible (same answer, audited)."""
     req = db.session.get(ReadingRequest, request_id)
     if req is None or not access.can_read(by, req):
-        raise _deny(action, by, req, request_id)
+        access.refuse(action, by, req, request_id)
     if audit_read:
         audit.record(action, by=by, patient_id=req.patient_id, resource_type=RT, resource_id=req.id)
     return req
@@ -174,7 +169,7 @@ def get_for_claim(request_id: int, *, by: User) -> ReadingRequest:
     """
     req = db.session.get(ReadingRequest, request_id)
     if req is None or not access.is_addressed_to(by, req):
-        raise _deny("reading.claim", by, req, request_id)
+        access.refuse("reading.claim", by, req, request_id)
     return req
 
 
@@ -209,8 +204,8 @@ def worklist(*, by: User, filters: WorklistFilters | None = None, limit: int = 2
     """The doctor's reading worklist: addressed to them or the pool, or claimed by them; most urgent first, then
     the longest waiting. :raises Forbidden: not a doctor (audited). :raises ValidationFailed: unknown status."""
     if by.role is not Role.DOCTOR:
-        audit.record("reading.worklist", by=by, outcome=Outcome.DENIED, resource_type=RT)
-        raise Forbidden("Only doctors have a reading worklist.")
+        audit.forbid("reading.worklist", by=by, resource_type=RT,
+                     error=Forbidden("Only doctors have a reading worklist."))
     f = filters or WorklistFilters()
     if f.status and f.status not in {s.value for s in ReadingStatus}:
         raise _invalid("status", "Choose a status from the list.")
@@ -226,8 +221,8 @@ def worklist(*, by: User, filters: WorklistFilters | None = None, limit: int = 2
 def for_clinic(*, by: User, limit: int = 200) -> list[ReadingRequest]:
     """Clinic staff: their clinic's requests, open critical results first, then newest."""
     if by.role is not Role.CLINIC_STAFF:
-        audit.record("reading.clinic_list", by=by, outcome=Outcome.DENIED, resource_type=RT)
-        raise Forbidden("Only clinic staff follow their clinic's reading requests.")
+        audit.forbid("reading.clinic_list", by=by, resource_type=RT,
+                     error=Forbidden("Only clinic staff follow their clinic's reading requests."))
     critical_open = sa.exists().where(Report.request_id == ReadingRequest.id, Report.critical.is_(True),
                                       Report.signed_at.is_not(None), Report.critical_acked_at.is_(None))
     rows = list(db.session.scalars(sa.select(ReadingRequest).where(ReadingRequest.facility_id == by.facility_id)
@@ -235,12 +230,6 @@ def for_clinic(*, by: User, limit: int = 200) -> list[ReadingRequest]:
     audit.record("reading.clinic_list", by=by, resource_type=RT, detail={"results": len(rows)})
     return rows
 
-
-def for_study(study: Study, *, by: User) -> list[ReadingRequest]:
-    """The requests of a study the caller has opened (viewer, chart), visible to ``by``."""
-    rows = db.session.scalars(sa.select(ReadingRequest).where(ReadingRequest.study_id == study.id)
-                              .order_by(ReadingRequest.id.desc()))
-    return [r for r in rows if access.can_read(by, r)]
 
 
 def for_patient(patient: Patient, *, by: User) -> list[ReadingRequest]:
@@ -263,7 +252,7 @@ def claim(req: ReadingRequest, *, by: User) -> ReadingRequest:
     """
     action = "reading.claim"
     if not access.is_addressed_to(by, req):
-        raise _deny(action, by, req)
+        access.refuse(action, by, req)
     now = db.utcnow()
     won = db.session.execute(
         sa.update(ReadingRequest)
@@ -292,7 +281,7 @@ def cancel(req: ReadingRequest, *, by: User, reason: str | None = None) -> Readi
     :raises Conflict: a report was already saved or signed (audited).
     """
     if not access.can_cancel(by, req):
-        raise _deny("reading.cancel", by, req)
+        access.refuse("reading.cancel", by, req)
     if req.status not in (ReadingStatus.REQUESTED, ReadingStatus.IN_PROGRESS):
         raise _fail("reading.cancel", by, req, Conflict("A request with a report cannot be cancelled."),
                     req.status.value)
@@ -368,7 +357,7 @@ def save_preliminary(req: ReadingRequest, data: ReportInput, *, by: User) -> Rep
     """
     action = "reading.report.save"
     if not access.can_write_report(by, req):
-        raise _deny(action, by, req)
+        access.refuse(action, by, req)
     report = req.report
     if report is not None and report.is_signed or req.status is ReadingStatus.CANCELLED:
         raise _fail(action, by, req, Conflict("A signed report is never edited; add an addendum instead."
@@ -446,7 +435,7 @@ def sign(req: ReadingRequest, *, by: User, code: str | None, critical: bool = Fa
     """
     action = "reading.report.sign"
     if not access.can_write_report(by, req):
-        raise _deny(action, by, req)
+        access.refuse(action, by, req)
     if data is not None and (req.report is None or not req.report.is_signed):
         save_preliminary(req, data, by=by)
     report = req.report
@@ -517,7 +506,7 @@ def add_addendum(req: ReadingRequest, *, by: User, body: str, code: str | None) 
     signed text is never changed. :raises Conflict: not signed yet. :raises ValidationFailed: empty, wrong code."""
     action = "reading.report.addendum"
     if not access.can_addend(by, req):
-        raise _deny(action, by, req)
+        access.refuse(action, by, req)
     report = req.report
     if report is None or not report.is_signed:
         raise _fail(action, by, req, Conflict("Only a signed report takes addenda; edit the draft instead."),
@@ -565,7 +554,7 @@ def acknowledge_critical(req: ReadingRequest, *, by: User) -> Report:
     """
     action = "reading.critical.ack"
     if not access.can_acknowledge(by, req):
-        raise _deny(action, by, req)
+        access.refuse(action, by, req)
     report = req.report
     if report is None or not report.critical_open:
         raise _fail(action, by, req, Conflict("There is no open critical result on this request."), "none open")
@@ -623,8 +612,6 @@ def release_after_consult(appointment: Any, by: User) -> None:
                      resource_type=REPORT_RT, resource_id=report.id, detail={"after": "consult"})
 
 
-if release_after_consult not in consults.CONSULT_ENDED:
-    consults.CONSULT_ENDED.append(release_after_consult)
 
 
 def release_due(*, now: datetime | None = None) -> list[int]:
@@ -647,8 +634,8 @@ def get_report(report_id: int, *, by: User, action: str = "reading.report.read")
     """
     report = db.session.get(Report, report_id)
     if report is None or not access.can_read(by, report.request):
-        raise audit.deny(action, by=by, patient_id=report.request.patient_id if report else None,
-                         resource_type=REPORT_RT, resource_id=report_id)
+        audit.forbid(action, by=by, patient_id=report.request.patient_id if report else None,
+                     resource_type=REPORT_RT, resource_id=report_id)
     audit.record(action, by=by, patient_id=report.request.patient_id, resource_type=REPORT_RT, resource_id=report.id)
     return report
 

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response as BaseResponse
 
-from app import db, web
+from app import db
 from app.auth.decorators import roles_required
 from app.auth.models import Role, User
 from app.consults import service as consults
@@ -21,14 +21,11 @@ from app.prescriptions.views import svg_qr
 from app.reading import access, outputs, service
 from app.reading.models import Priority, ReadingRequest, ReadingStatus, ReleaseMode
 from app.reading.presenters import age_sex, waiting
+from app.transactions import error_message, flash_outcome
 
 bp = Blueprint("reading", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static/reading")
 
-web.add_nav("Reading worklist", "reading.worklist", Role.DOCTOR, after="patients.search")
-web.add_nav("Reading requests", "reading.clinic", Role.CLINIC_STAFF, after="imaging.unmatched")
-web.add_chart_panel("reading/_chart_panel.html")
-web.add_my_health_panel("reading/_my_results.html")
 
 
 @bp.app_context_processor
@@ -75,7 +72,6 @@ def new(study_uid: str) -> BaseResponse | tuple[str, int]:
             return redirect(url_for("reading.detail", request_id=req.id))
     context = {"study": study, "doctors": service.readers(), "priorities": list(Priority), "errors": errors,
                "form": request.form}
-    db.session.commit()
     return render_template("reading/new.html", **context), status
 
 
@@ -90,13 +86,12 @@ def worklist() -> tuple[str, int]:
         rows = service.worklist(by=current_user, filters=filters)
     except AppError as exc:
         db.rollback()
-        flash(" ".join(m for msgs in (exc.errors or {}).values() for m in msgs) or exc.detail, "error")
+        flash(error_message(exc), "error")
         filters, rows = service.WorklistFilters(), service.worklist(by=current_user)
     items = [{"req": r, "waiting": waiting(r), "shows_patient": access.shows_patient(current_user, r),
               "age_sex": age_sex(r.patient)} for r in rows]
     context = {"items": items, "filters": filters, "statuses": list(ReadingStatus),
                "facilities": service.requesting_facilities(), "now": db.utcnow()}
-    db.session.commit()
     return render_template("reading/worklist.html", **context), 200
 
 
@@ -105,7 +100,6 @@ def worklist() -> tuple[str, int]:
 def clinic() -> str:
     """The clinic's reading requests, open critical results first."""
     rows = service.for_clinic(by=current_user)
-    db.session.commit()
     return render_template("reading/clinic.html", rows=rows, now=db.utcnow())
 
 
@@ -130,16 +124,14 @@ def detail(request_id: int) -> str:
         context.update(template=template, priors=service.priors(req, by=user),
                        consults=consults.open_consults_for(req.patient), release_modes=list(ReleaseMode),
                        key_images=json.dumps(req.report.key_images if req.report else []))
-    db.session.commit()
     return render_template("reading/editor.html" if editing else "reading/detail.html", **context)
 
 
 def _after(request_id: int, exc: AppError | None, success: str) -> BaseResponse:
     if exc is not None:
         db.rollback()
-        flash(" ".join(m for msgs in (exc.errors or {}).values() for m in msgs) or exc.detail, "error")
+        flash(error_message(exc), "error")
     else:
-        db.session.commit()
         flash(success, "success")
     return redirect(url_for("reading.detail", request_id=request_id))
 
@@ -197,33 +189,28 @@ def save(request_id: int) -> BaseResponse:
 @roles_required(Role.DOCTOR)
 def addendum(request_id: int) -> BaseResponse:
     req = service.get_request(request_id, by=current_user, action="reading.report.addendum", audit_read=False)
-    try:
-        service.add_addendum(req, by=current_user, body=request.form.get("text", ""), code=request.form.get("code"))
-    except AppError as exc:
-        return _after(request_id, exc, "")
-    return _after(request_id, None, "Addendum signed.")
+    flash_outcome(lambda: service.add_addendum(req, by=current_user, body=request.form.get("text", ""),
+                                               code=request.form.get("code")),
+                  "Addendum signed.")
+    return redirect(url_for("reading.detail", request_id=request_id))
 
 
 @bp.post("/reading/<int:request_id>/acknowledge")
 @roles_required(Role.CLINIC_STAFF)
 def acknowledge(request_id: int) -> BaseResponse:
     req = service.get_request(request_id, by=current_user, action="reading.critical.ack", audit_read=False)
-    try:
-        service.acknowledge_critical(req, by=current_user)
-    except AppError as exc:
-        return _after(request_id, exc, "")
-    return _after(request_id, None, "Critical result acknowledged; the reporting doctor is told.")
+    flash_outcome(lambda: service.acknowledge_critical(req, by=current_user),
+                  "Critical result acknowledged; the reporting doctor is told.")
+    return redirect(url_for("reading.detail", request_id=request_id))
 
 
 @bp.post("/reading/<int:request_id>/cancel")
 @roles_required(Role.CLINIC_STAFF)
 def cancel(request_id: int) -> BaseResponse:
     req = service.get_request(request_id, by=current_user, action="reading.cancel", audit_read=False)
-    try:
-        service.cancel(req, by=current_user, reason=request.form.get("reason"))
-    except AppError as exc:
-        return _after(request_id, exc, "")
-    return _after(request_id, None, "Request cancelled.")
+    flash_outcome(lambda: service.cancel(req, by=current_user, reason=request.form.get("reason")),
+                  "Request cancelled.")
+    return redirect(url_for("reading.detail", request_id=request_id))
 
 
 def _signed_report(request_id: int, action: str) -> ReadingRequest:
@@ -238,7 +225,6 @@ def _signed_report(request_id: int, action: str) -> ReadingRequest:
 def print_view(request_id: int) -> str:
     """Printable report with its signed QR code."""
     req = _signed_report(request_id, "reading.report.print")
-    db.session.commit()
     return render_template("reading/print.html", req=req, report=req.report)
 
 
@@ -247,7 +233,6 @@ def print_view(request_id: int) -> str:
 def qr(request_id: int) -> Response:
     req = _signed_report(request_id, "reading.report.qr")
     payload = service.qr_payload(req.report)  # type: ignore[arg-type]
-    db.session.commit()
     return svg_qr(payload or "")
 
 
@@ -256,6 +241,5 @@ def qr(request_id: int) -> Response:
 def pdf(request_id: int) -> Response:
     req = _signed_report(request_id, "reading.report.pdf")
     data = outputs.pdf_bytes(req.report)  # type: ignore[arg-type]
-    db.session.commit()
     return Response(data, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="report-{req.id}.pdf"'})

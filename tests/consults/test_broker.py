@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from app import db
 from app.audit.models import AuditEvent
 from app.auth.models import Role, User
-from app.consults import invites, recordings, service
+from app.consults import invites, media, service
 from app.consults.models import Appointment, ConsultInvite, ConsultSession
 from tests.consults.helpers import admitted_consult, current_slot
 
@@ -153,11 +153,11 @@ def test_consult_stays_pinned_to_its_media_worker(app, factories, app_ctx):
         for _ in range(4):
             _doctor, _patient, appt = admitted_consult(factories, app)
             ids.append(db.session.get(Appointment, appt.id).session.id)
-        chosen = [recordings.worker_for(db.session.get(ConsultSession, i)) for i in ids]
+        chosen = [media.worker_for(db.session.get(ConsultSession, i)) for i in ids]
         assert sorted(chosen) == ["http://127.0.0.1:9001"] * 2 + ["http://127.0.0.1:9002"] * 2  # least loaded
         app.config["MEDIA_WORKERS"] = "http://127.0.0.1:9003,http://127.0.0.1:9002,http://127.0.0.1:9001"
         db.session.expire_all()
-        assert [recordings.worker_for(db.session.get(ConsultSession, i)) for i in ids] == chosen
+        assert [media.worker_for(db.session.get(ConsultSession, i)) for i in ids] == chosen
         stored = db.session.scalars(sa.select(ConsultSession.media_worker).where(ConsultSession.id.in_(ids))).all()
         assert sorted(stored) == sorted(chosen)
     finally:

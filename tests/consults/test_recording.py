@@ -231,7 +231,7 @@ def test_byte_ranges_decrypt_only_the_chunks_they_need(app, app_ctx, tmp_path):
 
     from app.consults import recordings
     from app.imaging.service import object_store
-    from media.recording import CHUNK, derive_key, encrypt_file
+    from storage.recording_format import CHUNK, derive_key, encrypt_file
 
     plain = os.urandom(2 * CHUNK + 12345)
     (tmp_path / "in.webm").write_bytes(plain)

@@ -7,13 +7,14 @@ import hashlib
 import hmac
 import threading
 import time
+from datetime import timedelta
 
 import sqlalchemy as sa
 
 from app import db
 from app.audit.models import AuditEvent, Outcome
 from app.auth.models import User
-from app.consults import service
+from app.consults import signals
 from app.consults.models import Appointment, ConsultSession
 from tests.consults.helpers import admitted_consult
 
@@ -112,7 +113,7 @@ def test_third_person_and_other_consults_get_404_and_are_audited(app, make_clien
     assert _denials(other_doctor.id, "consult.join")
 
 
-def test_replayed_and_expired_tokens_are_refused(app, make_client, factories, login):
+def test_replayed_and_expired_tokens_are_refused(app, make_client, factories, login, clock):
     ids, doc, _pat = _setup(app, factories, make_client, login)
     a = ids["appt"]
     token = doc.post(f"/api/v1/consults/appointments/{a}/token").json["token"]
@@ -121,14 +122,10 @@ def test_replayed_and_expired_tokens_are_refused(app, make_client, factories, lo
     assert replay.status_code == 403 and "Reload" in replay.json["detail"]
     tampered = doc.post(f"/api/v1/consults/appointments/{a}/token").json["token"][:-2] + "xx"
     assert doc.post(f"/api/v1/consults/appointments/{a}/join", json={"token": tampered}).status_code == 403
-    old = app.config["CONSULT_JOIN_TOKEN_SECONDS"]
-    app.config["CONSULT_JOIN_TOKEN_SECONDS"] = 0
-    try:
-        stale = doc.post(f"/api/v1/consults/appointments/{a}/token").json["token"]
-        time.sleep(1.1)
-        assert doc.post(f"/api/v1/consults/appointments/{a}/join", json={"token": stale}).status_code == 403
-    finally:
-        app.config["CONSULT_JOIN_TOKEN_SECONDS"] = old
+    stale = doc.post(f"/api/v1/consults/appointments/{a}/token").json["token"]
+    clock.advance(timedelta(seconds=app.config["CONSULT_JOIN_TOKEN_SECONDS"] + 1))
+    assert doc.post(f"/api/v1/consults/appointments/{a}/join", json={"token": stale}).status_code == 403
+    clock.reset()
     whys = [e.detail["why"] for e in _denials(ids["doctor"], "consult.join")]
     assert sorted(whys) == ["bad signature", "expired", "replayed"]
 
@@ -231,7 +228,7 @@ def test_a_consults_signals_become_visible_in_id_order(app, live_factories):
             try:
                 appointment = db.session.get(Appointment, appt_id)
                 session = db.session.get(ConsultSession, appointment.session.id)
-                message = service._signal(session, db.session.get(User, ids[who]), "candidate", {})
+                message = signals.send(session, db.session.get(User, ids[who]), "candidate", {})
                 if hold:
                     held.set()
                     time.sleep(0.5)  # an answer still being written while its candidates are posted

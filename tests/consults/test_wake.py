@@ -19,7 +19,7 @@ def test_a_notify_from_another_connection_wakes_a_waiting_stream(engine):
     url = _pg_url(engine)
     with wake.listen(987_001, channel=url) as listener:
         assert listener.safety_seconds == wake.SAFETY_POLL_SECONDS
-        time.sleep(0.5)  # the listener thread has its LISTEN in place
+        assert wake.subscribed(5)  # the listener thread has its LISTEN in place
         assert listener.wait(0.2) is False  # nothing happened: it sleeps the whole time
         dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         started = time.monotonic()
@@ -49,7 +49,7 @@ def test_with_redis_a_publish_from_another_worker_wakes_a_waiting_stream():
 
     url = "redis://127.0.0.1:6379/13"
     with wake.listen(987_004, channel=url) as listener:
-        time.sleep(0.5)  # the listener thread has subscribed
+        assert wake.subscribed(5)  # the listener thread has subscribed
         started = time.monotonic()
         redis.Redis.from_url(url).publish("hospital:consult:987004", b"1")
         assert listener.wait(1.5) is True

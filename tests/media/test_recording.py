@@ -15,19 +15,16 @@ import pytest
 from aiohttp import web
 from cryptography.exceptions import InvalidTag
 
-import media.recording
 from media.recording import (
     Recording,
     RecordingRefused,
-    decrypt,
-    derive_key,
-    encrypt_file,
-    read_header,
     salvage,
     setup_recording_routes,
     start_recording,
 )
 from media.relay import RELAY
+from storage import recording_format
+from storage.recording_format import decrypt, derive_key, encrypt_file, read_header
 from tests.media.relay_support import Participant, allow_loopback, dominant, relay_server, wait_for
 
 MASTER = b"m" * 32
@@ -125,7 +122,7 @@ def test_no_consent_no_recording(tmp_path: Path) -> None:
 
 
 def test_tampering_with_an_encrypted_recording_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(media.recording, "CHUNK", 64)
+    monkeypatch.setattr(recording_format, "CHUNK", 64)
     source = tmp_path / "in.webm"
     source.write_bytes(bytes(range(256)) * 3)
     key = derive_key(MASTER, "rec-1")

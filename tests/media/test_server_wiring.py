@@ -14,15 +14,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from media.recording import decrypt, derive_key
 from media.server import (
     RecordingSettings,
     create_app,
     object_store_uploader,
     recording_master_key,
-    recording_object_key,
 )
+from storage import recording_format
 from storage.fs import FilesystemStore
+from storage.recording_format import decrypt, derive_key
 from tests.media.relay_support import SECRET, Participant, allow_loopback, rtc_config, wait_for
 
 MASTER = b"k" * 32
@@ -71,7 +71,7 @@ def test_create_app_records_into_the_object_store_encrypted(tmp_path: Path) -> N
     assert result["started"][0] == 201, result
     assert result["stopped"][0] == 200, result
     recording_id = result["started"][1]["recording_id"]
-    key = recording_object_key(recording_id)
+    key = recording_format.object_key(recording_id)
     assert recording_id in key and store.exists(key)
     ciphertext = store.read(key)
     assert b"\x1a\x45\xdf\xa3" not in ciphertext

@@ -80,7 +80,7 @@ def _hospital_with_data(app: Any, live_factories: Any) -> dict[str, Any]:
     from app.imaging.models import Instance
     from app.imaging.service import object_store
     from app.prescriptions import service as rx_service
-    from media.recording import derive_key, encrypt_file
+    from storage.recording_format import derive_key, encrypt_file
 
     f = live_factories
     clinic = f.facility()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from cachetools import TTLCache
 
 from app import db
 from app.audit import service as audit
@@ -54,24 +54,28 @@ def lookup(ae_title: str) -> Peer | None:
     return Peer(row.ae_title, row.facility_id, row.host, row.port, _permissions(row))
 
 
+#: AE titles remembered at once; unknown callers are cached too, so a scan of made-up titles stays bounded.
+CACHE_ENTRIES = 1024
+_MISS = object()
+
+
 class Directory:
-    """:func:`lookup` with a short cache, for the listener (one query per AE title every few seconds)."""
+    """:func:`lookup` with a short, bounded cache, for the listener (one query per AE title every few seconds)."""
 
     def __init__(self, ttl: float = CACHE_SECONDS) -> None:
         self.ttl = ttl
-        self._cache: dict[str, tuple[float, Peer | None]] = {}
+        self._cache: TTLCache[str, Peer | None] = TTLCache(maxsize=CACHE_ENTRIES, ttl=ttl)
         self._lock = threading.Lock()
 
     def get(self, ae_title: str) -> Peer | None:
         """Call inside an app context."""
-        now = time.monotonic()
         with self._lock:
-            hit = self._cache.get(ae_title)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
+            hit = self._cache.get(ae_title, _MISS)
+        if hit is not _MISS:
+            return hit  # type: ignore[return-value]
         peer = lookup(ae_title)
         with self._lock:
-            self._cache[ae_title] = (now, peer)
+            self._cache[ae_title] = peer
         return peer
 
 
@@ -108,7 +112,7 @@ def seed(text: str) -> None:
 
 def _admin(by: User, action: str) -> None:
     if by.role is not Role.ADMIN:
-        raise audit.deny(action, by=by, resource_type="DicomPeer")
+        audit.forbid(action, by=by, resource_type="DicomPeer")
 
 
 def list_peers(*, by: User) -> list[DicomPeer]:
@@ -132,7 +136,8 @@ def save_peer(peer: DicomPeer | None, *, by: User, ae_title: str, host: str, por
     :raises ValidationFailed: a field is wrong (names the field).
     """
     if by.role is not Role.ADMIN:
-        raise Forbidden("Only administrators manage DICOM peers.")
+        audit.forbid("dicom.peer.create" if peer is None else "dicom.peer.update", by=by, resource_type="DicomPeer",
+                     error=Forbidden("Only administrators manage DICOM peers."))
     ae_title, host = ae_title.strip(), host.strip()
     errors: dict[str, list[str]] = {}
     if not AE_TITLE.match(ae_title):

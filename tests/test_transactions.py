@@ -1,0 +1,32 @@
+"""The request boundary commits (``app.transactions``): a request whose commit fails is never answered as a
+success, and nothing of it stays."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+
+from app import db
+from app.pharmacy.models import StockBatch
+from app.prescriptions.models import Drug
+
+
+def test_a_failed_commit_at_the_request_boundary_is_not_answered_as_success(app, client, factories, login,
+                                                                          monkeypatch):
+    pharmacist = factories.pharmacist()
+    login(client, pharmacist)
+    drug_id = db.session.scalar(sa.select(Drug.id).limit(1))
+    real_commit = db.session.commit
+
+    def failing_commit() -> None:
+        raise sa.exc.OperationalError("COMMIT", {}, Exception("connection lost"))
+
+    monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)  # as in production: the error page answers
+    monkeypatch.setattr(db.session, "commit", failing_commit)
+    resp = client.post("/api/v1/pharmacy/stock", json={
+        "drug_id": drug_id, "lot": "LOT-BOUNDARY", "expires_on": (date.today() + timedelta(days=300)).isoformat(),
+        "quantity": 10})
+    monkeypatch.setattr(db.session, "commit", real_commit)
+    assert resp.status_code >= 500
+    assert db.session.scalar(sa.select(StockBatch).where(StockBatch.lot == "LOT-BOUNDARY")) is None
