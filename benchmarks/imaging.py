@@ -84,7 +84,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", "4", "--bind",
+            [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", "8", "--bind",
              f"127.0.0.1:{self.port}", "wsgi:app"], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         wait_http(f"{self.url}/healthz")
