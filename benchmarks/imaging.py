@@ -43,7 +43,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 30) -> None:
+def wait_http(url: str, timeout: float = 120) -> None:
+    """Wait for a server to answer (a loaded two-core machine can take over 30 s to import the app)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
