@@ -43,7 +43,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 30) -> None:
+def wait_http(url: str, timeout: float = 120) -> None:
+    """Wait for a server to answer (a loaded two-core machine can take over 30 s to import the app)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -84,7 +85,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", "4", "--bind",
+            [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", "8", "--bind",
              f"127.0.0.1:{self.port}", "wsgi:app"], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         wait_http(f"{self.url}/healthz")

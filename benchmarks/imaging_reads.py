@@ -1,8 +1,8 @@
 """DICOMweb read latency of this checkout against another one, measured side by side.
 
 ``python benchmarks/imaging_reads.py OTHER_CHECKOUT`` (e.g. after ``git worktree add /tmp/base main``) serves
-both checkouts with gunicorn (2 workers x 4 threads each) on one fresh PostgreSQL database with 10,000 indexed
-studies, then times QIDO exact match, a WADO-RS frame (512x512x16) and a rendered JPEG against each in
+both checkouts with gunicorn (2 workers x 8 threads each, as in deploy/) on one fresh PostgreSQL database with
+10,000 indexed studies, then times QIDO exact match, a WADO-RS frame (512x512x16) and a rendered JPEG against each in
 alternating blocks, so both see the same load. On a shared machine single runs of ``benchmarks/imaging.py``
 swing with the load; this comparison does not. Both checkouts must share the database schema; the other one
 runs with this checkout's interpreter. ``BENCH_ROUNDS`` and ``BENCH_BLOCK`` set the rounds and block size.

@@ -164,6 +164,41 @@ def test_rendered_cache_keys_and_access(client: Any, login: Any, factories: Any,
     assert client.get(f"{base}/rendered").status_code == 404
 
 
+def test_frames_and_renders_revalidate_by_etag_and_stay_audited(client: Any, login: Any, factories: Any,
+                                                                 scans: dict[str, Any]) -> None:
+    """A viewer that has a frame or a render already gets 304 without the bytes; each revalidation is still an
+    audited read, and an outsider holding the tag still gets nothing."""
+    import sqlalchemy as sa
+
+    from app import db
+    from app.audit.models import AuditEvent
+
+    def reads(action: str) -> int:
+        return db.session.scalar(sa.select(sa.func.count()).where(
+            AuditEvent.action == action, AuditEvent.actor_id == scans["doctor"].id)) or 0
+
+    login(client, scans["doctor"])
+    inst = _qido(client, f"/dicomweb/studies/{scans['a']}/series/{scans['series']}/instances")[0]
+    base = f"/dicomweb/studies/{scans['a']}/series/{scans['series']}/instances/{inst['00080018']['Value'][0]}"
+    for url, headers, action in [(f"{base}/frames/1", {"Accept": ACCEPT_FRAMES}, "imaging.frames.read"),
+                                 (f"{base}/rendered", {"Accept": "image/jpeg"}, "imaging.rendered.read")]:
+        first = client.get(url, headers=headers)
+        etag = first.headers["ETag"]
+        assert first.status_code == 200 and "immutable" in first.headers["Cache-Control"]
+        assert "private" in first.headers["Cache-Control"]
+        before = reads(action)
+        again = client.get(url, headers=headers | {"If-None-Match": etag})
+        assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
+        assert reads(action) == before + 1
+        assert client.get(url, headers=headers | {"If-None-Match": 'W/"something-else"'}).status_code == 200
+    rendered_tag = client.get(f"{base}/rendered").headers["ETag"]
+    assert client.get(f"{base}/rendered?window=-600,1500").headers["ETag"] != rendered_tag
+    assert client.get(f"{base}/rendered", headers={"Accept": "image/png"}).headers["ETag"] != rendered_tag
+    client.post("/sign-out")
+    login(client, factories.doctor())
+    assert client.get(f"{base}/rendered", headers={"If-None-Match": rendered_tag}).status_code == 404
+
+
 def test_lru_evicts_oldest_by_cost() -> None:
     from app.imaging.dicomweb.headers import Lru
 

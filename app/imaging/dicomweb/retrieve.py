@@ -5,6 +5,7 @@ Every read is authorised and audited by :mod:`app.imaging.service` before a byte
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import uuid
@@ -109,6 +110,40 @@ def _multipart_in_memory(ctype: str, parts: list[bytes]) -> Response:
     resp = Response(chunks, mimetype=None,
                     content_type=f'multipart/related; type="{ctype.split(";")[0]}"; boundary={boundary}')
     resp.content_length = sum(len(c) for c in chunks)
+    return resp
+
+
+# Stored content never changes under its SOP Instance UID (a different object sent under the same UID is refused
+# and the original kept), so what is derived from it is cached by the viewer's browser and revalidated by ETag.
+# ``private``: a shared proxy never keeps patient images; a day, so a browser does not keep them for longer.
+IMMUTABLE = "private, max-age=86400, immutable"
+
+
+def _etag(inst: Instance, *parts: object) -> str:
+    """The entity tag of a representation of ``inst``: its content hash and a digest of what was asked of it.
+
+    Used as a weak tag: the same frames come in a multipart body whose boundary differs from one answer to the
+    next, equivalent but not byte for byte the same.
+    """
+    asked = hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+    return f"{inst.sha256[:32]}-{asked}"
+
+
+def _not_modified(etag: str) -> Response | None:
+    """A 304 when the client already has this representation (checked after the read is authorised and
+    audited: a revalidation is a read too)."""
+    if not request.if_none_match.contains_weak(etag):
+        return None
+    resp = Response(status=304)
+    resp.set_etag(etag, weak=True)
+    resp.headers["Cache-Control"] = IMMUTABLE
+    return resp
+
+
+def _cacheable(resp: Response, etag: str) -> Response:
+    resp.set_etag(etag, weak=True)
+    resp.headers["Cache-Control"] = IMMUTABLE
+    resp.vary.add("Accept")
     return resp
 
 
@@ -253,6 +288,9 @@ def frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Re
         media = COMPRESSED_MEDIA.get(ts, "application/octet-stream")
         raise NotAcceptable(f"These frames are available as {media} in {ts} (as stored) or as "
                             f"application/octet-stream in {EXPLICIT_LE} (decompressed), with multipart/related.")
+    etag = _etag(inst, "frames", ",".join(map(str, numbers)), how)
+    if (unchanged := _not_modified(etag)) is not None:
+        return unchanged
     if ts in NATIVE_LE and inst.pixel_data_offset:
         data = _native_frames(inst, numbers, shared_header(inst))
         ctype = f"application/octet-stream; transfer-syntax={EXPLICIT_LE}"
@@ -268,7 +306,7 @@ def frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Re
             logger.warning("could not decode frames of instance %s", inst.id, exc_info=True)
             raise NotAcceptable(f"These frames cannot be decompressed here; ask for transfer-syntax={ts}.") from None
         ctype = f"application/octet-stream; transfer-syntax={EXPLICIT_LE}"
-    return _multipart_in_memory(ctype, data)
+    return _cacheable(_multipart_in_memory(ctype, data), etag)
 
 
 # ---------------------------------------------------------------- rendered
@@ -345,9 +383,11 @@ def _render_uncached(inst: Instance, frame: int, *, window: tuple[float, float] 
 def rendered(study_uid: str, series_uid: str, sop_uid: str, frame: int = 1) -> Response:
     media_type = _rendered_type()
     viewport = _viewport() or ((128, 128) if request.path.endswith("/thumbnail") else None)
+    window = _window()
     inst = service.get_instance(study_uid, series_uid, sop_uid, by=current_user, action="imaging.rendered.read")
     db.session.commit()
-    data = render_instance(inst, frame, window=_window(), media_type=media_type, viewport=viewport)
-    resp = Response(data, mimetype=media_type)
-    resp.headers["Cache-Control"] = "private, max-age=300"
-    return resp
+    etag = _etag(inst, "rendered", frame, window, media_type, viewport)
+    if (unchanged := _not_modified(etag)) is not None:
+        return unchanged
+    data = render_instance(inst, frame, window=window, media_type=media_type, viewport=viewport)
+    return _cacheable(Response(data, mimetype=media_type), etag)
