@@ -8,10 +8,11 @@ import requests
 from flask import current_app
 
 from app.errors import AppError
+from app.i18n import N_
 
 
 class MediaUnavailable(AppError):
-    status, slug, title = 503, "media-unavailable", "The media service is not reachable"
+    status, slug, title = 503, "media-unavailable", N_("The media service is not reachable")
 
 
 class MediaUnreachable(MediaUnavailable):
