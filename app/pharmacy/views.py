@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -54,7 +55,8 @@ def start(rx_id: int) -> Response:
         return redirect(url_for("pharmacy.queue"))
     db.session.commit()
     if dispense.quantity < dispense.quantity_requested:
-        flash(f"Partial dispense: {dispense.quantity} of {dispense.quantity_requested} in stock.", "warn")
+        flash(_("Partial dispense: %(quantity)s of %(requested)s in stock.", quantity=dispense.quantity,
+                requested=dispense.quantity_requested), "warn")
     return redirect(url_for("pharmacy.dispense", dispense_id=dispense.id))
 
 
@@ -94,7 +96,7 @@ def set_status(dispense_id: int) -> Response:
         flash(_message(exc), "error")
     else:
         db.session.commit()
-        flash(f"Dispense is now: {d.status.label}.", "success")
+        flash(_("Dispense is now: %(status)s.", status=_(d.status.label)), "success")
     return redirect(url_for("pharmacy.dispense", dispense_id=dispense_id))
 
 
@@ -120,7 +122,7 @@ def handover(dispense_id: int) -> Response | tuple[str, int]:
         flash(exc.detail, "error")
         return redirect(url_for("pharmacy.dispense", dispense_id=dispense_id))
     db.session.commit()
-    flash(f"Handed over {d.quantity} units.", "success")
+    flash(_("Handed over %(quantity)s units.", quantity=d.quantity), "success")
     return redirect(url_for("pharmacy.dispense", dispense_id=dispense_id))
 
 
@@ -190,7 +192,7 @@ def stock() -> tuple[str, int] | Response:
             errors = exc.errors or {"": [exc.detail]}
         else:
             db.session.commit()
-            flash("Batch booked in.", "success")
+            flash(_("Batch booked in."), "success")
             return redirect(url_for("pharmacy.stock"))
     batches = service.stock(by=current_user)
     today = date.today()

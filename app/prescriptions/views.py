@@ -9,6 +9,7 @@ from typing import Any
 import qrcode
 import qrcode.image.svg
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -130,7 +131,7 @@ def edit(rx_id: int) -> BaseResponse | tuple[str, int]:
     """Change a draft before signing (a signed prescription is stopped and written again instead)."""
     rx = service.get(rx_id, by=current_user, action="prescription.update", audit_read=False)
     return _draft_page(rx.patient, lambda data: service.update_draft(rx, data, by=current_user), rx=rx,
-                       saved="Draft saved. Check it again before signing.")
+                       saved=_("Draft saved. Check it again before signing."))
 
 
 @bp.get("/prescriptions/<int:rx_id>")
@@ -167,7 +168,7 @@ def sign(rx_id: int) -> BaseResponse | tuple[str, int]:
         flash(exc.detail, "error")
         return redirect(url_for("prescriptions.detail", rx_id=rx_id))
     db.session.commit()
-    flash("Prescription signed. The pharmacy can now dispense it.", "success")
+    flash(_("Prescription signed. The pharmacy can now dispense it."), "success")
     return redirect(url_for("prescriptions.detail", rx_id=rx_id))
 
 
@@ -183,7 +184,7 @@ def set_status(rx_id: int) -> BaseResponse:
         flash(" ".join(m for msgs in (exc.errors or {}).values() for m in msgs) or exc.detail, "error")
     else:
         db.session.commit()
-        flash(f"Prescription is now {rx.status.value}.", "success")
+        flash(_("Prescription is now %(status)s.", status=_(rx.status.value)), "success")
     return redirect(url_for("prescriptions.detail", rx_id=rx_id))
 
 

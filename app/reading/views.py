@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -70,8 +71,8 @@ def new(study_uid: str) -> BaseResponse | tuple[str, int]:
             errors, status = exc.errors or {"": [exc.detail]}, exc.status
         else:
             db.session.commit()
-            target = req.assigned_to.full_name if req.assigned_to else "the reading pool"
-            flash(f"Sent to {target} as {req.priority.label}.", "success")
+            target = req.assigned_to.full_name if req.assigned_to else _("the reading pool")
+            flash(_("Sent to %(target)s as %(priority)s.", target=target, priority=_(req.priority.label)), "success")
             return redirect(url_for("reading.detail", request_id=req.id))
     context = {"study": study, "doctors": service.readers(), "priorities": list(Priority), "errors": errors,
                "form": request.form}
@@ -154,7 +155,7 @@ def claim(request_id: int) -> BaseResponse:
         db.rollback()
         flash(exc.detail, "error")
         return redirect(url_for("reading.worklist"))
-    return _after(request_id, None, "You have this request. Write the report beside the images.")
+    return _after(request_id, None, _("You have this request. Write the report beside the images."))
 
 
 def _report_input() -> service.ReportInput:
@@ -178,7 +179,7 @@ def save(request_id: int) -> BaseResponse:
         return _after(request_id, exc, "")
     db.session.commit()  # what the doctor typed is kept even if signing is refused below
     if request.form.get("action") != "sign":
-        return _after(request_id, None, "Saved as preliminary.")
+        return _after(request_id, None, _("Saved as preliminary."))
     try:
         service.sign(req, by=current_user, code=request.form.get("code"),
                      critical=request.form.get("critical") == "on",
@@ -189,8 +190,8 @@ def save(request_id: int) -> BaseResponse:
     db.session.commit()
     assert req.report is not None
     written = outputs.write_back(req.report, by=current_user)
-    return _after(request_id, None, "Report signed." + ("" if written else
-                  " It could not be stored in the study yet; that is retried automatically."))
+    return _after(request_id, None, _("Report signed.") + ("" if written else
+                  " " + _("It could not be stored in the study yet; that is retried automatically.")))
 
 
 @bp.post("/reading/<int:request_id>/addendum")
@@ -201,7 +202,7 @@ def addendum(request_id: int) -> BaseResponse:
         service.add_addendum(req, by=current_user, body=request.form.get("text", ""), code=request.form.get("code"))
     except AppError as exc:
         return _after(request_id, exc, "")
-    return _after(request_id, None, "Addendum signed.")
+    return _after(request_id, None, _("Addendum signed."))
 
 
 @bp.post("/reading/<int:request_id>/acknowledge")
@@ -212,7 +213,7 @@ def acknowledge(request_id: int) -> BaseResponse:
         service.acknowledge_critical(req, by=current_user)
     except AppError as exc:
         return _after(request_id, exc, "")
-    return _after(request_id, None, "Critical result acknowledged; the reporting doctor is told.")
+    return _after(request_id, None, _("Critical result acknowledged; the reporting doctor is told."))
 
 
 @bp.post("/reading/<int:request_id>/cancel")
@@ -223,7 +224,7 @@ def cancel(request_id: int) -> BaseResponse:
         service.cancel(req, by=current_user, reason=request.form.get("reason"))
     except AppError as exc:
         return _after(request_id, exc, "")
-    return _after(request_id, None, "Request cancelled.")
+    return _after(request_id, None, _("Request cancelled."))
 
 
 def _signed_report(request_id: int, action: str) -> ReadingRequest:
