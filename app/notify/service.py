@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from flask_babel import force_locale, gettext
 
 from app import db
-from app.i18n import locale_of
 from app.auth.models import User
+from app.i18n import locale_of
 from app.notify.models import Notification, NotificationStatus
 
 logger = logging.getLogger(__name__)
