@@ -76,10 +76,10 @@ def test_the_switcher_needs_the_csrf_token(client: Any) -> None:
 
 def test_every_page_has_the_switcher(client: Any, factories: Any, login: Any) -> None:
     page = _text(client.get("/sign-in"))
-    assert 'action="/language"' in page and 'value="zh_Hans"' in page and "简体中文" in page
+    assert 'action="/language"' in page and 'name="locale" value="zh_Hans"' in page and "简体中文" in page
     login(client, factories.patient(with_account=True).user)
     page = _text(client.get("/me", headers=ZH))
-    assert 'action="/language"' in page and 'value="en"' in page and "English" in page
+    assert 'action="/language"' in page and 'name="locale" value="en"' in page and 'value="English"' in page
 
 
 def test_a_problem_json_title_is_in_the_readers_language(client: Any) -> None:
