@@ -3,8 +3,14 @@ SHELL := /bin/bash
 UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PYTEST := .venv/bin/pytest
+PYBABEL := .venv/bin/pybabel
+# Catalogue keywords: _ / gettext / ngettext (defaults), lazy labels, strings marked where defined, notifications,
+# navigation labels.
+BABEL_KEYWORDS := -k _l -k N_ -k Message -k add_nav
+PO_FILES := $(wildcard app/translations/*/LC_MESSAGES/messages.po)
+MO_FILES := $(PO_FILES:.po=.mo)
 
-.PHONY: run test test-pg test-sqlite install lint bench fuzz clean
+.PHONY: run test test-pg test-sqlite install lint bench fuzz clean translations
 
 run: install ## migrate, seed the demo on first run, serve everything at http://127.0.0.1:5000
 	.venv/bin/hospital run
@@ -13,7 +19,7 @@ test: install tests/npm/node_modules/.installed tests/npm/ohif/node_modules/.ins
 	$(PYTEST)
 	TEST_DB=sqlite $(PYTEST) -m smoke
 
-install: .venv/.installed
+install: .venv/.installed $(MO_FILES)
 
 .venv/.installed: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
@@ -30,6 +36,14 @@ tests/npm/ohif/node_modules/.installed: tests/npm/ohif/package.json tests/npm/oh
 .tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+translations: .venv/.installed ## re-extract every marked string, merge it into each catalogue, compile them
+	$(PYBABEL) extract -F babel.cfg $(BABEL_KEYWORDS) --no-location --sort-output --no-wrap -o app/translations/messages.pot .
+	$(PYBABEL) update -i app/translations/messages.pot -d app/translations --no-fuzzy-matching --ignore-obsolete --no-wrap
+	$(PYBABEL) compile -d app/translations --statistics
+
+app/translations/%/LC_MESSAGES/messages.mo: app/translations/%/LC_MESSAGES/messages.po .venv/.installed
+	$(PYBABEL) compile -d app/translations -l $* --statistics
 
 lint: install
 	.venv/bin/ruff check app media storage migrations tests benchmarks wsgi.py

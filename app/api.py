@@ -19,6 +19,7 @@ from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response as BaseResponse
 
 from app.errors import PROBLEM_JSON, AppError, PayloadTooLarge, UnsupportedMediaType
+from app.i18n import N_
 
 API_MAX_BODY = 256 * 1024
 DB_ID_MAX = 2**31 - 1
@@ -26,7 +27,7 @@ DB_ID_MAX = 2**31 - 1
 
 
 class MalformedBody(AppError):
-    status, slug, title = 400, "malformed-body", "The request body could not be read"
+    status, slug, title = 400, "malformed-body", N_("The request body could not be read")
 
 
 def digits_up_to(limit: int) -> str:

@@ -11,11 +11,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask, Response, current_app, g, jsonify, render_template, request
-from flask_babel import gettext as _
+from flask_babel import gettext
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from app import db
+from app.i18n import N_
 
 logger = logging.getLogger(__name__)
 
@@ -42,42 +43,44 @@ class AppError(Exception):
     def __init__(self, detail: str | None = None, *, errors: dict[str, list[str]] | None = None,
                  headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
-        self.detail = detail or self.title
-        self.errors = errors
+        # Shown to the person who made the request, in their language (unchanged outside a request, or when the
+        # catalogue has no such text).
+        self.detail = gettext(detail or self.title)
+        self.errors = {k: [gettext(m) for m in v] for k, v in errors.items()} if errors else errors
         self.headers = headers or {}
         self.extra = extra
 
 
 class ValidationFailed(AppError):
-    status, slug, title = 422, "validation-failed", "Some fields need attention"
+    status, slug, title = 422, "validation-failed", N_("Some fields need attention")
 
 
 class NotFound(AppError):
-    status, slug, title = 404, "not-found", "Not found"
+    status, slug, title = 404, "not-found", N_("Not found")
 
 
 class Forbidden(AppError):
-    status, slug, title = 403, "forbidden", "You do not have access to this"
+    status, slug, title = 403, "forbidden", N_("You do not have access to this")
 
 
 class Unauthorized(AppError):
-    status, slug, title = 401, "unauthorized", "Sign-in required"
+    status, slug, title = 401, "unauthorized", N_("Sign-in required")
 
 
 class Conflict(AppError):
-    status, slug, title = 409, "conflict", "This conflicts with the current state"
+    status, slug, title = 409, "conflict", N_("This conflicts with the current state")
 
 
 class TooManyRequests(AppError):
-    status, slug, title = 429, "too-many-requests", "Too many attempts"
+    status, slug, title = 429, "too-many-requests", N_("Too many attempts")
 
 
 class PayloadTooLarge(AppError):
-    status, slug, title = 413, "payload-too-large", "The upload is larger than allowed"
+    status, slug, title = 413, "payload-too-large", N_("The upload is larger than allowed")
 
 
 class UnsupportedMediaType(AppError):
-    status, slug, title = 415, "unsupported-media-type", "Unsupported content type"
+    status, slug, title = 415, "unsupported-media-type", N_("Unsupported content type")
 
 
 def wants_problem_json() -> bool:
@@ -95,9 +98,9 @@ def problem_response(status: int, slug: str, title: str, detail: str, *,
                      extra: dict[str, Any] | None = None) -> Response:
     body: dict[str, Any] = {
         "type": f"/problems/{slug}",
-        "title": title,
+        "title": gettext(title),
         "status": status,
-        "detail": detail,
+        "detail": gettext(detail),
         "instance": request.path,
     }
     if errors:
@@ -132,8 +135,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def _csrf_error(exc: CSRFError) -> Response:
         _rollback_keeping_audit()
-        return problem_response(400, "csrf-failed", "The form expired or was not sent from this site",
-                                "Reload the page and try again.")
+        return problem_response(400, "csrf-failed", N_("The form expired or was not sent from this site"),
+                                N_("Reload the page and try again."))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
@@ -153,7 +156,7 @@ def register_error_handlers(app: Flask) -> None:
         detail = exc.description or exc.name
         slug = title.lower().replace(" ", "-")
         if status == 422:
-            title, slug, detail = ValidationFailed.title, ValidationFailed.slug, "Check the named fields."
+            title, slug, detail = ValidationFailed.title, ValidationFailed.slug, N_("Check the named fields.")
         headers = {k: v for k, v in exc.get_headers() if k.lower() in ("allow", "www-authenticate", "retry-after")}
         return problem_response(status, slug, title, detail, errors=errors, headers=headers)
 
@@ -162,8 +165,8 @@ def register_error_handlers(app: Flask) -> None:
     def _out_of_range(exc: Exception) -> Response:
         """A number or text the database cannot hold (an id past its range, say) is the client's error."""
         _rollback_keeping_audit()
-        return problem_response(422, "value-out-of-range", "A value is out of range",
-                                "A number or text in the request is larger than a record can hold.")
+        return problem_response(422, "value-out-of-range", N_("A value is out of range"),
+                                N_("A number or text in the request is larger than a record can hold."))
 
     @app.errorhandler(sa.exc.OperationalError)
     @app.errorhandler(sa.exc.InterfaceError)
@@ -174,8 +177,8 @@ def register_error_handlers(app: Flask) -> None:
         db.discard_session()
         # Show the page as to a signed-out visitor: loading the account (and its language) needs the database.
         g._login_user = current_app.login_manager.anonymous_user()  # type: ignore[attr-defined]
-        return problem_response(503, "database-unavailable", _("The service is briefly unavailable"),
-                                _("Nothing was saved from this request. Try again in a few seconds."),
+        return problem_response(503, "database-unavailable", N_("The service is briefly unavailable"),
+                                N_("Nothing was saved from this request. Try again in a few seconds."),
                                 headers={"Retry-After": "5"})
 
     @app.errorhandler(Exception)
@@ -185,5 +188,5 @@ def register_error_handlers(app: Flask) -> None:
             db.session.rollback()
         except Exception:  # noqa: BLE001 - the response must go out whatever the session's state
             logger.exception("rollback failed")
-        return problem_response(500, "internal-error", "Something went wrong on our side",
-                                "The error was logged. Nothing was saved from this request.")
+        return problem_response(500, "internal-error", N_("Something went wrong on our side"),
+                                N_("The error was logged. Nothing was saved from this request."))

@@ -15,9 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 from babel import Locale
 from babel import dates as babel_dates
-from flask import Flask, g, has_request_context, request, session
-from flask_babel import Babel, get_locale, get_timezone
+from flask import Blueprint, Flask, g, has_request_context, redirect, request, session
+from flask_babel import Babel, get_locale, get_timezone, gettext
 from flask_login import current_user
+from werkzeug.wrappers import Response
 
 from app import db
 
@@ -26,9 +27,35 @@ LANGUAGES: dict[str, str] = {"en": "en", "zh_Hans": "zh-Hans"}
 # Accept-Language tags a browser sends for each catalogue (Chinese browsers usually send zh-CN).
 _BROWSER_TAGS: dict[str, str] = {"en": "en", "zh": "zh_Hans", "zh-cn": "zh_Hans", "zh-hans": "zh_Hans",
                                  "zh-sg": "zh_Hans", "zh-hans-cn": "zh_Hans"}
+# The name of each language in itself, for the switcher.
+LANGUAGE_NAMES: dict[str, str] = {"en": "English", "zh_Hans": "简体中文"}
 DEFAULT_TIMEZONE = "UTC"
 
 babel = Babel()
+bp = Blueprint("i18n", __name__)
+
+
+def N_(message: str) -> str:  # noqa: N802 - the usual gettext name for "mark only"
+    """Mark a string for the catalogue where it is defined; it is translated where it is shown."""
+    return message
+
+
+# Words that reach pages from data (enum labels, status values, HTTP reason phrases): marked here so the catalogue
+# has them, translated where they are shown (``gettext(label)``).
+DYNAMIC_WORDS = (
+    N_("Patient"), N_("Doctor"), N_("Clinic staff"), N_("Pharmacist"), N_("Admin"), N_("Consult guest"),
+    N_("Proposed"), N_("Booked"), N_("Checked in"), N_("Fulfilled"), N_("Cancelled"), N_("No-show"),
+    N_("Ready for pickup"), N_("Handed over"), N_("Being prepared"), N_("On hold"), N_("Declined"),
+    N_("Routine"), N_("Urgent"), N_("Waiting"), N_("Being read"), N_("Preliminary"), N_("Final"), N_("Amended"),
+    N_("Requested"), N_("Female"), N_("Male"), N_("Other"), N_("Unknown"), N_("Mild"), N_("Moderate"), N_("Severe"),
+    N_("Allergy"), N_("Condition"), N_("Medication"),
+    N_("draft"), N_("active"), N_("on-hold"), N_("cancelled"), N_("completed"), N_("stopped"),
+    N_("Bad Request"), N_("Not Found"), N_("Method Not Allowed"), N_("Unauthorized"), N_("Forbidden"),
+    N_("Request Entity Too Large"), N_("Too Many Requests"), N_("Unsupported Media Type"), N_("Conflict"),
+    N_("Gone"), N_("Not Acceptable"), N_("Internal Server Error"), N_("Service Unavailable"),
+    N_("The requested URL was not found on the server. If you entered the URL manually please check your spelling "
+       "and try again."),
+)
 
 
 def select_locale() -> str:
@@ -74,17 +101,44 @@ def html_lang(locale: str) -> str:
     return LANGUAGES.get(locale, "en")
 
 
+def translated(word: str) -> str:
+    """A word that comes from data (an enum label, a field name), marked where it is defined, in today's language."""
+    return gettext(word)
+
+
+def _safe_next(target: str | None) -> str:
+    """Back to the page the switcher was on: a path on this site only, never another host."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+@bp.post("/language")
+def choose_language() -> Response:
+    """The switcher in the header: this browser keeps the choice, and a signed-in user's account too."""
+    locale = request.form.get("locale", "")
+    if locale in LANGUAGES:
+        session["locale"] = locale
+        if current_user and current_user.is_authenticated and hasattr(current_user, "locale"):
+            current_user.locale = locale
+            db.session.commit()
+    return redirect(_safe_next(request.form.get("next")), code=303)
+
+
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", "translations")
     app.config.setdefault("BABEL_DEFAULT_LOCALE", "en")
     app.config.setdefault("BABEL_DEFAULT_TIMEZONE", DEFAULT_TIMEZONE)
     babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
     init_time_filters(app)
+    app.jinja_env.policies["ext.i18n.trimmed"] = True
+    app.jinja_env.filters["translated"] = translated
+    app.register_blueprint(bp)
 
     @app.context_processor
-    def _language() -> dict[str, str]:
+    def _language() -> dict[str, object]:
         locale = str(get_locale() or "en")
-        return {"current_locale": locale, "html_lang": html_lang(locale)}
+        return {"current_locale": locale, "html_lang": html_lang(locale), "language_names": LANGUAGE_NAMES}
 
 
 # ---------------------------------------------------------------- time zones and the times shown in them

@@ -22,6 +22,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask_babel import gettext as _
 from flask_login import current_user, logout_user
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -130,7 +131,7 @@ def chart_links(patient: Any) -> list[dict[str, str]]:
 
 
 def nav_items(user: User, account: bool = False) -> list[dict[str, object]]:
-    return [{"label": i.label, "url": url_for(i.endpoint), "endpoints": (i.endpoint,)}
+    return [{"label": _(i.label), "url": url_for(i.endpoint), "endpoints": (i.endpoint,)}
             for i in registry().nav if user.role in i.roles and i.account is account]
 
 
@@ -219,13 +220,13 @@ def init_request_hooks(app: Flask) -> None:
             if wants_problem_json():
                 return problem_response(401, "session-expired", "Session expired",
                                         f"Signed out after {minutes} minutes without activity.")
-            flash(f"You were signed out after {minutes} minutes without activity.", "info")
+            flash(_("You were signed out after %(minutes)s minutes without activity.", minutes=minutes), "info")
             return redirect(url_for("auth.sign_in"))
         if last_seen is None or now - datetime.fromisoformat(last_seen) >= LAST_SEEN_RESOLUTION:
             session["last_seen"] = now.isoformat()
         if (current_user.must_change_password and request.endpoint not in
                 ("auth.change_password", "auth.sign_out", "static") and not wants_problem_json()):
-            flash("Choose a new password before you continue.", "info")
+            flash(_("Choose a new password before you continue."), "info")
             return redirect(url_for("auth.change_password"))
         return None
 

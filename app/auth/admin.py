@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -53,7 +54,7 @@ def new_user() -> Response | tuple[str, int]:
             status = exc.status
         else:
             db.session.commit()
-            flash(f"Account created for {user.full_name}.", "success")
+            flash(_("Account created for %(name)s.", name=user.full_name), "success")
             return redirect(url_for("auth_admin.users"))
     elif request.method == "POST":
         status = 422
@@ -76,7 +77,7 @@ def user_detail(user_id: int) -> Response | tuple[str, int]:
             status = exc.status
         else:
             db.session.commit()
-            flash("Password reset. The user must choose a new one at next sign-in.", "success")
+            flash(_("Password reset. The user must choose a new one at next sign-in."), "success")
             return redirect(url_for("auth_admin.user_detail", user_id=user.id))
     elif request.method == "POST":
         status = 422
@@ -93,7 +94,7 @@ def reset_two_step(user_id: int) -> Response:
         mfa.remove(user, by=current_user)
         user.session_epoch += 1
         db.session.commit()
-        flash(f"Two-step sign-in reset for {user.full_name}.", "success")
+        flash(_("Two-step sign-in reset for %(name)s.", name=user.full_name), "success")
     return redirect(url_for("auth_admin.user_detail", user_id=user_id))
 
 
@@ -103,11 +104,12 @@ def set_active(user_id: int) -> Response:
     """Deactivate or reactivate an account."""
     form = ConfirmForm()
     if not form.validate_on_submit():
-        flash("The form expired; try again.", "error")
+        flash(_("The form expired; try again."), "error")
         return redirect(url_for("auth_admin.user_detail", user_id=user_id))
     user = service.get_user(user_id, by=current_user)
     active = request.form.get("active") == "1"
     service.set_active(user, active, by=current_user)
     db.session.commit()
-    flash(f"{user.full_name} is now {'active' if active else 'deactivated'}.", "success")
+    flash(_("%(name)s is now active.", name=user.full_name) if active
+          else _("%(name)s is now deactivated.", name=user.full_name), "success")
     return redirect(url_for("auth_admin.user_detail", user_id=user.id))

@@ -8,6 +8,7 @@ import sqlalchemy.orm as so
 
 from app.db import Base, IntPk, TimestampMixin, UtcTimestamp, str_enum, utcnow
 from app.facilities.models import Facility
+from app.i18n import translated
 
 
 class Role(enum.StrEnum):
@@ -21,7 +22,8 @@ class Role(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return {"clinic_staff": "Clinic staff", "guest": "Consult guest"}.get(self.value, self.value.capitalize())
+        return translated({"clinic_staff": "Clinic staff", "guest": "Consult guest"}.get(self.value,
+                                                                                  self.value.capitalize()))
 
     @property
     def is_staff(self) -> bool:

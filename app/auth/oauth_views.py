@@ -25,6 +25,8 @@ from flask import (
     session,
     url_for,
 )
+from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user, login_required, logout_user
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -54,6 +56,7 @@ from app.auth.oauth2 import (
 from app.errors import AppError, ValidationFailed
 from app.extensions import csrf
 from app.forms import AppForm
+from app.i18n import N_
 from app.patients import service as patients_service
 
 bp = Blueprint("oauth", __name__, template_folder="templates")
@@ -62,7 +65,7 @@ csrf.exempt(endpoints)  # client-authenticated back-channel endpoints, never cal
 
 
 class OAuthAuthorizeError(AppError):
-    status, slug, title = 400, "invalid-authorization-request", "This app's sign-in request is not valid"
+    status, slug, title = 400, "invalid-authorization-request", N_("This app's sign-in request is not valid")
 
 
 # ---------------------------------------------------------------- protocol endpoints
@@ -412,7 +415,7 @@ def end_session() -> Response:
         session.clear()
         if target:
             return redirect(target)
-        flash("You are signed out.", "info")
+        flash(_("You are signed out."), "info")
         return redirect(url_for("auth.sign_in"))
     carried = [(k, request.values[k]) for k in LOGOUT_PARAMS if request.values.get(k)]
     resp = make_response(render_template("auth/end_session.html", form=form, carried=carried))
@@ -442,10 +445,11 @@ def revoke_app(client_id: str) -> Response:
             count = service.revoke_app(current_user, client_id)
         except AppError:
             db.rollback()
-            flash("That app has no access to revoke.", "error")
+            flash(_("That app has no access to revoke."), "error")
         else:
             db.session.commit()
-            flash(f"Access withdrawn ({count} token{'s' if count != 1 else ''} revoked).", "success")
+            flash(ngettext("Access withdrawn (%(num)s token revoked).", "Access withdrawn (%(num)s tokens revoked).",
+                           count), "success")
     return redirect(url_for("oauth.connected_apps"))
 
 
@@ -551,7 +555,7 @@ def edit_client(client_pk: int) -> Response | tuple[str, int]:
         saved, status = _save(form, lambda: service.update_client(
             client, form.to_input(is_public=client.is_public), by=current_user))
         if saved is not None:
-            flash(f"{client.name} is saved.", "success")
+            flash(_("%(name)s is saved.", name=client.name), "success")
             return redirect(url_for("oauth.clients"))
     elif request.method == "POST":
         status = 422
@@ -583,7 +587,8 @@ def set_client_active(client_pk: int) -> Response:
         client = service.get_client(client_pk, by=current_user)
         service.set_active(client, request.form.get("active") == "1", by=current_user)
         db.session.commit()
-        flash(f"{client.name} is now {'active' if client.active else 'disabled'}.", "success")
+        flash(_("%(name)s is now active.", name=client.name) if client.active
+              else _("%(name)s is now disabled.", name=client.name), "success")
     return redirect(url_for("oauth.clients"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response
 from wtforms import BooleanField, SelectField, StringField
@@ -64,7 +65,7 @@ def revoke(credential_id: int) -> Response:
     if ConfirmForm().validate_on_submit():
         credential = service.revoke(credential_id, by=current_user)
         db.session.commit()
-        flash(f"{credential.name} can no longer connect.", "success")
+        flash(_("%(name)s can no longer connect.", name=credential.name), "success")
     return redirect(url_for("service_credentials.peers"))
 
 

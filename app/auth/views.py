@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response
 
@@ -83,7 +84,7 @@ def mfa_verify() -> Response | tuple[str, int]:
     """Second step: a TOTP or recovery code."""
     pending = _pending_user()
     if pending is None:
-        flash("Sign in with your password first.", "info")
+        flash(_("Sign in with your password first."), "info")
         return redirect(url_for("auth.sign_in"))
     user, next_url = pending
     form = MfaCodeForm()
@@ -179,7 +180,7 @@ def mfa_remove() -> Response:
             flash(exc.detail, "error")
         else:
             db.session.commit()
-            flash("Two-step sign-in is off.", "info")
+            flash(_("Two-step sign-in is off."), "info")
     return redirect(url_for("auth.mfa_settings"))
 
 
@@ -191,7 +192,7 @@ def sign_out() -> Response:
     db.session.commit()
     logout_user()
     session.clear()
-    flash("You are signed out.", "info")
+    flash(_("You are signed out."), "info")
     return redirect(url_for("auth.sign_in"))
 
 
@@ -212,7 +213,7 @@ def change_password() -> Response | tuple[str, int]:
         else:
             db.session.commit()
             login_user(user)  # the session epoch moved: re-issue this browser's session
-            flash("Your password was changed.", "success")
+            flash(_("Your password was changed."), "success")
             return redirect(url_for("web.home"))
     elif request.method == "POST":
         status = 422

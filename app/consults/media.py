@@ -16,12 +16,13 @@ from flask import current_app
 from app import db
 from app.consults.models import ConsultSession
 from app.errors import AppError
+from app.i18n import N_
 
 UNREACHABLE = "The consult cannot reach the media service. Try again shortly."
 
 
 class MediaUnavailable(AppError):
-    status, slug, title = 503, "media-unavailable", "The media service is not reachable"
+    status, slug, title = 503, "media-unavailable", N_("The media service is not reachable")
 
 
 class MediaUnreachable(MediaUnavailable):

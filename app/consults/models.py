@@ -8,6 +8,7 @@ import sqlalchemy.orm as so
 
 from app.auth.models import User
 from app.db import Base, IntPk, TimestampMixin, UtcTimestamp, str_enum
+from app.i18n import translated
 from app.patients.models import Patient
 
 
@@ -23,7 +24,7 @@ class AppointmentStatus(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return {"arrived": "Checked in", "noshow": "No-show"}.get(self.value, self.value.capitalize())
+        return translated({"arrived": "Checked in", "noshow": "No-show"}.get(self.value, self.value.capitalize()))
 
     @property
     def is_open(self) -> bool:

@@ -61,8 +61,8 @@ def tell_patient(appointment: Appointment, _by: User | None = None) -> None:
     user = appointment.patient.user
     exists = db.session.scalar(sa.select(VisitSummary.id).where(VisitSummary.appointment_id == appointment.id))
     if user is not None and exists is not None:
-        notify.enqueue(recipient=user, subject="Your visit summary",
-                       body="The doctor's summary of your video consult is ready under My health.")
+        notify.enqueue(recipient=user, subject=notify.Message("Your visit summary"),
+                       body=notify.Message("The doctor's summary of your video consult is ready under My health."))
 
 
 def of(appointment: Appointment) -> VisitSummary | None:

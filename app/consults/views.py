@@ -72,7 +72,7 @@ def book() -> Response | str:
     if current_user.role is Role.PATIENT:
         patient = patients.get_own_record(by=current_user, right=CaregiverRight.BOOK, action="appointment.create")
         if patient is None:
-            flash("No patient record is linked to your account yet; ask your clinic.", "error")
+            flash(_("No patient record is linked to your account yet; ask your clinic."), "error")
             return redirect(url_for("consults.index"))
     else:
         patient = patients.get_patient(request.values.get("patient_id", 0, type=int), by=current_user)
@@ -95,7 +95,7 @@ def book() -> Response | str:
 def _confirm_slot(start: datetime | None, act: Callable[[datetime], Appointment], message: str) -> Response | None:
     """The confirmation step's POST: book or move, commit, say so; None (with the reason flashed) if it failed."""
     if start is None:
-        flash("Choose a time first.", "error")
+        flash(_("Choose a time first."), "error")
         return None
     try:
         appt = act(start)
@@ -110,7 +110,7 @@ def _picker_state(slots: list[service.Slot], start: datetime | None, *, asked: b
     """What the slot picker shows: the chosen slot (then the confirmation step) or the day's free times."""
     chosen = next((s for s in slots if s.start == start), None)
     if start is not None and chosen is None and asked:
-        flash("That time is no longer free; choose another.", "error")
+        flash(_("That time is no longer free; choose another."), "error")
     zone = ZoneInfo(str(get_timezone()))
     wanted = picker.parse_day(request.values.get("day")) or (start.astimezone(zone).date() if start else None)
     return {"choice": picker.choose_day(slots, wanted, zone), "chosen": chosen,
@@ -148,7 +148,7 @@ def cancel(appointment_id: int) -> Response:
     except AppError as exc:
         _flash_error(exc)
     else:
-        flash("Appointment cancelled.", "success")
+        flash(_("Appointment cancelled."), "success")
     return redirect(request.referrer or url_for("consults.index"))
 
 
@@ -174,11 +174,11 @@ def availability() -> Response | str:
                                              slot_minutes=int(request.form.get("slot_minutes") or 15))
         except (KeyError, ValueError):
             db.rollback()
-            flash("Fill in every field with a valid value.", "error")
+            flash(_("Fill in every field with a valid value."), "error")
         except AppError as exc:
             _flash_error(exc)
         else:
-            flash("Availability saved.", "success")
+            flash(_("Availability saved."), "success")
             return redirect(url_for("consults.availability"))
     windows = service.windows_for(current_user)
     exceptions = service.exceptions_for(current_user)
@@ -220,7 +220,7 @@ def waiting(appointment_id: int) -> Response | str:
         except AppError as exc:
             _flash_error(exc)
         else:
-            flash("You are checked in.", "success")
+            flash(_("You are checked in."), "success")
         return redirect(url_for("consults.waiting", appointment_id=appointment_id))
     state = service.state(appt)
     participant = service.participant_of(appt, current_user)
@@ -248,7 +248,7 @@ def room(appointment_id: int) -> Response | str:
     state = service.state(appt)
     participant = service.participant_of(appt, current_user)
     if state["ended"]:
-        flash("This consult has ended.", "info")
+        flash(_("This consult has ended."), "info")
         return redirect(url_for("consults.today" if current_user.role is Role.DOCTOR else "consults.index"))
     if participant is None or (participant.kind is not ParticipantKind.DOCTOR and not state["admitted"]):
         return redirect(url_for("consults.waiting", appointment_id=appointment_id))
@@ -272,7 +272,7 @@ def end(appointment_id: int) -> Response:
     except AppError as exc:
         _flash_error(exc)
         return redirect(url_for("consults.room", appointment_id=appointment_id))
-    flash("Consult ended; the note is saved with the encounter.", "success")
+    flash(_("Consult ended; the note is saved with the encounter."), "success")
     return redirect(url_for("consults.today"))
 
 
@@ -298,7 +298,7 @@ def visit_summary(appointment_id: int) -> Response | str:
         except AppError as exc:
             _flash_error(exc)
         else:
-            flash("Visit summary saved. The patient sees it once the consult has ended.", "success")
+            flash(_("Visit summary saved. The patient sees it once the consult has ended."), "success")
         back = request.form.get("back")
         if back == "room" and appt.status is AppointmentStatus.ARRIVED:
             return redirect(url_for("consults.room", appointment_id=appointment_id))

@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -85,7 +86,7 @@ def request_imaging(patient_id: int) -> BaseResponse:
     patient = patients.get_patient(patient_id, by=current_user, action="patient.read", audit_read=False)
     form = ImagingOrderForm()
     if not form.validate_on_submit() or form.scheduled_at.data is None:
-        flash("Choose a modality, describe the procedure and give the date and time.", "error")
+        flash(_("Choose a modality, describe the procedure and give the date and time."), "error")
         return redirect(url_for("patients.chart", patient_id=patient.id))
     try:
         order = orders.create_order(patient, by=current_user, modality=form.modality.data or "",
@@ -97,9 +98,10 @@ def request_imaging(patient_id: int) -> BaseResponse:
         db.rollback()
         flash(" ".join(m for msgs in (exc.errors or {}).values() for m in msgs) or exc.detail, "error")
         return redirect(url_for("patients.chart", patient_id=patient.id))
-    reading = " It will be sent to be read when the scan arrives." if order.asks_to_be_read else ""
-    flash(f"{order.modality} requested for {format_when(order.scheduled_at)}, accession "
-          f"{order.accession_number}: it is on the scanner's worklist.{reading}", "success")
+    reading = " " + _("It will be sent to be read when the scan arrives.") if order.asks_to_be_read else ""
+    flash(_("%(modality)s requested for %(when)s, accession %(accession)s: it is on the scanner's worklist.",
+            modality=order.modality, when=format_when(order.scheduled_at),
+            accession=order.accession_number) + reading, "success")
     return redirect(url_for("patients.chart", patient_id=patient.id))
 
 
@@ -155,7 +157,7 @@ def link(study_id: int) -> str | BaseResponse:
         except ValidationFailed as exc:
             db.rollback()
             return _link_page(study_id, mrn, errors=exc.errors or {}, status=422)
-        flash("Scan filed to this patient's chart.", "success")
+        flash(_("Scan filed to this patient's chart."), "success")
         return redirect(url_for("patients.chart", patient_id=study.patient_id))
     return _link_page(study_id, mrn)
 
@@ -184,7 +186,7 @@ def unlink(study_id: int) -> BaseResponse:
     study = service.study_to_reconcile(study_id, by=current_user)
     chart = study.patient_id
     if commit_or_flash_error(lambda: service.unlink_study(study_id, by=current_user),
-                             "Scan taken off the chart. It is back under Unmatched scans."):
+                             _("Scan taken off the chart. It is back under Unmatched scans.")):
         return redirect(url_for("imaging.unmatched"))
     return redirect(url_for("patients.chart", patient_id=chart) if chart else url_for("imaging.unmatched"))
 
@@ -289,7 +291,7 @@ def dicom_peers() -> BaseResponse | tuple[str, int]:
     if form.validate_on_submit():
         saved = _save_peer(form, None)
         if saved is not None:
-            flash(f"DICOM peer {saved.ae_title} added.", "success")
+            flash(_("DICOM peer %(ae_title)s added.", ae_title=saved.ae_title), "success")
             return redirect(url_for("imaging.dicom_peers"))
         status = 422
     elif request.method == "POST":
@@ -308,7 +310,8 @@ def dicom_peer(peer_id: int) -> BaseResponse | tuple[str, int]:
     status = 200
     if form.validate_on_submit():
         if _save_peer(form, peer) is not None:
-            flash(f"DICOM peer {peer.ae_title} saved; the listener uses the change within seconds.", "success")
+            flash(_("DICOM peer %(ae_title)s saved; the listener uses the change within seconds.",
+                    ae_title=peer.ae_title), "success")
             return redirect(url_for("imaging.dicom_peers"))
         status = 422
     elif request.method == "POST":

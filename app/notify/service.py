@@ -5,6 +5,8 @@ A message is visible in the app at once but only sent after the change it announ
 is retried up to :data:`MAX_ATTEMPTS` times. Senders are pluggable by name: email (``HOSPITAL_NOTIFY_SENDER``)
 ``log`` (default; ids only in the application log) or ``smtp``; text messages (``HOSPITAL_SMS_SENDER``) ``log`` or
 ``http`` (a gateway: a JSON POST to ``HOSPITAL_SMS_GATEWAY_URL`` with ``HOSPITAL_SMS_GATEWAY_KEY`` as bearer).
+Text is written in the recipient's language (their own setting, else their facility's default) when the
+message is queued: pass a :class:`Message` (or a plain catalogue string).
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from __future__ import annotations
 import logging
 import smtplib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
 import requests
 import sqlalchemy as sa
+from flask_babel import force_locale, gettext
 
 from app import db
 from app.auth.models import User
+from app.i18n import locale_of
 from app.notify.models import Notification, NotificationStatus
 
 logger = logging.getLogger(__name__)
@@ -28,13 +33,37 @@ Sender = Callable[[Notification, Mapping[str, Any]], None]
 MAX_ATTEMPTS = 5
 
 
+@dataclass(frozen=True)
+class Message:
+    """A catalogue text and its values, written out in the recipient's language when it is queued. Values that are
+    themselves a :class:`Message` are written out in the same language."""
+
+    text: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, text: str, **values: Any) -> None:
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "values", values)
+
+    def render(self) -> str:
+        values = {k: render(v) if isinstance(v, Message) else v for k, v in self.values.items()}
+        return gettext(self.text, **values)
+
+
+def render(text: Message | str) -> str:
+    """The text in the current language (a plain string is looked up in the catalogue as it is)."""
+    return text.render() if isinstance(text, Message) else gettext(text)
+
+
 SMS = "sms"
 
 
-def enqueue(*, recipient: User, subject: str, body: str, channel: str = "email",
+def enqueue(*, recipient: User, subject: Message | str, body: Message | str, channel: str = "email",
             address: str | None = None) -> Notification:
-    """Queue a message for ``recipient``; a rolled-back change therefore notifies nobody. An ``sms`` goes to
-    ``address`` (a phone number) and is a copy: the app lists the email one."""
+    """Queue a message for ``recipient`` in their language; a rolled-back change therefore notifies nobody. An
+    ``sms`` goes to ``address`` (a phone number) and is a copy: the app lists the email one."""
+    with force_locale(locale_of(recipient)):
+        subject, body = render(subject), render(body)
     notification = Notification(recipient_id=recipient.id, subject=subject[:200], body=body, channel=channel,
                                 address=address)
     db.session.add(notification)

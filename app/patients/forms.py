@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time
 
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from wtforms import (
     BooleanField,
@@ -21,27 +22,27 @@ from app.patients.caregivers import LinkInput
 from app.patients.models import AllergySeverity, CaregiverRelationship, CaregiverRight, ConsentMethod, Sex
 from app.patients.service import PatientInput
 
-CHOOSE = ("", "Choose…")
+CHOOSE = ("", _l("Choose…"))
 """First option of a clinical choice: nothing is preselected, so nobody saves a guess by not looking."""
 SEVERITIES = ", ".join(s.value for s in AllergySeverity)
 
 
 class PatientForm(AppForm):
-    given_name = StringField("Given name", validators=[DataRequired(), Length(max=100)])
-    family_name = StringField("Family name", validators=[DataRequired(), Length(max=100)])
-    birth_date = DateField("Birth date", validators=[DataRequired(message="Enter the birth date.")])
-    sex = SelectField("Sex", choices=[CHOOSE, *[(s.value, s.value.capitalize()) for s in Sex]],
-                      validators=[DataRequired(message="Choose the patient's sex.")])
-    phone = StringField("Phone", validators=[Optional(), Length(max=32)])
-    email = StringField("Email", validators=[Optional(), Length(max=254)])
-    address = TextAreaField("Address", validators=[Optional(), Length(max=300)])
-    allergies = TextAreaField("Allergies (one per line: substance; severity; reaction)",
+    given_name = StringField(_l("Given name"), validators=[DataRequired(), Length(max=100)])
+    family_name = StringField(_l("Family name"), validators=[DataRequired(), Length(max=100)])
+    birth_date = DateField(_l("Birth date"), validators=[DataRequired(message=_l("Enter the birth date."))])
+    sex = SelectField(_l("Sex"), choices=[CHOOSE, *[(s.value, _l(s.value.capitalize())) for s in Sex]],
+                      validators=[DataRequired(message=_l("Choose the patient's sex."))])
+    phone = StringField(_l("Phone"), validators=[Optional(), Length(max=32)])
+    email = StringField(_l("Email"), validators=[Optional(), Length(max=254)])
+    address = TextAreaField(_l("Address"), validators=[Optional(), Length(max=300)])
+    allergies = TextAreaField(_l("Allergies (one per line: substance; severity; reaction)"),
                               validators=[Optional(), Length(max=2000)])
-    no_known_allergies = BooleanField("No known allergies (I asked the patient)")
-    conditions = TextAreaField("Conditions (one per line)", validators=[Optional(), Length(max=2000)])
-    medications = TextAreaField("Current medications (one per line: name; dosage)",
+    no_known_allergies = BooleanField(_l("No known allergies (I asked the patient)"))
+    conditions = TextAreaField(_l("Conditions (one per line)"), validators=[Optional(), Length(max=2000)])
+    medications = TextAreaField(_l("Current medications (one per line: name; dosage)"),
                                 validators=[Optional(), Length(max=2000)])
-    confirm_not_duplicate = BooleanField("I checked: this is a different person")
+    confirm_not_duplicate = BooleanField(_l("I checked: this is a different person"))
 
     def validate_allergies(self, field: Field) -> None:
         """Each line needs a substance and one of the severities: a missing severity is never guessed."""
@@ -49,18 +50,20 @@ class PatientForm(AppForm):
         for n, line in enumerate(_lines(field.data), 1):
             item = _allergy_line(line)
             if not item["substance"]:
-                problems.append(f"Line {n}: start with the substance.")
+                problems.append(_("Line %(n)s: start with the substance.", n=n))
             elif not item["severity"]:
-                problems.append(f"Line {n} ({item['substance']}): add the severity ({SEVERITIES}).")
+                problems.append(_("Line %(n)s (%(substance)s): add the severity (%(severities)s).", n=n,
+                                  substance=item["substance"], severities=SEVERITIES))
             elif item["severity"] not in {s.value for s in AllergySeverity}:
-                problems.append(f"Line {n} ({item['substance']}): the severity must be {SEVERITIES}, "
-                                f"not \"{item['severity']}\".")
+                problems.append(_("Line %(n)s (%(substance)s): the severity must be %(severities)s, "
+                                  "not \"%(severity)s\".",
+                                  n=n, substance=item["substance"], severities=SEVERITIES, severity=item["severity"]))
         if problems:
             raise ValidationError(" ".join(problems))
 
     def validate_no_known_allergies(self, field: Field) -> None:
         if field.data and _lines(self.allergies.data):
-            raise ValidationError("Untick this, or remove the allergies listed above.")
+            raise ValidationError(_("Untick this, or remove the allergies listed above."))
 
     def to_input(self) -> PatientInput:
         assert self.birth_date.data is not None
@@ -107,39 +110,40 @@ class DemographicsForm(PatientForm):
 
 
 class AllergyForm(AppForm):
-    substance = StringField("Substance", validators=[DataRequired(), Length(max=120)])
-    severity = SelectField("Severity", choices=[CHOOSE, *[(s.value, s.value.capitalize()) for s in AllergySeverity]],
-                           validators=[DataRequired(message="Choose how severe the reaction is.")])
-    reaction = StringField("Reaction", validators=[Optional(), Length(max=300)])
+    substance = StringField(_l("Substance"), validators=[DataRequired(), Length(max=120)])
+    severity = SelectField(_l("Severity"),
+                           choices=[CHOOSE, *[(s.value, _l(s.value.capitalize())) for s in AllergySeverity]],
+                           validators=[DataRequired(message=_l("Choose how severe the reaction is."))])
+    reaction = StringField(_l("Reaction"), validators=[Optional(), Length(max=300)])
 
 
 class ConditionForm(AppForm):
-    description = StringField("Condition", validators=[DataRequired(), Length(max=200)])
-    code = StringField("Code (ICD-10, optional)", validators=[Optional(), Length(max=32)])
-    onset_date = DateField("Onset", validators=[Optional()])
+    description = StringField(_l("Condition"), validators=[DataRequired(), Length(max=200)])
+    code = StringField(_l("Code (ICD-10, optional)"), validators=[Optional(), Length(max=32)])
+    onset_date = DateField(_l("Onset"), validators=[Optional()])
 
 
 class MedicationForm(AppForm):
-    name = StringField("Medication", validators=[DataRequired(), Length(max=120)])
-    dosage = StringField("Dosage", validators=[Optional(), Length(max=200)])
+    name = StringField(_l("Medication"), validators=[DataRequired(), Length(max=120)])
+    dosage = StringField(_l("Dosage"), validators=[Optional(), Length(max=200)])
 
 
 class AssignDoctorForm(AppForm):
-    doctor_id = SelectField("Doctor", coerce=int)
-    reason = StringField("Reason", validators=[Optional(), Length(max=200)])
+    doctor_id = SelectField(_l("Doctor"), coerce=int)
+    reason = StringField(_l("Reason"), validators=[Optional(), Length(max=200)])
 
 
 class PortalAccountForm(AppForm):
-    email = StringField("Patient's email", validators=[DataRequired(), Length(max=254)])
-    password = StringField("Temporary password", validators=[DataRequired(), Length(max=256)])
+    email = StringField(_l("Patient's email"), validators=[DataRequired(), Length(max=254)])
+    password = StringField(_l("Temporary password"), validators=[DataRequired(), Length(max=256)])
 
 
 class SearchForm(AppForm):
     class Meta:
         csrf = False
 
-    q = StringField("Name or MRN", validators=[Optional(), Length(max=100)])
-    birth_date = DateField("Birth date", validators=[Optional()])
+    q = StringField(_l("Name or MRN"), validators=[Optional(), Length(max=100)])
+    birth_date = DateField(_l("Birth date"), validators=[Optional()])
 
 
 class _Checkboxes(SelectMultipleField):

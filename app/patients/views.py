@@ -66,7 +66,7 @@ def register() -> Response | tuple[str, int]:
             status = exc.status
         else:
             db.session.commit()
-            flash(f"Registered {patient.display_name}, MRN {patient.mrn}.", "success")
+            flash(_("Registered %(name)s, MRN %(mrn)s.", name=patient.display_name, mrn=patient.mrn), "success")
             return redirect(url_for("patients.chart", patient_id=patient.id))
     elif request.method == "POST":
         status = 422
@@ -115,7 +115,7 @@ def edit(patient_id: int) -> Response | tuple[str, int]:
             status = exc.status
         else:
             db.session.commit()
-            flash("Details saved.", "success")
+            flash(_("Details saved."), "success")
             return redirect(url_for("patients.chart", patient_id=patient.id))
     elif request.method == "POST":
         status = 422
@@ -136,7 +136,7 @@ def _add_to_list(patient_id: int, kind: str) -> Response | tuple[str, int]:
             form.apply_error(exc)
         else:
             db.session.commit()
-            flash(f"{kind.capitalize()} added.", "success")
+            flash(_("%(kind)s added.", kind=_(kind.capitalize())), "success")
             return redirect(url_for("patients.chart", patient_id=patient.id) + f"#{kind}")
     context = _chart_context(patient_id)
     context[f"{kind}_form"] = form
@@ -171,7 +171,7 @@ def no_known_allergies(patient_id: int) -> Response:
     """Record that the patient was asked and has no known allergies."""
     patient = service.get_patient(patient_id, by=current_user, audit_read=False)
     commit_or_flash_error(lambda: service.record_no_known_allergies(patient, by=current_user),
-                          "Recorded: no known allergies.")
+                          _("Recorded: no known allergies."))
     return redirect(url_for("patients.chart", patient_id=patient_id) + "#allergy")
 
 
@@ -188,7 +188,7 @@ def set_status(patient_id: int, kind: str, item_id: int) -> Response:
         abort(404)
     service.set_clinical_status(item, request.form.get("status", ""), by=current_user)
     db.session.commit()
-    flash("Updated.", "success")
+    flash(_("Updated."), "success")
     return redirect(url_for("patients.chart", patient_id=patient.id))
 
 
@@ -202,9 +202,9 @@ def assign_doctor(patient_id: int) -> Response:
     if form.validate_on_submit():
         commit_or_flash_error(lambda: service.assign_doctor(patient, form.doctor_id.data, by=current_user,
                                                             reason=form.reason.data),
-                              "Doctor added to the care team.")
+                              _("Doctor added to the care team."))
     else:
-        flash("Choose a doctor.", "error")
+        flash(_("Choose a doctor."), "error")
     return redirect(url_for("patients.chart", patient_id=patient_id))
 
 
@@ -231,12 +231,12 @@ def portal_account(patient_id: int) -> Response | tuple[str, int]:
         except AppError as exc:
             db.rollback()
             if not exc.errors:  # nothing to correct in the form (e.g. the patient has an account already)
-                flash(f"Portal account not created: {exc.detail}", "error")
+                flash(_("Portal account not created: %(reason)s", reason=exc.detail), "error")
                 return redirect(url_for("patients.chart", patient_id=patient_id))
             form.apply_error(exc)
         else:
             db.session.commit()
-            flash("Portal account created. Give the patient the temporary password in person.", "success")
+            flash(_("Portal account created. Give the patient the temporary password in person."), "success")
             return redirect(url_for("patients.chart", patient_id=patient_id))
     context = _chart_context(patient_id)
     context["portal_form"] = form

@@ -11,6 +11,7 @@ import sqlalchemy.orm as so
 from app.auth.models import User
 from app.db import Base, IntPk, TimestampMixin, UtcTimestamp, str_enum
 from app.facilities.models import Facility
+from app.i18n import translated
 from app.prescriptions.models import Drug, Prescription
 
 
@@ -44,8 +45,9 @@ class DispenseStatus(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return {"in-progress": "Ready for pickup", "completed": "Handed over", "preparation": "Being prepared",
-                "on-hold": "On hold", "declined": "Declined", "cancelled": "Cancelled"}[self.value]
+        return translated({"in-progress": "Ready for pickup", "completed": "Handed over",
+                           "preparation": "Being prepared", "on-hold": "On hold", "declined": "Declined",
+                           "cancelled": "Cancelled"}[self.value])
 
 
 class Receiver(enum.StrEnum):

@@ -378,22 +378,28 @@ def _notify_status(dispense: Dispense, status: DispenseStatus) -> None:
     patient_user = rx.patient.user
     place = dispense.facility.name
     if status is DispenseStatus.IN_PROGRESS and patient_user is not None:
-        notify.enqueue(recipient=patient_user, subject="Your medicine is ready for pickup",
-                       body=f"Your medicine is ready at {place}. Open \"My prescriptions\" for your one-time "
-                            f"pickup code and bring an ID document. Collect it within "
-                            f"{current_app.config['PICKUP_DEADLINE_DAYS']} days.")
+        notify.enqueue(recipient=patient_user, subject=notify.Message("Your medicine is ready for pickup"),
+                       body=notify.Message("Your medicine is ready at %(place)s. Open \"My prescriptions\" for your "
+                                           "one-time pickup code and bring an ID document. Collect it within "
+                                           "%(days)s days.", place=place,
+                                           days=current_app.config["PICKUP_DEADLINE_DAYS"]))
     elif status is DispenseStatus.CANCELLED:
         if patient_user is not None:
-            notify.enqueue(recipient=patient_user, subject="Medicine not collected",
-                           body=f"A medicine waiting for you at {place} was cancelled "
-                                f"({dispense.status_reason}). Contact the clinic or your doctor.")
-        notify.enqueue(recipient=rx.prescriber, subject=f"Dispense cancelled for prescription #{rx.id}",
-                       body=f"Dispense #{dispense.id} at {place} was cancelled: {dispense.status_reason}.")
+            notify.enqueue(recipient=patient_user, subject=notify.Message("Medicine not collected"),
+                           body=notify.Message("A medicine waiting for you at %(place)s was cancelled (%(reason)s). "
+                                               "Contact the clinic or your doctor.", place=place,
+                                               reason=dispense.status_reason))
+        notify.enqueue(recipient=rx.prescriber,
+                       subject=notify.Message("Dispense cancelled for prescription #%(id)s", id=rx.id),
+                       body=notify.Message("Dispense #%(id)s at %(place)s was cancelled: %(reason)s.", id=dispense.id,
+                                           place=place, reason=dispense.status_reason))
     elif status is DispenseStatus.DECLINED and patient_user is not None:
-        notify.enqueue(recipient=patient_user, subject="The pharmacy could not dispense a medicine",
-                       body=f"The pharmacy at {place} declined a dispense. Your doctor has been told.")
-        notify.enqueue(recipient=rx.prescriber, subject=f"Dispense declined for prescription #{rx.id}",
-                       body=f"Reason: {dispense.status_reason}")
+        notify.enqueue(recipient=patient_user, subject=notify.Message("The pharmacy could not dispense a medicine"),
+                       body=notify.Message("The pharmacy at %(place)s declined a dispense. Your doctor has been "
+                                           "told.", place=place))
+        notify.enqueue(recipient=rx.prescriber,
+                       subject=notify.Message("Dispense declined for prescription #%(id)s", id=rx.id),
+                       body=notify.Message("Reason: %(reason)s", reason=dispense.status_reason))
 
 
 def cancel_open_dispenses(rx: Prescription, *, by: User, reason: str) -> None:
@@ -535,9 +541,12 @@ def hand_over(dispense_id: int, data: Handover, *, by: User) -> Dispense:
                  detail={"receiver": receiver.value, "quantity": dispense.quantity,
                          **({"caregiver_link_id": link.id, "caregiver_id": link.caregiver_id} if link else {})})
     if rx.patient.user is not None:
-        notify.enqueue(recipient=rx.patient.user, subject="Medicine collected",
-                       body=f"{dispense.quantity} units were handed over at {dispense.facility.name} "
-                            f"to {'you' if receiver is Receiver.PATIENT else 'your named proxy'}.")
+        notify.enqueue(recipient=rx.patient.user, subject=notify.Message("Medicine collected"),
+                       body=notify.Message("%(quantity)s units were handed over at %(place)s to you.",
+                                           quantity=dispense.quantity, place=dispense.facility.name)
+                       if receiver is Receiver.PATIENT else
+                       notify.Message("%(quantity)s units were handed over at %(place)s to your named proxy.",
+                                      quantity=dispense.quantity, place=dispense.facility.name))
     return dispense
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
@@ -49,7 +50,8 @@ def start(rx_id: int) -> Response:
         return redirect(url_for("pharmacy.queue"))
     db.session.commit()
     if dispense.quantity < dispense.quantity_requested:
-        flash(f"Partial dispense: {dispense.quantity} of {dispense.quantity_requested} in stock.", "warn")
+        flash(_("Partial dispense: %(quantity)s of %(requested)s in stock.", quantity=dispense.quantity,
+                requested=dispense.quantity_requested), "warn")
     return redirect(url_for("pharmacy.dispense", dispense_id=dispense.id))
 
 
@@ -77,7 +79,7 @@ def set_status(dispense_id: int) -> Response:
     d = service.get_dispense(dispense_id, by=current_user, action="dispense.status", audit_read=False)
     flash_outcome(lambda: service.transition(d, request.form.get("status", ""), by=current_user,
                                              reason=request.form.get("reason")),
-                  lambda: f"Dispense is now: {d.status.label}.")
+                  lambda: _("Dispense is now: %(status)s.", status=_(d.status.label)))
     return redirect(url_for("pharmacy.dispense", dispense_id=dispense_id))
 
 
@@ -102,7 +104,7 @@ def handover(dispense_id: int) -> Response | tuple[str, int]:
             return _render_dispense(d, code=data.code, errors=exc.errors, status=exc.status)
         flash(exc.detail, "error")
         return redirect(url_for("pharmacy.dispense", dispense_id=dispense_id))
-    flash(f"Handed over {d.quantity} units.", "success")
+    flash(_("Handed over %(quantity)s units.", quantity=d.quantity), "success")
     return redirect(url_for("pharmacy.dispense", dispense_id=dispense_id))
 
 
@@ -167,7 +169,7 @@ def stock() -> tuple[str, int] | Response:
             db.rollback()
             errors = exc.errors or {"": [exc.detail]}
         else:
-            flash("Batch booked in.", "success")
+            flash(_("Batch booked in."), "success")
             return redirect(url_for("pharmacy.stock"))
     batches = service.stock(by=current_user)
     today = date.today()

@@ -9,6 +9,7 @@ from typing import Any
 import qrcode
 import qrcode.image.svg
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -126,7 +127,7 @@ def edit(rx_id: int) -> BaseResponse | tuple[str, int]:
     """Change a draft before signing (a signed prescription is stopped and written again instead)."""
     rx = service.get(rx_id, by=current_user, action="prescription.update", audit_read=False)
     return _draft_page(rx.patient, lambda data: service.update_draft(rx, data, by=current_user), rx=rx,
-                       saved="Draft saved. Check it again before signing.")
+                       saved=_("Draft saved. Check it again before signing."))
 
 
 @bp.get("/prescriptions/<int:rx_id>")
@@ -161,7 +162,7 @@ def sign(rx_id: int) -> BaseResponse | tuple[str, int]:
         db.rollback()
         flash(exc.detail, "error")
         return redirect(url_for("prescriptions.detail", rx_id=rx_id))
-    flash("Prescription signed. The pharmacy can now dispense it.", "success")
+    flash(_("Prescription signed. The pharmacy can now dispense it."), "success")
     return redirect(url_for("prescriptions.detail", rx_id=rx_id))
 
 
@@ -172,7 +173,7 @@ def set_status(rx_id: int) -> BaseResponse:
     rx = service.get(rx_id, by=current_user, action="prescription.status", audit_read=False)
     flash_outcome(lambda: service.set_status(rx, request.form.get("status", ""), by=current_user,
                                              reason=request.form.get("reason")),
-                  lambda: f"Prescription is now {rx.status.value}.")
+                  lambda: _("Prescription is now %(status)s.", status=_(rx.status.value)))
     return redirect(url_for("prescriptions.detail", rx_id=rx_id))
 
 

@@ -17,6 +17,7 @@ import sqlalchemy.orm as so
 from app.auth.models import User
 from app.db import Base, IntPk, TimestampMixin, UtcTimestamp, str_enum
 from app.facilities.models import Facility
+from app.i18n import translated
 from app.imaging.models import Study
 from app.patients.models import Patient
 
@@ -35,7 +36,7 @@ class Priority(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return "STAT" if self is Priority.STAT else self.value.capitalize()
+        return translated("STAT" if self is Priority.STAT else self.value.capitalize())
 
 
 class ReadingStatus(enum.StrEnum):
@@ -48,7 +49,8 @@ class ReadingStatus(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return {"requested": "Waiting", "in-progress": "Being read"}.get(self.value, self.value.capitalize())
+        return translated({"requested": "Waiting", "in-progress": "Being read"}.get(self.value,
+                                                                                    self.value.capitalize()))
 
 
 OPEN_STATUSES = (ReadingStatus.REQUESTED, ReadingStatus.IN_PROGRESS, ReadingStatus.PRELIMINARY)

@@ -10,6 +10,8 @@ from pathlib import Path
 import pydicom
 import qrcode
 import sqlalchemy as sa
+from flask_babel import force_locale, get_locale
+from flask_babel import gettext as _
 from fpdf import FPDF
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -27,14 +29,25 @@ logger = logging.getLogger(__name__)
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 """Debian's fonts-dejavu-core: a Unicode font, so any patient name prints. Without it, Helvetica (Latin-1)."""
+CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
+"""Debian's fonts-wqy-microhei: Chinese (and Latin) glyphs, for reports printed in Chinese and Chinese names."""
+CJK_LOCALES = ("zh",)
+
+
+def cjk_font_available() -> bool:
+    return CJK_FONT.exists()
 
 
 class _Pdf(FPDF):
-    def __init__(self) -> None:
+    def __init__(self, *, cjk: bool = False) -> None:
         super().__init__(format="A4")
         self.set_auto_page_break(auto=True, margin=18)
         regular, bold = FONT_DIR / "DejaVuSans.ttf", FONT_DIR / "DejaVuSans-Bold.ttf"
-        if regular.exists() and bold.exists():
+        if cjk:  # one weight only: bold text is set larger rather than in a bold face
+            self.add_font("body", "", str(CJK_FONT))
+            self.add_font("body", "B", str(CJK_FONT))
+            self.family_name, self.unicode = "body", True
+        elif regular.exists() and bold.exists():
             self.add_font("body", "", str(regular))
             self.add_font("body", "B", str(bold))
             self.family_name, self.unicode = "body", True
@@ -57,43 +70,56 @@ def _qr_png(payload: str) -> io.BytesIO:
     return buf
 
 
-def pdf_bytes(report: Report) -> bytes:
-    """The signed report, its addenda and the QR code of its signature (verifiable offline)."""
+def pdf_bytes(report: Report, *, locale: str | None = None) -> bytes:
+    """The signed report, its addenda and the QR code of its signature (verifiable offline), in ``locale`` (default:
+    the request's language). Chinese needs the CJK font; without it the report prints in English."""
+    locale = locale or str(get_locale() or "en")
+    cjk = locale.startswith(CJK_LOCALES)
+    if cjk and not cjk_font_available():
+        logger.warning("no CJK font at %s: report %s printed in English", CJK_FONT, report.id)
+        locale, cjk = "en", False
+    with force_locale(locale):
+        return _pdf_bytes(report, _Pdf(cjk=cjk))
+
+
+def _pdf_bytes(report: Report, pdf: _Pdf) -> bytes:
     req, patient = report.request, report.request.patient
-    pdf = _Pdf()
     pdf.add_page()
-    pdf.para(f"Town Health · Imaging report #{report.id}", size=14, bold=True)
-    pdf.para(f"{patient.given_name} {patient.family_name} · born {patient.birth_date.isoformat()} · MRN {patient.mrn}")
+    pdf.para(_("Town Health · Imaging report #%(id)s", id=report.id), size=14, bold=True)
+    pdf.para(_("%(given)s %(family)s · born %(born)s · MRN %(mrn)s", given=patient.given_name,
+               family=patient.family_name, born=patient.birth_date.isoformat(), mrn=patient.mrn))
     study = req.study
-    pdf.para(f"{req.modality or 'Study'} {study.study_description or ''} · study date "
-             f"{study.study_date.isoformat() if study.study_date else 'unknown'} · accession "
-             f"{study.accession_number or 'none'} · sent by {req.facility.name}")
+    pdf.para(_("%(modality)s %(description)s · study date %(date)s · accession %(accession)s · sent by %(place)s",
+               modality=req.modality or _("Study"), description=study.study_description or "",
+               date=study.study_date.isoformat() if study.study_date else _("unknown"),
+               accession=study.accession_number or _("none"), place=req.facility.name))
     if report.critical:
-        pdf.para("CRITICAL RESULT", size=12, bold=True)
-    pdf.para("Clinical question", bold=True)
+        pdf.para(_("CRITICAL RESULT"), size=12, bold=True)
+    pdf.para(_("Clinical question"), bold=True)
     pdf.para(req.clinical_question)
     if report.patient_summary:
-        pdf.para("Summary for the patient", bold=True)
+        pdf.para(_("Summary for the patient"), bold=True)
         pdf.para(report.patient_summary)
-    pdf.para("Findings", bold=True)
+    pdf.para(_("Findings"), bold=True)
     pdf.para(report.findings)
-    pdf.para("Impression", bold=True)
+    pdf.para(_("Impression"), bold=True)
     pdf.para(report.impression)
     if report.key_images:
-        pdf.para(f"Key images: {len(report.key_images)} (SOP Instance UIDs: "
-                 + ", ".join(k["instance"] for k in report.key_images) + ")", size=8)
+        pdf.para(_("Key images: %(count)s (SOP Instance UIDs: %(uids)s)", count=len(report.key_images),
+                   uids=", ".join(k["instance"] for k in report.key_images)), size=8)
     assert report.signed_at is not None
     zone = req.facility.timezone  # the printout is read at the clinic that asked for the report
-    pdf.para(f"Signed electronically by {report.author.full_name} on {format_when(report.signed_at, tz=zone)} · "
-             f"SHA-256 {report.content_hash} · key {report.key_id}", size=8)
+    pdf.para(_("Signed electronically by %(name)s on %(when)s · SHA-256 %(hash)s · key %(key)s",
+               name=report.author.full_name, when=format_when(report.signed_at, tz=zone), hash=report.content_hash,
+               key=report.key_id), size=8)
     for version in report.addenda:
-        pdf.para(f"Addendum by {version.author.full_name}, signed {format_when(version.created_at, tz=zone)}",
-                 bold=True)
+        pdf.para(_("Addendum by %(name)s, signed %(when)s", name=version.author.full_name,
+                   when=format_when(version.created_at, tz=zone)), bold=True)
         pdf.para(version.text)
     payload = service.qr_payload(report)
     if payload:
         pdf.image(_qr_png(payload), w=45)
-        pdf.para("Scan to verify the signature offline with the hospital's public key.", size=8)
+        pdf.para(_("Scan to verify the signature offline with the hospital's public key."), size=8)
     return bytes(pdf.output())
 
 
@@ -146,7 +172,7 @@ def write_back(report: Report, *, by: User) -> bool:
     not written twice."""
     if report.dicom_sop_instance_uid is not None or report.signed_at is None:
         return report.dicom_sop_instance_uid is not None
-    data = dicom_bytes(report, pdf_bytes(report))
+    data = dicom_bytes(report, pdf_bytes(report, locale=report.request.facility.default_locale))
     try:
         result = store_one(io.BytesIO(data), filename=f"report-{report.id}.dcm", by=None,
                            facility_id=report.request.facility_id, source="report",

@@ -144,8 +144,10 @@ def request_reading(study: Study, *, by: User, question: str, priority: str | Pr
     db.session.flush()
     if doctor is not None:
         patients.ensure_care_relationship(patient, doctor, by=by, reason="Reading request")
-        notify.enqueue(recipient=doctor, subject=f"{prio.label} scan to read",
-                       body=f"A {req.modality or 'scan'} from {req.facility.name} waits on your reading worklist.")
+        notify.enqueue(recipient=doctor, subject=notify.Message("%(priority)s scan to read",
+                                                                priority=notify.Message(prio.label)),
+                       body=notify.Message("A %(modality)s from %(place)s waits on your reading worklist.",
+                                           modality=req.modality or notify.Message("scan"), place=req.facility.name))
     audit.record("reading.request", by=by, patient_id=patient.id, resource_type=RT, resource_id=req.id,
                  detail={"priority": prio.value, "pool": doctor is None})
     return req
@@ -290,8 +292,9 @@ def cancel(req: ReadingRequest, *, by: User, reason: str | None = None) -> Readi
     reason = (reason or "").strip()
     req.cancel_reason = reason[:300] if reason and not text.problem(reason, 300) else None
     if req.claimed_by is not None:
-        notify.enqueue(recipient=req.claimed_by, subject="Reading request cancelled",
-                       body=f"The clinic cancelled a {req.modality or 'scan'} reading you had claimed.")
+        notify.enqueue(recipient=req.claimed_by, subject=notify.Message("Reading request cancelled"),
+                       body=notify.Message("The clinic cancelled a %(modality)s reading you had claimed.",
+                                           modality=req.modality or notify.Message("scan")))
     db.session.flush()
     audit.record("reading.cancel", by=by, patient_id=req.patient_id, resource_type=RT, resource_id=req.id)
     return req
@@ -491,12 +494,14 @@ def _tell_clinic(report: Report) -> None:
     req = report.request
     if report.critical:
         report.critical_notified_at = db.utcnow()
-        subject = "CRITICAL result: acknowledge now"
-        body = (f"{report.author.full_name} signed a report with a critical result for a {req.modality or 'scan'} "
-                f"your clinic sent. Open Reading requests and acknowledge it.")
+        subject = notify.Message("CRITICAL result: acknowledge now")
+        body = notify.Message("%(name)s signed a report with a critical result for a %(modality)s your clinic sent. "
+                              "Open Reading requests and acknowledge it.", name=report.author.full_name,
+                              modality=req.modality or notify.Message("scan"))
     else:
-        subject = "Scan report ready"
-        body = f"The report on a {req.modality or 'scan'} your clinic sent is signed."
+        subject = notify.Message("Scan report ready")
+        body = notify.Message("The report on a %(modality)s your clinic sent is signed.",
+                              modality=req.modality or notify.Message("scan"))
     for user in _clinic_staff(req.facility_id):
         notify.enqueue(recipient=user, subject=subject, body=body)
 
@@ -530,8 +535,8 @@ def add_addendum(req: ReadingRequest, *, by: User, body: str, code: str | None) 
     req.status = ReadingStatus.AMENDED
     req.amended_at = now
     if report.released_at is not None and req.patient.user is not None:
-        notify.enqueue(recipient=req.patient.user, subject="Your scan report was updated",
-                       body="The doctor added to your scan report. Read it under My health.")
+        notify.enqueue(recipient=req.patient.user, subject=notify.Message("Your scan report was updated"),
+                       body=notify.Message("The doctor added to your scan report. Read it under My health."))
     db.session.flush()
     audit.record(action, by=by, patient_id=req.patient_id, resource_type=REPORT_RT, resource_id=report.id,
                  detail={"version": version.id, "hash": version.content_hash})
@@ -560,9 +565,10 @@ def acknowledge_critical(req: ReadingRequest, *, by: User) -> Report:
         raise _fail(action, by, req, Conflict("There is no open critical result on this request."), "none open")
     report.critical_acked_at = db.utcnow()
     report.critical_acked_by_id = by.id
-    notify.enqueue(recipient=report.author, subject="Critical result acknowledged",
-                   body=f"{by.full_name} at {req.facility.name} acknowledged your critical result "
-                        f"at {format_when(report.critical_acked_at, tz=zone_of(report.author))}.")
+    notify.enqueue(recipient=report.author, subject=notify.Message("Critical result acknowledged"),
+                   body=notify.Message("%(name)s at %(place)s acknowledged your critical result at %(when)s.",
+                                       name=by.full_name, place=req.facility.name,
+                                       when=format_when(report.critical_acked_at, tz=zone_of(report.author))))
     db.session.flush()
     audit.record(action, by=by, patient_id=req.patient_id, resource_type=REPORT_RT, resource_id=report.id)
     return report
@@ -581,10 +587,12 @@ def escalate_unacknowledged(*, now: datetime | None = None) -> list[int]:
         req = report.request
         report.critical_escalated_at = now
         minutes = int((now - report.critical_notified_at).total_seconds() // 60) if report.critical_notified_at else 0
-        body = (f"A critical result sent to {req.facility.name} {minutes} minutes ago is still not acknowledged. "
-                f"Call the clinic and acknowledge it under Reading requests.")
+        body = notify.Message("A critical result sent to %(place)s %(minutes)s minutes ago is still not "
+                              "acknowledged. Call the clinic and acknowledge it under Reading requests.",
+                              place=req.facility.name, minutes=minutes)
         for user in [*_clinic_staff(req.facility_id), report.author]:
-            notify.enqueue(recipient=user, subject="ESCALATED: critical result not acknowledged", body=body)
+            notify.enqueue(recipient=user, subject=notify.Message("ESCALATED: critical result not acknowledged"),
+                           body=body)
         audit.record("reading.critical.escalate", by=None, actor_name="system", patient_id=req.patient_id,
                      resource_type=REPORT_RT, resource_id=report.id, detail={"minutes": minutes})
     db.session.flush()
@@ -598,8 +606,8 @@ def _release(report: Report, now: datetime) -> None:
     report.released_at = now
     user = report.request.patient.user
     if user is not None:
-        notify.enqueue(recipient=user, subject="Your scan report is ready",
-                       body="A doctor has reported on your scan. Read it under My health.")
+        notify.enqueue(recipient=user, subject=notify.Message("Your scan report is ready"),
+                       body=notify.Message("A doctor has reported on your scan. Read it under My health."))
 
 
 def release_after_consult(appointment: Any, by: User) -> None:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -67,8 +68,8 @@ def new(study_uid: str) -> BaseResponse | tuple[str, int]:
             errors, status = exc.errors or {"": [exc.detail]}, exc.status
         else:
             db.session.commit()
-            target = req.assigned_to.full_name if req.assigned_to else "the reading pool"
-            flash(f"Sent to {target} as {req.priority.label}.", "success")
+            target = req.assigned_to.full_name if req.assigned_to else _("the reading pool")
+            flash(_("Sent to %(target)s as %(priority)s.", target=target, priority=_(req.priority.label)), "success")
             return redirect(url_for("reading.detail", request_id=req.id))
     context = {"study": study, "doctors": service.readers(), "priorities": list(Priority), "errors": errors,
                "form": request.form}
@@ -146,7 +147,7 @@ def claim(request_id: int) -> BaseResponse:
         db.rollback()
         flash(exc.detail, "error")
         return redirect(url_for("reading.worklist"))
-    return _after(request_id, None, "You have this request. Write the report beside the images.")
+    return _after(request_id, None, _("You have this request. Write the report beside the images."))
 
 
 def _report_input() -> service.ReportInput:
@@ -170,7 +171,7 @@ def save(request_id: int) -> BaseResponse:
         return _after(request_id, exc, "")
     db.session.commit()  # what the doctor typed is kept even if signing is refused below
     if request.form.get("action") != "sign":
-        return _after(request_id, None, "Saved as preliminary.")
+        return _after(request_id, None, _("Saved as preliminary."))
     try:
         service.sign(req, by=current_user, code=request.form.get("code"),
                      critical=request.form.get("critical") == "on",
@@ -181,8 +182,8 @@ def save(request_id: int) -> BaseResponse:
     db.session.commit()
     assert req.report is not None
     written = outputs.write_back(req.report, by=current_user)
-    return _after(request_id, None, "Report signed." + ("" if written else
-                  " It could not be stored in the study yet; that is retried automatically."))
+    return _after(request_id, None, _("Report signed.") + ("" if written else
+                  " " + _("It could not be stored in the study yet; that is retried automatically.")))
 
 
 @bp.post("/reading/<int:request_id>/addendum")
@@ -191,7 +192,7 @@ def addendum(request_id: int) -> BaseResponse:
     req = service.get_request(request_id, by=current_user, action="reading.report.addendum", audit_read=False)
     flash_outcome(lambda: service.add_addendum(req, by=current_user, body=request.form.get("text", ""),
                                                code=request.form.get("code")),
-                  "Addendum signed.")
+                  _("Addendum signed."))
     return redirect(url_for("reading.detail", request_id=request_id))
 
 
@@ -200,7 +201,7 @@ def addendum(request_id: int) -> BaseResponse:
 def acknowledge(request_id: int) -> BaseResponse:
     req = service.get_request(request_id, by=current_user, action="reading.critical.ack", audit_read=False)
     flash_outcome(lambda: service.acknowledge_critical(req, by=current_user),
-                  "Critical result acknowledged; the reporting doctor is told.")
+                  _("Critical result acknowledged; the reporting doctor is told."))
     return redirect(url_for("reading.detail", request_id=request_id))
 
 
@@ -209,7 +210,7 @@ def acknowledge(request_id: int) -> BaseResponse:
 def cancel(request_id: int) -> BaseResponse:
     req = service.get_request(request_id, by=current_user, action="reading.cancel", audit_read=False)
     flash_outcome(lambda: service.cancel(req, by=current_user, reason=request.form.get("reason")),
-                  "Request cancelled.")
+                  _("Request cancelled."))
     return redirect(url_for("reading.detail", request_id=request_id))
 
 

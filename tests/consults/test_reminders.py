@@ -43,7 +43,8 @@ def _appointment(doctor: Any, patient: Any, start: datetime, *, booked: datetime
 
 def _messages(user_id: int, channel: str | None = None) -> list[Notification]:
     query = sa.select(Notification).where(Notification.recipient_id == user_id,
-                                          Notification.subject.like("%Reminder%"))
+                                          sa.or_(Notification.subject.like("%Reminder%"),
+                                                 Notification.subject.like("%提醒%")))  # English or Chinese
     if channel:
         query = query.where(Notification.channel == channel)
     return list(db.session.scalars(query.order_by(Notification.id)))

@@ -18,6 +18,7 @@ from sqlalchemy.ext.compiler import compiles
 from werkzeug.datastructures import MultiDict
 
 from app.errors import AppError, ValidationFailed
+from app.i18n import N_
 from app.imaging import service
 from app.imaging.models import Instance, Series, Study
 
@@ -32,7 +33,7 @@ TIME_RE = re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?")
 
 
 class InvalidQuery(AppError):
-    status, slug, title = 400, "invalid-query", "The query is not valid"
+    status, slug, title = 400, "invalid-query", N_("The query is not valid")
 
 
 class Filters:

@@ -15,6 +15,7 @@ from flask import Blueprint, Response, current_app, request, url_for
 from app.auth import oauth_service, service_credentials
 from app.errors import AppError
 from app.extensions import csrf
+from app.i18n import N_
 from app.imaging import service
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ DICOM_JSON = "application/dicom+json"
 
 
 class NotAcceptable(AppError):
-    status, slug, title = 406, "not-acceptable", "The requested representation is not available"
+    status, slug, title = 406, "not-acceptable", N_("The requested representation is not available")
 
 
 @bp.record_once

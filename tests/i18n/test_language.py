@@ -1,0 +1,120 @@
+"""Pages, errors, notifications and printouts in the reader's language: a Chinese browser reads Chinese, the
+switcher changes it and the choice sticks to the account, English stays the default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from app import db
+from app.auth.models import User
+from app.consults import service as consults
+from app.notify.models import Notification
+from tests.consults.helpers import next_slot_start, open_all_week
+
+ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"}
+
+
+def _text(resp: Any) -> str:
+    return resp.get_data(as_text=True)
+
+
+def test_a_chinese_browser_reads_the_sign_in_page_in_chinese(client: Any) -> None:
+    page = _text(client.get("/sign-in", headers=ZH))
+    assert '<html lang="zh-Hans">' in page
+    assert "<h1>登录</h1>" in page and "电子邮箱" in page and "密码" in page
+    english = _text(client.get("/sign-in", headers={"Accept-Language": "en-US,en;q=0.9"}))
+    assert '<html lang="en">' in english and "<h1>Sign in</h1>" in english
+
+
+def test_a_chinese_browser_reads_the_patient_home_and_booking_in_chinese(client: Any, factories: Any,
+                                                                         login: Any) -> None:
+    patient = factories.patient(with_account=True)
+    doctor = factories.doctor(name="Dr Lin")
+    open_all_week(doctor)
+    db.session.commit()
+    login(client, patient.user)
+    home = _text(client.get("/me", headers=ZH))
+    assert "<h1>我的健康</h1>" in home and "My health" not in home
+    book = _text(client.get(f"/consults/book?doctor_id={doctor.id}", headers=ZH))
+    assert "预约视频问诊" in book and "显示可预约时间" in book
+    assert "Book a video consult" not in book
+
+
+def test_the_switcher_changes_the_language_and_it_sticks_to_the_account(client: Any, make_client: Any,
+                                                                       factories: Any, login: Any) -> None:
+    patient = factories.patient(with_account=True)
+    login(client, patient.user)
+    assert "<h1>My health</h1>" in _text(client.get("/me"))  # no preference, an English browser
+    switched = client.post("/language", data={"locale": "zh_Hans", "next": "/me?tab=1"})
+    assert switched.status_code == 303 and switched.headers["Location"] == "/me?tab=1"
+    page = _text(client.get("/me"))
+    assert '<html lang="zh-Hans">' in page and "<h1>我的健康</h1>" in page
+    assert db.session.get(User, patient.user.id).locale == "zh_Hans"
+    # the account keeps it: another browser that asks for English still gets Chinese after signing in
+    other = make_client()
+    login(other, patient.user)
+    assert "<h1>我的健康</h1>" in _text(other.get("/me", headers={"Accept-Language": "en-US"}))
+    # and back
+    other.post("/language", data={"locale": "en", "next": "/me"})
+    assert "<h1>My health</h1>" in _text(other.get("/me"))
+
+
+def test_the_switcher_works_signed_out_and_never_leaves_the_site(client: Any) -> None:
+    resp = client.post("/language", data={"locale": "zh_Hans", "next": "//evil.example/x"})
+    assert resp.status_code == 303 and resp.headers["Location"] == "/"
+    assert "<h1>登录</h1>" in _text(client.get("/sign-in"))
+    assert client.post("/language", data={"locale": "xx"}).status_code == 303
+    assert "<h1>登录</h1>" in _text(client.get("/sign-in"))  # an unknown language changes nothing
+
+
+def test_the_switcher_needs_the_csrf_token(client: Any) -> None:
+    client.send_csrf = False
+    assert client.post("/language", data={"locale": "zh_Hans"}).status_code == 400
+
+
+def test_every_page_has_the_switcher(client: Any, factories: Any, login: Any) -> None:
+    page = _text(client.get("/sign-in"))
+    assert 'action="/language"' in page and 'name="locale" value="zh_Hans"' in page and "简体中文" in page
+    login(client, factories.patient(with_account=True).user)
+    page = _text(client.get("/me", headers=ZH))
+    assert 'action="/language"' in page and 'name="locale" value="en"' in page and 'value="English"' in page
+
+
+def test_a_problem_json_title_is_in_the_readers_language(client: Any) -> None:
+    resp = client.get("/api/v1/consults/appointments", headers={**ZH, "Accept": "application/json"})
+    assert resp.headers["Content-Type"] == "application/problem+json"
+    body = resp.get_json()
+    assert body["status"] == 401 and body["title"] == "需要登录"
+    english = client.get("/api/v1/consults/appointments", headers={"Accept": "application/json"}).get_json()
+    assert english["title"] == "Sign-in required" and english["type"] == body["type"]
+
+
+def test_a_chinese_speaking_patient_is_notified_in_chinese(app_ctx: Any, factories: Any) -> None:
+    doctor, nurse = factories.doctor(), factories.nurse()
+    patient = factories.patient(with_account=True)
+    patient.user.locale = "zh_Hans"
+    open_all_week(doctor)
+    appt = consults.book(patient=patient, doctor_id=doctor.id, start=next_slot_start(skip=3), by=nurse)
+    db.session.flush()
+    to_patient = db.session.scalars(sa.select(Notification).where(Notification.recipient_id == patient.user.id)).one()
+    assert to_patient.subject == "视频问诊已预约"
+    assert to_patient.body.startswith(f"您与 {doctor.full_name} 医生的视频问诊时间为") and "签到" in to_patient.body
+    to_doctor = db.session.scalars(sa.select(Notification).where(Notification.recipient_id == doctor.id)).one()
+    assert to_doctor.subject == "Video consult booked" and f"Appointment #{appt.id}." in to_doctor.body
+
+
+def test_a_patient_without_a_setting_is_notified_in_their_facilitys_language(app_ctx: Any, factories: Any) -> None:
+    clinic = factories.facility(name="Town clinic zh")
+    clinic.default_locale = "zh_Hans"
+    doctor, nurse = factories.doctor(), factories.nurse(facility=clinic)
+    patient = factories.patient(with_account=True, facility=clinic)
+    patient.user.facility = clinic
+    open_all_week(doctor)
+    consults.book(patient=patient, doctor_id=doctor.id, start=next_slot_start(skip=4), by=nurse)
+    db.session.flush()
+    db.session.expire_all()
+    subject = db.session.scalars(sa.select(Notification.subject)
+                                 .where(Notification.recipient_id == patient.user.id)).one()
+    assert subject == "视频问诊已预约"
