@@ -1,4 +1,8 @@
-"""Filesystem object store (embedded default): atomic writes via a temp file and rename."""
+"""Filesystem object store (embedded default): atomic, durable writes.
+
+An object is written to a temp file, fsynced, renamed into place, and its directory fsynced, so when ``put``
+returns the object survives a crash or power loss: the platform acknowledges a scan only after that.
+"""
 
 from __future__ import annotations
 
@@ -41,11 +45,16 @@ class FilesystemStore:
                     digest.update(chunk)
                     size += len(chunk)
                     out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
             try:
                 os.replace(tmp, path)
+                created: list[Path] = []
             except FileNotFoundError:  # first object under this prefix
-                path.parent.mkdir(parents=True, exist_ok=True)
+                created = _make_parents(path.parent, self.root)
                 os.replace(tmp, path)
+            for directory in (path.parent, *created):  # the rename, and any new directory's own entry
+                _fsync_dir(directory)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -106,3 +115,22 @@ class FilesystemStore:
     def verify_presigned(self, key: str, expires: int, signature: str) -> bool:
         good = hmac.new(self._secret, f"{key}:{expires}".encode(), hashlib.sha256).hexdigest()
         return hmac.compare_digest(good, signature) and expires >= time.time()
+
+
+def _make_parents(directory: Path, root: Path) -> list[Path]:
+    """Create ``directory`` and its missing parents; returns the parents whose entries changed, deepest first."""
+    missing: list[Path] = []
+    d = directory
+    while d != root and not d.exists():
+        missing.append(d)
+        d = d.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    return [m.parent for m in missing]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

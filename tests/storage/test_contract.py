@@ -124,3 +124,30 @@ def test_failed_put_leaves_nothing(store: Any) -> None:
     with pytest.raises(OSError):
         store.put(key, Broken())
     assert not store.exists(key)
+
+
+def test_filesystem_put_is_durable_before_it_returns(tmp_path, monkeypatch):
+    """The embedded store fsyncs the object and the directory entries of its rename before acknowledging it."""
+    import io
+    import os
+    import stat
+
+    from storage.fs import FilesystemStore
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        mode = os.fstat(fd).st_mode
+        synced.append("dir" if stat.S_ISDIR(mode) else "file")
+        real_fsync(fd)
+
+    store = FilesystemStore(tmp_path / "objects")
+    monkeypatch.setattr(os, "fsync", spy)
+    store.put("studies/s123/series/s4/i5", io.BytesIO(b"DICM" * 100))
+    assert synced[0] == "file"
+    assert synced.count("dir") >= 2  # the new object's directory and the directories created for it
+    synced.clear()
+    store.put("studies/s123/series/s4/i6", io.BytesIO(b"DICM"))
+    assert synced == ["file", "dir"]
+    assert store.read("studies/s123/series/s4/i6") == b"DICM"
