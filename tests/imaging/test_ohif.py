@@ -29,7 +29,7 @@ from tests.imaging.dicomgen import ct_slice, stow_body
 
 pytestmark = pytest.mark.browser
 
-OHIF_DIST = Path(__file__).resolve().parents[1] / "npm" / "ohif" / "node_modules" / "@ohif" / "app" / "dist"
+OHIF_DIST = (Path(__file__).resolve().parents[1] / "npm" / "ohif" / "node_modules" / "@ohif" / "app" / "dist").resolve()
 PLATFORM_PATHS = ("/dicomweb/", "/sign-in", "/sign-out", "/api/", "/static/", "/oauth/", "/.well-known/")
 APP_CONFIG = """localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']));  // no onboarding tour
 window.config = {
