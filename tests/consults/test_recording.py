@@ -79,7 +79,8 @@ def test_recording_needs_consent_and_the_doctor(app, make_client, factories, log
     assert pat.post(f"{url}/start").status_code == 404  # doctor-only, audited like a missing record
     assert doc.post(f"{url}/stop").status_code == 409  # nothing is being recorded
     with app.app_context():
-        assert db.session.scalar(sa.select(sa.func.count()).select_from(ConsultRecording)) == 0
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(ConsultRecording).where(
+            ConsultRecording.appointment_id == appointment.id)) == 0
 
 
 def test_recorded_consult_plays_for_doctor_and_patient_only(app, make_client, factories, login, media_config):
@@ -174,7 +175,8 @@ def test_recorded_consult_plays_for_doctor_and_patient_only(app, make_client, fa
     assert pat.post(f"{url}/consent/revoke").status_code == 200
     assert doc.post(f"{url}/start").status_code == 409
     with app.app_context():
-        assert db.session.scalar(sa.select(sa.func.count()).select_from(ConsultRecording)) == 1
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(ConsultRecording).where(
+            ConsultRecording.appointment_id == a)) == 1
 
 
 def test_withdrawing_consent_or_ending_the_consult_stops_the_recording(app, make_client, factories, login,
