@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, Response, request
 
 from app import db
 from app.api import make_api
@@ -41,6 +41,16 @@ def create_app(config: Config | None = None) -> Flask:
         view = app.view_functions.get(request.endpoint or "")
         if request.method in ("GET", "HEAD") and getattr(view, "autocommit_reads", False):
             db.begin_autocommit()
+
+    @app.after_request
+    def _commit_late_audit_events(resp: Response) -> Response:
+        """A page's panels read and audit while its template renders, after the view's commit: their events are
+        committed here, before the response leaves; if that fails the request fails (a 500, no data)."""
+        from app.audit import service as audit
+
+        if resp.status_code < 400 and audit.uncommitted():
+            db.session.commit()
+        return resp
 
     csrf.init_app(app)
     login_manager.init_app(app)

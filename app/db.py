@@ -153,6 +153,7 @@ def import_models() -> None:
 
 
 View = TypeVar("View", bound=Callable[..., Any])
+T = TypeVar("T")
 _AUTOCOMMIT = "autocommit"
 
 
@@ -192,6 +193,25 @@ def _transaction_for_larger_flushes(sess: so.Session, _ctx: Any, _instances: Any
 def _autocommit_ends(sess: so.Session, transaction: so.SessionTransaction) -> None:
     if transaction.parent is None:
         sess.info.pop(_AUTOCOMMIT, None)
+
+
+def read_once(key: tuple[Any, ...], load: Callable[[], T], *, keep: Callable[[T], bool] | None = None) -> T:
+    """``load()``, kept for the rest of a GET or HEAD request under ``key`` (if ``keep`` says so of the value).
+
+    For lists several panels of one page show (a chart's scans, its prescriptions): the page reads them, and
+    writes the audit row of that read, once. A GET changes nothing, so the list cannot go stale within it;
+    other methods and code outside a request always load afresh."""
+    from flask import g, has_request_context, request
+
+    if not has_request_context() or request.method not in ("GET", "HEAD"):
+        return load()
+    kept: dict[tuple[Any, ...], Any] = g.setdefault("read_once", {})
+    if key in kept:
+        return kept[key]
+    value = load()
+    if keep is None or keep(value):
+        kept[key] = value
+    return value
 
 
 def discard_session() -> None:

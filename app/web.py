@@ -185,8 +185,14 @@ def healthz() -> Response:
     return Response("ok", mimetype="text/plain")
 
 
+SESSIONLESS_ENDPOINTS = frozenset({"web.healthz"})
+"""Endpoints answered without the signed-in user: a browser's cookie on them costs no database read."""
+
+
 @login_manager.user_loader
 def _load_user(session_id: str) -> User | None:
+    if request.endpoint in SESSIONLESS_ENDPOINTS:
+        return None
     return auth_service.load_session_user(session_id)
 
 
@@ -240,7 +246,7 @@ def init_request_hooks(app: Flask) -> None:
         resp.headers["Cross-Origin-Opener-Policy"] = "same-origin"
         if current_app.config["SESSION_COOKIE_SECURE"]:
             resp.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
-        if current_user.is_authenticated and resp.mimetype == "text/html":
+        if resp.mimetype == "text/html" and current_user.is_authenticated:
             resp.headers["Cache-Control"] = "no-store"
         return resp
 

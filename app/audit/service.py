@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from app.auth.models import User
 
 _DURABLE_KEY = "audit_durable"
+_UNCOMMITTED_KEY = "audit_uncommitted"
 
 
 class AuditImmutable(RuntimeError):
@@ -36,6 +37,18 @@ def _refuse_audit_changes(session: so.Session, _ctx: Any, _instances: Any) -> No
     for obj in (*session.dirty, *session.deleted):
         if isinstance(obj, AuditEvent | AuditLink | AuditSeal) and (obj in session.deleted or session.is_modified(obj)):
             raise AuditImmutable("audit events are append-only")
+
+
+@sa.event.listens_for(so.Session, "after_transaction_end")
+def _committed_or_undone(session: so.Session, transaction: so.SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_UNCOMMITTED_KEY, None)
+
+
+def uncommitted() -> bool:
+    """Whether this unit of work holds success events not yet committed (e.g. recorded by a page's panels while
+    its template renders, after the view's own commit); the app commits them before the response leaves."""
+    return bool(db.session().info.get(_UNCOMMITTED_KEY))
 
 
 def _values(action: str, *, by: User | None, outcome: Outcome = Outcome.SUCCESS, patient_id: object = None,
@@ -66,6 +79,7 @@ def record(action: str, *, by: User | None, outcome: Outcome = Outcome.SUCCESS, 
     event = AuditEvent(**values)
     session = db.session()
     session.add(event)
+    session.info[_UNCOMMITTED_KEY] = True
     if outcome is not Outcome.SUCCESS:
         session.info.setdefault(_DURABLE_KEY, []).append(values)
     return event
@@ -115,6 +129,7 @@ class AuditedRead:
         """The rows, each with its resource id and patient id appended, and their ``action`` events."""
         if _in_one_statement():
             params = params | _event_params(action, by=by, resource_type=self.resource_type, given=self._given)
+            db.session().info[_UNCOMMITTED_KEY] = True
             return list(db.session.execute(self._combined, params))
         result = list(db.session.execute(self.query, params))
         for row in result:
@@ -137,6 +152,7 @@ class AuditedSearch:
     def run(self, params: dict[str, Any], action: str, *, by: User) -> list[sa.Row[Any]]:
         if _in_one_statement():
             events = _event_params(action, by=by, resource_type=self.resource_type, given={"detail", "resource_type"})
+            db.session().info[_UNCOMMITTED_KEY] = True
             return list(db.session.execute(self._combined, params | events))
         result = list(db.session.execute(self.query, params))
         record(action, by=by, resource_type=self.resource_type, detail={"results": len(result)})

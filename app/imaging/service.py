@@ -525,9 +525,11 @@ def read_document(study_uid: str, sop_uid: str, *, by: User) -> tuple[Instance, 
 
 
 def studies_for_patient(patient: Patient, *, by: User) -> list[Study]:
-    """The studies on a chart; the caller opened the patient with ``patients.service.get_patient``."""
-    return list(db.session.scalars(sa.select(Study).where(Study.patient_id == patient.id, visible_clause(by))
-                                   .order_by(Study.study_date.desc().nulls_last(), Study.id.desc())))
+    """The studies on a chart; the caller opened the patient with ``patients.service.get_patient``. Read once
+    per page (the chart's scans, reading and visit-history panels all show them)."""
+    return list(db.read_once(("studies_for_patient", patient.id, by.id), lambda: list(db.session.scalars(
+        sa.select(Study).where(Study.patient_id == patient.id, visible_clause(by))
+        .order_by(Study.study_date.desc().nulls_last(), Study.id.desc())))))
 
 
 def unmatched_studies(*, by: User) -> list[Study]:

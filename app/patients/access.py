@@ -65,6 +65,13 @@ def can_edit_clinical(user: User, patient: Patient) -> bool:
 
 
 def has_care_relationship(user: User, patient: Patient) -> bool:
+    """Asked once per page (a chart asks for each panel and prescription). Only a yes is kept for the rest of the
+    GET request: no GET ends a care relationship, while a few start one (a reading request claimed)."""
+    return db.read_once(("care_relationship", user.id, patient.id), lambda: _care_relationship(user, patient),
+                        keep=bool)
+
+
+def _care_relationship(user: User, patient: Patient) -> bool:
     return db.session.scalar(
         sa.select(sa.literal(True)).where(CareAssignment.patient_id == patient.id,
                                           CareAssignment.practitioner_id == user.id,

@@ -407,8 +407,9 @@ def set_clinical_status(item: Allergy | Condition | MedicationStatement, status:
 
 
 def doctors_for_assignment() -> Sequence[User]:
-    return db.session.scalars(sa.select(User).where(User.role == Role.DOCTOR, User.active.is_(True))
-                              .order_by(User.full_name)).all()
+    """Active doctors offered in assignment and reading pickers; read once per page (a chart has two)."""
+    return db.read_once(("doctors_for_assignment",), lambda: db.session.scalars(
+        sa.select(User).where(User.role == Role.DOCTOR, User.active.is_(True)).order_by(User.full_name)).all())
 
 
 def care_team(patient: Patient) -> Sequence[CareAssignment]:

@@ -177,6 +177,11 @@ def get(rx_id: int, *, by: User, action: str = "prescription.read", audit_read: 
 
 def for_patient(patient: Patient, *, by: User) -> list[Prescription]:
     """A patient's prescriptions visible to ``by`` (drafts only to doctors), newest first."""
+    return list(db.read_once(("prescriptions_for_patient", patient.id, by.id), lambda: _read_list(patient, by)))
+
+
+def _read_list(patient: Patient, by: User) -> list[Prescription]:
+    """The list and its one audit row (the chart's prescriptions and visit-history panels share them)."""
     query = sa.select(Prescription).where(Prescription.patient_id == patient.id).order_by(Prescription.id.desc())
     rows = [rx for rx in db.session.scalars(query) if access.can_read(by, rx)]
     audit.record("prescription.list", by=by, patient_id=patient.id, resource_type=RT,

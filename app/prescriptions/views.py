@@ -47,8 +47,9 @@ def _helpers() -> dict[str, object]:
     def chart_prescriptions(patient: Any) -> list[tuple[Prescription, Any]]:
         if not current_user.is_authenticated or current_user.role is Role.PATIENT:
             return []
-        return [(rx, pharmacy.progress(rx) if rx.is_signed else None)
-                for rx in service.for_patient(patient, by=current_user)]
+        rows = service.for_patient(patient, by=current_user)
+        books = pharmacy.ledgers([rx.id for rx in rows if rx.is_signed])
+        return [(rx, pharmacy.progress(rx, books[rx.id]) if rx.is_signed else None) for rx in rows]
 
     return {"chart_prescriptions": chart_prescriptions}
 
@@ -204,10 +205,11 @@ def mine() -> str:
     """My prescriptions: status, what was dispensed, and the pickup code when medicine is ready."""
     patient, rows = service.mine(by=current_user)
     items, deadlines = [], {}
+    books = pharmacy.ledgers([rx.id for rx in rows])
     for rx in rows:
         dispenses = [(d, pharmacy.pickup_code(d, by=current_user)) for d in pharmacy.dispenses_for(rx)]
         deadlines.update({d.id: pharmacy.pickup_deadline(d) for d, _code in dispenses})
-        items.append({"rx": rx, "progress": pharmacy.progress(rx), "dispenses": dispenses})
+        items.append({"rx": rx, "progress": pharmacy.progress(rx, books[rx.id]), "dispenses": dispenses})
     messages = notify.for_user(current_user, limit=5)
     return render_template("prescriptions/mine.html", patient=patient, items=items, messages=messages,
                            deadlines=deadlines)
