@@ -14,6 +14,7 @@ from typing import Any
 import marshmallow as ma
 from apispec import BasePlugin
 from flask import Flask, current_app, request
+from flask_babel import gettext
 from flask_smorest import Api
 from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response as BaseResponse
@@ -153,7 +154,8 @@ def _check_body() -> BaseResponse | None:
     if not request.path.startswith("/api/") or request.method in ("GET", "HEAD", "OPTIONS"):
         return None
     if (request.content_length or 0) > API_MAX_BODY:
-        raise PayloadTooLarge(f"Request bodies on the API are limited to {API_MAX_BODY // 1024} KiB.")
+        raise PayloadTooLarge(gettext("Request bodies on the API are limited to %(size)s KiB.",
+                                      size=API_MAX_BODY // 1024))
     if request.content_length and not request.is_json:
         raise UnsupportedMediaType("Send the body as application/json.")
     raw = request.get_data(cache=True) if request.is_json else b""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from flask_babel import gettext
 
 from app import db
 from app.audit import chain
@@ -20,6 +21,7 @@ from app.audit.chain import Verification
 from app.audit.context import client_ip, on_behalf_of
 from app.audit.models import AuditEvent, AuditLink, AuditSeal, Outcome
 from app.errors import Forbidden
+from app.i18n import N_
 
 if TYPE_CHECKING:
     from app.auth.models import User
@@ -170,7 +172,8 @@ def forbid(action: str, *, by: User | None, patient_id: int | None = None, resou
 
     record(action, by=by, outcome=Outcome.DENIED, patient_id=patient_id, resource_type=resource_type,
            resource_id=resource_id, detail=detail, actor_name=actor_name)
-    raise error or NotFound(f"No {resource_type or 'record'} with that id, or you do not have access to it.")
+    raise error or NotFound(gettext("No %(kind)s with that id, or you do not have access to it.",
+                                    kind=gettext(resource_type or N_("record"))))
 
 
 def rollback_keeping_durable(session: so.Session) -> None:

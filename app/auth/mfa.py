@@ -22,6 +22,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
+from flask_babel import gettext
 
 from app import db
 from app.audit import service as audit
@@ -112,7 +113,8 @@ def _check_lock(user: User, f: MfaFactor) -> None:
     now = db.utcnow()
     if f.locked_until is not None and f.locked_until > now:
         audit.forbid("auth.mfa.verify", by=user, detail={"reason": "locked"},
-                     error=MfaLocked(f"Too many wrong codes. Try again after {format_when(f.locked_until, 'time')}.",
+                     error=MfaLocked(gettext("Too many wrong codes. Try again after %(time)s.",
+                                             time=format_when(f.locked_until, "time")),
                                      headers={"Retry-After": str(int((f.locked_until - now).total_seconds()) + 1)}))
 
 

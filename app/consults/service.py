@@ -43,6 +43,7 @@ from app.consults.models import (
     SignalMessage,
 )
 from app.errors import Conflict, Forbidden, TooManyRequests, ValidationFailed
+from app.i18n import N_
 from app.notify import service as notify
 from app.patients import access as patient_access
 from app.patients import service as patients
@@ -355,7 +356,8 @@ def day_view(doctor: User, *, day: date | None = None) -> Sequence[Appointment]:
 
 def _transition(appointment: Appointment, allowed: tuple[AppointmentStatus, ...], action: str) -> None:
     if appointment.status not in allowed:
-        raise Conflict(f"This appointment is {appointment.status.label.lower()}; it cannot be {action} now.")
+        raise Conflict(_("This appointment is %(status)s; it cannot be %(action)s now.",
+                         status=_(appointment.status.label).lower(), action=_(action)))
 
 
 def _require_booking_right(appointment: Appointment, by: User, action: str) -> None:
@@ -397,7 +399,7 @@ def cancel(appointment: Appointment, *, by: User, reason: str | None = None) -> 
     """
     _require_booking_right(appointment, by, "appointment.cancel")
     _transition(appointment, (AppointmentStatus.PROPOSED, AppointmentStatus.BOOKED, AppointmentStatus.ARRIVED),
-                "cancelled")
+                N_("cancelled"))
     _check_cutoff(appointment, by, "appointment.cancel")
     appointment.status = AppointmentStatus.CANCELLED
     appointment.slot_key = None
@@ -418,7 +420,7 @@ def reschedule(appointment: Appointment, *, start: datetime, by: User) -> Appoin
     :raises Conflict: not booked, the slot is not free, or a patient past the cutoff (audited).
     """
     _require_booking_right(appointment, by, "appointment.reschedule")
-    _transition(appointment, (AppointmentStatus.PROPOSED, AppointmentStatus.BOOKED), "moved")
+    _transition(appointment, (AppointmentStatus.PROPOSED, AppointmentStatus.BOOKED), N_("moved"))
     _check_cutoff(appointment, by, "appointment.reschedule")
     doctor = db.session.get(User, appointment.doctor_id)
     assert doctor is not None
@@ -451,10 +453,10 @@ def check_in(appointment: Appointment, *, by: User) -> Appointment:
         patients.caregiver_refusal(CaregiverRight.JOIN, appointment.patient, by=by, action="appointment.check_in")
     if appointment.status is AppointmentStatus.ARRIVED:
         return appointment
-    _transition(appointment, (AppointmentStatus.BOOKED,), "checked in")
+    _transition(appointment, (AppointmentStatus.BOOKED,), N_("checked in"))
     now = db.utcnow()
     if now < check_in_opens_at(appointment):
-        raise Conflict(f"Check-in opens at {_when(check_in_opens_at(appointment))}.")
+        raise Conflict(_("Check-in opens at %(time)s.", time=_when(check_in_opens_at(appointment))))
     if now >= appointment.end_at:
         raise Conflict("This appointment's time has passed. Book a new one.")
     appointment.status = AppointmentStatus.ARRIVED
@@ -481,7 +483,7 @@ def _ensure_session(appointment: Appointment) -> ConsultSession:
 def admit(appointment: Appointment, *, by: User) -> Encounter:
     """The doctor lets a checked-in patient into the consult; the encounter starts."""
     access.require_doctor(appointment, by, "consult.admit")
-    _transition(appointment, (AppointmentStatus.ARRIVED,), "admitted")
+    _transition(appointment, (AppointmentStatus.ARRIVED,), N_("admitted"))
     session = _ensure_session(appointment)
     if appointment.admitted_at is None:
         appointment.admitted_at = db.utcnow()
@@ -499,7 +501,7 @@ def admit(appointment: Appointment, *, by: User) -> Encounter:
 
 def mark_noshow(appointment: Appointment, *, by: User) -> Appointment:
     access.require_doctor(appointment, by, "appointment.noshow")
-    _transition(appointment, (AppointmentStatus.BOOKED,), "marked as no-show")
+    _transition(appointment, (AppointmentStatus.BOOKED,), N_("marked as no-show"))
     if db.utcnow() < appointment.start_at:
         raise Conflict("The appointment has not started yet.")
     appointment.status = AppointmentStatus.NOSHOW
@@ -553,7 +555,7 @@ def end_consult(appointment: Appointment, *, by: User, notes: str | None = None,
                 diagnosis: str | None = None) -> Encounter:
     """End the consult: appointment fulfilled, encounter finished, everyone leaves."""
     access.require_doctor(appointment, by, "consult.end")
-    _transition(appointment, (AppointmentStatus.ARRIVED,), "ended")
+    _transition(appointment, (AppointmentStatus.ARRIVED,), N_("ended"))
     encounter = appointment.encounter or admit(appointment, by=by)
     if notes is not None or diagnosis is not None:
         save_note(appointment, by=by, notes=notes, diagnosis=diagnosis)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
+from flask_babel import gettext
 from flask_login import current_user, login_required
 from flask_smorest import Blueprint
 
@@ -102,7 +103,7 @@ def _list_endpoint(kind: str, schema: type, model: type) -> None:
             patient = service.get_patient(patient_id, by=current_user, audit_read=False)
             item = db.session.get(model, item_id)
             if item is None or item.patient_id != patient.id:
-                raise NotFound(f"No {kind} with that id on this record.")
+                raise NotFound(gettext("No %(kind)s with that id on this record.", kind=gettext(kind)))
             service.set_clinical_status(item, data["status"], by=current_user)
             return item
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import gettext
 
 from app import db
 from app.audit import service as audit
@@ -240,7 +241,8 @@ def start_dispense(rx: Prescription, *, by: User, quantity: int | None = None) -
     # Lock the prescription row: two pharmacists starting at once create one dispense.
     db.session.execute(sa.select(Prescription.id).where(Prescription.id == rx.id).with_for_update())
     if rx.status is not RequestStatus.ACTIVE:
-        raise _fail("dispense.create", by, rx, Conflict(f"The prescription is {rx.status.value}."))
+        raise _fail("dispense.create", by, rx, Conflict(gettext("The prescription is %(status)s.",
+                                                            status=gettext(rx.status.value))))
     if db.session.scalar(sa.select(Dispense.id).where(Dispense.prescription_id == rx.id,
                                                       Dispense.status.in_(OPEN))) is not None:
         raise _fail("dispense.create", by, rx, Conflict("This prescription is already being dispensed."))
@@ -249,7 +251,8 @@ def start_dispense(rx: Prescription, *, by: User, quantity: int | None = None) -
         raise _fail("dispense.create", by, rx, Conflict("Everything prescribed has been dispensed."))
     due = refill_due(rx)
     if due is not None:
-        raise _fail("dispense.create", by, rx, Conflict(f"Refill too early: due from {due.isoformat()}."),
+        raise _fail("dispense.create", by, rx, Conflict(gettext("Refill too early: due from %(date)s.",
+                                                                  date=due.isoformat())),
                     detail={"error": "refill-too-early", "due": due.isoformat()})
     if quantity is not None:
         if isinstance(quantity, bool) or not isinstance(quantity, int) or not (1 <= quantity <= owed):
@@ -274,7 +277,8 @@ def start_dispense(rx: Prescription, *, by: User, quantity: int | None = None) -
         if picked == owed:
             break
     if picked == 0:
-        raise _fail("dispense.create", by, rx, Conflict(f"No unexpired stock of {rx.drug.display} here."),
+        raise _fail("dispense.create", by, rx, Conflict(gettext("No unexpired stock of %(drug)s here.",
+                                                                  drug=rx.drug.display)),
                     detail={"error": "out-of-stock"})
     dispense.quantity = picked
     db.session.add(dispense)
@@ -351,7 +355,8 @@ def transition(dispense: Dispense, target: DispenseStatus | str, *, by: User | N
         raise _fail("dispense.status", by, rx, ValidationFailed(
             "Some fields need attention.", errors={"reason": ["Give a reason."]}), dispense.id)
     if target is DispenseStatus.IN_PROGRESS and rx.status is not RequestStatus.ACTIVE:
-        raise _fail("dispense.status", by, rx, Conflict(f"The prescription is {rx.status.value}."), dispense.id)
+        raise _fail("dispense.status", by, rx, Conflict(gettext("The prescription is %(status)s.",
+                                                            status=gettext(rx.status.value))), dispense.id)
     # Guard against a concurrent change: the row must still be in the status we read.
     previous = dispense.status
     values: dict[str, Any] = {"status": target, "status_reason": reason, "updated_at": db.utcnow()}
@@ -522,7 +527,8 @@ def hand_over(dispense_id: int, data: Handover, *, by: User) -> Dispense:
         raise _fail("dispense.handover", by, rx, ValidationFailed("Some fields need attention.", errors=errors),
                     dispense.id, {"fields": sorted(errors)})
     if rx.status is not RequestStatus.ACTIVE:
-        raise _fail("dispense.handover", by, rx, Conflict(f"The prescription is {rx.status.value}."), dispense.id)
+        raise _fail("dispense.handover", by, rx, Conflict(gettext("The prescription is %(status)s.",
+                                                            status=gettext(rx.status.value))), dispense.id)
     now = db.utcnow()
     changed = db.session.execute(
         sa.update(Dispense).where(Dispense.id == dispense.id, Dispense.status == DispenseStatus.IN_PROGRESS)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from flask_babel import gettext
 
 from app import db
 from app.audit import service as audit
@@ -291,7 +292,8 @@ def set_status(rx: Prescription, status: RequestStatus | str, *, by: User, reaso
                     {"from": rx.status.value, "to": target.value})
     if target not in DOCTOR_TARGETS or target not in TRANSITIONS.get(rx.status, set()):
         raise _fail("prescription.status", by, rx,
-                    Conflict(f"A prescription cannot go from {rx.status.value} to {target.value}."),
+                    Conflict(gettext("A prescription cannot go from %(old)s to %(new)s.", old=gettext(rx.status.value),
+                                     new=gettext(target.value))),
                     {"from": rx.status.value, "to": target.value})
     if target is RequestStatus.CANCELLED and pharmacy.handed_over_quantity(rx) > 0:
         raise _fail("prescription.status", by, rx,

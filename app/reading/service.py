@@ -25,7 +25,7 @@ from app.auth.models import Role, User
 from app.consults import service as consults
 from app.errors import AppError, Conflict, Forbidden, Unauthorized, ValidationFailed
 from app.facilities.models import Facility
-from app.i18n import format_when, zone_of
+from app.i18n import N_, format_when, zone_of
 from app.imaging import orders
 from app.imaging import service as imaging
 from app.imaging.models import Study
@@ -363,9 +363,9 @@ def save_preliminary(req: ReadingRequest, data: ReportInput, *, by: User) -> Rep
         access.refuse(action, by, req)
     report = req.report
     if report is not None and report.is_signed or req.status is ReadingStatus.CANCELLED:
-        raise _fail(action, by, req, Conflict("A signed report is never edited; add an addendum instead."
+        raise _fail(action, by, req, Conflict(N_("A signed report is never edited; add an addendum instead.")
                                               if report is not None and report.is_signed
-                                              else "This request was cancelled."), "frozen")
+                                              else N_("This request was cancelled.")), "frozen")
     if report is None:
         report = Report(request=req, author_id=by.id, key_images=[])
         db.session.add(report)
@@ -443,8 +443,8 @@ def sign(req: ReadingRequest, *, by: User, code: str | None, critical: bool = Fa
         save_preliminary(req, data, by=by)
     report = req.report
     if report is None or report.is_signed or req.status is ReadingStatus.CANCELLED:
-        raise _fail(action, by, req, Conflict("This report is already signed." if report is not None
-                                              else "Write the report before signing it."), "state")
+        raise _fail(action, by, req, Conflict(N_("This report is already signed.") if report is not None
+                                              else N_("Write the report before signing it.")), "state")
     if not report.findings.strip() or not report.impression.strip():
         raise _fail(action, by, req, ValidationFailed("Some fields need attention.", errors={
             k: ["Required before signing."] for k in ("findings", "impression") if not getattr(report, k).strip()}),
