@@ -118,3 +118,33 @@ def test_a_patient_without_a_setting_is_notified_in_their_facilitys_language(app
     subject = db.session.scalars(sa.select(Notification.subject)
                                  .where(Notification.recipient_id == patient.user.id)).one()
     assert subject == "视频问诊已预约"
+
+
+def test_a_service_error_is_explained_in_chinese_in_problem_json(client: Any, factories: Any, login: Any) -> None:
+    me, other = factories.patient(with_account=True), factories.patient()
+    db.session.commit()
+    login(client, me.user)
+    resp = client.get(f"/api/v1/patients/{other.id}", headers={**ZH, "Accept": "application/json"})
+    body = resp.get_json()
+    assert resp.status_code == 404 and resp.headers["Content-Type"] == "application/problem+json"
+    assert body["title"] == "未找到" and body["detail"] == "找不到该 ID 的患者，或您无权访问。"
+    english = client.get(f"/api/v1/patients/{other.id}", headers={"Accept": "application/json"}).get_json()
+    assert english["detail"] == "No Patient with that id, or you do not have access to it."
+
+
+def test_a_refused_booking_is_flashed_in_chinese(client: Any, make_client: Any, factories: Any,
+                                                 login: Any) -> None:
+    doctor = factories.doctor()
+    first, second = factories.patient(with_account=True), factories.patient(with_account=True)
+    open_all_week(doctor)
+    first_user, second_user, first_id, doctor_id = first.user, second.user, first.id, doctor.id
+    db.session.commit()
+    start = next_slot_start(skip=5).isoformat()
+    earlier = make_client()
+    login(earlier, first_user)
+    assert earlier.post("/api/v1/consults/appointments", json={
+        "patient_id": first_id, "doctor_id": doctor_id, "start": start}).status_code == 201
+    login(client, second_user)
+    page = _text(client.post("/consults/book", data={"doctor_id": doctor_id, "start": start}, headers=ZH))
+    assert "该时段不可预约，请选择其他时间。" in page
+    assert "Choose another time" not in page
