@@ -3,6 +3,9 @@ switcher changes it and the choice sticks to the account, English stays the defa
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,7 +14,7 @@ from app import db
 from app.auth.models import User
 from app.consults import service as consults
 from app.notify.models import Notification
-from tests.consults.helpers import next_slot_start, open_all_week
+from tests.consults.helpers import admitted_consult, next_slot_start, open_all_week
 
 ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"}
 
@@ -148,3 +151,24 @@ def test_a_refused_booking_is_flashed_in_chinese(client: Any, make_client: Any, 
     page = _text(client.post("/consults/book", data={"doctor_id": doctor_id, "start": start}, headers=ZH))
     assert "该时段不可预约，请选择其他时间。" in page
     assert "Choose another time" not in page
+
+
+def test_the_consult_scripts_get_their_words_from_the_page_in_chinese(make_client: Any, factories: Any,
+                                                                      login: Any, app: Any) -> None:
+    """Status lines, prompts and the live clock set by script read Chinese, not the scripts' English."""
+    doctor, patient, appt = admitted_consult(factories, app, admit=False)
+    browser = make_client()
+    login(browser, patient.user)
+    page = _text(browser.get(f"/consults/{appt.id}/waiting", headers=ZH))
+    words = json.loads(re.search(r'id="waiting-text">(.*?)</script>', page, re.S).group(1))
+    assert words["inConsult"] == "您正在与医生进行问诊。" and words["allGood"].startswith("一切正常")
+    stage = json.loads(re.search(r'id="consult-text">(.*?)</script>', page, re.S).group(1))
+    assert stage["leavePatient"].startswith("要离开问诊吗") and stage["waitingDoctor"] == "正在等待医生…"
+    doc = make_client()
+    login(doc, doctor)
+    today = _text(doc.get("/consults/today", headers=ZH))
+    assert 'data-failed="列表更新失败，稍后将自动重试。"' in today and "%(now)s" in today
+    for script in ("waiting.js", "consult.js", "today.js", "participants.js"):
+        source = (Path(__file__).resolve().parents[2] / "app/consults/static" / script).read_text()
+        assert "Waiting for the doctor" not in source and "this list keeps itself" not in source
+        assert "You are in the consult with the doctor" not in source and "from the consult?" not in source

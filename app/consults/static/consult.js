@@ -96,7 +96,7 @@
       const stream = e.streams[0] || new MediaStream([e.track]);
       if (remoteVideo.srcObject !== stream) remoteVideo.srcObject = stream;
       // Browsers may block autoplay with sound on a page the user has not clicked yet.
-      remoteVideo.play().catch(() => setStatus("Click the video to start picture and sound."));
+      remoteVideo.play().catch(() => setStatus(text.clickToPlay));
     });
 
     pc.addEventListener("icecandidate", (e) => {
@@ -112,7 +112,7 @@
         network.connected();
       }
       if (state === "disconnected" || state === "failed") {
-        setStatus("Connection lost — reconnecting…");
+        setStatus(text.connectionLost);
         announce(text.reconnecting);
         scheduleReconnect(state === "failed" ? 0 : 3000);
       }
@@ -149,7 +149,7 @@
         if (isDoctor) {
           // A page that has been listening since before our latest offer gets that one: no fresh offer needed.
           await offerInFlight.catch(() => {});
-          if (!(msg.since && offerId > msg.since)) { setStatus("Connecting…"); await makeOffer(); }
+          if (!(msg.since && offerId > msg.since)) { setStatus(text.connecting); await makeOffer(); }
         } else if (listeningSince !== null && !offerSinceJoin) {
           // The doctor came in after our admission and may have missed our hello: say it again (it is idempotent).
           await send("hello", { since: listeningSince });
@@ -175,8 +175,8 @@
         addChat(msg.name, msg.body);
         break;
       case "bye":
-        if (msg.reason === "ended") finish("The consult has ended.");
-        else setStatus("The other person left. They can rejoin.");
+        if (msg.reason === "ended") finish(text.ended);
+        else setStatus(text.otherLeft);
         break;
     }
   }
@@ -224,11 +224,11 @@
         // Joined at the same moment as the doctor, who may not have seen us: ask for an offer if none comes.
         setTimeout(() => { if (!offerSinceJoin && !ended) send("hello").catch(() => {}); }, 1000);
       }
-      else if (!other) setStatus(isDoctor ? (admitBar?.isConnected ? "" : "Waiting for the patient to connect…") : "Waiting for the doctor…");
+      else if (!other) setStatus(isDoctor ? (admitBar?.isConnected ? "" : text.waitingPatient) : text.waitingDoctor);
       if (isDoctor && admitBar?.isConnected && !other) await prepareOffer();
     } catch (err) {
       if (err.status === 409) finish(err.message);
-      else { setStatus("Cannot reach the hospital — retrying…"); scheduleReconnect(2000); }
+      else { setStatus(text.unreachable); scheduleReconnect(2000); }
     } finally {
       joinDone();
       joining = false;
@@ -260,7 +260,7 @@
       return;
     }
     admitBar.remove();
-    setStatus("Connecting…");
+    setStatus(text.connecting);
     if (prepared && prepared === pc && pc.signalingState === "have-local-offer") {
       await sendOffer(pc);
     } else {
@@ -353,17 +353,17 @@
     const track = localStream?.getAudioTracks()[0];
     if (!track) return;
     track.enabled = !track.enabled;
-    e.currentTarget.textContent = track.enabled ? "Mute" : "Unmute";
+    e.currentTarget.textContent = track.enabled ? text.mute : text.unmute;
     e.currentTarget.setAttribute("aria-pressed", String(!track.enabled));
     announce(track.enabled ? text.unmuted : text.muted);
   });
   // The camera button and audio only: quality.js.
   document.getElementById("leave").addEventListener("click", async () => {
-    const question = isDoctor ? "Leave the consult? The patient stays in the call until you end it or rejoin."
-      : "Leave the consult? The doctor will no longer see or hear you.";
+    const question = isDoctor ? text.leaveDoctor
+      : text.leavePatient;
     if (!window.confirm(question)) return;
     await api("POST", "/leave").catch(() => {});
-    finish("You left the consult.");
+    finish(text.left);
     window.location.assign(root.dataset.exitUrl);
   });
   document.getElementById("chat-form").addEventListener("submit", async (e) => {
@@ -375,17 +375,17 @@
       const msg = await api("POST", "/chat", { body });
       addChat(msg.sender_name, msg.body);
       input.value = "";
-    } catch (err) { addChat("Not sent", err.message); }
+    } catch (err) { addChat(text.notSent, err.message); }
   });
   document.getElementById("save-note")?.addEventListener("click", async () => {
     const status = document.getElementById("note-status");
     try {
       await api("POST", "/note", { notes: document.getElementById("notes").value,
                                    diagnosis: document.getElementById("diagnosis").value });
-      status.textContent = "Saved.";
+      status.textContent = text.saved;
     } catch (err) { status.textContent = err.message; }
   });
-  window.addEventListener("online", () => { if (!ended) { setStatus("Back online — reconnecting…"); join(); } });
+  window.addEventListener("online", () => { if (!ended) { setStatus(text.backOnline); join(); } });
 
   // The camera, started once: the waiting room warms it up (check-in, device test) before the consult needs it.
   let camera = null;
@@ -399,7 +399,7 @@
       localStream = await startCamera();
     } catch (err) {
       camera = null;
-      setStatus("We could not use your camera or microphone. Allow access and reload the page.");
+      setStatus(text.noDevices);
       return;
     }
     localVideo.srcObject = localStream;

@@ -17,9 +17,9 @@
         const button = document.createElement("button");
         button.type = "button";
         button.className = "danger small remove-participant";
-        button.textContent = "Remove";
+        button.textContent = panel.dataset.remove;
         button.addEventListener("click", async () => {
-          if (!window.confirm(`Remove ${p.name} from the consult?`)) return;
+          if (!window.confirm(panel.dataset.removeConfirm.replace("%(name)s", p.name))) return;
           await window.hospitalFetch(`${panel.dataset.url}/${p.user_id}/remove`, { method: "POST" });
           refresh();
         });
@@ -41,8 +41,9 @@
     });
     const body = await resp.json().catch(() => ({}));
     document.getElementById("invite-link").textContent = resp.ok
-      ? `Send this link (works once, until ${new Date(body.expires_at).toLocaleTimeString(undefined, {
-        hour: "numeric", minute: "2-digit", timeZoneName: "short"})}): ${body.url}`
+      ? panel.dataset.linkMade.replace("%(time)s", new Date(body.expires_at).toLocaleTimeString(
+        document.documentElement.lang || undefined, { hour: "numeric", minute: "2-digit", timeZoneName: "short"}))
+        .replace("%(url)s", body.url)
       : body.detail || `HTTP ${resp.status}`;
     refresh();
   });

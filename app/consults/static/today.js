@@ -32,9 +32,9 @@
       // In the doctor's zone, named, as the page itself writes times.
       const clock = now.toLocaleTimeString(updated.dataset.lang || undefined, {
         timeZone: updated.dataset.zone || "UTC", hour: "numeric", minute: "2-digit", timeZoneName: "long"});
-      updated.textContent = `Updated ${clock}; this list keeps itself up to date.`;
+      updated.textContent = updated.dataset.updated.replace("%(now)s", clock);
     } catch (err) {
-      updated.textContent = "Could not update the list; trying again shortly.";
+      updated.textContent = updated.dataset.failed;
     }
     setTimeout(refresh, seconds * 1000);
   }

@@ -6,6 +6,7 @@
   const root = document.getElementById("waiting");
   if (!root) return;
   const statusText = document.getElementById("status-text");
+  const text = JSON.parse(document.getElementById("waiting-text").textContent);
   const consult = window.hospitalConsult && document.getElementById("consult") ? window.hospitalConsult : null;
   let events = null;
   let admittedSeen = false;
@@ -26,8 +27,8 @@
     stopTest("");
     document.getElementById("device-test").classList.add("hidden");
     document.getElementById("camera-ready").classList.add("hidden");
-    document.getElementById("page-title").textContent = "Video consult";
-    statusText.textContent = "You are in the consult with the doctor.";
+    document.getElementById("page-title").textContent = text.videoConsult;
+    statusText.textContent = text.inConsult;
     document.getElementById("consult").classList.remove("hidden");
     consult.start(since);
   }
@@ -62,10 +63,10 @@
         if (state.status === "arrived" && !document.getElementById("consult") && root.dataset.own === "yes") { window.location.reload(); return; }
         if (state.status === "arrived") listen();
       } else {
-        statusText.textContent = "We cannot reach the hospital right now; retrying…";
+        statusText.textContent = text.unreachable;
       }
     } catch (err) {
-      statusText.textContent = "Your connection dropped; retrying…";
+      statusText.textContent = text.dropped;
     }
     setTimeout(poll, 2000);
   }
@@ -127,26 +128,25 @@
 
   // What the test found, in words a patient can act on (the figures stay in data attributes for support).
   function verdict({ video, audio, rtt, loss }) {
-    if (!video && !audio) return "Checking… your picture and sound have not come back yet.";
+    if (!video && !audio) return text.checking;
     const problems = [];
-    if (!video) problems.push("your camera's picture did not come back: check that the camera is not covered or used by another program");
-    if (!audio) problems.push("no sound came back from your microphone: check that it is not muted");
-    if (rtt !== null && (rtt > 0.4 || loss > 5)) problems.push("your connection is slow, so the picture may freeze: move closer to your Wi-Fi or close other programs");
-    else if (rtt !== null && (rtt > 0.15 || loss > 1)) problems.push("your connection is a little slow, but the consult should work");
-    if (!problems.length) return "Everything works: the doctor will see and hear you clearly.";
-    const text = problems.join("; and ");
-    return text.charAt(0).toUpperCase() + text.slice(1) + ".";
+    if (!video) problems.push(text.noVideo);
+    if (!audio) problems.push(text.noAudio);
+    if (rtt !== null && (rtt > 0.4 || loss > 5)) problems.push(text.slow);
+    else if (rtt !== null && (rtt > 0.15 || loss > 1)) problems.push(text.littleSlow);
+    if (!problems.length) return text.allGood;
+    return problems.join(" ");
   }
 
   start?.addEventListener("click", async () => {
     if (consult) document.getElementById("camera-ready").classList.remove("hidden");
     start.classList.add("hidden");
     stop.classList.remove("hidden");
-    result.textContent = "Starting your camera and microphone…";
+    result.textContent = text.starting;
     try {
       stream = await (consult ? consult.camera() : navigator.mediaDevices.getUserMedia({ video: true, audio: true }));
     } catch (err) {
-      stopTest("We could not use your camera or microphone. Allow access in your browser and try again.");
+      stopTest(text.noDevices);
       return;
     }
     document.getElementById("echo-local").srcObject = stream;
@@ -156,23 +156,23 @@
     document.getElementById("echo-remote").srcObject = remote;
     pc.addEventListener("track", (e) => remote.addTrack(e.track));
     pc.addEventListener("connectionstatechange", () => {
-      if (pc && pc.connectionState === "failed") stopTest("The connection test failed: your network may block video calls.");
+      if (pc && pc.connectionState === "failed") stopTest(text.testFailed);
     });
     await pc.setLocalDescription(await pc.createOffer());
     await gatheringDone(pc);
-    result.textContent = "Connecting to the test service…";
+    result.textContent = text.connectingTest;
     const resp = await window.hospitalFetch(root.dataset.echoUrl, {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" }),
     });
     if (!resp.ok) {
       const problem = await resp.json().catch(() => ({}));
-      stopTest(problem.detail || "The test service is not available right now.");
+      stopTest(problem.detail || text.testUnavailable);
       return;
     }
     await pc.setRemoteDescription(await resp.json());
     timer = setInterval(measure, 1000);
-    setTimeout(() => { if (pc) stopTest(result.textContent + " The test has finished."); }, 30000);
+    setTimeout(() => { if (pc) stopTest(`${result.textContent} ${text.testFinished}`); }, 30000);
   });
   stop?.addEventListener("click", () => stopTest(result.textContent + " You stopped the test."));
 })();
