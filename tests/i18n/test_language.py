@@ -164,11 +164,13 @@ def test_the_consult_scripts_get_their_words_from_the_page_in_chinese(make_clien
     assert words["inConsult"] == "您正在与医生进行问诊。" and words["allGood"].startswith("一切正常")
     stage = json.loads(re.search(r'id="consult-text">(.*?)</script>', page, re.S).group(1))
     assert stage["leavePatient"].startswith("要离开问诊吗") and stage["waitingDoctor"] == "正在等待医生…"
+    assert stage["relayedWhy"] == "经医院媒体服务器中转（%(reason)s）"
     doc = make_client()
     login(doc, doctor)
     today = _text(doc.get("/consults/today", headers=ZH))
     assert 'data-failed="列表更新失败，稍后将自动重试。"' in today and "%(now)s" in today
-    for script in ("waiting.js", "consult.js", "today.js", "participants.js"):
+    for script in ("waiting.js", "consult.js", "today.js", "participants.js", "relay.js"):
         source = (Path(__file__).resolve().parents[2] / "app/consults/static" / script).read_text()
         assert "Waiting for the doctor" not in source and "this list keeps itself" not in source
         assert "You are in the consult with the doctor" not in source and "from the consult?" not in source
+        assert "Relayed through the hospital" not in source

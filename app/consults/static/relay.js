@@ -6,11 +6,9 @@
 "use strict";
 
 window.hospitalRelay = (() => {
-  const REASONS = {
-    "p2p-failed": "a direct connection could not be made",
-    recording: "the consult is being recorded",
-    group: "more than two people are in the consult",
-  };
+  // The words come from the page, in the reader's language (the consult-text block of _stage.html).
+  const text = JSON.parse(document.getElementById("consult-text")?.textContent || "{}");
+  const REASONS = { "p2p-failed": text.relayP2pFailed, recording: text.relayRecording, group: text.relayGroup };
   let ctx = null;  // from consult.js: api, setStatus, finish, closePeer, ended, localStream, iceServers, timeout
   let active = false;
   let removed = false;
@@ -34,7 +32,7 @@ window.hospitalRelay = (() => {
     label.dataset.mode = "relay";
     if (!label.dataset.since) label.dataset.since = String(Date.now());
     label.dataset.reason = reason || "";
-    label.textContent = "Relayed through the hospital media server" + (REASONS[reason] ? ` (${REASONS[reason]})` : "");
+    label.textContent = REASONS[reason] ? text.relayedWhy.replace("%(reason)s", REASONS[reason]) : text.relayed;
   }
 
   function play(video) {
@@ -42,7 +40,7 @@ window.hospitalRelay = (() => {
     video.play().catch(() => {
       video.muted = true;
       video.play().catch(() => {});
-      ctx.setStatus("Click a video to turn on the sound.");
+      ctx.setStatus(text.relaySound);
     });
   }
 
@@ -50,7 +48,7 @@ window.hospitalRelay = (() => {
     const figure = document.createElement("figure");
     figure.className = "tile local";
     const caption = document.createElement("figcaption");
-    caption.textContent = "You";
+    caption.textContent = text.you;
     figure.append(document.getElementById("local-video"), caption);
     tiles().append(figure);
   }
@@ -90,7 +88,7 @@ window.hospitalRelay = (() => {
     }
     for (const [who, media] of carried) {
       const tile = remoteTile(who);
-      tile.querySelector("figcaption").textContent = names.get(who) || "Participant";
+      tile.querySelector("figcaption").textContent = names.get(who) || text.participant;
       const tracks = [media.video, media.audio].filter(Boolean);
       const video = tile.querySelector("video");
       video.dataset.track = media.video ? media.video.id : "";
@@ -118,7 +116,7 @@ window.hospitalRelay = (() => {
     } else {
       retries = 0;
     }
-    if (!carried.size) ctx.setStatus("Waiting for the others to connect…");
+    if (!carried.size) ctx.setStatus(text.relayWaiting);
     else if (pc.connectionState === "connected") ctx.setStatus("");
   }
 
@@ -150,14 +148,14 @@ window.hospitalRelay = (() => {
       if (peer.connectionState === "connected") {
         if (tiles().querySelector(".tile.remote")) ctx.setStatus("");
       } else if (peer.connectionState === "failed") {
-        ctx.setStatus("Connection to the media server lost — reconnecting…");
+        ctx.setStatus(text.relayLost);
         schedule(500);
       } else if (peer.connectionState === "disconnected") {
         // Say so at once (the picture has stopped); a new connection follows unless this one recovers.
-        ctx.setStatus("Connection to the media server lost — reconnecting…");
+        ctx.setStatus(text.relayLost);
         lostTimer = setTimeout(() => {
           if (peer !== pc || peer.connectionState === "connected") return;
-          ctx.setStatus("Connection to the media server lost — reconnecting…");
+          ctx.setStatus(text.relayLost);
           peer.close();
           negotiate();
         }, 4000);
@@ -191,7 +189,7 @@ window.hospitalRelay = (() => {
       if (pc && pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" }).catch(() => {});
       if (err.status === 403 || err.status === 409) ctx.finish(err.message);
       else if (!ctx.ended()) {
-        ctx.setStatus("Cannot reach the media server — retrying…");
+        ctx.setStatus(text.relayUnreachable);
         schedule(2000);
       }
     } finally {
@@ -210,7 +208,7 @@ window.hospitalRelay = (() => {
     document.querySelector("#consult .stage").classList.add("relayed");
     localTile();
     showMode(reason);
-    ctx.setStatus("Connecting through the hospital media server…");
+    ctx.setStatus(text.relayConnecting);
     negotiate();
   }
 
@@ -281,7 +279,7 @@ window.hospitalRelay = (() => {
           return true;
         case "removed":
           removed = true;
-          ctx.finish("You were removed from the consult by the doctor.");
+          ctx.finish(text.relayRemoved);
           return true;
         case "hello":
           present.add(who);
