@@ -168,6 +168,12 @@ def test_proxy_pickup_records_name_and_relation(app_ctx, factories, signed_rx):
 
 
 DISPENSE_STATUSES = list(DispenseStatus)
+S = DispenseStatus
+EXPECTED_DISPENSE_MOVES = {  # what a pharmacist may do next (FHIR MedicationDispense), spelled out here
+    S.PREPARATION: {S.IN_PROGRESS, S.ON_HOLD, S.DECLINED, S.CANCELLED},
+    S.IN_PROGRESS: {S.COMPLETED, S.ON_HOLD, S.CANCELLED},
+    S.ON_HOLD: {S.PREPARATION, S.DECLINED, S.CANCELLED},
+}
 
 
 @pytest.mark.parametrize("start", DISPENSE_STATUSES)
@@ -179,7 +185,7 @@ def test_dispense_state_machine(app_ctx, factories, signed_rx, start, target):
     dispense = service.start_dispense(rx, by=pharmacist)
     dispense.status = start
     db.session.commit()
-    allowed = target in service.TRANSITIONS.get(start, set()) and target is not DispenseStatus.COMPLETED
+    allowed = target in EXPECTED_DISPENSE_MOVES.get(start, set()) and target is not DispenseStatus.COMPLETED
     if allowed:
         service.transition(dispense, target, by=pharmacist, reason="test reason")
         assert dispense.status is target
@@ -190,15 +196,6 @@ def test_dispense_state_machine(app_ctx, factories, signed_rx, start, target):
             service.transition(dispense, target, by=pharmacist, reason="test reason")
         db.rollback()
         assert db.session.get(Dispense, dispense.id).status is start
-
-
-def test_expected_dispense_transition_table():
-    S = DispenseStatus
-    assert {
-        S.PREPARATION: {S.IN_PROGRESS, S.ON_HOLD, S.DECLINED, S.CANCELLED},
-        S.IN_PROGRESS: {S.COMPLETED, S.ON_HOLD, S.CANCELLED},
-        S.ON_HOLD: {S.PREPARATION, S.DECLINED, S.CANCELLED},
-    } == service.TRANSITIONS
 
 
 def test_decline_needs_a_reason(app_ctx, factories, signed_rx):

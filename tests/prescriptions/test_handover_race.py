@@ -61,15 +61,30 @@ def _run_pair(app, engine, fn) -> dict[int, str]:
     """Run ``fn(by)`` for two pharmacists in two threads with their own connections, released together."""
     barrier = threading.Barrier(2)
     outcomes: dict[int, str] = {}
+    backends: dict[int, int] = {}
+
+    def hold_until_the_other_waits(pharmacist_id: int) -> None:
+        """Keep this transaction open until the other pharmacist's connection waits on its locks (or is done)."""
+        mine = backends[pharmacist_id]
+        other = next(pid for pid in backends if pid != pharmacist_id)
+        deadline = time.monotonic() + 10
+        with engine.connect() as probe:
+            while other not in outcomes and time.monotonic() < deadline:
+                if probe.scalar(sa.text("SELECT :mine = ANY(pg_blocking_pids(:other))"),
+                                {"mine": mine, "other": backends[other]}):
+                    return
+                probe.rollback()
+                time.sleep(0.01)
 
     def worker(pharmacist_id: int) -> None:
         with app.test_request_context("/"):
             db.session.registry.set(so.Session(bind=engine, expire_on_commit=False))
             try:
                 by = db.session.get(User, pharmacist_id)
+                backends[pharmacist_id] = db.session.scalar(sa.text("SELECT pg_backend_pid()"))
                 barrier.wait(timeout=10)
                 fn(by)
-                time.sleep(0.3)  # hold the locks while the other one tries
+                hold_until_the_other_waits(pharmacist_id)
                 db.session.commit()
                 outcomes[pharmacist_id] = "done"
             except Conflict:
