@@ -7,7 +7,7 @@ from flask import Flask, Response, request
 from app import db
 from app.api import make_api
 from app.config import Config
-from app.extensions import csrf, login_manager
+from app.extensions import csrf, limiter, login_manager
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -54,6 +54,9 @@ def create_app(config: Config | None = None) -> Flask:
 
     csrf.init_app(app)
     login_manager.init_app(app)
+    app.config["RATELIMIT_STORAGE_URI"] = (app.config.get("RATELIMIT_STORAGE_URI") or app.config.get("REDIS_URL")
+                                           or "memory://")
+    limiter.init_app(app)
     from app import i18n
 
     i18n.init_app(app)

@@ -91,6 +91,12 @@ class Config:
     # Master key for encrypted consult recordings (hex of 32+ bytes); empty derives one from SECRET_KEY.
     RECORDING_KEY: str = ""
     REDIS_URL: str = ""
+    # Where request rate limits are counted: Redis shares them across workers and servers; empty means
+    # REDIS_URL, else this process's memory (the embedded single-process setup).
+    RATELIMIT_STORAGE_URI: str = ""
+    RATELIMIT_HEADERS_ENABLED: bool = True  # X-RateLimit-* on limited routes, Retry-After on a 429
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED: bool = True  # Redis down: count per process rather than refuse all
+    RATELIMIT_KEY_PREFIX: str = "hospital"
     # Audit trail: where the worker forwards sealed events (udp://host:514 or tcp://host:601), empty: nowhere.
     AUDIT_SYSLOG_URL: str = ""
     # WebRTC: comma-separated ICE server URLs; TURN credentials follow coturn's TURN REST API scheme.
@@ -183,6 +189,7 @@ class Config:
         cfg.MEDIA_WORKERS = _env("HOSPITAL_MEDIA_WORKERS", cls.MEDIA_WORKERS)
         cfg.RECORDING_KEY = _env("HOSPITAL_RECORDING_KEY", cls.RECORDING_KEY)
         cfg.REDIS_URL = _env("REDIS_URL", cls.REDIS_URL)
+        cfg.RATELIMIT_STORAGE_URI = _env("HOSPITAL_RATELIMIT_STORAGE_URI", cls.RATELIMIT_STORAGE_URI)
         cfg.AUDIT_SYSLOG_URL = _env("HOSPITAL_AUDIT_SYSLOG_URL", cls.AUDIT_SYSLOG_URL)
         roles = os.environ.get("HOSPITAL_MFA_REQUIRED_ROLES")
         if roles is not None:

@@ -157,6 +157,8 @@ def register_error_handlers(app: Flask) -> None:
         slug = title.lower().replace(" ", "-")
         if status == 422:
             title, slug, detail = ValidationFailed.title, ValidationFailed.slug, N_("Check the named fields.")
+        elif status == 429:  # a route's rate limit (Flask-Limiter) reads like the app's own refusals
+            title, slug = TooManyRequests.title, TooManyRequests.slug
         headers = {k: v for k, v in exc.get_headers() if k.lower() in ("allow", "www-authenticate", "retry-after")}
         return problem_response(status, slug, title, detail, errors=errors, headers=headers)
 

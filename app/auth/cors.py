@@ -3,6 +3,10 @@ discovery, JWKS, the token, userinfo, revocation and registration endpoints, the
 
 Cross-origin calls carry bearer tokens, never cookies, so credentials are not allowed: a page on a registered
 origin still cannot ride on a signed-in person's session. Other origins get no CORS headers at all.
+
+Not flask-cors: it compiles ``origins`` once at ``init_app`` (a list of strings/regexes, no callable), while the
+allowed origins change whenever a client is registered or disabled; and it answers preflights in an after-request
+hook, after the bearer-token and CSRF checks that a preflight (carrying neither) must skip.
 """
 
 from __future__ import annotations

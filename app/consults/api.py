@@ -14,12 +14,14 @@ from typing import Any
 
 from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
+from flask_limiter import RequestLimit
 from flask_login import current_user, login_required
 from flask_smorest import Blueprint
 
 from app import db
 from app.api import DB_ID_MAX
 from app.audit import service as audit
+from app.audit.models import Outcome
 from app.auth.models import Role, User
 from app.consults import access, media, recordings, service, wake
 from app.consults.models import Appointment, AvailabilityException, ChatMessage, Encounter
@@ -43,6 +45,7 @@ from app.consults.schemas import (
     TokenSchema,
 )
 from app.errors import NotFound
+from app.extensions import limiter
 from app.patients import service as patients
 
 blp = Blueprint("consults_api", __name__, url_prefix="/api/v1/consults", description="Video consults")
@@ -113,6 +116,30 @@ class Appointments(MethodView):
 
 def _appointment(appointment_id: int, *, audit_read: bool = False) -> Appointment:
     return service.get_appointment(appointment_id, by=current_user, audit_read=audit_read)
+
+
+def _sender_in_consult() -> str:
+    """Messages are counted per consult and sender: one participant's flood never slows the others."""
+    return f"consult:{(request.view_args or {}).get('appointment_id')}:{current_user.get_id()}"
+
+
+def _message_rate() -> str:
+    return f"{current_app.config['SIGNAL_RATE_LIMIT']} per {service.RATE_WINDOW_SECONDS} seconds"
+
+
+def _messages_limit(action: str, message: str) -> Any:
+    """Signals and chat lines share one budget per consult and sender; a flood is refused (429) and audited."""
+
+    def audit_flood(_limit: RequestLimit) -> None:
+        appointment = db.session.get(Appointment, (request.view_args or {}).get("appointment_id"))
+        session = appointment.session if appointment is not None else None
+        audit.record(action, by=current_user, outcome=Outcome.DENIED,
+                     patient_id=appointment.patient_id if appointment is not None else None,
+                     resource_type="ConsultSession", resource_id=session.id if session is not None else None,
+                     detail={"why": "rate limit"})
+
+    return limiter.shared_limit(_message_rate, scope="consult-messages", key_func=_sender_in_consult,
+                                error_message=message, on_breach=audit_flood)
 
 
 @blp.route("/appointments/<int:appointment_id>")
@@ -259,6 +286,7 @@ def leave(appointment_id: int) -> Response:
 @blp.alt_response(201, description="The message id", success=True)
 @blp.arguments(SignalSchema)
 @login_required
+@_messages_limit("consult.signal", "Too many signaling messages; slow down.")
 def send_signal(data: dict[str, Any], appointment_id: int) -> tuple[dict[str, int], int]:
     """Send an SDP offer/answer, an ICE candidate, or bye to the other participants."""
     appointment = _appointment(appointment_id)
@@ -328,6 +356,7 @@ class Chat(MethodView):
 
     @blp.arguments(ChatSchema)
     @blp.response(201, ChatSchema)
+    @_messages_limit("consult.chat", "Too many messages; slow down.")
     def post(self, data: dict[str, Any], appointment_id: int) -> ChatMessage:
         """Send a chat message (kept with the encounter)."""
         appointment = _appointment(appointment_id)

@@ -42,7 +42,7 @@ from app.consults.models import (
     ParticipantKind,
     SignalMessage,
 )
-from app.errors import Conflict, Forbidden, TooManyRequests, ValidationFailed
+from app.errors import Conflict, Forbidden, ValidationFailed
 from app.i18n import N_
 from app.notify import service as notify
 from app.patients import access as patient_access
@@ -818,38 +818,17 @@ def validate_signal(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def _rate_limited(session: ConsultSession, by: User) -> bool:
-    limit = _cfg("SIGNAL_RATE_LIMIT")
-    redis_url = _cfg("REDIS_URL")
-    if redis_url:
-        from app.consults import shared
-
-        count = shared.hit(f"signal:{session.id}:{by.id}", window=RATE_WINDOW_SECONDS)
-        if count is not None:
-            return count > limit
-    since = db.utcnow() - timedelta(seconds=RATE_WINDOW_SECONDS)
-    count = db.session.scalar(sa.select(sa.func.count()).where(
-        SignalMessage.session_id == session.id, SignalMessage.sender_id == by.id,
-        SignalMessage.created_at > since)) or 0
-    return count >= limit
-
-
 def post_signal(appointment: Appointment, *, by: User, kind: str, payload: dict[str, Any],
                 to: int | None = None) -> SignalMessage:
     """Relay an offer, answer, ICE candidate or bye to the other participants of this consult.
 
     :raises NotFound: not a participant (audited). :raises Conflict: ended or not joined.
-    :raises ValidationFailed: malformed message. :raises TooManyRequests: a flood (audited).
+    :raises ValidationFailed: malformed message. (A flood is refused at the route: consults.api.)
     """
     session, participant = _open_for(appointment, by, "consult.signal")
     if not participant.present:
         raise Conflict("Join the consult before sending media negotiation messages.")
     clean = validate_signal(kind, payload)
-    if _rate_limited(session, by):
-        audit.forbid("consult.signal", by=by, patient_id=appointment.patient_id,
-                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "rate limit"},
-                     error=TooManyRequests("Too many signaling messages; slow down.",
-                                           headers={"Retry-After": str(RATE_WINDOW_SECONDS)}))
     if to is not None and not any(p.user_id == to for p in session.participants):
         raise _invalid("to", "Not a participant of this consult.")
     return signals.send(session, by, kind, clean, recipient_id=to)
@@ -922,11 +901,6 @@ def post_chat(appointment: Appointment, *, by: User, body: str) -> ChatMessage:
         raise _invalid("body", f"Use at most {MAX_CHAT} characters.")
     if any(ord(c) < 32 and c not in "\n\t" for c in text):
         raise _invalid("body", "Remove control characters.")
-    if _rate_limited(session, by):
-        audit.forbid("consult.chat", by=by, patient_id=appointment.patient_id,
-                     resource_type="ConsultSession", resource_id=session.id, detail={"why": "rate limit"},
-                     error=TooManyRequests("Too many messages; slow down.",
-                                           headers={"Retry-After": str(RATE_WINDOW_SECONDS)}))
     encounter = appointment.encounter
     if encounter is None:
         raise Conflict("The consult has not started.")

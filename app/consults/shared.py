@@ -1,9 +1,9 @@
-"""Cross-worker state in Redis (when ``REDIS_URL`` is set): rate-limit counters and signaling wake-ups.
+"""Cross-worker state in Redis (when ``REDIS_URL`` is set): signaling wake-ups.
 
 Signaling messages themselves live in the database, so every gunicorn worker sees them with or without Redis;
 Redis only makes waiting event streams wake at once instead of on their next database poll. So Redis going away
 costs speed, never a message: a wake-up that cannot be published is dropped (streams on other servers read the
-database on their safety poll), and a rate-limit count that cannot be kept is counted in the database instead.
+database on their safety poll). Rate limits are Flask-Limiter's (app.extensions.limiter), in the same Redis.
 """
 
 from __future__ import annotations
@@ -25,19 +25,6 @@ def _client(url: str) -> redis.Redis:
 
 def client() -> redis.Redis:
     return _client(current_app.config["REDIS_URL"])
-
-
-def hit(key: str, *, window: int) -> int | None:
-    """Count one event in a fixed window; the count so far, or None when Redis cannot be reached."""
-    pipe = client().pipeline()
-    pipe.incr(f"hospital:{key}")
-    pipe.expire(f"hospital:{key}", window, nx=True)
-    try:
-        count, _ = pipe.execute()
-    except redis.RedisError as exc:
-        logger.warning("Redis unreachable for rate limits, counting in the database: %s", exc)
-        return None
-    return int(count)
 
 
 def wake(session_id: int) -> None:
