@@ -99,9 +99,11 @@ class RoundTrips:
     def of(self, request: Callable[[], Any]) -> tuple[int, list[str]]:
         """(round trips, statements sent) of one call."""
         self._flush()
-        start = self.trace.stat().st_size
+        start, busy = self.trace.stat().st_size, self.engine.pool.checkedout()
         request()
-        time.sleep(0.05)  # the server thread returns its connection after the response is sent
+        deadline = time.monotonic() + 5
+        while self.engine.pool.checkedout() > busy and time.monotonic() < deadline:
+            time.sleep(0.005)  # the server thread returns its connection just after the response is sent
         self._flush()
         text = self.trace.read_text()[start:]
         sent = [line.split("\t", 3)[-1].strip(' "')[:60] for line in text.splitlines()
