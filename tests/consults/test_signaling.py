@@ -204,7 +204,7 @@ def test_turn_credentials_follow_the_coturn_rest_scheme(app, make_client, factor
 def test_with_redis_the_message_budget_is_shared_by_two_servers(test_config, factories, login, db_session):
     """Two app instances (two servers) count one sender's messages in one Redis: 5 in all, not 5 each."""
     cfg = copy.copy(test_config)
-    cfg.RATELIMIT_STORAGE_URI, cfg.SIGNAL_RATE_LIMIT = "redis://127.0.0.1:6379/13", 5
+    cfg.RATELIMIT_STORAGE_URI, cfg.SIGNAL_RATE_LIMIT = "redis://127.0.0.1:6379/12", 5
     cfg.RATELIMIT_KEY_PREFIX = f"hospital-test-{uuid.uuid4().hex}"  # counts of no other run
     servers = [create_app(cfg), create_app(cfg)]
     for server in servers:
@@ -251,16 +251,30 @@ def test_a_consults_signals_become_visible_in_id_order(app, live_factories):
     doctor, patient, appt = admitted_consult(live_factories, app)
     appt_id, ids = appt.id, {"doctor": doctor.id, "patient": patient.user_id}
     held, first_committed, done = threading.Event(), threading.Event(), []
+    backends: dict[str, int] = {}
+
+    def until_the_other_waits_on(mine: int) -> None:
+        """An answer still being written while its candidates are posted: hold until the doctor's waits on it."""
+        deadline = time.monotonic() + 10
+        with app.extensions["db_engine"].connect() as probe:  # its own connection: the held one stays untouched
+            while time.monotonic() < deadline:
+                other = backends.get("doctor")
+                if other and probe.scalar(sa.text("SELECT :mine = ANY(pg_blocking_pids(:other))"),
+                                          {"mine": mine, "other": other}):
+                    return
+                probe.rollback()
+                time.sleep(0.01)
 
     def signal(who: str, hold: bool) -> None:
         with app.app_context():
             try:
+                backends[who] = db.session.scalar(sa.text("SELECT pg_backend_pid()"))
                 appointment = db.session.get(Appointment, appt_id)
                 session = db.session.get(ConsultSession, appointment.session.id)
                 message = signals.send(session, db.session.get(User, ids[who]), "candidate", {})
                 if hold:
                     held.set()
-                    time.sleep(0.5)  # an answer still being written while its candidates are posted
+                    until_the_other_waits_on(backends[who])
                     first_committed.set()
                 db.session.commit()
                 done.append((who, message.id, first_committed.is_set()))
