@@ -46,6 +46,7 @@ from app.consults.schemas import (
 )
 from app.errors import NotFound
 from app.extensions import limiter
+from app.i18n import N_
 from app.patients import service as patients
 
 blp = Blueprint("consults_api", __name__, url_prefix="/api/v1/consults", description="Video consults")
@@ -286,7 +287,7 @@ def leave(appointment_id: int) -> Response:
 @blp.alt_response(201, description="The message id", success=True)
 @blp.arguments(SignalSchema)
 @login_required
-@_messages_limit("consult.signal", "Too many signaling messages; slow down.")
+@_messages_limit("consult.signal", N_("Too many signaling messages; slow down."))
 def send_signal(data: dict[str, Any], appointment_id: int) -> tuple[dict[str, int], int]:
     """Send an SDP offer/answer, an ICE candidate, or bye to the other participants."""
     appointment = _appointment(appointment_id)
@@ -356,7 +357,7 @@ class Chat(MethodView):
 
     @blp.arguments(ChatSchema)
     @blp.response(201, ChatSchema)
-    @_messages_limit("consult.chat", "Too many messages; slow down.")
+    @_messages_limit("consult.chat", N_("Too many messages; slow down."))
     def post(self, data: dict[str, Any], appointment_id: int) -> ChatMessage:
         """Send a chat message (kept with the encounter)."""
         appointment = _appointment(appointment_id)
