@@ -164,12 +164,12 @@ def _check_body() -> BaseResponse | None:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise MalformedBody(f"The body is not valid UTF-8 (byte {exc.start}).") from None
+        raise MalformedBody(gettext("The body is not valid UTF-8 (byte %(byte)d).", byte=exc.start)) from None
     try:
         body = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise MalformedBody(f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, "
-                            f"column {exc.colno}.") from None
+        raise MalformedBody(gettext("The body is not valid JSON: %(problem)s at line %(line)d, column %(column)d.",
+                                    problem=exc.msg, line=exc.lineno, column=exc.colno)) from None
     except RecursionError:
         raise MalformedBody("The body is nested too deeply.") from None
     schema = _expected_body(request.endpoint or "", request.method)
@@ -177,7 +177,8 @@ def _check_body() -> BaseResponse | None:
         return None
     wanted, name = (list, "array") if schema.many else (dict, "object")
     if not isinstance(body, wanted):
-        raise MalformedBody(f"The body must be a JSON {name}, not {_json_kind(body)}.")
+        raise MalformedBody(gettext("The body must be a JSON %(wanted)s, not %(given)s.", wanted=name,
+                                     given=_json_kind(body)))
     return None
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+from flask_babel import gettext
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
@@ -190,7 +191,8 @@ def register_dynamic(metadata: dict[str, Any]) -> OAuthClient:
     def strings(name: str) -> list[str]:
         value = metadata.get(name) or []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValidationFailed(f"'{name}' must be a list of strings.", errors={name: ["Not a list of strings."]})
+            raise ValidationFailed(gettext("'%(name)s' must be a list of strings.", name=name),
+                                   errors={name: [gettext("Not a list of strings.")]})
         return value
 
     method = metadata.get("token_endpoint_auth_method", "none")
@@ -206,7 +208,8 @@ def register_dynamic(metadata: dict[str, Any]) -> OAuthClient:
     for item in scope.split():
         parsed = smart.parse(item)
         if parsed is not None and parsed.context != "patient":
-            raise ValidationFailed(f"A self-registered app may only ask for patient/ scopes, not '{item[:60]}'.",
+            raise ValidationFailed(gettext("A self-registered app may only ask for patient/ scopes, not '%(scope)s'.",
+                                           scope=item[:60]),
                                    errors={"scope": ["Use patient/ scopes."]})
     name = metadata.get("client_name")
     data = ClientInput(name=name if isinstance(name, str) and name.strip() else "Unnamed app", is_public=True,

@@ -716,7 +716,7 @@ def switch_to_relay(appointment: Appointment, *, by: User, reason: str) -> Consu
     """
     session, _participant_row = _open_for(appointment, by, "consult.relay_switch")
     if reason not in RELAY_REASONS:
-        raise _invalid("reason", f"Use one of: {', '.join(RELAY_REASONS)}.")
+        raise _invalid("reason", _("Use one of: %(choices)s.", choices=", ".join(RELAY_REASONS)))
     switched = signals.move_to_relay(session, by=by, reason=reason)
     audit.record("consult.relay_switch", by=by, patient_id=appointment.patient_id, resource_type="ConsultSession",
                  resource_id=session.id, detail={"reason": reason, "switched": switched})
@@ -775,7 +775,7 @@ def validate_sdp(sdp: object, field: str = "sdp") -> str:
     if not isinstance(sdp, str) or not sdp:
         raise _invalid(field, "An SDP session description is required.")
     if len(sdp) > MAX_SDP:
-        raise _invalid(field, f"Session descriptions are limited to {MAX_SDP} characters.")
+        raise _invalid(field, _("Session descriptions are limited to %(limit)d characters.", limit=MAX_SDP))
     lines = sdp.replace("\r\n", "\n").strip().split("\n")
     if lines[0] != "v=0" or not any(line.startswith("m=") for line in lines) \
             or not any(line.startswith("o=") for line in lines):
@@ -787,7 +787,7 @@ def validate_sdp(sdp: object, field: str = "sdp") -> str:
 
 def validate_signal(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     if kind not in SIGNAL_KINDS:
-        raise _invalid("kind", f"Use one of: {', '.join(sorted(SIGNAL_KINDS))}.")
+        raise _invalid("kind", _("Use one of: %(choices)s.", choices=", ".join(sorted(SIGNAL_KINDS))))
     gen = payload.get("gen")
     if gen is not None and (not isinstance(gen, str) or len(gen) > 64):
         raise _invalid("gen", "A short string.")
@@ -898,7 +898,7 @@ def post_chat(appointment: Appointment, *, by: User, body: str) -> ChatMessage:
     if not text:
         raise _invalid("body", "Write a message.")
     if len(text) > MAX_CHAT:
-        raise _invalid("body", f"Use at most {MAX_CHAT} characters.")
+        raise _invalid("body", _("Use at most %(limit)d characters.", limit=MAX_CHAT))
     if any(ord(c) < 32 and c not in "\n\t" for c in text):
         raise _invalid("body", "Remove control characters.")
     encounter = appointment.encounter

@@ -24,6 +24,7 @@ import pydicom
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app
+from flask_babel import gettext
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -322,7 +323,7 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
     misfiled = [uid for st in staged if known_series[uid := st.series["series_instance_uid"]].study_id
                 != studies[st.study["study_instance_uid"]].id]
     if misfiled:  # created under another study meanwhile: fail the batch; one by one, each is refused
-        raise ValidationFailed(f"Series {misfiled[0]} belongs to another study.")
+        raise ValidationFailed(gettext("Series %(uid)s belongs to another study.", uid=misfiled[0]))
     _add_modalities(studies, staged)
     rows = sorted((st.instance | {"series_id": known_series[st.series["series_instance_uid"]].id,
                                   "created_at": utcnow()} for st in staged), key=lambda row: row["sop_instance_uid"])
@@ -708,9 +709,10 @@ def link_study(study_id: int, *, mrn: str, by: User, accept_mismatches: bool = F
     study, patient = preview.study, preview.patient
     if preview.mismatches and not accept_mismatches:
         differs = ", ".join(m.lower() for m in preview.mismatches)
-        raise ValidationFailed(f"The scan's {differs} differ from the chart's.",
-                               errors={"accept_mismatches": [
-                                   f"Check the {differs} and tick this box if the scan is this patient's."]})
+        raise ValidationFailed(gettext("The scan's %(fields)s differ from the chart's.", fields=differs),
+                               errors={"accept_mismatches": [gettext(
+                                   "Check the %(fields)s and tick this box if the scan is this patient's.",
+                                   fields=differs)]})
     previous = _refile(study, patient.id, by=by)
     detail: dict[str, Any] = {"differences_accepted": [m.lower() for m in preview.mismatches]}
     if previous is not None:

@@ -347,8 +347,10 @@ def transition(dispense: Dispense, target: DispenseStatus | str, *, by: User | N
             "Some fields need attention.", errors={"status": ["Unknown status."]}), dispense.id) from None
     if target is DispenseStatus.COMPLETED or target not in TRANSITIONS.get(dispense.status, set()):
         raise _fail("dispense.status", by, rx, Conflict(
-            f"A dispense cannot go from {dispense.status.value} to {target.value}."
-            + (" Hand it over with the pickup code." if target is DispenseStatus.COMPLETED else "")),
+            gettext("A dispense cannot go from %(old)s to %(new)s. Hand it over with the pickup code.",
+                    old=dispense.status.value, new=target.value) if target is DispenseStatus.COMPLETED
+            else gettext("A dispense cannot go from %(old)s to %(new)s.", old=dispense.status.value,
+                         new=target.value)),
             dispense.id, {"from": dispense.status.value, "to": target.value})
     reason = (reason or "").strip()[:300] or None
     if target in (DispenseStatus.DECLINED, DispenseStatus.CANCELLED) and reason is None:

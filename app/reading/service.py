@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import gettext
 
 from app import db, text
 from app.audit import service as audit
@@ -316,7 +317,7 @@ def _clean_key_images(raw: Any, study: Study) -> list[dict[str, Any]]:
     if not raw:
         return []
     if not isinstance(raw, list) or len(raw) > KEY_IMAGES_MAX:
-        raise _invalid("key_images", f"Pick at most {KEY_IMAGES_MAX} key images.")
+        raise _invalid("key_images", gettext("Pick at most %(limit)d key images.", limit=KEY_IMAGES_MAX))
     known = {(i.series.series_instance_uid, i.sop_instance_uid) for s in study.series for i in s.instances}
     clean = []
     for item in raw:

@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 
 import pydicom
 from flask import Response, current_app, request
+from flask_babel import gettext
 from flask_login import current_user, login_required
 
 from app import db
@@ -73,7 +74,7 @@ def stow(study_uid: str | None = None) -> Response:
             results.append(result)
     except MalformedMultipart as exc:
         _discard(results)
-        raise ValidationFailed(f"The multipart body is malformed: {exc}.") from None
+        raise ValidationFailed(gettext("The multipart body is malformed: %(problem)s.", problem=exc)) from None
     except BaseException:
         _discard(results)
         raise
