@@ -19,6 +19,7 @@ from app.auth import scopes as smart
 from app.auth.models import Role, User
 from app.auth.oauth_models import OAuthClient, OAuthConsent, OAuthToken, digest
 from app.errors import Forbidden, NotFound, ValidationFailed
+from app.i18n import N_
 
 GRANTS = ("authorization_code", "refresh_token", "client_credentials")
 AUTH_METHODS = ("client_secret_basic", "private_key_jwt")
@@ -171,8 +172,8 @@ def update_client(client: OAuthClient, data: ClientInput, *, by: User) -> OAuthC
     if errors := _validate(data):
         raise ValidationFailed("Some fields need attention.", errors=errors)
     if data.auth_method == "client_secret_basic" and client.auth_method != "client_secret_basic":
-        raise ValidationFailed("An app that signs its requests cannot switch to a secret.",
-                               errors={"auth_method": ["Register the app again to give it a secret."]})
+        raise ValidationFailed(N_("An app that signs its requests cannot switch to a secret."),
+                               errors={"auth_method": [N_("Register the app again to give it a secret.")]})
     _apply(client, data)
     if client.auth_method != "client_secret_basic":
         client.client_secret_hash = None  # a client that signs its requests keeps no shared secret
@@ -197,20 +198,20 @@ def register_dynamic(metadata: dict[str, Any]) -> OAuthClient:
 
     method = metadata.get("token_endpoint_auth_method", "none")
     if method != "none":
-        raise ValidationFailed("Only public clients (token_endpoint_auth_method 'none') can register themselves.",
-                               errors={"token_endpoint_auth_method": ["Use 'none'."]})
+        raise ValidationFailed(N_("Only public clients (token_endpoint_auth_method 'none') can register themselves."),
+                               errors={"token_endpoint_auth_method": [N_("Use 'none'.")]})
     grants = strings("grant_types") or ["authorization_code"]
     if not set(grants) <= {"authorization_code", "refresh_token"} or metadata.get("response_types", ["code"]) != [
             "code"]:
-        raise ValidationFailed("Self-registered apps use the authorization code grant (and refresh) only.",
-                               errors={"grant_types": ["Use authorization_code and refresh_token."]})
+        raise ValidationFailed(N_("Self-registered apps use the authorization code grant (and refresh) only."),
+                               errors={"grant_types": [N_("Use authorization_code and refresh_token.")]})
     scope = str(metadata.get("scope") or "openid fhirUser launch/patient patient/*.rs")
     for item in scope.split():
         parsed = smart.parse(item)
         if parsed is not None and parsed.context != "patient":
             raise ValidationFailed(gettext("A self-registered app may only ask for patient/ scopes, not '%(scope)s'.",
                                            scope=item[:60]),
-                                   errors={"scope": ["Use patient/ scopes."]})
+                                   errors={"scope": [N_("Use patient/ scopes.")]})
     name = metadata.get("client_name")
     data = ClientInput(name=name if isinstance(name, str) and name.strip() else "Unnamed app", is_public=True,
                        redirect_uris=strings("redirect_uris"), scope=scope, grants=grants, auth_method="none")

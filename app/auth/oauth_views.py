@@ -487,8 +487,8 @@ class ClientForm(AppForm):
         except ValueError:
             jwks = []
         if not isinstance(jwks, dict | None):
-            raise ValidationFailed("Some fields need attention.", errors={"jwks": ["Paste a JWK set: a JSON object "
-                                                                                   "with a \"keys\" list."]})
+            raise ValidationFailed(N_("Some fields need attention."), errors={
+                "jwks": [N_("Paste a JWK set: a JSON object with a \"keys\" list.")]})
         return service.ClientInput(
             name=self.name.data or "", is_public=is_public, redirect_uris=(self.redirect_uris.data or "").split(),
             scope=" ".join((self.scope.data or "").split()), grants=list(self.grants.data or []),

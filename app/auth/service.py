@@ -23,7 +23,7 @@ from app.auth.models import Role, SignInAttempt, User
 from app.auth.passwords import burn_time, hash_password, verify_password
 from app.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized, ValidationFailed
 from app.facilities.models import Facility, FacilityKind
-from app.i18n import format_when
+from app.i18n import N_, format_when
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 GENERIC_FAILURE = "The email or password is not correct."
@@ -179,7 +179,7 @@ def create_user(*, email: str, full_name: str, password: str, role: Role, facili
     if errors:
         raise ValidationFailed("Some fields need attention.", errors=errors)
     if db.session.scalar(sa.select(User.id).where(User.email == email)) is not None:
-        raise Conflict("An account with that email already exists.", errors={"email": ["Already in use."]})
+        raise Conflict(N_("An account with that email already exists."), errors={"email": [N_("Already in use.")]})
     user = User(email=email, full_name=full_name.strip(), password_hash=hash_password(password), role=role,
                 facility_id=facility.id if facility else None, must_change_password=must_change_password)
     db.session.add(user)
@@ -238,12 +238,12 @@ def change_own_password(user: User, current: str, new: str) -> User:
     """:raises ValidationFailed: wrong current password or a weak new one."""
     if not verify_password(user.password_hash, current):
         audit.record("user.change_password", by=user, outcome=Outcome.FAILURE)
-        raise ValidationFailed("Some fields need attention.", errors={"current_password": ["Not correct."]})
+        raise ValidationFailed(N_("Some fields need attention."), errors={"current_password": [N_("Not correct.")]})
     if problems := validate_password(new):
         raise ValidationFailed("Some fields need attention.", errors={"new_password": problems})
     if new == current:
-        raise ValidationFailed("Some fields need attention.",
-                               errors={"new_password": ["Choose a password different from the current one."]})
+        raise ValidationFailed(N_("Some fields need attention."),
+                               errors={"new_password": [N_("Choose a password different from the current one.")]})
     user.password_hash = hash_password(new)
     user.must_change_password = False
     user.session_epoch += 1

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from flask_babel import gettext
 
 from app import db
 from app.audit import service as audit
@@ -31,6 +32,7 @@ from app.consults.models import (
     ParticipantKind,
 )
 from app.errors import Conflict, ValidationFailed
+from app.i18n import N_
 
 #: Not an argon2 hash, so no password ever verifies: a guest can only come in through the link.
 NO_PASSWORD = "!guest-no-password"  # noqa: S105
@@ -61,13 +63,13 @@ def create_invite(appointment: Appointment, *, by: User, kind: str, display_name
     if by.id != appointment.doctor_id:
         access.refuse("consult.invite_link", by, appointment.id, appointment.patient_id)
     if kind not in InviteKind._value2member_map_:
-        raise ValidationFailed("Some fields need attention.", errors={"kind": ["Interpreter or family."]})
+        raise ValidationFailed(N_("Some fields need attention."), errors={"kind": [N_("Interpreter or family.")]})
     name = (display_name or "").strip()
     if not name or len(name) > 120 or any(ord(c) < 32 for c in name):
-        raise ValidationFailed("Some fields need attention.", errors={"display_name": ["Give a short name."]})
+        raise ValidationFailed(N_("Some fields need attention."), errors={"display_name": [N_("Give a short name.")]})
     if not 1 <= minutes <= MAX_MINUTES:
-        raise ValidationFailed("Some fields need attention.",
-                               errors={"minutes": [f"Between 1 and {MAX_MINUTES} minutes."]})
+        raise ValidationFailed(N_("Some fields need attention."),
+                               errors={"minutes": [gettext("Between 1 and %(limit)d minutes.", limit=MAX_MINUTES)]})
     if not appointment.status.is_open:
         raise Conflict("This consult is over.")
     token = secrets.token_urlsafe(32)
@@ -219,7 +221,8 @@ def remove(appointment: Appointment, *, user_id: int, by: User) -> ConsultPartic
     target = db.session.get(User, user_id)
     participant = consults.participant_of(appointment, target) if target is not None else None
     if session is None or participant is None or participant.kind is ParticipantKind.DOCTOR:
-        raise ValidationFailed("Some fields need attention.", errors={"user_id": ["Not a removable participant."]})
+        raise ValidationFailed(N_("Some fields need attention."),
+                               errors={"user_id": [N_("Not a removable participant.")]})
     assert target is not None
     if participant.removed_at is None:
         now = db.utcnow()

@@ -207,7 +207,7 @@ def _find_open_slot(doctor: User, start: datetime) -> Slot:
     for slot in slots:
         if slot.start == start:
             return slot
-    raise Conflict("That slot is not available. Choose another time.", errors={"start": ["Not available."]})
+    raise Conflict(N_("That slot is not available. Choose another time."), errors={"start": [N_("Not available.")]})
 
 
 def bookable_doctors() -> Sequence[User]:
@@ -225,8 +225,8 @@ def _claim_slot(appointment: Appointment, key: str) -> None:
             db.session.add(appointment)
             db.session.flush()
     except sa.exc.IntegrityError:
-        raise Conflict("Someone booked this slot a moment ago. Choose another time.",
-                       errors={"start": ["Just taken."]}) from None
+        raise Conflict(N_("Someone booked this slot a moment ago. Choose another time."),
+                       errors={"start": [N_("Just taken.")]}) from None
 
 
 def book(*, patient: Patient, doctor_id: int, start: datetime, by: User, reason: str | None = None) -> Appointment:

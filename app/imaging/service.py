@@ -34,6 +34,7 @@ from app.audit import service as audit
 from app.auth.models import Role, User
 from app.db import utcnow
 from app.errors import Forbidden, ValidationFailed
+from app.i18n import N_
 from app.imaging import access, orphans
 from app.imaging.access import can_ingest  # noqa: F401  (app.imaging.dicomweb asks the service)
 from app.imaging.dicomfile import Header, Rejected, parse_da, read_header
@@ -687,8 +688,8 @@ def _preview(study_id: int, *, mrn: str, by: User) -> LinkPreview:
     patient = db.session.scalar(sa.select(Patient).where(Patient.mrn == mrn.strip(),
                                                          patient_access.visible_clause(by)))
     if patient is None:
-        raise ValidationFailed("No patient of your clinic has that MRN.",
-                               errors={"mrn": ["No patient of your clinic has this MRN."]})
+        raise ValidationFailed(N_("No patient of your clinic has that MRN."),
+                               errors={"mrn": [N_("No patient of your clinic has this MRN.")]})
     if patient.id == study.patient_id:
         raise ValidationFailed("The scan is already on this patient's chart.",
                                errors={"mrn": ["The scan is already on this patient's chart."]})
@@ -749,11 +750,12 @@ def parse_date_range(text: str) -> tuple[date | None, date | None]:
         if not part:
             return None
         if len(part) != 8 or not part.isdigit():
-            raise ValidationFailed("StudyDate must be YYYYMMDD or a range.", errors={"StudyDate": ["Bad date."]})
+            raise ValidationFailed(N_("StudyDate must be YYYYMMDD or a range."),
+                                   errors={"StudyDate": [N_("Bad date.")]})
         try:
             return date(int(part[:4]), int(part[4:6]), int(part[6:]))
         except ValueError:
-            raise ValidationFailed("StudyDate is not a date.", errors={"StudyDate": ["Bad date."]}) from None
+            raise ValidationFailed(N_("StudyDate is not a date."), errors={"StudyDate": [N_("Bad date.")]}) from None
 
     if "-" in text:
         start, _, end = text.partition("-")

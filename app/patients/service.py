@@ -21,6 +21,7 @@ from app.audit import wording
 from app.audit.models import AuditEvent
 from app.auth.models import Role, User
 from app.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
+from app.i18n import N_
 from app.patients import access, caregivers
 from app.patients.models import (
     Allergy,
@@ -144,7 +145,7 @@ def register(data: PatientInput, *, by: User, allow_possible_duplicate: bool = F
     clean = _validate(data)
     mrn = data.mrn.strip() if data.mrn else None
     if mrn and db.session.scalar(sa.select(Patient.id).where(Patient.mrn == mrn)) is not None:
-        raise Conflict("That MRN belongs to another patient.", errors={"mrn": ["Already in use."]})
+        raise Conflict(N_("That MRN belongs to another patient."), errors={"mrn": [N_("Already in use.")]})
     if not allow_possible_duplicate:
         twin = db.session.scalar(sa.select(Patient.id).where(
             Patient.facility_id == by.facility_id,
@@ -165,8 +166,8 @@ def register(data: PatientInput, *, by: User, allow_possible_duplicate: bool = F
     db.session.add(patient)
     db.session.flush()
     if data.no_known_allergies and data.allergies:
-        raise ValidationFailed("Some fields need attention.", errors={
-            "no_known_allergies": ["Untick this, or remove the allergies listed."]})
+        raise ValidationFailed(N_("Some fields need attention."), errors={
+            "no_known_allergies": [N_("Untick this, or remove the allergies listed.")]})
     for list_name, add in (("allergies", add_allergy), ("conditions", add_condition),
                            ("medications", add_medication)):
         for n, item in enumerate(getattr(data, list_name), 1):
@@ -280,8 +281,8 @@ def _enum(value: Any, enum_type: type, name: str) -> Any:
         return enum_type(value)
     except ValueError:
         allowed = ", ".join(m.value for m in enum_type)
-        raise ValidationFailed("Some fields need attention.",
-                               errors={name: [f"Choose one of: {allowed}."]}) from None
+        raise ValidationFailed(N_("Some fields need attention."),
+                               errors={name: [_("Choose one of: %(choices)s.", choices=allowed)]}) from None
 
 
 def add_allergy(patient: Patient, *, by: User, substance: str, severity: str | AllergySeverity,
@@ -295,7 +296,7 @@ def add_allergy(patient: Patient, *, by: User, substance: str, severity: str | A
     assert substance_clean is not None
     if any(a.substance.lower() == substance_clean.lower() and a.status is ClinicalStatus.ACTIVE
            for a in patient.allergies):
-        raise Conflict("This allergy is already recorded.", errors={"substance": ["Already recorded."]})
+        raise Conflict(N_("This allergy is already recorded."), errors={"substance": [N_("Already recorded.")]})
     allergy = Allergy(patient=patient, substance=substance_clean, reaction=reaction_clean,
                       severity=_enum(severity, AllergySeverity, "severity"), recorded_by_id=by.id)
     patient.no_known_allergies_at = patient.no_known_allergies_by_id = None  # superseded by this allergy

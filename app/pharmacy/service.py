@@ -24,6 +24,7 @@ from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth.models import Role, User
 from app.errors import Conflict, Forbidden, TooManyRequests, ValidationFailed
+from app.i18n import N_
 from app.notify import service as notify
 from app.patients import access as patient_access
 from app.patients import caregivers
@@ -257,8 +258,9 @@ def start_dispense(rx: Prescription, *, by: User, quantity: int | None = None) -
     if quantity is not None:
         if isinstance(quantity, bool) or not isinstance(quantity, int) or not (1 <= quantity <= owed):
             raise _fail("dispense.create", by, rx, ValidationFailed(
-                "Some fields need attention.",
-                errors={"quantity": [f"Dispense from 1 to {owed} units (what this fill still lacks)."]}),
+                N_("Some fields need attention."),
+                errors={"quantity": [gettext("Dispense from 1 to %(owed)d units (what this fill still lacks).",
+                                              owed=owed)]}),
                 detail={"error": "quantity", "owed": owed})
         owed = quantity
     batches = db.session.scalars(sa.select(StockBatch).where(
@@ -344,7 +346,7 @@ def transition(dispense: Dispense, target: DispenseStatus | str, *, by: User | N
         target = DispenseStatus(target)
     except ValueError:
         raise _fail("dispense.status", by, rx, ValidationFailed(
-            "Some fields need attention.", errors={"status": ["Unknown status."]}), dispense.id) from None
+            N_("Some fields need attention."), errors={"status": [N_("Unknown status.")]}), dispense.id) from None
     if target is DispenseStatus.COMPLETED or target not in TRANSITIONS.get(dispense.status, set()):
         raise _fail("dispense.status", by, rx, Conflict(
             gettext("A dispense cannot go from %(old)s to %(new)s. Hand it over with the pickup code.",
@@ -355,7 +357,7 @@ def transition(dispense: Dispense, target: DispenseStatus | str, *, by: User | N
     reason = (reason or "").strip()[:300] or None
     if target in (DispenseStatus.DECLINED, DispenseStatus.CANCELLED) and reason is None:
         raise _fail("dispense.status", by, rx, ValidationFailed(
-            "Some fields need attention.", errors={"reason": ["Give a reason."]}), dispense.id)
+            N_("Some fields need attention."), errors={"reason": [N_("Give a reason.")]}), dispense.id)
     if target is DispenseStatus.IN_PROGRESS and rx.status is not RequestStatus.ACTIVE:
         raise _fail("dispense.status", by, rx, Conflict(gettext("The prescription is %(status)s.",
                                                             status=gettext(rx.status.value))), dispense.id)

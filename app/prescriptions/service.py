@@ -21,6 +21,7 @@ from app.audit.models import Outcome
 from app.auth.models import Role, User
 from app.errors import Conflict, Forbidden, ValidationFailed
 from app.facilities.models import Facility
+from app.i18n import N_
 from app.patients import service as patients
 from app.patients.models import Patient
 from app.prescriptions import access, rules, signing
@@ -283,7 +284,7 @@ def set_status(rx: Prescription, status: RequestStatus | str, *, by: User, reaso
         target = RequestStatus(status)
     except ValueError:
         raise _fail("prescription.status", by, rx, ValidationFailed(
-            "Some fields need attention.", errors={"status": ["Choose a status."]})) from None
+            N_("Some fields need attention."), errors={"status": [N_("Choose a status.")]})) from None
     from app.pharmacy import service as pharmacy
 
     if rx.status is RequestStatus.DRAFT and target is RequestStatus.ACTIVE:  # the safety checks and signature
@@ -338,7 +339,7 @@ def verify(payload: str, *, by: User) -> Verification:
     except signing.InvalidPayload as exc:
         audit.record("prescription.verify", by=by, outcome=Outcome.FAILURE, resource_type=RT,
                      detail={"error": str(exc)})
-        raise ValidationFailed("This prescription code is not valid.", errors={"payload": [str(exc)]}) from None
+        raise ValidationFailed(N_("This prescription code is not valid."), errors={"payload": [str(exc)]}) from None
     from app.pharmacy import service as pharmacy
 
     rx = db.session.get(Prescription, document.get("id")) if isinstance(document.get("id"), int) else None

@@ -447,7 +447,7 @@ def sign(req: ReadingRequest, *, by: User, code: str | None, critical: bool = Fa
         raise _fail(action, by, req, Conflict(N_("This report is already signed.") if report is not None
                                               else N_("Write the report before signing it.")), "state")
     if not report.findings.strip() or not report.impression.strip():
-        raise _fail(action, by, req, ValidationFailed("Some fields need attention.", errors={
+        raise _fail(action, by, req, ValidationFailed(N_("Some fields need attention."), errors={
             k: ["Required before signing."] for k in ("findings", "impression") if not getattr(report, k).strip()}),
             "empty")
     try:

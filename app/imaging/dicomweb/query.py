@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from flask_babel import gettext
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from sqlalchemy.ext.compiler import compiles
 from werkzeug.datastructures import MultiDict
@@ -149,7 +150,8 @@ def _date(f: Filters, value: str) -> None:
     try:
         start, end = service.parse_date_range(value)
     except ValidationFailed as exc:
-        raise InvalidQuery(exc.detail, errors={"StudyDate": ["Use YYYYMMDD or a range YYYYMMDD-YYYYMMDD."]}) from None
+        raise InvalidQuery(exc.detail,
+                           errors={"StudyDate": [N_("Use YYYYMMDD or a range YYYYMMDD-YYYYMMDD.")]}) from None
     if start:
         f.add("study_date_from", "from", start)
     if end:
@@ -161,8 +163,8 @@ def _time(f: Filters, value: str) -> None:
     start, dash, end = value.partition("-")
     for part in (start, end):
         if part and not TIME_RE.fullmatch(part):
-            raise InvalidQuery("StudyTime must be HHMMSS (hours, minutes and seconds are optional from the right) "
-                               "or a range of them.", errors={"StudyTime": ["Use HHMMSS or HHMM-HHMM."]})
+            raise InvalidQuery(N_("StudyTime must be HHMMSS (hours, minutes and seconds are optional from the right) "
+                               "or a range of them."), errors={"StudyTime": [N_("Use HHMMSS or HHMM-HHMM.")]})
     if not dash:
         end = start
     if start:
@@ -174,7 +176,7 @@ def _time(f: Filters, value: str) -> None:
 def _integer(name: str, keyword: str) -> Callable[[Filters, str], None]:
     def match(f: Filters, value: str) -> None:
         if not value.strip().lstrip("+-").isdigit():
-            raise InvalidQuery(f"{keyword} is an integer.", errors={keyword: ["Give a whole number."]})
+            raise InvalidQuery(f"{keyword} is an integer.", errors={keyword: [N_("Give a whole number.")]})
         f.add(name, "eq", int(value))
 
     return match
@@ -246,10 +248,10 @@ def parse(level: str, args: MultiDict[str, str]) -> Query:
         keyword = name if name in CONTROL else _keyword(name)
         if keyword is None:
             raise InvalidQuery(f"{name[:64]} is neither a query parameter nor a DICOM attribute.",
-                               errors={name[:64]: ["Use a DICOM keyword, a tag like 00100020, limit, offset, "
-                                                   "includefield or fuzzymatching."]})
+                               errors={name[:64]: [N_("Use a DICOM keyword, a tag like 00100020, limit, offset, "
+                                                   "includefield or fuzzymatching.")]})
         if keyword in seen:
-            raise InvalidQuery(f"{keyword} is given more than once.", errors={keyword: ["Give it once."]})
+            raise InvalidQuery(f"{keyword} is given more than once.", errors={keyword: [N_("Give it once.")]})
         seen.add(keyword)
         if keyword in CONTROL:
             _control(query, keyword, value)
@@ -258,7 +260,7 @@ def parse(level: str, args: MultiDict[str, str]) -> Query:
         if rule is None or rule[0] not in allowed:
             supported = ", ".join(k for k, (lvl, _) in MATCHING_KEYS.items() if lvl in allowed)
             raise InvalidQuery(f"{keyword} is not a matching key this server supports in {level} searches.",
-                               errors={keyword: [f"Supported matching keys here: {supported}."]})
+                               errors={keyword: [gettext("Supported matching keys here: %(keys)s.", keys=supported)]})
         if value:  # an empty value is universal matching: every record matches
             rule[1](filters, value)
     return query
@@ -267,21 +269,21 @@ def parse(level: str, args: MultiDict[str, str]) -> Query:
 def _control(query: Query, name: str, value: str) -> None:
     if name == "fuzzymatching":
         if value.lower() not in ("true", "false"):
-            raise InvalidQuery("fuzzymatching is true or false.", errors={name: ["Use true or false."]})
+            raise InvalidQuery(N_("fuzzymatching is true or false."), errors={name: [N_("Use true or false.")]})
         if value.lower() == "true":
             query.warnings.append(FUZZY_WARNING)
         return
     try:
         number = int(value)
     except ValueError:
-        raise InvalidQuery(f"{name} is a whole number.", errors={name: ["Give a whole number."]}) from None
+        raise InvalidQuery(f"{name} is a whole number.", errors={name: [N_("Give a whole number.")]}) from None
     if name == "offset":
         if number < 0:
-            raise InvalidQuery("offset cannot be negative.", errors={name: ["Give 0 or more."]})
+            raise InvalidQuery(N_("offset cannot be negative."), errors={name: [N_("Give 0 or more.")]})
         query.offset = number
         return
     if number < 1:
-        raise InvalidQuery("limit must be at least 1.", errors={name: ["Give 1 or more."]})
+        raise InvalidQuery(N_("limit must be at least 1."), errors={name: [N_("Give 1 or more.")]})
     query.limit, query.limit_capped = min(number, MAX_LIMIT), number > MAX_LIMIT
 
 
@@ -298,4 +300,4 @@ def _includefield(query: Query, value: str) -> None:
             query.included.add(tag)
         else:
             raise InvalidQuery(f"includefield names an unknown attribute: {item[:64]}.",
-                               errors={"includefield": ["Use a DICOM keyword, a tag like 00180050, or all."]})
+                               errors={"includefield": [N_("Use a DICOM keyword, a tag like 00180050, or all.")]})
