@@ -18,7 +18,7 @@ from app.auth.decorators import roles_required
 from app.auth.models import Role, User
 from app.consults import history, picker, service, summaries
 from app.consults.models import Appointment, AppointmentStatus, ParticipantKind
-from app.errors import AppError
+from app.errors import AppError, ValidationFailed
 from app.patients import access as patient_access
 from app.patients import service as patients
 from app.patients.models import CaregiverRight
@@ -54,7 +54,9 @@ def can_read_visit_history(patient: Any) -> bool:
 def _flash_error(exc: AppError) -> None:
     db.rollback()
     messages = [m for msgs in (exc.errors or {}).values() for m in msgs]
-    flash(exc.detail if not messages or not exc.detail.startswith("Some fields") else " ".join(messages), "error")
+    # A validation failure's field hints say what to fix (its detail is the generic "Some fields need attention"),
+    # in whatever language they were translated to; other failures explain themselves in their detail.
+    flash(" ".join(messages) if isinstance(exc, ValidationFailed) and messages else exc.detail, "error")
 
 
 @bp.get("/consults")

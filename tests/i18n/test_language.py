@@ -174,3 +174,12 @@ def test_the_consult_scripts_get_their_words_from_the_page_in_chinese(make_clien
         assert "Waiting for the doctor" not in source and "this list keeps itself" not in source
         assert "You are in the consult with the doctor" not in source and "from the consult?" not in source
         assert "Relayed through the hospital" not in source
+
+
+def test_a_consult_form_error_names_the_field_to_fix_in_chinese(client: Any, factories: Any, login: Any) -> None:
+    doctor = factories.doctor()
+    login(client, doctor)
+    page = _text(client.post("/consults/availability", headers=ZH, follow_redirects=True, data={
+        "weekday": 2, "start_time": "11:00", "end_time": "10:00", "slot_minutes": "30"}))
+    assert "时间段的结束时间必须晚于开始时间。" in page  # the field hint, not only "some fields need attention"
+    assert "The window must end after it starts." not in page
