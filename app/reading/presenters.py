@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from flask_babel import gettext
+
 from app import db
 from app.patients.models import Patient
 from app.reading.models import ReadingRequest
@@ -12,11 +14,11 @@ from app.reading.models import ReadingRequest
 def duration_text(seconds: float) -> str:
     minutes = max(0, int(seconds // 60))
     if minutes < 60:
-        return f"{minutes} min"
+        return gettext("%(minutes)s min", minutes=minutes)
     hours, minutes = divmod(minutes, 60)
     if hours < 48:
-        return f"{hours} h {minutes:02d} min"
-    return f"{hours // 24} days {hours % 24} h"
+        return gettext("%(hours)s h %(minutes)s min", hours=hours, minutes=str(minutes).zfill(2))
+    return gettext("%(days)s days %(hours)s h", days=hours // 24, hours=hours % 24)
 
 
 def waiting(req: ReadingRequest, now: datetime | None = None) -> str:

@@ -3,6 +3,8 @@ viewer, signing with a code, the patient's My health."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -206,3 +208,19 @@ def test_bad_input_gets_a_clear_answer_never_a_500(make_client: Any, factories: 
                       json={"findings": "Fine.", "impression": "1. Fine."}).status_code == 200
     assert doctor.post(f"/api/v1/reading-requests/{rid}/report/sign",
                        json={"release": "someday"}).status_code == 422
+
+
+def test_waiting_clocks_and_key_image_words_follow_the_readers_language(make_client: Any, factories: Any,
+                                                                        login: Any, app: Any) -> None:
+    env = _setup(factories, app)
+    nurse_browser, doctor_browser = make_client(), make_client()
+    login(nurse_browser, env["nurse"])
+    sent = nurse_browser.post(f"/reading/new/{env['study_uid']}",
+                              data={"question": "Cough", "priority": "urgent", "assigned_to_id": ""})
+    assert sent.status_code == 302
+    login(doctor_browser, env["doctor"])
+    page = doctor_browser.get("/reading", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert '<span class="clock"' in page and " 分钟</span>" in page and " min</span>" not in page
+    # reading.js keeps the clocks ticking and lists key images with the page's words, not English ones
+    words = json.loads(re.search(r'<script type="application/json" id="reading-text">(.*?)</script>', page, re.S)[1])
+    assert words["minutes"] == "{m} 分钟" and words["keyImage"] == "第 {n} 张图像（第 {f} 帧）"

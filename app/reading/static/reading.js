@@ -1,11 +1,14 @@
 // Reading: waiting clocks that keep ticking, and key images picked from the viewer beside the report editor.
 (() => {
+  // The words come from the page, in the reader's language (reading/_text.html); {x} marks a number to fill in.
+  const words = JSON.parse(document.getElementById("reading-text")?.textContent || "{}");
+  const say = (key, fallback, values) => (words[key] || fallback).replace(/\{(\w)\}/g, (_, k) => String(values[k]));
   const text = (seconds) => {
     const m = Math.max(0, Math.floor(seconds / 60));
-    if (m < 60) { return `${m} min`; }
+    if (m < 60) { return say("minutes", "{m} min", {m}); }
     const h = Math.floor(m / 60);
-    if (h < 48) { return `${h} h ${String(m % 60).padStart(2, "0")} min`; }
-    return `${Math.floor(h / 24)} days ${h % 24} h`;
+    if (h < 48) { return say("hoursMinutes", "{h} h {m} min", {h, m: String(m % 60).padStart(2, "0")}); }
+    return say("daysHours", "{d} days {h} h", {d: Math.floor(h / 24), h: h % 24});
   };
   const tick = () => {
     document.querySelectorAll(".clock[data-since]:not([data-stopped])").forEach((el) => {
@@ -25,9 +28,9 @@
     list.innerHTML = "";
     keys.forEach((k, i) => {
       const li = document.createElement("li");
-      li.textContent = `Image ${i + 1} (frame ${k.frame}) `;
+      li.textContent = `${say("keyImage", "Image {n} (frame {f})", {n: i + 1, f: k.frame})} `;
       const rm = document.createElement("button");
-      rm.type = "button"; rm.textContent = "Remove";
+      rm.type = "button"; rm.textContent = say("remove", "Remove", {});
       rm.addEventListener("click", () => { keys.splice(i, 1); render(); });
       li.appendChild(rm);
       list.appendChild(li);
