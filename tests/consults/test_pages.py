@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -92,3 +94,15 @@ def test_clinic_staff_books_from_the_chart(make_client, factories, login):
     assert "Book video consult" in chart
     assert "Free times" in browser.get(f"/consults/book?patient_id={patient.id}&doctor_id={doctor.id}"
                                        ).get_data(as_text=True)
+
+
+def test_the_recording_panel_words_come_in_the_readers_language(make_client, factories, login, app):
+    _doctor, patient, appt = admitted_consult(factories, app, admit=False)
+    pat = make_client()
+    login(pat, patient.user)
+    page = pat.get(f"/consults/{appt.id}/waiting", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    block = re.search(r'<script type="application/json" id="recording-text">(.*?)</script>', page, re.S)
+    assert block is not None  # recording.js writes consent and progress lines with these, not English ones
+    words = json.loads(block[1])
+    assert words["selfNone"] == "本次问诊未被录制。只有在您同意后才会录制。"
+    assert words["selfAgreedBy"] == "您已同意录制本次问诊（由 {name} 记录了您的同意）。您可以随时撤回。"

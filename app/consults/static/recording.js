@@ -8,6 +8,9 @@
   const $ = (id) => document.getElementById(id);
   const show = (id, on) => $(id).classList.toggle("hidden", !on);
   const say = (text) => { $("rec-message").textContent = text || ""; };
+  // The words come from the page, in the reader's language (_recording.html); {name} and {status} are filled in.
+  const words = JSON.parse(document.getElementById("recording-text")?.textContent || "{}");
+  const t = (key, fallback, values = {}) => (words[key] || fallback).replace(/\{(\w+)\}/g, (_, k) => String(values[k]));
 
   async function call(path) {
     const resp = await window.hospitalFetch(url + path, { method: "POST" });
@@ -21,13 +24,17 @@
     const c = s.consent;
     const self = panel.dataset.self === "yes";  // the patient reads about their own consent as "you"
     if (self) {
-      $("rec-consent").textContent = c
-        ? `You agreed to this consult being recorded${c.on_behalf ? ` (${c.given_by} recorded your agreement)` : ""}. You can withdraw at any time.`
-        : "This consult is not recorded. It is recorded only if you agree.";
+      $("rec-consent").textContent = !c
+        ? t("selfNone", "This consult is not recorded. It is recorded only if you agree.")
+        : c.on_behalf
+          ? t("selfAgreedBy", "You agreed to this consult being recorded ({name} recorded your agreement). You can withdraw at any time.", {name: c.given_by})
+          : t("selfAgreed", "You agreed to this consult being recorded. You can withdraw at any time.");
     } else {
-      $("rec-consent").textContent = c
-        ? `The patient agreed to recording${c.on_behalf ? ` (recorded by ${c.given_by} on their behalf)` : ""}.`
-        : "The patient has not agreed to recording. Nothing is recorded without consent.";
+      $("rec-consent").textContent = !c
+        ? t("patientNone", "The patient has not agreed to recording. Nothing is recorded without consent.")
+        : c.on_behalf
+          ? t("patientAgreedBy", "The patient agreed to recording (recorded by {name} on their behalf).", {name: c.given_by})
+          : t("patientAgreed", "The patient agreed to recording.");
     }
     show("rec-indicator", s.recording);
     show("rec-give", s.can_consent && !c);
@@ -47,7 +54,7 @@
   $("rec-give").addEventListener("click", async () => { await call("/consent"); say(""); refresh(); });
   $("rec-revoke").addEventListener("click", async () => { await call("/consent/revoke"); say(""); refresh(); });
   $("rec-start").addEventListener("click", async () => {
-    say("Starting…");
+    say(t("starting", "Starting…"));
     for (let attempt = 0; attempt < 6; attempt += 1) {
       const { resp, body } = await call("/start");
       const wait = Number(resp.headers.get("Retry-After"));
@@ -56,16 +63,16 @@
         document.dispatchEvent(new CustomEvent("hospital:media-mode", { detail: { mode: "relay", reason: "recording" } }));
       }
       if (resp.ok) { say(""); break; }
-      say(body.detail || `Could not start (HTTP ${resp.status}).`);
+      say(body.detail || t("couldNotStart", "Could not start (HTTP {status}).", {status: resp.status}));
       if (resp.status !== 409 || !wait) break;
       await new Promise((r) => setTimeout(r, wait * 1000));
     }
     refresh();
   });
   $("rec-stop").addEventListener("click", async () => {
-    say("Saving the recording…");
+    say(t("saving", "Saving the recording…"));
     const { resp, body } = await call("/stop");
-    say(resp.ok ? "Recording saved." : body.detail || `HTTP ${resp.status}`);
+    say(resp.ok ? t("saved", "Recording saved.") : body.detail || `HTTP ${resp.status}`);
     refresh();
   });
   refresh();
