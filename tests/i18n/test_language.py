@@ -183,3 +183,14 @@ def test_a_consult_form_error_names_the_field_to_fix_in_chinese(client: Any, fac
         "weekday": 2, "start_time": "11:00", "end_time": "10:00", "slot_minutes": "30"}))
     assert "时间段的结束时间必须晚于开始时间。" in page  # the field hint, not only "some fields need attention"
     assert "The window must end after it starts." not in page
+
+
+def test_the_upload_script_reports_progress_and_counts_in_chinese(client: Any, factories: Any, login: Any) -> None:
+    """The scan upload's progress line, counts and links set by script come from the page, in the reader's language."""
+    login(client, factories.nurse())
+    page = _text(client.get("/scans/upload", headers=ZH))
+    words = json.loads(re.search(r'id="upload-text">(.*?)</script>', page, re.S).group(1))
+    assert words["uploading"] == "正在上传…" and words["network"].startswith("网络错误")
+    assert "{stored}" in words["counts"] and "stored," not in words["counts"]
+    source = (Path(__file__).resolve().parents[2] / "app/imaging/static/imaging.js").read_text()
+    assert "say(\"counts\"" in source and "${c.stored} stored" not in source

@@ -3,6 +3,9 @@
   const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
 
   const form = document.getElementById("scan-upload");
+  const words = JSON.parse(document.getElementById("upload-text")?.textContent || "{}");
+  const say = (key, fallback, values = {}) =>
+    Object.entries(values).reduce((text, [k, v]) => text.replace(`{${k}}`, v), words[key] || fallback);
   if (form) {
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
@@ -12,29 +15,29 @@
       xhr.open("POST", form.action);
       xhr.setRequestHeader("Accept", "application/json");
       xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");
-      bar.hidden = false; bar.value = 0; status.textContent = "Uploading…";
+      bar.hidden = false; bar.value = 0; status.textContent = say("uploading", "Uploading…");
       xhr.upload.addEventListener("progress", (e) => {
         if (e.lengthComputable) { bar.value = Math.round((e.loaded / e.total) * 100); }
       });
-      xhr.upload.addEventListener("load", () => { status.textContent = "Checking and storing…"; });
+      xhr.upload.addEventListener("load", () => { status.textContent = say("checking", "Checking and storing…"); });
       xhr.addEventListener("load", () => {
         let body = null;
         try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
         if (xhr.status !== 200 || !body || !body.results) {
-          status.textContent = (body && (body.detail || body.title)) || `Upload failed (${xhr.status}).`;
+          status.textContent = (body && (body.detail || body.title)) || say("failed", "Upload failed ({status}).", {status: xhr.status});
           return;
         }
-        bar.value = 100; status.textContent = "Done.";
+        bar.value = 100; status.textContent = say("done", "Done.");
         const c = body.counts;
         document.getElementById("upload-counts").textContent =
-          `${c.stored} stored, ${c.duplicate} already stored, ${c.conflict} in conflict, ${c.rejected} rejected`;
+          say("counts", "{stored} stored, {duplicate} already stored, {conflict} in conflict, {rejected} rejected", c);
         document.querySelector("#upload-results tbody").innerHTML = body.results.map((r) =>
           `<tr class="result-${esc(r.status)}"><td>${esc(r.file)}</td><td>${esc(r.status)}</td><td>${esc(r.reason)}</td>` +
-          `<td>${r.matched === null ? "" : (r.matched ? `matched <a href="${esc(r.read_url)}">Send to be read</a>` : "unmatched")}</td></tr>`).join("");
+          `<td>${r.matched === null ? "" : (r.matched ? `${esc(say("matched", "matched"))} <a href="${esc(r.read_url)}">${esc(say("sendToRead", "Send to be read"))}</a>` : esc(say("unmatched", "unmatched")))}</td></tr>`).join("");
         document.getElementById("upload-summary").hidden = false;
         form.reset();
       });
-      xhr.addEventListener("error", () => { status.textContent = "Network error; nothing after the last stored file was kept."; });
+      xhr.addEventListener("error", () => { status.textContent = say("network", "Network error; nothing after the last stored file was kept."); });
       xhr.send(new FormData(form));
     });
   }
