@@ -33,7 +33,8 @@ def _enrol(client, user):
     page = client.get("/sign-in/set-up-code").get_data(as_text=True)
     assert 'src="data:image/svg+xml;base64,' in page
     secret = SECRET_RE.search(page).group(1)
-    done = client.post("/sign-in/set-up-code", data={"code": pyotp.TOTP(secret).now()})
+    enrolment_code = pyotp.TOTP(secret).now()
+    done = client.post("/sign-in/set-up-code", data={"code": enrolment_code})
     assert done.status_code == 200
     codes = CODES_RE.findall(done.get_data(as_text=True))
     assert len(codes) == 10
@@ -60,7 +61,8 @@ def test_doctor_must_enrol_then_signs_in_with_a_code(client, factories, mfa_on):
     secret = SECRET_RE.search(page).group(1)
     wrong = client.post("/sign-in/set-up-code", data={"code": "000000"})
     assert wrong.status_code == 422 and "not correct" in wrong.get_data(as_text=True)
-    done = client.post("/sign-in/set-up-code", data={"code": pyotp.TOTP(secret).now()})
+    enrolment_code = pyotp.TOTP(secret).now()
+    done = client.post("/sign-in/set-up-code", data={"code": enrolment_code})
     assert done.status_code == 200 and len(CODES_RE.findall(done.get_data(as_text=True))) == 10
     assert client.get("/api/v1/me").json["email"] == doctor.email
 
@@ -74,7 +76,7 @@ def test_doctor_must_enrol_then_signs_in_with_a_code(client, factories, mfa_on):
     client.post("/sign-out")
     resp = _password(client, doctor)
     assert resp.headers["Location"].endswith("/sign-in/code")
-    replay = client.post("/sign-in/code", data={"code": pyotp.TOTP(secret).now()})
+    replay = client.post("/sign-in/code", data={"code": enrolment_code})
     assert replay.status_code == 401  # the enrolment code cannot be used twice
     ok = client.post("/sign-in/code", data={"code": _next_code(secret)})
     assert ok.status_code == 302
