@@ -178,6 +178,11 @@ def begin_autocommit() -> None:
         sess.info[_AUTOCOMMIT] = True
 
 
+def autocommitting(sess: so.Session) -> bool:
+    """Whether ``sess`` runs without a transaction just now: each statement it sends is stored at once."""
+    return bool(sess.info.get(_AUTOCOMMIT))
+
+
 @sa.event.listens_for(so.Session, "before_flush")
 def _transaction_for_larger_flushes(sess: so.Session, _ctx: Any, _instances: Any) -> None:
     if not sess.info.get(_AUTOCOMMIT) or (len(sess.new) <= 1 and not sess.dirty and not sess.deleted):

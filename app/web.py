@@ -26,7 +26,7 @@ from flask_babel import gettext as _
 from flask_login import current_user, logout_user
 from werkzeug.wrappers import Response as BaseResponse
 
-from app import db
+from app import db, read_path
 from app.audit.context import client_ip
 from app.auth import service as auth_service
 from app.auth.models import Role, User
@@ -193,7 +193,7 @@ SESSIONLESS_ENDPOINTS = frozenset({"web.healthz"})
 def _load_user(session_id: str) -> User | None:
     if request.endpoint in SESSIONLESS_ENDPOINTS:
         return None
-    return auth_service.load_session_user(session_id)
+    return read_path.session_user(session_id)
 
 
 @login_manager.unauthorized_handler

@@ -6,7 +6,7 @@ and the heads go to the outside collector with the events (``app.audit.export``)
 link is caught against a copy the database's owner cannot reach.
 
 Why a sealing step and not a hash written with each event: on PostgreSQL many transactions write events at
-once (reads write theirs inside the SELECT itself, see ``AuditedRead``). Chaining at write time needs the
+once (reads write theirs inside the SELECT itself, see ``app.read_path``). Chaining at write time needs the
 previous event's hash, that is one lock taken by every request and held until it commits: the whole hospital
 would queue behind its slowest transaction. Here requests write events as before, and a sealer (the background
 worker, or ``hospital audit-seal``) chains them afterwards in blocks.

@@ -53,7 +53,7 @@ def uncommitted() -> bool:
     return bool(db.session().info.get(_UNCOMMITTED_KEY))
 
 
-def _values(action: str, *, by: User | None, outcome: Outcome = Outcome.SUCCESS, patient_id: object = None,
+def event_values(action: str, *, by: User | None, outcome: Outcome = Outcome.SUCCESS, patient_id: object = None,
             resource_type: str | None = None, resource_id: object = None, detail: object = None,
             actor_name: str | None = None) -> dict[str, Any]:
     return {
@@ -72,93 +72,25 @@ def _values(action: str, *, by: User | None, outcome: Outcome = Outcome.SUCCESS,
     }
 
 
+def mark_uncommitted() -> None:
+    """Note that success events were written outside the unit of work's objects (by a statement's own INSERT,
+    see :mod:`app.read_path`), so the request commits them before its response leaves."""
+    db.session().info[_UNCOMMITTED_KEY] = True
+
+
 def record(action: str, *, by: User | None, outcome: Outcome = Outcome.SUCCESS, patient_id: int | None = None,
            resource_type: str | None = None, resource_id: object = None, detail: dict[str, Any] | None = None,
            actor_name: str | None = None) -> AuditEvent:
     """Add an audit event to the current unit of work; denials and failures also survive a rollback."""
-    values = _values(action, by=by, outcome=outcome, patient_id=patient_id, resource_type=resource_type,
+    values = event_values(action, by=by, outcome=outcome, patient_id=patient_id, resource_type=resource_type,
                      resource_id=resource_id, detail=detail, actor_name=actor_name)
     event = AuditEvent(**values)
     session = db.session()
     session.add(event)
     session.info[_UNCOMMITTED_KEY] = True
     if outcome is not Outcome.SUCCESS:
-        session.info.setdefault(_DURABLE_KEY, []).append(values)
+        session.info.setdefault(_DURABLE_KEY, []).append((event, values))
     return event
-
-
-def _in_one_statement() -> bool:
-    """PostgreSQL runs an INSERT inside a SELECT's WITH clause; SQLite does not."""
-    return db.session.get_bind().dialect.name == "postgresql"
-
-
-def _insert_from(rows: sa.Select[Any], **columns: sa.ColumnElement[Any]) -> sa.CTE:
-    """A WITH-clause INSERT of one audit event per row of ``rows``: ``columns`` are taken from it, the rest are
-    bind parameters ``audit_<column>`` (see :func:`_event_params`), so the statement is the same every time."""
-    table = AuditEvent.__table__
-    names = [c.name for c in table.columns if c.name != "id"]
-    selected = [columns[n] if n in columns else sa.bindparam(f"audit_{n}", type_=table.c[n].type) for n in names]
-    return sa.insert(AuditEvent).from_select(names, rows.with_only_columns(*selected)).cte("audit_insert")
-
-
-def _event_params(action: str, *, by: User, resource_type: str, given: set[str]) -> dict[str, Any]:
-    values = _values(action, by=by, resource_type=resource_type)
-    return {f"audit_{name}": value for name, value in values.items() if name not in given}
-
-
-class AuditedRead:
-    """An access-checked read that records an event for every row it returns, built once and run many times.
-
-    ``query`` has a bind parameter for every value that changes from one call to the next (passed to
-    :meth:`run`); ``resource_id`` and ``patient_id`` are its columns naming each row's resource and patient.
-    On PostgreSQL the events are written by the query itself (an INSERT in its WITH clause, on the same
-    snapshot): the read and its audit trail are one statement and one round trip, and there is no way to get
-    the rows without the events. Elsewhere they are added to the unit of work like :func:`record`'s. Building
-    a statement of this size (and its cache key) costs more than running it, hence once.
-    """
-
-    def __init__(self, query: sa.Select[Any], *, resource_type: str, resource_id: sa.ColumnElement[Any],
-                 patient_id: sa.ColumnElement[Any]) -> None:
-        self.resource_type = resource_type
-        self.query = query.add_columns(resource_id, patient_id)
-        rows = query.with_only_columns(resource_id, patient_id, maintain_column_froms=True).subquery()
-        self._given = {"patient_id", "resource_id", "resource_type"}
-        self._combined = self.query.add_cte(_insert_from(
-            sa.select(rows), patient_id=rows.c[1], resource_id=sa.cast(rows.c[0], sa.String),
-            resource_type=sa.literal(resource_type, AuditEvent.__table__.c.resource_type.type)))
-
-    def run(self, params: dict[str, Any], action: str, *, by: User) -> list[sa.Row[Any]]:
-        """The rows, each with its resource id and patient id appended, and their ``action`` events."""
-        if _in_one_statement():
-            params = params | _event_params(action, by=by, resource_type=self.resource_type, given=self._given)
-            db.session().info[_UNCOMMITTED_KEY] = True
-            return list(db.session.execute(self._combined, params))
-        result = list(db.session.execute(self.query, params))
-        for row in result:
-            record(action, by=by, patient_id=row[-1], resource_type=self.resource_type, resource_id=row[-2])
-        return result
-
-
-class AuditedSearch:
-    """A search that records one event with its number of results (``detail.results``), built once and run many
-    times with parameters; on PostgreSQL in the same statement, as :class:`AuditedRead` does."""
-
-    def __init__(self, query: sa.Select[Any], *, resource_type: str) -> None:
-        self.query, self.resource_type = query, resource_type
-        found = query.with_only_columns(sa.literal(1).label("one"), maintain_column_froms=True).subquery()
-        results = sa.select(sa.func.count()).select_from(found).scalar_subquery()
-        self._combined = query.add_cte(_insert_from(
-            sa.select(), detail=sa.func.json_build_object("results", results),
-            resource_type=sa.literal(resource_type, AuditEvent.__table__.c.resource_type.type)))
-
-    def run(self, params: dict[str, Any], action: str, *, by: User) -> list[sa.Row[Any]]:
-        if _in_one_statement():
-            events = _event_params(action, by=by, resource_type=self.resource_type, given={"detail", "resource_type"})
-            db.session().info[_UNCOMMITTED_KEY] = True
-            return list(db.session.execute(self._combined, params | events))
-        result = list(db.session.execute(self.query, params))
-        record(action, by=by, resource_type=self.resource_type, detail={"results": len(result)})
-        return result
 
 
 def forbid(action: str, *, by: User | None, patient_id: int | None = None, resource_type: str | None = None,
@@ -178,16 +110,25 @@ def forbid(action: str, *, by: User | None, patient_id: int | None = None, resou
 
 def rollback_keeping_durable(session: so.Session) -> None:
     """Roll back the session, then commit again only the denial/failure events of that unit of work."""
-    durable: list[dict[str, Any]] = session.info.pop(_DURABLE_KEY, [])
+    durable: list[tuple[AuditEvent, dict[str, Any]]] = session.info.pop(_DURABLE_KEY, [])
     session.rollback()
     if durable:
-        session.add_all(AuditEvent(**values) for values in durable)
+        session.add_all(AuditEvent(**values) for _event, values in durable)
         session.commit()
 
 
 @sa.event.listens_for(so.Session, "after_commit")
 def _durable_events_stored(session: so.Session) -> None:
     session.info.pop(_DURABLE_KEY, None)
+
+
+@sa.event.listens_for(so.Session, "after_flush")
+def _stored_without_transaction(session: so.Session, _ctx: Any) -> None:
+    """A denial flushed by a unit of work without a transaction (:func:`app.db.begin_autocommit`) is stored
+    already: the rollback that follows must not write it a second time."""
+    durable = session.info.get(_DURABLE_KEY)
+    if durable and db.autocommitting(session):
+        session.info[_DURABLE_KEY] = [(event, values) for event, values in durable if event not in session.new]
 
 
 def search(*, by: User, actor_id: int | None = None, patient_id: int | None = None, action: str | None = None,

@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 import storage
-from app import db
+from app import db, read_path
 from app.audit import service as audit
 from app.auth.models import Role, User
 from app.db import utcnow
@@ -447,7 +447,11 @@ def visible_clause(user: User) -> sa.ColumnElement[bool]:
 
 def get_study(study_uid: str, *, by: User, action: str = "imaging.study.read") -> Study:
     """:raises NotFound: unknown or not visible (audited as denied)."""
-    study = db.session.scalar(sa.select(Study).where(Study.study_instance_uid == study_uid, visible_clause(by)))
+    while True:
+        study = db.session.scalar(sa.select(Study).where(Study.study_instance_uid == study_uid, visible_clause(by),
+                                                         read_path.still_signed_in(by)))
+        if study is not None or not read_path.stale_viewer(by):
+            break
     if study is None:
         audit.forbid(action, by=by, resource_type="ImagingStudy", resource_id=study_uid[:64])
     audit.record(action, by=by, patient_id=study.patient_id, resource_type="ImagingStudy", resource_id=study.id)
@@ -455,8 +459,13 @@ def get_study(study_uid: str, *, by: User, action: str = "imaging.study.read") -
 
 
 def get_series(study_uid: str, series_uid: str, *, by: User, action: str = "imaging.series.read") -> Series:
-    series = db.session.scalar(sa.select(Series).join(Series.study).options(so.contains_eager(Series.study)).where(
-        Study.study_instance_uid == study_uid, Series.series_instance_uid == series_uid, visible_clause(by)))
+    while True:
+        series = db.session.scalar(sa.select(Series).join(Series.study).options(so.contains_eager(Series.study))
+                                   .where(Study.study_instance_uid == study_uid,
+                                          Series.series_instance_uid == series_uid, visible_clause(by),
+                                          read_path.still_signed_in(by)))
+        if series is not None or not read_path.stale_viewer(by):
+            break
     if series is None:
         audit.forbid(action, by=by, resource_type="ImagingSeries", resource_id=series_uid[:64])
     audit.record(action, by=by, patient_id=series.study.patient_id, resource_type="ImagingSeries",
@@ -467,8 +476,9 @@ def get_series(study_uid: str, series_uid: str, *, by: User, action: str = "imag
 def visible_to_viewer(role: Role) -> sa.ColumnElement[bool]:
     """:func:`visible_clause` for any viewer of ``role``, with bind parameters for who they are.
 
-    For statements built once and reused; pass :func:`viewer_params` with each run. The stand-in user has only
-    a role, an id and a clinic: a rule that came to need more would fail here, not bind one viewer's value.
+    For statements built once and reused (:mod:`app.read_path` binds the viewer with each run). The stand-in
+    user has only a role, an id and a clinic: a rule that came to need more would fail here, not bind one
+    viewer's value.
     """
     viewer = cast(User, SimpleNamespace(role=role, id=sa.bindparam("viewer_id"),
                                         facility_id=sa.bindparam("viewer_facility_id")))
@@ -480,27 +490,14 @@ def visible_to_facility(facility_id: int) -> sa.ColumnElement[bool]:
     return visible_clause(cast(User, SimpleNamespace(role=Role.CLINIC_STAFF, id=None, facility_id=facility_id)))
 
 
-def viewer_params(user: User) -> dict[str, Any]:
-    return {"viewer_id": user.id, "viewer_facility_id": user.facility_id}
-
-
-_INSTANCE_READS: dict[tuple[Role, bool], audit.AuditedRead] = {}
-
-
-def _instance_read(role: Role, *, with_series: bool) -> audit.AuditedRead:
-    """The access-checked instance lookup (with its series and study) for a viewer of ``role``, built once:
-    building and hashing a statement of this size costs more than running it."""
-    read = _INSTANCE_READS.get((role, with_series))
-    if read is None:
-        query = (sa.select(Instance).join(Instance.series).join(Series.study)
-                 .options(so.contains_eager(Instance.series).contains_eager(Series.study))  # no lazy loads
-                 .where(Study.study_instance_uid == sa.bindparam("study_uid"),
-                        Instance.sop_instance_uid == sa.bindparam("sop_uid"), visible_to_viewer(role)))
-        if with_series:
-            query = query.where(Series.series_instance_uid == sa.bindparam("series_uid"))
-        read = _INSTANCE_READS[(role, with_series)] = audit.AuditedRead(
-            query, resource_type="ImagingInstance", resource_id=Instance.id, patient_id=Study.patient_id)
-    return read
+def _instance_query(role: Role, with_series: bool) -> sa.Select[Any]:
+    query = (sa.select(Instance).join(Instance.series).join(Series.study)
+             .options(so.contains_eager(Instance.series).contains_eager(Series.study))  # no lazy loads
+             .where(Study.study_instance_uid == sa.bindparam("study_uid"),
+                    Instance.sop_instance_uid == sa.bindparam("sop_uid"), visible_to_viewer(role)))
+    if with_series:
+        query = query.where(Series.series_instance_uid == sa.bindparam("series_uid"))
+    return query
 
 
 def get_instance(study_uid: str, series_uid: str | None, sop_uid: str, *, by: User,
@@ -509,9 +506,14 @@ def get_instance(study_uid: str, series_uid: str | None, sop_uid: str, *, by: Us
 
     :raises NotFound: unknown or not visible (audited as denied).
     """
-    read = _instance_read(by.role, with_series=series_uid is not None)
-    rows = read.run({"study_uid": study_uid, "series_uid": series_uid, "sop_uid": sop_uid} | viewer_params(by),
-                    action, by=by)
+    with_series = series_uid is not None
+    while True:
+        read = read_path.audited_read(
+            ("instance", with_series), by.role, lambda: _instance_query(by.role, with_series),
+            resource_type="ImagingInstance", resource_id=lambda: Instance.id, patient_id=lambda: Study.patient_id)
+        rows = read.run({"study_uid": study_uid, "series_uid": series_uid, "sop_uid": sop_uid}, action, by=by)
+        if rows or not read_path.stale_viewer(by):
+            break
     if not rows:
         audit.forbid(action, by=by, resource_type="ImagingInstance", resource_id=sop_uid[:64])
     return rows[0][0]

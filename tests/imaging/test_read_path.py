@@ -1,8 +1,9 @@
-"""The DICOMweb read path: every read audited by the statement that reads it, two database round trips per
+"""The DICOMweb read path: every read audited by the statement that reads it, one database round trip per
 request, and what makes that safe (autocommit reads, the pool's check of a connection at checkout)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -148,9 +149,10 @@ def _committed_events(engine: sa.Engine, actor_id: int) -> list[tuple[str, str]]
 
 
 @postgresql_only
-def test_two_round_trips_per_read_over_http(live_scan: dict[str, Any], engine: sa.Engine, live_server: str,
-                                            tmp_path: Path) -> None:
-    """The session's user, then the access-checked read with its audit INSERT; no ping, BEGIN or COMMIT."""
+def test_one_round_trip_per_read_over_http(live_scan: dict[str, Any], engine: sa.Engine, live_server: str,
+                                           tmp_path: Path) -> None:
+    """The access-checked read with its audit INSERT and the session check: no user load, ping, BEGIN or COMMIT.
+    (The scan's upload in ``live_scan`` loaded the account, so this process keeps it.)"""
     s, base = live_scan["session"], live_scan["base"]
     qido = f"{live_server}/dicomweb/studies?PatientID={live_scan['patient'].mrn}"
     calls = {
@@ -162,15 +164,68 @@ def test_two_round_trips_per_read_over_http(live_scan: dict[str, Any], engine: s
         for name, call in calls.items():
             for _ in range(2):  # the first rendered request renders, the second is a cache hit
                 count, sent = trips.of(call)
-                assert count == 2, (name, sent)
-                assert sent[0].startswith("SELECT user_account.id"), (name, sent)
-                assert sent[1].startswith("WITH audit_insert AS"), (name, sent)
+                assert count == 1, (name, sent)
+                assert sent[0].startswith("WITH audit_insert AS"), (name, sent)
     frame = s.get(f"{base}/frames/1", timeout=10)  # parts already in memory go out with their length
     assert "Transfer-Encoding" not in frame.headers and int(frame.headers["Content-Length"]) == len(frame.content)
     assert len(frame.content) > 128 * 128 * 2
     assert _committed_events(engine, live_scan["nurse"].id) == [
         ("imaging.study.search", "success")] * 2 + [("imaging.frames.read", "success")] * 2 + [
         ("imaging.rendered.read", "success")] * 2 + [("imaging.frames.read", "success")]
+
+
+def _change_account(engine: sa.Engine, user_id: int, **values: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.update(User).where(User.id == user_id).values(**values))
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("change", ["deactivated", "password reset"])
+def test_an_ended_session_reads_nothing_even_from_a_warm_process(
+        live_scan: dict[str, Any], engine: sa.Engine, live_server: str, change: str) -> None:
+    """The process keeps the account it loaded, but every read re-checks it: a deactivated account or a reset
+    password (a new session epoch) ends access on the very next read, and no success is put on the record."""
+    s, base, nurse = live_scan["session"], live_scan["base"], live_scan["nurse"]
+    qido = f"{live_server}/dicomweb/studies?PatientID={live_scan['patient'].mrn}"
+    assert s.get(f"{base}/frames/1", timeout=10).status_code == 200  # the account is now kept in the process
+    assert len(s.get(qido, timeout=10).json()) == 1
+    before = _committed_events(engine, nurse.id)
+    _change_account(engine, nurse.id, **({"active": False} if change == "deactivated" else
+                                         {"session_epoch": User.session_epoch + 1}))
+    for url in (f"{base}/frames/1", f"{base}/rendered", qido, f"{base}/metadata",
+                live_scan["base"].rsplit("/instances/", 1)[0] + "/metadata"):
+        resp = s.get(url, timeout=10, headers={"Accept": "application/dicom+json"})
+        assert resp.status_code == 401, (url, resp.status_code)
+        assert resp.headers["Content-Type"] == "application/problem+json"
+    assert _committed_events(engine, nurse.id) == before
+
+
+@pytest.mark.smoke
+def test_a_nurse_moved_to_another_clinic_reads_as_the_new_clinic_at_once(
+        live_scan: dict[str, Any], engine: sa.Engine, live_server: str, live_factories: Any) -> None:
+    """A clinic change keeps the session: the next read follows the account's new clinic, not the kept copy."""
+    s, base, nurse = live_scan["session"], live_scan["base"], live_scan["nurse"]
+    assert s.get(f"{base}/frames/1", timeout=10).status_code == 200
+    elsewhere = live_factories.facility()
+    other_patient = live_factories.patient(facility=elsewhere)
+    mover = live_factories.nurse(facility=elsewhere, email=f"read-path-mover-{uuid.uuid4().hex[:8]}@test.example")
+    t = requests.Session()
+    token = t.get(f"{live_server}/api/v1/auth/csrf", timeout=10).json()["csrf_token"]
+    t.post(f"{live_server}/sign-in", data={"email": mover.email, "password": PASSWORD, "csrf_token": token},
+           timeout=10)
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    body, ctype = stow_body([ct_slice(patient_id=other_patient.mrn, study_uid=study, series_uid=series,
+                                      sop_uid=sop, size=64)])
+    token = t.get(f"{live_server}/api/v1/auth/csrf", timeout=10).json()["csrf_token"]
+    assert t.post(f"{live_server}/dicomweb/studies", data=body, timeout=30,
+                  headers={"Content-Type": ctype, "X-CSRFToken": token}).status_code == 200
+    there = f"{live_server}/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/1"
+    assert s.get(there, timeout=10).status_code == 404
+
+    _change_account(engine, nurse.id, facility_id=elsewhere.id)
+    assert s.get(there, timeout=10).status_code == 200
+    assert s.get(f"{base}/frames/1", timeout=10).status_code == 404
+    assert len(s.get(f"{live_server}/dicomweb/studies?PatientID={other_patient.mrn}", timeout=10).json()) == 1
 
 
 @pytest.mark.smoke
@@ -194,32 +249,35 @@ def test_reads_over_http_are_audited_and_refusals_too(live_scan: dict[str, Any],
     assert _committed_events(engine, other.id) == [("imaging.frames.read", "denied")]
 
 
+@contextlib.contextmanager
+def _autocommit_unit(app: Flask, user: User) -> Iterator[User]:
+    """A request's unit of work without a transaction (as a DICOMweb read runs), with ``user`` loaded in it."""
+    db.session.remove()
+    with app.test_request_context("/"):
+        db.begin_autocommit()
+        me = db.session.get(User, user.id)
+        assert me is not None
+        yield me
+        db.session.remove()
+
+
 @pytest.mark.smoke
 def test_larger_flush_in_an_autocommit_unit_of_work_is_atomic(app: Flask, live_factories: Any,
                                                                engine: sa.Engine) -> None:
     """Only single-row writes run without a transaction: a flush of several rows that fails keeps none."""
     user = live_factories.nurse(email=f"read-path-atomic-{uuid.uuid4().hex[:8]}@test.example")
     action = f"test.atomic.{uuid.uuid4().hex[:8]}"
-    db.session.remove()
-    with app.test_request_context("/"):
-        db.begin_autocommit()
-        me = db.session.get(User, user.id)
-        assert me is not None
+    with _autocommit_unit(app, user) as me:
         db.session.add(AuditEvent(occurred_at=db.utcnow(), action=action, outcome=Outcome.SUCCESS))
         me.facility_id = None  # clinic staff without a clinic: refused by a CHECK constraint
         with pytest.raises(sa.exc.IntegrityError):
             db.session.commit()
         db.session.rollback()
         assert db.session.scalar(sa.select(sa.func.count()).where(AuditEvent.action == action)) == 0
-        db.session.remove()
-    with app.test_request_context("/"):  # and one that succeeds is committed whole
-        db.begin_autocommit()
-        me = db.session.get(User, user.id)
-        assert me is not None
+    with _autocommit_unit(app, user) as me:  # and one that succeeds is committed whole
         db.session.add(AuditEvent(occurred_at=db.utcnow(), action=action, outcome=Outcome.SUCCESS))
         me.full_name = "Renamed Nurse"
         db.session.commit()
-        db.session.remove()
     with engine.connect() as conn:
         assert conn.scalar(sa.select(User.full_name).where(User.id == user.id)) == "Renamed Nurse"
         assert conn.scalar(sa.select(sa.func.count()).where(AuditEvent.action == action)) == 1
@@ -260,3 +318,20 @@ def test_reused_search_statements_bind_each_viewer_and_value(client: Any, login:
         assert json.loads(client.get("/dicomweb/studies?AccessionNumber=ACC%25").data) == []  # % is no wildcard
         assert client.get(f"/dicomweb/studies/{study}/series?SeriesNumber=x").status_code == 400  # IS is a number
         client.post("/sign-out")
+
+
+@pytest.mark.smoke
+def test_a_denial_already_stored_by_an_autocommit_flush_is_not_stored_twice(app: Flask, live_factories: Any,
+                                                                            engine: sa.Engine) -> None:
+    """A refusal's event flushed before the error's rollback (a lazy load on the error page autoflushes) is
+    already stored without a transaction; the rollback keeps it once, not twice."""
+    from app.audit import service as audit
+
+    user = live_factories.nurse(email=f"read-path-denied-{uuid.uuid4().hex[:8]}@test.example")
+    action = f"test.denied.{uuid.uuid4().hex[:8]}"
+    with _autocommit_unit(app, user) as me:
+        audit.record(action, by=me, outcome=Outcome.DENIED)
+        db.session.flush()
+        db.rollback()
+    with engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).where(AuditEvent.action == action)) == 1

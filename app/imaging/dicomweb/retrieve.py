@@ -15,7 +15,7 @@ import pydicom
 from flask import Response, request, stream_with_context
 from flask_login import current_user, login_required
 
-from app import db
+from app import db, read_path
 from app.errors import NotFound, ValidationFailed
 from app.imaging import dicomfile, render, service
 from app.imaging.dicomweb.headers import Lru, full_dataset, header_of, shared_header
@@ -170,7 +170,7 @@ def _retrieve(instances: list[Instance]) -> Response:
 @bp.get("/studies/<study_uid>/series/<series_uid>")
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>")
 @bp.get("/studies/<study_uid>/instances/<sop_uid>")
-@db.autocommit_reads
+@read_path.checks_session
 @login_required
 def study_retrieve(study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> Response:
     """Whole instances of a study, a series or one instance, as multipart/related application/dicom."""
@@ -205,7 +205,7 @@ def _metadata(instances: list[Instance]) -> Response:
 @bp.get("/studies/<study_uid>/metadata")
 @bp.get("/studies/<study_uid>/series/<series_uid>/metadata")
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/metadata")
-@db.autocommit_reads
+@read_path.checks_session
 @login_required
 def metadata(study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> Response:
     """The DICOM JSON headers of a study, a series or one instance; pixel data by BulkDataURI."""
@@ -274,7 +274,7 @@ def _frame_syntax(stored: str) -> str | None:
 
 
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>")
-@db.autocommit_reads
+@read_path.checks_session
 @login_required
 def frames(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Response:
     """Frames as the Accept asks: as stored (``transfer-syntax=*``; uncompressed ones are range-read), or
@@ -378,7 +378,7 @@ def _render_uncached(inst: Instance, frame: int, *, window: tuple[float, float] 
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/rendered")
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<int:frame>/rendered")
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/thumbnail")
-@db.autocommit_reads
+@read_path.checks_session
 @login_required
 def rendered(study_uid: str, series_uid: str, sop_uid: str, frame: int = 1) -> Response:
     media_type = _rendered_type()

@@ -14,8 +14,7 @@ import sqlalchemy.orm as so
 from flask import Response, request
 from flask_login import current_user, login_required
 
-from app import db
-from app.audit import service as audit
+from app import db, read_path
 from app.imaging import service
 from app.imaging.dicomweb import query
 from app.imaging.dicomweb.headers import shared_header
@@ -74,11 +73,6 @@ def _first_instances(column: Any, ids: list[int]) -> dict[int, Instance]:
     return {owner: by_id[first] for owner, first in firsts}
 
 
-_SEARCHES: dict[tuple[str, Any, tuple[tuple[str, str], ...]], audit.AuditedSearch] = {}
-MAX_SEARCH_SHAPES = 256
-"""Clients use a handful of shapes; the bound keeps odd combinations of filters from piling up."""
-
-
 def _search(level: str, q: query.Query, build: Callable[[], sa.Select[Any]],
             resource_type: str) -> tuple[list[sa.Row[Any]], list[str]]:
     """Run a search at ``level`` (``build()`` gives its base query) with its audit event, as the one statement
@@ -87,17 +81,17 @@ def _search(level: str, q: query.Query, build: Callable[[], sa.Select[Any]],
     One row more than the limit is read to tell whether the results were cut; the answer's warnings say so.
     """
     f = q.filters
-    key = (level, current_user.role, tuple(f.shape))
-    search = _SEARCHES.get(key)
-    if search is None:
-        statement = (build().where(service.visible_to_viewer(current_user.role),
-                                   *(query.clause(*item) for item in f.shape))
-                     .limit(sa.bindparam("limit")).offset(sa.bindparam("offset")))
-        if len(_SEARCHES) >= MAX_SEARCH_SHAPES:
-            _SEARCHES.clear()
-        search = _SEARCHES[key] = audit.AuditedSearch(statement, resource_type=resource_type)
-    params = f.params | {"limit": q.limit + 1, "offset": q.offset} | service.viewer_params(current_user)
-    rows = search.run(params, f"imaging.{level}.search", by=current_user)
+    params = f.params | {"limit": q.limit + 1, "offset": q.offset}
+    while True:
+        search = read_path.audited_search(
+            (level, tuple(f.shape)), current_user.role,
+            lambda: build().where(service.visible_to_viewer(current_user.role),
+                                  *(query.clause(*item) for item in f.shape))
+            .limit(sa.bindparam("limit")).offset(sa.bindparam("offset")),
+            resource_type=resource_type)
+        rows = search.run(params, f"imaging.{level}.search", by=current_user)
+        if rows or not read_path.stale_viewer(current_user):
+            break
     warnings = list(q.warnings)
     if len(rows) > q.limit:
         rows = rows[:q.limit]
@@ -149,7 +143,7 @@ def _study_query() -> sa.Select[Any]:
 
 
 @bp.get("/studies")
-@db.autocommit_reads
+@read_path.checks_session
 @login_required
 def search_studies() -> Response:
     """Studies matching the query (PS3.18 §10.6)."""
@@ -185,7 +179,7 @@ def _series_json(series: Series, count: int, *, with_study: bool) -> dict[str, A
 
 @bp.get("/series")
 @bp.get("/studies/<study_uid>/series")
-@db.autocommit_reads
+@read_path.checks_session
 @login_required
 def search_series(study_uid: str | None = None) -> Response:
     """Series matching the query, of all studies or of one."""
@@ -236,7 +230,7 @@ def _instance_json(inst: Instance, *, with_series: bool, with_study: bool) -> di
 @bp.get("/instances")
 @bp.get("/studies/<study_uid>/instances")
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances")
-@db.autocommit_reads
+@read_path.checks_session
 @login_required
 def search_instances(study_uid: str | None = None, series_uid: str | None = None) -> Response:
     """Instances matching the query, of all studies, of one study or of one series."""
