@@ -6,7 +6,7 @@ PYTEST := .venv/bin/pytest
 PYBABEL := .venv/bin/pybabel
 # Catalogue keywords: _ / gettext / ngettext (defaults), lazy labels, strings marked where defined, notifications,
 # navigation labels.
-BABEL_KEYWORDS := -k _l -k N_ -k Message -k add_nav:2 -k NotFound -k Conflict -k Forbidden -k ValidationFailed -k Unauthorized -k TooManyRequests -k PayloadTooLarge -k UnsupportedMediaType -k MfaLocked -k MalformedBody -k _invalid:2
+BABEL_KEYWORDS := -k _l -k N_ -k Message -k add_nav:2 -k NotFound -k Conflict -k Forbidden -k ValidationFailed -k Unauthorized -k TooManyRequests -k PayloadTooLarge -k UnsupportedMediaType -k MfaLocked -k MalformedBody -k InvalidQuery -k _invalid:2
 PO_FILES := $(wildcard app/translations/*/LC_MESSAGES/messages.po)
 MO_FILES := $(PO_FILES:.po=.mo)
 

@@ -175,13 +175,14 @@ def _check_body() -> BaseResponse | None:
     schema = _expected_body(request.endpoint or "", request.method)
     if schema is None:
         return None
-    wanted, name = (list, "array") if schema.many else (dict, "object")
+    wanted, name = (list, N_("array")) if schema.many else (dict, N_("object"))
     if not isinstance(body, wanted):
-        raise MalformedBody(gettext("The body must be a JSON %(wanted)s, not %(given)s.", wanted=name,
-                                     given=_json_kind(body)))
+        raise MalformedBody(gettext("The body must be a JSON %(wanted)s, not %(given)s.", wanted=gettext(name),
+                                     given=gettext(_json_kind(body))))
     return None
 
 
 def _json_kind(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "true or false",
-            type(None): "null"}.get(type(value), "a number")
+    """What a JSON value is, in words marked for the catalogue (``null`` is the same in every language)."""
+    return {dict: N_("an object"), list: N_("an array"), str: N_("a string"), bool: N_("true or false"),
+            type(None): "null"}.get(type(value), N_("a number"))

@@ -48,6 +48,7 @@ DYNAMIC_WORDS = (
     N_("Ready for pickup"), N_("Handed over"), N_("Being prepared"), N_("On hold"), N_("Declined"),
     N_("Routine"), N_("Urgent"), N_("Waiting"), N_("Being read"), N_("Preliminary"), N_("Final"), N_("Amended"),
     N_("Requested"), N_("Female"), N_("Male"), N_("Other"), N_("Unknown"), N_("Mild"), N_("Moderate"), N_("Severe"),
+    N_("Resolved"), N_("Inactive"),
     N_("Allergy"), N_("Condition"), N_("Medication"),
     N_("draft"), N_("active"), N_("on-hold"), N_("cancelled"), N_("completed"), N_("stopped"),
     N_("Bad Request"), N_("Not Found"), N_("Method Not Allowed"), N_("Unauthorized"), N_("Forbidden"),

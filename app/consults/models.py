@@ -301,6 +301,10 @@ class InviteKind(enum.StrEnum):
     INTERPRETER = "interpreter"
     FAMILY = "family"
 
+    @property
+    def label(self) -> str:
+        return translated({"interpreter": "Interpreter", "family": "Family member"}[self.value])
+
 
 class ConsultInvite(Base):
     """A single-use link that lets an interpreter or family member into one consult as a guest.

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from babel.dates import get_day_names
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
-from flask_babel import get_timezone
+from flask_babel import get_locale, get_timezone
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
@@ -27,7 +28,10 @@ bp = Blueprint("consults", __name__, template_folder="templates", static_folder=
                static_url_path="/static/consults")
 
 
-WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+def weekdays() -> list[str]:
+    """Monday to Sunday (``Availability.weekday`` 0 to 6), named in the reader's language."""
+    names = get_day_names("wide", locale=get_locale())
+    return [names[i] for i in range(7)]
 
 
 def chart_links(patient: object, user: User) -> list[dict[str, str]]:
@@ -184,7 +188,7 @@ def availability() -> Response | str:
             return redirect(url_for("consults.availability"))
     windows = service.windows_for(current_user)
     exceptions = service.exceptions_for(current_user)
-    return render_template("consults/availability.html", windows=windows, exceptions=exceptions, weekdays=WEEKDAYS)
+    return render_template("consults/availability.html", windows=windows, exceptions=exceptions, weekdays=weekdays())
 
 
 @bp.get("/consults/today")

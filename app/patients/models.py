@@ -9,6 +9,7 @@ import sqlalchemy.orm as so
 from app.auth.models import User
 from app.db import Base, IntPk, TimestampMixin, UtcTimestamp, str_enum
 from app.facilities.models import Facility
+from app.i18n import translated
 
 
 class Sex(enum.StrEnum):
@@ -27,11 +28,19 @@ class AllergySeverity(enum.StrEnum):
     MODERATE = "moderate"
     SEVERE = "severe"
 
+    @property
+    def label(self) -> str:
+        return translated(self.value.capitalize())
+
 
 class ClinicalStatus(enum.StrEnum):
     ACTIVE = "active"
     RESOLVED = "resolved"
     INACTIVE = "inactive"
+
+    @property
+    def label(self) -> str:
+        return translated(self.value.capitalize())
 
 
 class Patient(TimestampMixin, Base):

@@ -350,9 +350,9 @@ def transition(dispense: Dispense, target: DispenseStatus | str, *, by: User | N
     if target is DispenseStatus.COMPLETED or target not in TRANSITIONS.get(dispense.status, set()):
         raise _fail("dispense.status", by, rx, Conflict(
             gettext("A dispense cannot go from %(old)s to %(new)s. Hand it over with the pickup code.",
-                    old=dispense.status.value, new=target.value) if target is DispenseStatus.COMPLETED
-            else gettext("A dispense cannot go from %(old)s to %(new)s.", old=dispense.status.value,
-                         new=target.value)),
+                    old=dispense.status.label.lower(), new=target.label.lower()) if target is DispenseStatus.COMPLETED
+            else gettext("A dispense cannot go from %(old)s to %(new)s.", old=dispense.status.label.lower(),
+                         new=target.label.lower())),
             dispense.id, {"from": dispense.status.value, "to": target.value})
     reason = (reason or "").strip()[:300] or None
     if target in (DispenseStatus.DECLINED, DispenseStatus.CANCELLED) and reason is None:

@@ -343,20 +343,24 @@ def verify(payload: str, *, by: User) -> Verification:
     from app.pharmacy import service as pharmacy
 
     rx = db.session.get(Prescription, document.get("id")) if isinstance(document.get("id"), int) else None
-    checks = [{"check": "signature", "ok": True, "message": "Signed by this hospital's key."}]
+    # The messages are for the pharmacist at the counter, in their language; "check" names each one for programs.
+    checks = [{"check": "signature", "ok": True, "message": gettext("Signed by this hospital's key.")}]
     if rx is None or rx.dispensing_facility_id != by.facility_id:
-        checks.append({"check": "record", "ok": False, "message": "Not a prescription for this pharmacy."})
+        checks.append({"check": "record", "ok": False, "message": gettext("Not a prescription for this pharmacy.")})
         rx = None
     else:
         same = rx.content_hash == signing.content_hash(signing.canonical_bytes(document))
         checks.append({"check": "unaltered", "ok": same,
-                       "message": "Matches the signed record." if same else "Differs from the signed record."})
+                       "message": gettext("Matches the signed record.") if same
+                       else gettext("Differs from the signed record.")})
         dispensable = rx.status is RequestStatus.ACTIVE
-        checks.append({"check": "status", "ok": dispensable, "message": f"Prescription is {rx.status.value}."})
+        checks.append({"check": "status", "ok": dispensable,
+                       "message": gettext("Prescription is %(status)s.", status=gettext(rx.status.value))})
         left = pharmacy.remaining(rx)
         checks.append({"check": "not-dispensed", "ok": left > 0,
-                       "message": f"{left} of {rx.total_authorised} units left to dispense." if left > 0
-                       else "Already fully dispensed."})
+                       "message": gettext("%(left)s of %(total)s units left to dispense.", left=left,
+                                          total=rx.total_authorised) if left > 0
+                       else gettext("Already fully dispensed.")})
     valid = all(c["ok"] for c in checks)
     audit.record("prescription.verify", by=by, outcome=Outcome.SUCCESS if valid else Outcome.FAILURE,
                  patient_id=rx.patient_id if rx else None, resource_type=RT,

@@ -35,8 +35,13 @@ class Priority(enum.StrEnum):
         return {"stat": 0, "urgent": 1, "routine": 2}[self.value]
 
     @property
+    def word(self) -> str:
+        """The label as the catalogue has it, for text written out later in someone else's language."""
+        return "STAT" if self is Priority.STAT else self.value.capitalize()
+
+    @property
     def label(self) -> str:
-        return translated("STAT" if self is Priority.STAT else self.value.capitalize())
+        return translated(self.word)
 
 
 class ReadingStatus(enum.StrEnum):

@@ -146,7 +146,7 @@ def request_reading(study: Study, *, by: User, question: str, priority: str | Pr
     if doctor is not None:
         patients.ensure_care_relationship(patient, doctor, by=by, reason="Reading request")
         notify.enqueue(recipient=doctor, subject=notify.Message("%(priority)s scan to read",
-                                                                priority=notify.Message(prio.label)),
+                                                                priority=notify.Message(prio.word)),
                        body=notify.Message("A %(modality)s from %(place)s waits on your reading worklist.",
                                            modality=req.modality or notify.Message("scan"), place=req.facility.name))
     audit.record("reading.request", by=by, patient_id=patient.id, resource_type=RT, resource_id=req.id,

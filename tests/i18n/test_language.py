@@ -194,3 +194,38 @@ def test_the_upload_script_reports_progress_and_counts_in_chinese(client: Any, f
     assert "{stored}" in words["counts"] and "stored," not in words["counts"]
     source = (Path(__file__).resolve().parents[2] / "app/imaging/static/imaging.js").read_text()
     assert "say(\"counts\"" in source and "${c.stored} stored" not in source
+
+
+def test_a_refused_dicomweb_query_is_explained_in_chinese(client: Any, factories: Any, login: Any) -> None:
+    """The details of a QIDO query the server cannot honour, keys and levels included, read Chinese."""
+    login(client, factories.nurse())
+    resp = client.get("/dicomweb/studies?Modality=CT", headers=ZH)
+    body = resp.get_json()
+    assert resp.status_code == 400 and resp.mimetype == "application/problem+json"
+    assert body["title"] == "查询无效" and body["detail"] == "Modality 不是本服务器在检查检索中支持的匹配键。"
+    assert body["errors"]["Modality"][0].startswith("此处支持的匹配键：")
+    for url, detail in [("/dicomweb/series?SeriesNumber=first", "SeriesNumber 是整数。"),
+                        ("/dicomweb/studies?limit=ten", "limit 必须是整数。"),
+                        ("/dicomweb/studies?Foo=1", "Foo 既不是查询参数，也不是 DICOM 属性。"),
+                        ("/dicomweb/studies?PatientName=a=b=c=d", "人名最多有三个成分组（字母=表意=拼音）。")]:
+        assert client.get(url, headers=ZH).get_json()["detail"] == detail, url
+    dated = client.get("/dicomweb/studies?StudyDate=2024", headers=ZH).get_json()
+    assert dated["errors"]["StudyDate"] == ["请使用 YYYYMMDD 格式或 YYYYMMDD-YYYYMMDD 范围。"]
+    english = client.get("/dicomweb/studies?Modality=CT").get_json()
+    assert english["detail"] == "Modality is not a matching key this server supports in study searches."
+
+
+def test_the_smart_demo_app_gets_its_words_from_the_page_in_chinese(client: Any) -> None:
+    """The demo app's steps, record lists and prescription statuses set by script read Chinese."""
+    page = _text(client.get("/smart-demo/", headers=ZH))
+    words = json.loads(re.search(r'id="smart-demo-text">(.*?)</script>', page, re.S).group(1))
+    assert words["allowed"].startswith("您已允许该应用访问") and words["done"].startswith("完成。")
+    assert words["exchanged"] == "应用用授权码换取了访问令牌（权限范围：{scopes}）。"
+    assert words["highRisk"] == "{substance}（高风险）" and words["noAllergies"] == "没有过敏记录。"
+    assert words["statuses"]["active"] == "有效" and words["statuses"]["on-hold"] == "暂停"
+    english = _text(client.get("/smart-demo/", headers={"Accept-Language": "en"}))
+    assert json.loads(re.search(r'id="smart-demo-text">(.*?)</script>', english, re.S).group(1))["done"] == \
+        "Done. Revoke the app at any time under Connected apps."
+    source = (Path(__file__).resolve().parents[2] / "app/fhir/static/smart-demo.js").read_text()
+    assert 'say("done"' in source and 'statusWord(r.status)' in source
+    assert 'status.textContent = "Done.' not in source and '": " + r.status' not in source

@@ -8,6 +8,11 @@
   const redirectUri = window.location.origin + window.location.pathname;
   const status = document.getElementById("demo-status");
   const steps = document.getElementById("demo-steps");
+  // The page gives the words in the reader's language; the English here is only a fallback.
+  const words = JSON.parse(document.getElementById("smart-demo-text")?.textContent || "{}");
+  const say = (key, fallback, values = {}) =>
+    (words[key] || fallback).replace(/\{(\w+)\}/g, (whole, name) => (name in values ? String(values[name]) : whole));
+  const statusWord = (code) => (words.statuses && words.statuses[code]) || code;
 
   function b64url(buffer) {
     return btoa(String.fromCharCode(...new Uint8Array(buffer)))
@@ -65,14 +70,16 @@
     sessionStorage.removeItem("healthDiary");
     history.replaceState(null, "", redirectUri);
     if (params.get("error")) {
-      status.textContent = "Town Health did not let the app in: " + (params.get("error_description") || params.get("error"));
+      status.textContent = say("refused", "Town Health did not let the app in: {reason}",
+        { reason: params.get("error_description") || params.get("error") });
       return;
     }
     if (!saved.state || saved.state !== params.get("state")) {
-      status.textContent = "This answer does not belong to a request from this page; press Connect again.";
+      status.textContent = say("foreignAnswer",
+        "This answer does not belong to a request from this page; press Connect again.");
       return;
     }
-    step("You allowed the app in; Town Health sent it back with a one-time code.");
+    step(say("allowed", "You allowed the app in; Town Health sent it back with a one-time code."));
     const resp = await fetch(data.token, {
       method: "POST",
       headers: { "Content-Type": "application/x-www-form-urlencoded" },
@@ -84,32 +91,37 @@
     });
     const token = await resp.json();
     if (!resp.ok) {
-      status.textContent = "The app could not get a token: " + (token.error_description || token.error);
+      status.textContent = say("noToken", "The app could not get a token: {reason}",
+        { reason: token.error_description || token.error });
       return;
     }
-    step("The app exchanged the code for an access token (scopes: " + token.scope + ").");
+    step(say("exchanged", "The app exchanged the code for an access token (scopes: {scopes}).",
+      { scopes: token.scope }));
     const patient = await fhir(token.access_token, "/Patient/" + token.patient);
-    const name = patient.name && patient.name[0] ? patient.name[0].text : "Patient " + patient.id;
-    step("The app read Patient/" + patient.id + " with that token.");
+    const name = patient.name && patient.name[0] ? patient.name[0].text : say("patient", "Patient {id}", { id: patient.id });
+    step(say("readPatient", "The app read Patient/{id} with that token.", { id: patient.id }));
     const allergies = await fhir(token.access_token, "/AllergyIntolerance?patient=Patient/" + patient.id);
     const requests = await fhir(token.access_token, "/MedicationRequest?patient=Patient/" + patient.id +
       "&_include=MedicationRequest:medication");
-    step("…and searched AllergyIntolerance and MedicationRequest for this patient.");
+    step(say("searched", "…and searched AllergyIntolerance and MedicationRequest for this patient."));
     document.getElementById("demo-patient").textContent = name;
     const entries = (bundle, type) => (bundle.entry || []).map((e) => e.resource)
       .filter((r) => r.resourceType === type);
     listInto("demo-allergies", entries(allergies, "AllergyIntolerance").map(
-      (a) => a.code.text + (a.criticality === "high" ? " (high risk)" : "")), "No allergies recorded.");
+      (a) => (a.criticality === "high" ? say("highRisk", "{substance} (high risk)", { substance: a.code.text })
+        : a.code.text)), say("noAllergies", "No allergies recorded."));
     listInto("demo-prescriptions", entries(requests, "MedicationRequest").map(
-      (r) => r.medicationReference.display + ": " + r.status), "No prescriptions.");
+      (r) => say("prescription", "{medication}: {status}",
+        { medication: r.medicationReference.display, status: statusWord(r.status) })),
+      say("noPrescriptions", "No prescriptions."));
     document.getElementById("demo-record").hidden = false;
-    status.textContent = "Done. Revoke the app at any time under Connected apps.";
+    status.textContent = say("done", "Done. Revoke the app at any time under Connected apps.");
   }
 
   const button = document.getElementById("demo-connect");
   if (button) button.addEventListener("click", () => { connect().catch((e) => { status.textContent = e.message; }); });
   const params = new URLSearchParams(window.location.search);
   if (params.get("code") || params.get("error")) {
-    finish(params).catch((e) => { status.textContent = "The app could not read the record: " + e.message; });
+    finish(params).catch((e) => { status.textContent = say("readFailed", "The app could not read the record: {reason}", { reason: e.message }); });
   }
 })();

@@ -30,6 +30,12 @@ FUZZY_WARNING = "The fuzzymatching parameter is not supported. Only literal matc
 LIMIT_WARNING = "The number of results exceeded the limit. Additional results can be requested with offset."
 MAX_LIMIT_WARNING = ("The number of results exceeded the maximum supported by the server. Additional results "
                      "can be requested.")
+# One whole sentence per level, so that the level is named in the reader's language too.
+LEVEL_MISMATCH = {
+    "study": N_("%(keyword)s is not a matching key this server supports in study searches."),
+    "series": N_("%(keyword)s is not a matching key this server supports in series searches."),
+    "instance": N_("%(keyword)s is not a matching key this server supports in instance searches."),
+}
 TIME_RE = re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?")
 
 
@@ -66,7 +72,8 @@ class Filters:
         (Alphabetic, Ideographic or Phonetic); ``A=I=P`` matches each given group in its place."""
         groups = value.lower().split("=")
         if len(groups) > 3:
-            raise InvalidQuery("A person name has at most three component groups (Alphabetic=Ideographic=Phonetic).")
+            raise InvalidQuery(N_("A person name has at most three component groups "
+                                   "(Alphabetic=Ideographic=Phonetic)."))
         patterns = [_like(g if "*" in g or "?" in g else g + "*") if g else None for g in groups]
         if len(groups) == 1:
             self.add(name, "pn_any", patterns[0])
@@ -147,11 +154,11 @@ def clause(name: str, op: str) -> sa.ColumnElement[bool]:
 
 
 def _date(f: Filters, value: str) -> None:
+    hint = N_("Use YYYYMMDD or a range YYYYMMDD-YYYYMMDD.")  # marked apart: extraction skips it inside the call
     try:
         start, end = service.parse_date_range(value)
     except ValidationFailed as exc:
-        raise InvalidQuery(exc.detail,
-                           errors={"StudyDate": [N_("Use YYYYMMDD or a range YYYYMMDD-YYYYMMDD.")]}) from None
+        raise InvalidQuery(exc.detail, errors={"StudyDate": [hint]}) from None
     if start:
         f.add("study_date_from", "from", start)
     if end:
@@ -176,7 +183,8 @@ def _time(f: Filters, value: str) -> None:
 def _integer(name: str, keyword: str) -> Callable[[Filters, str], None]:
     def match(f: Filters, value: str) -> None:
         if not value.strip().lstrip("+-").isdigit():
-            raise InvalidQuery(f"{keyword} is an integer.", errors={keyword: [N_("Give a whole number.")]})
+            raise InvalidQuery(gettext("%(keyword)s is an integer.", keyword=keyword),
+                               errors={keyword: [N_("Give a whole number.")]})
         f.add(name, "eq", int(value))
 
     return match
@@ -247,11 +255,12 @@ def parse(level: str, args: MultiDict[str, str]) -> Query:
             continue
         keyword = name if name in CONTROL else _keyword(name)
         if keyword is None:
-            raise InvalidQuery(f"{name[:64]} is neither a query parameter nor a DICOM attribute.",
+            raise InvalidQuery(gettext("%(name)s is neither a query parameter nor a DICOM attribute.", name=name[:64]),
                                errors={name[:64]: [N_("Use a DICOM keyword, a tag like 00100020, limit, offset, "
                                                    "includefield or fuzzymatching.")]})
         if keyword in seen:
-            raise InvalidQuery(f"{keyword} is given more than once.", errors={keyword: [N_("Give it once.")]})
+            raise InvalidQuery(gettext("%(keyword)s is given more than once.", keyword=keyword),
+                               errors={keyword: [N_("Give it once.")]})
         seen.add(keyword)
         if keyword in CONTROL:
             _control(query, keyword, value)
@@ -259,7 +268,7 @@ def parse(level: str, args: MultiDict[str, str]) -> Query:
         rule = MATCHING_KEYS.get(keyword)
         if rule is None or rule[0] not in allowed:
             supported = ", ".join(k for k, (lvl, _) in MATCHING_KEYS.items() if lvl in allowed)
-            raise InvalidQuery(f"{keyword} is not a matching key this server supports in {level} searches.",
+            raise InvalidQuery(gettext(LEVEL_MISMATCH[level], keyword=keyword),
                                errors={keyword: [gettext("Supported matching keys here: %(keys)s.", keys=supported)]})
         if value:  # an empty value is universal matching: every record matches
             rule[1](filters, value)
@@ -276,7 +285,8 @@ def _control(query: Query, name: str, value: str) -> None:
     try:
         number = int(value)
     except ValueError:
-        raise InvalidQuery(f"{name} is a whole number.", errors={name: [N_("Give a whole number.")]}) from None
+        raise InvalidQuery(gettext("%(name)s is a whole number.", name=name),
+                           errors={name: [N_("Give a whole number.")]}) from None
     if name == "offset":
         if number < 0:
             raise InvalidQuery(N_("offset cannot be negative."), errors={name: [N_("Give 0 or more.")]})
@@ -299,5 +309,5 @@ def _includefield(query: Query, value: str) -> None:
         elif (tag := tag_for_keyword(item)) is not None:
             query.included.add(tag)
         else:
-            raise InvalidQuery(f"includefield names an unknown attribute: {item[:64]}.",
+            raise InvalidQuery(gettext("includefield names an unknown attribute: %(name)s.", name=item[:64]),
                                errors={"includefield": [N_("Use a DICOM keyword, a tag like 00180050, or all.")]})

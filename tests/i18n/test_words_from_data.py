@@ -1,0 +1,118 @@
+"""Words that come from data (statuses, kinds, priorities, severities, weekdays) inside Chinese sentences read
+Chinese too, and a notification names them in its recipient's language, not in that of whoever caused it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from flask_babel import force_locale
+
+from app import db
+from app.notify.models import Notification
+from app.patients import service as patients
+from app.pharmacy import service as pharmacy
+from app.pharmacy.models import DispenseStatus
+from app.prescriptions.models import Prescription
+from app.reading import service as reading
+from tests.consults.helpers import admitted_consult
+from tests.prescriptions.conftest import add_stock, drug
+from tests.reading.conftest import store_study
+
+ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"}
+ZH_JSON = {**ZH, "Accept": "application/json"}
+
+
+def _text(resp: Any) -> str:
+    return resp.get_data(as_text=True)
+
+
+def _signed(doc: Any, patient_id: int) -> dict[str, Any]:
+    rx = doc.post(f"/api/v1/patients/{patient_id}/medication-requests", json={
+        "drug_id": drug("AMOX500").id, "dose_units": 1, "frequency_per_day": 3, "duration_days": 7,
+        "quantity": 21, "refills": 0, "instructions": "After meals"}).json
+    return {**rx, **doc.post(f"/api/v1/medication-requests/{rx['id']}/sign", json={}).json}
+
+
+def test_the_pharmacists_code_check_names_the_status_in_chinese(make_client: Any, factories: Any,
+                                                                  login: Any) -> None:
+    doctor = factories.doctor()
+    patient = factories.patient(doctor=doctor)
+    pharmacist = factories.pharmacist(facility=patient.facility)
+    doc, pharm = make_client(), make_client()
+    login(doc, doctor), login(pharm, pharmacist)
+    payload = _signed(doc, patient.id)["qrPayload"]
+    page = _text(pharm.post("/pharmacy/verify", data={"payload": payload}, headers=ZH))
+    assert "处方状态：有效。" in page and "共 21 个单位，尚余 21 个可发放。" in page and "由本院密钥签名。" in page
+    assert "Prescription is active" not in page and "units left" not in page
+    english = _text(pharm.post("/pharmacy/verify", data={"payload": payload}))
+    assert "Prescription is active." in english and "21 of 21 units left to dispense." in english
+
+
+def test_a_refused_dispense_move_names_both_states_in_chinese(make_client: Any, factories: Any, login: Any) -> None:
+    doctor = factories.doctor()
+    patient = factories.patient(doctor=doctor)
+    pharmacist = factories.pharmacist(facility=patient.facility)
+    doc, pharm = make_client(), make_client()
+    login(doc, doctor), login(pharm, pharmacist)
+    rx_id = _signed(doc, patient.id)["id"]
+    add_stock(patient.facility_id, "AMOX500", 100)
+    dispense = pharmacy.start_dispense(db.session.get(Prescription, rx_id), by=pharmacist)
+    dispense.status = DispenseStatus.ON_HOLD
+    db.session.commit()
+    resp = pharm.post(f"/api/v1/medication-dispenses/{dispense.id}/status", json={"status": "in-progress"},
+                      headers=ZH_JSON)
+    assert resp.status_code == 409 and resp.get_json()["detail"] == "发药状态不能从“暂停”变为“待取药”。"
+    english = pharm.post(f"/api/v1/medication-dispenses/{dispense.id}/status", json={"status": "in-progress"})
+    assert english.get_json()["detail"] == "A dispense cannot go from on hold to ready for pickup."
+
+
+def test_an_invited_interpreter_reads_their_role_in_chinese(app: Any, make_client: Any, factories: Any,
+                                                            login: Any) -> None:
+    doctor, _patient, appt = admitted_consult(factories, app)
+    doc = make_client()
+    login(doc, doctor)
+    link = doc.post(f"/api/v1/consults/appointments/{appt.id}/invite-links",
+                    json={"kind": "interpreter", "display_name": "Ana"}).json["url"]
+    page = _text(make_client().get("/" + link.split("://", 1)[1].split("/", 1)[1], headers=ZH))
+    assert "您以 <strong>Ana</strong>（翻译）的身份受邀。此链接仅能使用一次" in page and "interpreter" not in page
+    english = _text(make_client().get("/" + link.split("://", 1)[1].split("/", 1)[1]))
+    assert "You were invited as <strong>Ana</strong> (Interpreter). This link works once" in english
+
+
+def test_a_doctor_sets_availability_with_weekdays_in_chinese(client: Any, factories: Any, login: Any) -> None:
+    login(client, factories.doctor())
+    page = _text(client.get("/consults/availability", headers=ZH))
+    days = re.findall(r'<option value="(\d)">([^<]+)</option>', page)
+    assert days[:7] == [(str(i), d) for i, d in enumerate(["星期一", "星期二", "星期三", "星期四", "星期五",
+                                                           "星期六", "星期日"])]
+    assert "Monday" not in page
+    assert '<option value="6">Sunday</option>' in _text(client.get("/consults/availability"))
+
+
+def test_a_chinese_speaking_patient_reads_allergy_severity_and_status_in_chinese(client: Any, factories: Any,
+                                                                                login: Any) -> None:
+    patient = factories.patient(with_account=True)
+    nurse = factories.nurse(facility=patient.facility)
+    patients.add_allergy(patient, by=nurse, substance="Penicillin", severity="severe", reaction="Hives")
+    db.session.commit()
+    login(client, patient.user)
+    page = _text(client.get("/me", headers=ZH))
+    assert re.search(r'<span class="badge sev-severe">重度</span>\s*<strong>Penicillin</strong>', page)
+    assert ">severe<" not in page
+
+
+def test_a_reading_request_names_its_priority_in_the_doctors_language(app_ctx: Any, factories: Any) -> None:
+    """A nurse working in Chinese sends an urgent scan to a doctor who reads English, and the reverse."""
+    nurse, doctor, zh_doctor = factories.nurse(), factories.doctor(), factories.doctor()
+    zh_doctor.locale = "zh_Hans"
+    study = store_study(nurse, factories.patient(facility=nurse.facility))
+    with force_locale("zh_Hans"):
+        reading.request_reading(study, by=nurse, question="Cough?", priority="urgent", assigned_to_id=doctor.id)
+    with force_locale("en"):
+        reading.request_reading(study, by=nurse, question="Cough?", priority="urgent", assigned_to_id=zh_doctor.id)
+    db.session.flush()
+    subjects = {n.recipient_id: n.subject for n in db.session.scalars(sa.select(Notification).where(
+        Notification.recipient_id.in_([doctor.id, zh_doctor.id])))}
+    assert subjects == {doctor.id: "Urgent scan to read", zh_doctor.id: "待阅片：加急 影像"}
