@@ -11,52 +11,58 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from babel.lists import format_list
+from flask_babel import get_locale, gettext
+
+from app.i18n import N_
+
 IDENTITY_SCOPES = {
-    "openid": "Confirm who you are",
-    "profile": "See your name",
-    "email": "See your email address",
-    "fhirUser": "Know whether you are a patient or a practitioner, and which one",
-    "offline_access": "Keep access after you close the app, until you revoke it",
+    "openid": N_("Confirm who you are"),
+    "profile": N_("See your name"),
+    "email": N_("See your email address"),
+    "fhirUser": N_("Know whether you are a patient or a practitioner, and which one"),
+    "offline_access": N_("Keep access after you close the app, until you revoke it"),
 }
 
 LAUNCH_SCOPES = {
-    "launch/patient": "Work on one patient's record: yours, or (staff) the patient you choose next",
-    "launch/encounter": "Know which consult you are working on",
-    "launch": "Open from inside Town Health with the record you are looking at",
+    "launch/patient": N_("Work on one patient's record: yours, or (staff) the patient you choose next"),
+    "launch/encounter": N_("Know which consult you are working on"),
+    "launch": N_("Open from inside Town Health with the record you are looking at"),
 }
 """SMART launch context requests: they grant no data by themselves."""
 
 RESOURCE_TYPES = {
-    "Patient": "your patient record (demographics, allergies, conditions, medicines)",
-    "Practitioner": "practitioner profiles",
-    "MedicationRequest": "prescriptions",
-    "MedicationDispense": "pharmacy dispensing",
-    "Medication": "the formulary (drugs, strengths and forms)",
-    "ImagingStudy": "scans and images",
-    "Appointment": "appointments and consults",
-    "Encounter": "consult notes",
-    "AuditEvent": "the audit trail",
-    "AllergyIntolerance": "allergies",
-    "Condition": "conditions",
-    "MedicationStatement": "current medicines",
-    "Observation": "observations",
-    "DocumentReference": "documents",
-    "PractitionerRole": "staff roles and where staff work",
-    "Organization": "the hospital and clinics",
-    "Location": "clinic and pharmacy locations",
-    "Schedule": "doctors' consult hours",
-    "Slot": "free consult times",
-    "Endpoint": "where scans are served (DICOMweb)",
-    "Consent": "consents to record consults",
-    "Communication": "the notifications sent to you",
-    "Provenance": "who changed records and when",
-    "ServiceRequest": "requests to read scans",
-    "DiagnosticReport": "scan reports",
-    "RelatedPerson": "your caregivers (family members who act for you)",
+    "Patient": N_("your patient record (demographics, allergies, conditions, medicines)"),
+    "Practitioner": N_("practitioner profiles"),
+    "MedicationRequest": N_("prescriptions"),
+    "MedicationDispense": N_("pharmacy dispensing"),
+    "Medication": N_("the formulary (drugs, strengths and forms)"),
+    "ImagingStudy": N_("scans and images"),
+    "Appointment": N_("appointments and consults"),
+    "Encounter": N_("consult notes"),
+    "AuditEvent": N_("the audit trail"),
+    "AllergyIntolerance": N_("allergies"),
+    "Condition": N_("conditions"),
+    "MedicationStatement": N_("current medicines"),
+    "Observation": N_("observations"),
+    "DocumentReference": N_("documents"),
+    "PractitionerRole": N_("staff roles and where staff work"),
+    "Organization": N_("the hospital and clinics"),
+    "Location": N_("clinic and pharmacy locations"),
+    "Schedule": N_("doctors' consult hours"),
+    "Slot": N_("free consult times"),
+    "Endpoint": N_("where scans are served (DICOMweb)"),
+    "Consent": N_("consents to record consults"),
+    "Communication": N_("the notifications sent to you"),
+    "Provenance": N_("who changed records and when"),
+    "ServiceRequest": N_("requests to read scans"),
+    "DiagnosticReport": N_("scan reports"),
+    "RelatedPerson": N_("your caregivers (family members who act for you)"),
 }
 
 SCOPE_RE = re.compile(r"^(patient|user|system)/([A-Z][A-Za-z]{1,40}|\*)\.(c?r?u?d?s?|read|write|\*)$")
-PERMISSION_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+PERMISSION_WORDS = {"c": N_("create"), "r": N_("read"), "u": N_("update"), "d": N_("delete"),
+                    "s": N_("search")}
 
 # URL prefix → FHIR resource type whose scope a bearer token needs. Other domains add theirs with
 # :func:`add_route_scope`; an API path under no prefix needs a wildcard (``*``) scope.
@@ -139,20 +145,34 @@ def all_covered(allowed: list[str], wanted: list[str]) -> bool:
     return all(covers(allowed, scope) for scope in wanted)
 
 
+WHOSE = {
+    "patient": N_("%(verbs)s %(what)s in your own record only"),
+    "user": N_("%(verbs)s %(what)s that you can see in the hospital"),
+    "system": N_("%(verbs)s %(what)s as a machine client"),
+}
+"""One sentence per context, so that each language puts the verbs, the data and whose it is in its own order."""
+
+
 def describe(scope: str) -> str:
-    """A sentence a patient or clinician can read on the consent screen."""
+    """A sentence a patient or clinician can read on the consent screen, in their language."""
     if scope in IDENTITY_SCOPES:
-        return IDENTITY_SCOPES[scope]
+        return gettext(IDENTITY_SCOPES[scope])
     if scope in LAUNCH_SCOPES:
-        return LAUNCH_SCOPES[scope]
+        return gettext(LAUNCH_SCOPES[scope])
     parsed = parse(scope)
     if parsed is None:
         return scope
-    what = "all data" if parsed.resource == "*" else RESOURCE_TYPES.get(parsed.resource, parsed.resource)
-    verbs = ", ".join(PERMISSION_WORDS[p] for p in "cruds" if p in parsed.permissions)
-    whose = {"patient": "in your own record only", "user": "that you can see in the hospital",
-             "system": "as a machine client"}[parsed.context]
-    return f"{verbs.capitalize()} {what} {whose}"
+    what = gettext("all data") if parsed.resource == "*" else gettext(RESOURCE_TYPES.get(parsed.resource,
+                                                                                         parsed.resource))
+    verbs = [gettext(PERMISSION_WORDS[p]) for p in "cruds" if p in parsed.permissions]
+    listed = format_list(verbs, style="unit", locale="en") if _english() else format_list(verbs, locale=get_locale())
+    return gettext(WHOSE[parsed.context], verbs=listed[:1].upper() + listed[1:], what=what)
+
+
+def _english() -> bool:
+    """English keeps the plain comma list ("Read, search"); other languages use their own list pattern."""
+    locale = get_locale()
+    return locale is None or locale.language == "en"
 
 
 # DICOMweb searches (QIDO-RS) end in a collection: /studies, /series, /instances, also below a study or series.

@@ -14,8 +14,10 @@ from app.auth import oauth_service
 from app.auth.oauth_models import OAuthClient
 from app.fhir import demo_app
 from app.patients import service as patients
+from app.prescriptions import service as rx_service
 from app.seed import seed_smart_app
 from tests.conftest import PASSWORD
+from tests.prescriptions.conftest import rx_input
 
 
 def test_the_demo_seed_registers_the_smart_app(app_ctx, factories):
@@ -53,3 +55,38 @@ def test_a_patient_connects_the_demo_app_and_it_reads_their_record(live_server: 
     assert page.text_content("#demo-allergies") == "Penicillin (high risk)"
     assert "read Patient/" in page.text_content("#demo-steps")
     assert "Revoke" in page.text_content("#demo-status")
+
+
+@pytest.mark.browser
+def test_in_a_chinese_browser_the_demo_app_reports_its_steps_and_the_record_in_chinese(
+        live_server: str, live_factories: Any, new_browser: Any) -> None:
+    family = f"Demo{uuid.uuid4().hex[:6]}"
+    clinic = live_factories.facility(name="Demo app clinic zh")
+    nurse, doctor = live_factories.nurse(facility=clinic), live_factories.doctor(facility=clinic)
+    patient = live_factories.patient(facility=clinic, with_account=True, given_name="Mei", family_name=family,
+                                     doctor=doctor)
+    patients.add_allergy(patient, by=nurse, substance="Penicillin", severity="severe", reaction="Hives")
+    rx_service.sign(rx_service.create_draft(patient, rx_input("PARA500"), by=doctor), by=doctor)
+    oauth_service.register_client(oauth_service.ClientInput(
+        name=demo_app.APP_NAME, is_public=True, redirect_uris=[f"{live_server}/smart-demo/"], scope=demo_app.SCOPE,
+        grants=["authorization_code"]), by=live_factories.admin())
+    db.session.commit()
+    email = db.session.scalar(sa.text("SELECT email FROM user_account WHERE id = :id"), {"id": patient.user_id})
+
+    page = new_browser(locale="zh-CN").new_page()
+    page.goto(f"{live_server}/smart-demo/")
+    page.click("#demo-connect")
+    page.wait_for_url("**/sign-in**")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    consent = page.inner_text("main")  # what the app asks for, in the patient's language
+    assert "读取和检索过敏记录（仅限您本人的病历）" in consent and "确认您的身份" in consent
+    assert "in your own record only" not in consent
+    page.click("button[value=allow]")
+    page.wait_for_selector("#demo-record:not([hidden])")
+    assert page.text_content("#demo-allergies") == "Penicillin（高风险）"
+    assert page.text_content("#demo-prescriptions").endswith("：有效")
+    steps = page.text_content("#demo-steps")
+    assert "应用用该令牌读取了 Patient/" in steps and "read Patient/" not in steps
+    assert page.text_content("#demo-status").startswith("完成。")

@@ -104,7 +104,10 @@ def untranslated(src: str, allow: frozenset[str] = frozenset()) -> list[tuple[in
         elif tok.kind == "tag":
             for m in ATTR.finditer(tok.body):
                 name, value = m.group(1).lower(), m.group(2) if m.group(2) is not None else m.group(3)
-                if name in READ_ATTRIBUTES or (name == "value" and re.search(r'type=["\'](submit|button)', tok.body)):
+                # An <input type=submit>'s value is its label; a <button>'s value is form data and never shown.
+                shown_value = name == "value" and re.match(r"<\s*input\b", tok.body, re.I) and \
+                    re.search(r'type=["\'](submit|button)', tok.body)
+                if name in READ_ATTRIBUTES or shown_value:
                     plain = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", "", value)
                     if LETTERS.search(plain) and value.strip() not in allow:
                         found.append((line_of(src, tok.start), f'{name}="{value}"'))

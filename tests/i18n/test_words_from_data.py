@@ -10,15 +10,17 @@ import sqlalchemy as sa
 from flask_babel import force_locale
 
 from app import db
+from app.auth import scopes
 from app.notify.models import Notification
 from app.patients import service as patients
 from app.pharmacy import service as pharmacy
 from app.pharmacy.models import DispenseStatus
 from app.prescriptions.models import Prescription
 from app.reading import service as reading
+from app.reading.models import ReadingRequest, ReadingStatus
 from tests.consults.helpers import admitted_consult
 from tests.prescriptions.conftest import add_stock, drug
-from tests.reading.conftest import store_study
+from tests.reading.conftest import enrol, next_code, store_study
 
 ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"}
 ZH_JSON = {**ZH, "Accept": "application/json"}
@@ -116,3 +118,38 @@ def test_a_reading_request_names_its_priority_in_the_doctors_language(app_ctx: A
     subjects = {n.recipient_id: n.subject for n in db.session.scalars(sa.select(Notification).where(
         Notification.recipient_id.in_([doctor.id, zh_doctor.id])))}
     assert subjects == {doctor.id: "Urgent scan to read", zh_doctor.id: "待阅片：加急 影像"}
+
+
+def test_a_chinese_speaking_doctor_signs_a_report_with_the_editors_sign_button(make_client: Any, factories: Any,
+                                                                               login: Any, app: Any) -> None:
+    """What a button sends is the same in every language: signing from the Chinese editor signs, not saves."""
+    with app.test_request_context("/"):
+        nurse, doctor = factories.nurse(), factories.doctor()
+        study = store_study(nurse, factories.patient(facility=nurse.facility))
+        req = reading.request_reading(study, by=nurse, question="Cough?", priority="routine", assigned_to_id=None)
+        db.session.commit()
+        request_id = req.id
+    browser = make_client()
+    login(browser, doctor)
+    with app.test_request_context("/"):
+        totp = enrol(doctor)
+    assert browser.post(f"/reading/{request_id}/claim", data={"from": "worklist"}).status_code == 302
+    editor = _text(browser.get(f"/reading/{request_id}", headers=ZH))
+    sign = re.search(r'<button type="submit" name="action" value="([^"]*)" class="primary" id="sign-report">', editor)
+    assert sign and "签" in editor[sign.end():sign.end() + 20]
+    browser.post(f"/reading/{request_id}/report", headers=ZH, data={
+        "findings": "Clear.", "impression": "1. Normal.", "patient_summary": "All clear.", "key_images": "[]",
+        "action": sign.group(1), "code": next_code(totp), "release": "now"})
+    db.session.expire_all()
+    assert db.session.get(ReadingRequest, request_id).status is ReadingStatus.FINAL
+
+
+def test_what_an_app_asks_for_is_described_in_the_readers_language(app: Any) -> None:
+    with app.test_request_context("/", headers=ZH):
+        assert scopes.describe("patient/AllergyIntolerance.rs") == "读取和检索过敏记录（仅限您本人的病历）"
+        assert scopes.describe("user/*.cruds") == "创建、读取、更新、删除和检索您在医院中有权查看的所有数据"
+        assert scopes.describe("offline_access") == "关闭应用后仍保留访问权限，直至您撤销"
+    with app.test_request_context("/"):
+        assert scopes.describe("patient/AllergyIntolerance.rs") == "Read, search allergies in your own record only"
+        assert scopes.describe("user/*.cruds") == "Create, read, update, delete, search all data that you can see " \
+            "in the hospital"
