@@ -7,12 +7,17 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from app.db import Base, UtcTimestamp, str_enum
+from app.i18n import translated
 
 
 class Outcome(enum.StrEnum):
     SUCCESS = "success"
     DENIED = "denied"
     FAILURE = "failure"
+
+    @property
+    def label(self) -> str:
+        return translated(self.value.capitalize())
 
 
 class AuditEvent(Base):

@@ -6,11 +6,16 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from app.db import Base, IntPk, UtcTimestamp, str_enum
+from app.i18n import translated
 
 
 class FacilityKind(enum.StrEnum):
     HOSPITAL = "hospital"
     CLINIC = "clinic"
+
+    @property
+    def label(self) -> str:
+        return translated(self.value.capitalize())
 
 
 class Facility(Base):

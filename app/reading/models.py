@@ -168,6 +168,10 @@ class VersionKind(enum.StrEnum):
     FINAL = "final"
     ADDENDUM = "addendum"
 
+    @property
+    def label(self) -> str:
+        return translated(self.value.capitalize())
+
 
 class ReportVersion(Base):
     """One saved or signed state of a report, never changed: each preliminary save, the final signature and

@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from flask_babel import force_locale
 
 from app import db
+from app.audit import service as audit
+from app.audit.models import Outcome
 from app.auth import scopes
 from app.notify.models import Notification
 from app.patients import service as patients
@@ -153,3 +155,17 @@ def test_what_an_app_asks_for_is_described_in_the_readers_language(app: Any) -> 
         assert scopes.describe("patient/AllergyIntolerance.rs") == "Read, search allergies in your own record only"
         assert scopes.describe("user/*.cruds") == "Create, read, update, delete, search all data that you can see " \
             "in the hospital"
+
+
+def test_an_admin_reads_outcomes_and_facility_kinds_in_chinese(client: Any, factories: Any, login: Any) -> None:
+    admin = factories.admin()
+    login(client, admin)
+    audit.record("imaging.frames.read", by=admin, outcome=Outcome.DENIED)  # a refusal on the trail
+    db.session.flush()
+    trail = _text(client.get("/admin/audit", headers=ZH))
+    assert ">拒绝</span>" in trail and ">成功</option>" in trail
+    assert not re.search(r'class="badge out-\w+">(success|denied|failure)<', trail)
+    factories.facility()
+    places = _text(client.get("/admin/facilities", headers=ZH))
+    assert re.search(r'<span class="muted small">(医院|诊所)</span>', places)
+    assert not re.search(r'<span class="muted small">(hospital|clinic)</span>', places)
