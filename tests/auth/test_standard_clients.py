@@ -10,10 +10,13 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import pytest
 import requests
+import sqlalchemy as sa
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
 from joserfc.jwk import KeySet, RSAKey
 
+from app import db
+from app.auth.oauth_models import OAuthClient
 from tests.auth.conftest import CALLBACK, browser_session, client_assertion, consent, csrf_from
 from tests.conftest import PASSWORD
 
@@ -87,6 +90,31 @@ def test_cors_is_open_only_to_registered_web_origins(oauth_env):
     # Pages never get CORS headers.
     assert "Access-Control-Allow-Origin" not in requests.get(f"{env.base}/sign-in", headers={
         "Origin": APP_ORIGIN}, timeout=10).headers
+
+
+def test_cors_follows_clients_registered_and_disabled_while_running(oauth_env):
+    """The allowed origins change with the client list, with no restart; a preflight gets back only the request
+    headers and methods the API allows, and says how long it may be cached."""
+    from app.auth import oauth_service
+
+    env = oauth_env
+    origin = "https://later-app.example"
+
+    def preflight(headers: str = "authorization") -> requests.Response:
+        return requests.options(f"{env.base}/api/v1/me/record", headers={
+            "Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": headers},
+            timeout=10)
+
+    assert "Access-Control-Allow-Origin" not in preflight().headers
+    registered = env.register(public=True, web_origins=[origin])
+    allowed = preflight("authorization, x-not-allowed")
+    assert allowed.headers["Access-Control-Allow-Origin"] == origin
+    assert allowed.headers["Access-Control-Allow-Headers"].lower() == "authorization"
+    assert allowed.headers["Access-Control-Max-Age"] == "600"
+    client = db.session.scalar(sa.select(OAuthClient).where(OAuthClient.client_id == registered.client_id))
+    oauth_service.set_active(client, False, by=env.admin)
+    db.session.commit()
+    assert "Access-Control-Allow-Origin" not in preflight().headers
 
 
 def test_web_origins_are_validated(oauth_env):

@@ -10,9 +10,9 @@ import json
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, request, url_for
 
-from app.auth import oauth_service, service_credentials
+from app.auth import service_credentials
 from app.errors import AppError
 from app.extensions import csrf
 from app.i18n import N_
@@ -125,33 +125,3 @@ def require_json_accepted() -> None:
         if media in (DICOM_JSON, "application/json", "application/*", "*/*"):
             return
     raise NotAcceptable("This resource is available as application/dicom+json only.")
-
-
-# ---------------------------------------------------------------- CORS
-
-
-def _origin_allowed(origin: str) -> bool:
-    """Origins set in ``DICOMWEB_CORS_ORIGINS``, and the web origins of registered, active OAuth clients (a
-    viewer such as OHIF that signs in through the platform's OpenID Connect)."""
-    configured = [o.strip() for o in current_app.config["DICOMWEB_CORS_ORIGINS"].split(",") if o.strip()]
-    return origin in configured or "*" in configured or oauth_service.origin_allowed(origin)
-
-
-@bp.after_request
-def _cors(resp: Response) -> Response:
-    """Allowed origins may call DICOMweb with bearer tokens; cookies are not allowed cross-origin, so a page
-    there cannot ride on a signed-in person's session."""
-    origin = request.headers.get("Origin")
-    if origin and _origin_allowed(origin):
-        resp.headers["Access-Control-Allow-Origin"] = origin
-        resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-        resp.headers["Access-Control-Allow-Headers"] = "Accept, Content-Type, Authorization, X-CSRFToken"
-        resp.headers["Access-Control-Expose-Headers"] = "Content-Type, Content-Length, Warning"
-    resp.vary.add("Origin")
-    return resp
-
-
-@bp.route("/<path:_any>", methods=["OPTIONS"])
-@bp.route("/studies", methods=["OPTIONS"])
-def _preflight(_any: str = "") -> Response:
-    return Response(status=204)
