@@ -60,9 +60,10 @@ def create_app(config: Config | None = None) -> Flask:
     from app import i18n
 
     i18n.init_app(app)
-    from app.auth import cors, oauth2
+    from app.auth import bearer, cors, oauth2
 
     oauth2.init_app(app)
+    bearer.init_app(app)
     cors.init_app(app)
     api = make_api(app)
     app.extensions["hospital_api"] = api

@@ -19,6 +19,7 @@ from flask_smorest import Api
 from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response as BaseResponse
 
+from app.auth import bearer
 from app.errors import PROBLEM_JSON, AppError, PayloadTooLarge, UnsupportedMediaType
 from app.i18n import N_
 
@@ -131,6 +132,7 @@ def make_api(app: Flask) -> Api:
     """Install the id converter (before any route exists), the body rules, and the documented Api."""
     app.url_map.converters["int"] = DatabaseId
     app.before_request(_check_body)
+    bearer.declare("api-docs", bearer.WILDCARD)  # the OpenAPI document: a token sent for it needs a ``*`` scope
     return HospitalApi(app, spec_kwargs={
         "info": {"description": "JSON API of the Internet hospital. Errors are RFC 9457 problem details."},
         "extra_plugins": [ProblemResponses(_media_problems)],

@@ -177,11 +177,15 @@ def register_error_handlers(app: Flask) -> None:
         pool reconnects on the next request, so the user is told to try again rather than shown a crash."""
         logger.warning("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
         db.discard_session()
-        # Show the page as to a signed-out visitor: loading the account (and its language) needs the database.
-        g._login_user = current_app.login_manager.anonymous_user()  # type: ignore[attr-defined]
-        return problem_response(503, "database-unavailable", N_("The service is briefly unavailable"),
-                                N_("Nothing was saved from this request. Try again in a few seconds."),
-                                headers={"Retry-After": "5"})
+        # Answer as to a signed-out visitor: loading the account (and its language) needs the database. The user
+        # loaders load no one while ``database_away`` is set, and the page is rendered in a fresh application
+        # context, whose ``g`` holds no account loaded earlier in the request (Flask-Login keeps it there).
+        g.database_away = True
+        with current_app.app_context():
+            g.database_away = True
+            return problem_response(503, "database-unavailable", N_("The service is briefly unavailable"),
+                                    N_("Nothing was saved from this request. Try again in a few seconds."),
+                                    headers={"Retry-After": "5"})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -28,6 +28,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from app import db, read_path
 from app.audit.context import client_ip
+from app.auth import bearer, service_credentials
 from app.auth import service as auth_service
 from app.auth.models import Role, User
 from app.errors import Unauthorized, problem_response, wants_problem_json
@@ -189,11 +190,25 @@ SESSIONLESS_ENDPOINTS = frozenset({"web.healthz"})
 """Endpoints answered without the signed-in user: a browser's cookie on them costs no database read."""
 
 
+def _credential_user() -> User | None:
+    """The account a bearer token or a DICOMweb peer's credential authenticated this request as."""
+    token = bearer.current_token()
+    if token is not None:
+        return token.user
+    peer = service_credentials.current_peer()
+    return peer.user if peer is not None else None
+
+
 @login_manager.user_loader
 def _load_user(session_id: str) -> User | None:
-    if request.endpoint in SESSIONLESS_ENDPOINTS:
-        return None
+    if request.endpoint in SESSIONLESS_ENDPOINTS or g.get("database_away") or _credential_user() is not None:
+        return None  # a token sent beside a session cookie speaks for the request (its scopes were checked)
     return read_path.session_user(session_id)
+
+
+@login_manager.request_loader
+def _load_credential_user(_request: Any) -> User | None:
+    return None if g.get("database_away") else _credential_user()
 
 
 @login_manager.unauthorized_handler
@@ -213,7 +228,7 @@ def init_request_hooks(app: Flask) -> None:
     @app.before_request
     def _context() -> BaseResponse | None:
         client_ip.set(request.remote_addr)
-        if request.endpoint == "static" or not current_user.is_authenticated or g.get("oauth_token"):
+        if request.endpoint == "static" or not current_user.is_authenticated or bearer.current_token():
             return None  # bearer-token requests carry no browser session to time out
         now = db.utcnow()
         last_seen = session.get("last_seen")

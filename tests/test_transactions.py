@@ -30,3 +30,26 @@ def test_a_failed_commit_at_the_request_boundary_is_not_answered_as_success(app,
     monkeypatch.setattr(db.session, "commit", real_commit)
     assert resp.status_code >= 500
     assert db.session.scalar(sa.select(StockBatch).where(StockBatch.lot == "LOT-BOUNDARY")) is None
+
+
+def _database_gone(*_args: object, **_kwargs: object) -> None:
+    raise sa.exc.OperationalError("SELECT", {}, Exception("connection lost"))
+
+
+def test_when_the_database_goes_away_the_page_is_answered_as_to_a_signed_out_visitor(app, client, factories,
+                                                                                     login, monkeypatch):
+    from app.auth import service as accounts
+    from app.patients import service as patients
+
+    nurse = factories.nurse()
+    name = nurse.full_name
+    login(client, nurse)
+    monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)  # as in production: the error page answers
+    monkeypatch.setattr(patients, "search", _database_gone)  # the account was loaded; the page's query fails
+    midway = client.get("/patients")
+    monkeypatch.setattr(accounts, "load_session_user", _database_gone)  # loading the account itself fails
+    at_once = client.get("/patients")
+    for resp in (midway, at_once):
+        page = resp.get_data(as_text=True)
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+        assert "Try again in a few seconds" in page and name not in page

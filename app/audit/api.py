@@ -12,8 +12,10 @@ from marshmallow import Schema, fields, validate
 from app import db
 from app.audit import service
 from app.audit.models import Outcome
+from app.auth import bearer
 
 blp = Blueprint("audit_api", __name__, url_prefix="/api/v1/audit", description="Audit trail")
+bearer.declare(blp, "AuditEvent")
 
 
 class AuditEventSchema(Schema):

@@ -11,10 +11,11 @@ from flask_wtf.csrf import generate_csrf
 from marshmallow import Schema, fields, validate
 
 from app import db
-from app.auth import service
+from app.auth import bearer, service
 from app.auth.models import Role, User
 
 blp = Blueprint("auth_api", __name__, url_prefix="/api/v1", description="Accounts")
+bearer.declare(blp, bearer.WILDCARD)  # managing accounts is no FHIR resource: only a wildcard scope
 
 
 class UserSchema(Schema):
@@ -50,6 +51,7 @@ class CsrfSchema(Schema):
 
 
 @blp.route("/auth/csrf")
+@bearer.any_scope
 class CsrfToken(MethodView):
     @blp.response(200, CsrfSchema)
     def get(self) -> dict[str, str]:
@@ -58,6 +60,7 @@ class CsrfToken(MethodView):
 
 
 @blp.route("/me")
+@bearer.any_scope
 class Me(MethodView):
     decorators = [login_required]
 

@@ -1,6 +1,6 @@
 """All Authlib wiring: the authorization server (code + PKCE, refresh with rotation, client credentials),
 OpenID Connect (ID tokens, discovery, JWKS, userinfo), revocation (RFC 7009), introspection (RFC 7662),
-signing keys, and bearer-token authentication of ``/api/`` and ``/dicomweb/`` requests.
+signing keys, and looking up the bearer tokens presented to the resource servers.
 
 Tokens are opaque random strings stored as SHA-256 digests. Every token issued from one authorisation
 shares a ``family_id``: presenting an already-rotated refresh token, or replaying a used code, revokes the
@@ -32,7 +32,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoi
 from authlib.oidc.core import UserInfo
 from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
 from authlib.oidc.core.grants import OpenIDCode as _OpenIDCode
-from flask import Flask, Response, current_app, g, request, session
+from flask import Flask, Response, current_app, request, session
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
@@ -43,8 +43,6 @@ from app.audit.models import Outcome
 from app.auth import scopes as smart
 from app.auth.models import Role, User
 from app.auth.oauth_models import OAuthAssertionJti, OAuthAuthorizationCode, OAuthClient, OAuthToken, digest
-from app.errors import problem_response
-from app.extensions import csrf
 
 logger = logging.getLogger(__name__)
 CLIENT_AUTH = ["client_secret_basic", "client_secret_post", "none", "private_key_jwt"]
@@ -613,15 +611,6 @@ def user_info(user: User, scope: str) -> UserInfo:
 # ---------------------------------------------------------------- bearer tokens on the API
 
 
-def _bearer_error(status: int, error: str, description: str, scope: str | None = None) -> Response:
-    challenge = f'Bearer realm="hospital", error="{error}", error_description="{description}"'
-    if scope:
-        challenge += f', scope="{scope}"'
-    slug = "invalid-token" if status == 401 else "insufficient-scope"
-    title = "The access token is not valid" if status == 401 else "The access token's scope does not allow this"
-    return problem_response(status, slug, title, description, headers={"WWW-Authenticate": challenge})
-
-
 def authenticate_bearer(token_string: str) -> tuple[OAuthToken | None, str]:
     """The live token for ``token_string`` and its user, or None with the reason."""
     token = find_token(token_string, "access_token", strict=True)
@@ -641,81 +630,8 @@ def authenticate_bearer(token_string: str) -> tuple[OAuthToken | None, str]:
     return token, ""
 
 
-FHIR_OPEN_PATHS = ("/fhir/metadata", "/fhir/.well-known/")
-"""FHIR paths anyone may read without a token (the capability statement and SMART discovery)."""
-
-
-def _resource_server_for_path(path: str) -> str | None:
-    """The audience a token needs for ``path``: FHIR under /fhir, the JSON API elsewhere; None: not protected."""
-    if path == "/fhir" or path.startswith("/fhir/"):
-        return None if path.startswith(FHIR_OPEN_PATHS) else fhir_base()
-    if path.startswith(("/api/", "/dicomweb")):
-        return issuer()
-    return None
-
-
-def _within_patient(token: OAuthToken, path: str) -> bool:
-    """Whether a request stays inside the token's launch patient: that patient's record, or a search for it."""
-    pid = str(token.patient_id)
-    for prefix in ("/fhir/Patient/", "/api/v1/patients/"):
-        if path.startswith(prefix):
-            return path[len(prefix):].split("/")[0] == pid
-    refs = [request.args.get(name, "") for name in ("patient", "subject", "patient_id")]
-    return path.startswith("/fhir/") and any(ref in (pid, f"Patient/{pid}") for ref in refs if ref)
-
-
-def _bearer_hook() -> Response | None:
-    auth = request.headers.get("Authorization", "")
-    audience = _resource_server_for_path(request.path)
-    if not (audience and auth[:7].lower() == "bearer "):
-        csrf.protect(apply_exemptions=True)
-        return None
-    token, reason = authenticate_bearer(auth[7:].strip())
-    if token is not None and audience not in (token.audiences or [issuer()]):
-        token, reason = None, "The token was issued for another resource server."
-    if token is None:
-        audit.record("oauth.bearer", by=None, outcome=Outcome.DENIED, detail={"reason": reason})
-        db.session.commit()
-        return _bearer_error(401, "invalid_token", reason)
-    if audience == issuer():
-        match = smart.resource_for_path(request.path)
-        assert match is not None
-        prefix, resource = match
-    else:
-        resource = request.path.removeprefix("/fhir/").split("/")[0] or None
-        prefix = f"/fhir/{resource}" if resource else "/fhir"
-        resource = resource if resource in smart.RESOURCE_TYPES else "*"
-    permission = smart.required_permission(request.method, request.path, prefix)
-    staff_launch = token.patient_id is not None and token.user is not None and token.user.role is not Role.PATIENT
-    broad = [s for s in token.scopes if not s.startswith("patient/")] if staff_launch else token.scopes
-    allowed = smart.grants(broad, resource, permission) or (
-        staff_launch and smart.grants(token.scopes, resource, permission) and _within_patient(token, request.path))
-    if not allowed:
-        context = "system" if token.grant_type == "client_credentials" else (
-            "patient" if token.patient_id is not None else "user")
-        needed = smart.needed_scope(resource, permission, context)
-        audit.record("oauth.bearer", by=token.user, outcome=Outcome.DENIED,
-                     detail={"reason": "insufficient scope", "needed": needed, "path": request.path})
-        db.session.commit()
-        detail = (f"This request needs the scope {needed}." if not staff_launch else
-                  f"This app may only reach patient {token.patient_id}'s record, or needs the scope {needed}.")
-        return _bearer_error(403, "insufficient_scope", detail, needed)
-    g.oauth_token = token
-    g.oauth_scopes = token.scopes
-    # Flask-Login's per-request user cache: the token's user is current_user for this request, even if the
-    # client also sent a session cookie (the scopes checked above belong to the token, not the cookie).
-    g._login_user = token.user
-    return None
-
-
-def current_token() -> OAuthToken | None:
-    """The bearer token this request was authorised by; None for the person's own browser session."""
-    return g.get("oauth_token")
-
-
 def init_app(app: Flask) -> None:
-    """Bind the server to ``app``; CSRF is checked here for cookie requests, not for bearer-token ones."""
-    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    """Bind the authorization server to ``app`` (bearer tokens are checked in :mod:`app.auth.bearer`)."""
     expires = app.config["OAUTH_ACCESS_TOKEN_SECONDS"]
     app.config.setdefault("OAUTH2_REFRESH_TOKEN_GENERATOR", True)
     app.config.setdefault("OAUTH2_TOKEN_EXPIRES_IN", {
@@ -730,4 +646,3 @@ def init_app(app: Flask) -> None:
         authorization.register_endpoint(RevocationEndpoint)
         authorization.register_endpoint(IntrospectionEndpoint)
         authorization.register_client_auth_method(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt())
-    app.before_request(_bearer_hook)

@@ -37,6 +37,7 @@ from wtforms.validators import DataRequired, Length
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app import db
+from app.auth import bearer
 from app.auth import oauth_service as service
 from app.auth import scopes as smart
 from app.auth import service as accounts
@@ -179,6 +180,7 @@ def oauth_authorization_server() -> Response:
 
 @endpoints.get("/.well-known/smart-configuration")
 @endpoints.get("/fhir/.well-known/smart-configuration")
+@bearer.public
 def smart_configuration() -> Response:
     """SMART App Launch discovery, at the issuer and under the FHIR base (where SMART apps look)."""
     data = _metadata()

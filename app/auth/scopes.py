@@ -64,39 +64,6 @@ SCOPE_RE = re.compile(r"^(patient|user|system)/([A-Z][A-Za-z]{1,40}|\*)\.(c?r?u?
 PERMISSION_WORDS = {"c": N_("create"), "r": N_("read"), "u": N_("update"), "d": N_("delete"),
                     "s": N_("search")}
 
-# URL prefix → FHIR resource type whose scope a bearer token needs. Other domains add theirs with
-# :func:`add_route_scope`; an API path under no prefix needs a wildcard (``*``) scope.
-ROUTE_SCOPES: list[tuple[str, str | None]] = [
-    ("/api/v1/me/record", "Patient"),
-    ("/api/v1/me/access-log", "AuditEvent"),
-    ("/api/v1/me/medication-requests", "MedicationRequest"),
-    ("/api/v1/me", None),
-    ("/api/v1/auth/csrf", None),
-    ("/api/v1/patients", "Patient"),
-    ("/api/v1/prescriptions", "MedicationRequest"),
-    ("/api/v1/medication-requests", "MedicationRequest"),
-    ("/api/v1/medication-dispenses", "MedicationDispense"),
-    ("/api/v1/formulary", "Medication"),
-    ("/api/v1/pharmacy", "MedicationDispense"),
-    ("/api/v1/dispenses", "MedicationDispense"),
-    ("/api/v1/imaging", "ImagingStudy"),
-    ("/api/v1/studies", "ImagingStudy"),
-    ("/dicomweb", "ImagingStudy"),
-    ("/api/v1/consults", "Appointment"),
-    ("/api/v1/appointments", "Appointment"),
-    ("/api/v1/encounters", "Encounter"),
-    ("/api/v1/audit", "AuditEvent"),
-    ("/fhir/metadata", None),
-]
-
-
-def add_route_scope(prefix: str, resource_type: str | None) -> None:
-    """Map an API path prefix to the resource type a bearer token needs a scope for (longest prefix wins)."""
-    if (prefix, resource_type) not in ROUTE_SCOPES:
-        ROUTE_SCOPES.append((prefix, resource_type))
-    RESOURCE_TYPES.setdefault(resource_type or "*", resource_type or "*")
-
-
 @dataclass(frozen=True)
 class ResourceScope:
     context: str
@@ -186,18 +153,6 @@ def required_permission(method: str, path: str, prefix: str) -> str:
         rest = path[len(prefix):].strip("/")
         return "s" if not rest or DICOMWEB_SEARCH.match(path) else "r"
     return {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}.get(method, "u")
-
-
-def resource_for_path(path: str) -> tuple[str, str | None] | None:
-    """(prefix, resource type) for an API path, or None when no bearer scope rule applies (not an API path)."""
-    if not path.startswith(("/api/", "/dicomweb", "/fhir/")):
-        return None
-    best: tuple[str, str | None] | None = None
-    for prefix, resource in ROUTE_SCOPES:
-        if (path == prefix or path.startswith(prefix.rstrip("/") + "/")) and (best is None or
-                                                                            len(prefix) > len(best[0])):
-            best = (prefix, resource)
-    return best or ("/api/v1", "*")
 
 
 def grants(scopes: list[str], resource: str | None, permission: str) -> bool:

@@ -173,5 +173,9 @@ def authenticate_peer() -> Response | None:
         db.session.execute(sa.update(ServiceCredential).where(ServiceCredential.id == credential.id)
                            .values(last_used_at=now))
     g.service_credential = credential
-    g._login_user = credential.user  # Flask-Login's per-request user: the peer's account, for this request only
     return None
+
+
+def current_peer() -> ServiceCredential | None:
+    """The peer credential this request was authenticated by: its account is the request's ``current_user``."""
+    return g.get("service_credential")

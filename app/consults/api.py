@@ -22,6 +22,7 @@ from app import db
 from app.api import DB_ID_MAX
 from app.audit import service as audit
 from app.audit.models import Outcome
+from app.auth import bearer
 from app.auth.models import Role, User
 from app.consults import access, media, recordings, service, wake
 from app.consults.models import Appointment, AvailabilityException, ChatMessage, Encounter
@@ -50,6 +51,7 @@ from app.i18n import N_
 from app.patients import service as patients
 
 blp = Blueprint("consults_api", __name__, url_prefix="/api/v1/consults", description="Video consults")
+bearer.declare(blp, "Appointment")  # the recording and guest routes of broker_api too
 
 STREAM_SECONDS = 25
 RETRY_MS = 250  # a stream ends every STREAM_SECONDS; the browser is back this soon (news waits in the database)

@@ -9,6 +9,7 @@ from flask import Blueprint, Flask, Response, current_app, json, request
 from flask_login import current_user
 
 from app import db
+from app.auth import bearer
 from app.auth.models import User
 from app.errors import Unauthorized, register_renderer
 from app.fhir import outcome
@@ -130,6 +131,7 @@ def _update(name: str) -> Any:
 
 
 @bp.get("/Patient/<rid>/$everything")
+@bearer.scope("Patient")
 def everything(rid: str) -> Response:
     """The patient and everything in their compartment the caller may see (and the token's scopes allow)."""
     by = actor()
@@ -158,18 +160,20 @@ def interactions(resource: fs.ResourceType) -> list[str]:
 
 def _add_routes(resource: fs.ResourceType) -> None:
     name = resource.name
-    bp.add_url_rule(f"/{name}", f"search_{name}", _search(name), methods=["GET"])
-    bp.add_url_rule(f"/{name}/<rid>", f"read_{name}", _read(name), methods=["GET"])
+    scoped, search = bearer.scope(name), bearer.scope(name, collection=True)
+    bp.add_url_rule(f"/{name}", f"search_{name}", search(_search(name)), methods=["GET"])
+    bp.add_url_rule(f"/{name}/<rid>", f"read_{name}", scoped(_read(name)), methods=["GET"])
     if resource.create:
-        bp.add_url_rule(f"/{name}", f"create_{name}", _create(name), methods=["POST"])
+        bp.add_url_rule(f"/{name}", f"create_{name}", scoped(_create(name)), methods=["POST"])
     if resource.update:
-        bp.add_url_rule(f"/{name}/<rid>", f"update_{name}", _update(name), methods=["PUT"])
+        bp.add_url_rule(f"/{name}/<rid>", f"update_{name}", scoped(_update(name)), methods=["PUT"])
 
 
 # ---------------------------------------------------------------- CapabilityStatement
 
 
 @bp.get("/metadata")
+@bearer.public
 def metadata() -> Response:
     """What this server does, derived from the registry (the same one the routes come from)."""
     return respond(capability_statement())

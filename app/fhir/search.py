@@ -82,7 +82,7 @@ def register(resource: ResourceType) -> ResourceType:
         resource.params.setdefault("_id", SearchParam("_id", "token", _id_filter(id_column), "Logical id"))
         resource.sorts.setdefault("_id", id_column)
     REGISTRY[resource.name] = resource
-    smart.add_route_scope(f"/fhir/{resource.name}", resource.name)
+    smart.RESOURCE_TYPES.setdefault(resource.name, resource.name)  # a token may be scoped for it
     return resource
 
 

@@ -10,6 +10,7 @@ from flask_login import current_user, login_required
 from flask_smorest import Blueprint
 
 from app import db
+from app.auth import bearer
 from app.errors import NotFound
 from app.patients import service
 from app.patients.models import Allergy, CareAssignment, Condition, MedicationStatement, Patient
@@ -29,9 +30,11 @@ from app.patients.schemas import (
 from app.patients.service import Page, PatientInput
 
 blp = Blueprint("patients_api", __name__, url_prefix="/api/v1", description="Patient records")
+bearer.declare(blp, "Patient")
 
 
 @blp.route("/patients")
+@bearer.scope("Patient", collection=True)
 class Patients(MethodView):
     decorators = [login_required]
 
@@ -137,6 +140,7 @@ class CareTeam(MethodView):
 
 
 @blp.route("/me/record")
+@bearer.scope("Patient", collection=True)
 class MyRecord(MethodView):
     decorators = [login_required]
 
@@ -151,6 +155,7 @@ class MyRecord(MethodView):
 
 
 @blp.route("/me/access-log")
+@bearer.scope("AuditEvent", collection=True)
 class MyAccessLog(MethodView):
     decorators = [login_required]
 

@@ -9,11 +9,13 @@ from flask_login import current_user, login_required
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from app.auth import bearer
 from app.pharmacy import service
 from app.prescriptions import fhir
 from app.prescriptions import service as prescriptions
 
 blp = Blueprint("pharmacy_api", __name__, url_prefix="/api/v1", description="Pharmacy")
+bearer.declare(blp, "MedicationDispense")
 
 
 class DispenseStartSchema(Schema):
@@ -63,6 +65,7 @@ class Queue(MethodView):
 
 
 @blp.route("/medication-requests/<int:rx_id>/dispenses")
+@bearer.scope("MedicationRequest")
 class Start(MethodView):
     decorators = [login_required]
 

@@ -10,13 +10,14 @@ from flask_login import current_user, login_required
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from app.auth import oauth2
+from app.auth import bearer
 from app.patients import service as patients
 from app.pharmacy import service as pharmacy
 from app.prescriptions import fhir, service, signing
 from app.prescriptions.service import PrescriptionInput
 
 blp = Blueprint("prescriptions_api", __name__, url_prefix="/api/v1", description="Prescriptions")
+bearer.declare(blp, "MedicationRequest")
 
 
 class RxDraftSchema(Schema):
@@ -54,6 +55,7 @@ def _rx_json(rx: Any, *, with_findings: bool = False) -> dict[str, Any]:
 
 
 @blp.route("/formulary")
+@bearer.scope("Medication", collection=True)
 class Formulary(MethodView):
     decorators = [login_required]
 
@@ -90,6 +92,7 @@ class Verify(MethodView):
 
 
 @blp.route("/patients/<int:patient_id>/medication-requests")
+@bearer.scope("Patient")
 class PatientRequests(MethodView):
     decorators = [login_required]
 
@@ -160,6 +163,7 @@ class Status(MethodView):
 
 
 @blp.route("/me/medication-requests")
+@bearer.scope("MedicationRequest", collection=True)
 class MyRequests(MethodView):
     decorators = [login_required]
 
@@ -167,7 +171,7 @@ class MyRequests(MethodView):
     def get(self) -> list[dict[str, Any]]:
         """My prescriptions, each with its dispenses and, when medicine waits for me, the pickup code."""
         _patient, rows = service.mine(by=current_user)
-        through_app = oauth2.current_token() is not None
+        through_app = bearer.current_token() is not None
         out = []
         for rx in rows:
             body = _rx_json(rx)

@@ -10,11 +10,13 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from app import db
+from app.auth import bearer
 from app.errors import NotFound
 from app.imaging import service as imaging
 from app.reading import fhir, outputs, service
 
 blp = Blueprint("reading_api", __name__, url_prefix="/api/v1", description="Reading requests and reports")
+bearer.declare(blp, bearer.WILDCARD)  # reading spans ServiceRequest and DiagnosticReport
 
 
 class RequestSchema(Schema):

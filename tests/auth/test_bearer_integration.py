@@ -1,4 +1,4 @@
-"""How bearer tokens sit beside browser sessions: CSRF still guards cookies, scopes map to URL prefixes,
+"""How bearer tokens sit beside browser sessions: CSRF still guards cookies, routes declare their scopes,
 and the second sign-in step sends people back into an app's authorization request."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from app import db
-from app.auth import oauth_service
+from app.auth import bearer, oauth_service
 from app.auth import scopes as smart
 from tests.conftest import PASSWORD
 
@@ -31,7 +31,7 @@ def test_cookie_requests_still_need_csrf(client, factories, login):
     ("GET", "/api/v1/patients/5", "Patient", "r"),
     ("POST", "/api/v1/patients", "Patient", "c"),
     ("PUT", "/api/v1/patients/5", "Patient", "u"),
-    ("DELETE", "/api/v1/prescriptions/7", "MedicationRequest", "d"),
+    ("DELETE", "/api/v1/medication-requests/7", "MedicationRequest", "d"),  # no such method: 405 after the scope
     ("GET", "/dicomweb/studies", "ImagingStudy", "s"),
     ("GET", "/dicomweb/studies/1.2.3/series", "ImagingStudy", "s"),
     ("GET", "/dicomweb/studies/1.2.3/series/1.2.4/instances", "ImagingStudy", "s"),
@@ -39,17 +39,62 @@ def test_cookie_requests_still_need_csrf(client, factories, login):
     ("GET", "/dicomweb/studies/1.2.3", "ImagingStudy", "r"),
     ("GET", "/dicomweb/studies/1.2.3/series/1.2.4/instances/1.2.5/frames/1", "ImagingStudy", "r"),
     ("POST", "/dicomweb/studies/1.2.3", "ImagingStudy", "c"),
-    ("GET", "/api/v1/me", None, "s"),
+    ("GET", "/api/v1/me", None, "r"),
     ("GET", "/api/v1/me/medication-requests", "MedicationRequest", "s"),
     ("GET", "/api/v1/medication-requests/3", "MedicationRequest", "r"),
     ("POST", "/api/v1/medication-dispenses/3/handover", "MedicationDispense", "c"),
     ("GET", "/api/v1/formulary", "Medication", "s"),
     ("GET", "/api/v1/some-new-domain/1", "*", "r"),
+    ("GET", "/api/v1/consults/appointments", "Appointment", "r"),
+    ("GET", "/api/v1/pharmacy/queue", "MedicationDispense", "r"),
+    ("GET", "/api/v1/me/record", "Patient", "s"),
+    ("GET", "/api/v1/patients/5/medication-requests", "Patient", "r"),
+    ("POST", "/api/v1/medication-requests/3/dispenses", "MedicationRequest", "c"),
+    ("GET", "/api/v1/users", "*", "r"),
+    ("GET", "/fhir/Condition", "Condition", "s"),
+    ("GET", "/fhir/Patient/5/$everything", "Patient", "r"),
+    ("DELETE", "/fhir/Patient/5", "Patient", "d"),
 ])
-def test_scope_needed_per_route(method, path, resource, permission):
-    prefix, found = smart.resource_for_path(path)
-    assert found == resource
-    assert smart.required_permission(method, path, prefix) == permission
+def test_scope_needed_per_route(app, method, path, resource, permission):
+    with app.test_request_context(path, method=method):
+        needed = bearer.need()
+    assert (needed.resource, needed.permission) == (resource, permission)
+
+
+def test_every_token_route_declares_its_scope_or_is_deliberately_open(app):
+    """A new /api, /dicomweb or /fhir route must say which resource type it serves; left undeclared it would
+    need a wildcard scope, which no app is given for one resource."""
+    undeclared = sorted(rule.rule for rule in app.url_map.iter_rules()
+                        if rule.rule.startswith(bearer.PROTECTED_PREFIXES)
+                        and bearer.declaration_for(app, rule.endpoint) is None)
+    assert undeclared == []
+    with app.test_request_context("/fhir/metadata"):
+        assert bearer.need() is None  # the capability statement is open to anyone
+
+
+def test_a_path_no_route_declares_needs_a_wildcard_scope(client, factories, bearer_for):
+    nurse = factories.nurse()
+    narrow = bearer_for(nurse, "user/Patient.cruds")
+    denied = client.get("/api/v1/some-new-domain/1", headers={"Authorization": f"Bearer {narrow}"})
+    assert denied.status_code == 403 and 'scope="user/*.r"' in denied.headers["WWW-Authenticate"]
+    wide = bearer_for(nurse, "user/*.rs")
+    assert client.get("/api/v1/some-new-domain/1", headers={"Authorization": f"Bearer {wide}"}).status_code == 404
+
+
+def test_a_bearer_token_wins_over_a_session_cookie_sent_alongside(client, factories, login, bearer_for):
+    nurse, patient = factories.nurse(), factories.patient(with_account=True)
+    patient_user, patient_id = patient.user, patient.id
+    login(client, nurse)
+    assert client.get("/api/v1/me").json["id"] == nurse.id
+    token = bearer_for(patient_user, "patient/Patient.rs")
+    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200 and me.json["id"] == patient_user.id
+    # The token's scopes, not the nurse's session, decide: it does not reach prescriptions.
+    denied = client.get("/api/v1/me/medication-requests", headers={"Authorization": f"Bearer {token}"})
+    assert denied.status_code == 403
+    client.send_csrf = False  # and a write with the token needs no CSRF token, the cookie beside it nonetheless
+    wrote = client.put(f"/api/v1/patients/{patient_id}", json={}, headers={"Authorization": f"Bearer {token}"})
+    assert wrote.status_code == 403 and wrote.json["type"] == "/problems/insufficient-scope"
 
 
 def test_scope_grammar():

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request, url_for
 
-from app.auth import service_credentials
+from app.auth import bearer, service_credentials
 from app.errors import AppError
 from app.extensions import csrf
 from app.i18n import N_
@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
 csrf.exempt(bp)  # multipart/related cannot be sent cross-site without a CORS preflight, which we control
-bp.before_request(service_credentials.authenticate_peer)  # PACS peers sign requests with HTTP Basic
+bearer.declare(bp, "ImagingStudy")
+bearer.accept_credentials(bp, service_credentials.authenticate_peer)  # PACS peers sign requests with HTTP Basic
 DICOM_JSON = "application/dicom+json"
 
 
