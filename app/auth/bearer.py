@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from authlib.integrations.flask_oauth2 import ResourceProtector
+from authlib.integrations.flask_oauth2 import current_token as authlib_token
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6750 import BearerTokenValidator, InsufficientScopeError, InvalidTokenError
-from flask import Blueprint, Flask, Response, abort, current_app, g, request
+from flask import Blueprint, Flask, Response, abort, current_app, request
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.routing import Rule
 
@@ -153,6 +154,8 @@ def _need(rule: Rule | None, declaration: Declaration | None, audience: str) -> 
 
 
 class ScopeNotGranted(InsufficientScopeError):
+    """403 naming the scope that would have allowed the request (RFC 6750 §3's ``scope`` attribute)."""
+
     def __init__(self, description: str, needed: str) -> None:
         super().__init__(description=description)
         self.needed = needed
@@ -242,17 +245,15 @@ def _authenticate() -> Response | None:
         other = _OTHER_CREDENTIALS.get(request.blueprint or "")
         return other() if other is not None else None
     try:
-        token = require_oauth.acquire_token(need=needed)
+        require_oauth.acquire_token(need=needed)
     except OAuth2Error as error:
         return require_oauth.error_response(error)
-    g.oauth_token = token
-    g.oauth_scopes = token.scopes
     return None
 
 
 def current_token() -> OAuthToken | None:
     """The bearer token this request was authorised by; None for the person's own browser session."""
-    return g.get("oauth_token")
+    return authlib_token._get_current_object()  # type: ignore[no-any-return]
 
 
 def init_app(app: Flask) -> None:

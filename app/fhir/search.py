@@ -16,10 +16,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from flask import current_app, g, request
+from flask import current_app, request
 
 from app import db
 from app.audit import service as audit
+from app.auth import bearer
 from app.auth import scopes as smart
 from app.auth.models import User
 from app.fhir.outcome import FhirError, issue
@@ -226,7 +227,7 @@ def date_param(column: Any, *, is_date: bool = False) -> Apply:
 def confine(resource: ResourceType, query: Query) -> Query:
     """Keep a patient-context token (SMART launch ``patient``) inside that patient's compartment, unless its
     other scopes reach the resource anyway (a staff member's ``user/`` scopes)."""
-    token = getattr(g, "oauth_token", None)
+    token = bearer.current_token()
     patient_id = getattr(token, "patient_id", None)
     if token is None or patient_id is None or not resource.audited:
         return query  # directories (practitioners, facilities, the formulary) are not patient data
@@ -240,8 +241,8 @@ def confine(resource: ResourceType, query: Query) -> Query:
 
 def token_allows(resource_type: str, permission: str) -> bool:
     """Whether the request's bearer token (if any) has a scope for this; cookie sessions are not scoped."""
-    scopes = getattr(g, "oauth_scopes", None)
-    return scopes is None or smart.grants(scopes, resource_type, permission)
+    token = bearer.current_token()
+    return token is None or smart.grants(token.scopes, resource_type, permission)
 
 
 # ---------------------------------------------------------------- search
