@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from flask_babel import gettext as _
-
-from app import db, i18n
+from app import db
 from app.audit import service as audit
 from app.auth.models import User
-from app.errors import ValidationFailed
+from app.facilities import service as facilities
 
 
 def set_own_timezone(user: User, zone: str | None) -> User:
@@ -15,10 +13,7 @@ def set_own_timezone(user: User, zone: str | None) -> User:
 
     :raises ValidationFailed: not a zone the platform knows.
     """
-    zone = (zone or "").strip() or None
-    if zone is not None and not i18n.valid_zone(zone):
-        raise ValidationFailed(_("Some fields need attention."),
-                               errors={"timezone": [_("Choose a time zone from the list, e.g. Asia/Shanghai.")]})
+    zone = facilities.require_zone(zone) if (zone or "").strip() else None
     previous = user.timezone
     user.timezone = zone
     db.session.flush()

@@ -21,6 +21,19 @@ def get(facility_id: int) -> Facility | None:
     return db.session.get(Facility, facility_id)
 
 
+def require_zone(name: str | None) -> str:
+    """``name`` stripped, when it is a zone this machine knows (typed or picked from the list) — for a facility or
+    for a person's own setting.
+
+    :raises ValidationFailed: empty or unknown, with the field hint every time-zone form shows.
+    """
+    zone = (name or "").strip()
+    if not i18n.valid_zone(zone):
+        raise ValidationFailed(_("Some fields need attention."),
+                               errors={"timezone": [_("Choose a time zone from the list, e.g. Asia/Shanghai.")]})
+    return zone
+
+
 def set_timezone(facility: Facility, zone: str, *, by: User) -> Facility:
     """Set the IANA zone the facility's staff and patients read times in (unless they chose their own).
 
@@ -30,10 +43,7 @@ def set_timezone(facility: Facility, zone: str, *, by: User) -> Facility:
         audit.record("facility.timezone", by=by, outcome=Outcome.DENIED, resource_type="Facility",
                      resource_id=facility.id)
         raise Forbidden(_("Only administrators set a facility's time zone."))
-    zone = (zone or "").strip()
-    if not i18n.valid_zone(zone):
-        raise ValidationFailed(_("Some fields need attention."),
-                               errors={"timezone": [_("Choose a time zone from the list, e.g. Asia/Shanghai.")]})
+    zone = require_zone(zone)
     previous = facility.timezone
     facility.timezone = zone
     db.session.flush()

@@ -202,14 +202,14 @@ def test_frames_and_renders_revalidate_by_etag_and_stay_audited(client: Any, log
 def test_lru_evicts_oldest_by_cost() -> None:
     from app.imaging.dicomweb.headers import Lru
 
-    lru = Lru(10)
-    lru.put("a", b"aaaa", 4)
-    lru.put("b", b"bbbb", 4)
+    lru = Lru(10, cost=len)
+    lru.put("a", b"aaaa")
+    lru.put("b", b"bbbb")
     assert lru.get("a") == b"aaaa"  # a is now most recent
-    lru.put("c", b"cccc", 4)
+    lru.put("c", b"cccc")
     assert lru.get("b") is None and lru.get("a") == b"aaaa" and lru.cost == 8
-    lru.put("huge", b"x" * 11, 11)
-    assert lru.get("huge") is None
+    lru.put("huge", b"x" * 11)
+    assert lru.get("huge") is None and lru.get("a") == b"aaaa"  # too large to keep, and nothing evicted for it
 
 
 def test_qido_includefield_adds_requested_attributes(client: Any, login: Any, scans: dict[str, Any]) -> None:

@@ -3,12 +3,13 @@ need them: ``includefield``, metadata, frames, rendered images)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
-from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
+import cachetools
 import pydicom
 
 from app.imaging import service
@@ -16,42 +17,32 @@ from app.imaging.models import Instance
 
 
 class Lru:
-    """A small thread-safe LRU bounded by total byte cost; keys include the object's sha256, so a
-    re-stored object with different content never hits a stale entry."""
+    """cachetools' LRU cache shared by a process's request threads (behind a lock), bounded by total cost
+    (``cost(value)``: 1 per entry unless given); keys include the object's sha256, so a re-stored object with
+    different content never hits a stale entry. A value costlier than the whole bound is not kept."""
 
-    def __init__(self, max_cost: int) -> None:
-        self.max_cost, self.cost = max_cost, 0
-        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+    def __init__(self, max_cost: int, cost: Callable[[Any], int] | None = None) -> None:
+        self._items: cachetools.LRUCache[Hashable, Any] = cachetools.LRUCache(max_cost, getsizeof=cost)
         self._lock = threading.Lock()
+
+    @property
+    def cost(self) -> float:
+        return self._items.currsize
 
     def get(self, key: Hashable) -> Any:
         with self._lock:
-            hit = self._items.get(key)
-            if hit is None:
-                return None
-            self._items.move_to_end(key)
-            return hit[0]
+            return self._items.get(key)
 
-    def put(self, key: Hashable, value: Any, cost: int) -> None:
-        if cost > self.max_cost:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.cost -= old[1]
-            self._items[key] = (value, cost)
-            self.cost += cost
-            while self.cost > self.max_cost:
-                _, (_, c) = self._items.popitem(last=False)
-                self.cost -= c
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock, contextlib.suppress(ValueError):  # too large to keep
+            self._items[key] = value
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
-            self.cost = 0
 
 
-HEADER_CACHE = Lru(2048)  # parsed headers, per process; cost = 1 per header
+HEADER_CACHE = Lru(2048)  # parsed headers, per process
 
 
 def header_of(inst: Instance) -> pydicom.Dataset:
@@ -69,7 +60,7 @@ def shared_header(inst: Instance) -> pydicom.Dataset:
     if ds is None:
         ds = header_of(inst)
         if inst.pixel_data_offset:
-            HEADER_CACHE.put(key, ds, 1)
+            HEADER_CACHE.put(key, ds)
     return ds
 
 

@@ -178,7 +178,7 @@ def study_retrieve(study_uid: str, series_uid: str | None = None, sop_uid: str |
 
 
 # Rendered images, per process.
-RENDERED_CACHE = Lru(64 * 1024 * 1024)  # cost = bytes
+RENDERED_CACHE = Lru(64 * 1024 * 1024, cost=len)  # bytes
 
 
 def _metadata(instances: list[Instance]) -> Response:
@@ -354,7 +354,7 @@ def render_instance(inst: Instance, frame: int, *, window: tuple[float, float] |
     data = RENDERED_CACHE.get(key)
     if data is None:
         data = _render_uncached(inst, frame, window=window, media_type=media_type, viewport=viewport)
-        RENDERED_CACHE.put(key, data, len(data))
+        RENDERED_CACHE.put(key, data)
     return data
 
 
