@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from flask import flash
 from flask_wtf import FlaskForm
 
-from app import db
 from app.errors import AppError
 
 
@@ -22,16 +18,3 @@ class AppForm(FlaskForm):
                 placed = True
         if not placed:
             self.form_errors.append(exc.detail)
-
-
-def commit_or_flash_error(action: Callable[[], object], success: str) -> bool:
-    """Run a service call for a button on a page: commit and say ``success``, or roll back and say why not."""
-    try:
-        action()
-    except AppError as exc:
-        db.rollback()
-        flash(exc.detail, "error")
-        return False
-    db.session.commit()
-    flash(success, "success")
-    return True

@@ -4,6 +4,7 @@
   the session is committed before the answer goes out (a failing commit becomes the error page, never a success).
   A view that raised was already rolled back by the error handlers (``app.errors``), keeping denial events.
 - :func:`flash_outcome` runs a page button's service call and flashes what came of it; a refusal rolls back.
+- :func:`submit` runs a form's service call; a refusal rolls back and is shown on the form's fields.
 
 Views still commit explicitly where durability demands it before more work (e.g. a report is signed before it is
 written back into the study; imaging ingest commits each instance before answering the sender).
@@ -12,6 +13,7 @@ written back into the study; imaging ingest commits each instance before answeri
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from flask import Blueprint, Response, flash
 
@@ -30,6 +32,22 @@ def commit_at_request_end(bp: Blueprint) -> Blueprint:
     if _commit not in bp.after_request_funcs.get(None, []):
         bp.after_request(_commit)
     return bp
+
+
+class ShowsErrors(Protocol):
+    def apply_error(self, exc: AppError) -> None: ...
+
+
+def submit(form: ShowsErrors, action: Callable[[], object]) -> int | None:
+    """Run a form's service call: None when done (the request boundary commits it); else roll back, put the
+    refusal on the form's fields and return its HTTP status (the caller answers with the page again)."""
+    try:
+        action()
+    except AppError as exc:
+        db.rollback()
+        form.apply_error(exc)
+        return exc.status
+    return None
 
 
 def error_message(exc: AppError) -> str:

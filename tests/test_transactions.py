@@ -53,3 +53,47 @@ def test_when_the_database_goes_away_the_page_is_answered_as_to_a_signed_out_vis
         page = resp.get_data(as_text=True)
         assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
         assert "Try again in a few seconds" in page and name not in page
+
+
+def test_patient_and_caregiver_pages_commit_at_the_boundary_and_never_claim_a_failed_save(app, make_client,
+                                                                                         factories, login,
+                                                                                         monkeypatch):
+    """A clinic's demographics edit and a patient's new caregiver: saved when the commit succeeds, and when it
+    fails the person gets the error page, not the redirect that says it was saved, and nothing stays."""
+    from app.auth.models import Role
+    from app.patients.models import CaregiverLink, Patient
+
+    patient = factories.patient(with_account=True, phone="+86 100 0000 0000")
+    pid, account = patient.id, patient.user
+    fields = {"given_name": patient.given_name, "family_name": patient.family_name,
+              "birth_date": patient.birth_date.isoformat(), "sex": patient.sex.value}
+    nurse = factories.nurse(facility=patient.facility)
+    helper_email = factories.user(Role.PATIENT, name="Helper Daughter").email
+    staff, own = make_client(), make_client()
+    login(staff, nurse)
+    login(own, account)
+    real_commit = db.session.commit
+
+    def failing_commit() -> None:
+        raise sa.exc.OperationalError("COMMIT", {}, Exception("connection lost"))
+
+    def edit(phone: str):  # type: ignore[no-untyped-def]
+        return staff.post(f"/patients/{pid}/edit", data={**fields, "phone": phone})
+
+    def link():  # type: ignore[no-untyped-def]
+        return own.post("/me/caregivers", data={"cg-caregiver_email": helper_email, "cg-relationship": "child",
+                                               "cg-rights": ["record"]})
+
+    monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)  # as in production: the error page answers
+    monkeypatch.setattr(db.session, "commit", failing_commit)
+    failed_edit, failed_link = edit("+86 199 9999 9999"), link()
+    monkeypatch.setattr(db.session, "commit", real_commit)
+    assert failed_edit.status_code >= 500 and failed_link.status_code >= 500
+    db.session.expire_all()
+    assert db.session.get(Patient, pid).phone == "+86 100 0000 0000"
+    assert db.session.scalar(sa.select(CaregiverLink).where(CaregiverLink.patient_id == pid)) is None
+
+    assert edit("+86 199 9999 9999").status_code == 302 and link().status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Patient, pid).phone == "+86 199 9999 9999"
+    assert db.session.scalar(sa.select(CaregiverLink).where(CaregiverLink.patient_id == pid)) is not None

@@ -17,7 +17,6 @@ from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError, PayloadTooLarge, ValidationFailed
 from app.facilities import service as facilities
-from app.forms import commit_or_flash_error
 from app.i18n import format_when, zone_of
 from app.imaging import access, documents, export, orders, service
 from app.imaging.dicomfile import parse_da
@@ -26,9 +25,10 @@ from app.imaging.forms import ImagingOrderForm, PeerForm
 from app.imaging.ingest import ingest_files
 from app.imaging.models import DicomPeer, ImagingOrder, Study
 from app.patients import service as patients
+from app.transactions import commit_at_request_end, flash_outcome
 
-bp = Blueprint("imaging", __name__, template_folder="templates", static_folder="static",
-               static_url_path="/static/imaging")
+bp = commit_at_request_end(Blueprint("imaging", __name__, template_folder="templates", static_folder="static",
+                                     static_url_path="/static/imaging"))
 
 
 DOCUMENT_LABELS = {"pdf": "PDF", "sr": "Report", "other": "Object"}  # series thumbnails of objects without pixels
@@ -93,7 +93,6 @@ def request_imaging(patient_id: int) -> BaseResponse:
                                     description=form.description.data or "",
                                     scheduled_at=_in_own_zone(form.scheduled_at.data),
                                     read=_reading_ask(form))
-        db.session.commit()
     except AppError as exc:
         db.rollback()
         flash(" ".join(m for msgs in (exc.errors or {}).values() for m in msgs) or exc.detail, "error")
@@ -139,7 +138,6 @@ def upload() -> str | Response:
 @roles_required(Role.CLINIC_STAFF)
 def unmatched() -> str:
     studies = service.unmatched_studies(by=current_user)
-    db.session.commit()
     return render_template("imaging/unmatched.html", studies=studies)
 
 
@@ -153,7 +151,6 @@ def link(study_id: int) -> str | BaseResponse:
         try:
             study = service.link_study(study_id, mrn=mrn, by=current_user,
                                        accept_mismatches=form.get("accept_mismatches") == "yes")
-            db.session.commit()
         except ValidationFailed as exc:
             db.rollback()
             return _link_page(study_id, mrn, errors=exc.errors or {}, status=422)
@@ -174,7 +171,6 @@ def _link_page(study_id: int, mrn: str, *, errors: dict[str, list[str]] | None =
             status = 422
     if preview is None:
         study = service.study_to_reconcile(study_id, by=current_user)
-    db.session.commit()
     return render_template("imaging/link.html", preview=preview, study=preview.study if preview else study,
                            mrn=mrn, errors=errors), status
 
@@ -185,8 +181,8 @@ def unlink(study_id: int) -> BaseResponse:
     """Take a misfiled scan off a chart; it waits again under Unmatched scans."""
     study = service.study_to_reconcile(study_id, by=current_user)
     chart = study.patient_id
-    if commit_or_flash_error(lambda: service.unlink_study(study_id, by=current_user),
-                             _("Scan taken off the chart. It is back under Unmatched scans.")):
+    if flash_outcome(lambda: service.unlink_study(study_id, by=current_user),
+                     _("Scan taken off the chart. It is back under Unmatched scans.")):
         return redirect(url_for("imaging.unmatched"))
     return redirect(url_for("patients.chart", patient_id=chart) if chart else url_for("imaging.unmatched"))
 
@@ -197,7 +193,6 @@ def viewer(study_uid: str) -> str:
     """The built-in viewer; pixels come from the DICOMweb rendered endpoint."""
     study = service.get_study(study_uid, by=current_user, action="imaging.study.view")
     context = viewer_context(study)
-    db.session.commit()
     return render_template("imaging/viewer.html", **context)
 
 
@@ -220,7 +215,6 @@ def viewer_context(study: Study) -> dict[str, Any]:
 def document(study_uid: str, sop_uid: str) -> Response | str:
     """An object without pixels, framed by the viewer: the PDF inline, a report as text, else a short note."""
     inst, ds = service.read_document(study_uid, sop_uid, by=current_user)
-    db.session.commit()
     kind = inst.kind
     if kind == "pdf":
         resp = Response(documents.pdf_bytes(ds), mimetype="application/pdf")
@@ -243,7 +237,6 @@ def export_study(study_uid: str) -> Response:
     study = service.get_study(study_uid, by=current_user, action="imaging.study.export")
     tmp = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the streaming generator
     export.write_deidentified_zip(study, tmp)
-    db.session.commit()
     size = tmp.seek(0, 2)
     tmp.seek(0)
 
@@ -278,7 +271,6 @@ def _save_peer(form: PeerForm, peer: DicomPeer | None) -> DicomPeer | None:
         db.rollback()
         form.apply_error(exc)
         return None
-    db.session.commit()
     return saved
 
 
@@ -297,7 +289,6 @@ def dicom_peers() -> BaseResponse | tuple[str, int]:
     elif request.method == "POST":
         status = 422
     items = peers.list_peers(by=current_user)
-    db.session.commit()
     return render_template("imaging/dicom_peers.html", peers=items, form=form,
                            listener=current_app.config["DICOM_AE_TITLE"]), status
 
@@ -316,5 +307,4 @@ def dicom_peer(peer_id: int) -> BaseResponse | tuple[str, int]:
         status = 422
     elif request.method == "POST":
         status = 422
-    db.session.commit()
     return render_template("imaging/dicom_peer.html", peer=peer, form=form), status

@@ -15,12 +15,13 @@ from app.audit.context import on_behalf_of
 from app.auth.decorators import roles_required
 from app.auth.models import Role, User
 from app.errors import AppError
-from app.forms import commit_or_flash_error
+from app.i18n import format_when
 from app.patients import access, caregivers, service
 from app.patients.forms import RELATIONSHIP_LABELS, CaregiverForm, NewCaregiverForm
 from app.patients.models import CaregiverLink, CaregiverRight, ConsentMethod, Patient
+from app.transactions import commit_at_request_end, flash_outcome, submit
 
-bp = Blueprint("caregivers", __name__, template_folder="templates")
+bp = commit_at_request_end(Blueprint("caregivers", __name__, template_folder="templates"))
 SESSION_KEY = "acting_for"
 
 def chart_links(patient: Any, user: User) -> list[dict[str, str]]:
@@ -77,7 +78,7 @@ def consent_text(link: CaregiverLink) -> str:
     how = {ConsentMethod.IN_APP: _("given by the patient in their account"),
            ConsentMethod.SIGNED_FORM: _("signed form %(ref)s", ref=link.consent_reference or ""),
            ConsentMethod.SPOKEN_WITNESSED: _("spoken at the desk")}[link.consent_method]
-    return _("%(how)s, recorded %(when)s UTC", how=how, when=link.consent_recorded_at.strftime("%Y-%m-%d %H:%M"))
+    return _("%(how)s, recorded %(when)s", how=how, when=format_when(link.consent_recorded_at))
 
 
 @bp.post("/acting-for")
@@ -96,7 +97,6 @@ def switch() -> Response:
         db.rollback()
         flash(exc.detail, "error")
         return redirect(url_for("patients.my_health"))
-    db.session.commit()
     session[SESSION_KEY] = link.patient_id
     flash(_("You are acting for %(name)s. Everything you do is recorded as done for them.",
             name=f"{link.patient.given_name} {link.patient.family_name}"), "success")
@@ -117,21 +117,14 @@ def mine() -> Response | tuple[str, int]:
     form = CaregiverForm(prefix="cg")
     status = 200
     if patient is not None and form.validate_on_submit():
-        try:
-            caregivers.link(patient, form.to_input(), by=current_user)
-        except AppError as exc:
-            db.rollback()
-            form.apply_error(exc)
-            status = exc.status
-        else:
-            db.session.commit()
+        status = submit(form, lambda: caregivers.link(patient, form.to_input(), by=current_user)) or 200
+        if status == 200:
             flash(_("Caregiver added. They can now choose you under \"Acting for\"."), "success")
             return redirect(url_for("caregivers.mine"))
     elif request.method == "POST":
         status = 422
     links = caregivers.links_of(patient, by=current_user) if patient is not None else []
     cared_for = caregivers.cared_for(current_user)
-    db.session.commit()
     return render_template("patients/caregivers.html", patient=patient, links=links, form=form,
                            cared_for=cared_for, own=True), status
 
@@ -146,25 +139,21 @@ def desk(patient_id: int) -> Response | tuple[str, int]:
     status = 200
     posted = new_form if request.form.get("mode") == "new" else form
     if request.method == "POST":
-        if posted.validate_on_submit():
-            try:
-                if posted is new_form:
-                    caregivers.link_new_account(patient, new_form.to_input(), full_name=new_form.full_name.data or "",
-                                                password=new_form.password.data or "", by=current_user)
-                else:
-                    caregivers.link(patient, form.to_input(), by=current_user)
-            except AppError as exc:
-                db.rollback()
-                posted.apply_error(exc)
-                status = exc.status
-            else:
-                db.session.commit()
-                flash(_("Caregiver linked."), "success")
-                return redirect(url_for("caregivers.desk", patient_id=patient_id))
-        else:
+        def link() -> object:
+            if posted is new_form:
+                return caregivers.link_new_account(
+                    patient, new_form.to_input(), full_name=new_form.full_name.data or "",
+                    password=new_form.password.data or "", by=current_user)
+            return caregivers.link(patient, form.to_input(), by=current_user)
+
+        if not posted.validate_on_submit():
             status = 422
+        elif (refused := submit(posted, link)) is not None:
+            status = refused
+        else:
+            flash(_("Caregiver linked."), "success")
+            return redirect(url_for("caregivers.desk", patient_id=patient_id))
     links = caregivers.links_of(patient, by=current_user)
-    db.session.commit()
     return render_template("patients/caregivers.html", patient=patient, links=links, form=form, new_form=new_form,
                            own=False), status
 
@@ -174,7 +163,7 @@ def desk(patient_id: int) -> Response | tuple[str, int]:
 def revoke(link_id: int) -> Response:
     """End a caregiver link now (the patient, their clinic, or the caregiver stepping down)."""
     link = caregivers.get_link(link_id, by=current_user, action="caregiver.revoke")
-    commit_or_flash_error(lambda: caregivers.revoke(link, by=current_user), _("The caregiver link has ended."))
+    flash_outcome(lambda: caregivers.revoke(link, by=current_user), _("The caregiver link has ended."))
     if current_user.role is Role.CLINIC_STAFF:
         return redirect(url_for("caregivers.desk", patient_id=link.patient_id))
     return redirect(url_for("caregivers.mine"))

@@ -12,7 +12,6 @@ from app.audit import views as audit_views
 from app.auth.decorators import roles_required
 from app.auth.models import Role
 from app.errors import AppError, Conflict
-from app.forms import commit_or_flash_error
 from app.patients import access, service
 from app.patients.forms import (
     AllergyForm,
@@ -25,8 +24,9 @@ from app.patients.forms import (
     SearchForm,
 )
 from app.patients.models import Allergy, Condition, MedicationStatement
+from app.transactions import commit_at_request_end, flash_outcome, submit
 
-bp = Blueprint("patients", __name__, template_folder="templates")
+bp = commit_at_request_end(Blueprint("patients", __name__, template_folder="templates"))
 audit_views.set_patient_lookup(service.ids_for_audit)
 
 STAFF = (Role.CLINIC_STAFF, Role.DOCTOR, Role.PHARMACIST)
@@ -40,7 +40,6 @@ def search() -> str:
     form.validate()
     page_no = request.args.get("page", 1, type=int) or 1
     page = service.search(by=current_user, q=form.q.data, birth_date=form.birth_date.data, page=page_no)
-    db.session.commit()
     return render_template("patients/search.html", form=form, page=page)
 
 
@@ -65,7 +64,6 @@ def register() -> Response | tuple[str, int]:
             form.apply_error(exc)
             status = exc.status
         else:
-            db.session.commit()
             flash(_("Registered %(name)s, MRN %(mrn)s.", name=patient.display_name, mrn=patient.mrn), "success")
             return redirect(url_for("patients.chart", patient_id=patient.id))
     elif request.method == "POST":
@@ -94,9 +92,7 @@ def _chart_context(patient_id: int) -> dict[str, object]:
 @login_required
 def chart(patient_id: int) -> str:
     """The patient chart: demographics, allergies, conditions, medications, care team."""
-    context = _chart_context(patient_id)
-    db.session.commit()
-    return render_template("patients/chart.html", **context)
+    return render_template("patients/chart.html", **_chart_context(patient_id))
 
 
 @bp.route("/patients/<int:patient_id>/edit", methods=["GET", "POST"])
@@ -107,19 +103,12 @@ def edit(patient_id: int) -> Response | tuple[str, int]:
     form = DemographicsForm(obj=patient)
     status = 200
     if form.validate_on_submit():
-        try:
-            service.update_demographics(patient, form.to_input(), by=current_user)
-        except AppError as exc:
-            db.rollback()
-            form.apply_error(exc)
-            status = exc.status
-        else:
-            db.session.commit()
+        status = submit(form, lambda: service.update_demographics(patient, form.to_input(), by=current_user)) or 200
+        if status == 200:
             flash(_("Details saved."), "success")
             return redirect(url_for("patients.chart", patient_id=patient.id))
     elif request.method == "POST":
         status = 422
-    db.session.commit()
     return render_template("patients/edit.html", form=form, patient=patient), status
 
 
@@ -129,18 +118,11 @@ def _add_to_list(patient_id: int, kind: str) -> Response | tuple[str, int]:
     form = forms[kind](prefix=kind)
     if form.validate_on_submit():
         data = {k: v for k, v in form.data.items() if k != "csrf_token"}
-        try:
-            getattr(service, f"add_{kind}")(patient, by=current_user, **data)
-        except AppError as exc:
-            db.rollback()
-            form.apply_error(exc)
-        else:
-            db.session.commit()
+        if submit(form, lambda: getattr(service, f"add_{kind}")(patient, by=current_user, **data)) is None:
             flash(_("%(kind)s added.", kind=_(kind.capitalize())), "success")
             return redirect(url_for("patients.chart", patient_id=patient.id) + f"#{kind}")
     context = _chart_context(patient_id)
     context[f"{kind}_form"] = form
-    db.session.commit()
     return render_template("patients/chart.html", **context), 422
 
 
@@ -170,8 +152,8 @@ def add_medication(patient_id: int) -> Response | tuple[str, int]:
 def no_known_allergies(patient_id: int) -> Response:
     """Record that the patient was asked and has no known allergies."""
     patient = service.get_patient(patient_id, by=current_user, audit_read=False)
-    commit_or_flash_error(lambda: service.record_no_known_allergies(patient, by=current_user),
-                          _("Recorded: no known allergies."))
+    flash_outcome(lambda: service.record_no_known_allergies(patient, by=current_user),
+                  _("Recorded: no known allergies."))
     return redirect(url_for("patients.chart", patient_id=patient_id) + "#allergy")
 
 
@@ -187,7 +169,6 @@ def set_status(patient_id: int, kind: str, item_id: int) -> Response:
     if item is None or item.patient_id != patient.id:
         abort(404)
     service.set_clinical_status(item, request.form.get("status", ""), by=current_user)
-    db.session.commit()
     flash(_("Updated."), "success")
     return redirect(url_for("patients.chart", patient_id=patient.id))
 
@@ -200,9 +181,9 @@ def assign_doctor(patient_id: int) -> Response:
     form = AssignDoctorForm()
     form.doctor_id.choices = [(d.id, d.full_name) for d in service.doctors_for_assignment()]
     if form.validate_on_submit():
-        commit_or_flash_error(lambda: service.assign_doctor(patient, form.doctor_id.data, by=current_user,
-                                                            reason=form.reason.data),
-                              _("Doctor added to the care team."))
+        flash_outcome(lambda: service.assign_doctor(patient, form.doctor_id.data, by=current_user,
+                                                    reason=form.reason.data),
+                      _("Doctor added to the care team."))
     else:
         flash(_("Choose a doctor."), "error")
     return redirect(url_for("patients.chart", patient_id=patient_id))
@@ -213,8 +194,8 @@ def assign_doctor(patient_id: int) -> Response:
 def end_care(patient_id: int, assignment_id: int) -> Response:
     """End a doctor's care relationship (the chart's button asks to confirm first)."""
     patient = service.get_patient(patient_id, by=current_user, audit_read=False)
-    commit_or_flash_error(lambda: service.end_care_relationship(patient, assignment_id, by=current_user),
-                          _("Care relationship ended; that doctor no longer has this patient in their care."))
+    flash_outcome(lambda: service.end_care_relationship(patient, assignment_id, by=current_user),
+                  _("Care relationship ended; that doctor no longer has this patient in their care."))
     return redirect(url_for("patients.chart", patient_id=patient_id) + "#care-team")
 
 
@@ -235,12 +216,10 @@ def portal_account(patient_id: int) -> Response | tuple[str, int]:
                 return redirect(url_for("patients.chart", patient_id=patient_id))
             form.apply_error(exc)
         else:
-            db.session.commit()
             flash(_("Portal account created. Give the patient the temporary password in person."), "success")
             return redirect(url_for("patients.chart", patient_id=patient_id))
     context = _chart_context(patient_id)
     context["portal_form"] = form
-    db.session.commit()
     return render_template("patients/chart.html", **context), 422
 
 
@@ -250,7 +229,6 @@ def access_log(patient_id: int) -> str:
     """Who viewed this record."""
     patient = service.get_patient(patient_id, by=current_user, audit_read=False)
     visits = service.access_visits(patient, by=current_user)
-    db.session.commit()
     return render_template("patients/access_log.html", patient=patient, visits=visits)
 
 
@@ -259,7 +237,6 @@ def access_log(patient_id: int) -> str:
 def my_health() -> str:
     """The patient's own record."""
     patient = service.get_own_record(by=current_user)
-    db.session.commit()
     return render_template("patients/my_health.html", patient=patient)
 
 
@@ -269,5 +246,4 @@ def my_access_log() -> str:
     """Who viewed my record."""
     patient = service.get_own_record(by=current_user)
     visits = service.access_visits(patient, by=current_user) if patient else []
-    db.session.commit()
     return render_template("patients/access_log.html", patient=patient, visits=visits, own=True)
