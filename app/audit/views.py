@@ -9,13 +9,13 @@ from typing import Any
 from flask import Blueprint, render_template, request
 from flask_login import current_user
 
-from app import db
 from app.audit import service, wording
 from app.audit.models import Outcome
 from app.auth.decorators import roles_required
 from app.auth.models import Role
+from app.transactions import commit_at_request_end
 
-bp = Blueprint("audit", __name__, url_prefix="/admin", template_folder="templates")
+bp = commit_at_request_end(Blueprint("audit", __name__, url_prefix="/admin", template_folder="templates"))
 
 
 def _date_arg(name: str) -> datetime | None:
@@ -62,7 +62,6 @@ def events() -> str:
             notes.append(f"No patient matches \u201c{patient}\u201d: check the spelling, or type an MRN.")
     page = max(request.args.get("page", 1, type=int) or 1, 1)
     rows, total = service.search(by=current_user, page=page, **filters)
-    db.session.commit()
     return render_template("audit/events.html", rows=rows, total=total, page=page, per_page=50,
                            args=request.args, outcomes=list(Outcome), notes=notes, describe=wording.describe,
                            who=who, patient=patient)
@@ -73,5 +72,4 @@ def events() -> str:
 def integrity() -> str:
     """Recompute the trail's hash chain and show the first broken link, if any."""
     result = service.verify_trail(by=current_user)
-    db.session.commit()
     return render_template("audit/integrity.html", result=result)

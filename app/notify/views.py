@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 from flask_login import current_user, login_required
 
-from app import db
 from app.notify import service
+from app.transactions import commit_at_request_end
 
-bp = Blueprint("notify", __name__, template_folder="templates")
+bp = commit_at_request_end(Blueprint("notify", __name__, template_folder="templates"))
 
 
 
@@ -19,5 +19,4 @@ def inbox() -> str:
     items = service.for_user(current_user)
     unread = {n.id for n in items if n.read_at is None}
     service.mark_all_read(current_user)
-    db.session.commit()
     return render_template("notify/inbox.html", items=items, unread=unread)
