@@ -4,7 +4,8 @@
   the session is committed before the answer goes out (a failing commit becomes the error page, never a success).
   A view that raised was already rolled back by the error handlers (``app.errors``), keeping denial events.
 - :func:`flash_outcome` runs a page button's service call and flashes what came of it; a refusal rolls back.
-- :func:`submit` runs a form's service call; a refusal rolls back and is shown on the form's fields.
+- :func:`submit` runs a form's service call; a refusal rolls back and is shown on the form's fields (or, for a
+  page without fields, as the one line of a :class:`Refusal`).
 
 Views still commit explicitly where durability demands it before more work (e.g. a report is signed before it is
 written back into the study; imaging ingest commits each instance before answering the sender).
@@ -53,6 +54,16 @@ def submit(form: ShowsErrors, action: Callable[[], object]) -> int | None:
 def error_message(exc: AppError) -> str:
     """What a page says about a refused action: the field messages, else the error's detail."""
     return " ".join(m for msgs in (exc.errors or {}).values() for m in msgs) or exc.detail
+
+
+class Refusal:
+    """What a page without a form's fields says about a refused action: pass it to :func:`submit`, and show
+    ``message`` (None while nothing was refused)."""
+
+    message: str | None = None
+
+    def apply_error(self, exc: AppError) -> None:
+        self.message = error_message(exc)
 
 
 def flash_outcome(action: Callable[[], object], success: str | Callable[[], str]) -> bool:
