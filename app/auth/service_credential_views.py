@@ -9,7 +9,6 @@ from werkzeug.wrappers import Response
 from wtforms import BooleanField, SelectField, StringField
 from wtforms.validators import DataRequired, Length
 
-from app import db
 from app.auth import service_credentials as service
 from app.auth.decorators import roles_required
 from app.auth.forms import ConfirmForm
@@ -18,8 +17,10 @@ from app.errors import AppError
 from app.facilities import service as facilities
 from app.facilities.models import FacilityKind
 from app.forms import AppForm
+from app.transactions import commit_at_request_end, submit
 
-bp = Blueprint("service_credentials", __name__, url_prefix="/admin/dicomweb-peers", template_folder="templates")
+bp = commit_at_request_end(Blueprint("service_credentials", __name__, url_prefix="/admin/dicomweb-peers",
+                                     template_folder="templates"))
 
 
 class PeerForm(AppForm):
@@ -27,6 +28,10 @@ class PeerForm(AppForm):
     facility_id = SelectField("Clinic", coerce=lambda v: int(v) if v not in (None, "", "None") else None)
     may_read = BooleanField(service.ACCESS_LABELS["read"], default=True)
     may_store = BooleanField(service.ACCESS_LABELS["store"])
+
+    def apply_error(self, exc: AppError) -> None:
+        super().apply_error(exc)
+        self.form_errors.extend((exc.errors or {}).get("access", []))  # the access boxes share one message
 
 
 @bp.route("", methods=["GET", "POST"])
@@ -39,20 +44,16 @@ def peers() -> Response | tuple[str, int]:
     status, issued = 200, None
     if form.validate_on_submit():
         access = [a for a, wanted in (("read", form.may_read.data), ("store", form.may_store.data)) if wanted]
-        try:
+
+        def issue() -> None:
+            nonlocal issued
             issued = service.issue(name=form.name.data or "", facility_id=form.facility_id.data, access=access,
                                    by=current_user)
-        except AppError as exc:
-            db.rollback()
-            form.apply_error(exc)
-            form.form_errors.extend((exc.errors or {}).get("access", []))
-            status = exc.status
-        else:
-            db.session.commit()
+
+        status = submit(form, issue) or 200
     elif request.method == "POST":
         status = 422
     items = service.list_credentials(by=current_user)
-    db.session.commit()
     return render_template("auth/service_credentials.html", credentials=items, form=form, issued=issued,
                            confirm=ConfirmForm(), dicomweb_url=url_for("dicomweb.search_studies", _external=True)
                            .removesuffix("/studies")), status
@@ -64,7 +65,6 @@ def revoke(credential_id: int) -> Response:
     """Revoke a peer's credential; its next request is refused."""
     if ConfirmForm().validate_on_submit():
         credential = service.revoke(credential_id, by=current_user)
-        db.session.commit()
         flash(_("%(name)s can no longer connect.", name=credential.name), "success")
     return redirect(url_for("service_credentials.peers"))
 
