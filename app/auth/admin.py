@@ -7,15 +7,14 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from app import db
 from app.auth import mfa, service
 from app.auth.decorators import roles_required
 from app.auth.forms import ConfirmForm, ResetPasswordForm, UserForm
-from app.auth.models import Role
-from app.errors import AppError
+from app.auth.models import Role, User
 from app.facilities import service as facilities
+from app.transactions import commit_at_request_end, submit
 
-bp = Blueprint("auth_admin", __name__, url_prefix="/admin", template_folder="templates")
+bp = commit_at_request_end(Blueprint("auth_admin", __name__, url_prefix="/admin", template_folder="templates"))
 
 
 def _user_form() -> UserForm:
@@ -32,7 +31,6 @@ def users() -> str:
     role = request.args.get("role") or None
     q = request.args.get("q") or None
     items = service.list_users(by=current_user, role=Role(role) if role in Role._value2member_map_ else None, q=q)
-    db.session.commit()
     return render_template("auth/admin_users.html", users=items, role=role, q=q or "", confirm=ConfirmForm())
 
 
@@ -43,18 +41,13 @@ def new_user() -> Response | tuple[str, int]:
     form = _user_form()
     status = 200
     if form.validate_on_submit():
-        try:
-            user = service.create_user(email=form.email.data or "", full_name=form.full_name.data or "",
-                                       password=form.password.data or "", role=Role(form.role.data),
-                                       facility_id=form.facility_id.data, by=current_user,
-                                       must_change_password=bool(form.must_change_password.data))
-        except AppError as exc:
-            db.rollback()
-            form.apply_error(exc)
-            status = exc.status
-        else:
-            db.session.commit()
-            flash(_("Account created for %(name)s.", name=user.full_name), "success")
+        created: list[User] = []
+        status = submit(form, lambda: created.append(service.create_user(
+            email=form.email.data or "", full_name=form.full_name.data or "", password=form.password.data or "",
+            role=Role(form.role.data), facility_id=form.facility_id.data, by=current_user,
+            must_change_password=bool(form.must_change_password.data)))) or 200
+        if created:
+            flash(_("Account created for %(name)s.", name=created[0].full_name), "success")
             return redirect(url_for("auth_admin.users"))
     elif request.method == "POST":
         status = 422
@@ -69,14 +62,8 @@ def user_detail(user_id: int) -> Response | tuple[str, int]:
     form = ResetPasswordForm()
     status = 200
     if form.validate_on_submit():
-        try:
-            service.reset_password(user, form.password.data or "", by=current_user)
-        except AppError as exc:
-            db.rollback()
-            form.apply_error(exc)
-            status = exc.status
-        else:
-            db.session.commit()
+        status = submit(form, lambda: service.reset_password(user, form.password.data or "", by=current_user)) or 200
+        if status == 200:
             flash(_("Password reset. The user must choose a new one at next sign-in."), "success")
             return redirect(url_for("auth_admin.user_detail", user_id=user.id))
     elif request.method == "POST":
@@ -93,7 +80,6 @@ def reset_two_step(user_id: int) -> Response:
         user = service.get_user(user_id, by=current_user)
         mfa.remove(user, by=current_user)
         user.session_epoch += 1
-        db.session.commit()
         flash(_("Two-step sign-in reset for %(name)s.", name=user.full_name), "success")
     return redirect(url_for("auth_admin.user_detail", user_id=user_id))
 
@@ -109,7 +95,6 @@ def set_active(user_id: int) -> Response:
     user = service.get_user(user_id, by=current_user)
     active = request.form.get("active") == "1"
     service.set_active(user, active, by=current_user)
-    db.session.commit()
     flash(_("%(name)s is now active.", name=user.full_name) if active
           else _("%(name)s is now deactivated.", name=user.full_name), "success")
     return redirect(url_for("auth_admin.user_detail", user_id=user.id))
