@@ -22,9 +22,11 @@ def test_a_failed_commit_at_the_request_boundary_is_not_answered_as_success(app,
     def failing_commit() -> None:
         raise sa.exc.OperationalError("COMMIT", {}, Exception("connection lost"))
 
+    # The token is fetched first: the accounts API, which hands it out, commits at the request boundary too.
+    token = client.get("/api/v1/auth/csrf").get_json()["csrf_token"]
     monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)  # as in production: the error page answers
     monkeypatch.setattr(db.session, "commit", failing_commit)
-    resp = client.post("/api/v1/pharmacy/stock", json={
+    resp = client.post("/api/v1/pharmacy/stock", headers={"X-CSRFToken": token}, json={
         "drug_id": drug_id, "lot": "LOT-BOUNDARY", "expires_on": (date.today() + timedelta(days=300)).isoformat(),
         "quantity": 10})
     monkeypatch.setattr(db.session, "commit", real_commit)
@@ -77,12 +79,16 @@ def test_patient_and_caregiver_pages_commit_at_the_boundary_and_never_claim_a_fa
     def failing_commit() -> None:
         raise sa.exc.OperationalError("COMMIT", {}, Exception("connection lost"))
 
+    # The tokens are fetched first: the accounts API, which hands them out, commits at the request boundary too.
+    staff_token, own_token = (c.get("/api/v1/auth/csrf").get_json()["csrf_token"] for c in (staff, own))
+
     def edit(phone: str):  # type: ignore[no-untyped-def]
-        return staff.post(f"/patients/{pid}/edit", data={**fields, "phone": phone})
+        return staff.post(f"/patients/{pid}/edit", headers={"X-CSRFToken": staff_token},
+                          data={**fields, "phone": phone})
 
     def link():  # type: ignore[no-untyped-def]
-        return own.post("/me/caregivers", data={"cg-caregiver_email": helper_email, "cg-relationship": "child",
-                                               "cg-rights": ["record"]})
+        return own.post("/me/caregivers", headers={"X-CSRFToken": own_token},
+                        data={"cg-caregiver_email": helper_email, "cg-relationship": "child", "cg-rights": ["record"]})
 
     monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)  # as in production: the error page answers
     monkeypatch.setattr(db.session, "commit", failing_commit)

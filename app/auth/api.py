@@ -10,11 +10,11 @@ from flask_smorest import Blueprint
 from flask_wtf.csrf import generate_csrf
 from marshmallow import Schema, fields, validate
 
-from app import db
 from app.auth import bearer, service
 from app.auth.models import Role, User
+from app.transactions import commit_at_request_end
 
-blp = Blueprint("auth_api", __name__, url_prefix="/api/v1", description="Accounts")
+blp = commit_at_request_end(Blueprint("auth_api", __name__, url_prefix="/api/v1", description="Accounts"))
 bearer.declare(blp, bearer.WILDCARD)  # managing accounts is no FHIR resource: only a wildcard scope
 
 
@@ -79,7 +79,6 @@ class Users(MethodView):
     def get(self, args: dict[str, Any]) -> list[User]:
         """List accounts (admin)."""
         users = service.list_users(by=current_user, role=args["role"], q=args["q"])
-        db.session.commit()
         return list(users)
 
     @blp.arguments(NewUserSchema)
@@ -87,7 +86,6 @@ class Users(MethodView):
     def post(self, data: dict[str, Any]) -> User:
         """Create an account (admin)."""
         user = service.create_user(by=current_user, **data)
-        db.session.commit()
         return user
 
 
@@ -100,7 +98,6 @@ class UserActive(MethodView):
     def put(self, data: dict[str, Any], user_id: int) -> User:
         """Deactivate or reactivate an account (admin); deactivation ends its sessions."""
         user = service.set_active(service.get_user(user_id, by=current_user), data["active"], by=current_user)
-        db.session.commit()
         return user
 
 
@@ -113,4 +110,3 @@ class UserPassword(MethodView):
     def put(self, data: dict[str, Any], user_id: int) -> None:
         """Reset an account's password to a temporary one (admin)."""
         service.reset_password(service.get_user(user_id, by=current_user), data["password"], by=current_user)
-        db.session.commit()
