@@ -69,6 +69,9 @@ def authenticate(email: str, password: str) -> User:
 
     :raises AccountLocked: the account or the client address is locked out (message says until when).
     :raises Unauthorized: wrong email or password, or a deactivated account (one generic message).
+
+    A refusal leaves the attempt, the failure count and the audit row in the session: the caller saves them
+    (no rollback), since they must persist although the sign-in is refused.
     """
     now = db.utcnow()
     email = normalise_email(email)
@@ -84,7 +87,6 @@ def authenticate(email: str, password: str) -> User:
     if user is not None and user.is_locked(now):
         db.session.add(SignInAttempt(email=email, ip=ip or "", succeeded=False, at=now))
         audit.record("auth.sign_in", by=user, outcome=Outcome.DENIED, detail={"reason": "account locked"})
-        db.session.commit()
         assert user.locked_until is not None
         lock = Lockout(user.locked_until)
         raise AccountLocked(lock.message(), headers={"Retry-After": str(int((lock.until - now).total_seconds()))})
@@ -101,8 +103,6 @@ def authenticate(email: str, password: str) -> User:
                 reason = "wrong password; account locked"
         audit.record("auth.sign_in", by=user, outcome=Outcome.FAILURE, actor_name=email[:200],
                      detail={"reason": reason})
-        # The failure count and the attempt must persist although the sign-in is refused.
-        db.session.commit()
         if user is not None and user.locked_until and user.is_locked(now):
             raise AccountLocked(Lockout(user.locked_until).message())
         raise Unauthorized(GENERIC_FAILURE)

@@ -14,9 +14,10 @@ from app import db
 from app.auth import mfa, service
 from app.auth.forms import ChangePasswordForm, ConfirmForm, MfaCodeForm, SignInForm
 from app.auth.models import User
-from app.errors import AppError, Unauthorized
+from app.errors import AppError
+from app.transactions import commit_at_request_end, submit
 
-bp = Blueprint("auth", __name__, template_folder="templates")
+bp = commit_at_request_end(Blueprint("auth", __name__, template_folder="templates"))
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -38,14 +39,11 @@ def sign_in() -> Response | tuple[str, int]:
     if form.validate_on_submit():
         try:
             user = service.authenticate(form.email.data or "", form.password.data or "")
-        except Unauthorized as exc:
-            form.form_errors.append(exc.detail)
-            status = 401
-        except AppError as exc:
+        except AppError as exc:  # not rolled back: the attempt, the failure count and its audit row are kept
             form.form_errors.append(exc.detail)
             status = exc.status
         else:
-            db.session.commit()
+            db.session.commit()  # the account row is saved before the session is signed in
             next_url = _safe_next(request.args.get("next")) or url_for("web.home")
             session.clear()
             if mfa.is_enrolled(user) or mfa.is_required(user):
@@ -90,15 +88,11 @@ def mfa_verify() -> Response | tuple[str, int]:
     form = MfaCodeForm()
     status = 200
     if form.validate_on_submit():
-        try:
-            method = mfa.verify(user, form.code.data or "")
-        except AppError as exc:
-            db.rollback()
-            form.form_errors.append(exc.detail)
-            status = exc.status
-        else:
-            db.session.commit()
-            _complete_sign_in(user, amr=("pwd", "otp" if method == "totp" else "kba", "mfa"))
+        methods: list[str] = []
+        status = submit(form, lambda: methods.append(mfa.verify(user, form.code.data or ""))) or 200
+        if methods:
+            db.session.commit()  # the used code is saved before the session is signed in
+            _complete_sign_in(user, amr=("pwd", "otp" if methods[0] == "totp" else "kba", "mfa"))
             return redirect(next_url)
     elif request.method == "POST":
         status = 422
@@ -109,19 +103,13 @@ def _enrol(user: User, *, required: bool) -> Response | tuple[str, int] | list[s
     form = MfaCodeForm()
     status = 200
     if form.validate_on_submit():
-        try:
-            codes = mfa.confirm_enrolment(user, form.code.data or "")
-        except AppError as exc:
-            db.rollback()
-            form.apply_error(exc)
-            status = exc.status
-        else:
-            db.session.commit()
-            return codes
+        codes: list[list[str]] = []
+        status = submit(form, lambda: codes.append(mfa.confirm_enrolment(user, form.code.data or ""))) or 200
+        if codes:
+            return codes[0]
     elif request.method == "POST":
         status = 422
     seed = mfa.pending_secret(user) or mfa.start_enrolment(user)
-    db.session.commit()
     return render_template("auth/mfa_enrol.html", form=form, secret=seed, required=required,
                            qr=mfa.qr_data_uri(mfa.provisioning_uri(user, seed))), status
 
@@ -143,6 +131,7 @@ def mfa_enrol() -> Response | tuple[str, int]:
     result = _enrol(user, required=required)
     if isinstance(result, list):
         if not current_user.is_authenticated:
+            db.session.commit()  # the authenticator is saved before the session is signed in
             _complete_sign_in(user, amr=("pwd", "otp", "mfa"))
         return render_template("auth/mfa_recovery.html", codes=result, next_url=next_url), 200
     return result
@@ -164,7 +153,6 @@ def mfa_recovery_codes() -> Response | tuple[str, int]:
     if not ConfirmForm().validate_on_submit():
         return redirect(url_for("auth.mfa_settings"))
     codes = mfa.regenerate_recovery_codes(current_user)
-    db.session.commit()
     return render_template("auth/mfa_recovery.html", codes=codes, next_url=url_for("auth.mfa_settings")), 200
 
 
@@ -179,7 +167,6 @@ def mfa_remove() -> Response:
             db.rollback()
             flash(exc.detail, "error")
         else:
-            db.session.commit()
             flash(_("Two-step sign-in is off."), "info")
     return redirect(url_for("auth.mfa_settings"))
 
@@ -189,7 +176,6 @@ def mfa_remove() -> Response:
 def sign_out() -> Response:
     """End the session."""
     service.record_sign_out(current_user)
-    db.session.commit()
     logout_user()
     session.clear()
     flash(_("You are signed out."), "info")
@@ -203,15 +189,12 @@ def change_password() -> Response | tuple[str, int]:
     form = ChangePasswordForm()
     status = 200
     if form.validate_on_submit():
-        try:
-            user = service.change_own_password(current_user._get_current_object(), form.current_password.data or "",
-                                               form.new_password.data or "")
-        except AppError as exc:
-            db.session.commit()  # keep the audit of a failed attempt
-            form.apply_error(exc)
-            status = exc.status
-        else:
-            db.session.commit()
+        user = current_user._get_current_object()
+        # A refusal is rolled back; its failure audit row is kept (app.audit.service.rollback_keeping_durable).
+        status = submit(form, lambda: service.change_own_password(user, form.current_password.data or "",
+                                                                  form.new_password.data or "")) or 200
+        if status == 200:
+            db.session.commit()  # the new password is saved before this browser's session is re-issued
             login_user(user)  # the session epoch moved: re-issue this browser's session
             flash(_("Your password was changed."), "success")
             return redirect(url_for("web.home"))
