@@ -1,7 +1,8 @@
 """JSON API of the media broker under ``/api/v1/consults``: recording consent, recording start/stop, the
 recordings list and playback, invite links, the participants panel and removing a participant.
 
-Routes hang on the consult API blueprint (imported at the end of :mod:`app.consults.api`).
+Routes hang on the consult API blueprint (imported at the end of :mod:`app.consults.api`), which commits at the
+request boundary (before a recording streams out).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from flask import Response, url_for
 from flask_login import current_user, login_required
 from marshmallow import Schema, fields, validate
 
-from app import db, web
+from app import web
 from app.consults import invites, recordings
 from app.consults import service as consults
 from app.consults.api import blp
@@ -43,7 +44,6 @@ def recording_status(appointment_id: int) -> Response:
     """Consent and recording state of a consult (and, for the doctor and the patient, its recordings)."""
     appointment = _appointment(appointment_id)
     body = recordings.status(appointment, by=current_user)
-    db.session.commit()
     return _json(body)
 
 
@@ -54,7 +54,6 @@ def give_consent(appointment_id: int) -> Response:
     """The patient (or their clinic, on their behalf) consents to this consult being recorded."""
     appointment = _appointment(appointment_id)
     consent = recordings.give_consent(appointment, by=current_user)
-    db.session.commit()
     return _json({"consent_id": consent.id, "given_at": consent.given_at.isoformat()}, 201)
 
 
@@ -65,7 +64,6 @@ def revoke_consent(appointment_id: int) -> Response:
     """Withdraw consent; a running recording stops."""
     appointment = _appointment(appointment_id)
     consent = recordings.revoke_consent(appointment, by=current_user)
-    db.session.commit()
     return _json({"consent_id": consent.id if consent else None, "revoked": consent is not None})
 
 
@@ -77,7 +75,6 @@ def recording_start(appointment_id: int) -> Response:
     appointment = _appointment(appointment_id)
     row = recordings.start(appointment, by=current_user)
     body = {"id": row.id, "state": "started"}
-    db.session.commit()
     return _json(body, 201)
 
 
@@ -90,7 +87,6 @@ def recording_stop(appointment_id: int) -> Response:
     row = recordings.stop(appointment, by=current_user)
     body = {"id": row.id, "state": "stopped", "status": row.status.value, "duration": row.duration,
             "size": row.size, "sha256": row.sha256}
-    db.session.commit()
     return _json(body)
 
 
@@ -101,7 +97,6 @@ def recording_list(appointment_id: int) -> Response:
     """Stored recordings of a consult (the treating doctor and the patient only)."""
     appointment = _appointment(appointment_id)
     rows = recordings.list_recordings(appointment, by=current_user)
-    db.session.commit()
     return _json([recordings.recording_json(r) for r in rows])
 
 
@@ -118,7 +113,6 @@ def recording_media(recording_id: int) -> Response:
     response = web.byte_range_response(lay.size, lambda: recordings.plaintext(row),
                                        lambda a, b: recordings.plaintext_range(row, lay, a, b), mimetype="video/webm",
                                        headers={"Cache-Control": "no-store", "Content-Disposition": "inline"})
-    db.session.commit()
     return response
 
 
@@ -133,7 +127,6 @@ def invite_link(data: dict[str, Any], appointment_id: int) -> Response:
     body = {"id": invite.id, "kind": invite.kind.value, "display_name": invite.display_name,
             "expires_at": invite.expires_at.isoformat(),
             "url": url_for("consults.invite_redeem", token=token, _external=True)}
-    db.session.commit()
     return _json(body, 201)
 
 
@@ -144,7 +137,6 @@ def participant_list(appointment_id: int) -> Response:
     """Who is in the consult, and the invite links (the doctor)."""
     appointment = _appointment(appointment_id)
     body = invites.participants(appointment, by=current_user)
-    db.session.commit()
     return _json(body)
 
 
@@ -155,6 +147,5 @@ def participant_remove(appointment_id: int, user_id: int) -> Response:
     """Remove someone from the consult (the doctor): they cannot rejoin, their relay connection is dropped."""
     appointment = _appointment(appointment_id)
     invites.remove(appointment, user_id=user_id, by=current_user)
-    db.session.commit()
     return Response(status=204)
 

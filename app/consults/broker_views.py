@@ -1,6 +1,7 @@
 """Media broker pages: redeeming a guest invite link, a consult's recordings, and the guest fence.
 
-Routes hang on the consult pages blueprint (imported at the end of :mod:`app.consults.views`).
+Routes hang on the consult pages blueprint (imported at the end of :mod:`app.consults.views`), which commits at the
+request boundary.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _guest_fence() -> Response | str | None:
         return None
     if verdict == "ended":
         invites.end_guest(user, reason="consult over")
-        db.session.commit()
+        db.session.commit()  # the fence answers for any blueprint's page: the ended guest is saved here
         logout_user()
         session.clear()
         if wants_problem_json():
@@ -53,7 +54,7 @@ def _guest_fence() -> Response | str | None:
                                rejoin_url=url_for("consults.room", appointment_id=appointment.id))
     audit.record("guest.outside", by=user, outcome=Outcome.DENIED, resource_type="Endpoint",
                  resource_id=request.endpoint)
-    db.session.commit()
+    db.session.commit()  # the fence answers for any blueprint's page: the denial is saved here
     return problem_response(404, "not-found", "Not found", "No such page, or you do not have access to it.")
 
 
@@ -65,15 +66,13 @@ def invite_redeem(token: str) -> Response | tuple[str, int] | str:
     if request.method == "GET" or problem is not None:
         if problem is not None and request.method == "POST":
             invites.redeem(token)  # audits the refusal
-            db.session.commit()
         return render_template("consults/invite.html", problem=problem, invite=invite, token=token), \
             (200 if problem is None else 410)
     result = invites.redeem(token)
     if isinstance(result, str):
-        db.session.commit()
         return render_template("consults/invite.html", problem=result, invite=invite, token=token), 410
     assert invite is not None
-    db.session.commit()
+    db.session.commit()  # the guest account is saved before the session is signed in
     if current_user.is_authenticated:
         logout_user()
     session.clear()
@@ -88,5 +87,4 @@ def recordings_page(appointment_id: int) -> str:
     """A consult's recordings, playable in the page (the treating doctor and the patient)."""
     appt = consults.get_appointment(appointment_id, by=current_user, audit_read=False)
     rows = recordings.list_recordings(appt, by=current_user)
-    db.session.commit()
     return render_template("consults/recordings.html", appt=appt, recordings=rows)
