@@ -234,14 +234,14 @@ def relay_join(data: dict[str, Any], appointment_id: int) -> dict[str, Any]:
     service.validate_sdp(data["sdp"])
     worker = media.pin_worker(session.id)
     names = service.relay_names(appointment, by=current_user)
-    db.session.commit()
+    db.session.commit()  # the relay mode and pinned worker are saved before the media service is called
     body = {"participant_id": str(current_user.id), "sdp": data["sdp"], "type": "offer",
             "restart": data["restart"]}
     try:
         answer = media.relay_call(worker, f"/relay/consult-{session.id}/join", body)
     except media.MediaUnreachable:  # the worker died: the consult moves to one that answers
         worker = recordings.fail_over(session, failed=worker, by=current_user)
-        db.session.commit()
+        db.session.commit()  # the move to the new worker is saved before it is called
         answer = media.relay_call(worker, f"/relay/consult-{session.id}/join", body)
     return {"sdp": answer.get("sdp"), "type": "answer", "tracks": answer.get("tracks", []),
             "missing": answer.get("missing", 0), "mode": "relay", "participants": names}
@@ -320,7 +320,7 @@ def events(appointment_id: int) -> Response:
     user_id = current_user.id
     after = request.headers.get("Last-Event-ID", request.args.get("after", "0"))
     after_id = min(int(after), DB_ID_MAX) if after.isascii() and after.isdigit() else 0
-    db.session.commit()
+    db.session.commit()  # the request's work is saved before the long stream starts
     channel = current_app.config["REDIS_URL"] or str(db.session.get_bind().url.render_as_string(hide_password=False))
     session_id = appointment.session.id if appointment.session else 0
 
@@ -335,7 +335,7 @@ def events(appointment_id: int) -> Response:
                 appt = db.session.get(Appointment, appointment_id)
                 assert user is not None and appt is not None
                 items = service.pending_signals(appt, by=user, after=after_id)
-                db.session.commit()
+                db.session.commit()  # each poll saves its audit and ends its transaction while the stream runs
                 db.session.close()
                 for item in items:
                     after_id = item["id"]
