@@ -1,5 +1,6 @@
 """HTTP face of the FHIR server under ``/fhir``: one route per registered interaction, the CapabilityStatement,
-and ``Patient/$everything``. Handlers stay thin: parse, call the registry (domain services), commit, answer."""
+and ``Patient/$everything``. Handlers stay thin: parse, call the registry (domain services), answer (the request
+boundary commits)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from app.errors import Unauthorized, register_renderer
 from app.fhir import outcome
 from app.fhir import search as fs
 from app.fhir.outcome import FHIR_JSON, FhirError
+from app.transactions import commit_at_request_end
 
-bp = Blueprint("fhir", __name__, url_prefix="/fhir")
+bp = commit_at_request_end(Blueprint("fhir", __name__, url_prefix="/fhir"))
 MAX_BODY = 256 * 1024
 ACCEPTED_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 SOFTWARE = "Town Health"
@@ -79,7 +81,6 @@ def _search(name: str) -> Any:
         rows, total = fs.run(search, by)
         extra = fs.includes(search, rows, by)
         body = fs.bundle(search, rows, total, extra)
-        db.session.commit()
         return respond(body)
 
     return view
@@ -91,7 +92,6 @@ def _read(name: str) -> Any:
         resource = fs.REGISTRY[name]
         obj = resource.read(rid, by)
         body = resource.to_fhir(obj)
-        db.session.commit()
         return respond(body)
 
     return view
@@ -105,7 +105,6 @@ def _create(name: str) -> Any:
         obj = resource.create(body_of(resource), by)
         db.session.flush()
         body = resource.to_fhir(obj)
-        db.session.commit()
         return respond(body, 201, {"Location": f"{fs.base_url()}/{name}/{body['id']}"})
 
     return view
@@ -124,7 +123,6 @@ def _update(name: str) -> Any:
         resource.update(obj, data, by)
         db.session.flush()
         body = resource.to_fhir(obj)
-        db.session.commit()
         return respond(body)
 
     return view
@@ -150,7 +148,6 @@ def everything(rid: str) -> Response:
     body = {"resourceType": "Bundle", "type": "searchset", "total": len(entries),
             "link": [{"relation": "self", "url": f"{fs.base_url()}/Patient/{patient.id}/$everything"}],
             "entry": entries}
-    db.session.commit()
     return respond(body)
 
 
