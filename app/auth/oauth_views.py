@@ -4,7 +4,6 @@ discovery; "Connected apps" for everyone; client registration for administrators
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -59,9 +58,11 @@ from app.extensions import csrf
 from app.forms import AppForm
 from app.i18n import N_
 from app.patients import service as patients_service
+from app.transactions import commit_at_request_end, submit
 
-bp = Blueprint("oauth", __name__, template_folder="templates")
-endpoints = Blueprint("oauth_endpoints", __name__)
+bp = commit_at_request_end(Blueprint("oauth", __name__, template_folder="templates"))
+# Authlib's endpoints save through callbacks that flush: the boundary commits before the answer leaves.
+endpoints = commit_at_request_end(Blueprint("oauth_endpoints", __name__))
 csrf.exempt(endpoints)  # client-authenticated back-channel endpoints, never called with a browser cookie
 
 
@@ -76,7 +77,6 @@ class OAuthAuthorizeError(AppError):
 def token() -> Response:
     """Token endpoint (code, refresh_token, client_credentials)."""
     resp = authorization.create_token_response()
-    db.session.commit()
     return resp
 
 
@@ -84,7 +84,6 @@ def token() -> Response:
 def revoke() -> Response:
     """RFC 7009 token revocation."""
     resp = authorization.create_endpoint_response("revocation")
-    db.session.commit()
     return resp
 
 
@@ -92,7 +91,6 @@ def revoke() -> Response:
 def introspect() -> Response:
     """RFC 7662 token introspection (for the client the token was issued to)."""
     resp = authorization.create_endpoint_response("introspection")
-    db.session.commit()
     return resp
 
 
@@ -207,7 +205,6 @@ def register() -> Response:
         field = next(iter(exc.errors or {}), "")
         error = "invalid_redirect_uri" if field == "redirect_uris" else "invalid_client_metadata"
         return _json_error(400, error, " ".join([exc.detail, *sum((exc.errors or {}).values(), [])])[:500])
-    db.session.commit()
     resp = jsonify(client_id=client.client_id, client_id_issued_at=int(client.created_at.timestamp()),
                    client_name=client.name, redirect_uris=client.redirect_uris,
                    grant_types=client.allowed_grants, response_types=["code"], scope=client.allowed_scope,
@@ -231,9 +228,7 @@ def _error_redirect(error: OAuth2Error) -> Response:
 
 
 def _issue_code(grant: Any, user: User) -> Response:
-    resp = authorization.create_authorization_response(grant_user=user, grant=grant)
-    db.session.commit()
-    return resp
+    return authorization.create_authorization_response(grant_user=user, grant=grant)
 
 
 def _launch_choices(user: User) -> list[Any]:
@@ -267,7 +262,7 @@ def authorize() -> Response:
     try:
         grant = authorization.get_consent_grant(end_user=user)
     except OAuth2Error as error:
-        db.session.commit()
+        db.session.commit()  # what the refused request recorded outlives the error page's rollback below
         if getattr(error, "redirect_uri", None):
             return _error_redirect(error)
         raise OAuthAuthorizeError(error.description or error.error) from None
@@ -275,7 +270,6 @@ def authorize() -> Response:
     if user is not None and _needs_fresh_sign_in(user, prompts):
         # prompt=login / max_age: sign in again, then continue this same request (without those parameters).
         accounts.record_sign_out(user)
-        db.session.commit()
         logout_user()
         session.clear()
         user = None
@@ -310,9 +304,7 @@ def authorize() -> Response:
     launch_error = None
     if request.method == "POST" and form.validate_on_submit():
         if request.form.get("decision") != "allow":
-            resp = authorization.create_authorization_response(grant_user=None, grant=grant)
-            db.session.commit()
-            return resp
+            return authorization.create_authorization_response(grant_user=None, grant=grant)
         if needs_picker:
             try:
                 chosen = patients_service.get_patient(int(request.form.get("patient_id") or 0), by=user,
@@ -332,7 +324,6 @@ def authorize() -> Response:
         search_args=[(k, v) for k, v in request.args.items(multi=True) if k != "patient_q"],
         patient_scoped=any(s.startswith("patient/") for s in scopes) and user.role is Role.PATIENT),
         422 if launch_error else 200)
-    db.session.commit()
     resp.headers["Content-Security-Policy"] = _consent_csp(grant.redirect_uri or "")
     return resp
 
@@ -412,7 +403,6 @@ def end_session() -> Response:
     form = ConfirmForm()
     if request.method == "POST" and form.validate_on_submit():
         accounts.record_sign_out(current_user)
-        db.session.commit()
         logout_user()
         session.clear()
         if target:
@@ -449,7 +439,6 @@ def revoke_app(client_id: str) -> Response:
             db.rollback()
             flash(_("That app has no access to revoke."), "error")
         else:
-            db.session.commit()
             flash(ngettext("Access withdrawn (%(num)s token revoked).", "Access withdrawn (%(num)s tokens revoked).",
                            count), "success")
     return redirect(url_for("oauth.connected_apps"))
@@ -509,18 +498,6 @@ def _client_form(**kwargs: Any) -> ClientForm:
     return form
 
 
-def _save(form: ClientForm, action: Callable[[], Any]) -> tuple[Any, int]:
-    """Run a submitted form's change and commit; a broken rule rolls back and shows on the form instead."""
-    try:
-        result = action()
-    except AppError as exc:
-        db.rollback()
-        form.apply_error(exc)
-        return None, exc.status
-    db.session.commit()
-    return result, 200
-
-
 @bp.route("/admin/oauth-clients", methods=["GET", "POST"])
 @roles_required(Role.ADMIN)
 def clients() -> Response | tuple[str, int]:
@@ -530,14 +507,14 @@ def clients() -> Response | tuple[str, int]:
     secret = None
     created = None
     if form.validate_on_submit():
-        saved, status = _save(form, lambda: service.register_client(
-            form.to_input(is_public=form.client_type.data == "public"), by=current_user))
-        if saved is not None:
-            (created, secret), form = saved, None
+        registered: list[tuple[Any, str | None]] = []
+        status = submit(form, lambda: registered.append(service.register_client(
+            form.to_input(is_public=form.client_type.data == "public"), by=current_user))) or 200
+        if registered:
+            (created, secret), form = registered[0], None
     elif request.method == "POST":
         status = 422
     items = service.list_clients(by=current_user)
-    db.session.commit()
     return render_template("auth/oauth_clients.html", clients=items, form=form, created=created, secret=secret,
                            confirm=ConfirmForm()), status
 
@@ -554,14 +531,13 @@ def edit_client(client_pk: int) -> Response | tuple[str, int]:
         "name": client.name, "client_type": "public" if client.is_public else "confidential"})
     status = 200
     if form.validate_on_submit():
-        saved, status = _save(form, lambda: service.update_client(
-            client, form.to_input(is_public=client.is_public), by=current_user))
-        if saved is not None:
+        status = submit(form, lambda: service.update_client(
+            client, form.to_input(is_public=client.is_public), by=current_user)) or 200
+        if status == 200:
             flash(_("%(name)s is saved.", name=client.name), "success")
             return redirect(url_for("oauth.clients"))
     elif request.method == "POST":
         status = 422
-    db.session.commit()
     return render_template("auth/oauth_client_edit.html", client=client, form=form), status
 
 
@@ -574,7 +550,6 @@ def rotate_secret(client_pk: int) -> tuple[str, int] | Response:
         return redirect(url_for("oauth.clients"))
     client = service.get_client(client_pk, by=current_user)
     secret = service.rotate_secret(client, by=current_user)
-    db.session.commit()
     items = service.list_clients(by=current_user)
     return render_template("auth/oauth_clients.html", clients=items, form=None, created=client, secret=secret,
                            confirm=ConfirmForm()), 200
@@ -588,7 +563,6 @@ def set_client_active(client_pk: int) -> Response:
     if form.validate_on_submit():
         client = service.get_client(client_pk, by=current_user)
         service.set_active(client, request.form.get("active") == "1", by=current_user)
-        db.session.commit()
         flash(_("%(name)s is now active.", name=client.name) if client.active
               else _("%(name)s is now disabled.", name=client.name), "success")
     return redirect(url_for("oauth.clients"))
