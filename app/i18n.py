@@ -123,7 +123,6 @@ def choose_language() -> Response:
         session["locale"] = locale
         if current_user and current_user.is_authenticated and hasattr(current_user, "locale"):
             current_user.locale = locale
-            db.session.commit()
     return redirect(_safe_next(request.form.get("next")), code=303)
 
 
@@ -135,7 +134,9 @@ def init_app(app: Flask) -> None:
     init_time_filters(app)
     app.jinja_env.policies["ext.i18n.trimmed"] = True
     app.jinja_env.filters["translated"] = translated
-    app.register_blueprint(bp)
+    from app.transactions import commit_at_request_end  # it imports app.errors, which imports this module
+
+    app.register_blueprint(commit_at_request_end(bp))
 
     @app.context_processor
     def _language() -> dict[str, object]:

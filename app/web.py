@@ -235,7 +235,7 @@ def init_request_hooks(app: Flask) -> None:
         if last_seen is not None and now - datetime.fromisoformat(last_seen) > idle_limit(current_user):
             minutes = int(idle_limit(current_user).total_seconds() // 60)
             auth_service.record_sign_out(current_user, reason="idle timeout")
-            db.session.commit()
+            db.session.commit()  # a hook for every blueprint: the sign-out is saved before the session ends
             logout_user()
             session.clear()
             if wants_problem_json():

@@ -103,3 +103,23 @@ def test_patient_and_caregiver_pages_commit_at_the_boundary_and_never_claim_a_fa
     db.session.expire_all()
     assert db.session.get(Patient, pid).phone == "+86 199 9999 9999"
     assert db.session.scalar(sa.select(CaregiverLink).where(CaregiverLink.patient_id == pid)) is not None
+
+
+def test_a_language_switch_whose_save_fails_is_not_answered_as_done(app, client, factories, login, monkeypatch):
+    from app.auth.models import User
+
+    patient = factories.patient(with_account=True)
+    login(client, patient.user)
+    real_commit = db.session.commit
+
+    def failing_commit() -> None:
+        raise sa.exc.OperationalError("COMMIT", {}, Exception("connection lost"))
+
+    token = client.get("/api/v1/auth/csrf").get_json()["csrf_token"]
+    monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)  # as in production: the error page answers
+    monkeypatch.setattr(db.session, "commit", failing_commit)
+    resp = client.post("/language", headers={"X-CSRFToken": token}, data={"locale": "zh_Hans", "next": "/me"})
+    monkeypatch.setattr(db.session, "commit", real_commit)
+    assert resp.status_code >= 500 and "Location" not in resp.headers
+    db.session.expire_all()
+    assert db.session.get(User, patient.user.id).locale != "zh_Hans"
