@@ -95,6 +95,8 @@ def test_patient_and_caregiver_pages_commit_at_the_boundary_and_never_claim_a_fa
     failed_edit, failed_link = edit("+86 199 9999 9999"), link()
     monkeypatch.setattr(db.session, "commit", real_commit)
     assert failed_edit.status_code >= 500 and failed_link.status_code >= 500
+    assert "Details saved" not in staff.get(f"/patients/{pid}").get_data(as_text=True)  # nor on the next page
+    assert "Caregiver added" not in own.get("/me/caregivers").get_data(as_text=True)
     db.session.expire_all()
     assert db.session.get(Patient, pid).phone == "+86 100 0000 0000"
     assert db.session.scalar(sa.select(CaregiverLink).where(CaregiverLink.patient_id == pid)) is None
