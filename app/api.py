@@ -20,8 +20,8 @@ from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response as BaseResponse
 
 from app.auth import bearer
+from app.catalogue import N_
 from app.errors import PROBLEM_JSON, AppError, PayloadTooLarge, UnsupportedMediaType
-from app.i18n import N_
 
 API_MAX_BODY = 256 * 1024
 DB_ID_MAX = 2**31 - 1

@@ -16,7 +16,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from app import db
-from app.i18n import N_
+from app.catalogue import N_
 
 logger = logging.getLogger(__name__)
 

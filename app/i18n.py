@@ -21,6 +21,8 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from app import db
+from app.catalogue import N_
+from app.transactions import commit_at_request_end
 
 # Catalogue name -> the BCP 47 tag used in <html lang> and HTTP; English is the source language.
 LANGUAGES: dict[str, str] = {"en": "en", "zh_Hans": "zh-Hans"}
@@ -33,11 +35,6 @@ DEFAULT_TIMEZONE = "UTC"
 
 babel = Babel()
 bp = Blueprint("i18n", __name__)
-
-
-def N_(message: str) -> str:  # noqa: N802 - the usual gettext name for "mark only"
-    """Mark a string for the catalogue where it is defined; it is translated where it is shown."""
-    return message
 
 
 # Words that reach pages from data (enum labels, status values, HTTP reason phrases): marked here so the catalogue
@@ -134,8 +131,6 @@ def init_app(app: Flask) -> None:
     init_time_filters(app)
     app.jinja_env.policies["ext.i18n.trimmed"] = True
     app.jinja_env.filters["translated"] = translated
-    from app.transactions import commit_at_request_end  # it imports app.errors, which imports this module
-
     app.register_blueprint(commit_at_request_end(bp))
 
     @app.context_processor

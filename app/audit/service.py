@@ -20,8 +20,8 @@ from app.audit import chain
 from app.audit.chain import Verification
 from app.audit.context import client_ip, on_behalf_of
 from app.audit.models import AuditEvent, AuditLink, AuditSeal, Outcome
+from app.catalogue import N_
 from app.errors import Forbidden
-from app.i18n import N_
 
 if TYPE_CHECKING:
     from app.auth.models import User

@@ -18,8 +18,8 @@ from app.audit import service as audit
 from app.auth import scopes as smart
 from app.auth.models import Role, User
 from app.auth.oauth_models import OAuthClient, OAuthConsent, OAuthToken, digest
+from app.catalogue import N_
 from app.errors import Forbidden, NotFound, ValidationFailed
-from app.i18n import N_
 
 GRANTS = ("authorization_code", "refresh_token", "client_credentials")
 AUTH_METHODS = ("client_secret_basic", "private_key_jwt")

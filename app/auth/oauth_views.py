@@ -53,10 +53,10 @@ from app.auth.oauth2 import (
     signing_algorithms,
     user_info,
 )
+from app.catalogue import N_
 from app.errors import AppError, ValidationFailed
 from app.extensions import csrf
 from app.forms import AppForm
-from app.i18n import N_
 from app.patients import service as patients_service
 from app.transactions import commit_at_request_end, submit
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from babel.lists import format_list
 from flask_babel import get_locale, gettext
 
-from app.i18n import N_
+from app.catalogue import N_
 
 IDENTITY_SCOPES = {
     "openid": N_("Confirm who you are"),

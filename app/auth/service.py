@@ -21,9 +21,10 @@ from app.audit.context import client_ip
 from app.audit.models import Outcome
 from app.auth.models import Role, SignInAttempt, User
 from app.auth.passwords import burn_time, hash_password, verify_password
+from app.catalogue import N_
 from app.errors import Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized, ValidationFailed
 from app.facilities.models import Facility, FacilityKind
-from app.i18n import N_, format_when
+from app.i18n import format_when
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 GENERIC_FAILURE = "The email or password is not correct."

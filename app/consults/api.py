@@ -24,6 +24,7 @@ from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth import bearer
 from app.auth.models import Role, User
+from app.catalogue import N_
 from app.consults import access, media, recordings, service, wake
 from app.consults.models import Appointment, AvailabilityException, ChatMessage, Encounter
 from app.consults.schemas import (
@@ -47,7 +48,6 @@ from app.consults.schemas import (
 )
 from app.errors import NotFound
 from app.extensions import limiter
-from app.i18n import N_
 from app.patients import service as patients
 
 blp = Blueprint("consults_api", __name__, url_prefix="/api/v1/consults", description="Video consults")

@@ -21,6 +21,7 @@ from app import db
 from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth.models import Role, User
+from app.catalogue import N_
 from app.consults import access, media, signals
 from app.consults import service as consults
 from app.consults.models import (
@@ -32,7 +33,6 @@ from app.consults.models import (
     ParticipantKind,
 )
 from app.errors import Conflict, ValidationFailed
-from app.i18n import N_
 
 #: Not an argon2 hash, so no password ever verifies: a guest can only come in through the link.
 NO_PASSWORD = "!guest-no-password"  # noqa: S105

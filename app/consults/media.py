@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app import db
+from app.catalogue import N_
 from app.consults.models import ConsultSession
 from app.errors import AppError
-from app.i18n import N_
 
 UNREACHABLE = "The consult cannot reach the media service. Try again shortly."
 

@@ -27,6 +27,7 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSaf
 from app import clock, db, i18n
 from app.audit import service as audit
 from app.auth.models import Role, User
+from app.catalogue import N_
 from app.consults import access, recordings, signals
 from app.consults.models import (
     Appointment,
@@ -43,7 +44,6 @@ from app.consults.models import (
     SignalMessage,
 )
 from app.errors import Conflict, Forbidden, ValidationFailed
-from app.i18n import N_
 from app.notify import service as notify
 from app.patients import access as patient_access
 from app.patients import service as patients

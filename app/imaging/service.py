@@ -32,9 +32,9 @@ import storage
 from app import db, read_path
 from app.audit import service as audit
 from app.auth.models import Role, User
+from app.catalogue import N_
 from app.db import utcnow
 from app.errors import Forbidden, ValidationFailed
-from app.i18n import N_
 from app.imaging import access, orphans
 from app.imaging.access import can_ingest  # noqa: F401  (app.imaging.dicomweb asks the service)
 from app.imaging.dicomfile import Header, Rejected, parse_da, read_header

@@ -20,8 +20,8 @@ from app.audit import service as audit
 from app.audit import wording
 from app.audit.models import AuditEvent
 from app.auth.models import Role, User
+from app.catalogue import N_
 from app.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
-from app.i18n import N_
 from app.patients import access, caregivers
 from app.patients.models import (
     Allergy,

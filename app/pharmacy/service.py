@@ -23,8 +23,8 @@ from app import db
 from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth.models import Role, User
+from app.catalogue import N_
 from app.errors import Conflict, Forbidden, TooManyRequests, ValidationFailed
-from app.i18n import N_
 from app.notify import service as notify
 from app.patients import access as patient_access
 from app.patients import caregivers

@@ -19,9 +19,9 @@ from app import db
 from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth.models import Role, User
+from app.catalogue import N_
 from app.errors import Conflict, Forbidden, ValidationFailed
 from app.facilities.models import Facility
-from app.i18n import N_
 from app.patients import service as patients
 from app.patients.models import Patient
 from app.prescriptions import access, rules, signing

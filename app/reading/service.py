@@ -23,10 +23,11 @@ from app.audit import service as audit
 from app.audit.models import Outcome
 from app.auth import mfa
 from app.auth.models import Role, User
+from app.catalogue import N_
 from app.consults import service as consults
 from app.errors import AppError, Conflict, Forbidden, Unauthorized, ValidationFailed
 from app.facilities.models import Facility
-from app.i18n import N_, format_when, zone_of
+from app.i18n import format_when, zone_of
 from app.imaging import orders
 from app.imaging import service as imaging
 from app.imaging.models import Study

@@ -18,8 +18,8 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from sqlalchemy.ext.compiler import compiles
 from werkzeug.datastructures import MultiDict
 
+from app.catalogue import N_
 from app.errors import AppError, ValidationFailed
-from app.i18n import N_
 from app.imaging import service
 from app.imaging.models import Instance, Series, Study
 

@@ -13,9 +13,9 @@ from typing import Any
 from flask import Blueprint, Response, request, url_for
 
 from app.auth import bearer, service_credentials
+from app.catalogue import N_
 from app.errors import AppError
 from app.extensions import csrf
-from app.i18n import N_
 from app.imaging import service
 
 logger = logging.getLogger(__name__)
