@@ -21,8 +21,9 @@ _until = page_until
 
 
 def _wait_playing(page) -> int:
-    """The remote video is decoding frames, and the count keeps growing."""
-    first = _until(page, lambda: _frames(page) > 5 and _frames(page))
+    """The remote video is decoding frames, and the count keeps growing (ICE and the decoder start slowly on a
+    busy machine, hence the first wait's length)."""
+    first = _until(page, lambda: _frames(page) > 5 and _frames(page), timeout=40)
     return _until(page, lambda: _frames(page) > first + 10 and _frames(page), timeout=10)
 
 
