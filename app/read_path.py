@@ -36,6 +36,7 @@ from app.auth.models import Role, User
 from app.facilities.models import Facility
 
 View = TypeVar("View", bound=Callable[..., Any])
+R = TypeVar("R")
 
 SNAPSHOT_SECONDS = 60
 """How long a process trusts its copy of a session's user for display values (name, language); validity itself
@@ -131,6 +132,15 @@ def _account_holds(role: Role, user_id: Any, epoch: Any, facility_id: Any) -> sa
 
 def viewer_params(user: User) -> dict[str, Any]:
     return {"viewer_id": user.id, "viewer_epoch": user.session_epoch, "viewer_facility_id": user.facility_id}
+
+
+def as_viewer(user: User, read: Callable[[], R]) -> R:
+    """``read()``, run again once when it found nothing because ``user`` came from a stale snapshot (see
+    :func:`stale_viewer`; ``read`` must look at ``user`` afresh each time it runs)."""
+    while True:
+        found = read()
+        if found or not stale_viewer(user):
+            return found
 
 
 def stale_viewer(user: User) -> bool:

@@ -447,11 +447,8 @@ def visible_clause(user: User) -> sa.ColumnElement[bool]:
 
 def get_study(study_uid: str, *, by: User, action: str = "imaging.study.read") -> Study:
     """:raises NotFound: unknown or not visible (audited as denied)."""
-    while True:
-        study = db.session.scalar(sa.select(Study).where(Study.study_instance_uid == study_uid, visible_clause(by),
-                                                         read_path.still_signed_in(by)))
-        if study is not None or not read_path.stale_viewer(by):
-            break
+    study = read_path.as_viewer(by, lambda: db.session.scalar(sa.select(Study).where(
+        Study.study_instance_uid == study_uid, visible_clause(by), read_path.still_signed_in(by))))
     if study is None:
         audit.forbid(action, by=by, resource_type="ImagingStudy", resource_id=study_uid[:64])
     audit.record(action, by=by, patient_id=study.patient_id, resource_type="ImagingStudy", resource_id=study.id)
@@ -459,13 +456,10 @@ def get_study(study_uid: str, *, by: User, action: str = "imaging.study.read") -
 
 
 def get_series(study_uid: str, series_uid: str, *, by: User, action: str = "imaging.series.read") -> Series:
-    while True:
-        series = db.session.scalar(sa.select(Series).join(Series.study).options(so.contains_eager(Series.study))
-                                   .where(Study.study_instance_uid == study_uid,
-                                          Series.series_instance_uid == series_uid, visible_clause(by),
-                                          read_path.still_signed_in(by)))
-        if series is not None or not read_path.stale_viewer(by):
-            break
+    series = read_path.as_viewer(by, lambda: db.session.scalar(
+        sa.select(Series).join(Series.study).options(so.contains_eager(Series.study))
+        .where(Study.study_instance_uid == study_uid, Series.series_instance_uid == series_uid, visible_clause(by),
+               read_path.still_signed_in(by))))
     if series is None:
         audit.forbid(action, by=by, resource_type="ImagingSeries", resource_id=series_uid[:64])
     audit.record(action, by=by, patient_id=series.study.patient_id, resource_type="ImagingSeries",
@@ -507,13 +501,14 @@ def get_instance(study_uid: str, series_uid: str | None, sop_uid: str, *, by: Us
     :raises NotFound: unknown or not visible (audited as denied).
     """
     with_series = series_uid is not None
-    while True:
-        read = read_path.audited_read(
+
+    def read() -> list[sa.Row[Any]]:
+        statement = read_path.audited_read(
             ("instance", with_series), by.role, lambda: _instance_query(by.role, with_series),
             resource_type="ImagingInstance", resource_id=lambda: Instance.id, patient_id=lambda: Study.patient_id)
-        rows = read.run({"study_uid": study_uid, "series_uid": series_uid, "sop_uid": sop_uid}, action, by=by)
-        if rows or not read_path.stale_viewer(by):
-            break
+        return statement.run({"study_uid": study_uid, "series_uid": series_uid, "sop_uid": sop_uid}, action, by=by)
+
+    rows = read_path.as_viewer(by, read)
     if not rows:
         audit.forbid(action, by=by, resource_type="ImagingInstance", resource_id=sop_uid[:64])
     return rows[0][0]

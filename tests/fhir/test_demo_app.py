@@ -27,6 +27,24 @@ def test_the_demo_seed_registers_the_smart_app(app_ctx, factories):
     assert "patient/MedicationRequest.rs" in client.allowed_scope.split()
 
 
+def _register_demo_app(live_server: str, live_factories: Any) -> None:
+    oauth_service.register_client(oauth_service.ClientInput(
+        name=demo_app.APP_NAME, is_public=True, redirect_uris=[f"{live_server}/smart-demo/"], scope=demo_app.SCOPE,
+        grants=["authorization_code"]), by=live_factories.admin())
+    db.session.commit()
+
+
+def _connect_and_sign_in(page: Any, live_server: str, user_id: int) -> None:
+    """Open the demo app, press Connect, and sign in as the account ``user_id`` (up to the consent screen)."""
+    email = db.session.scalar(sa.text("SELECT email FROM user_account WHERE id = :id"), {"id": user_id})
+    page.goto(f"{live_server}/smart-demo/")
+    page.click("#demo-connect")
+    page.wait_for_url("**/sign-in**")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+
+
 @pytest.mark.browser
 def test_a_patient_connects_the_demo_app_and_it_reads_their_record(live_server: str, live_factories: Any,
                                                                    new_browser: Any) -> None:
@@ -35,20 +53,10 @@ def test_a_patient_connects_the_demo_app_and_it_reads_their_record(live_server: 
     nurse = live_factories.nurse(facility=clinic)
     patient = live_factories.patient(facility=clinic, with_account=True, given_name="Maria", family_name=family)
     patients.add_allergy(patient, by=nurse, substance="Penicillin", severity="severe", reaction="Hives")
-    oauth_service.register_client(oauth_service.ClientInput(
-        name=demo_app.APP_NAME, is_public=True, redirect_uris=[f"{live_server}/smart-demo/"], scope=demo_app.SCOPE,
-        grants=["authorization_code"]), by=live_factories.admin())
-    db.session.commit()
-    account = patient.user_id
-    email = db.session.scalar(sa.text("SELECT email FROM user_account WHERE id = :id"), {"id": account})
+    _register_demo_app(live_server, live_factories)
 
     page = new_browser().new_page()
-    page.goto(f"{live_server}/smart-demo/")
-    page.click("#demo-connect")
-    page.wait_for_url("**/sign-in**")
-    page.fill("#email", email)
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
+    _connect_and_sign_in(page, live_server, patient.user_id)
     page.click("button[value=allow]")
     page.wait_for_selector("#demo-record:not([hidden])")
     assert page.text_content("#demo-patient") == f"Maria {family}"
@@ -67,19 +75,10 @@ def test_in_a_chinese_browser_the_demo_app_reports_its_steps_and_the_record_in_c
                                      doctor=doctor)
     patients.add_allergy(patient, by=nurse, substance="Penicillin", severity="severe", reaction="Hives")
     rx_service.sign(rx_service.create_draft(patient, rx_input("PARA500"), by=doctor), by=doctor)
-    oauth_service.register_client(oauth_service.ClientInput(
-        name=demo_app.APP_NAME, is_public=True, redirect_uris=[f"{live_server}/smart-demo/"], scope=demo_app.SCOPE,
-        grants=["authorization_code"]), by=live_factories.admin())
-    db.session.commit()
-    email = db.session.scalar(sa.text("SELECT email FROM user_account WHERE id = :id"), {"id": patient.user_id})
+    _register_demo_app(live_server, live_factories)
 
     page = new_browser(locale="zh-CN").new_page()
-    page.goto(f"{live_server}/smart-demo/")
-    page.click("#demo-connect")
-    page.wait_for_url("**/sign-in**")
-    page.fill("#email", email)
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
+    _connect_and_sign_in(page, live_server, patient.user_id)
     consent = page.inner_text("main")  # what the app asks for, in the patient's language
     assert "读取和检索过敏记录（仅限您本人的病历）" in consent and "确认您的身份" in consent
     assert "in your own record only" not in consent

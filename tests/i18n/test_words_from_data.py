@@ -39,13 +39,20 @@ def _signed(doc: Any, patient_id: int) -> dict[str, Any]:
     return {**rx, **doc.post(f"/api/v1/medication-requests/{rx['id']}/sign", json={}).json}
 
 
-def test_the_pharmacists_code_check_names_the_status_in_chinese(make_client: Any, factories: Any,
-                                                                  login: Any) -> None:
+def _doctor_and_pharmacist(make_client: Any, factories: Any, login: Any) -> tuple[Any, Any, Any, Any]:
+    """A patient in a doctor's care, their clinic's pharmacist, and both signed in: (patient, pharmacist, the
+    doctor's client, the pharmacist's client)."""
     doctor = factories.doctor()
     patient = factories.patient(doctor=doctor)
     pharmacist = factories.pharmacist(facility=patient.facility)
     doc, pharm = make_client(), make_client()
     login(doc, doctor), login(pharm, pharmacist)
+    return patient, pharmacist, doc, pharm
+
+
+def test_the_pharmacists_code_check_names_the_status_in_chinese(make_client: Any, factories: Any,
+                                                                  login: Any) -> None:
+    patient, pharmacist, doc, pharm = _doctor_and_pharmacist(make_client, factories, login)
     payload = _signed(doc, patient.id)["qrPayload"]
     page = _text(pharm.post("/pharmacy/verify", data={"payload": payload}, headers=ZH))
     assert "处方状态：有效。" in page and "共 21 个单位，尚余 21 个可发放。" in page and "由本院密钥签名。" in page
@@ -55,11 +62,7 @@ def test_the_pharmacists_code_check_names_the_status_in_chinese(make_client: Any
 
 
 def test_a_refused_dispense_move_names_both_states_in_chinese(make_client: Any, factories: Any, login: Any) -> None:
-    doctor = factories.doctor()
-    patient = factories.patient(doctor=doctor)
-    pharmacist = factories.pharmacist(facility=patient.facility)
-    doc, pharm = make_client(), make_client()
-    login(doc, doctor), login(pharm, pharmacist)
+    patient, pharmacist, doc, pharm = _doctor_and_pharmacist(make_client, factories, login)
     rx_id = _signed(doc, patient.id)["id"]
     add_stock(patient.facility_id, "AMOX500", 100)
     dispense = pharmacy.start_dispense(db.session.get(Prescription, rx_id), by=pharmacist)

@@ -82,16 +82,17 @@ def _search(level: str, q: query.Query, build: Callable[[], sa.Select[Any]],
     """
     f = q.filters
     params = f.params | {"limit": q.limit + 1, "offset": q.offset}
-    while True:
+
+    def run() -> list[sa.Row[Any]]:
         search = read_path.audited_search(
             (level, tuple(f.shape)), current_user.role,
             lambda: build().where(service.visible_to_viewer(current_user.role),
                                   *(query.clause(*item) for item in f.shape))
             .limit(sa.bindparam("limit")).offset(sa.bindparam("offset")),
             resource_type=resource_type)
-        rows = search.run(params, f"imaging.{level}.search", by=current_user)
-        if rows or not read_path.stale_viewer(current_user):
-            break
+        return search.run(params, f"imaging.{level}.search", by=current_user)
+
+    rows = read_path.as_viewer(current_user, run)
     warnings = list(q.warnings)
     if len(rows) > q.limit:
         rows = rows[:q.limit]
