@@ -138,8 +138,16 @@ def register_error_handlers(app: Flask) -> None:
         return problem_response(400, "csrf-failed", N_("The form expired or was not sent from this site"),
                                 N_("Reload the page and try again."))
 
+    def _database_gone(exc: Exception) -> Exception | None:
+        """The database error behind ``exc``: an error outside the view (the commit at the request's end, say)
+        reaches Flask as a 500 wrapping it, and gets the same answer as in the view, without loading the account."""
+        original = getattr(exc, "original_exception", None) or exc
+        return original if isinstance(original, sa.exc.OperationalError | sa.exc.InterfaceError) else None
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
+        if (away := _database_gone(exc)) is not None:
+            return _database_away(away)
         _rollback_keeping_audit()
         status = exc.code or 500
         errors = None
@@ -189,6 +197,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        if (away := _database_gone(exc)) is not None:
+            return _database_away(away)
         logger.exception("unhandled error on %s %s", request.method, request.path)
         try:
             db.session.rollback()
