@@ -90,3 +90,31 @@ def test_my_prescriptions_reads_the_supply_of_all_prescriptions_at_once(make_cli
     assert page.status_code == 200
     assert page.get_data(as_text=True).count("21 of 21 ") == 3
     assert sum("sum(dispense.quantity)" in s for s in seen) == 1
+
+
+def test_a_later_instance_of_a_stored_series_reads_its_series_and_study_once(app_ctx, factories, engine):
+    """The DICOM listener stores one instance per transaction: after the first, the study and series rows come
+    from one query (was three: the other-study check, the study, the series); the other read is the reading
+    service's look for an order waiting for the study."""
+    import io
+
+    from pydicom.uid import generate_uid
+
+    from app.imaging.ingest import store_one
+    from tests.imaging.dicomgen import ct_slice
+
+    nurse = factories.nurse()
+    study_uid, series_uid = generate_uid(), generate_uid()
+
+    def send(n: int) -> str:
+        result = store_one(io.BytesIO(ct_slice(study_uid=study_uid, series_uid=series_uid, number=n)),
+                           filename=f"{n}.dcm", by=None, facility_id=nurse.facility_id, source="c-store",
+                           actor_name="DICOM AE SCANNER")
+        return result.status
+
+    assert send(1) == "stored"
+    with statements(engine) as seen:
+        assert send(2) == "stored"
+    reads = [s for s in seen if s.lstrip().upper().startswith("SELECT")
+             and re.search(r"FROM imaging_(series|study)\b", s)]
+    assert len(reads) == 2, reads

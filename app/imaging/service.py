@@ -248,16 +248,20 @@ def _insert(table: sa.Table) -> Any:
 
 
 def _ensure_rows(model: type[Any], key: str, rows: dict[str, dict[str, Any]],
-                 complete: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+                 complete: Callable[[list[dict[str, Any]]], None] | None = None,
+                 known: dict[str, Any] | None = None) -> dict[str, Any]:
     """The rows of ``model`` whose unique column ``key`` takes the given values, created where missing (their
-    values first passed to ``complete``, for what only a new row needs).
+    values first passed to ``complete``, for what only a new row needs). ``known`` holds rows already read in
+    this transaction, which are not read again.
 
     Race-free: several senders may deliver the same new study at once (parallel associations or STOW requests).
     A row another transaction creates meanwhile is not an error: ``ON CONFLICT DO NOTHING`` waits for that
     transaction and then keeps its row, which the second select sees.
     """
     column = getattr(model, key)
-    found = {getattr(o, key): o for o in db.session.scalars(sa.select(model).where(column.in_(list(rows))))}
+    found = {uid: row for uid, row in (known or {}).items() if uid in rows}
+    if unread := [uid for uid in rows if uid not in found]:
+        found.update({getattr(o, key): o for o in db.session.scalars(sa.select(model).where(column.in_(unread)))})
     missing = [values for uid, values in sorted(rows.items()) if uid not in found]  # one lock order for all
     if missing:
         if complete is not None:
@@ -309,7 +313,8 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
     """
     settle(results)  # rows only for objects that are in the store
     _check_stored([r for r in results if r.unchecked and r.staged is not None])
-    _refuse_series_of_other_studies([r for r in results if r.staged is not None])
+    stored_series = _stored_series([r for r in results if r.staged is not None])
+    _refuse_series_of_other_studies([r for r in results if r.staged is not None], stored_series)
     todo = [r for r in results if r.staged is not None]
     if not todo:
         return
@@ -317,10 +322,11 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
     study_rows = {st.study["study_instance_uid"]: st.study | {
         "patient_id": None, "facility_id": facility_id, "modalities": "", "created_at": utcnow()}
         for st in reversed(staged)}
-    studies = _ensure_rows(Study, "study_instance_uid", study_rows, complete=_match_patients)
+    studies = _ensure_rows(Study, "study_instance_uid", study_rows, complete=_match_patients,
+                           known={s.study.study_instance_uid: s.study for s in stored_series.values()})
     series_rows = {st.series["series_instance_uid"]: st.series | {
         "study_id": studies[st.study["study_instance_uid"]].id} for st in reversed(staged)}
-    known_series = _ensure_rows(Series, "series_instance_uid", series_rows)
+    known_series = _ensure_rows(Series, "series_instance_uid", series_rows, known=stored_series)
     misfiled = [uid for st in staged if known_series[uid := st.series["series_instance_uid"]].study_id
                 != studies[st.study["study_instance_uid"]].id]
     if misfiled:  # created under another study meanwhile: fail the batch; one by one, each is refused
@@ -359,18 +365,24 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
     db.session.flush()
 
 
-def _refuse_series_of_other_studies(results: list[IngestResult]) -> None:
+def _stored_series(results: list[IngestResult]) -> dict[str, Series]:
+    """The already stored series that staged results name, each with its study, in one query: in the usual case
+    (the second and later instances of a series) the study and series rows need no other read."""
+    declared = {r.staged.series["series_instance_uid"] for r in results if r.staged is not None}
+    if not declared:
+        return {}
+    return {s.series_instance_uid: s for s in db.session.scalars(
+        sa.select(Series).join(Series.study).options(so.contains_eager(Series.study))
+        .where(Series.series_instance_uid.in_(declared)))}
+
+
+def _refuse_series_of_other_studies(results: list[IngestResult], stored: dict[str, Series]) -> None:
     """An instance whose series is stored under another study would be filed there, out of reach under the study
     it names: it is refused (its new object deleted), the sender told why."""
-    if not results:
-        return
-    declared = {r.staged.series["series_instance_uid"] for r in results if r.staged is not None}
-    owner = dict(db.session.execute(sa.select(Series.series_instance_uid, Study.study_instance_uid)
-                                    .join(Series.study).where(Series.series_instance_uid.in_(declared))).all())
     for r in results:
         assert r.staged is not None
-        known = owner.get(r.staged.series["series_instance_uid"])
-        if known is not None and known != r.staged.study["study_instance_uid"]:
+        series = stored.get(r.staged.series["series_instance_uid"])
+        if series is not None and series.study.study_instance_uid != r.staged.study["study_instance_uid"]:
             discard_objects([r])
             r.status, r.reason = "rejected", "its Series Instance UID belongs to another study"
 
