@@ -227,3 +227,46 @@ def test_qido_includefield_adds_requested_attributes(client: Any, login: Any, sc
     assert inst["00281053"]["Value"] == [1] and inst["00080080"]["Value"] == ["Town Clinic"]
     assert "7FE00010" not in inst
     assert client.get("/dicomweb/studies?includefield=NoSuchThing").status_code == 400
+
+
+def test_metadata_cached_per_content_yet_linked_and_checked_per_request(
+        app: Any, client: Any, login: Any, factories: Any, scans: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated metadata request is answered without reading storage again; the frames URL still names the host
+    each request came by, every request is still audited, and someone without access still gets nothing."""
+    import sqlalchemy as sa
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from app import db
+    from app.audit.models import AuditEvent
+    from app.imaging.dicomweb import retrieve
+
+    def audited() -> int:
+        return db.session.scalar(sa.select(sa.func.count()).where(
+            AuditEvent.action == "imaging.series.read", AuditEvent.actor_id == scans["doctor"].id)) or 0
+
+    retrieve.METADATA_CACHE.clear()
+    store, reads = app.extensions["object_store"], []
+    read = store.read
+    monkeypatch.setattr(store, "read", lambda key, **kw: reads.append(key) or read(key, **kw))
+    login(client, scans["doctor"])
+    url = f"/dicomweb/studies/{scans['a']}/series/{scans['series']}/metadata"
+    first = client.get(url)
+    assert first.status_code == 200 and len(reads) == 3 and retrieve.METADATA_CACHE.cost > 0
+    before = audited()
+    again = client.get(url)
+    assert again.data == first.data and len(reads) == 3 and audited() == before + 1
+    items = json.loads(first.data)
+    assert all(i["7FE00010"]["BulkDataURI"].startswith("http://localhost/dicomweb/") for i in items)
+    assert all(i["00083002"]["Value"] == [i["00020010"]["Value"][0]] for i in items)
+    monkeypatch.setattr(app, "wsgi_app", ProxyFix(app.wsgi_app, x_proto=1, x_host=1))
+    proxied = json.loads(client.get(url, headers={"X-Forwarded-Host": "pacs.example.org",
+                                                  "X-Forwarded-Proto": "https"}).data)
+    assert [i["7FE00010"]["BulkDataURI"] for i in proxied] == [
+        i["7FE00010"]["BulkDataURI"].replace("http://localhost/", "https://pacs.example.org/") for i in items]
+    assert [{**i, "7FE00010": None} for i in proxied] == [{**i, "7FE00010": None} for i in items]
+    assert client.get(url).data == first.data and len(reads) == 3  # the cached item was not changed
+    client.post("/sign-out")
+    login(client, factories.doctor())
+    denied = client.get(url)
+    assert denied.status_code == 404 and denied.mimetype == "application/problem+json"

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pydicom
 from flask import Response, request, stream_with_context
@@ -181,23 +183,50 @@ def study_retrieve(study_uid: str, series_uid: str | None = None, sop_uid: str |
 RENDERED_CACHE = Lru(64 * 1024 * 1024, cost=len)  # bytes
 
 
+def _json_size(item: dict[str, Any]) -> int:
+    """What an item costs the metadata cache: the length of its JSON (bulk data is left out, so it is small)."""
+    return len(json.dumps(item, separators=(",", ":")))
+
+
+# DICOM JSON of each instance's header, without what depends on the request (frames URL, transfer syntax), per
+# process; keyed by object and content hash like the others, so never stale.
+METADATA_CACHE = Lru(32 * 1024 * 1024, cost=_json_size)  # bytes
+
+
+def _parsed_item(inst: Instance) -> dict[str, Any]:
+    """The header as DICOM JSON with pixel data and other bulk data left out (clients fetch frames by URL)."""
+    ds = header_of(inst)
+    ds.pop("PixelData", None)
+    item = ds.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=lambda _el: "")
+    return {tag: el for tag, el in item.items() if "BulkDataURI" not in el}
+
+
+def _base_item(inst: Instance) -> dict[str, Any]:
+    """The parsed item, shared from the cache by every request for this content; callers must not modify it."""
+    key = (inst.object_key, inst.sha256)
+    item = METADATA_CACHE.get(key)
+    if item is None:
+        item = _parsed_item(inst)
+        METADATA_CACHE.put(key, item)
+    return item
+
+
+def _metadata_item(inst: Instance) -> dict[str, Any]:
+    """The instance's DICOM JSON for this request: the frames URL names the host the client asked by."""
+    item = dict(_base_item(inst))  # a copy: the cached item stays as parsed
+    if inst.number_of_frames:  # reports, PDFs and other objects without pixel data have no frames
+        series = inst.series
+        url = retrieve_url(series.study.study_instance_uid, series.series_instance_uid, inst.sop_instance_uid)
+        item["7FE00010"] = {"vr": "OW", "BulkDataURI": f"{url}/frames/1"}
+    item["00020010"] = element("UI", inst.transfer_syntax_uid)
+    item["00083002"] = element("UI", inst.transfer_syntax_uid)
+    return item
+
+
 def _metadata(instances: list[Instance]) -> Response:
-    out = []
+    """Headers of instances already authorised and audited (the cache is consulted only after that)."""
     require_json_accepted()
-    for inst in instances:
-        ds = header_of(inst)
-        ds.pop("PixelData", None)
-        item = ds.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=lambda _el: "")
-        for tag, el in list(item.items()):
-            if "BulkDataURI" in el:
-                del item[tag]
-        series, study = inst.series, inst.series.study
-        url = retrieve_url(study.study_instance_uid, series.series_instance_uid, inst.sop_instance_uid)
-        if inst.number_of_frames:  # reports, PDFs and other objects without pixel data have no frames
-            item["7FE00010"] = {"vr": "OW", "BulkDataURI": f"{url}/frames/1"}
-        item["00020010"] = element("UI", inst.transfer_syntax_uid)
-        item["00083002"] = element("UI", inst.transfer_syntax_uid)
-        out.append(item)
+    out = [_metadata_item(inst) for inst in instances]
     db.session.commit()
     return dicom_json(out)
 
