@@ -55,6 +55,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--top", type=int, default=0)
+    parser.add_argument("--sort", default="cumulative", choices=("cumulative", "tottime"),
+                        help="order of --top: time including callees (default) or in the function itself")
     parser.add_argument("--sql", action="store_true", help="list each group's statements with their time")
     parser.add_argument("--only", default="", help="profile only the groups whose name contains this")
     args = parser.parse_args()
@@ -67,7 +69,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
             accounts = _seed(url, tmp)
-            _profile(url, tmp, accounts, args.repeat, args.top, args.only, args.sql)
+            _profile(url, tmp, accounts, args.repeat, args.top, args.only, args.sql, args.sort)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -75,7 +77,7 @@ def main() -> int:
 
 
 def _profile(url: str, tmp: Path, accounts: dict[str, Any], repeat: int, top: int, only: str,
-             sql: bool) -> None:
+             sql: bool, sort: str = "cumulative") -> None:
     from app import create_app
     from app.config import Config
 
@@ -157,7 +159,7 @@ def _profile(url: str, tmp: Path, accounts: dict[str, Any], repeat: int, top: in
                 print(f"      {len(spent) / repeat:4.1f} x {sum(spent) / len(spent) * 1000:6.2f} ms  {text}")
         if top:
             out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
+            pstats.Stats(profiler, stream=out).sort_stats(sort).print_stats(top)
             print("\n".join(line for line in out.getvalue().splitlines()[6:] if line.strip()))
     print("the phases include cProfile's own overhead (up to about 2x on pure-Python code)")
 
