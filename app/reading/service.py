@@ -718,12 +718,16 @@ def _read_ordered_studies(study_ids: list[int]) -> None:
     """Send arriving studies to be read when their order asked for it (and no request exists yet), in the name
     of the order's creator: the request reaches the doctors' worklist with no further click. A study or order
     that no longer qualifies (the creator or the named doctor left, say) is logged and skipped."""
+    requested = sa.exists().where(ReadingRequest.study_id == Study.id)
+    # A study already sent to be read (after its first instance, usually) is skipped in this one query, with no
+    # lock taken: a CT of hundreds of slices arrives one instance per transaction.
     for study in db.session.scalars(sa.select(Study).where(Study.id.in_(study_ids), Study.patient_id.is_not(None),
-                                                           Study.accession_number.is_not(None))):
+                                                           Study.accession_number.is_not(None), ~requested)):
         order = orders.order_for_study(accession_number=study.accession_number, facility_id=study.facility_id,
                                        patient_id=study.patient_id, lock=True)
         if order is None or not order.asks_to_be_read:
             continue
+        # Asked again under the order's lock: another arrival of this study may have sent it meanwhile.
         if db.session.scalar(sa.select(ReadingRequest.id).where(ReadingRequest.study_id == study.id)) is not None:
             continue
         creator = db.session.get(User, order.created_by_id)

@@ -35,7 +35,8 @@ def _requests(study_uid: str) -> list[ReadingRequest]:
 
 
 @pytest.mark.smoke
-def test_an_ordered_study_reaches_the_worklist_on_arrival(client: Any, factories: Any, login: Any) -> None:
+def test_an_ordered_study_reaches_the_worklist_on_arrival(client: Any, factories: Any, login: Any,
+                                                          engine: Any) -> None:
     nurse = factories.nurse()
     doctor = factories.doctor(name="Dr Ada Reader")
     patient = factories.patient(facility=nurse.facility)
@@ -52,7 +53,14 @@ def test_an_ordered_study_reaches_the_worklist_on_arrival(client: Any, factories
     worklist = [r for r in service.worklist(by=doctor) if r.study.study_instance_uid == study_uid]
     assert [(r.priority, r.clinical_question, r.requested_by_id, r.assigned_to_id) for r in worklist] \
         == [(Priority.STAT, "Sudden breathlessness; embolism?", nurse.id, doctor.id)]
-    _stow(client, patient, accession=order.accession_number, study_uid=study_uid, number=2)  # a second slice
+    seen: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", note := lambda _c, _cur, statement, *_a: seen.append(statement))
+    try:
+        _stow(client, patient, accession=order.accession_number, study_uid=study_uid, number=2)  # a second slice
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", note)
+    # already sent to be read: the order is neither read nor locked again for each further slice
+    assert not [s for s in seen if "imaging_order" in s], seen
     _stow(client, patient, accession=order.accession_number, study_uid=study_uid, number=2)  # and a re-send
     assert len(_requests(study_uid)) == 1
 
