@@ -313,9 +313,10 @@ def index(results: list[IngestResult], *, by: User | None, facility_id: int | No
     """
     settle(results)  # rows only for objects that are in the store
     _check_stored([r for r in results if r.unchecked and r.staged is not None])
-    stored_series = _stored_series([r for r in results if r.staged is not None])
-    _refuse_series_of_other_studies([r for r in results if r.staged is not None], stored_series)
-    todo = [r for r in results if r.staged is not None]
+    staged_results = [r for r in results if r.staged is not None]
+    stored_series = _stored_series(staged_results)
+    _refuse_series_of_other_studies(staged_results, stored_series)
+    todo = [r for r in staged_results if r.staged is not None]  # less those just refused
     if not todo:
         return
     staged = [r.staged for r in todo if r.staged is not None]

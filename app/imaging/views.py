@@ -25,7 +25,7 @@ from app.imaging.forms import ImagingOrderForm, PeerForm
 from app.imaging.ingest import ingest_files
 from app.imaging.models import DicomPeer, ImagingOrder, Study
 from app.patients import service as patients
-from app.transactions import commit_at_request_end, flash_outcome
+from app.transactions import commit_at_request_end, error_message, flash_outcome, submit
 
 bp = commit_at_request_end(Blueprint("imaging", __name__, template_folder="templates", static_folder="static",
                                      static_url_path="/static/imaging"))
@@ -95,7 +95,7 @@ def request_imaging(patient_id: int) -> BaseResponse:
                                     read=_reading_ask(form))
     except AppError as exc:
         db.rollback()
-        flash(" ".join(m for msgs in (exc.errors or {}).values() for m in msgs) or exc.detail, "error")
+        flash(error_message(exc), "error")
         return redirect(url_for("patients.chart", patient_id=patient.id))
     reading = " " + _("It will be sent to be read when the scan arrives.") if order.asks_to_be_read else ""
     flash(_("%(modality)s requested for %(when)s, accession %(accession)s: it is on the scanner's worklist.",
@@ -262,16 +262,12 @@ def _peer_form(peer: DicomPeer | None = None) -> PeerForm:
 
 def _save_peer(form: PeerForm, peer: DicomPeer | None) -> DicomPeer | None:
     """Save the submitted form; None (with the errors on the form) when the service refused it."""
-    try:
-        saved = peers.save_peer(peer, by=current_user, ae_title=form.ae_title.data or "", host=form.host.data or "",
-                                port=form.port.data, facility_id=form.facility_id.data or 0,
-                                description=form.description.data or "", active=bool(form.active.data),
-                                permissions={p for p in peers.PERMISSIONS if getattr(form, f"can_{p}").data})
-    except AppError as exc:
-        db.rollback()
-        form.apply_error(exc)
-        return None
-    return saved
+    saved: list[DicomPeer] = []
+    submit(form, lambda: saved.append(peers.save_peer(
+        peer, by=current_user, ae_title=form.ae_title.data or "", host=form.host.data or "", port=form.port.data,
+        facility_id=form.facility_id.data or 0, description=form.description.data or "",
+        active=bool(form.active.data), permissions={p for p in peers.PERMISSIONS if getattr(form, f"can_{p}").data})))
+    return saved[0] if saved else None
 
 
 @bp.route("/admin/dicom-peers", methods=["GET", "POST"])
