@@ -136,6 +136,17 @@ def _alive_at_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         raise sa.exc.DisconnectionError("the server closed the connection")
 
 
+def hold_row(obj: Any) -> None:
+    """Where ``SELECT ... FOR UPDATE`` locked nothing (SQLite ignores it), take the database's write lock now with
+    a no-op UPDATE of ``obj``'s row, so two transactions that check-then-write on it run one after the other and
+    the second reads what the first committed. On PostgreSQL the row lock was already taken: nothing to do."""
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    table = sa.inspect(obj).mapper.local_table
+    key = sa.inspect(obj).mapper.primary_key[0]
+    session.execute(sa.update(table).where(key == sa.inspect(obj).identity[0]).values({key.name: key}))
+
+
 def import_models() -> None:
     """Import every domain's models so the metadata is complete (Alembic, tests)."""
     import app.audit.models  # noqa: F401

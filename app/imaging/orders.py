@@ -120,4 +120,9 @@ def order_for_study(*, accession_number: str | None, facility_id: int | None, pa
     query = sa.select(ImagingOrder).where(ImagingOrder.accession_number == accession_number,
                                           ImagingOrder.facility_id == facility_id,
                                           ImagingOrder.patient_id == patient_id, ImagingOrder.status != "cancelled")
-    return db.session.scalar(query.with_for_update() if lock else query)
+    if not lock:
+        return db.session.scalar(query)
+    order = db.session.scalar(query.with_for_update())
+    if order is not None:
+        db.hold_row(order)
+    return order
