@@ -79,7 +79,8 @@ def clinic_people(live_server: str, live_factories: Any) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:6]
     clinic = live_factories.facility(name=f"Parallel clinic {tag}")
     nurse = live_factories.nurse(facility=clinic, email=f"par-nurse-{tag}@test.example")
-    return {"clinic": clinic, "nurse": nurse, "mrn": f"PAR-{tag}"}
+    # calling AE titles of its own: a peer, once known, stays filed to the clinic it was first seeded with
+    return {"clinic": clinic, "nurse": nurse, "mrn": f"PAR-{tag}", "aet": f"S{tag}".upper()}
 
 
 def test_parallel_stow_requests_of_one_new_study_lose_nothing(live_server: str,
@@ -123,7 +124,7 @@ def test_parallel_stow_requests_of_one_new_study_lose_nothing(live_server: str,
 
 @pytest.fixture
 def listener(app: Any, clinic_people: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
-    aets = ",".join(f"SENDER{n}={clinic_people['clinic'].code}" for n in range(SENDERS))
+    aets = ",".join(f"{clinic_people['aet']}{n}={clinic_people['clinic'].code}" for n in range(SENDERS))
     monkeypatch.setitem(app.config, "DICOM_ALLOWED_AETS", aets)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -149,7 +150,8 @@ def test_parallel_storescu_associations_of_one_new_study_lose_nothing(live_serve
                 paths.append(str(path))
                 sent[str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)] = data
             procs.append(subprocess.Popen(  # noqa: S603
-                ["storescu", "-v", "-aet", f"SENDER{n}", "-aec", "TOWNHEALTH", "127.0.0.1", str(listener), *paths],
+                ["storescu", "-v", "-aet", f"{clinic_people['aet']}{n}", "-aec", "TOWNHEALTH", "127.0.0.1",
+                 str(listener), *paths],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         outputs = [p.communicate(timeout=120)[0] for p in procs]
         successes = sum(out.count("Received Store Response (Success)") for out in outputs)
@@ -186,3 +188,44 @@ def test_a_unique_violation_is_answered_as_a_failure_not_as_already_stored(clien
     assert db_session.scalar(sa.select(sa.func.count(Study.id)).where(Study.study_instance_uid == study)) == 0
     with app.app_context():
         assert set(object_store().list("dicom/")) == before
+
+
+@pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is installed by .ci/run")
+def test_parallel_associations_of_an_ordered_study_send_it_to_be_read_once(
+        live_server: str, listener: int, clinic_people: dict[str, Any], live_factories: Any, tmp_path: Path) -> None:
+    """The order that asked for a reading is locked by the first arrivals only; whichever association wins, the
+    study is sent to be read exactly once, and its later instances leave the order alone."""
+    from datetime import UTC, datetime
+
+    from app import db
+    from app.imaging import orders
+    from app.reading.models import ReadingRequest
+
+    nurse = clinic_people["nurse"]
+    patient = live_factories.patient(facility=clinic_people["clinic"])
+    reader = live_factories.doctor()  # named, so these requests stay off other tests' reading pool
+    for round_no in range(ROUNDS // 2):
+        order = orders.create_order(patient, by=nurse, modality="CT", description="CT chest",
+                                    scheduled_at=datetime(2031, 3, 4, 14, 15, tzinfo=UTC),
+                                    read=orders.ReadingAsk(priority="routine", question="Nodules?",
+                                                           assigned_to_id=reader.id))
+        db.session.commit()
+        study, procs, sent = generate_uid(), [], 0
+        for n in range(SENDERS):
+            paths = []
+            for i in range(PER_SENDER_AND_SERIES):
+                path = tmp_path / f"o{round_no}s{n}i{i}.dcm"
+                path.write_bytes(ct_slice(patient_id=patient.mrn, study_uid=study, series_uid=f"{study[:60]}.{n}",
+                                          number=n * 10 + i, accession=order.accession_number, size=32))
+                paths.append(str(path))
+                sent += 1
+            procs.append(subprocess.Popen(  # noqa: S603
+                ["storescu", "-v", "-aet", f"{clinic_people['aet']}{n}", "-aec", "TOWNHEALTH", "127.0.0.1",
+                 str(listener), *paths],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+        assert sum(out.count("Received Store Response (Success)") for out in outputs) == sent
+        db.session.rollback()  # a fresh snapshot of what the listener committed
+        requests_made = db.session.scalars(sa.select(ReadingRequest).join(Study, Study.id == ReadingRequest.study_id)
+                                           .where(Study.study_instance_uid == study)).all()
+        assert len(requests_made) == 1, f"round {round_no}: {len(requests_made)} reading requests"
